@@ -1,0 +1,54 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { SplitLLMError } from '../../shared/errors.js';
+import { openModel } from '../../models/package.js';
+import { perplexity, pplWindows } from '../../models/eval/ppl.js';
+import { Pipeline } from '../../models/runtime/pipeline.js';
+import { intOption, modelOptions, progress, requireString, runCommand, type Command } from '../common.js';
+
+const pplCommand: Command = {
+  name: 'eval ppl',
+  summary:
+    'Perplexity of a text under the project protocol: paragraphs split on blank lines, BOS prepended, windows of 256+1 ids. ' +
+    'With --split K the hidden state crosses from [0,K) to [K,L) as it would on the wire.',
+  usage: 'splitllm eval ppl --model M [--tokenizer T] --text FILE [--split K] [--limit N] [--json]',
+  options: {
+    ...modelOptions,
+    text: { type: 'string', description: 'text file to score', valueName: 'FILE' },
+    split: { type: 'string', short: 's', description: 'split point K', valueName: 'K' },
+    limit: { type: 'string', description: 'score only the first N windows (quick checks)' },
+    threads: { type: 'string', description: 'onnxruntime intra-op threads' },
+    json: { type: 'boolean', description: 'print {"ppl":…,"tokens":…}' },
+  },
+  async run(values) {
+    const modelPath = requireString(values, 'model', 'eval ppl');
+    const textPath = requireString(values, 'text', 'eval ppl');
+    if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);
+    const pkg = await openModel(modelPath, { tokenizer: values['tokenizer'] as string | undefined });
+    const split = intOption(values, 'split');
+    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: intOption(values, 'threads', undefined, 1) });
+    let windows = pplWindows(pkg.tokenizer(), readFileSync(textPath, 'utf8'));
+    const limit = intOption(values, 'limit', undefined, 1);
+    if (limit !== undefined) windows = windows.slice(0, limit);
+    if (windows.length === 0) throw new SplitLLMError('E_BAD_ARGUMENT', `${textPath} holds no paragraph with two or more tokens: nothing to score`);
+    const r = await perplexity(windows, pkg.config.vocabSize, async (ids) => (await pipeline.forward(ids, { keepCache: false })).data, progress('eval ppl'));
+    await pipeline.release();
+    if (values['json']) process.stdout.write(JSON.stringify({ ppl: r.ppl, tokens: r.tokens }) + '\n');
+    else process.stdout.write(`ppl ${r.ppl.toFixed(4)} over ${r.tokens} predicted ids (${r.windows} windows)\n`);
+  },
+};
+
+export const evalCommand: Command = {
+  name: 'eval',
+  summary: 'Evaluation commands. Subcommands: ppl (perplexity of a text).',
+  usage: 'splitllm eval ppl [options]   (splitllm eval ppl --help)',
+  options: {},
+  positionals: true,
+  async run(_values, positionals) {
+    throw new SplitLLMError('E_USAGE', `unknown eval subcommand "${positionals[0] ?? ''}": use 'splitllm eval ppl'`);
+  },
+};
+
+export async function runEval(argv: string[]): Promise<number> {
+  if (argv[0] === 'ppl') return runCommand(pplCommand, argv.slice(1));
+  return runCommand(evalCommand, argv);
+}

@@ -1,0 +1,84 @@
+/** What every subcommand shares: option parsing, --help, typed errors, progress on stderr. */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { SplitLLMError } from '../shared/errors.js';
+
+export type OptionSpec = NonNullable<ParseArgsConfig['options']>[string] & { description: string; valueName?: string };
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  options: Record<string, OptionSpec>;
+  positionals?: boolean;
+  run(values: Record<string, unknown>, positionals: string[]): Promise<number | void>;
+}
+
+export function helpText(cmd: Command): string {
+  const lines = [`usage: ${cmd.usage}`, '', cmd.summary, '', 'options:'];
+  const all = { ...cmd.options, help: { type: 'boolean', description: 'show this help' } as OptionSpec };
+  for (const [name, o] of Object.entries(all)) {
+    const flag = `--${name}${o.type === 'string' ? ` ${o.valueName ?? name.toUpperCase().replace(/-/g, '_')}` : ''}`;
+    const def = o.default !== undefined && o.default !== '' && o.type === 'string' ? ` (default ${String(o.default)})` : '';
+    lines.push(`  ${flag.padEnd(30)} ${o.description}${def}`);
+  }
+  return lines.join('\n');
+}
+
+export async function runCommand(cmd: Command, argv: string[]): Promise<number> {
+  const options: ParseArgsConfig['options'] = { help: { type: 'boolean', short: 'h' } };
+  for (const [k, o] of Object.entries(cmd.options)) {
+    const { description: _d, valueName: _v, ...rest } = o;
+    options[k] = rest;
+  }
+  let parsed: { values: Record<string, unknown>; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: !!cmd.positionals, strict: true }) as typeof parsed;
+  } catch (e) {
+    throw new SplitLLMError('E_USAGE', `${(e as Error).message.split('\n')[0]} (see 'splitllm ${cmd.name} --help')`);
+  }
+  if (parsed.values['help']) {
+    process.stdout.write(helpText(cmd) + '\n');
+    return 0;
+  }
+  return (await cmd.run(parsed.values, parsed.positionals)) ?? 0;
+}
+
+export function requireString(values: Record<string, unknown>, name: string, cmd: string): string {
+  const v = values[name];
+  if (typeof v !== 'string' || v.length === 0) throw new SplitLLMError('E_USAGE', `--${name} is required (see 'splitllm ${cmd} --help')`);
+  return v;
+}
+
+export function intOption(values: Record<string, unknown>, name: string, def?: number, min = 0): number | undefined {
+  const v = values[name];
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new SplitLLMError('E_USAGE', `--${name} must be an integer ≥ ${min}, got "${String(v)}"`);
+  return n;
+}
+
+export function numberOption(values: Record<string, unknown>, name: string, def?: number): number | undefined {
+  const v = values[name];
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new SplitLLMError('E_USAGE', `--${name} must be a number, got "${String(v)}"`);
+  return n;
+}
+
+/** Progress lines on stderr, at most one every `everyMs` (always the last one). */
+export function progress(label: string, everyMs = 2000): (done: number, total: number) => void {
+  let last = 0;
+  const t0 = Date.now();
+  return (done, total) => {
+    const now = Date.now();
+    if (done < total && now - last < everyMs) return;
+    last = now;
+    const secs = ((now - t0) / 1000).toFixed(1);
+    process.stderr.write(`${label}: ${done}/${total} (${secs}s)\n`);
+  };
+}
+
+export const modelOptions: Record<string, OptionSpec> = {
+  model: { type: 'string', short: 'm', description: 'model package directory, Hugging Face directory or llama2.c .bin', valueName: 'PATH' },
+  tokenizer: { type: 'string', description: 'llama2.c tok*.bin for a .bin checkpoint (default: tok<vocab>.bin next to it)', valueName: 'PATH' },
+};

@@ -1,0 +1,172 @@
+/**
+ * A small ONNX graph writer on top of onnx-proto (the ONNX protobuf schema compiled for protobufjs).
+ * Nodes are added in topological order by construction; initializers are raw little-endian bytes and
+ * move to an external data file when the model would pass protobuf's 2 GB limit.
+ */
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { basename } from 'node:path';
+import onnxProto from 'onnx-proto';
+import type { onnx as P } from 'onnx-proto';
+
+const { onnx } = onnxProto;
+export const DT = onnx.TensorProto.DataType;
+const AT = onnx.AttributeProto.AttributeType;
+
+export type Dim = number | string;
+export type AttrValue = number | number[] | string | { float: number } | { floats: number[] } | { tensor: P.ITensorProto };
+
+export interface Initializer {
+  name: string;
+  dataType: number;
+  dims: number[];
+  bytes: Uint8Array;
+}
+
+function tensorBytes(data: Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array | Int8Array): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+export class GraphBuilder {
+  readonly nodes: P.INodeProto[] = [];
+  readonly initializers: Initializer[] = [];
+  readonly inputs: P.IValueInfoProto[] = [];
+  readonly outputs: P.IValueInfoProto[] = [];
+  private counter = 0;
+  private constCache = new Map<string, string>();
+  readonly opsets = new Map<string, number>([['', 17]]);
+
+  constructor(readonly name: string) {}
+
+  fresh(prefix: string): string {
+    return `${prefix}_${this.counter++}`;
+  }
+
+  input(name: string, elemType: number, dims: Dim[]): string {
+    this.inputs.push(valueInfo(name, elemType, dims));
+    return name;
+  }
+
+  output(name: string, elemType: number, dims: Dim[]): void {
+    this.outputs.push(valueInfo(name, elemType, dims));
+  }
+
+  /** Adds a node; returns its single output name (or names when `outputs` > 1). */
+  op(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, opts: { domain?: string; outputs?: string[]; name?: string } = {}): string {
+    return this.opMulti(opType, inputs, attrs, { ...opts, outputs: opts.outputs ?? [this.fresh(opType)] })[0]!;
+  }
+
+  opMulti(opType: string, inputs: string[], attrs: Record<string, AttrValue>, opts: { domain?: string; outputs: string[]; name?: string }): string[] {
+    const attribute: P.IAttributeProto[] = Object.entries(attrs).map(([name, v]) => attr(name, v));
+    this.nodes.push({ opType, input: inputs, output: opts.outputs, name: opts.name ?? this.fresh(`n_${opType}`), domain: opts.domain ?? '', attribute });
+    if (opts.domain && !this.opsets.has(opts.domain)) this.opsets.set(opts.domain, 1);
+    return opts.outputs;
+  }
+
+  initializer(name: string, dataType: number, dims: number[], data: Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array | Int8Array): string {
+    this.initializers.push({ name, dataType, dims, bytes: tensorBytes(data) });
+    return name;
+  }
+
+  f32(name: string, dims: number[], data: Float32Array): string {
+    return this.initializer(name, DT.FLOAT, dims, data);
+  }
+
+  /** A shared int64 constant (deduplicated by value). */
+  i64(values: number[], scalar = false): string {
+    const key = `i64:${scalar ? 's' : 'v'}:${values.join(',')}`;
+    let n = this.constCache.get(key);
+    if (!n) {
+      n = this.initializer(this.fresh('c_i64'), DT.INT64, scalar ? [] : [values.length], BigInt64Array.from(values.map(BigInt)));
+      this.constCache.set(key, n);
+    }
+    return n;
+  }
+
+  /** A shared float32 scalar constant. */
+  scalar(value: number): string {
+    const key = `f32:${value}`;
+    let n = this.constCache.get(key);
+    if (!n) {
+      n = this.f32(this.fresh('c_f32'), [], Float32Array.of(value));
+      this.constCache.set(key, n);
+    }
+    return n;
+  }
+
+  initializerBytes(): number {
+    return this.initializers.reduce((a, t) => a + t.bytes.byteLength, 0);
+  }
+
+  /**
+   * Serialises the model. With `externalDataPath`, every initializer over 1 KiB is written to that file
+   * (ONNX external data, offsets aligned to 4 KiB) and the model references it by file name.
+   */
+  serialize(externalDataPath?: string): Uint8Array {
+    let external: { chunks: Uint8Array[]; offset: number } | undefined;
+    if (externalDataPath) external = { chunks: [], offset: 0 };
+    const init: P.ITensorProto[] = this.initializers.map((t) => {
+      if (external && t.bytes.byteLength > 1024) {
+        const pad = (4096 - (external.offset % 4096)) % 4096;
+        if (pad) external.chunks.push(new Uint8Array(pad));
+        const offset = external.offset + pad;
+        external.chunks.push(t.bytes);
+        external.offset = offset + t.bytes.byteLength;
+        return {
+          name: t.name,
+          dataType: t.dataType,
+          dims: t.dims,
+          dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+          externalData: [
+            { key: 'location', value: basename(externalDataPath!) },
+            { key: 'offset', value: String(offset) },
+            { key: 'length', value: String(t.bytes.byteLength) },
+          ],
+        };
+      }
+      return { name: t.name, dataType: t.dataType, dims: t.dims, rawData: t.bytes };
+    });
+    if (external) {
+      const fd = openSync(externalDataPath!, 'w');
+      try {
+        for (const c of external.chunks) {
+          let off = 0;
+          while (off < c.byteLength) off += writeSync(fd, c, off, Math.min(c.byteLength - off, 1 << 30));
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+    const model: P.IModelProto = {
+      irVersion: 8,
+      producerName: 'splitllm',
+      producerVersion: '0.1.0',
+      opsetImport: [...this.opsets].map(([domain, version]) => ({ domain, version })),
+      graph: { name: this.name, node: this.nodes, initializer: init, input: this.inputs, output: this.outputs },
+    };
+    return onnx.ModelProto.encode(onnx.ModelProto.create(model)).finish();
+  }
+}
+
+function valueInfo(name: string, elemType: number, dims: Dim[]): P.IValueInfoProto {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType,
+        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
+  };
+}
+
+function attr(name: string, v: AttrValue): P.IAttributeProto {
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v)) throw new Error(`attribute ${name}: use { float } for non-integers`);
+    return { name, type: AT.INT, i: v };
+  }
+  if (typeof v === 'string') return { name, type: AT.STRING, s: new TextEncoder().encode(v) };
+  if (Array.isArray(v)) return { name, type: AT.INTS, ints: v };
+  if ('float' in v) return { name, type: AT.FLOAT, f: v.float };
+  if ('floats' in v) return { name, type: AT.FLOATS, floats: v.floats };
+  return { name, type: AT.TENSOR, t: v.tensor };
+}

@@ -1,0 +1,253 @@
+/**
+ * The ONNX segment builder: layers [from, to) of a Llama-family model as one ONNX graph.
+ *
+ *   inputs   input_ids int64 [B,T]            (from = 0)     | hidden_states float [B,T,D] (from > 0)
+ *            position_ids int64 [B,T]         (when the segment has layers)
+ *            past_key_i, past_value_i float [B,KV,P,hd] for each own layer i
+ *   outputs  logits float [B,T,V]             (to = L)       | hidden_out float [B,T,D]    (to < L)
+ *            present_key_i, present_value_i float [B,KV,P+T,hd]
+ *
+ * Whether a segment starts from input_ids (`embed`) and ends with the final norm and LM head (`head`)
+ * defaults to from = 0 and to = L; a chain sets them explicitly so that [0,0) is the embedding alone
+ * (followed by [0,K) taking hidden states) and [L,L) the final norm and LM head alone. Attention is causal over
+ * cached positions 0..P+T-1 (the KV cache holds positions 0..P-1 in order); the mask is built in the
+ * graph from position_ids. Linear layers go through a `LinearEmitter` so that weight quantizers can
+ * replace the float MatMul with MatMulNBits or integer kernels.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SplitLLMError } from '../../shared/errors.js';
+import { W, type ModelConfig } from '../manifest.js';
+import type { WeightSource } from '../package.js';
+import { DT, GraphBuilder } from './graph.js';
+
+export interface LinearWeight {
+  /** package tensor name, e.g. model.layers.0.self_attn.q_proj.weight */
+  name: string;
+  /** [outDim, inDim] row-major */
+  data: Float32Array;
+  outDim: number;
+  inDim: number;
+  layer: number;
+}
+
+/** Emits y = x · Wᵀ for x [B,T,in]; returns y's value name. */
+export interface LinearEmitter {
+  readonly id: string;
+  linear(g: GraphBuilder, x: string, w: LinearWeight): string;
+}
+
+/** float32 weights: one MatMul against the transposed [in, out] initializer. */
+export const float32Linear: LinearEmitter = {
+  id: 'fp32',
+  linear(g, x, w) {
+    const t = new Float32Array(w.data.length);
+    const { outDim: O, inDim: I, data } = w;
+    for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) t[i * O + o] = data[o * I + i]!;
+    return g.op('MatMul', [x, g.f32(`${w.name}.T`, [I, O], t)]);
+  },
+};
+
+export interface SegmentOptions {
+  /** the segment starts from input_ids through the embedding (default: from = 0) */
+  embed?: boolean;
+  /** the segment ends with the final norm and LM head (default: to = L) */
+  head?: boolean;
+  /** Emitter for linear layers of each layer index (default float32). */
+  linearFor?: (layer: number) => LinearEmitter;
+  /**
+   * Write initializers to external data when the segment's weights pass this many bytes (default
+   * 1.9 GB, below protobuf's 2 GB limit). Requires `dir`.
+   */
+  externalDataThreshold?: number;
+  /** Folder for the external data file (and the model file when external data is used). */
+  dir?: string;
+}
+
+export interface SegmentIO {
+  from: number;
+  to: number;
+  nLayers: number;
+  first: boolean;
+  last: boolean;
+  inputNames: string[];
+  outputNames: string[];
+}
+
+export interface BuiltSegment extends SegmentIO {
+  /** the serialized model when it holds its weights inline */
+  model?: Uint8Array;
+  /** the model file path when the weights went to external data */
+  modelPath?: string;
+  weightBytes: number;
+}
+
+export function segmentIO(c: ModelConfig, from: number, to: number, opts: { embed?: boolean; head?: boolean } = {}): SegmentIO {
+  checkRange(c, from, to);
+  const first = opts.embed ?? from === 0;
+  const last = opts.head ?? to === c.nLayers;
+  if (first && from !== 0) throw new SplitLLMError('E_SPLIT_RANGE', `segment [${from}, ${to}) cannot start from token ids: only a segment starting at layer 0 holds the embedding`);
+  if (last && to !== c.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `segment [${from}, ${to}) cannot end in logits: only a segment ending at layer ${c.nLayers} holds the LM head`);
+  const inputNames = [first ? 'input_ids' : 'hidden_states'];
+  const outputNames = [last ? 'logits' : 'hidden_out'];
+  if (to > from) inputNames.push('position_ids');
+  for (let i = from; i < to; i++) {
+    inputNames.push(`past_key_${i}`, `past_value_${i}`);
+    outputNames.push(`present_key_${i}`, `present_value_${i}`);
+  }
+  return { from, to, nLayers: c.nLayers, first, last, inputNames, outputNames };
+}
+
+export function checkRange(c: ModelConfig, from: number, to: number): void {
+  if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > c.nLayers || from > to) {
+    throw new SplitLLMError('E_SPLIT_RANGE', `segment [${from}, ${to}) is outside the model's ${c.nLayers} layers: use 0 ≤ from ≤ to ≤ ${c.nLayers}`);
+  }
+}
+
+/** RoPE tables [maxSeq, headDim/2]: angle = pos · theta^(-2i/headDim), computed as llama2.c does (float32). */
+export function ropeTables(c: ModelConfig): { cos: Float32Array; sin: Float32Array } {
+  const half = c.headDim / 2;
+  const cos = new Float32Array(c.maxSeq * half);
+  const sin = new Float32Array(c.maxSeq * half);
+  for (let i = 0; i < half; i++) {
+    const freq = Math.fround(1 / Math.fround(Math.pow(c.ropeTheta, Math.fround((2 * i) / c.headDim))));
+    for (let p = 0; p < c.maxSeq; p++) {
+      const a = Math.fround(p * freq);
+      cos[p * half + i] = Math.cos(a);
+      sin[p * half + i] = Math.sin(a);
+    }
+  }
+  return { cos, sin };
+}
+
+export function buildSegment(c: ModelConfig, weights: WeightSource, from: number, to: number, opts: SegmentOptions = {}): BuiltSegment {
+  const io = segmentIO(c, from, to, opts);
+  const g = new GraphBuilder(`splitllm_${from}_${to}`);
+  const D = c.dim;
+  const KV = c.nKvHeads;
+  const hd = c.headDim;
+  const G = c.nHeads / c.nKvHeads;
+  const linearFor = opts.linearFor ?? (() => float32Linear);
+
+  let x: string;
+  if (io.first) {
+    g.input('input_ids', DT.INT64, ['batch', 'tokens']);
+    x = g.op('Gather', [g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed)), 'input_ids'], { axis: 0 });
+  } else {
+    x = g.input('hidden_states', DT.FLOAT, ['batch', 'tokens', D]);
+  }
+
+  const rms = (v: string, wname: string): string => {
+    const sq = g.op('Mul', [v, v]);
+    const mean = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
+    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, g.scalar(c.normEps)])])]);
+    return g.op('Mul', [g.op('Mul', [v, inv]), g.f32(wname, [D], weights.get(wname))]);
+  };
+
+  if (to > from) {
+    g.input('position_ids', DT.INT64, ['batch', 'tokens']);
+    const { cos, sin } = ropeTables(c);
+    const cosT = g.f32('rope_cos', [c.maxSeq, hd / 2], cos);
+    const sinT = g.f32('rope_sin', [c.maxSeq, hd / 2], sin);
+    // [B,T,1,hd/2]: broadcast over heads
+    const cosP = g.op('Unsqueeze', [g.op('Gather', [cosT, 'position_ids'], { axis: 0 }), g.i64([2])]);
+    const sinP = g.op('Unsqueeze', [g.op('Gather', [sinT, 'position_ids'], { axis: 0 }), g.i64([2])]);
+
+    const rope = (v: string, heads: number): string => {
+      // v: [B,T,heads,hd]
+      if (c.ropeStyle === 'interleaved') {
+        const pairs = g.op('Reshape', [v, g.i64([0, 0, heads, hd / 2, 2])]);
+        const x0 = g.op('Gather', [pairs, g.i64([0], true)], { axis: 4 });
+        const x1 = g.op('Gather', [pairs, g.i64([1], true)], { axis: 4 });
+        const o0 = g.op('Sub', [g.op('Mul', [x0, cosP]), g.op('Mul', [x1, sinP])]);
+        const o1 = g.op('Add', [g.op('Mul', [x0, sinP]), g.op('Mul', [x1, cosP])]);
+        const both = g.op('Concat', [g.op('Unsqueeze', [o0, g.i64([4])]), g.op('Unsqueeze', [o1, g.i64([4])])], { axis: 4 });
+        return g.op('Reshape', [both, g.i64([0, 0, heads, hd])]);
+      }
+      const x1 = g.op('Slice', [v, g.i64([0]), g.i64([hd / 2]), g.i64([3])]);
+      const x2 = g.op('Slice', [v, g.i64([hd / 2]), g.i64([hd]), g.i64([3])]);
+      const o1 = g.op('Sub', [g.op('Mul', [x1, cosP]), g.op('Mul', [x2, sinP])]);
+      const o2 = g.op('Add', [g.op('Mul', [x2, cosP]), g.op('Mul', [x1, sinP])]);
+      return g.op('Concat', [o1, o2], { axis: 3 });
+    };
+
+    let mask: string | undefined;
+    const scale = g.scalar(1 / Math.sqrt(hd));
+
+    for (let i = from; i < to; i++) {
+      const lin = linearFor(i);
+      const linear = (v: string, name: string, outDim: number, inDim: number): string =>
+        lin.linear(g, v, { name, data: weights.get(name), outDim, inDim, layer: i });
+      const withBias = (v: string, name: string, n: number): string =>
+        c.qkvBias ? g.op('Add', [v, g.f32(name, [n], weights.get(name))]) : v;
+      g.input(`past_key_${i}`, DT.FLOAT, ['batch', KV, 'past', hd]);
+      g.input(`past_value_${i}`, DT.FLOAT, ['batch', KV, 'past', hd]);
+
+      const h = rms(x, W.attnNorm(i));
+      let q = withBias(linear(h, W.q(i), c.nHeads * hd, D), W.qBias(i), c.nHeads * hd);
+      let k = withBias(linear(h, W.k(i), KV * hd, D), W.kBias(i), KV * hd);
+      const v = withBias(linear(h, W.v(i), KV * hd, D), W.vBias(i), KV * hd);
+      q = rope(g.op('Reshape', [q, g.i64([0, 0, c.nHeads, hd])]), c.nHeads);
+      k = rope(g.op('Reshape', [k, g.i64([0, 0, KV, hd])]), KV);
+      // q → [B,KV,G,T,hd] (head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
+      const q5 = g.op('Transpose', [g.op('Mul', [g.op('Reshape', [q, g.i64([0, 0, KV, G, hd])]), scale])], { perm: [0, 2, 3, 1, 4] });
+      const kT = g.op('Transpose', [k], { perm: [0, 2, 1, 3] });
+      const vT = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] });
+      const presentK = g.op('Concat', [`past_key_${i}`, kT], { axis: 2 }, { outputs: [`present_key_${i}`] });
+      const presentV = g.op('Concat', [`past_value_${i}`, vT], { axis: 2 }, { outputs: [`present_value_${i}`] });
+      g.output(`present_key_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
+      g.output(`present_value_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
+
+      if (!mask) {
+        // mask [B,1,1,T,S]: key j is visible to a query at position p when j ≤ p
+        const S = g.op('Gather', [g.op('Shape', [presentK]), g.i64([2], true)], { axis: 0 });
+        const keyPos = g.op('Range', [g.i64([0], true), S, g.i64([1], true)]);
+        const visible = g.op('LessOrEqual', [keyPos, g.op('Unsqueeze', ['position_ids', g.i64([-1])])]);
+        const bias = g.op('Where', [visible, g.scalar(0), g.scalar(-Infinity)]);
+        mask = g.op('Unsqueeze', [bias, g.i64([1, 2])]);
+      }
+      const keys = g.op('Unsqueeze', [g.op('Transpose', [presentK], { perm: [0, 1, 3, 2] }), g.i64([2])]); // [B,KV,1,hd,S]
+      const scores = g.op('Add', [g.op('MatMul', [q5, keys]), mask]); // [B,KV,G,T,S]
+      const probs = g.op('Softmax', [scores], { axis: -1 });
+      const ctx = g.op('MatMul', [probs, g.op('Unsqueeze', [presentV, g.i64([2])])]); // [B,KV,G,T,hd]
+      const merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
+      x = g.op('Add', [x, linear(merged, W.o(i), D, c.nHeads * hd)]);
+
+      const f = rms(x, W.ffnNorm(i));
+      const gate = linear(f, W.gate(i), c.ffnDim, D);
+      const up = linear(f, W.up(i), c.ffnDim, D);
+      const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+      x = g.op('Add', [x, linear(act, W.down(i), D, c.ffnDim)]);
+    }
+  }
+
+  if (io.last) {
+    const h = rms(x, W.norm);
+    if (c.tiedEmbeddings) {
+      // Gemm with transB shares the [V,D] embedding initializer instead of storing a transposed copy
+      const embed = io.first ? W.embed : g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
+      const flat = g.op('Reshape', [h, g.i64([-1, D])]);
+      const y = g.op('Gemm', [flat, embed], { transB: 1 });
+      const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [h]), g.i64([0]), g.i64([2])]), g.i64([c.vocabSize])], { axis: 0 });
+      g.op('Reshape', [y, outShape], {}, { outputs: ['logits'] });
+    } else {
+      const head = float32Linear.linear(g, h, { name: W.lmHead, data: weights.get(W.lmHead), outDim: c.vocabSize, inDim: D, layer: c.nLayers });
+      g.op('Identity', [head], {}, { outputs: ['logits'] });
+    }
+    g.output('logits', DT.FLOAT, ['batch', 'tokens', c.vocabSize]);
+  } else {
+    g.op('Identity', [x], {}, { outputs: ['hidden_out'] });
+    g.output('hidden_out', DT.FLOAT, ['batch', 'tokens', D]);
+  }
+
+  const weightBytes = g.initializerBytes();
+  const threshold = opts.externalDataThreshold ?? 1.9e9;
+  if (weightBytes > threshold) {
+    if (!opts.dir) throw new SplitLLMError('E_RUNTIME', `segment [${from}, ${to}) holds ${weightBytes} bytes of weights, past protobuf's 2 GB: give it a folder for external data`);
+    const modelPath = join(opts.dir, `segment_${from}_${to}.onnx`);
+    const bytes = g.serialize(join(opts.dir, `segment_${from}_${to}.onnx.data`));
+    writeFileSync(modelPath, bytes);
+    return { ...io, modelPath, weightBytes };
+  }
+  return { ...io, model: g.serialize(), weightBytes };
+}

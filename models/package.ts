@@ -1,0 +1,209 @@
+/**
+ * Model packages: a directory with manifest.json, model.safetensors and tokenizer.json. `openModel`
+ * also accepts a llama2.c checkpoint (with its tok*.bin) or a Hugging Face directory directly; those
+ * are imported in memory.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SplitLLMError } from '../shared/errors.js';
+import { numel } from '../shared/tensor.js';
+import { expectedTensors, MANIFEST_FILE, type Manifest, type ModelConfig, validateConfig } from './manifest.js';
+import { SafetensorsFile, writeSafetensors } from './safetensors.js';
+import { TextTokenizer } from './tokenizer/tokenizer.js';
+
+/** Read access to a model's float weights by package tensor name. */
+export interface WeightSource {
+  has(name: string): boolean;
+  get(name: string): Float32Array;
+  shape(name: string): number[];
+}
+
+export class MemoryWeights implements WeightSource {
+  constructor(private readonly tensors: Map<string, { shape: number[]; data: Float32Array }>) {}
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+  get(name: string): Float32Array {
+    const t = this.tensors.get(name);
+    if (!t) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} is missing: the weights do not match the model config`);
+    return t.data;
+  }
+  shape(name: string): number[] {
+    const t = this.tensors.get(name);
+    if (!t) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} is missing: the weights do not match the model config`);
+    return t.shape;
+  }
+}
+
+class SafetensorsWeights implements WeightSource {
+  constructor(private readonly file: SafetensorsFile) {}
+  has(name: string): boolean {
+    return this.file.has(name);
+  }
+  get(name: string): Float32Array {
+    return this.file.readF32(name);
+  }
+  shape(name: string): number[] {
+    return this.file.info(name).shape;
+  }
+}
+
+/** What an importer produces: enough to write a package or to run in memory. */
+export interface ImportedModel {
+  name: string;
+  config: ModelConfig;
+  tensors: Map<string, { shape: number[]; data: Float32Array }>;
+  tokenizerJson: Record<string, unknown>;
+  source: Record<string, unknown>;
+  /** Identity of the weights when not written to a package (sha256 of the source file). */
+  sha256?: string;
+}
+
+export class ModelPackage {
+  private tok?: TextTokenizer;
+
+  constructor(
+    readonly manifest: Manifest,
+    readonly weights: WeightSource,
+    readonly tokenizerJson: Record<string, unknown>,
+    readonly dir?: string,
+  ) {
+    checkWeights(manifest.config, weights, dir ?? manifest.name);
+    const tokenizer = this.tokenizer(); // validates the tokenizer now: fail early, not mid-generation
+    if (tokenizer.vocabSize > manifest.config.vocabSize) {
+      throw new SplitLLMError(
+        'E_VOCAB_MISMATCH',
+        `tokenizer has ${tokenizer.vocabSize} tokens but the model's vocabulary has ${manifest.config.vocabSize}: use the tokenizer that belongs to this model`,
+      );
+    }
+  }
+
+  get config(): ModelConfig {
+    return this.manifest.config;
+  }
+
+  /** Stable identity of the weights (sha256), sent in the protocol's hello. */
+  get hash(): string {
+    return this.manifest.weightsSha256;
+  }
+
+  tokenizer(): TextTokenizer {
+    this.tok ??= new TextTokenizer(this.tokenizerJson, { bosId: this.config.bosId, eosId: this.config.eosId });
+    return this.tok;
+  }
+
+  static fromImported(m: ImportedModel): ModelPackage {
+    const manifest: Manifest = {
+      format: 'splitllm-model',
+      version: 1,
+      name: m.name,
+      config: m.config,
+      weights: '(memory)',
+      tokenizer: '(memory)',
+      weightsSha256: m.sha256 ?? 'unknown',
+      source: m.source,
+    };
+    return new ModelPackage(manifest, new MemoryWeights(m.tensors), m.tokenizerJson);
+  }
+
+  static load(dir: string): ModelPackage {
+    const mpath = join(dir, MANIFEST_FILE);
+    if (!existsSync(mpath)) {
+      throw new SplitLLMError('E_BAD_PACKAGE', `${dir} has no ${MANIFEST_FILE}: it is not a splitllm model package (create one with 'splitllm import')`);
+    }
+    let raw: Partial<Manifest>;
+    try {
+      raw = JSON.parse(readFileSync(mpath, 'utf8')) as Partial<Manifest>;
+    } catch {
+      throw new SplitLLMError('E_BAD_PACKAGE', `${mpath} is not valid JSON: re-import the model`);
+    }
+    if (raw.format !== 'splitllm-model' || raw.version !== 1) {
+      throw new SplitLLMError('E_BAD_PACKAGE', `${mpath} is not a version-1 splitllm manifest: re-import the model`);
+    }
+    const config = validateConfig(raw.config, mpath);
+    const manifest = { ...(raw as Manifest), config };
+    const weights = new SafetensorsWeights(new SafetensorsFile(join(dir, manifest.weights)));
+    const tpath = join(dir, manifest.tokenizer);
+    if (!existsSync(tpath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${tpath} is missing: re-import the model`);
+    let tokenizerJson: Record<string, unknown>;
+    try {
+      tokenizerJson = JSON.parse(readFileSync(tpath, 'utf8')) as Record<string, unknown>;
+    } catch {
+      throw new SplitLLMError('E_TOKENIZER', `${tpath} is not valid JSON: re-import the model`);
+    }
+    return new ModelPackage(manifest, weights, tokenizerJson, dir);
+  }
+}
+
+function checkWeights(c: ModelConfig, w: WeightSource, where: string): void {
+  for (const [name, shape] of expectedTensors(c)) {
+    if (!w.has(name)) throw new SplitLLMError('E_BAD_PACKAGE', `${where}: tensor ${name} is missing: the weights do not match the model config`);
+    const got = w.shape(name);
+    if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
+      throw new SplitLLMError('E_BAD_PACKAGE', `${where}: tensor ${name} has shape [${got}], the config implies [${shape}]`);
+    }
+  }
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+export const WEIGHTS_FILE = 'model.safetensors';
+export const TOKENIZER_FILE = 'tokenizer.json';
+
+/** Writes an imported model as a package directory and returns its manifest. */
+export async function writePackage(dir: string, m: ImportedModel, dtype: 'F32' | 'F16' = 'F32'): Promise<Manifest> {
+  mkdirSync(dir, { recursive: true });
+  const order = [...expectedTensors(m.config).keys()];
+  const wpath = join(dir, WEIGHTS_FILE);
+  writeSafetensors(
+    wpath,
+    order.map((name) => {
+      const t = m.tensors.get(name);
+      if (!t) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} is missing from the imported model`);
+      if (numel(t.shape) !== t.data.length) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} data does not match its shape`);
+      return { name, shape: t.shape, data: t.data };
+    }),
+    { format: 'pt' },
+    dtype,
+  );
+  writeFileSync(join(dir, TOKENIZER_FILE), JSON.stringify(m.tokenizerJson));
+  const manifest: Manifest = {
+    format: 'splitllm-model',
+    version: 1,
+    name: m.name,
+    config: m.config,
+    weights: WEIGHTS_FILE,
+    tokenizer: TOKENIZER_FILE,
+    weightsSha256: await sha256File(wpath),
+    source: m.source,
+  };
+  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  return manifest;
+}
+
+export interface OpenOptions {
+  /** llama2.c tokenizer (tok*.bin) for a .bin checkpoint. */
+  tokenizer?: string;
+}
+
+/** Opens a package directory, a Hugging Face directory or a llama2.c checkpoint. */
+export async function openModel(path: string, opts: OpenOptions = {}): Promise<ModelPackage> {
+  if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `model ${path} does not exist: pass a package directory or a llama2.c .bin with --model`);
+  if (statSync(path).isDirectory()) {
+    if (existsSync(join(path, MANIFEST_FILE))) return ModelPackage.load(path);
+    if (existsSync(join(path, 'config.json'))) {
+      const { importHuggingFace } = await import('./importers/hf.js');
+      return ModelPackage.fromImported(await importHuggingFace(path));
+    }
+    throw new SplitLLMError('E_BAD_PACKAGE', `${path} holds neither ${MANIFEST_FILE} nor config.json: pass a splitllm package or a Hugging Face model directory`);
+  }
+  const { importLlama2c, findLlama2cTokenizer } = await import('./importers/llama2c.js');
+  const tok = opts.tokenizer ?? findLlama2cTokenizer(path);
+  return ModelPackage.fromImported(await importLlama2c(path, tok));
+}
+

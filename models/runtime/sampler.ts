@@ -1,0 +1,87 @@
+/** Token sampling: greedy, temperature, top-k, top-p, seeded. Pure TypeScript. */
+import { SplitLLMError } from '../../shared/errors.js';
+
+export interface SamplingOptions {
+  /** 0 means greedy (argmax). */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+}
+
+export function validateSampling(o: SamplingOptions): Required<SamplingOptions> {
+  const t = o.temperature ?? 0;
+  const k = o.topK ?? 0;
+  const p = o.topP ?? 1;
+  if (!(t >= 0) || !Number.isFinite(t)) throw new SplitLLMError('E_BAD_ARGUMENT', `temperature ${o.temperature} must be ≥ 0`);
+  if (!Number.isInteger(k) || k < 0) throw new SplitLLMError('E_BAD_ARGUMENT', `top-k ${o.topK} must be a non-negative integer (0 = off)`);
+  if (!(p > 0 && p <= 1)) throw new SplitLLMError('E_BAD_ARGUMENT', `top-p ${o.topP} must be in (0, 1]`);
+  return { temperature: t, topK: k, topP: p, seed: o.seed ?? 0x5eed };
+}
+
+/** mulberry32: small, fast, good enough for sampling; deterministic per seed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function argmax(x: Float32Array, offset = 0, n = x.length - offset): number {
+  let best = 0;
+  let bv = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = x[offset + i]!;
+    if (v > bv) {
+      bv = v;
+      best = i;
+    }
+  }
+  return best;
+}
+
+export class Sampler {
+  private readonly opts: Required<SamplingOptions>;
+  private readonly random: () => number;
+
+  constructor(opts: SamplingOptions = {}) {
+    this.opts = validateSampling(opts);
+    this.random = rng(this.opts.seed);
+  }
+
+  /** Picks a token from logits[offset .. offset+vocab). */
+  sample(logits: Float32Array, offset = 0, vocab = logits.length - offset): number {
+    const { temperature, topK, topP } = this.opts;
+    if (temperature === 0) return argmax(logits, offset, vocab);
+    let ids = Array.from({ length: vocab }, (_, i) => i);
+    ids.sort((a, b) => logits[offset + b]! - logits[offset + a]!);
+    if (topK > 0) ids = ids.slice(0, topK);
+    const maxL = logits[offset + ids[0]!]!;
+    let probs = ids.map((i) => Math.exp((logits[offset + i]! - maxL) / temperature));
+    let sum = probs.reduce((a, b) => a + b, 0);
+    if (topP < 1) {
+      let acc = 0;
+      let cut = ids.length;
+      for (let j = 0; j < ids.length; j++) {
+        acc += probs[j]! / sum;
+        if (acc >= topP) {
+          cut = j + 1;
+          break;
+        }
+      }
+      ids = ids.slice(0, cut);
+      probs = probs.slice(0, cut);
+      sum = probs.reduce((a, b) => a + b, 0);
+    }
+    let r = this.random() * sum;
+    for (let j = 0; j < ids.length; j++) {
+      r -= probs[j]!;
+      if (r <= 0) return ids[j]!;
+    }
+    return ids[ids.length - 1]!;
+  }
+}

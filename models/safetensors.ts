@@ -1,0 +1,158 @@
+/**
+ * Safetensors reader and writer (format: 8-byte little-endian header length, a JSON header naming each
+ * tensor's dtype, shape and byte range, then the raw little-endian data). The reader works tensor by
+ * tensor with positioned reads so that multi-gigabyte files never need to fit in one Buffer.
+ */
+import { closeSync, existsSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { SplitLLMError } from '../shared/errors.js';
+import { bf16ArrayToF32, f16ArrayToF32, f32ToF16Bits as f32ToF16, numel } from '../shared/tensor.js';
+
+export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'I8';
+const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, I8: 1 };
+
+export interface TensorInfo {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  begin: number; // absolute file offset
+  end: number;
+}
+
+export class SafetensorsFile {
+  readonly tensors = new Map<string, TensorInfo>();
+  readonly metadata: Record<string, string> = {};
+  private fd: number;
+
+  constructor(readonly path: string) {
+    if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `weights file ${path} does not exist: check the path`);
+    this.fd = openSync(path, 'r');
+    const size = fstatSync(this.fd).size;
+    const bad = (why: string): never => {
+      closeSync(this.fd);
+      throw new SplitLLMError('E_CHECKPOINT_CORRUPT', `${path} is not a valid safetensors file (${why}): re-export or re-import the model`);
+    };
+    if (size < 8) bad('shorter than its 8-byte header length');
+    const lenBuf = Buffer.alloc(8);
+    readSync(this.fd, lenBuf, 0, 8, 0);
+    const headerLen = Number(lenBuf.readBigUInt64LE(0));
+    if (headerLen > 100_000_000 || 8 + headerLen > size) bad(`header length ${headerLen} exceeds the file`);
+    const hbuf = Buffer.alloc(headerLen);
+    readSync(this.fd, hbuf, 0, headerLen, 8);
+    let header: Record<string, unknown>;
+    try {
+      header = JSON.parse(hbuf.toString('utf8')) as Record<string, unknown>;
+    } catch {
+      return bad('header is not JSON');
+    }
+    Object.assign(this.metadata, (header['__metadata__'] as Record<string, string>) ?? {});
+    const base = 8 + headerLen;
+    for (const [name, v] of Object.entries(header)) {
+      if (name === '__metadata__') continue;
+      const t = v as { dtype: string; shape: number[]; data_offsets: [number, number] };
+      if (!t || !(t.dtype in DTYPE_BYTES) || !Array.isArray(t.shape) || !Array.isArray(t.data_offsets)) {
+        bad(`tensor ${name} has an unsupported dtype or a malformed entry`);
+      }
+      const [b, e] = t.data_offsets;
+      if (e - b !== numel(t.shape) * DTYPE_BYTES[t.dtype]! || base + e > size || b < 0) {
+        bad(`tensor ${name} byte range does not match its shape or lies past the end of the file (truncated?)`);
+      }
+      this.tensors.set(name, { dtype: t.dtype as SafetensorsDtype, shape: t.shape, begin: base + b, end: base + e });
+    }
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} is missing from ${this.path}: the weights do not match the model config`);
+    return t;
+  }
+
+  /** Reads a floating-point tensor as float32 (F16 and BF16 are widened exactly). */
+  readF32(name: string): Float32Array {
+    const t = this.info(name);
+    const bytes = this.readBytes(t);
+    const n = numel(t.shape);
+    switch (t.dtype) {
+      case 'F32':
+        return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+      case 'F16':
+        return f16ArrayToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, n));
+      case 'BF16':
+        return bf16ArrayToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, n));
+      default:
+        throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} has dtype ${t.dtype}, expected a float type`);
+    }
+  }
+
+  private readBytes(t: TensorInfo): Uint8Array {
+    const len = t.end - t.begin;
+    const buf = new Uint8Array(new ArrayBuffer(len)); // fresh, aligned
+    let off = 0;
+    while (off < len) {
+      const n = readSync(this.fd, buf, off, Math.min(len - off, 1 << 30), t.begin + off);
+      if (n <= 0) throw new SplitLLMError('E_CHECKPOINT_TRUNCATED', `${this.path} ended early while reading: the file is truncated`);
+      off += n;
+    }
+    return buf;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+export interface TensorToWrite {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+/**
+ * Writes float32 tensors (or F16 when `dtype` says so) to a safetensors file, streaming tensor by tensor.
+ * Tensors are written in the order given.
+ */
+export function writeSafetensors(
+  path: string,
+  tensors: Iterable<TensorToWrite> | TensorToWrite[],
+  metadata: Record<string, string> = {},
+  dtype: 'F32' | 'F16' = 'F32',
+): void {
+  const list = [...tensors];
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let off = 0;
+  const width = dtype === 'F32' ? 4 : 2;
+  for (const t of list) {
+    if (numel(t.shape) !== t.data.length) throw new Error(`tensor ${t.name}: shape ${t.shape} does not match ${t.data.length} values`);
+    const len = t.data.length * width;
+    header[t.name] = { dtype, shape: t.shape, data_offsets: [off, off + len] };
+    off += len;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((json.length + 8) % 8)) % 8);
+  const hbytes = Buffer.from(json, 'utf8');
+  const fd = openSync(path, 'w');
+  try {
+    const lenBuf = Buffer.alloc(8);
+    lenBuf.writeBigUInt64LE(BigInt(hbytes.length));
+    writeSync(fd, lenBuf);
+    writeSync(fd, hbytes);
+    for (const t of list) {
+      if (dtype === 'F32') {
+        writeAll(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      } else {
+        const h = new Uint16Array(t.data.length);
+        for (let i = 0; i < h.length; i++) h[i] = f32ToF16(t.data[i]!);
+        writeAll(fd, new Uint8Array(h.buffer));
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  let off = 0;
+  while (off < bytes.length) off += writeSync(fd, bytes, off, Math.min(bytes.length - off, 1 << 30));
+}

@@ -1,0 +1,39 @@
+/**
+ * Typed errors for everything a user can cause. Each carries a stable code (used by the CLI's exit
+ * path, the wire protocol's `error` message and the tests) and a one-line message that names the
+ * problem and what to do about it.
+ */
+export type ErrorCode =
+  | 'E_USAGE'
+  | 'E_FILE_NOT_FOUND'
+  | 'E_FILE_READ'
+  | 'E_CHECKPOINT_CORRUPT'
+  | 'E_CHECKPOINT_TRUNCATED'
+  | 'E_UNKNOWN_ARCHITECTURE'
+  | 'E_BAD_CONFIG'
+  | 'E_BAD_PACKAGE'
+  | 'E_TOKENIZER'
+  | 'E_VOCAB_MISMATCH'
+  | 'E_SPLIT_RANGE'
+  | 'E_SEQUENCE_TOO_LONG'
+  | 'E_BAD_ARGUMENT'
+  | 'E_RUNTIME';
+
+export class SplitLLMError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    // keep the message on one line: it is printed as is by the CLI and sent on the wire
+    super(message.replace(/\s*\n\s*/g, ' '), options);
+    this.name = 'SplitLLMError';
+    this.code = code;
+  }
+}
+
+export function isSplitLLMError(e: unknown): e is SplitLLMError {
+  return e instanceof SplitLLMError;
+}
+
+/** Throws E_BAD_ARGUMENT unless `cond` holds. */
+export function check(cond: unknown, code: ErrorCode, message: string): asserts cond {
+  if (!cond) throw new SplitLLMError(code, message);
+}

@@ -1,0 +1,145 @@
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { cli } from './helpers/cli.js';
+import { CORPUS, describeWithFixtures, REFERENCE_TEXT, STORIES_BIN, STORIES_TOK } from './helpers/fixtures.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'splitllm-cli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** A user error: non-zero exit, one line on stderr naming the code, no stack trace. */
+function expectUserError(r: { code: number; stderr: string; stdout: string }, code: string, text: RegExp): void {
+  expect(r.code, r.stderr).not.toBe(0);
+  const lines = r.stderr.trim().split('\n');
+  expect(lines.length, r.stderr).toBe(1);
+  expect(lines[0]).toContain(`[${code}]`);
+  expect(lines[0]).toMatch(text);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+it('--help works for the tool and each command', () => {
+  const top = cli(['--help']);
+  expect(top.code).toBe(0);
+  expect(top.stdout).toMatch(/generate/);
+  for (const c of [['generate'], ['import'], ['eval', 'ppl']]) {
+    const r = cli([...c, '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^usage: splitllm/);
+  }
+});
+
+it('unknown options and commands are usage errors (exit 2)', () => {
+  expectUserError(cli(['generate', '--model', 'x', '--bogus']), 'E_USAGE', /bogus/);
+  const r = cli(['frobnicate']);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toMatch(/unknown command/);
+});
+
+it('missing model file is a one-line error', () => {
+  expectUserError(cli(['generate', '--model', join(tmp, 'nope.bin')]), 'E_FILE_NOT_FOUND', /does not exist/);
+  expectUserError(cli(['generate']), 'E_USAGE', /--model is required/);
+});
+
+it('unknown architecture (Hugging Face config and package manifest)', () => {
+  const hf = join(tmp, 'gpt2');
+  mkdirSync(hf, { recursive: true });
+  writeFileSync(join(hf, 'config.json'), JSON.stringify({ model_type: 'gpt2', n_embd: 768 }));
+  expectUserError(cli(['generate', '--model', hf]), 'E_UNKNOWN_ARCHITECTURE', /gpt2/);
+  const pkg = join(tmp, 'pkg-bad-arch');
+  mkdirSync(pkg, { recursive: true });
+  writeFileSync(join(pkg, 'manifest.json'), JSON.stringify({ format: 'splitllm-model', version: 1, config: { architecture: 'falcon' } }));
+  expectUserError(cli(['eval', 'ppl', '--model', pkg, '--text', join(tmp, 'x.txt')]), 'E_FILE_NOT_FOUND', /x\.txt/);
+  writeFileSync(join(tmp, 'x.txt'), 'hello there\n');
+  expectUserError(cli(['eval', 'ppl', '--model', pkg, '--text', join(tmp, 'x.txt')]), 'E_UNKNOWN_ARCHITECTURE', /falcon/);
+});
+
+describeWithFixtures('CLI on stories260K', () => {
+  it('generate --json reproduces the reference text, with and without --split', () => {
+    const a = cli(['generate', '--model', STORIES_BIN, '--tokenizer', STORIES_TOK, '--max-tokens', '100', '--json']);
+    expect(a.code, a.stderr).toBe(0);
+    const ja = JSON.parse(a.stdout) as { tokens: number[]; text: string };
+    expect(ja.text.startsWith(REFERENCE_TEXT)).toBe(true);
+    expect(ja.tokens.length).toBe(100);
+    const b = cli(['generate', '--model', STORIES_BIN, '--max-tokens', '100', '--json', '--split', '3']);
+    expect(b.code, b.stderr).toBe(0);
+    expect(JSON.parse(b.stdout)).toEqual(ja);
+  });
+
+  it('eval ppl gives the reference perplexity on both texts within 0.1%', () => {
+    for (const [file, ppl, tokens] of [
+      ['tinystories_calib.txt', 5.4416, 49119],
+      ['tinystories_eval.txt', 6.0136, 48118],
+    ] as const) {
+      const r = cli(['eval', 'ppl', '--model', STORIES_BIN, '--text', join(CORPUS, file), '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      const j = JSON.parse(r.stdout) as { ppl: number; tokens: number };
+      expect(Object.keys(j).sort()).toEqual(['ppl', 'tokens']);
+      expect(j.tokens).toBe(tokens);
+      expect(Math.abs(j.ppl / ppl - 1)).toBeLessThan(0.001);
+    }
+  });
+
+  it('split out of range', () => {
+    expectUserError(cli(['generate', '--model', STORIES_BIN, '--split', '6']), 'E_SPLIT_RANGE', /out of range/);
+  });
+
+  it('truncated and corrupt checkpoints', () => {
+    const full = readFileSync(STORIES_BIN);
+    const trunc = join(tmp, 'trunc', 'stories260K.bin');
+    mkdirSync(join(tmp, 'trunc'), { recursive: true });
+    writeFileSync(trunc, full.subarray(0, Math.floor(full.length / 2)));
+    expectUserError(cli(['generate', '--model', trunc, '--tokenizer', STORIES_TOK]), 'E_CHECKPOINT_TRUNCATED', /truncated/);
+    const tiny = join(tmp, 'trunc', 'header.bin');
+    writeFileSync(tiny, full.subarray(0, 10));
+    expectUserError(cli(['generate', '--model', tiny, '--tokenizer', STORIES_TOK]), 'E_CHECKPOINT_TRUNCATED', /truncated/);
+    const bad = Buffer.from(full);
+    bad.writeInt32LE(-7, 8); // n_layers
+    const corrupt = join(tmp, 'trunc', 'corrupt.bin');
+    writeFileSync(corrupt, bad);
+    expectUserError(cli(['generate', '--model', corrupt, '--tokenizer', STORIES_TOK]), 'E_CHECKPOINT_CORRUPT', /impossible llama2\.c header/);
+    const nan = Buffer.from(full);
+    nan.writeFloatLE(NaN, 28 + 4 * 1000);
+    writeFileSync(corrupt, nan);
+    expectUserError(cli(['generate', '--model', corrupt, '--tokenizer', STORIES_TOK]), 'E_CHECKPOINT_CORRUPT', /non-finite/);
+  });
+
+  it('tokenizer / model vocabulary mismatch', () => {
+    // a tokenizer with 40 more pieces than the model's 512
+    const extra = Buffer.concat(
+      Array.from({ length: 40 }, (_, i) => {
+        const piece = Buffer.from(`zz${i}`);
+        const head = Buffer.alloc(8);
+        head.writeFloatLE(-1000 - i, 0);
+        head.writeInt32LE(piece.length, 4);
+        return Buffer.concat([head, piece]);
+      }),
+    );
+    const tok = join(tmp, 'tok552.bin');
+    writeFileSync(tok, Buffer.concat([readFileSync(STORIES_TOK), extra]));
+    expectUserError(cli(['generate', '--model', STORIES_BIN, '--tokenizer', tok]), 'E_VOCAB_MISMATCH', /552 pieces .* 512/);
+    // a package whose tokenizer.json is larger than the model's vocabulary
+    const pkg = join(tmp, 'pkg');
+    const imp = cli(['import', STORIES_BIN, '--out', pkg]);
+    expect(imp.code, imp.stderr).toBe(0);
+    const tj = JSON.parse(readFileSync(join(pkg, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } };
+    for (let i = 0; i < 10; i++) tj.model.vocab[`extra${i}`] = 512 + i;
+    writeFileSync(join(pkg, 'tokenizer.json'), JSON.stringify(tj));
+    expectUserError(cli(['generate', '--model', pkg]), 'E_VOCAB_MISMATCH', /522 tokens .* 512/);
+  });
+
+  it('import writes a package that generates the same text; a .bin without a tokenizer nearby is a usage error', () => {
+    const pkg = join(tmp, 'pkg2');
+    const imp = cli(['import', STORIES_BIN, '--out', pkg, '--json']);
+    expect(imp.code, imp.stderr).toBe(0);
+    const manifest = JSON.parse(imp.stdout) as { config: { nLayers: number }; weightsSha256: string };
+    expect(manifest.config.nLayers).toBe(5);
+    expect(manifest.weightsSha256).toMatch(/^[0-9a-f]{64}$/);
+    const r = cli(['generate', '--model', pkg, '--max-tokens', '100', '--json']);
+    expect((JSON.parse(r.stdout) as { text: string }).text.startsWith(REFERENCE_TEXT)).toBe(true);
+    const lone = join(tmp, 'lone');
+    mkdirSync(lone, { recursive: true });
+    copyFileSync(STORIES_BIN, join(lone, 'm.bin'));
+    expectUserError(cli(['generate', '--model', join(lone, 'm.bin')]), 'E_USAGE', /--tokenizer/);
+  });
+});
