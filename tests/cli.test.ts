@@ -54,6 +54,17 @@ it('unknown architecture (Hugging Face config and package manifest)', () => {
   expectUserError(cli(['eval', 'ppl', '--model', pkg, '--text', join(tmp, 'x.txt')]), 'E_UNKNOWN_ARCHITECTURE', /falcon/);
 });
 
+it('import --synthetic writes a package that loads and generates; unknown presets are errors', () => {
+  const out = join(tmp, 'synthetic-tiny');
+  const r = cli(['import', '--synthetic', 'tiny', '--out', out, '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  expect((JSON.parse(r.stdout) as { config: { nLayers: number } }).config.nLayers).toBe(4);
+  const g = cli(['generate', '--model', out, '--max-tokens', '8', '--json', '--split', '2']);
+  expect(g.code, g.stderr).toBe(0);
+  expect((JSON.parse(g.stdout) as { tokens: number[] }).tokens.length).toBe(8);
+  expectUserError(cli(['import', '--synthetic', 'gpt5', '--out', out]), 'E_BAD_ARGUMENT', /unknown synthetic preset/);
+});
+
 describeWithFixtures('CLI on stories260K', () => {
   it('generate --json reproduces the reference text, with and without --split', () => {
     const a = cli(['generate', '--model', STORIES_BIN, '--tokenizer', STORIES_TOK, '--max-tokens', '100', '--json']);
