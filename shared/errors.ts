@@ -17,7 +17,11 @@ export type ErrorCode =
   | 'E_SPLIT_RANGE'
   | 'E_SEQUENCE_TOO_LONG'
   | 'E_BAD_ARGUMENT'
-  | 'E_RUNTIME';
+  | 'E_RUNTIME'
+  | 'E_CODEC_SPEC'
+  | 'E_CODEC_INPUT'
+  | 'E_CODEC_CORRUPT'
+  | 'E_CODEC_LIMIT';
 
 export class SplitLLMError extends Error {
   readonly code: ErrorCode;

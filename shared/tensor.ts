@@ -39,6 +39,23 @@ export function f16BitsToF32(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+/** Smallest float16 ≥ v, as bits (Infinity bits when v is past the half range). */
+export function f16Up(v: number): number {
+  let b = f32ToF16Bits(v);
+  if (f16BitsToF32(b) < v) b = b & 0x8000 ? b - 1 : b + 1;
+  return b;
+}
+/** Largest float16 ≤ v, as bits. */
+export function f16Down(v: number): number {
+  let b = f32ToF16Bits(v);
+  const r = f16BitsToF32(b);
+  if (r > v) {
+    if (r === 0) b = 0x8001; // -0 → smallest negative subnormal
+    else b = b & 0x8000 ? b + 1 : b - 1;
+  }
+  return b;
+}
+
 export function f32ArrayToF16(src: Float32Array, dst = new Uint16Array(src.length)): Uint16Array {
   for (let i = 0; i < src.length; i++) dst[i] = f32ToF16Bits(src[i]!);
   return dst;

@@ -1,0 +1,588 @@
+/**
+ * TS + TAB-Q: threshold splitting, then token-wise adaptive bit quantization.
+ *
+ * TS: every value with |x| > τ is taken out and sent exactly (float32, or float16 with outliers=f16) as
+ * a sparse list of delta + LEB128-varint coded flat positions. τ comes from calibration (stored in the
+ * plan), or `tau=auto` takes the q-quantile of |x| over a strided sample of the message, or `tau=none`.
+ *
+ * TAB-Q: each token of what remains is quantized asymmetrically, x̂ = min + q·scale with q in
+ * [0, 2^b − 1], one (min, scale) pair per group of channels (whole token by default; tokens wider than
+ * 4096 channels always split into groups of at most 4096), at a bit width b per token:
+ *  - eps mode: the smallest b in {2,3,4,5,6,8} whose measured ‖x − x̂‖ / ‖x‖ ≤ ε (outliers count as
+ *    exact); a constant token takes 0 bits; a token even 8 bits cannot fit is sent raw (float32), so the
+ *    bound always holds;
+ *  - budget mode: widths allocated across the tokens of the message to meet an average bits/value target
+ *    (all but the 12-byte message header counted) at the least total estimated error, greedily by error
+ *    reduction per bit;
+ *  - fixed mode (`uniform:b`): every token at b bits, no threshold splitting.
+ * min is rounded down and scale up to float16, so every value lands inside the grid.
+ * The byte layout is in docs/FORMATS.md.
+ */
+import { SplitLLMError } from '../../shared/errors.js';
+import { f16BitsToF32, f16Down, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
+import type { Codec, Decoded, DecodeOptions } from './codec.js';
+import { CodecId, corrupt, HEADER_BYTES, Reader, readHeader, writeHeader } from './format.js';
+
+export const WIDTHS = [0, 2, 3, 4, 5, 6, 8, 32] as const; // indexed by the 4-bit width code
+const RUNGS = [2, 3, 4, 5, 6, 8];
+const CODE_OF: Record<number, number> = { 0: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 8: 6, 32: 7 };
+export const MAX_GROUP = 4096;
+/** Largest threshold TS uses: min and (max − min)/3 of the rest then fit float16 (max 65504). */
+export const F16_SAFE = 30000;
+
+export type TabqMode = 'eps' | 'budget' | 'fixed';
+const MODE_CODE: Record<TabqMode, number> = { eps: 0, budget: 1, fixed: 2 };
+
+export interface TabqParams {
+  mode: TabqMode;
+  /** eps mode: per-token relative error bound */
+  eps: number;
+  /** budget mode: average bits per value; fixed mode: the width */
+  bits: number;
+  /** absolute threshold; Infinity = no threshold splitting; NaN = auto */
+  tau: number;
+  /** quantile for tau=auto */
+  q: number;
+  /** channels per (min, scale) group; 0 = whole token (capped at 4096) */
+  group: number;
+  outliers: 'f32' | 'f16';
+}
+
+export const DEFAULT_TABQ: TabqParams = { mode: 'eps', eps: 0.05, bits: 4, tau: NaN, q: 0.999, group: 0, outliers: 'f32' };
+
+function groupSize(group: number, dim: number): number {
+  const g = group > 0 ? group : dim;
+  return Math.min(g, MAX_GROUP, dim);
+}
+
+/** q-quantile of |x| over a strided sample of at most 4096 values. */
+export function autoTau(x: Float32Array, q: number): number {
+  const n = Math.min(x.length, 4096);
+  const step = x.length / n;
+  const s = new Float32Array(n);
+  for (let i = 0; i < n; i++) s[i] = Math.abs(x[Math.floor(i * step)]!);
+  s.sort();
+  return s[Math.min(n - 1, Math.floor(q * n))]!;
+}
+
+export class TabqCodec implements Codec {
+  readonly id = CodecId.tabq;
+  readonly lossless = false;
+  readonly spec: string;
+
+  constructor(
+    readonly params: TabqParams,
+    spec?: string,
+  ) {
+    this.spec = spec ?? tabqSpec(params);
+  }
+
+  encode(x: Float32Array, tokens: number, dim: number): Uint8Array {
+    checkShape(x, tokens, dim);
+    const p = this.params;
+    if (p.mode !== 'fixed' && Number.isNaN(p.tau)) checkFinite(x, dim); // autoTau samples before pass 1 sees every value
+    // values past F16_SAFE always split off: group parameters must fit float16
+    const tau = p.mode === 'fixed' ? Infinity : Math.min(F16_SAFE, Number.isNaN(p.tau) ? autoTau(x, p.q) : p.tau);
+    const gs = groupSize(p.group, dim);
+    const G = Math.ceil(dim / gs);
+
+    // pass 1: outliers, per-group ranges of the rest, token norms (a non-finite norm flags NaN/Inf)
+    const gmin = new Float32Array(tokens * G);
+    const gmax = new Float32Array(tokens * G);
+    const norm2 = new Float64Array(tokens);
+    const outl = { pos: new Int32Array(256), val: new Float32Array(256), n: 0 };
+    for (let t = 0; t < tokens; t++) {
+      let nrm = 0;
+      for (let g = 0; g < G; g++) {
+        const c0 = t * dim + g * gs;
+        nrm += groupStats(x, c0, Math.min(gs, dim - g * gs), tau, gmin, gmax, t * G + g, outl);
+      }
+      if (!Number.isFinite(nrm)) checkFinite(x.subarray(t * dim, (t + 1) * dim), dim, t);
+      norm2[t] = nrm;
+    }
+    const nOut = outl.n;
+    let outBytes = p.outliers === 'f16' ? 2 : 4;
+    for (let i = 0; i < nOut && outBytes === 2; i++) if (Math.abs(outl.val[i]!) > 65504) outBytes = 4; // past the half range: this message sends float32
+
+    const widths = new Uint8Array(tokens);
+    if (p.mode === 'fixed') widths.fill(p.bits);
+    else if (p.mode === 'budget') this.allocate(widths, gmin, gmax, tokens, dim, G, gs, nOut, outBytes, outl.pos);
+
+    // pass 2: per token, quantize (choosing the width in eps mode) and pack into 32-bit words
+    let dense = new Uint32Array(Math.max(16, Math.ceil((tokens * dim * (p.mode === 'fixed' ? p.bits : 5)) / 32) + tokens));
+    let nWords = 0;
+    const q = new Uint8Array(dim);
+    const hdr = new Uint16Array(tokens * G * 2); // (min, scale) float16 bits per group
+    const target = (t: number) => p.eps * p.eps * norm2[t]!;
+    for (let t = 0; t < tokens; t++) {
+      let width = widths[t]!;
+      if (p.mode === 'eps') {
+        width = 32;
+        let k = startRung(gmin, gmax, t, G, gs, dim, target(t));
+        for (; k < RUNGS.length; k++) {
+          if (quantizeToken(x, t, dim, G, gs, gmin, gmax, RUNGS[k]!, tau, q, hdr) <= target(t)) {
+            width = RUNGS[k]!;
+            break;
+          }
+        }
+        widths[t] = width;
+      } else if (quantizeToken(x, t, dim, G, gs, gmin, gmax, width, tau, q, hdr) === Infinity) {
+        width = 32; // the range does not fit float16 parameters: send the token raw
+        widths[t] = 32;
+      }
+      if (width === 32) hdr.fill(0, t * G * 2, (t + 1) * G * 2);
+      const words = Math.ceil((width * dim) / 32);
+      if (nWords + words > dense.length) {
+        const nd = new Uint32Array(Math.max(dense.length * 2, nWords + words));
+        nd.set(dense.subarray(0, nWords));
+        dense = nd;
+      }
+      if (width === 32) dense.set(new Uint32Array(x.buffer, x.byteOffset + t * dim * 4, dim), nWords);
+      else if (width > 0) pack(q, dim, width, dense, nWords);
+      nWords += words;
+    }
+
+    // assemble: header | params | widths | group headers | outliers | pad to 4 | dense words
+    let prev = -1;
+    let posBytes = 0;
+    for (let i = 0; i < nOut; i++) {
+      posBytes += varintLength(outl.pos[i]! - prev - 1);
+      prev = outl.pos[i]!;
+    }
+    const headBytes = HEADER_BYTES + PARAM_BYTES + Math.ceil(tokens / 2) + tokens * G * 4 + posBytes + nOut * outBytes;
+    const denseAt = (headBytes + 3) & ~3;
+    const out = new Uint8Array(denseAt + nWords * 4);
+    writeHeader(out, this.id, tokens, dim);
+    const v = new DataView(out.buffer);
+    let o = HEADER_BYTES;
+    out[o] = MODE_CODE[p.mode];
+    out[o + 1] = outBytes === 2 ? 1 : 0;
+    v.setUint32(o + 4, p.group === 0 ? 0 : gs, true);
+    v.setFloat32(o + 8, p.mode === 'eps' ? p.eps : p.bits, true);
+    v.setFloat32(o + 12, tau, true);
+    v.setUint32(o + 16, nOut, true);
+    o += PARAM_BYTES;
+    for (let t = 0; t < tokens; t++) out[o + (t >> 1)] = out[o + (t >> 1)]! | CODE_OF[widths[t]!]! << (t & 1 ? 4 : 0);
+    o += Math.ceil(tokens / 2);
+    for (let i = 0; i < hdr.length; i++, o += 2) v.setUint16(o, hdr[i]!, true);
+    prev = -1;
+    for (let i = 0; i < nOut; i++) {
+      let d = outl.pos[i]! - prev - 1;
+      prev = outl.pos[i]!;
+      while (d >= 0x80) {
+        out[o++] = (d & 0x7f) | 0x80;
+        d >>>= 7;
+      }
+      out[o++] = d;
+    }
+    for (let i = 0; i < nOut; i++, o += outBytes) {
+      if (outBytes === 4) v.setFloat32(o, outl.val[i]!, true);
+      else v.setUint16(o, f32ToF16Bits(outl.val[i]!), true);
+    }
+    new Uint32Array(out.buffer, denseAt, nWords).set(dense.subarray(0, nWords));
+    return out;
+  }
+
+  /** Budget mode: greedy allocation of widths by estimated error reduction per bit. */
+  private allocate(
+    widths: Uint8Array, gmin: Float32Array, gmax: Float32Array, tokens: number, dim: number, G: number, gs: number,
+    nOut: number, outBytes: number, outPos: Int32Array,
+  ): void {
+    let posBytes = 0;
+    let prev = -1;
+    for (let i = 0; i < nOut; i++) {
+      posBytes += varintLength(outPos[i]! - prev - 1);
+      prev = outPos[i]!;
+    }
+    const fixedBits = 8 * (PARAM_BYTES + 3 + Math.ceil(tokens / 2) + tokens * G * 4 + nOut * outBytes + posBytes);
+    const wordsBits = (w: number) => 32 * Math.ceil((w * dim) / 32);
+    let payload = this.params.bits * tokens * dim - fixedBits;
+    const spread = new Float64Array(tokens);
+    for (let t = 0; t < tokens; t++) spread[t] = spreadOf(gmin, gmax, t, G, gs, dim);
+    const level = new Uint8Array(tokens); // index into RUNGS
+    widths.fill(RUNGS[0]!);
+    payload -= wordsBits(RUNGS[0]!) * tokens;
+    const errAt = (t: number, k: number) => spread[t]! / ((1 << RUNGS[k]!) - 1) ** 2;
+    const heap = new MaxHeap();
+    const push = (t: number) => {
+      const k = level[t]!;
+      if (k + 1 >= RUNGS.length || spread[t] === 0) return;
+      heap.push((errAt(t, k) - errAt(t, k + 1)) / (wordsBits(RUNGS[k + 1]!) - wordsBits(RUNGS[k]!)), t);
+    };
+    for (let t = 0; t < tokens; t++) push(t);
+    while (heap.size > 0) {
+      const t = heap.pop();
+      const k = level[t]!;
+      const cost = wordsBits(RUNGS[k + 1]!) - wordsBits(RUNGS[k]!);
+      if (cost > payload) continue; // does not fit; a cheaper step of another token may
+      payload -= cost;
+      level[t] = k + 1;
+      widths[t] = RUNGS[k + 1]!;
+      push(t);
+    }
+  }
+
+  decode(bytes: Uint8Array, opts?: DecodeOptions): Decoded {
+    const h = readHeader(bytes, opts?.maxValues);
+    if (h.codec !== this.id) throw corrupt(`codec id ${h.codec} where tabq (${this.id}) was expected`);
+    return decodeTabq(bytes, h.tokens, h.dim);
+  }
+}
+
+const PARAM_BYTES = 20;
+
+function varintLength(d: number): number {
+  return d < 0x80 ? 1 : d < 0x4000 ? 2 : d < 0x200000 ? 3 : d < 0x10000000 ? 4 : 5;
+}
+
+function checkShape(x: Float32Array, tokens: number, dim: number): void {
+  if (!Number.isInteger(tokens) || !Number.isInteger(dim) || tokens <= 0 || dim <= 0 || tokens > 0xffffffff || dim > 0xffffffff) {
+    throw new SplitLLMError('E_CODEC_INPUT', `shape [${tokens}, ${dim}] is not a positive integer shape`);
+  }
+  if (x.length !== tokens * dim) throw new SplitLLMError('E_CODEC_INPUT', `input has ${x.length} values, shape [${tokens}, ${dim}] needs ${tokens * dim}`);
+}
+
+/** Throws E_CODEC_INPUT at the first NaN/Inf of x (token offset `t0` for the message). */
+function checkFinite(x: Float32Array, dim: number, t0 = 0): void {
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    if (v - v !== 0) {
+      throw new SplitLLMError('E_CODEC_INPUT', `hidden state holds ${Number.isNaN(v) ? 'NaN' : 'Inf'} at token ${t0 + Math.floor(i / dim)}, channel ${i % dim}: the model diverged; nothing was encoded`);
+    }
+  }
+}
+
+interface Outliers {
+  pos: Int32Array;
+  val: Float32Array;
+  n: number;
+}
+
+/** Range of the non-outliers of one group into gmin/gmax[slot]; collects outliers; returns Σ x². */
+function groupStats(x: Float32Array, c0: number, n: number, tau: number, gmin: Float32Array, gmax: Float32Array, slot: number, outl: Outliers): number {
+  let mn = Infinity;
+  let mx = -Infinity;
+  let nrm = 0;
+  const c1 = c0 + n;
+  for (let c = c0; c < c1; c++) {
+    const v = x[c]!;
+    nrm += v * v;
+    if (v > tau || v < -tau) {
+      if (outl.n === outl.pos.length) {
+        const np = new Int32Array(outl.n * 2);
+        np.set(outl.pos);
+        outl.pos = np;
+        const nv = new Float32Array(outl.n * 2);
+        nv.set(outl.val);
+        outl.val = nv;
+      }
+      outl.pos[outl.n] = c;
+      outl.val[outl.n++] = v;
+    } else {
+      if (v < mn) mn = v;
+      if (v > mx) mx = v;
+    }
+  }
+  if (mn === Infinity) mn = mx = 0; // the whole group is outliers
+  gmin[slot] = mn;
+  gmax[slot] = mx;
+  return nrm;
+}
+
+/** Σ_g n_g · range_g²: the uniform-noise model puts the squared error at spread / (12 (2^b − 1)²). */
+function spreadOf(gmin: Float32Array, gmax: Float32Array, t: number, G: number, gs: number, dim: number): number {
+  let s = 0;
+  for (let g = 0; g < G; g++) {
+    const r = gmax[t * G + g]! - gmin[t * G + g]!;
+    s += Math.min(gs, dim - g * gs) * r * r;
+  }
+  return s;
+}
+
+/** First rung to try in eps mode: the smallest whose modelled error is within 80% of the target. */
+function startRung(gmin: Float32Array, gmax: Float32Array, t: number, G: number, gs: number, dim: number, target: number): number {
+  const spread = spreadOf(gmin, gmax, t, G, gs, dim);
+  let k = 0;
+  while (k < RUNGS.length - 1 && spread / (12 * ((1 << RUNGS[k]!) - 1) ** 2) > 0.8 * target) k++;
+  return k;
+}
+
+/**
+ * Quantizes token t at `width` (0 = constant) into q, writing each group's (min, scale) float16 bits to
+ * hdr; outlier slots get q = 0. Returns the squared error over the non-outliers (Infinity when the
+ * group parameters do not fit float16 or width 0 cannot represent the group).
+ */
+function quantizeToken(
+  x: Float32Array, t: number, dim: number, G: number, gs: number, gmin: Float32Array, gmax: Float32Array,
+  width: number, tau: number, q: Uint8Array, hdr: Uint16Array,
+): number {
+  const levels = width === 0 ? 0 : (1 << width) - 1;
+  const base = t * dim;
+  let err = 0;
+  for (let g = 0; g < G; g++) {
+    const lo = gmin[t * G + g]!;
+    const hi = gmax[t * G + g]!;
+    const mb = f16Down(lo);
+    const mn = f16BitsToF32(mb);
+    const sb = levels > 0 ? f16Up((hi - mn) / levels) : 0;
+    const sc = f16BitsToF32(sb);
+    hdr[(t * G + g) * 2] = mb;
+    hdr[(t * G + g) * 2 + 1] = sb;
+    if (!Number.isFinite(mn) || !Number.isFinite(sc) || (levels === 0 && hi > lo)) return Infinity;
+    const c0 = g * gs;
+    err += quantizeRun(x, base + c0, q, c0, Math.min(gs, dim - c0), mn, sc, levels, tau);
+  }
+  return err;
+}
+
+function quantizeRun(x: Float32Array, xo: number, q: Uint8Array, qo: number, n: number, mn: number, sc: number, levels: number, tau: number): number {
+  const inv = sc > 0 ? 1 / sc : 0;
+  let err = 0;
+  for (let c = 0; c < n; c++) {
+    const v = x[xo + c]!;
+    if (v > tau || v < -tau) {
+      q[qo + c] = 0;
+      continue;
+    }
+    let qi = ((v - mn) * inv + 0.5) | 0;
+    if (qi > levels) qi = levels;
+    q[qo + c] = qi;
+    const d = v - (mn + qi * sc);
+    err += d * d;
+  }
+  return err;
+}
+
+/** Packs n values of `w` bits (w ≤ 8) little-endian into words starting at out[wo]; the last word is zero-padded. */
+function pack(q: Uint8Array, n: number, w: number, out: Uint32Array, wo: number): void {
+  if (w === 4) {
+    let c = 0;
+    for (; c + 8 <= n; c += 8) {
+      out[wo++] = (q[c]! | (q[c + 1]! << 4) | (q[c + 2]! << 8) | (q[c + 3]! << 12) | (q[c + 4]! << 16) | (q[c + 5]! << 20) | (q[c + 6]! << 24) | (q[c + 7]! << 28)) >>> 0;
+    }
+    if (c < n) {
+      let word = 0;
+      for (let k = 0; c < n; c++, k += 4) word |= q[c]! << k;
+      out[wo] = word >>> 0;
+    }
+    return;
+  }
+  if (w === 8) {
+    let c = 0;
+    for (; c + 4 <= n; c += 4) out[wo++] = (q[c]! | (q[c + 1]! << 8) | (q[c + 2]! << 16) | (q[c + 3]! << 24)) >>> 0;
+    if (c < n) {
+      let word = 0;
+      for (let k = 0; c < n; c++, k += 8) word |= q[c]! << k;
+      out[wo] = word >>> 0;
+    }
+    return;
+  }
+  let cur = 0;
+  let s = 0;
+  for (let c = 0; c < n; c++) {
+    const v = q[c]!;
+    cur |= v << s;
+    s += w;
+    if (s >= 32) {
+      out[wo++] = cur >>> 0;
+      s -= 32;
+      cur = s > 0 ? v >>> (w - s) : 0;
+    }
+  }
+  if (s > 0) out[wo] = cur >>> 0;
+}
+
+/** Dequantizes n values of `w` bits from words starting at bit `bit0` of in[wo]: x = mn + q·sc. */
+function unpackRun(inp: Uint32Array, wo: number, bit0: number, n: number, w: number, mn: number, sc: number, x: Float32Array, xo: number): void {
+  let c = 0;
+  if (w === 4 && bit0 === 0) {
+    for (; c + 8 <= n; c += 8) {
+      const v = inp[wo++]!;
+      x[xo + c] = mn + (v & 15) * sc;
+      x[xo + c + 1] = mn + ((v >>> 4) & 15) * sc;
+      x[xo + c + 2] = mn + ((v >>> 8) & 15) * sc;
+      x[xo + c + 3] = mn + ((v >>> 12) & 15) * sc;
+      x[xo + c + 4] = mn + ((v >>> 16) & 15) * sc;
+      x[xo + c + 5] = mn + ((v >>> 20) & 15) * sc;
+      x[xo + c + 6] = mn + ((v >>> 24) & 15) * sc;
+      x[xo + c + 7] = mn + (v >>> 28) * sc;
+    }
+    bit0 = 0;
+  } else if (w === 8 && bit0 === 0) {
+    for (; c + 4 <= n; c += 4) {
+      const v = inp[wo++]!;
+      x[xo + c] = mn + (v & 255) * sc;
+      x[xo + c + 1] = mn + ((v >>> 8) & 255) * sc;
+      x[xo + c + 2] = mn + ((v >>> 16) & 255) * sc;
+      x[xo + c + 3] = mn + (v >>> 24) * sc;
+    }
+  } else if (w === 2 && bit0 === 0) {
+    for (; c + 16 <= n; c += 16) {
+      let v = inp[wo++]!;
+      for (let k = 0; k < 16; k++, v >>>= 2) x[xo + c + k] = mn + (v & 3) * sc;
+    }
+  }
+  if (c === n) return;
+  const mask = (1 << w) - 1;
+  let s = bit0;
+  let cur = inp[wo]!;
+  for (; c < n; c++) {
+    let v = cur >>> s;
+    s += w;
+    if (s >= 32) {
+      s -= 32;
+      cur = wo + 1 < inp.length ? inp[++wo]! : 0;
+      if (s > 0) v |= cur << (w - s);
+    }
+    x[xo + c] = mn + (v & mask) * sc;
+  }
+}
+
+class MaxHeap {
+  private keys: number[] = [];
+  private vals: number[] = [];
+  get size(): number {
+    return this.keys.length;
+  }
+  push(key: number, val: number): void {
+    const k = this.keys;
+    const v = this.vals;
+    k.push(key);
+    v.push(val);
+    let i = k.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (k[p]! >= k[i]!) break;
+      [k[p], k[i]] = [k[i]!, k[p]!];
+      [v[p], v[i]] = [v[i]!, v[p]!];
+      i = p;
+    }
+  }
+  pop(): number {
+    const k = this.keys;
+    const v = this.vals;
+    const top = v[0]!;
+    const lk = k.pop()!;
+    const lv = v.pop()!;
+    if (k.length > 0) {
+      k[0] = lk;
+      v[0] = lv;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < k.length && k[l]! > k[m]!) m = l;
+        if (r < k.length && k[r]! > k[m]!) m = r;
+        if (m === i) break;
+        [k[m], k[i]] = [k[i]!, k[m]!];
+        [v[m], v[i]] = [v[i]!, v[m]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+
+export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Decoded {
+  const r = new Reader(bytes, HEADER_BYTES);
+  const mode = r.u8();
+  if (mode > 2) throw corrupt(`tabq mode ${mode} is unknown`);
+  const flags = r.u8();
+  if (flags > 1) throw corrupt(`tabq flags ${flags} are unknown`);
+  if (r.u16() !== 0) throw corrupt('reserved tabq bytes are not zero');
+  const group = r.u32();
+  if (group > dim) throw corrupt(`group size ${group} exceeds the dim ${dim}`);
+  r.f32();
+  r.f32();
+  const gs = groupSize(group, dim);
+  const G = Math.ceil(dim / gs);
+  const N = tokens * dim;
+  const nOut = r.u32();
+  const outBytes = flags & 1 ? 2 : 4;
+  if (nOut > N || nOut * (1 + outBytes) > r.remaining) throw corrupt(`${nOut} outliers cannot fit in ${r.remaining} bytes`);
+  const wbytes = r.take(Math.ceil(tokens / 2), 'token widths');
+  const widths = new Uint8Array(tokens);
+  let nWords = 0;
+  for (let t = 0; t < tokens; t++) {
+    const code = (wbytes[t >> 1]! >> (t & 1 ? 4 : 0)) & 15;
+    if (code >= WIDTHS.length) throw corrupt(`token ${t} has width code ${code}`);
+    widths[t] = WIDTHS[code]!;
+    nWords += Math.ceil((widths[t]! * dim) / 32);
+  }
+  const hdr = r.take(tokens * G * 4, 'group headers');
+  const hv = new DataView(hdr.buffer, hdr.byteOffset, hdr.byteLength);
+  const pos = new Int32Array(nOut);
+  let prev = -1;
+  for (let i = 0; i < nOut; i++) {
+    const p = prev + 1 + r.varint();
+    if (p >= N) throw corrupt(`outlier position ${p} is past the ${N} values`);
+    pos[i] = p;
+    prev = p;
+  }
+  const vals = r.take(nOut * outBytes, 'outlier values');
+  const vv = new DataView(vals.buffer, vals.byteOffset, vals.byteLength);
+  const pad = r.take((4 - (r.pos & 3)) & 3, 'alignment');
+  if (pad.some((b) => b !== 0)) throw corrupt('alignment padding is not zero');
+  const denseBytes = r.take(nWords * 4, 'quantized values');
+  r.end();
+  const dense =
+    (denseBytes.byteOffset & 3) === 0
+      ? new Uint32Array(denseBytes.buffer, denseBytes.byteOffset, nWords)
+      : new Uint32Array(Uint8Array.from(denseBytes).buffer);
+
+  const x = new Float32Array(N);
+  let wo = 0;
+  for (let t = 0; t < tokens; t++) {
+    const width = widths[t]!;
+    const base = t * dim;
+    if (width === 32) {
+      x.set(new Float32Array(dense.buffer, dense.byteOffset + wo * 4, dim), base);
+      for (let c = 0; c < dim; c++) if (x[base + c]! - x[base + c]! !== 0) throw corrupt(`raw value at token ${t} is not finite`);
+    } else {
+      for (let g = 0; g < G; g++) {
+        const mn = f16BitsToF32(hv.getUint16((t * G + g) * 4, true));
+        const sc = f16BitsToF32(hv.getUint16((t * G + g) * 4 + 2, true));
+        if (!Number.isFinite(mn) || !Number.isFinite(sc) || sc < 0) throw corrupt(`token ${t} group ${g} has min ${mn}, scale ${sc}`);
+        const c0 = g * gs;
+        const n = Math.min(gs, dim - c0);
+        if (width === 0) x.fill(mn, base + c0, base + c0 + n);
+        else {
+          const bit = c0 * width;
+          unpackRun(dense, wo + (bit >>> 5), bit & 31, n, width, mn, sc, x, base + c0);
+        }
+      }
+    }
+    wo += Math.ceil((width * dim) / 32);
+  }
+  for (let i = 0; i < nOut; i++) {
+    const v = outBytes === 4 ? vv.getFloat32(i * 4, true) : f16BitsToF32(vv.getUint16(i * 2, true));
+    if (v - v !== 0) throw corrupt(`outlier ${i} is not finite`);
+    x[pos[i]!] = v;
+  }
+  return { x, tokens, dim };
+}
+
+export function tabqSpec(p: TabqParams): string {
+  if (p.mode === 'fixed') return `uniform:${p.bits}`;
+  const parts = [p.mode === 'eps' ? `eps=${p.eps}` : `budget=${p.bits}`];
+  parts.push(`tau=${Number.isNaN(p.tau) ? 'auto' : p.tau === Infinity ? 'none' : p.tau}`);
+  if (Number.isNaN(p.tau) && p.q !== DEFAULT_TABQ.q) parts.push(`q=${p.q}`);
+  if (p.group) parts.push(`group=${p.group}`);
+  if (p.outliers !== 'f32') parts.push(`outliers=${p.outliers}`);
+  return `ts-tabq:${parts.join(',')}`;
+}
+
+export function validateTabq(p: TabqParams, spec: string): TabqParams {
+  const bad = (why: string): never => {
+    throw new SplitLLMError('E_CODEC_SPEC', `codec "${spec}": ${why}`);
+  };
+  if (p.mode === 'eps' && !(p.eps > 0 && p.eps < 1)) bad(`eps must be in (0, 1), got ${p.eps}`);
+  if (p.mode === 'budget' && !(p.bits >= 2 && p.bits <= 32)) bad(`budget must be between 2 and 32 bits per value, got ${p.bits}`);
+  if (p.mode === 'fixed' && !RUNGS.includes(p.bits)) bad(`bits must be one of ${RUNGS.join(', ')}, got ${p.bits}`);
+  if (!Number.isNaN(p.tau) && !(p.tau > 0)) bad(`tau must be positive, "auto" or "none", got ${p.tau}`);
+  if (!(p.q > 0 && p.q < 1)) bad(`q must be in (0, 1), got ${p.q}`);
+  if (!Number.isInteger(p.group) || p.group < 0) bad(`group must be a non-negative integer, got ${p.group}`);
+  if (p.outliers !== 'f32' && p.outliers !== 'f16') bad(`outliers must be f32 or f16, got ${p.outliers}`);
+  return p;
+}
