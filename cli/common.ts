@@ -65,6 +65,16 @@ export function numberOption(values: Record<string, unknown>, name: string, def?
   return n;
 }
 
+/** A fraction given as "1%", "0.5 %" or "0.01". */
+export function percentOption(values: Record<string, unknown>, name: string, def: number): number {
+  const v = values[name];
+  if (v === undefined) return def;
+  const s = String(v).trim();
+  const n = s.endsWith('%') ? Number(s.slice(0, -1)) / 100 : Number(s);
+  if (!Number.isFinite(n) || n < 0) throw new SplitLLMError('E_USAGE', `--${name} must be a percentage like 1% or a fraction like 0.01, got "${s}"`);
+  return n;
+}
+
 /** Progress lines on stderr, at most one every `everyMs` (always the last one). */
 export function progress(label: string, everyMs = 2000): (done: number, total: number) => void {
   let last = 0;

@@ -1,11 +1,12 @@
 /** splitllm command-line entry: dispatches subcommands, prints typed errors on one line. */
 import { isSplitLLMError } from '../shared/errors.js';
 import { runCommand, type Command } from './common.js';
+import { calibrateCommand } from './commands/calibrate.js';
 import { evalCommand, runEval } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
 
-const commands: Command[] = [importCommand, generateCommand, evalCommand];
+const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand];
 
 function mainHelp(): string {
   return [

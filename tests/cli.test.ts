@@ -154,3 +154,38 @@ describeWithFixtures('CLI on stories260K', () => {
     expectUserError(cli(['generate', '--model', join(lone, 'm.bin')]), 'E_USAGE', /--tokenizer/);
   });
 });
+
+describeWithFixtures('codecs through the CLI on stories260K', () => {
+  const ev = (args: string[]) => cli(['eval', 'ppl', '--model', STORIES_BIN, '--text', join(CORPUS, 'tinystories_calib.txt'), '--limit', '20', '--json', ...args]);
+
+  it('eval ppl --codec fp32 equals the plain split and counts bits with headers', () => {
+    const plain = JSON.parse(ev(['--split', '2']).stdout) as { ppl: number };
+    const r = ev(['--split', '2', '--codec', 'fp32']);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as { ppl: number; bitsPerValue: number; tokens: number };
+    expect(j.ppl).toBe(plain.ppl);
+    expect(j.bitsPerValue).toBeGreaterThan(32);
+    expect(j.bitsPerValue).toBeLessThan(32.2);
+    const u = JSON.parse(ev(['--split', '2', '--codec', 'uniform:4']).stdout) as { ppl: number; bitsPerValue: number };
+    expect(u.bitsPerValue).toBeGreaterThan(4);
+    expect(u.bitsPerValue).toBeLessThan(4.7);
+    expect(u.ppl).toBeGreaterThan(plain.ppl);
+    expectUserError(ev(['--codec', 'uniform:4']), 'E_USAGE', /--codec needs --split/);
+    expectUserError(ev(['--split', '2', '--codec', 'zip:9']), 'E_CODEC_SPEC', /unknown codec "zip"/);
+  });
+
+  it('calibrate writes per-split statistics and a codec choice that eval ppl then uses by default', () => {
+    const out = join(tmp, 'cal.json');
+    const r = cli(['calibrate', '--model', STORIES_BIN, '--text', join(CORPUS, 'tinystories_calib.txt'), '--windows', '20', '--splits', '2', '--out', out, '--max-ppl-increase', '2%']);
+    expect(r.code, r.stderr).toBe(0);
+    const cal = JSON.parse(readFileSync(out, 'utf8')) as { splits: Record<string, { stats: { absQuantiles: Record<string, number> }; choice: { codec: string; pplIncrease: number } }> };
+    const s2 = cal.splits['2']!;
+    expect(s2.stats.absQuantiles['0.999']).toBeGreaterThan(s2.stats.absQuantiles['0.5']!);
+    expect(s2.choice.codec).toMatch(/^ts-tabq:eps=/);
+    expect(s2.choice.pplIncrease).toBeLessThanOrEqual(0.02);
+    const e = ev(['--split', '2', '--codec', 'ts-tabq', '--calibration', out]);
+    expect(e.code, e.stderr).toBe(0);
+    expect(e.stderr).toMatch(/calibrated default/);
+    expect((JSON.parse(e.stdout) as { codec: string }).codec).toBe(s2.choice.codec);
+  });
+});

@@ -3,6 +3,10 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { openModel } from '../../models/package.js';
 import { perplexity, pplWindows } from '../../models/eval/ppl.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
+import { resolveCodecSpec } from '../../quantization/activations/calibration.js';
+import { WireMeter } from '../../quantization/activations/meter.js';
+import { createCodec } from '../../quantization/activations/registry.js';
+import { loadCalibration, packageCalibration } from '../calibration-io.js';
 import { intOption, modelOptions, progress, requireString, runCommand, type Command } from '../common.js';
 
 const pplCommand: Command = {
@@ -10,11 +14,13 @@ const pplCommand: Command = {
   summary:
     'Perplexity of a text under the project protocol: paragraphs split on blank lines, BOS prepended, windows of 256+1 ids. ' +
     'With --split K the hidden state crosses from [0,K) to [K,L) as it would on the wire.',
-  usage: 'splitllm eval ppl --model M [--tokenizer T] --text FILE [--split K] [--limit N] [--json]',
+  usage: 'splitllm eval ppl --model M [--tokenizer T] --text FILE [--split K [--codec SPEC]] [--limit N] [--json]',
   options: {
     ...modelOptions,
     text: { type: 'string', description: 'text file to score', valueName: 'FILE' },
     split: { type: 'string', short: 's', description: 'split point K', valueName: 'K' },
+    codec: { type: 'string', short: 'c', description: "hidden-state codec at the split (e.g. ts-tabq, ts-tabq:eps=0.1, uniform:4, fp16); bare 'ts-tabq' takes the calibrated default", valueName: 'SPEC' },
+    calibration: { type: 'string', description: 'calibration file (default: calibration.json in the package)', valueName: 'FILE' },
     limit: { type: 'string', description: 'score only the first N windows (quick checks)' },
     threads: { type: 'string', description: 'onnxruntime intra-op threads' },
     json: { type: 'boolean', description: 'print {"ppl":…,"tokens":…}' },
@@ -26,14 +32,28 @@ const pplCommand: Command = {
     const pkg = await openModel(modelPath, { tokenizer: values['tokenizer'] as string | undefined });
     const split = intOption(values, 'split');
     const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: intOption(values, 'threads', undefined, 1) });
+    let meter: WireMeter | undefined;
+    if (values['codec'] !== undefined) {
+      if (split === undefined) throw new SplitLLMError('E_USAGE', '--codec needs --split K: the codec sits on the hidden state at the split');
+      const cal = values['calibration'] ? loadCalibration(String(values['calibration']), pkg.hash) : packageCalibration(pkg.dir, pkg.hash);
+      const resolved = resolveCodecSpec(String(values['codec']), split, cal);
+      meter = new WireMeter(createCodec(resolved.spec));
+      process.stderr.write(`codec at split ${split}: ${meter.codec.spec}${resolved.calibrated ? ' (calibrated default)' : ''}\n`);
+      const m = meter;
+      pipeline.between = (h, tokens) => m.roundTrip(h, tokens, pkg.config.dim);
+    }
     let windows = pplWindows(pkg.tokenizer(), readFileSync(textPath, 'utf8'));
     const limit = intOption(values, 'limit', undefined, 1);
     if (limit !== undefined) windows = windows.slice(0, limit);
     if (windows.length === 0) throw new SplitLLMError('E_BAD_ARGUMENT', `${textPath} holds no paragraph with two or more tokens: nothing to score`);
     const r = await perplexity(windows, pkg.config.vocabSize, async (ids) => (await pipeline.forward(ids, { keepCache: false })).data, progress('eval ppl'));
     await pipeline.release();
-    if (values['json']) process.stdout.write(JSON.stringify({ ppl: r.ppl, tokens: r.tokens }) + '\n');
-    else process.stdout.write(`ppl ${r.ppl.toFixed(4)} over ${r.tokens} predicted ids (${r.windows} windows)\n`);
+    if (values['json']) {
+      process.stdout.write(JSON.stringify(meter ? { ppl: r.ppl, tokens: r.tokens, bitsPerValue: meter.bitsPerValue, codec: meter.codec.spec } : { ppl: r.ppl, tokens: r.tokens }) + '\n');
+    } else {
+      const bits = meter ? `, ${meter.bitsPerValue.toFixed(3)} bits/value with ${meter.codec.spec}` : '';
+      process.stdout.write(`ppl ${r.ppl.toFixed(4)} over ${r.tokens} predicted ids (${r.windows} windows)${bits}\n`);
+    }
   },
 };
 

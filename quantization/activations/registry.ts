@@ -56,7 +56,7 @@ function only(spec: string, p: ParsedSpec, allowed: string[]): void {
 }
 
 export function tabqParamsFrom(spec: string, p: ParsedSpec): TabqParams {
-  only(spec, p, ['eps', 'budget', 'tau', 'q', 'group', 'outliers']);
+  only(spec, p, ['eps', 'budget', 'tau', 'q', 'group', 'outliers', 'entropy']);
   if (p.arg !== undefined) throw new SplitLLMError('E_CODEC_SPEC', `codec "${spec}": use named parameters, e.g. ts-tabq:eps=0.05`);
   if (p.params.has('eps') && p.params.has('budget')) throw new SplitLLMError('E_CODEC_SPEC', `codec "${spec}": give eps or budget, not both`);
   const tauRaw = p.params.get('tau');
@@ -71,6 +71,7 @@ export function tabqParamsFrom(spec: string, p: ParsedSpec): TabqParams {
       q: num(spec, 'q', p.params.get('q')) ?? DEFAULT_TABQ.q,
       group: num(spec, 'group', p.params.get('group')) ?? 0,
       outliers: (p.params.get('outliers') ?? 'f32') as 'f32' | 'f16',
+      entropy: (p.params.get('entropy') ?? 'off') as 'off' | 'on' | 'auto',
     },
     spec,
   );

@@ -12,8 +12,8 @@
  *    exact); a constant token takes 0 bits; a token even 8 bits cannot fit is sent raw (float32), so the
  *    bound always holds;
  *  - budget mode: widths allocated across the tokens of the message to meet an average bits/value target
- *    (all but the 12-byte message header counted) at the least total estimated error, greedily by error
- *    reduction per bit;
+ *    (all but the 12-byte message header counted) at the least total estimated relative error, greedily
+ *    by error reduction per bit;
  *  - fixed mode (`uniform:b`): every token at b bits, no threshold splitting.
  * min is rounded down and scale up to float16, so every value lands inside the grid.
  * The byte layout is in docs/FORMATS.md.
@@ -21,7 +21,8 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import { f16BitsToF32, f16Down, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
-import { CodecId, corrupt, HEADER_BYTES, Reader, readHeader, writeHeader } from './format.js';
+import { CodecId, corrupt, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
+import { normalize, RansDecoder, ransEncode, readTable, writeTable } from './rans.js';
 
 export const WIDTHS = [0, 2, 3, 4, 5, 6, 8, 32] as const; // indexed by the 4-bit width code
 const RUNGS = [2, 3, 4, 5, 6, 8];
@@ -46,9 +47,11 @@ export interface TabqParams {
   /** channels per (min, scale) group; 0 = whole token (capped at 4096) */
   group: number;
   outliers: 'f32' | 'f16';
+  /** lossless rANS stage over the quantized values: off, on, or auto (when it makes the message smaller) */
+  entropy: 'off' | 'on' | 'auto';
 }
 
-export const DEFAULT_TABQ: TabqParams = { mode: 'eps', eps: 0.05, bits: 4, tau: NaN, q: 0.999, group: 0, outliers: 'f32' };
+export const DEFAULT_TABQ: TabqParams = { mode: 'eps', eps: 0.05, bits: 4, tau: NaN, q: 0.999, group: 0, outliers: 'f32', entropy: 'off' };
 
 function groupSize(group: number, dim: number): number {
   const g = group > 0 ? group : dim;
@@ -106,13 +109,17 @@ export class TabqCodec implements Codec {
 
     const widths = new Uint8Array(tokens);
     if (p.mode === 'fixed') widths.fill(p.bits);
-    else if (p.mode === 'budget') this.allocate(widths, gmin, gmax, tokens, dim, G, gs, nOut, outBytes, outl.pos);
+    else if (p.mode === 'budget') this.allocate(widths, gmin, gmax, norm2, tokens, dim, G, gs, nOut, outBytes, outl.pos);
 
     // pass 2: per token, quantize (choosing the width in eps mode) and pack into 32-bit words
     let dense = new Uint32Array(Math.max(16, Math.ceil((tokens * dim * (p.mode === 'fixed' ? p.bits : 5)) / 32) + tokens));
     let nWords = 0;
     const q = new Uint8Array(dim);
     const hdr = new Uint16Array(tokens * G * 2); // (min, scale) float16 bits per group
+    const wantEntropy = p.entropy !== 'off' && p.mode !== 'fixed';
+    const symbols = wantEntropy ? new Uint8Array(tokens * dim) : undefined;
+    let nSym = 0;
+    let anyRaw = false;
     const target = (t: number) => p.eps * p.eps * norm2[t]!;
     for (let t = 0; t < tokens; t++) {
       let width = widths[t]!;
@@ -137,8 +144,16 @@ export class TabqCodec implements Codec {
         nd.set(dense.subarray(0, nWords));
         dense = nd;
       }
-      if (width === 32) dense.set(new Uint32Array(x.buffer, x.byteOffset + t * dim * 4, dim), nWords);
-      else if (width > 0) pack(q, dim, width, dense, nWords);
+      if (width === 32) {
+        dense.set(new Uint32Array(x.buffer, x.byteOffset + t * dim * 4, dim), nWords);
+        anyRaw = true;
+      } else if (width > 0) {
+        pack(q, dim, width, dense, nWords);
+        if (symbols) {
+          symbols.set(q, nSym);
+          nSym += dim;
+        }
+      }
       nWords += words;
     }
 
@@ -150,13 +165,21 @@ export class TabqCodec implements Codec {
       prev = outl.pos[i]!;
     }
     const headBytes = HEADER_BYTES + PARAM_BYTES + Math.ceil(tokens / 2) + tokens * G * 4 + posBytes + nOut * outBytes;
-    const denseAt = (headBytes + 3) & ~3;
-    const out = new Uint8Array(denseAt + nWords * 4);
+    let denseAt = (headBytes + 3) & ~3;
+    let entropyPart: Uint8Array | undefined;
+    if (symbols && !anyRaw && nSym > 0) {
+      const e = entropySection(symbols.subarray(0, nSym), widths, dim);
+      if (p.entropy === 'on' || headBytes + e.length < denseAt + nWords * 4) {
+        entropyPart = e;
+        denseAt = headBytes;
+      }
+    }
+    const out = new Uint8Array(entropyPart ? headBytes + entropyPart.length : denseAt + nWords * 4);
     writeHeader(out, this.id, tokens, dim);
     const v = new DataView(out.buffer);
     let o = HEADER_BYTES;
     out[o] = MODE_CODE[p.mode];
-    out[o + 1] = outBytes === 2 ? 1 : 0;
+    out[o + 1] = (outBytes === 2 ? 1 : 0) | (entropyPart ? 2 : 0);
     v.setUint32(o + 4, p.group === 0 ? 0 : gs, true);
     v.setFloat32(o + 8, p.mode === 'eps' ? p.eps : p.bits, true);
     v.setFloat32(o + 12, tau, true);
@@ -179,13 +202,17 @@ export class TabqCodec implements Codec {
       if (outBytes === 4) v.setFloat32(o, outl.val[i]!, true);
       else v.setUint16(o, f32ToF16Bits(outl.val[i]!), true);
     }
-    new Uint32Array(out.buffer, denseAt, nWords).set(dense.subarray(0, nWords));
+    if (entropyPart) out.set(entropyPart, headBytes);
+    else new Uint32Array(out.buffer, denseAt, nWords).set(dense.subarray(0, nWords));
     return out;
   }
 
-  /** Budget mode: greedy allocation of widths by estimated error reduction per bit. */
+  /**
+   * Budget mode: greedy allocation of widths by estimated reduction of relative error (‖x − x̂‖² / ‖x‖²,
+   * what the next layer's RMSNorm sees) per bit.
+   */
   private allocate(
-    widths: Uint8Array, gmin: Float32Array, gmax: Float32Array, tokens: number, dim: number, G: number, gs: number,
+    widths: Uint8Array, gmin: Float32Array, gmax: Float32Array, norm2: Float64Array, tokens: number, dim: number, G: number, gs: number,
     nOut: number, outBytes: number, outPos: Int32Array,
   ): void {
     let posBytes = 0;
@@ -198,7 +225,7 @@ export class TabqCodec implements Codec {
     const wordsBits = (w: number) => 32 * Math.ceil((w * dim) / 32);
     let payload = this.params.bits * tokens * dim - fixedBits;
     const spread = new Float64Array(tokens);
-    for (let t = 0; t < tokens; t++) spread[t] = spreadOf(gmin, gmax, t, G, gs, dim);
+    for (let t = 0; t < tokens; t++) spread[t] = norm2[t]! > 0 ? spreadOf(gmin, gmax, t, G, gs, dim) / norm2[t]! : 0;
     const level = new Uint8Array(tokens); // index into RUNGS
     widths.fill(RUNGS[0]!);
     payload -= wordsBits(RUNGS[0]!) * tokens;
@@ -230,6 +257,45 @@ export class TabqCodec implements Codec {
 }
 
 const PARAM_BYTES = 20;
+
+/**
+ * The entropy-coded form of the quantized values: u8 mask of the width codes present, per present width
+ * 2^w varint frequencies (sum 4096), u32 stream length, the rANS stream over all tokens in order.
+ */
+function entropySection(symbols: Uint8Array, widths: Uint8Array, dim: number): Uint8Array {
+  const counts = new Map<number, Uint32Array>();
+  const runs: number[] = [];
+  let o = 0;
+  for (let t = 0; t < widths.length; t++) {
+    const w = widths[t]!;
+    if (w === 0) continue;
+    let c = counts.get(w);
+    if (!c) counts.set(w, (c = new Uint32Array(1 << w)));
+    for (let i = 0; i < dim; i++) c[symbols[o + i]!]!++;
+    o += dim;
+    if (runs.length && runs[runs.length - 2] === w) runs[runs.length - 1]! += dim;
+    else runs.push(w, dim);
+  }
+  const freqs: Uint16Array[] = [];
+  const cums: Uint32Array[] = [];
+  let mask = 0;
+  const wr = new Writer(256);
+  wr.u8(0);
+  for (const w of [...counts.keys()].sort((a, b) => a - b)) {
+    mask |= 1 << CODE_OF[w]!;
+    const f = normalize(counts.get(w)!);
+    writeTable(wr, f);
+    const cum = new Uint32Array(f.length + 1);
+    for (let i = 0; i < f.length; i++) cum[i + 1] = cum[i]! + f[i]!;
+    freqs[w] = f;
+    cums[w] = cum;
+  }
+  wr.buf[0] = mask;
+  const stream = ransEncode(symbols, Int32Array.from(runs), freqs, cums);
+  wr.u32(stream.length);
+  wr.bytes(stream);
+  return wr.finish();
+}
 
 function varintLength(d: number): number {
   return d < 0x80 ? 1 : d < 0x4000 ? 2 : d < 0x200000 ? 3 : d < 0x10000000 ? 4 : 5;
@@ -489,7 +555,7 @@ export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Deco
   const mode = r.u8();
   if (mode > 2) throw corrupt(`tabq mode ${mode} is unknown`);
   const flags = r.u8();
-  if (flags > 1) throw corrupt(`tabq flags ${flags} are unknown`);
+  if (flags > 3) throw corrupt(`tabq flags ${flags} are unknown`);
   if (r.u16() !== 0) throw corrupt('reserved tabq bytes are not zero');
   const group = r.u32();
   if (group > dim) throw corrupt(`group size ${group} exceeds the dim ${dim}`);
@@ -522,6 +588,15 @@ export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Deco
   }
   const vals = r.take(nOut * outBytes, 'outlier values');
   const vv = new DataView(vals.buffer, vals.byteOffset, vals.byteLength);
+  if (flags & 2) {
+    const x = decodeEntropy(r, widths, tokens, dim, G, gs, hv);
+    for (let i = 0; i < nOut; i++) {
+      const v = outBytes === 4 ? vv.getFloat32(i * 4, true) : f16BitsToF32(vv.getUint16(i * 2, true));
+      if (v - v !== 0) throw corrupt(`outlier ${i} is not finite`);
+      x[pos[i]!] = v;
+    }
+    return { x, tokens, dim };
+  }
   const pad = r.take((4 - (r.pos & 3)) & 3, 'alignment');
   if (pad.some((b) => b !== 0)) throw corrupt('alignment padding is not zero');
   const denseBytes = r.take(nWords * 4, 'quantized values');
@@ -563,6 +638,44 @@ export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Deco
   return { x, tokens, dim };
 }
 
+function groupParams(hv: DataView, t: number, g: number, G: number): [number, number] {
+  const mn = f16BitsToF32(hv.getUint16((t * G + g) * 4, true));
+  const sc = f16BitsToF32(hv.getUint16((t * G + g) * 4 + 2, true));
+  if (!Number.isFinite(mn) || !Number.isFinite(sc) || sc < 0) throw corrupt(`token ${t} group ${g} has min ${mn}, scale ${sc}`);
+  return [mn, sc];
+}
+
+function decodeEntropy(r: Reader, widths: Uint8Array, tokens: number, dim: number, G: number, gs: number, hv: DataView): Float32Array {
+  const mask = r.u8();
+  const tables = new Map<number, ReturnType<typeof readTable>>();
+  for (let code = 1; code < WIDTHS.length - 1; code++) if (mask & (1 << code)) tables.set(WIDTHS[code]!, readTable(r, 1 << WIDTHS[code]!));
+  if (mask & ~0x7e) throw corrupt(`entropy table mask ${mask} names unknown widths`);
+  const len = r.u32();
+  const dec = new RansDecoder(r.take(len, 'entropy stream'));
+  r.end();
+  const x = new Float32Array(tokens * dim);
+  const q = new Uint8Array(dim);
+  for (let t = 0; t < tokens; t++) {
+    const w = widths[t]!;
+    const base = t * dim;
+    if (w === 32) throw corrupt('raw tokens cannot be entropy coded');
+    if (w > 0) {
+      const table = tables.get(w);
+      if (!table) throw corrupt(`no entropy table for width ${w}`);
+      dec.decode(q, 0, dim, table);
+    }
+    for (let g = 0; g < G; g++) {
+      const [mn, sc] = groupParams(hv, t, g, G);
+      const c0 = g * gs;
+      const c1 = Math.min(dim, c0 + gs);
+      if (w === 0) x.fill(mn, base + c0, base + c1);
+      else for (let c = c0; c < c1; c++) x[base + c] = mn + q[c]! * sc;
+    }
+  }
+  dec.finish();
+  return x;
+}
+
 export function tabqSpec(p: TabqParams): string {
   if (p.mode === 'fixed') return `uniform:${p.bits}`;
   const parts = [p.mode === 'eps' ? `eps=${p.eps}` : `budget=${p.bits}`];
@@ -570,6 +683,7 @@ export function tabqSpec(p: TabqParams): string {
   if (Number.isNaN(p.tau) && p.q !== DEFAULT_TABQ.q) parts.push(`q=${p.q}`);
   if (p.group) parts.push(`group=${p.group}`);
   if (p.outliers !== 'f32') parts.push(`outliers=${p.outliers}`);
+  if (p.entropy !== 'off') parts.push(`entropy=${p.entropy}`);
   return `ts-tabq:${parts.join(',')}`;
 }
 
@@ -584,5 +698,6 @@ export function validateTabq(p: TabqParams, spec: string): TabqParams {
   if (!(p.q > 0 && p.q < 1)) bad(`q must be in (0, 1), got ${p.q}`);
   if (!Number.isInteger(p.group) || p.group < 0) bad(`group must be a non-negative integer, got ${p.group}`);
   if (p.outliers !== 'f32' && p.outliers !== 'f16') bad(`outliers must be f32 or f16, got ${p.outliers}`);
+  if (!['off', 'on', 'auto'].includes(p.entropy)) bad(`entropy must be off, on or auto, got ${p.entropy}`);
   return p;
 }
