@@ -3,6 +3,7 @@ import { rng } from '../models/runtime/sampler.js';
 import { SplitLLMError } from '../shared/errors.js';
 import { createCodec, decodeMessage, parseSpec } from '../quantization/activations/registry.js';
 import { HEADER_BYTES } from '../quantization/activations/format.js';
+import { useWasmKernels, wasmKernels } from '../quantization/activations/wasm/kernels.js';
 
 function normalGen(seed: number) {
   const next = rng(seed);
@@ -48,9 +49,11 @@ const rel = (a: Float32Array, b: Float32Array, from = 0, to = a.length) => {
 
 const SPECS = ['fp32', 'fp16', 'int8', 'uniform:4', 'uniform:2', 'ts-tabq', 'ts-tabq:eps=0.02,tau=2.5', 'ts-tabq:eps=0.1,group=32,outliers=f16', 'ts-tabq:budget=3.5', 'topk:10', 'lowrank:4'];
 
-describe('codec round trips keep their promises', () => {
+for (const wasm of [true, false]) describe(`codec round trips keep their promises (${wasm ? 'WebAssembly' : 'TypeScript'} kernels)`, () => {
   for (const spec of SPECS) {
     it(spec, () => {
+      useWasmKernels(wasm);
+      expect(!!wasmKernels()).toBe(wasm);
       const codec = createCodec(spec);
       for (const inp of inputs()) {
         const { x, tokens, dim } = inp;
@@ -163,6 +166,28 @@ describe('codec round trips keep their promises', () => {
   });
 });
 
+it('WebAssembly and TypeScript kernels decode each other\'s messages to the same values', () => {
+  for (const spec of ['ts-tabq', 'ts-tabq:eps=0.02,tau=2.5', 'ts-tabq:budget=3', 'uniform:3', 'uniform:5', 'ts-tabq:eps=0.1,group=32']) {
+    for (const inp of inputs()) {
+      useWasmKernels(true);
+      const a = createCodec(spec).encode(inp.x, inp.tokens, inp.dim);
+      const aw = decodeMessage(a).x;
+      useWasmKernels(false);
+      const b = createCodec(spec).encode(inp.x, inp.tokens, inp.dim);
+      const aj = decodeMessage(a).x;
+      const bj = decodeMessage(b).x;
+      useWasmKernels(true);
+      const bw = decodeMessage(b).x;
+      for (const [u, v] of [[aw, aj], [bw, bj]] as const) {
+        for (let i = 0; i < u.length; i++) expect(Math.abs(u[i]! - v[i]!), `${spec} ${inp.name}`).toBeLessThanOrEqual(Math.abs(v[i]!) * 1e-6 + 1e-30);
+      }
+      // float32 lanes and float64 scalars may round a value to a neighbouring level: rarely, never often
+      expect(Math.abs(a.length - b.length) / a.length, `${spec} ${inp.name}`).toBeLessThan(0.02);
+    }
+  }
+  useWasmKernels(true);
+});
+
 describe('codec errors are typed', () => {
   it('NaN and Inf in the input to encode', () => {
     for (const spec of SPECS) {
@@ -209,6 +234,7 @@ describe('codec errors are typed', () => {
     let ok = 0;
     const t0 = performance.now();
     for (let iter = 0; iter < 6000; iter++) {
+      useWasmKernels(iter % 2 === 0); // both decoders see hostile input
       const src = messages[Math.floor(next() * messages.length)]!;
       let m: Uint8Array;
       const kind = iter % 5;
@@ -243,6 +269,7 @@ describe('codec errors are typed', () => {
         typed++;
       }
     }
+    useWasmKernels(true);
     expect(typed + ok).toBe(6000);
     expect(typed).toBeGreaterThan(3000);
     expect(performance.now() - t0).toBeLessThan(60_000); // no hang (generous: a sanity bound, not a benchmark)

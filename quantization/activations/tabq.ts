@@ -23,6 +23,7 @@ import { f16BitsToF32, f16Down, f16Up, f32ToF16Bits } from '../../shared/tensor.
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
 import { CodecId, corrupt, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
 import { normalize, RansDecoder, ransEncode, readTable, writeTable } from './rans.js';
+import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
 
 export const WIDTHS = [0, 2, 3, 4, 5, 6, 8, 32] as const; // indexed by the 4-bit width code
 const RUNGS = [2, 3, 4, 5, 6, 8];
@@ -83,26 +84,15 @@ export class TabqCodec implements Codec {
   encode(x: Float32Array, tokens: number, dim: number): Uint8Array {
     checkShape(x, tokens, dim);
     const p = this.params;
-    if (p.mode !== 'fixed' && Number.isNaN(p.tau)) checkFinite(x, dim); // autoTau samples before pass 1 sees every value
     // values past F16_SAFE always split off: group parameters must fit float16
     const tau = p.mode === 'fixed' ? Infinity : Math.min(F16_SAFE, Number.isNaN(p.tau) ? autoTau(x, p.q) : p.tau);
     const gs = groupSize(p.group, dim);
     const G = Math.ceil(dim / gs);
 
     // pass 1: outliers, per-group ranges of the rest, token norms (a non-finite norm flags NaN/Inf)
-    const gmin = new Float32Array(tokens * G);
-    const gmax = new Float32Array(tokens * G);
-    const norm2 = new Float64Array(tokens);
-    const outl = { pos: new Int32Array(256), val: new Float32Array(256), n: 0 };
-    for (let t = 0; t < tokens; t++) {
-      let nrm = 0;
-      for (let g = 0; g < G; g++) {
-        const c0 = t * dim + g * gs;
-        nrm += groupStats(x, c0, Math.min(gs, dim - g * gs), tau, gmin, gmax, t * G + g, outl);
-      }
-      if (!Number.isFinite(nrm)) checkFinite(x.subarray(t * dim, (t + 1) * dim), dim, t);
-      norm2[t] = nrm;
-    }
+    const be: EncodeBackend = wasmKernels() ? new WasmEncode(wasmKernels()!, x, tokens, dim, G) : new JsEncode(x, tokens, dim, G);
+    const { gmin, gmax, norm2, outl } = be.stats(tau, gs);
+    for (let t = 0; t < tokens; t++) if (!Number.isFinite(norm2[t]!)) checkFinite(x.subarray(t * dim, (t + 1) * dim), dim, t);
     const nOut = outl.n;
     let outBytes = p.outliers === 'f16' ? 2 : 4;
     for (let i = 0; i < nOut && outBytes === 2; i++) if (Math.abs(outl.val[i]!) > 65504) outBytes = 4; // past the half range: this message sends float32
@@ -112,9 +102,6 @@ export class TabqCodec implements Codec {
     else if (p.mode === 'budget') this.allocate(widths, gmin, gmax, norm2, tokens, dim, G, gs, nOut, outBytes, outl.pos);
 
     // pass 2: per token, quantize (choosing the width in eps mode) and pack into 32-bit words
-    let dense = new Uint32Array(Math.max(16, Math.ceil((tokens * dim * (p.mode === 'fixed' ? p.bits : 5)) / 32) + tokens));
-    let nWords = 0;
-    const q = new Uint8Array(dim);
     const hdr = new Uint16Array(tokens * G * 2); // (min, scale) float16 bits per group
     const wantEntropy = p.entropy !== 'off' && p.mode !== 'fixed';
     const symbols = wantEntropy ? new Uint8Array(tokens * dim) : undefined;
@@ -127,35 +114,30 @@ export class TabqCodec implements Codec {
         width = 32;
         let k = startRung(gmin, gmax, t, G, gs, dim, target(t));
         for (; k < RUNGS.length; k++) {
-          if (quantizeToken(x, t, dim, G, gs, gmin, gmax, RUNGS[k]!, tau, q, hdr) <= target(t)) {
+          if (quantizeToken(be, t, dim, G, gs, gmin, gmax, RUNGS[k]!, tau, hdr) <= target(t)) {
             width = RUNGS[k]!;
             break;
           }
         }
         widths[t] = width;
-      } else if (quantizeToken(x, t, dim, G, gs, gmin, gmax, width, tau, q, hdr) === Infinity) {
+      } else if (quantizeToken(be, t, dim, G, gs, gmin, gmax, width, tau, hdr) === Infinity) {
         width = 32; // the range does not fit float16 parameters: send the token raw
         widths[t] = 32;
       }
-      if (width === 32) hdr.fill(0, t * G * 2, (t + 1) * G * 2);
-      const words = Math.ceil((width * dim) / 32);
-      if (nWords + words > dense.length) {
-        const nd = new Uint32Array(Math.max(dense.length * 2, nWords + words));
-        nd.set(dense.subarray(0, nWords));
-        dense = nd;
-      }
       if (width === 32) {
-        dense.set(new Uint32Array(x.buffer, x.byteOffset + t * dim * 4, dim), nWords);
+        hdr.fill(0, t * G * 2, (t + 1) * G * 2);
+        be.appendRaw(t);
         anyRaw = true;
       } else if (width > 0) {
-        pack(q, dim, width, dense, nWords);
+        be.pack(width);
         if (symbols) {
-          symbols.set(q, nSym);
+          symbols.set(be.q(), nSym);
           nSym += dim;
         }
       }
-      nWords += words;
     }
+    const dense = be.dense();
+    const nWords = dense.length;
 
     // assemble: header | params | widths | group headers | outliers | pad to 4 | dense words
     let prev = -1;
@@ -379,11 +361,10 @@ function startRung(gmin: Float32Array, gmax: Float32Array, t: number, G: number,
  * group parameters do not fit float16 or width 0 cannot represent the group).
  */
 function quantizeToken(
-  x: Float32Array, t: number, dim: number, G: number, gs: number, gmin: Float32Array, gmax: Float32Array,
-  width: number, tau: number, q: Uint8Array, hdr: Uint16Array,
+  be: EncodeBackend, t: number, dim: number, G: number, gs: number, gmin: Float32Array, gmax: Float32Array,
+  width: number, tau: number, hdr: Uint16Array,
 ): number {
   const levels = width === 0 ? 0 : (1 << width) - 1;
-  const base = t * dim;
   let err = 0;
   for (let g = 0; g < G; g++) {
     const lo = gmin[t * G + g]!;
@@ -396,9 +377,129 @@ function quantizeToken(
     hdr[(t * G + g) * 2 + 1] = sb;
     if (!Number.isFinite(mn) || !Number.isFinite(sc) || (levels === 0 && hi > lo)) return Infinity;
     const c0 = g * gs;
-    err += quantizeRun(x, base + c0, q, c0, Math.min(gs, dim - c0), mn, sc, levels, tau);
+    err += be.quantize(t, c0, Math.min(gs, dim - c0), mn, sc, levels, tau);
   }
   return err;
+}
+
+/** The hot loops of one encode: TypeScript, or the WebAssembly kernels. */
+interface EncodeBackend {
+  stats(tau: number, gs: number): { gmin: Float32Array; gmax: Float32Array; norm2: Float64Array; outl: Outliers };
+  /** quantizes channels [c0, c0+n) of token t into the token scratch; returns the squared error */
+  quantize(t: number, c0: number, n: number, mn: number, sc: number, levels: number, tau: number): number;
+  /** the token scratch (q values of the last quantized token) */
+  q(): Uint8Array;
+  pack(width: number): void;
+  appendRaw(t: number): void;
+  dense(): Uint32Array;
+}
+
+class JsEncode implements EncodeBackend {
+  private readonly qbuf: Uint8Array;
+  private words: Uint32Array;
+  private n = 0;
+  constructor(
+    private readonly x: Float32Array,
+    private readonly tokens: number,
+    private readonly dim: number,
+    private readonly G: number,
+  ) {
+    this.qbuf = new Uint8Array(dim);
+    this.words = new Uint32Array(Math.max(16, Math.ceil((tokens * dim * 5) / 32) + tokens));
+  }
+  stats(tau: number, gs: number) {
+    const { x, tokens, dim, G } = this;
+    const gmin = new Float32Array(tokens * G);
+    const gmax = new Float32Array(tokens * G);
+    const norm2 = new Float64Array(tokens);
+    const outl = { pos: new Int32Array(256), val: new Float32Array(256), n: 0 };
+    for (let t = 0; t < tokens; t++) {
+      let nrm = 0;
+      for (let g = 0; g < G; g++) nrm += groupStats(x, t * dim + g * gs, Math.min(gs, dim - g * gs), tau, gmin, gmax, t * G + g, outl);
+      norm2[t] = nrm;
+    }
+    return { gmin, gmax, norm2, outl };
+  }
+  quantize(t: number, c0: number, n: number, mn: number, sc: number, levels: number, tau: number): number {
+    return quantizeRun(this.x, t * this.dim + c0, this.qbuf, c0, n, mn, sc, levels, tau);
+  }
+  q(): Uint8Array {
+    return this.qbuf;
+  }
+  private reserve(words: number): number {
+    if (this.n + words > this.words.length) {
+      const nd = new Uint32Array(Math.max(this.words.length * 2, this.n + words));
+      nd.set(this.words.subarray(0, this.n));
+      this.words = nd;
+    }
+    const at = this.n;
+    this.n += words;
+    return at;
+  }
+  pack(width: number): void {
+    const at = this.reserve(Math.ceil((width * this.dim) / 32));
+    pack(this.qbuf, this.dim, width, this.words, at);
+  }
+  appendRaw(t: number): void {
+    const at = this.reserve(this.dim);
+    this.words.set(new Uint32Array(this.x.buffer, this.x.byteOffset + t * this.dim * 4, this.dim), at);
+  }
+  dense(): Uint32Array {
+    return this.words.subarray(0, this.n);
+  }
+}
+
+class WasmEncode implements EncodeBackend {
+  private readonly xp: number;
+  private readonly qp: number;
+  private readonly dp: number;
+  private n = 0;
+  constructor(
+    private readonly k: WasmKernels,
+    x: Float32Array,
+    private readonly tokens: number,
+    private readonly dim: number,
+    private readonly G: number,
+  ) {
+    k.reset();
+    const N = tokens * dim;
+    this.xp = k.alloc(N * 4);
+    this.qp = k.alloc(dim);
+    this.dp = k.alloc((N + 2 * tokens) * 4);
+    k.f32(this.xp, N).set(x);
+  }
+  stats(tau: number, gs: number) {
+    const { k, tokens, dim, G } = this;
+    const N = tokens * dim;
+    const gminP = k.alloc(tokens * G * 4);
+    const gmaxP = k.alloc(tokens * G * 4);
+    const normP = k.alloc(tokens * 8);
+    const posP = k.alloc(N * 4);
+    const valP = k.alloc(N * 4);
+    const n = k.fn.stats(this.xp, tokens, dim, gs, tau, gminP, gmaxP, normP, posP, valP);
+    return {
+      gmin: k.f32(gminP, tokens * G).slice(),
+      gmax: k.f32(gmaxP, tokens * G).slice(),
+      norm2: k.f64(normP, tokens).slice(),
+      outl: { pos: k.i32(posP, n).slice(), val: k.f32(valP, n).slice(), n },
+    };
+  }
+  quantize(t: number, c0: number, n: number, mn: number, sc: number, levels: number, tau: number): number {
+    return this.k.fn.quantize(this.xp + (t * this.dim + c0) * 4, n, mn, sc, levels, tau, this.qp + c0);
+  }
+  q(): Uint8Array {
+    return new Uint8Array(this.k.buffer, this.qp, this.dim);
+  }
+  pack(width: number): void {
+    this.n += this.k.fn.pack(this.qp, this.dim, width, this.dp + this.n * 4);
+  }
+  appendRaw(t: number): void {
+    this.k.u32(this.dp + this.n * 4, this.dim).set(new Uint32Array(this.k.buffer, this.xp + t * this.dim * 4, this.dim));
+    this.n += this.dim;
+  }
+  dense(): Uint32Array {
+    return this.k.u32(this.dp, this.n);
+  }
 }
 
 function quantizeRun(x: Float32Array, xo: number, q: Uint8Array, qo: number, n: number, mn: number, sc: number, levels: number, tau: number): number {
@@ -606,9 +707,10 @@ export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Deco
       ? new Uint32Array(denseBytes.buffer, denseBytes.byteOffset, nWords)
       : new Uint32Array(Uint8Array.from(denseBytes).buffer);
 
-  const x = new Float32Array(N);
+  const k = wasmKernels();
+  const x = k ? unpackWasm(k, dense, widths, tokens, dim, G, gs, hv) : new Float32Array(N);
   let wo = 0;
-  for (let t = 0; t < tokens; t++) {
+  for (let t = 0; t < tokens && !k; t++) {
     const width = widths[t]!;
     const base = t * dim;
     if (width === 32) {
@@ -636,6 +738,35 @@ export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Deco
     x[pos[i]!] = v;
   }
   return { x, tokens, dim };
+}
+
+/** The packed form's values through the WebAssembly kernels (raw tokens copied and checked in TypeScript). */
+function unpackWasm(k: WasmKernels, dense: Uint32Array, widths: Uint8Array, tokens: number, dim: number, G: number, gs: number, hv: DataView): Float32Array {
+  k.reset();
+  const N = tokens * dim;
+  const dp = k.alloc(dense.length * 4);
+  const xp = k.alloc(N * 4);
+  k.u32(dp, dense.length).set(dense);
+  let wo = 0;
+  for (let t = 0; t < tokens; t++) {
+    const width = widths[t]!;
+    const base = t * dim;
+    if (width === 32) {
+      const raw = k.f32(dp + wo * 4, dim);
+      for (let c = 0; c < dim; c++) if (raw[c]! - raw[c]! !== 0) throw corrupt(`raw value at token ${t} is not finite`);
+      k.f32(xp + base * 4, dim).set(raw);
+    } else {
+      for (let g = 0; g < G; g++) {
+        const [mn, sc] = groupParams(hv, t, g, G);
+        const c0 = g * gs;
+        const n = Math.min(gs, dim - c0);
+        if (width === 0) k.f32(xp + (base + c0) * 4, n).fill(mn);
+        else k.fn.unpack(dp + wo * 4, c0 * width, n, width, mn, sc, xp + (base + c0) * 4);
+      }
+    }
+    wo += Math.ceil((width * dim) / 32);
+  }
+  return k.f32(xp, N).slice();
 }
 
 function groupParams(hv: DataView, t: number, g: number, G: number): [number, number] {

@@ -1,0 +1,185 @@
+// AssemblyScript source of the TAB-Q hot loops, compiled to WebAssembly (SIMD) by scripts/build-wasm.mjs.
+// Pointers are byte offsets into this module's memory, laid out by the TypeScript glue (../kernels.ts).
+// The float semantics are float32, lane by lane.
+
+/**
+ * Per token and group: min/max of the values with |x| ≤ tau (gmin/gmax, f32), Σx² per token (norm2, f64),
+ * and the outliers (|x| > tau) as flat positions (i32) and values (f32). Returns the outlier count.
+ */
+export function stats(x: usize, tokens: i32, dim: i32, gs: i32, tau: f32, gmin: usize, gmax: usize, norm2: usize, outPos: usize, outVal: usize): i32 {
+  let nOut = 0;
+  const vtau = f32x4.splat(tau);
+  const pinf = f32x4.splat(Infinity);
+  const ninf = f32x4.splat(-Infinity);
+  const G = (dim + gs - 1) / gs;
+  for (let t = 0; t < tokens; t++) {
+    let nrm: f64 = 0;
+    for (let g = 0; g < G; g++) {
+      const c0 = t * dim + g * gs;
+      const n = min(gs, dim - g * gs);
+      let vmin = pinf;
+      let vmax = ninf;
+      let vn = f32x4.splat(0);
+      let c = 0;
+      for (; c + 4 <= n; c += 4) {
+        const p = x + (<usize>(c0 + c) << 2);
+        const v = v128.load(p);
+        vn = f32x4.add(vn, f32x4.mul(v, v));
+        const out = f32x4.gt(f32x4.abs(v), vtau);
+        if (v128.any_true(out)) {
+          for (let k = 0; k < 4; k++) {
+            const s = load<f32>(p + (<usize>k << 2));
+            if (abs<f32>(s) > tau) {
+              store<i32>(outPos + (<usize>nOut << 2), c0 + c + k);
+              store<f32>(outVal + (<usize>nOut << 2), s);
+              nOut++;
+            }
+          }
+        }
+        vmin = f32x4.min(vmin, v128.bitselect(pinf, v, out));
+        vmax = f32x4.max(vmax, v128.bitselect(ninf, v, out));
+      }
+      let mn = min(min(f32x4.extract_lane(vmin, 0), f32x4.extract_lane(vmin, 1)), min(f32x4.extract_lane(vmin, 2), f32x4.extract_lane(vmin, 3)));
+      let mx = max(max(f32x4.extract_lane(vmax, 0), f32x4.extract_lane(vmax, 1)), max(f32x4.extract_lane(vmax, 2), f32x4.extract_lane(vmax, 3)));
+      nrm += <f64>f32x4.extract_lane(vn, 0) + <f64>f32x4.extract_lane(vn, 1) + <f64>f32x4.extract_lane(vn, 2) + <f64>f32x4.extract_lane(vn, 3);
+      for (; c < n; c++) {
+        const s = load<f32>(x + (<usize>(c0 + c) << 2));
+        nrm += <f64>s * <f64>s;
+        if (abs<f32>(s) > tau) {
+          store<i32>(outPos + (<usize>nOut << 2), c0 + c);
+          store<f32>(outVal + (<usize>nOut << 2), s);
+          nOut++;
+        } else {
+          if (s < mn) mn = s;
+          if (s > mx) mx = s;
+        }
+      }
+      if (mn == Infinity) {
+        mn = 0;
+        mx = 0;
+      }
+      const slot = <usize>(t * G + g) << 2;
+      store<f32>(gmin + slot, mn);
+      store<f32>(gmax + slot, mx);
+    }
+    store<f64>(norm2 + (<usize>t << 3), nrm);
+  }
+  return nOut;
+}
+
+/**
+ * q = clamp(round((x − mn)/sc), 0, levels) for n values into u8 q; values with |x| > tau get q = 0 and are
+ * left out of the error. Returns Σ (x − (mn + q·sc))² over the rest.
+ */
+export function quantize(x: usize, n: i32, mn: f32, sc: f32, levels: i32, tau: f32, q: usize): f64 {
+  const inv: f32 = sc > 0 ? <f32>1 / sc : 0;
+  const vmn = f32x4.splat(mn);
+  const vinv = f32x4.splat(inv);
+  const vsc = f32x4.splat(sc);
+  const vhalf = f32x4.splat(0.5);
+  const vtau = f32x4.splat(tau);
+  const vlev = i32x4.splat(levels);
+  const vzero = i32x4.splat(0);
+  let verr = f32x4.splat(0);
+  let c = 0;
+  for (; c + 16 <= n; c += 16) {
+    const p = x + (<usize>c << 2);
+    const v0 = v128.load(p);
+    const v1 = v128.load(p, 16);
+    const v2 = v128.load(p, 32);
+    const v3 = v128.load(p, 48);
+    const o0 = f32x4.gt(f32x4.abs(v0), vtau);
+    const o1 = f32x4.gt(f32x4.abs(v1), vtau);
+    const o2 = f32x4.gt(f32x4.abs(v2), vtau);
+    const o3 = f32x4.gt(f32x4.abs(v3), vtau);
+    const q0 = v128.andnot(i32x4.max_s(i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.add(f32x4.mul(f32x4.sub(v0, vmn), vinv), vhalf)), vlev), vzero), o0);
+    const q1 = v128.andnot(i32x4.max_s(i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.add(f32x4.mul(f32x4.sub(v1, vmn), vinv), vhalf)), vlev), vzero), o1);
+    const q2 = v128.andnot(i32x4.max_s(i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.add(f32x4.mul(f32x4.sub(v2, vmn), vinv), vhalf)), vlev), vzero), o2);
+    const q3 = v128.andnot(i32x4.max_s(i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.add(f32x4.mul(f32x4.sub(v3, vmn), vinv), vhalf)), vlev), vzero), o3);
+    const e0 = v128.andnot(f32x4.sub(v0, f32x4.add(vmn, f32x4.mul(f32x4.convert_i32x4_s(q0), vsc))), o0);
+    const e1 = v128.andnot(f32x4.sub(v1, f32x4.add(vmn, f32x4.mul(f32x4.convert_i32x4_s(q1), vsc))), o1);
+    const e2 = v128.andnot(f32x4.sub(v2, f32x4.add(vmn, f32x4.mul(f32x4.convert_i32x4_s(q2), vsc))), o2);
+    const e3 = v128.andnot(f32x4.sub(v3, f32x4.add(vmn, f32x4.mul(f32x4.convert_i32x4_s(q3), vsc))), o3);
+    verr = f32x4.add(verr, f32x4.add(f32x4.add(f32x4.mul(e0, e0), f32x4.mul(e1, e1)), f32x4.add(f32x4.mul(e2, e2), f32x4.mul(e3, e3))));
+    v128.store(q + <usize>c, i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(q0, q1), i16x8.narrow_i32x4_u(q2, q3)));
+  }
+  let err: f64 = <f64>f32x4.extract_lane(verr, 0) + <f64>f32x4.extract_lane(verr, 1) + <f64>f32x4.extract_lane(verr, 2) + <f64>f32x4.extract_lane(verr, 3);
+  for (; c < n; c++) {
+    const v = load<f32>(x + (<usize>c << 2));
+    if (abs<f32>(v) > tau) {
+      store<u8>(q + <usize>c, 0);
+      continue;
+    }
+    let qi = <i32>((v - mn) * inv + <f32>0.5);
+    if (qi > levels) qi = levels;
+    if (qi < 0) qi = 0;
+    store<u8>(q + <usize>c, <u8>qi);
+    const d = v - (mn + <f32>qi * sc);
+    err += <f64>(d * d);
+  }
+  return err;
+}
+
+/** Packs n u8 values of w bits (≤ 8) little-endian into u32 words at out; returns the words written. */
+export function pack(q: usize, n: i32, w: i32, out: usize): i32 {
+  let acc: u64 = 0;
+  let nb: i32 = 0;
+  let o = out;
+  for (let c = 0; c < n; c++) {
+    acc |= (<u64>load<u8>(q + <usize>c)) << (<u64>nb);
+    nb += w;
+    if (nb >= 32) {
+      store<u32>(o, <u32>acc);
+      o += 4;
+      acc >>= 32;
+      nb -= 32;
+    }
+  }
+  if (nb > 0) {
+    store<u32>(o, <u32>acc);
+    o += 4;
+  }
+  return <i32>((o - out) >> 2);
+}
+
+/** x[c] = mn + q·sc for n values of w bits starting at bit `bit0` of the words at inp (reads one word ahead). */
+export function unpack(inp: usize, bit0: i32, n: i32, w: i32, mn: f32, sc: f32, x: usize): void {
+  let p = inp + (<usize>(bit0 >> 5) << 2);
+  const s = bit0 & 31;
+  let acc: u64 = (<u64>load<u32>(p)) >> (<u64>s);
+  let nb: i32 = 32 - s;
+  p += 4;
+  const mask: u64 = ((<u64>1) << (<u64>w)) - 1;
+  if (w == 4 && s == 0) {
+    const vmn = f32x4.splat(mn);
+    const vsc = f32x4.splat(sc);
+    const m4 = i32x4.splat(15);
+    let c = 0;
+    // 8 values per word: two f32x4 per u32
+    let wp = inp + (<usize>(bit0 >> 5) << 2);
+    for (; c + 8 <= n; c += 8) {
+      const word = load<u32>(wp);
+      wp += 4;
+      const lo = i32x4(<i32>word, <i32>(word >> 4), <i32>(word >> 8), <i32>(word >> 12));
+      const hi = i32x4(<i32>(word >> 16), <i32>(word >> 20), <i32>(word >> 24), <i32>(word >> 28));
+      v128.store(x + (<usize>c << 2), f32x4.add(vmn, f32x4.mul(f32x4.convert_i32x4_s(v128.and(lo, m4)), vsc)));
+      v128.store(x + (<usize>c << 2), f32x4.add(vmn, f32x4.mul(f32x4.convert_i32x4_s(v128.and(hi, m4)), vsc)), 16);
+    }
+    const base = inp + (<usize>(bit0 >> 5) << 2);
+    for (; c < n; c++) {
+      const word = load<u32>(base + (<usize>(c >> 3) << 2));
+      store<f32>(x + (<usize>c << 2), mn + <f32>((word >> (<u32>(c & 7) << 2)) & 15) * sc);
+    }
+    return;
+  }
+  for (let c = 0; c < n; c++) {
+    if (nb < w) {
+      acc |= (<u64>load<u32>(p)) << (<u64>nb);
+      p += 4;
+      nb += 32;
+    }
+    store<f32>(x + (<usize>c << 2), mn + <f32>(<u32>(acc & mask)) * sc);
+    acc >>= <u64>w;
+    nb -= w;
+  }
+}
