@@ -1,4 +1,4 @@
-import { expect, it } from 'vitest';
+import { beforeAll, expect, it } from 'vitest';
 import { readLlama2cTokenizer, llama2cToTokenizerJson } from '../models/tokenizer/llama2c.js';
 import { TextTokenizer } from '../models/tokenizer/tokenizer.js';
 import { describeWithFixtures, STORIES_TOK } from './helpers/fixtures.js';
@@ -41,9 +41,14 @@ const STRINGS = [
 ];
 
 describeWithFixtures('llama2.c tokenizer → tokenizer.json', () => {
-  const vocab = readLlama2cTokenizer(STORIES_TOK);
-  const tok = new TextTokenizer(llama2cToTokenizerJson(vocab), { bosId: 1, eosId: 2 });
-  const ref = loadRefVocab(STORIES_TOK);
+  let vocab: ReturnType<typeof readLlama2cTokenizer>;
+  let tok: TextTokenizer;
+  let ref: ReturnType<typeof loadRefVocab>;
+  beforeAll(() => {
+    vocab = readLlama2cTokenizer(STORIES_TOK);
+    tok = new TextTokenizer(llama2cToTokenizerJson(vocab), { bosId: 1, eosId: 2 });
+    ref = loadRefVocab(STORIES_TOK);
+  });
 
   it('reads all 512 pieces', () => {
     expect(vocab.pieces.length).toBe(512);
