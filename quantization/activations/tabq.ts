@@ -146,7 +146,9 @@ export class TabqCodec implements Codec {
       posBytes += varintLength(outl.pos[i]! - prev - 1);
       prev = outl.pos[i]!;
     }
-    const headBytes = HEADER_BYTES + PARAM_BYTES + Math.ceil(tokens / 2) + tokens * G * 4 + posBytes + nOut * outBytes;
+    const groupField = p.group === 0 ? 0 : gs;
+    const paramBytes = 1 + varintLength(groupField) + varintLength(nOut);
+    const headBytes = HEADER_BYTES + paramBytes + Math.ceil(tokens / 2) + tokens * G * 4 + posBytes + nOut * outBytes;
     let denseAt = (headBytes + 3) & ~3;
     let entropyPart: Uint8Array | undefined;
     if (symbols && !anyRaw && nSym > 0) {
@@ -160,25 +162,16 @@ export class TabqCodec implements Codec {
     writeHeader(out, this.id, tokens, dim);
     const v = new DataView(out.buffer);
     let o = HEADER_BYTES;
-    out[o] = MODE_CODE[p.mode];
-    out[o + 1] = (outBytes === 2 ? 1 : 0) | (entropyPart ? 2 : 0);
-    v.setUint32(o + 4, p.group === 0 ? 0 : gs, true);
-    v.setFloat32(o + 8, p.mode === 'eps' ? p.eps : p.bits, true);
-    v.setFloat32(o + 12, tau, true);
-    v.setUint32(o + 16, nOut, true);
-    o += PARAM_BYTES;
+    out[o++] = MODE_CODE[p.mode] | (outBytes === 2 ? 4 : 0) | (entropyPart ? 8 : 0);
+    o = putVarint(out, o, groupField);
+    o = putVarint(out, o, nOut);
     for (let t = 0; t < tokens; t++) out[o + (t >> 1)] = out[o + (t >> 1)]! | CODE_OF[widths[t]!]! << (t & 1 ? 4 : 0);
     o += Math.ceil(tokens / 2);
     for (let i = 0; i < hdr.length; i++, o += 2) v.setUint16(o, hdr[i]!, true);
     prev = -1;
     for (let i = 0; i < nOut; i++) {
-      let d = outl.pos[i]! - prev - 1;
+      o = putVarint(out, o, outl.pos[i]! - prev - 1);
       prev = outl.pos[i]!;
-      while (d >= 0x80) {
-        out[o++] = (d & 0x7f) | 0x80;
-        d >>>= 7;
-      }
-      out[o++] = d;
     }
     for (let i = 0; i < nOut; i++, o += outBytes) {
       if (outBytes === 4) v.setFloat32(o, outl.val[i]!, true);
@@ -203,7 +196,7 @@ export class TabqCodec implements Codec {
       posBytes += varintLength(outPos[i]! - prev - 1);
       prev = outPos[i]!;
     }
-    const fixedBits = 8 * (PARAM_BYTES + 3 + Math.ceil(tokens / 2) + tokens * G * 4 + nOut * outBytes + posBytes);
+    const fixedBits = 8 * (1 + varintLength(this.params.group) + varintLength(nOut) + 3 + Math.ceil(tokens / 2) + tokens * G * 4 + nOut * outBytes + posBytes);
     const wordsBits = (w: number) => 32 * Math.ceil((w * dim) / 32);
     let payload = this.params.bits * tokens * dim - fixedBits;
     const spread = new Float64Array(tokens);
@@ -238,7 +231,14 @@ export class TabqCodec implements Codec {
   }
 }
 
-const PARAM_BYTES = 20;
+function putVarint(out: Uint8Array, o: number, d: number): number {
+  while (d >= 0x80) {
+    out[o++] = (d & 0x7f) | 0x80;
+    d = Math.floor(d / 128);
+  }
+  out[o++] = d;
+  return o;
+}
 
 /**
  * The entropy-coded form of the quantized values: u8 mask of the width codes present, per present width
@@ -653,19 +653,15 @@ class MaxHeap {
 
 export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Decoded {
   const r = new Reader(bytes, HEADER_BYTES);
-  const mode = r.u8();
-  if (mode > 2) throw corrupt(`tabq mode ${mode} is unknown`);
-  const flags = r.u8();
-  if (flags > 3) throw corrupt(`tabq flags ${flags} are unknown`);
-  if (r.u16() !== 0) throw corrupt('reserved tabq bytes are not zero');
-  const group = r.u32();
+  const head = r.u8();
+  if ((head & 3) > 2 || head > 15) throw corrupt(`tabq mode byte ${head} is unknown`);
+  const flags = head >> 2; // bit 0: half outliers, bit 1: entropy-coded values
+  const group = r.varint();
   if (group > dim) throw corrupt(`group size ${group} exceeds the dim ${dim}`);
-  r.f32();
-  r.f32();
   const gs = groupSize(group, dim);
   const G = Math.ceil(dim / gs);
   const N = tokens * dim;
-  const nOut = r.u32();
+  const nOut = r.varint();
   const outBytes = flags & 1 ? 2 : 4;
   if (nOut > N || nOut * (1 + outBytes) > r.remaining) throw corrupt(`${nOut} outliers cannot fit in ${r.remaining} bytes`);
   const wbytes = r.take(Math.ceil(tokens / 2), 'token widths');

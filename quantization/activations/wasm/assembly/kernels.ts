@@ -142,6 +142,164 @@ export function pack(q: usize, n: i32, w: i32, out: usize): i32 {
   return <i32>((o - out) >> 2);
 }
 
+function unpack2(p: usize, n: i32, mn: f32, sc: f32, x: usize): i32 {
+  let c = 0;
+  for (; c + 16 <= n; c += 16) {
+    const w0 = load<u32>(p, 0);
+    store<f32>(x, mn + <f32>(w0 & 3) * sc, 0);
+    store<f32>(x, mn + <f32>((w0 >> 2) & 3) * sc, 4);
+    store<f32>(x, mn + <f32>((w0 >> 4) & 3) * sc, 8);
+    store<f32>(x, mn + <f32>((w0 >> 6) & 3) * sc, 12);
+    store<f32>(x, mn + <f32>((w0 >> 8) & 3) * sc, 16);
+    store<f32>(x, mn + <f32>((w0 >> 10) & 3) * sc, 20);
+    store<f32>(x, mn + <f32>((w0 >> 12) & 3) * sc, 24);
+    store<f32>(x, mn + <f32>((w0 >> 14) & 3) * sc, 28);
+    store<f32>(x, mn + <f32>((w0 >> 16) & 3) * sc, 32);
+    store<f32>(x, mn + <f32>((w0 >> 18) & 3) * sc, 36);
+    store<f32>(x, mn + <f32>((w0 >> 20) & 3) * sc, 40);
+    store<f32>(x, mn + <f32>((w0 >> 22) & 3) * sc, 44);
+    store<f32>(x, mn + <f32>((w0 >> 24) & 3) * sc, 48);
+    store<f32>(x, mn + <f32>((w0 >> 26) & 3) * sc, 52);
+    store<f32>(x, mn + <f32>((w0 >> 28) & 3) * sc, 56);
+    store<f32>(x, mn + <f32>((w0 >> 30) & 3) * sc, 60);
+    p += 4;
+    x += 64;
+  }
+  return c;
+}
+
+function unpack3(p: usize, n: i32, mn: f32, sc: f32, x: usize): i32 {
+  let c = 0;
+  for (; c + 32 <= n; c += 32) {
+    const w0 = load<u32>(p, 0);
+    const w1 = load<u32>(p, 4);
+    const w2 = load<u32>(p, 8);
+    store<f32>(x, mn + <f32>(w0 & 7) * sc, 0);
+    store<f32>(x, mn + <f32>((w0 >> 3) & 7) * sc, 4);
+    store<f32>(x, mn + <f32>((w0 >> 6) & 7) * sc, 8);
+    store<f32>(x, mn + <f32>((w0 >> 9) & 7) * sc, 12);
+    store<f32>(x, mn + <f32>((w0 >> 12) & 7) * sc, 16);
+    store<f32>(x, mn + <f32>((w0 >> 15) & 7) * sc, 20);
+    store<f32>(x, mn + <f32>((w0 >> 18) & 7) * sc, 24);
+    store<f32>(x, mn + <f32>((w0 >> 21) & 7) * sc, 28);
+    store<f32>(x, mn + <f32>((w0 >> 24) & 7) * sc, 32);
+    store<f32>(x, mn + <f32>((w0 >> 27) & 7) * sc, 36);
+    store<f32>(x, mn + <f32>(((w0 >> 30) | (w1 << 2)) & 7) * sc, 40);
+    store<f32>(x, mn + <f32>((w1 >> 1) & 7) * sc, 44);
+    store<f32>(x, mn + <f32>((w1 >> 4) & 7) * sc, 48);
+    store<f32>(x, mn + <f32>((w1 >> 7) & 7) * sc, 52);
+    store<f32>(x, mn + <f32>((w1 >> 10) & 7) * sc, 56);
+    store<f32>(x, mn + <f32>((w1 >> 13) & 7) * sc, 60);
+    store<f32>(x, mn + <f32>((w1 >> 16) & 7) * sc, 64);
+    store<f32>(x, mn + <f32>((w1 >> 19) & 7) * sc, 68);
+    store<f32>(x, mn + <f32>((w1 >> 22) & 7) * sc, 72);
+    store<f32>(x, mn + <f32>((w1 >> 25) & 7) * sc, 76);
+    store<f32>(x, mn + <f32>((w1 >> 28) & 7) * sc, 80);
+    store<f32>(x, mn + <f32>(((w1 >> 31) | (w2 << 1)) & 7) * sc, 84);
+    store<f32>(x, mn + <f32>((w2 >> 2) & 7) * sc, 88);
+    store<f32>(x, mn + <f32>((w2 >> 5) & 7) * sc, 92);
+    store<f32>(x, mn + <f32>((w2 >> 8) & 7) * sc, 96);
+    store<f32>(x, mn + <f32>((w2 >> 11) & 7) * sc, 100);
+    store<f32>(x, mn + <f32>((w2 >> 14) & 7) * sc, 104);
+    store<f32>(x, mn + <f32>((w2 >> 17) & 7) * sc, 108);
+    store<f32>(x, mn + <f32>((w2 >> 20) & 7) * sc, 112);
+    store<f32>(x, mn + <f32>((w2 >> 23) & 7) * sc, 116);
+    store<f32>(x, mn + <f32>((w2 >> 26) & 7) * sc, 120);
+    store<f32>(x, mn + <f32>((w2 >> 29) & 7) * sc, 124);
+    p += 12;
+    x += 128;
+  }
+  return c;
+}
+
+function unpack5(p: usize, n: i32, mn: f32, sc: f32, x: usize): i32 {
+  let c = 0;
+  for (; c + 32 <= n; c += 32) {
+    const w0 = load<u32>(p, 0);
+    const w1 = load<u32>(p, 4);
+    const w2 = load<u32>(p, 8);
+    const w3 = load<u32>(p, 12);
+    const w4 = load<u32>(p, 16);
+    store<f32>(x, mn + <f32>(w0 & 31) * sc, 0);
+    store<f32>(x, mn + <f32>((w0 >> 5) & 31) * sc, 4);
+    store<f32>(x, mn + <f32>((w0 >> 10) & 31) * sc, 8);
+    store<f32>(x, mn + <f32>((w0 >> 15) & 31) * sc, 12);
+    store<f32>(x, mn + <f32>((w0 >> 20) & 31) * sc, 16);
+    store<f32>(x, mn + <f32>((w0 >> 25) & 31) * sc, 20);
+    store<f32>(x, mn + <f32>(((w0 >> 30) | (w1 << 2)) & 31) * sc, 24);
+    store<f32>(x, mn + <f32>((w1 >> 3) & 31) * sc, 28);
+    store<f32>(x, mn + <f32>((w1 >> 8) & 31) * sc, 32);
+    store<f32>(x, mn + <f32>((w1 >> 13) & 31) * sc, 36);
+    store<f32>(x, mn + <f32>((w1 >> 18) & 31) * sc, 40);
+    store<f32>(x, mn + <f32>((w1 >> 23) & 31) * sc, 44);
+    store<f32>(x, mn + <f32>(((w1 >> 28) | (w2 << 4)) & 31) * sc, 48);
+    store<f32>(x, mn + <f32>((w2 >> 1) & 31) * sc, 52);
+    store<f32>(x, mn + <f32>((w2 >> 6) & 31) * sc, 56);
+    store<f32>(x, mn + <f32>((w2 >> 11) & 31) * sc, 60);
+    store<f32>(x, mn + <f32>((w2 >> 16) & 31) * sc, 64);
+    store<f32>(x, mn + <f32>((w2 >> 21) & 31) * sc, 68);
+    store<f32>(x, mn + <f32>((w2 >> 26) & 31) * sc, 72);
+    store<f32>(x, mn + <f32>(((w2 >> 31) | (w3 << 1)) & 31) * sc, 76);
+    store<f32>(x, mn + <f32>((w3 >> 4) & 31) * sc, 80);
+    store<f32>(x, mn + <f32>((w3 >> 9) & 31) * sc, 84);
+    store<f32>(x, mn + <f32>((w3 >> 14) & 31) * sc, 88);
+    store<f32>(x, mn + <f32>((w3 >> 19) & 31) * sc, 92);
+    store<f32>(x, mn + <f32>((w3 >> 24) & 31) * sc, 96);
+    store<f32>(x, mn + <f32>(((w3 >> 29) | (w4 << 3)) & 31) * sc, 100);
+    store<f32>(x, mn + <f32>((w4 >> 2) & 31) * sc, 104);
+    store<f32>(x, mn + <f32>((w4 >> 7) & 31) * sc, 108);
+    store<f32>(x, mn + <f32>((w4 >> 12) & 31) * sc, 112);
+    store<f32>(x, mn + <f32>((w4 >> 17) & 31) * sc, 116);
+    store<f32>(x, mn + <f32>((w4 >> 22) & 31) * sc, 120);
+    store<f32>(x, mn + <f32>((w4 >> 27) & 31) * sc, 124);
+    p += 20;
+    x += 128;
+  }
+  return c;
+}
+
+function unpack6(p: usize, n: i32, mn: f32, sc: f32, x: usize): i32 {
+  let c = 0;
+  for (; c + 16 <= n; c += 16) {
+    const w0 = load<u32>(p, 0);
+    const w1 = load<u32>(p, 4);
+    const w2 = load<u32>(p, 8);
+    store<f32>(x, mn + <f32>(w0 & 63) * sc, 0);
+    store<f32>(x, mn + <f32>((w0 >> 6) & 63) * sc, 4);
+    store<f32>(x, mn + <f32>((w0 >> 12) & 63) * sc, 8);
+    store<f32>(x, mn + <f32>((w0 >> 18) & 63) * sc, 12);
+    store<f32>(x, mn + <f32>((w0 >> 24) & 63) * sc, 16);
+    store<f32>(x, mn + <f32>(((w0 >> 30) | (w1 << 2)) & 63) * sc, 20);
+    store<f32>(x, mn + <f32>((w1 >> 4) & 63) * sc, 24);
+    store<f32>(x, mn + <f32>((w1 >> 10) & 63) * sc, 28);
+    store<f32>(x, mn + <f32>((w1 >> 16) & 63) * sc, 32);
+    store<f32>(x, mn + <f32>((w1 >> 22) & 63) * sc, 36);
+    store<f32>(x, mn + <f32>(((w1 >> 28) | (w2 << 4)) & 63) * sc, 40);
+    store<f32>(x, mn + <f32>((w2 >> 2) & 63) * sc, 44);
+    store<f32>(x, mn + <f32>((w2 >> 8) & 63) * sc, 48);
+    store<f32>(x, mn + <f32>((w2 >> 14) & 63) * sc, 52);
+    store<f32>(x, mn + <f32>((w2 >> 20) & 63) * sc, 56);
+    store<f32>(x, mn + <f32>((w2 >> 26) & 63) * sc, 60);
+    p += 12;
+    x += 64;
+  }
+  return c;
+}
+
+function unpack8(p: usize, n: i32, mn: f32, sc: f32, x: usize): i32 {
+  let c = 0;
+  for (; c + 4 <= n; c += 4) {
+    const w0 = load<u32>(p, 0);
+    store<f32>(x, mn + <f32>(w0 & 255) * sc, 0);
+    store<f32>(x, mn + <f32>((w0 >> 8) & 255) * sc, 4);
+    store<f32>(x, mn + <f32>((w0 >> 16) & 255) * sc, 8);
+    store<f32>(x, mn + <f32>((w0 >> 24) & 255) * sc, 12);
+    p += 4;
+    x += 16;
+  }
+  return c;
+}
+
 /** x[c] = mn + q·sc for n values of w bits starting at bit `bit0` of the words at inp (reads one word ahead). */
 export function unpack(inp: usize, bit0: i32, n: i32, w: i32, mn: f32, sc: f32, x: usize): void {
   let p = inp + (<usize>(bit0 >> 5) << 2);
@@ -172,7 +330,24 @@ export function unpack(inp: usize, bit0: i32, n: i32, w: i32, mn: f32, sc: f32, 
     }
     return;
   }
-  for (let c = 0; c < n; c++) {
+  let c = 0;
+  if (s == 0) {
+    // whole periods unrolled per width, the tail below
+    const base = inp + (<usize>(bit0 >> 5) << 2);
+    if (w == 2) c = unpack2(base, n, mn, sc, x);
+    else if (w == 3) c = unpack3(base, n, mn, sc, x);
+    else if (w == 5) c = unpack5(base, n, mn, sc, x);
+    else if (w == 6) c = unpack6(base, n, mn, sc, x);
+    else if (w == 8) c = unpack8(base, n, mn, sc, x);
+    if (c > 0) {
+      const bit = c * w;
+      p = base + (<usize>(bit >> 5) << 2);
+      acc = <u64>load<u32>(p) >> (<u64>(bit & 31));
+      nb = 32 - (bit & 31);
+      p += 4;
+    }
+  }
+  for (; c < n; c++) {
     if (nb < w) {
       acc |= (<u64>load<u32>(p)) << (<u64>nb);
       p += 4;
