@@ -7,6 +7,7 @@ import { resolveCodecSpec } from '../../quantization/activations/calibration.js'
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { createCodec } from '../../quantization/activations/registry.js';
 import { loadCalibration, packageCalibration } from '../calibration-io.js';
+import { weightEmitters, weightOptions } from '../weights.js';
 import { intOption, modelOptions, progress, requireString, runCommand, type Command } from '../common.js';
 
 const pplCommand: Command = {
@@ -23,6 +24,7 @@ const pplCommand: Command = {
     calibration: { type: 'string', description: 'calibration file (default: calibration.json in the package)', valueName: 'FILE' },
     limit: { type: 'string', description: 'score only the first N windows (quick checks)' },
     threads: { type: 'string', description: 'onnxruntime intra-op threads' },
+    ...weightOptions,
     json: { type: 'boolean', description: 'print {"ppl":…,"tokens":…}' },
   },
   async run(values) {
@@ -31,7 +33,8 @@ const pplCommand: Command = {
     if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);
     const pkg = await openModel(modelPath, { tokenizer: values['tokenizer'] as string | undefined });
     const split = intOption(values, 'split');
-    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: intOption(values, 'threads', undefined, 1) });
+    const weights = await weightEmitters(values, pkg, split);
+    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: intOption(values, 'threads', undefined, 1), linearFor: weights.linearFor });
     let meter: WireMeter | undefined;
     if (values['codec'] !== undefined) {
       if (split === undefined) throw new SplitLLMError('E_USAGE', '--codec needs --split K: the codec sits on the hidden state at the split');

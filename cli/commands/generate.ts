@@ -1,6 +1,7 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import { openModel } from '../../models/package.js';
 import { generate, Pipeline } from '../../models/runtime/pipeline.js';
+import { weightEmitters, weightOptions } from '../weights.js';
 import { intOption, modelOptions, numberOption, requireString, type Command } from '../common.js';
 
 export const generateCommand: Command = {
@@ -18,6 +19,7 @@ export const generateCommand: Command = {
     seed: { type: 'string', description: 'sampling seed' },
     split: { type: 'string', short: 's', description: 'split point K: run [0,K) then [K,L)', valueName: 'K' },
     threads: { type: 'string', description: 'onnxruntime intra-op threads' },
+    ...weightOptions,
     json: { type: 'boolean', description: 'print {"tokens":[…],"text":…} at the end instead of streaming text' },
   },
   async run(values) {
@@ -28,7 +30,8 @@ export const generateCommand: Command = {
     const prompt = String(values['prompt'] ?? '');
     const promptIds = tok.encode(prompt, true);
     const maxTokens = intOption(values, 'max-tokens', 256)!;
-    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: intOption(values, 'threads', undefined, 1) });
+    const weights = await weightEmitters(values, pkg, split);
+    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: intOption(values, 'threads', undefined, 1), linearFor: weights.linearFor });
     const json = !!values['json'];
     const ids: number[] = [];
     let printed = '';

@@ -1,0 +1,135 @@
+/**
+ * Blockwise weight quantization in onnxruntime's MatMulNBits layout (docs/FORMATS.md, "Weights").
+ *
+ * A linear layer's weight W [N, K] (out, in) is cut along K into blocks of `blockSize`; each block of each
+ * row gets a float32 scale and an integer zero point: code = clamp(round(w / scale) + zp, 0, 2^b − 1),
+ * ŵ = (code − zp) · scale. Blocks past K are padded with the zero point (they dequantize to 0).
+ * MatMulNBits on CPU runs 2, 4 and 8 bits; 3-bit codes are stored in the 4-bit container (8 of its 16
+ * levels), so 3 bits cost the memory of 4 — said so wherever bytes are reported.
+ */
+import { SplitLLMError } from '../../shared/errors.js';
+
+export const WEIGHT_BITS = [2, 3, 4, 8, 16, 32] as const;
+export type WeightBits = (typeof WEIGHT_BITS)[number];
+export const BLOCK_SIZES = [16, 32, 64, 128] as const;
+
+/** Bits a code occupies in memory (the kernel's container width). */
+export function containerBits(bits: number): number {
+  return bits === 3 ? 4 : bits;
+}
+
+export function checkWeightBits(bits: number, blockSize = 32): void {
+  if (!(WEIGHT_BITS as readonly number[]).includes(bits)) {
+    throw new SplitLLMError('E_BAD_ARGUMENT', `weight bits ${bits} are not supported: use one of ${WEIGHT_BITS.join(', ')}`);
+  }
+  if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) {
+    throw new SplitLLMError('E_BAD_ARGUMENT', `block size ${blockSize} is not supported: use one of ${BLOCK_SIZES.join(', ')}`);
+  }
+}
+
+export interface BlockQuantized {
+  N: number;
+  K: number;
+  bits: number;
+  blockSize: number;
+  /** [N, kBlocks, blockSize · container / 8] */
+  packed: Uint8Array;
+  /** [N · kBlocks] */
+  scales: Float32Array;
+  /** [N · ⌈kBlocks · container / 8⌉], packed like the codes */
+  zeroPoints: Uint8Array;
+  /** the unpacked codes and zero points, kept for dequantization and tests */
+  codes: Uint8Array;
+  zp: Uint8Array;
+}
+
+export function kBlocks(K: number, blockSize: number): number {
+  return Math.ceil(K / blockSize);
+}
+
+/** Exact bytes of a MatMulNBits weight: codes + float32 scales + packed zero points. */
+export function blockwiseBytes(N: number, K: number, bits: number, blockSize: number): number {
+  const c = containerBits(bits);
+  const kb = kBlocks(K, blockSize);
+  return N * kb * ((blockSize * c) / 8) + N * kb * 4 + N * Math.ceil((kb * c) / 8);
+}
+
+/**
+ * Quantizes W [N, K]. `clip` (optional, per row·block) shrinks the block's [min, max] range before the
+ * scale is chosen (AWQ's clip search); `inputScale` (optional, per K) multiplies the columns first.
+ */
+export function quantizeBlockwise(w: Float32Array, N: number, K: number, bits: number, blockSize: number, clip?: Float32Array): BlockQuantized {
+  checkWeightBits(bits, blockSize);
+  if (bits > 8) throw new SplitLLMError('E_BAD_ARGUMENT', `blockwise quantization takes 2–8 bits, not ${bits}`);
+  if (w.length !== N * K) throw new SplitLLMError('E_BAD_ARGUMENT', `weight has ${w.length} values, [${N}, ${K}] needs ${N * K}`);
+  const kb = kBlocks(K, blockSize);
+  const levels = (1 << bits) - 1;
+  const codes = new Uint8Array(N * kb * blockSize);
+  const zp = new Uint8Array(N * kb);
+  const scales = new Float32Array(N * kb);
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < kb; b++) {
+      const k0 = b * blockSize;
+      const k1 = Math.min(K, k0 + blockSize);
+      let mn = 0; // the range always holds 0, so zero weights stay exact and zp fits the code range
+      let mx = 0;
+      for (let k = k0; k < k1; k++) {
+        const v = w[n * K + k]!;
+        if (v < mn) mn = v;
+        if (v > mx) mx = v;
+      }
+      const r = clip ? clip[n * kb + b]! : 1;
+      mn *= r;
+      mx *= r;
+      const scale = mx > mn ? Math.fround((mx - mn) / levels) : 1;
+      const z = Math.min(levels, Math.max(0, Math.round(-mn / scale)));
+      scales[n * kb + b] = scale;
+      zp[n * kb + b] = z;
+      const base = (n * kb + b) * blockSize;
+      for (let k = k0; k < k0 + blockSize; k++) {
+        codes[base + k - k0] = k < k1 ? Math.min(levels, Math.max(0, Math.round(w[n * K + k]! / scale) + z)) : z;
+      }
+    }
+  }
+  const c = containerBits(bits);
+  const blob = (blockSize * c) / 8;
+  const packed = new Uint8Array(N * kb * blob);
+  packLowFirst(codes, c, packed, blockSize, N * kb, blob);
+  const zpRow = Math.ceil((kb * c) / 8);
+  const zeroPoints = new Uint8Array(N * zpRow);
+  for (let n = 0; n < N; n++) packLowFirst(zp.subarray(n * kb, (n + 1) * kb), c, zeroPoints.subarray(n * zpRow, (n + 1) * zpRow), kb, 1, zpRow);
+  return { N, K, bits, blockSize, packed, scales, zeroPoints, codes, zp };
+}
+
+/** Packs `rows` runs of `count` codes of `bits` bits, low bits first, each run into `stride` bytes. */
+function packLowFirst(codes: Uint8Array, bits: number, out: Uint8Array, count: number, rows: number, stride: number): void {
+  for (let r = 0; r < rows; r++) {
+    let acc = 0;
+    let nb = 0;
+    let o = r * stride;
+    for (let i = 0; i < count; i++) {
+      acc |= codes[r * count + i]! << nb;
+      nb += bits;
+      while (nb >= 8) {
+        out[o++] = acc & 255;
+        acc >>>= 8;
+        nb -= 8;
+      }
+    }
+    if (nb > 0) out[o] = acc & 255;
+  }
+}
+
+/** ŵ [N, K] of a quantized weight. */
+export function dequantizeBlockwise(q: BlockQuantized): Float32Array {
+  const { N, K, blockSize } = q;
+  const kb = kBlocks(K, blockSize);
+  const w = new Float32Array(N * K);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      const b = Math.floor(k / blockSize);
+      w[n * K + k] = (q.codes[(n * kb + b) * blockSize + (k % blockSize)]! - q.zp[n * kb + b]!) * q.scales[n * kb + b]!;
+    }
+  }
+  return w;
+}
