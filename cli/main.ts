@@ -5,8 +5,9 @@ import { calibrateCommand } from './commands/calibrate.js';
 import { evalCommand, runEval } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
+import { quantizeCommand, runQuantize } from './commands/quantize.js';
 
-const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand];
+const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand];
 
 function mainHelp(): string {
   return [
@@ -34,6 +35,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (name === 'eval') return await runEval(rest);
+    if (name === 'quantize') return await runQuantize(rest);
     const cmd = commands.find((c) => c.name === name);
     if (!cmd) {
       process.stderr.write(`splitllm: unknown command "${name}": run 'splitllm --help' for the list\n`);

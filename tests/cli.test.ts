@@ -189,3 +189,41 @@ describeWithFixtures('codecs through the CLI on stories260K', () => {
     expect((JSON.parse(e.stdout) as { codec: string }).codec).toBe(s2.choice.codec);
   });
 });
+
+describeWithFixtures('OPSC weights through the CLI on stories260K', () => {
+  const ev = (args: string[]) => cli(['eval', 'ppl', '--model', STORIES_BIN, '--text', join(CORPUS, 'tinystories_eval.txt'), '--json', ...args]);
+  const calib = join(CORPUS, 'tinystories_calib.txt');
+
+  it('every linear layer at 8 bits stays within 0.5% of float32', () => {
+    const r = ev(['--weight-bits', '8']);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as { ppl: number; tokens: number };
+    expect(j.tokens).toBe(48118);
+    expect(j.ppl / 6.0136 - 1).toBeLessThan(0.005);
+  });
+
+  it('awq is no worse than rtn at 3 and 4 bits; OPSC front 4 bits / back float32 runs at a split', () => {
+    for (const bits of ['3', '4']) {
+      const rtn = JSON.parse(ev(['--weight-bits', bits, '--limit', '150']).stdout) as { ppl: number };
+      const a = ev(['--weight-bits', bits, '--weight-strategy', 'awq', '--calib-text', calib, '--limit', '150']);
+      expect(a.code, a.stderr).toBe(0);
+      expect((JSON.parse(a.stdout) as { ppl: number }).ppl, `${bits} bits`).toBeLessThanOrEqual(rtn.ppl);
+    }
+    const opsc = ev(['--split', '2', '--front-bits', '4', '--back-bits', '32', '--limit', '150']);
+    expect(opsc.code, opsc.stderr).toBe(0);
+    const all4 = JSON.parse(ev(['--weight-bits', '4', '--limit', '150']).stdout) as { ppl: number };
+    const f32 = JSON.parse(ev(['--limit', '150']).stdout) as { ppl: number };
+    const p = (JSON.parse(opsc.stdout) as { ppl: number }).ppl;
+    expect(p).toBeGreaterThan(f32.ppl);
+    expect(p).toBeLessThan(all4.ppl);
+  });
+
+  it('weight options are checked', () => {
+    expectUserError(ev(['--front-bits', '4']), 'E_USAGE', /need --split/);
+    expectUserError(ev(['--weight-bits', '5']), 'E_BAD_ARGUMENT', /weight bits 5/);
+    expectUserError(ev(['--weight-bits', '4', '--block-size', '48']), 'E_BAD_ARGUMENT', /block size 48/);
+    expectUserError(ev(['--weight-bits', '4', '--weight-strategy', 'awq']), 'E_USAGE', /--calib-text/);
+    expectUserError(ev(['--weight-bits', '4', '--weight-strategy', 'smoothquant', '--calib-text', calib]), 'E_BAD_ARGUMENT', /W8A8/);
+    expectUserError(ev(['--weight-bits', '4', '--weight-strategy', 'gptq']), 'E_BAD_ARGUMENT', /strategy "gptq"/);
+  });
+});

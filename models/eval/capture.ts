@@ -45,10 +45,13 @@ export async function captureLinearInputs(pkg: ModelPackage, windows: number[][]
     const out = await session.run(feeds);
     for (const x of exposed) {
       const list = chunks.get(x) ?? [];
-      list.push((out[x]!.data as Float32Array).slice());
+      const data = out[x]!.data as Float32Array;
+      // position 0 (BOS) has the same, very large activations in every window: left out so that it does not
+      // dominate the statistics the quantizers fit
+      list.push(data.slice(data.length / T));
       chunks.set(x, list);
     }
-    tokens += T;
+    tokens += T - 1;
   }
   await session.release();
   const rows = new Map<string, { X: Float32Array; T: number; K: number }>();

@@ -7,7 +7,7 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { awqTransform } from '../../quantization/weights/awq.js';
 import { checkWeightBits } from '../../quantization/weights/blockwise.js';
 import { smoothingFactors } from '../../quantization/weights/smoothquant.js';
-import { captureLinearInputs } from '../eval/capture.js';
+import { captureLinearInputs, type CapturedInputs } from '../eval/capture.js';
 import { linearFor, w8a8Linear, type ChannelTransform } from '../onnx/linear.js';
 import type { LinearEmitter } from '../onnx/segment.js';
 import { W } from '../manifest.js';
@@ -38,7 +38,12 @@ export function validateWeightPlan(p: WeightPlan, nLayers: number): void {
 const LINEARS = [W.q, W.k, W.v, W.o, W.gate, W.up, W.down];
 
 /** Per-layer emitters for a plan; `calibration` windows are needed by awq and smoothquant. */
-export async function emittersFor(pkg: ModelPackage, plan: WeightPlan, calibration?: number[][], onProgress?: (msg: string) => void): Promise<(layer: number) => LinearEmitter> {
+export async function emittersFor(
+  pkg: ModelPackage,
+  plan: WeightPlan,
+  calibration?: number[][] | CapturedInputs,
+  onProgress?: (msg: string) => void,
+): Promise<(layer: number) => LinearEmitter> {
   validateWeightPlan(plan, pkg.config.nLayers);
   const bitsOf = (layer: number) => (layer < plan.split ? plan.frontBits : plan.backBits);
   if (plan.strategy === 'rtn') {
@@ -49,10 +54,10 @@ export async function emittersFor(pkg: ModelPackage, plan: WeightPlan, calibrati
   if (plan.strategy === 'smoothquant' && [plan.frontBits, plan.backBits].some((b) => b < 8)) {
     throw new SplitLLMError('E_BAD_ARGUMENT', 'smoothquant is W8A8: give its layers 8 bits (16 or 32 keep layers float)');
   }
-  if (!calibration || calibration.length === 0) {
+  if (!calibration || (Array.isArray(calibration) && calibration.length === 0)) {
     throw new SplitLLMError('E_USAGE', `weight strategy ${plan.strategy} needs calibration text: pass --calib-text (e.g. tinystories_calib.txt)`);
   }
-  const captured = await captureLinearInputs(pkg, calibration, 512);
+  const captured = Array.isArray(calibration) ? await captureLinearInputs(pkg, calibration, 512) : calibration;
   if (plan.strategy === 'awq') {
     const transforms = new Map<string, ChannelTransform>();
     for (let i = 0; i < pkg.config.nLayers; i++) {
