@@ -9,7 +9,9 @@
  *   node dist/bench/weights.js [--json] [--tokens 32]
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import onnxProto from 'onnx-proto';
+import ort from 'onnxruntime-node';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -100,9 +102,16 @@ const f32 = await tokensPerSec({});
 const w8a8 = await tokensPerSec({ linearFor: await emittersFor(pkg, { split: 0, frontBits: 8, backBits: 8, blockSize: 32, strategy: 'smoothquant' }, calib) });
 const q4 = await tokensPerSec({ linearFor: () => linearFor(4, 32) });
 const speed = { float32: f32, smoothquantW8A8: w8a8, rtn4bit: q4, w8a8Ratio: w8a8 / f32, q4Ratio: q4 / f32 };
+
+// which kernels a W8A8 layer runs after onnxruntime's optimizations (one layer of the same model)
+const sqOne = await emittersFor(pkg, { split: 0, frontBits: 8, backBits: 8, blockSize: 32, strategy: 'smoothquant' }, calib);
+const optPath = join(tmp, 'w8a8-opt.onnx');
+await ort.InferenceSession.create(buildSegment(c, pkg.weights, 0, 1, { linearFor: sqOne, embed: true, head: false }).model!, { optimizedModelFilePath: optPath, graphOptimizationLevel: 'all' });
+const ops: Record<string, number> = {};
+for (const n of onnxProto.onnx.ModelProto.decode(readFileSync(optPath)).graph!.node!) ops[n.opType!] = (ops[n.opType!] ?? 0) + 1;
 rmSync(tmp, { recursive: true, force: true });
 
-if (values.json) process.stdout.write(JSON.stringify({ baselineRss: baseline, memory: memRows, speed }) + '\n');
+if (values.json) process.stdout.write(JSON.stringify({ baselineRss: baseline, memory: memRows, speed, w8a8LayerOps: ops }) + '\n');
 else {
   process.stdout.write(`runtime baseline RSS: ${fmt(baseline / 1e6)} MB\n`);
   process.stdout.write('segment                           linear MB  embedding MB  predicted MB  measured MB  measured/predicted\n');
@@ -111,5 +120,6 @@ else {
       `${String(r['segment']).padEnd(33)} ${fmt((r['linearBytes'] as number) / 1e6).padStart(9)} ${fmt((r['embeddingBytes'] as number) / 1e6).padStart(13)} ${fmt((r['predictedBytes'] as number) / 1e6).padStart(13)} ${fmt((r['measuredBytes'] as number) / 1e6).padStart(12)} ${(r['ratio'] as number).toFixed(3).padStart(19)}\n`,
     );
   }
+  process.stdout.write(`ops of one W8A8 layer after optimization: ${Object.entries(ops).map(([k, v]) => `${k}×${v}`).join(' ')}\n`);
   process.stdout.write(`decode tokens/s (llama-100m, full model): float32 ${fmt(f32)}, smoothquant W8A8 ${fmt(w8a8)} (${speed.w8a8Ratio.toFixed(2)}×), 4-bit MatMulNBits ${fmt(q4)} (${speed.q4Ratio.toFixed(2)}×)\n`);
 }

@@ -6,6 +6,8 @@ import { DT, GraphBuilder } from '../models/onnx/graph.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { buildSegment, float32Linear } from '../models/onnx/segment.js';
 import { rng } from '../models/runtime/sampler.js';
+import { Pipeline } from '../models/runtime/pipeline.js';
+import { emittersFor } from '../models/runtime/precision.js';
 import { blockwiseBytes, dequantizeBlockwise, quantizeBlockwise } from '../quantization/weights/blockwise.js';
 import { awqTransform } from '../quantization/weights/awq.js';
 import { linearBytes, segmentBytes } from '../quantization/weights/memory.js';
@@ -86,6 +88,38 @@ it('segment memory accounting equals the bytes the builder lays out', () => {
     }
   }
   expect(segmentBytes(c, 1, 3, { bitsOf: () => 32 }).kvPerToken).toBe(2 * 2 * c.nKvHeads * c.headDim * 4);
+});
+
+it('memory accounting holds for awq (input scales) and smoothquant (W8A8, smoothing folded into the norms)', async () => {
+  const pkg = ModelPackage.fromImported(syntheticModel('tiny', 4));
+  const calib = [Array.from({ length: 40 }, (_, i) => 3 + ((i * 7) % 300))];
+  for (const [strategy, bits] of [['awq', 4], ['awq', 3], ['smoothquant', 8]] as const) {
+    const lf = await emittersFor(pkg, { split: 0, frontBits: bits, backBits: bits, blockSize: 32, strategy }, calib);
+    const seg = buildSegment(pkg.config, pkg.weights, 0, 4, { linearFor: lf });
+    const predicted = segmentBytes(pkg.config, 0, 4, { bitsOf: () => bits, blockSize: 32, strategy });
+    expect(seg.weightBytes - predicted.total, `${strategy} ${bits}`).toBeGreaterThanOrEqual(0);
+    expect(seg.weightBytes - predicted.total, `${strategy} ${bits}`).toBeLessThan(1024);
+  }
+});
+
+it('SmoothQuant W8A8 keeps the model close to float32 and runs on integer kernels', async () => {
+  const pkg = ModelPackage.fromImported(syntheticModel('tiny', 8));
+  const calib = [Array.from({ length: 60 }, (_, i) => 3 + ((i * 11) % 300))];
+  const ids = [1, 40, 41, 42, 50, 60, 70, 80];
+  const lf = await emittersFor(pkg, { split: 0, frontBits: 8, backBits: 8, blockSize: 32, strategy: 'smoothquant' }, calib);
+  const seg = buildSegment(pkg.config, pkg.weights, 0, 4, { linearFor: lf });
+  const ops = new Set((await import('onnx-proto')).default.onnx.ModelProto.decode(seg.model!).graph!.node!.map((n) => n.opType));
+  expect(ops.has('MatMulInteger')).toBe(true);
+  expect(ops.has('DynamicQuantizeLinear')).toBe(true);
+  const a = await (await Pipeline.create(pkg, [], { linearFor: lf })).forward(ids);
+  const b = await (await Pipeline.create(pkg)).forward(ids);
+  let e = 0;
+  let n = 0;
+  for (let i = 0; i < a.data.length; i++) {
+    e += (a.data[i]! - b.data[i]!) ** 2;
+    n += b.data[i]! ** 2;
+  }
+  expect(Math.sqrt(e / n)).toBeLessThan(0.05);
 });
 
 it('the ~100M preset: 4-bit block-32 linear weights take ≤ 0.17× their float32 bytes', () => {

@@ -73,11 +73,13 @@ export function linearFor(bits: number, blockSize = 32, transforms?: Map<string,
 /**
  * W8A8 (SmoothQuant): x / s → DynamicQuantizeLinear (uint8, per tensor) → MatMulInteger with the int8
  * weight W·diag(s) (per output channel scales) → Cast → × x_scale × w_scale. Integer kernels do the
- * product; `smoothing` maps weight names to s.
+ * product. `smoothing` maps weight names to s; `normFolds` maps RMSNorm weight names to the s folded
+ * into them, in which case the linears reading that norm (listed in `folded`) skip the division.
  */
-export function w8a8Linear(smoothing: Map<string, Float32Array>): LinearEmitter {
+export function w8a8Linear(smoothing: Map<string, Float32Array>, normFolds = new Map<string, Float32Array>(), folded = new Set<string>()): LinearEmitter {
   return {
     id: 'w8a8',
+    normScale: (name) => normFolds.get(name),
     linear(g, x, w) {
       const s = smoothing.get(w.name);
       let data = w.data;
@@ -85,7 +87,7 @@ export function w8a8Linear(smoothing: Map<string, Float32Array>): LinearEmitter 
       if (s) {
         data = new Float32Array(w.data.length);
         for (let o = 0; o < w.outDim; o++) for (let i = 0; i < w.inDim; i++) data[o * w.inDim + i] = w.data[o * w.inDim + i]! * s[i]!;
-        input = g.op('Mul', [x, g.f32(`${w.name}.inv_s`, [w.inDim], Float32Array.from(s, (v) => 1 / v))]);
+        if (!folded.has(w.name)) input = g.op('Mul', [x, g.f32(`${w.name}.inv_s`, [w.inDim], Float32Array.from(s, (v) => 1 / v))]);
       }
       const { qT, scales } = int8PerChannel(data, w.outDim, w.inDim);
       const [xq, xs, xz] = g.opMulti('DynamicQuantizeLinear', [input], {}, { outputs: [g.fresh('xq'), g.fresh('xs'), g.fresh('xz')] });

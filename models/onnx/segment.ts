@@ -35,6 +35,11 @@ export interface LinearWeight {
 export interface LinearEmitter {
   readonly id: string;
   linear(g: GraphBuilder, x: string, w: LinearWeight): string;
+  /**
+   * A vector s to fold into an RMSNorm: the norm's weight is divided by s (SmoothQuant moves activation
+   * scale into the linears that read the norm's output, which multiply their weights by s).
+   */
+  normScale?(normWeight: string): Float32Array | undefined;
 }
 
 /** float32 weights: one MatMul against the transposed [in, out] initializer. */
@@ -137,11 +142,14 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     x = g.input('hidden_states', DT.FLOAT, ['batch', 'tokens', D]);
   }
 
-  const rms = (v: string, wname: string): string => {
+  const rms = (v: string, wname: string, fold?: LinearEmitter): string => {
     const sq = g.op('Mul', [v, v]);
     const mean = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
     const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, g.scalar(c.normEps)])])]);
-    return g.op('Mul', [g.op('Mul', [v, inv]), g.f32(wname, [D], weights.get(wname))]);
+    let nw = weights.get(wname);
+    const s = fold?.normScale?.(wname);
+    if (s) nw = nw.map((v, i) => v / s[i]!);
+    return g.op('Mul', [g.op('Mul', [v, inv]), g.f32(wname, [D], nw)]);
   };
 
   if (to > from) {
@@ -183,7 +191,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       g.input(`past_key_${i}`, DT.FLOAT, ['batch', KV, 'past', hd]);
       g.input(`past_value_${i}`, DT.FLOAT, ['batch', KV, 'past', hd]);
 
-      const h = rms(x, W.attnNorm(i));
+      const h = rms(x, W.attnNorm(i), lin);
       let q = withBias(linear(h, W.q(i), c.nHeads * hd, D), W.qBias(i), c.nHeads * hd);
       let k = withBias(linear(h, W.k(i), KV * hd, D), W.kBias(i), KV * hd);
       const v = withBias(linear(h, W.v(i), KV * hd, D), W.vBias(i), KV * hd);
@@ -213,7 +221,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       const merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
       x = g.op('Add', [x, linear(merged, W.o(i), D, c.nHeads * hd)]);
 
-      const f = rms(x, W.ffnNorm(i));
+      const f = rms(x, W.ffnNorm(i), lin);
       const gate = linear(f, W.gate(i), c.ffnDim, D);
       const up = linear(f, W.up(i), c.ffnDim, D);
       const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);

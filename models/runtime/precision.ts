@@ -77,14 +77,31 @@ export async function emittersFor(
   }
   // smoothquant: W8A8 where the plan asks for 8 bits; float layers stay float
   const smoothing = new Map<string, Float32Array>();
+  const normFolds = new Map<string, Float32Array>();
+  const folded = new Set<string>();
+  const shape = (name: string) => pkg.weights.shape(name) as [number, number];
   for (let i = 0; i < pkg.config.nLayers; i++) {
-    for (const name of LINEARS.map((f) => f(i))) {
-      const [N, K] = pkg.weights.shape(name) as [number, number];
+    // q/k/v read the attention RMSNorm and gate/up the FFN RMSNorm: one s each, folded into the norm
+    for (const [norm, group] of [
+      [W.attnNorm(i), [W.q(i), W.k(i), W.v(i)]],
+      [W.ffnNorm(i), [W.gate(i), W.up(i)]],
+    ] as const) {
+      const { X, T, K } = captured.rows.get(group[0])!;
+      const s = smoothingFactors(group.map((n) => pkg.weights.get(n)), group.map((n) => shape(n)[0]), K, X, T, 0.5);
+      normFolds.set(norm, s);
+      for (const n of group) {
+        smoothing.set(n, s);
+        folded.add(n);
+      }
+    }
+    // o and down read no norm: an explicit x / s before quantizing the activation
+    for (const name of [W.o(i), W.down(i)]) {
+      const [N, K] = shape(name);
       const { X, T } = captured.rows.get(name)!;
       smoothing.set(name, smoothingFactors(pkg.weights.get(name), N, K, X, T, 0.5));
     }
   }
-  const w8a8 = w8a8Linear(smoothing);
+  const w8a8 = w8a8Linear(smoothing, normFolds, folded);
   const front = plan.frontBits > 8 ? linearFor(plan.frontBits) : w8a8;
   const back = plan.backBits > 8 ? linearFor(plan.backBits) : w8a8;
   return (layer) => (layer < plan.split ? front : back);

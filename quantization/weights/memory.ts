@@ -32,11 +32,14 @@ export interface SegmentBytes {
   kvPerToken: number;
 }
 
-/** Bytes of one linear layer's weights [N, K] at a precision. */
-export function linearBytes(N: number, K: number, bits: number, blockSize: number, strategy: Strategy = 'rtn'): number {
+/**
+ * Bytes of one linear layer's weights [N, K] at a precision. `afterNorm`: the layer reads an RMSNorm
+ * (q, k, v, gate, up), into which SmoothQuant folds its smoothing vector instead of storing it.
+ */
+export function linearBytes(N: number, K: number, bits: number, blockSize: number, strategy: Strategy = 'rtn', afterNorm = false): number {
   if (bits === 32) return N * K * 4;
   if (bits === 16) return N * K * 2;
-  if (strategy === 'smoothquant') return N * K + N * 4 + K * 4; // int8 codes, per-row scales, smoothing vector
+  if (strategy === 'smoothquant') return N * K + N * 4 + (afterNorm ? 0 : K * 4); // int8 codes, per-row scales, smoothing vector
   return blockwiseBytes(N, K, bits, blockSize) + (strategy === 'awq' ? K * 4 : 0);
 }
 
@@ -58,8 +61,8 @@ export function segmentBytes(
     const b = opts.bitsOf(i);
     const st = opts.strategy ?? 'rtn';
     linear +=
-      linearBytes(qd, c.dim, b, bs, st) + 2 * linearBytes(kvd, c.dim, b, bs, st) + linearBytes(c.dim, qd, b, bs, st) +
-      2 * linearBytes(c.ffnDim, c.dim, b, bs, st) + linearBytes(c.dim, c.ffnDim, b, bs, st);
+      linearBytes(qd, c.dim, b, bs, st, true) + 2 * linearBytes(kvd, c.dim, b, bs, st, true) + linearBytes(c.dim, qd, b, bs, st) +
+      2 * linearBytes(c.ffnDim, c.dim, b, bs, st, true) + linearBytes(c.dim, c.ffnDim, b, bs, st);
     norms += 2 * c.dim * 4;
     if (c.qkvBias) other += (qd + 2 * kvd) * 4;
   }

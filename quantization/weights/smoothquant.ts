@@ -3,13 +3,18 @@
  * activation outliers into the weights so that both quantize well to int8. The weight becomes W·diag(s)
  * (int8, symmetric per output channel) and the activation x / s (int8, dynamic per tensor).
  */
-export function smoothingFactors(W: Float32Array, N: number, K: number, X: Float32Array, T: number, alpha = 0.5): Float32Array {
+export function smoothingFactors(W: Float32Array | Float32Array[], N: number | number[], K: number, X: Float32Array, T: number, alpha = 0.5): Float32Array {
+  // several weights may read the same input (q, k, v after one RMSNorm): one s serves them all
+  const Ws = Array.isArray(W) ? W : [W];
+  const Ns = Array.isArray(N) ? N : [N];
   const s = new Float32Array(K);
   for (let k = 0; k < K; k++) {
     let ax = 0;
     for (let t = 0; t < T; t++) ax = Math.max(ax, Math.abs(X[t * K + k]!));
     let aw = 0;
-    for (let n = 0; n < N; n++) aw = Math.max(aw, Math.abs(W[n * K + k]!));
+    Ws.forEach((w, j) => {
+      for (let n = 0; n < Ns[j]!; n++) aw = Math.max(aw, Math.abs(w[n * K + k]!));
+    });
     s[k] = ax > 0 && aw > 0 ? Math.max(1e-5, Math.pow(ax, alpha) / Math.pow(aw, 1 - alpha)) : 1;
   }
   return s;
