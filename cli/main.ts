@@ -2,12 +2,14 @@
 import { isSplitLLMError } from '../shared/errors.js';
 import { runCommand, type Command } from './common.js';
 import { calibrateCommand } from './commands/calibrate.js';
+import { cloudCommand } from './commands/cloud.js';
+import { edgeCommand } from './commands/edge.js';
 import { evalCommand, runEval } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
 import { quantizeCommand, runQuantize } from './commands/quantize.js';
 
-const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand];
+const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand];
 
 function mainHelp(): string {
   return [

@@ -21,7 +21,9 @@ export type ErrorCode =
   | 'E_CODEC_SPEC'
   | 'E_CODEC_INPUT'
   | 'E_CODEC_CORRUPT'
-  | 'E_CODEC_LIMIT';
+  | 'E_CODEC_LIMIT'
+  | 'E_PROTOCOL'
+  | 'E_CONNECTION';
 
 export class SplitLLMError extends Error {
   readonly code: ErrorCode;

@@ -54,8 +54,7 @@ export class SegmentRuntime {
     } catch (e) {
       throw new SplitLLMError('E_RUNTIME', `onnxruntime could not load segment [${seg.from}, ${seg.to}): ${(e as Error).message.split('\n')[0]}`);
     }
-    if (seg.model) seg.model = undefined; // the session holds its own copy
-    return new SegmentRuntime(config, seg, session);
+    return new SegmentRuntime(config, { ...seg, model: undefined }, session); // the session holds its own copy of the bytes
   }
 
   get from(): number {

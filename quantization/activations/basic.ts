@@ -1,7 +1,7 @@
 /** Baseline codecs: fp32 (lossless), fp16, and int8 per-token symmetric blocks of 32 (like Q8_0). */
 import { f16BitsToF32, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
-import { checkInput, CodecId, corrupt, HEADER_BYTES, readHeader, writeHeader } from './format.js';
+import { checkInput, CodecId, corrupt, nonFinite, HEADER_BYTES, readHeader, writeHeader } from './format.js';
 
 function expectCodec(bytes: Uint8Array, id: CodecId, opts?: DecodeOptions) {
   const h = readHeader(bytes, opts?.maxValues);
@@ -26,7 +26,7 @@ export class Fp32Codec implements Codec {
     if (bytes.length !== HEADER_BYTES + n * 4) throw corrupt(`fp32 payload is ${bytes.length - HEADER_BYTES} bytes, [${tokens}, ${dim}] needs ${n * 4}`);
     const x = new Float32Array(n);
     new Uint8Array(x.buffer).set(bytes.subarray(HEADER_BYTES));
-    for (let i = 0; i < n; i++) if (x[i]! - x[i]! !== 0) throw corrupt(`fp32 value ${i} is not finite`);
+    for (let i = 0; i < n; i++) if (x[i]! - x[i]! !== 0) throw nonFinite(`fp32 value ${i} is not finite`);
     return { x, tokens, dim };
   }
 }
@@ -52,7 +52,7 @@ export class Fp16Codec implements Codec {
     const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     for (let i = 0; i < n; i++) {
       const f = f16BitsToF32(v.getUint16(HEADER_BYTES + 2 * i, true));
-      if (f - f !== 0) throw corrupt(`fp16 value ${i} is not finite`);
+      if (f - f !== 0) throw nonFinite(`fp16 value ${i} is not finite`);
       x[i] = f;
     }
     return { x, tokens, dim };

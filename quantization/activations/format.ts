@@ -31,6 +31,11 @@ export function corrupt(why: string): SplitLLMError {
   return new SplitLLMError('E_CODEC_CORRUPT', `hidden-state message is corrupt: ${why}`);
 }
 
+/** A message that decodes to NaN or Inf: corrupt, and marked so that a server can say so precisely. */
+export function nonFinite(why: string): SplitLLMError {
+  return Object.assign(corrupt(why), { nonFinite: true });
+}
+
 export interface Header {
   codec: CodecId;
   tokens: number;

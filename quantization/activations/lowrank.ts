@@ -6,7 +6,7 @@
  */
 import { SplitLLMError } from '../../shared/errors.js';
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
-import { checkInput, CodecId, corrupt, HEADER_BYTES, Reader, readHeader, writeHeader } from './format.js';
+import { checkInput, CodecId, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, writeHeader } from './format.js';
 
 function gaussian(seed: number): () => number {
   let a = seed >>> 0;
@@ -186,7 +186,7 @@ export function decodeLowrank(bytes: Uint8Array, T: number, D: number): Decoded 
   const B = new Float32Array(r * D);
   for (let i = 0; i < A.length; i++) A[i] = v.getFloat32(4 * i, true);
   for (let i = 0; i < B.length; i++) B[i] = v.getFloat32(4 * (A.length + i), true);
-  for (const a of [A, B]) for (let i = 0; i < a.length; i++) if (a[i]! - a[i]! !== 0) throw corrupt('a factor is not finite');
+  for (const a of [A, B]) for (let i = 0; i < a.length; i++) if (a[i]! - a[i]! !== 0) throw nonFinite('a factor is not finite');
   const x = new Float32Array(T * D);
   for (let t = 0; t < T; t++) {
     for (let j = 0; j < r; j++) {
@@ -194,6 +194,6 @@ export function decodeLowrank(bytes: Uint8Array, T: number, D: number): Decoded 
       for (let d = 0; d < D; d++) x[t * D + d] = x[t * D + d]! + a * B[j * D + d]!;
     }
   }
-  for (let i = 0; i < x.length; i++) if (x[i]! - x[i]! !== 0) throw corrupt('the factors multiply out to non-finite values');
+  for (let i = 0; i < x.length; i++) if (x[i]! - x[i]! !== 0) throw nonFinite('the factors multiply out to non-finite values');
   return { x, tokens: T, dim: D };
 }

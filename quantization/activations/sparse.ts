@@ -1,7 +1,7 @@
 /** topk:p — keep the p% largest magnitudes of a message exactly (float32), the rest are zero. */
 import { SplitLLMError } from '../../shared/errors.js';
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
-import { checkInput, CodecId, corrupt, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
+import { checkInput, CodecId, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
 
 /** The k-th largest value of a (k ≥ 1), by quickselect on a copy. */
 export function kthLargest(a: Float32Array, k: number): number {
@@ -94,7 +94,7 @@ export function decodeTopk(bytes: Uint8Array, tokens: number, dim: number): Deco
   const x = new Float32Array(N);
   for (let i = 0; i < n; i++) {
     const f = v.getFloat32(i * 4, true);
-    if (f - f !== 0) throw corrupt(`kept value ${i} is not finite`);
+    if (f - f !== 0) throw nonFinite(`kept value ${i} is not finite`);
     x[pos[i]!] = f;
   }
   return { x, tokens, dim };

@@ -21,7 +21,7 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import { f16BitsToF32, f16Down, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
-import { CodecId, corrupt, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
+import { CodecId, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
 import { normalize, RansDecoder, ransEncode, readTable, writeTable } from './rans.js';
 import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
 
@@ -689,7 +689,7 @@ export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Deco
     const x = decodeEntropy(r, widths, tokens, dim, G, gs, hv);
     for (let i = 0; i < nOut; i++) {
       const v = outBytes === 4 ? vv.getFloat32(i * 4, true) : f16BitsToF32(vv.getUint16(i * 2, true));
-      if (v - v !== 0) throw corrupt(`outlier ${i} is not finite`);
+      if (v - v !== 0) throw nonFinite(`outlier ${i} is not finite`);
       x[pos[i]!] = v;
     }
     return { x, tokens, dim };
@@ -711,7 +711,7 @@ export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Deco
     const base = t * dim;
     if (width === 32) {
       x.set(new Float32Array(dense.buffer, dense.byteOffset + wo * 4, dim), base);
-      for (let c = 0; c < dim; c++) if (x[base + c]! - x[base + c]! !== 0) throw corrupt(`raw value at token ${t} is not finite`);
+      for (let c = 0; c < dim; c++) if (x[base + c]! - x[base + c]! !== 0) throw nonFinite(`raw value at token ${t} is not finite`);
     } else {
       for (let g = 0; g < G; g++) {
         const mn = f16BitsToF32(hv.getUint16((t * G + g) * 4, true));
@@ -730,7 +730,7 @@ export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Deco
   }
   for (let i = 0; i < nOut; i++) {
     const v = outBytes === 4 ? vv.getFloat32(i * 4, true) : f16BitsToF32(vv.getUint16(i * 2, true));
-    if (v - v !== 0) throw corrupt(`outlier ${i} is not finite`);
+    if (v - v !== 0) throw nonFinite(`outlier ${i} is not finite`);
     x[pos[i]!] = v;
   }
   return { x, tokens, dim };
@@ -749,7 +749,7 @@ function unpackWasm(k: WasmKernels, dense: Uint32Array, widths: Uint8Array, toke
     const base = t * dim;
     if (width === 32) {
       const raw = k.f32(dp + wo * 4, dim);
-      for (let c = 0; c < dim; c++) if (raw[c]! - raw[c]! !== 0) throw corrupt(`raw value at token ${t} is not finite`);
+      for (let c = 0; c < dim; c++) if (raw[c]! - raw[c]! !== 0) throw nonFinite(`raw value at token ${t} is not finite`);
       k.f32(xp + base * 4, dim).set(raw);
     } else {
       for (let g = 0; g < G; g++) {

@@ -1,0 +1,75 @@
+import { SplitLLMError } from '../../shared/errors.js';
+import { runEdge } from '../../edge/agent.js';
+import { openModel } from '../../models/package.js';
+import { intOption, modelOptions, numberOption, requireString, type Command } from '../common.js';
+import { decodeContinuation } from './generate.js';
+import { weightEmitters, weightOptions } from '../weights.js';
+
+export const edgeCommand: Command = {
+  name: 'edge',
+  summary:
+    'Runs the edge agent. It tokenizes locally, runs layers [0,K), sends the compressed hidden state to the cloud and prints the tokens that come back; the prompt never leaves this machine.',
+  usage: 'splitllm edge --cloud ws://HOST:PORT --model M --split K [--codec SPEC] --prompt P [--max-tokens N] [--json]',
+  options: {
+    ...modelOptions,
+    cloud: { type: 'string', description: 'the cloud server (ws://host:port or its /v1/session URL)', valueName: 'URL' },
+    split: { type: 'string', short: 's', description: 'split point K: this device runs layers [0,K)', valueName: 'K' },
+    codec: { type: 'string', short: 'c', description: 'hidden-state codec', default: 'fp32' },
+    prompt: { type: 'string', short: 'p', description: 'prompt text (empty: generate from BOS alone)', default: '' },
+    'max-tokens': { type: 'string', short: 'n', description: 'most tokens to generate', default: '256' },
+    temperature: { type: 'string', short: 't', description: 'sampling temperature, 0 = greedy', default: '0' },
+    'top-k': { type: 'string', description: 'sample among the k most likely tokens (0 = off)', default: '0' },
+    'top-p': { type: 'string', description: 'nucleus sampling mass', default: '1' },
+    seed: { type: 'string', description: 'sampling seed' },
+    token: { type: 'string', description: 'bearer token the cloud requires', valueName: 'SECRET' },
+    ...weightOptions,
+    json: { type: 'boolean', description: 'print {"tokens":[…],"text":…,"stats":{…}} at the end' },
+  },
+  async run(values) {
+    const pkg = await openModel(requireString(values, 'model', 'edge'), { tokenizer: values['tokenizer'] as string | undefined });
+    let url = requireString(values, 'cloud', 'edge');
+    if (!/^wss?:\/\//.test(url)) throw new SplitLLMError('E_USAGE', `--cloud ${url} is not a ws:// or wss:// URL`);
+    if (!/\/v1\/session$/.test(url)) url = url.replace(/\/$/, '') + '/v1/session';
+    const split = intOption(values, 'split');
+    if (split === undefined) throw new SplitLLMError('E_USAGE', "--split K is required (see 'splitllm edge --help')");
+    const weights = await weightEmitters(values, pkg, split);
+    const tok = pkg.tokenizer();
+    const prompt = String(values['prompt'] ?? '');
+    const promptIds = tok.encode(prompt, true);
+    const json = !!values['json'];
+    const got: number[] = [];
+    let printed = '';
+    const r = await runEdge(pkg, {
+      url,
+      split,
+      codec: String(values['codec']),
+      prompt,
+      maxTokens: intOption(values, 'max-tokens', 256)!,
+      sampling: { temperature: numberOption(values, 'temperature', 0), topK: intOption(values, 'top-k', 0), topP: numberOption(values, 'top-p', 1), seed: intOption(values, 'seed') },
+      token: values['token'] as string | undefined,
+      linearFor: weights.linearFor,
+      onToken: (id) => {
+        if (json) return;
+        if (got.length === 0 && prompt) process.stdout.write(prompt); // only once the cloud answers
+        got.push(id);
+        const text = decodeContinuation(tok, promptIds, got, prompt);
+        if (text.startsWith(printed)) {
+          process.stdout.write(text.slice(printed.length));
+          printed = text;
+        }
+      },
+    });
+    const text = decodeContinuation(tok, promptIds, r.tokens, prompt);
+    if (json) {
+      process.stdout.write(JSON.stringify({ tokens: r.tokens, text, stats: r.stats }) + '\n');
+      return;
+    }
+    process.stdout.write('\n');
+    const s = r.stats;
+    process.stderr.write(
+      `${s.tokens} tokens in ${s.seconds.toFixed(2)}s (${s.tokensPerSec.toFixed(1)} tokens/s); ` +
+        `${s.bytesUpPerToken.toFixed(0)} B up, ${s.bytesDownPerToken.toFixed(0)} B down per token; ` +
+        `per token: edge ${s.edgeMs.toFixed(2)} ms, network ${s.networkMs.toFixed(2)} ms, cloud ${s.cloudMs.toFixed(2)} ms\n`,
+    );
+  },
+};

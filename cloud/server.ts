@@ -1,0 +1,200 @@
+/**
+ * The cloud server: fastify with a WebSocket endpoint (/v1/session) where each connection is one edge
+ * session running the back segment [split, L) with its own KV cache, plus GET /healthz, /v1/models and
+ * /metrics. Protocol in docs/PROTOCOL.md (shared/protocol). A bad message gets an `error` frame with a
+ * stable code; errors of one session never disturb another.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import websocket from '@fastify/websocket';
+import type { WebSocket } from 'ws';
+import { SplitLLMError } from '../shared/errors.js';
+import { decodeFrame, encodeFrame, PROTOCOL_VERSION, protocolError, wireCodeOf, type Frame, type Hello, type Message } from '../shared/protocol/messages.js';
+import type { ModelPackage } from '../models/package.js';
+import { buildSegment, type BuiltSegment } from '../models/onnx/segment.js';
+import { Sampler } from '../models/runtime/sampler.js';
+import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
+import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
+
+export interface CloudOptions {
+  port?: number;
+  host?: string;
+  /** bearer token required on the WebSocket upgrade */
+  token?: string;
+  maxSessions?: number;
+  /** largest accepted frame in bytes */
+  maxFrameBytes?: number;
+  /** most positions (prompt + generated) one session may hold */
+  sessionTokenLimit?: number;
+  log?: boolean;
+}
+
+export interface CloudServer {
+  url: string;
+  app: FastifyInstance;
+  close(): Promise<void>;
+}
+
+class Metrics {
+  sessionsOpen = 0;
+  sessionsTotal = 0;
+  tokens = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  errors = new Map<string, number>();
+  stepMs: number[] = [];
+  static BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000];
+  text(): string {
+    const lines = [
+      '# TYPE splitllm_sessions_open gauge',
+      `splitllm_sessions_open ${this.sessionsOpen}`,
+      '# TYPE splitllm_sessions_total counter',
+      `splitllm_sessions_total ${this.sessionsTotal}`,
+      '# TYPE splitllm_tokens_total counter',
+      `splitllm_tokens_total ${this.tokens}`,
+      '# TYPE splitllm_bytes_in_total counter',
+      `splitllm_bytes_in_total ${this.bytesIn}`,
+      '# TYPE splitllm_bytes_out_total counter',
+      `splitllm_bytes_out_total ${this.bytesOut}`,
+      '# TYPE splitllm_errors_total counter',
+      ...[...this.errors].map(([code, n]) => `splitllm_errors_total{code="${code}"} ${n}`),
+      '# TYPE splitllm_step_ms histogram',
+    ];
+    for (const b of Metrics.BUCKETS) lines.push(`splitllm_step_ms_bucket{le="${b}"} ${this.stepMs.filter((v) => v <= b).length}`);
+    lines.push(`splitllm_step_ms_bucket{le="+Inf"} ${this.stepMs.length}`);
+    lines.push(`splitllm_step_ms_sum ${this.stepMs.reduce((a, b) => a + b, 0)}`);
+    lines.push(`splitllm_step_ms_count ${this.stepMs.length}`);
+    return lines.join('\n') + '\n';
+  }
+}
+
+export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Promise<CloudServer> {
+  const c = pkg.config;
+  const maxFrame = opts.maxFrameBytes ?? 64 * 1024 * 1024;
+  const tokenLimit = Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq);
+  const metrics = new Metrics();
+  const built = new Map<number, BuiltSegment>();
+  const backSegment = (split: number): BuiltSegment => {
+    let b = built.get(split);
+    if (!b) {
+      b = buildSegment(c, pkg.weights, split, c.nLayers, { embed: false, head: true });
+      built.set(split, b);
+    }
+    return b;
+  };
+
+  const app = Fastify({ logger: opts.log ?? false });
+  await app.register(websocket, { options: { maxPayload: maxFrame } });
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/v1/models', async () => ({
+    models: [{ id: pkg.manifest.name, hash: pkg.hash, layers: c.nLayers, dim: c.dim, vocab: c.vocabSize, maxSeq: c.maxSeq, precisions: ['fp32'] }],
+  }));
+  app.get('/metrics', async (_req, reply) => {
+    reply.type('text/plain; version=0.0.4');
+    return metrics.text();
+  });
+
+  app.get('/v1/session', { websocket: true }, (socket: WebSocket, req) => {
+    const countError = (code: string) => metrics.errors.set(code, (metrics.errors.get(code) ?? 0) + 1);
+    const send = (m: Message, payload?: Uint8Array) => {
+      const f = encodeFrame(m, payload);
+      metrics.bytesOut += f.length;
+      socket.send(f);
+    };
+    const fail = (e: unknown, close: boolean) => {
+      const code = e instanceof SplitLLMError ? wireCodeOf(e) : 'internal';
+      countError(code);
+      send({ type: 'error', code, message: e instanceof Error ? e.message : String(e) });
+      if (close) socket.close(1008, code);
+    };
+    if (opts.token && req.headers.authorization !== `Bearer ${opts.token}`) {
+      fail(protocolError('unauthorized', 'missing or wrong bearer token: pass --token'), true);
+      return;
+    }
+    if (opts.maxSessions && metrics.sessionsOpen >= opts.maxSessions) {
+      fail(protocolError('internal', `server is at its limit of ${opts.maxSessions} sessions: try again later`), true);
+      return;
+    }
+    metrics.sessionsOpen++;
+    metrics.sessionsTotal++;
+    let runtime: SegmentRuntime | undefined;
+    let sampler: Sampler | undefined;
+    let hello: Hello | undefined;
+    let prefilled = false;
+    let generated = 0;
+    let chain = Promise.resolve();
+
+    const handle = async (frame: Frame) => {
+      const m = frame.header;
+      if (m.type === 'hello') {
+        if (m.version !== PROTOCOL_VERSION) throw Object.assign(protocolError('bad_version', `protocol version ${m.version} is not served (this server speaks ${PROTOCOL_VERSION}): update the edge agent`), { fatal: true });
+        if (m.modelHash !== pkg.hash) throw Object.assign(protocolError('bad_model', `model ${String(m.modelHash).slice(0, 12)}… is not the served model ${pkg.hash.slice(0, 12)}…: run the edge with the same model`), { fatal: true });
+        if (!Number.isInteger(m.split) || m.split < 0 || m.split > c.nLayers) throw Object.assign(protocolError('bad_hello', `split ${m.split} is outside 0..${c.nLayers}`), { fatal: true });
+        try {
+          createCodec(m.codec);
+          sampler = new Sampler(m.sampling ?? {});
+        } catch (e) {
+          throw Object.assign(protocolError('bad_hello', (e as Error).message), { fatal: true });
+        }
+        hello = m;
+        runtime = await SegmentRuntime.fromBuilt(c, backSegment(m.split));
+        send({ type: 'ready', session: randomUUID(), layers: c.nLayers, split: m.split, maxSeq: tokenLimit });
+        return;
+      }
+      if (m.type === 'close') {
+        socket.close(1000, 'bye');
+        return;
+      }
+      if (m.type !== 'prefill' && m.type !== 'step') throw protocolError('unknown_type', `a client does not send "${m.type}"`);
+      if (!runtime || !hello || !sampler) throw protocolError('unknown_session', 'send hello before any tensor');
+      if (m.type === 'step' && !prefilled) throw protocolError('step_before_prefill', 'step before prefill: send the prompt first');
+      const t0 = performance.now();
+      let x: Float32Array;
+      let tokens: number;
+      try {
+        const d = decodeMessage(frame.payload);
+        if (d.dim !== c.dim) throw protocolError('bad_tensor', `hidden state has dim ${d.dim}, the model's is ${c.dim}`);
+        x = d.x;
+        tokens = d.tokens;
+      } catch (e) {
+        if (e instanceof SplitLLMError && e.code === 'E_PROTOCOL') throw e;
+        throw protocolError((e as { nonFinite?: boolean }).nonFinite ? 'nan_tensor' : 'bad_tensor', (e as Error).message);
+      }
+      if (m.type === 'prefill' && tokens !== m.tokens) throw protocolError('bad_tensor', `prefill says ${m.tokens} tokens, its tensor holds ${tokens}`);
+      if (m.type === 'step' && tokens !== 1) throw protocolError('bad_tensor', `a step carries one token, this one ${tokens}`);
+      if (runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
+      const out = await runtime.run(x, tokens);
+      prefilled = true;
+      const id = sampler.sample(out.data, (tokens - 1) * c.vocabSize, c.vocabSize);
+      const stop = new Set(hello.stopIds ?? [c.eosId, c.bosId]);
+      const isStop = stop.has(id);
+      if (!isStop) generated++;
+      const done = isStop || generated >= hello.maxTokens || runtime.length + 1 > tokenLimit;
+      const cloudMs = performance.now() - t0;
+      metrics.stepMs.push(cloudMs);
+      if (!isStop) metrics.tokens++;
+      send({ type: 'token', id: isStop ? -1 : id, done, cloudMs });
+    };
+
+    socket.on('message', (data: Buffer, isBinary: boolean) => {
+      metrics.bytesIn += data.length;
+      chain = chain.then(async () => {
+        try {
+          if (!isBinary) throw protocolError('bad_frame', 'text frames are not part of the protocol: send binary frames');
+          await handle(decodeFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)));
+        } catch (e) {
+          fail(e, !!(e as { fatal?: boolean }).fatal);
+        }
+      });
+    });
+    socket.on('close', () => {
+      metrics.sessionsOpen--;
+      chain = chain.then(() => runtime?.release());
+    });
+    socket.on('error', () => countError('frame_too_large'));
+  });
+
+  const address = await app.listen({ port: opts.port ?? 0, host: opts.host ?? '127.0.0.1' });
+  const url = address.replace(/^http/, 'ws');
+  return { url, app, close: () => app.close() };
+}

@@ -1,0 +1,131 @@
+/**
+ * The edge ⇄ cloud wire protocol (docs/PROTOCOL.md). One WebSocket binary message is one frame:
+ *
+ *   u32 little-endian header length H | H bytes msgpack header {type, …} | raw payload bytes
+ *
+ * Control fields travel in the msgpack header; tensors (codec messages) travel as the raw payload, never
+ * re-encoded. Browser-safe: typed arrays and msgpackr only.
+ */
+import { pack, unpack } from 'msgpackr';
+import { SplitLLMError } from '../errors.js';
+
+export const PROTOCOL_VERSION = 1;
+export const MAX_HEADER_BYTES = 64 * 1024;
+
+export interface SamplingParams {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+}
+
+export interface Hello {
+  type: 'hello';
+  version: number;
+  modelHash: string;
+  split: number;
+  codec: string;
+  maxTokens: number;
+  sampling?: SamplingParams;
+  /** stop ids (default: EOS and BOS) */
+  stopIds?: number[];
+}
+export interface Ready {
+  type: 'ready';
+  session: string;
+  layers: number;
+  split: number;
+  maxSeq: number;
+}
+/** hidden state [tokens, dim] of the prompt (prefill) or of one new token (step); payload: codec message */
+export interface Prefill {
+  type: 'prefill';
+  tokens: number;
+}
+export interface Step {
+  type: 'step';
+  /** the token the edge fed (for the cloud's bookkeeping) */
+  token: number;
+}
+export interface TokenMsg {
+  type: 'token';
+  id: number;
+  /** generation ended after this token (stop id or limit); id is -1 when it ended without a new token */
+  done: boolean;
+  /** milliseconds spent in the cloud on this step: decode, back segment, sampling */
+  cloudMs: number;
+}
+export interface ErrorMsg {
+  type: 'error';
+  code: string;
+  message: string;
+}
+export interface Close {
+  type: 'close';
+}
+
+export type Message = Hello | Ready | Prefill | Step | TokenMsg | ErrorMsg | Close;
+export const MESSAGE_TYPES = ['hello', 'ready', 'prefill', 'step', 'token', 'error', 'close'] as const;
+
+export interface Frame {
+  header: Message;
+  payload: Uint8Array;
+}
+
+export function encodeFrame(header: Message, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const h = pack(header) as Uint8Array;
+  const out = new Uint8Array(4 + h.length + payload.length);
+  new DataView(out.buffer).setUint32(0, h.length, true);
+  out.set(h, 4);
+  out.set(payload, 4 + h.length);
+  return out;
+}
+
+function bad(code: string, message: string): SplitLLMError {
+  const e = new SplitLLMError('E_PROTOCOL', message);
+  (e as SplitLLMError & { wireCode: string }).wireCode = code;
+  return e;
+}
+
+/** Stable wire error codes (sent in `error` frames). */
+export type WireCode =
+  | 'bad_frame'
+  | 'bad_msgpack'
+  | 'unknown_type'
+  | 'bad_version'
+  | 'bad_model'
+  | 'bad_hello'
+  | 'bad_tensor'
+  | 'nan_tensor'
+  | 'frame_too_large'
+  | 'unknown_session'
+  | 'unauthorized'
+  | 'step_before_prefill'
+  | 'token_limit'
+  | 'internal';
+
+export function wireCodeOf(e: unknown): WireCode {
+  return ((e as { wireCode?: WireCode }).wireCode ?? 'internal') as WireCode;
+}
+
+export function protocolError(code: WireCode, message: string): SplitLLMError {
+  return bad(code, message);
+}
+
+export function decodeFrame(data: Uint8Array): Frame {
+  if (data.length < 4) throw bad('bad_frame', `frame of ${data.length} bytes is shorter than its length prefix`);
+  const hlen = new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(0, true);
+  if (hlen > MAX_HEADER_BYTES || 4 + hlen > data.length) throw bad('bad_frame', `frame header length ${hlen} does not fit the ${data.length}-byte frame`);
+  let header: unknown;
+  try {
+    header = unpack(data.subarray(4, 4 + hlen));
+  } catch {
+    throw bad('bad_msgpack', 'frame header is not valid msgpack');
+  }
+  if (!header || typeof header !== 'object' || typeof (header as { type?: unknown }).type !== 'string') {
+    throw bad('bad_msgpack', 'frame header is not a msgpack map with a "type"');
+  }
+  const type = (header as { type: string }).type;
+  if (!(MESSAGE_TYPES as readonly string[]).includes(type)) throw bad('unknown_type', `unknown message type "${type}"`);
+  return { header: header as Message, payload: data.subarray(4 + hlen) };
+}

@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { startCloud, type CloudServer } from '../cloud/server.js';
+import { runEdge } from '../edge/agent.js';
+import { generate, Pipeline } from '../models/runtime/pipeline.js';
+import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
+import { createCodec } from '../quantization/activations/registry.js';
+import { describeWithFixtures } from './helpers/fixtures.js';
+import { storiesModel } from './helpers/models.js';
+
+const PROMPT = 'Once upon a time, there was a little cat named Tom.';
+
+describeWithFixtures('splitllm edge against splitllm cloud (processes)', () => {
+  it('gives the tokens of splitllm generate, and a one-line error when the cloud is down', async () => {
+    const { spawn } = await import('node:child_process');
+    const { join } = await import('node:path');
+    const { REPO, STORIES_BIN } = await import('./helpers/fixtures.js');
+    const { cli } = await import('./helpers/cli.js');
+    const server = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'cloud', '--model', STORIES_BIN, '--port', '0', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        server.stdout.once('data', (d: Buffer) => resolve((JSON.parse(d.toString().split('\n')[0]!) as { url: string }).url));
+        server.once('exit', (code) => reject(new Error(`cloud exited with ${code}`)));
+      });
+      const local = cli(['generate', '--model', STORIES_BIN, '--prompt', PROMPT, '--max-tokens', '64', '--json']);
+      const edge = cli(['edge', '--cloud', url, '--model', STORIES_BIN, '--split', '2', '--prompt', PROMPT, '--max-tokens', '64', '--json']);
+      expect(edge.code, edge.stderr).toBe(0);
+      const e = JSON.parse(edge.stdout) as { tokens: number[]; text: string; stats: { bytesUpPerToken: number; cloudMs: number } };
+      const l = JSON.parse(local.stdout) as { tokens: number[]; text: string };
+      expect(e.tokens).toEqual(l.tokens);
+      expect(e.text).toBe(l.text);
+      expect(e.stats.bytesUpPerToken).toBeGreaterThan(0);
+    } finally {
+      server.kill('SIGTERM');
+    }
+    const { cli: run } = await import('./helpers/cli.js');
+    const down = run(['edge', '--cloud', 'ws://127.0.0.1:1', '--model', (await import('./helpers/fixtures.js')).STORIES_BIN, '--split', '2', '--prompt', 'hi']);
+    expect(down.code).toBe(1);
+    expect(down.stdout).toBe('');
+    expect(down.stderr.trim().split('\n')).toHaveLength(1);
+    expect(down.stderr).toMatch(/\[E_CONNECTION\]: cannot reach the cloud/);
+  });
+});
+
+describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
+  let server: CloudServer;
+  beforeAll(async () => {
+    server = await startCloud(await storiesModel(), { sessionTokenLimit: 300 });
+  });
+  afterAll(async () => server?.close());
+
+  it('every split gives exactly the tokens of local generation (fp32 codec, greedy, 64 tokens)', async () => {
+    const pkg = await storiesModel();
+    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64 });
+    expect(local.length).toBe(64);
+    for (let k = 0; k <= pkg.config.nLayers; k++) {
+      const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: k, codec: 'fp32', prompt: PROMPT, maxTokens: 64 });
+      expect(r.tokens, `split ${k}`).toEqual(local);
+      expect(r.stats.bytesUpPerToken).toBeGreaterThan(0);
+    }
+  });
+
+  it('bad messages get their own error codes while a healthy session keeps going', async () => {
+    const pkg = await storiesModel();
+    const open = () =>
+      new Promise<{ ws: WebSocket; next: () => Promise<Message> }>((resolve, reject) => {
+        const ws = new WebSocket(`${server.url}/v1/session`);
+        const q: Message[] = [];
+        const waiters: ((m: Message) => void)[] = [];
+        ws.on('message', (d: Buffer) => {
+          const m = decodeFrame(new Uint8Array(d)).header;
+          const w = waiters.shift();
+          if (w) w(m);
+          else q.push(m);
+        });
+        ws.on('open', () => resolve({ ws, next: () => (q.length ? Promise.resolve(q.shift()!) : new Promise((r) => waiters.push(r))) }));
+        ws.on('error', reject);
+      });
+    const hello = { type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split: 2, codec: 'fp32', maxTokens: 50 } as const;
+    const codec = createCodec('fp32');
+    const D = pkg.config.dim;
+    const expectCode = async (s: Awaited<ReturnType<typeof open>>, send: () => void, code: string) => {
+      send();
+      const m = await s.next();
+      expect(m.type, code).toBe('error');
+      expect((m as { code: string }).code).toBe(code);
+    };
+    // a healthy session, started first, interleaved with every bad one
+    const healthy = runEdge(pkg, { url: `${server.url}/v1/session`, split: 3, codec: 'fp32', prompt: PROMPT, maxTokens: 40 });
+    healthy.catch(() => undefined); // awaited below; keeps a failing assertion from leaving it unhandled
+    const s = await open();
+    await expectCode(s, () => s.ws.send(Buffer.from([1, 2])), 'bad_frame');
+    await expectCode(s, () => s.ws.send(Buffer.from([2, 0, 0, 0, 0xc1, 0xc1])), 'bad_msgpack');
+    await expectCode(s, () => s.ws.send(encodeFrame({ type: 'bogus' } as unknown as Message)), 'unknown_type');
+    await expectCode(s, () => s.ws.send(encodeFrame({ type: 'prefill', tokens: 1 }, codec.encode(new Float32Array(D), 1, D))), 'unknown_session');
+    const s2 = await open();
+    await expectCode(s2, () => s2.ws.send(encodeFrame({ ...hello, version: 99 })), 'bad_version');
+    const s3 = await open();
+    await expectCode(s3, () => s3.ws.send(encodeFrame({ ...hello, modelHash: 'f00d' })), 'bad_model');
+    const s4 = await open();
+    s4.ws.send(encodeFrame(hello));
+    expect((await s4.next()).type).toBe('ready');
+    await expectCode(s4, () => s4.ws.send(encodeFrame({ type: 'step', token: 5 }, codec.encode(new Float32Array(D), 1, D))), 'step_before_prefill');
+    await expectCode(s4, () => s4.ws.send(encodeFrame({ type: 'prefill', tokens: 2 }, codec.encode(new Float32Array(D * 3), 3, D))), 'bad_tensor');
+    const nanMsg = codec.encode(new Float32Array(D), 1, D);
+    new DataView(nanMsg.buffer).setFloat32(12, NaN, true);
+    await expectCode(s4, () => s4.ws.send(encodeFrame({ type: 'prefill', tokens: 1 }, nanMsg)), 'nan_tensor');
+    await expectCode(s4, () => s4.ws.send(encodeFrame({ type: 'prefill', tokens: 400 }, codec.encode(new Float32Array(D * 400), 400, D))), 'token_limit');
+    const wrongDim = createCodec('fp32').encode(new Float32Array(D + 4), 1, D + 4);
+    await expectCode(s4, () => s4.ws.send(encodeFrame({ type: 'prefill', tokens: 1 }, wrongDim)), 'bad_tensor');
+    for (const x of [s, s2, s3, s4]) x.ws.close();
+    const h = await healthy;
+    expect(h.tokens.length).toBeGreaterThan(0);
+    const res = await fetch(`${server.url.replace('ws', 'http')}/metrics`);
+    const text = await res.text();
+    expect(text).toMatch(/splitllm_errors_total\{code="bad_version"\} 1/);
+    expect(text).toMatch(/splitllm_sessions_total \d+/);
+  });
+});
