@@ -10,6 +10,27 @@ import { storiesModel } from './helpers/models.js';
 
 const PROMPT = 'Once upon a time, there was a little cat named Tom.';
 
+describeWithFixtures('cloud limits: bearer token and frame size', () => {
+  it('refuses a missing or wrong token and an oversized frame with their own codes', async () => {
+    const pkg = await storiesModel();
+    const server = await startCloud(pkg, { token: 's3cret', maxFrameBytes: 4096 });
+    try {
+      await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: 'hi', maxTokens: 4 })).rejects.toThrow(/unauthorized/);
+      await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: 'hi', maxTokens: 4, token: 'nope' })).rejects.toThrow(/unauthorized/);
+      const ok = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: 'hi', maxTokens: 4, token: 's3cret' });
+      expect(ok.tokens.length).toBe(4);
+      // a 100-token fp32 prefill is 25 KB, over the 4 KB limit: the connection closes with 1009 (message too big)
+      const long = 'one two three four five six seven eight nine ten '.repeat(12);
+      await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: long, maxTokens: 4, token: 's3cret' })).rejects.toThrow(/closed the connection \(1009/);
+      const m = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
+      expect(m).toMatch(/splitllm_errors_total\{code="unauthorized"\} 2/);
+      expect(m).toMatch(/splitllm_errors_total\{code="frame_too_large"\} 1/);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describeWithFixtures('splitllm edge against splitllm cloud (processes)', () => {
   it('gives the tokens of splitllm generate, and a one-line error when the cloud is down', async () => {
     const { spawn } = await import('node:child_process');
@@ -58,6 +79,25 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
       expect(r.tokens, `split ${k}`).toEqual(local);
       expect(r.stats.bytesUpPerToken).toBeGreaterThan(0);
     }
+  });
+
+  it('32 concurrent edge sessions all finish with the right tokens, and /metrics counts them', async () => {
+    const pkg = await storiesModel();
+    const prompts = Array.from({ length: 32 }, (_, i) => `Tim had ${i + 1} red balls and`);
+    const expected = await Promise.all(
+      prompts.slice(0, 4).map(async (p) => generate(await Pipeline.create(pkg), pkg.tokenizer().encode(p), { maxTokens: 24 })),
+    );
+    const before = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
+    const total0 = Number(/splitllm_sessions_total (\d+)/.exec(before)![1]);
+    const runs = await Promise.all(prompts.map((p, i) => runEdge(pkg, { url: `${server.url}/v1/session`, split: 1 + (i % 4), codec: 'fp32', prompt: p, maxTokens: 24 })));
+    for (let i = 0; i < 4; i++) expect(runs[i]!.tokens).toEqual(expected[i]);
+    for (let i = 4; i < 32; i++) {
+      const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(prompts[i]!), { maxTokens: 24 });
+      expect(runs[i]!.tokens, prompts[i]).toEqual(local);
+    }
+    const after = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
+    expect(Number(/splitllm_sessions_total (\d+)/.exec(after)![1]) - total0).toBe(32);
+    expect(after).toMatch(/splitllm_step_ms_count \d+/);
   });
 
   it('bad messages get their own error codes while a healthy session keeps going', async () => {
