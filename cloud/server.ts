@@ -15,6 +15,7 @@ import { buildSegment, type BuiltSegment } from '../models/onnx/segment.js';
 import { Sampler } from '../models/runtime/sampler.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
+import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
 
 export interface CloudOptions {
   port?: number;
@@ -121,6 +122,8 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     let sampler: Sampler | undefined;
     let hello: Hello | undefined;
     let prefilled = false;
+    const sessionId = randomUUID();
+    const pendingKv = new Map<number, ReturnType<typeof decodeLayerKv>>();
     let generated = 0;
     let chain = Promise.resolve();
 
@@ -138,11 +141,51 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
         }
         hello = m;
         runtime = await SegmentRuntime.fromBuilt(c, backSegment(m.split));
-        send({ type: 'ready', session: randomUUID(), layers: c.nLayers, split: m.split, maxSeq: tokenLimit });
+        send({ type: 'ready', session: sessionId, layers: c.nLayers, split: m.split, maxSeq: tokenLimit });
         return;
       }
       if (m.type === 'close') {
         socket.close(1000, 'bye');
+        return;
+      }
+      if (m.type === 'kv') {
+        if (!runtime || !hello) throw protocolError('unknown_session', 'send hello before any tensor');
+        pendingKv.set(m.layer, decodeLayerKv(frame.payload, m.layer, m.length, c.nKvHeads, c.headDim));
+        return;
+      }
+      if (m.type === 'resplit') {
+        if (!runtime || !hello) throw protocolError('unknown_session', 'send hello before resplit');
+        const from = hello.split;
+        const to = m.split;
+        if (!Number.isInteger(to) || to < 0 || to > c.nLayers) throw protocolError('bad_resplit', `split ${to} is outside 0..${c.nLayers}`);
+        let kvCodec;
+        try {
+          kvCodec = createCodec(m.kvCodec);
+        } catch (e) {
+          throw protocolError('bad_resplit', (e as Error).message);
+        }
+        const len = runtime.length;
+        const entries = runtime.exportKV(Math.max(from, to), c.nLayers);
+        if (to < from) {
+          // the edge gave us layers [to, from): their KV came first as kv frames
+          for (let l = to; l < from; l++) {
+            const kv = pendingKv.get(l);
+            if (!kv || kv.length !== len) throw protocolError('bad_resplit', `KV of layer ${l} at length ${len} is missing before resplit to ${to}`);
+            entries.push(kv);
+          }
+        } else {
+          // the edge takes layers [from, to): stream their KV
+          for (const kv of runtime.exportKV(from, to)) {
+            send({ type: 'kv', layer: kv.layer, length: kv.length }, encodeLayerKv(kvCodec, kv, c.nKvHeads, c.headDim));
+          }
+        }
+        pendingKv.clear();
+        const next = await SegmentRuntime.fromBuilt(c, backSegment(to));
+        next.importKV(entries);
+        await runtime.release();
+        runtime = next;
+        hello = { ...hello, split: to };
+        send({ type: 'ready', session: sessionId, layers: c.nLayers, split: to, maxSeq: tokenLimit });
         return;
       }
       if (m.type !== 'prefill' && m.type !== 'step') throw protocolError('unknown_type', `a client does not send "${m.type}"`);

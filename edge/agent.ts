@@ -4,11 +4,13 @@
  */
 import WebSocket from 'ws';
 import { SplitLLMError } from '../shared/errors.js';
-import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type Message, type SamplingParams, type TokenMsg } from '../shared/protocol/messages.js';
+import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type Frame, type Message, type SamplingParams, type TokenMsg } from '../shared/protocol/messages.js';
+import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { createCodec } from '../quantization/activations/registry.js';
+import { segmentBytes } from '../quantization/weights/memory.js';
 
 export interface EdgeOptions {
   url: string;
@@ -17,9 +19,24 @@ export interface EdgeOptions {
   prompt: string;
   maxTokens: number;
   sampling?: SamplingParams;
+  /** token ids that end generation (default: the cloud's, EOS and BOS) */
+  stopIds?: number[];
   token?: string;
   linearFor?: (layer: number) => LinearEmitter;
   onToken?: (id: number) => void;
+  /** move the split after this many generated tokens (KV of the moving layers is streamed) */
+  resplits?: { afterTokens: number; split: number }[];
+  /** codec of streamed KV (fp32: lossless) */
+  kvCodec?: string;
+  /**
+   * memory budget of the edge in bytes (front weights + KV cache, as quantization/weights/memory.ts
+   * accounts them): before the KV would outgrow it, the agent moves the split down on its own
+   */
+  edgeMemory?: number;
+  /** weight bits of the front layers, for the memory accounting (default 32) */
+  frontBits?: number;
+  /** called after each re-split with the new split and the KV bytes moved */
+  onResplit?: (info: { from: number; to: number; bytes: number; atToken: number }) => void;
 }
 
 export interface EdgeStats {
@@ -34,28 +51,31 @@ export interface EdgeStats {
   edgeMs: number;
   networkMs: number;
   cloudMs: number;
+  /** largest edge memory (front weights + KV, accounted) during the run */
+  peakEdgeBytes: number;
+  resplits: { from: number; to: number; bytes: number; atToken: number }[];
 }
 
 /** A WebSocket whose binary frames are awaited one at a time. */
 class FrameSocket {
-  private queue: Message[] = [];
-  private waiting: ((m: Message) => void) | undefined;
+  private queue: Frame[] = [];
+  private waiting: ((f: Frame) => void) | undefined;
   private failure: Error | undefined;
   bytesIn = 0;
   bytesOut = 0;
   constructor(readonly ws: WebSocket) {
     ws.on('message', (data: Buffer) => {
       this.bytesIn += data.length;
-      const { header } = decodeFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      const frame = decodeFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       if (this.waiting) {
         const w = this.waiting;
         this.waiting = undefined;
-        w(header);
-      } else this.queue.push(header);
+        w(frame);
+      } else this.queue.push(frame);
     });
     ws.on('close', (code, reason) => {
       this.failure ??= new SplitLLMError('E_CONNECTION', `the cloud closed the connection (${code}${reason.length ? `: ${reason.toString()}` : ''})`);
-      if (this.waiting) this.waiting({ type: 'error', code: 'closed', message: this.failure.message });
+      if (this.waiting) this.waiting({ header: { type: 'error', code: 'closed', message: this.failure.message }, payload: new Uint8Array(0) });
     });
   }
   static open(url: string, token?: string): Promise<FrameSocket> {
@@ -70,14 +90,14 @@ class FrameSocket {
     this.bytesOut += f.length;
     this.ws.send(f);
   }
-  next(): Promise<Message> {
-    const m = this.queue.shift();
-    if (m) return Promise.resolve(m);
-    if (this.failure) return Promise.resolve({ type: 'error', code: 'closed', message: this.failure.message });
+  nextFrame(): Promise<Frame> {
+    const f = this.queue.shift();
+    if (f) return Promise.resolve(f);
+    if (this.failure) return Promise.resolve({ header: { type: 'error', code: 'closed', message: this.failure.message }, payload: new Uint8Array(0) });
     return new Promise((resolve) => (this.waiting = resolve));
   }
   async expect<T extends Message['type']>(type: T): Promise<Extract<Message, { type: T }>> {
-    const m = await this.next();
+    const m = (await this.nextFrame()).header;
     if (m.type === 'error') throw new SplitLLMError('E_PROTOCOL', `cloud: ${m.code}: ${m.message}`);
     if (m.type !== type) throw new SplitLLMError('E_PROTOCOL', `expected ${type} from the cloud, got ${m.type}`);
     return m as Extract<Message, { type: T }>;
@@ -93,11 +113,31 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
     throw new SplitLLMError('E_SPLIT_RANGE', `split ${o.split} is out of range for a model with ${c.nLayers} layers: use 0..${c.nLayers}`);
   }
   const codec = createCodec(o.codec ?? 'fp32');
-  const front = await SegmentRuntime.create(pkg, 0, o.split, { embed: true, head: false, linearFor: o.linearFor });
+  const kvCodec = createCodec(o.kvCodec ?? 'fp32');
+  let front = await SegmentRuntime.create(pkg, 0, o.split, { embed: true, head: false, linearFor: o.linearFor });
+  let split = o.split;
+  const resplits = [...(o.resplits ?? [])].sort((a, b) => a.afterTokens - b.afterTokens);
   const ids = pkg.tokenizer().encode(o.prompt, true);
   if (ids.length + o.maxTokens > c.maxSeq) {
     throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `prompt (${ids.length} tokens) plus --max-tokens ${o.maxTokens} passes the model's maximum sequence of ${c.maxSeq}: lower --max-tokens`);
   }
+  const bitsOf = () => o.frontBits ?? 32;
+  const edgeBytes = (k: number, positions: number): number => {
+    const b = segmentBytes(c, 0, k, { embed: true, head: false, bitsOf });
+    return b.total + positions * b.kvPerToken;
+  };
+  if (o.edgeMemory !== undefined && edgeBytes(split, ids.length + 1) > o.edgeMemory) {
+    let k = split;
+    while (k > 0 && edgeBytes(k, ids.length + 1) > o.edgeMemory) k--;
+    if (edgeBytes(k, ids.length + 1) > o.edgeMemory) {
+      throw new SplitLLMError('E_BAD_ARGUMENT', `the edge budget of ${o.edgeMemory} bytes cannot hold the prompt at any split: raise --edge-memory`);
+    }
+    await front.release();
+    front = await SegmentRuntime.create(pkg, 0, k, { embed: true, head: false, linearFor: o.linearFor });
+    split = k;
+  }
+  const moves: EdgeStats['resplits'] = [];
+  let peak = 0;
   const sock = await FrameSocket.open(o.url, o.token);
   const out: number[] = [];
   let edgeMs = 0;
@@ -105,12 +145,13 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let roundMs = 0;
   const t0 = performance.now();
   try {
-    sock.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split: o.split, codec: codec.spec, maxTokens: o.maxTokens, sampling: o.sampling });
+    sock.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens: o.maxTokens, sampling: o.sampling, stopIds: o.stopIds });
     await sock.expect('ready');
     let input: number[] = ids;
     for (;;) {
       const e0 = performance.now();
       const h = await front.run(input, input.length);
+      peak = Math.max(peak, edgeBytes(split, front.length));
       const payload = codec.encode(h.data, input.length, c.dim);
       const e1 = performance.now();
       edgeMs += e1 - e0;
@@ -125,6 +166,42 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       }
       if (t.done || out.length >= o.maxTokens) break;
       input = [t.id];
+      if (o.edgeMemory !== undefined && edgeBytes(split, front.length + 2) > o.edgeMemory) {
+        // the next step would outgrow the budget (with one position of slack): move the split down
+        let to = split - 1;
+        while (to > 0 && edgeBytes(to, front.length + 2) > o.edgeMemory) to--;
+        if (edgeBytes(to, front.length + 2) > o.edgeMemory) {
+          throw new SplitLLMError('E_BAD_ARGUMENT', `the edge budget of ${o.edgeMemory} bytes cannot hold even the embedding and ${front.length + 2} positions: raise --edge-memory`);
+        }
+        resplits.unshift({ afterTokens: out.length, split: to });
+      }
+      while (resplits.length && resplits[0]!.afterTokens <= out.length) {
+        const to = resplits.shift()!.split;
+        if (to === split) continue;
+        const r0 = sock.bytesOut + sock.bytesIn;
+        const keep = front.exportKV(0, Math.min(split, to));
+        if (to < split) {
+          for (const kv of front.exportKV(to, split)) {
+            sock.send({ type: 'kv', layer: kv.layer, length: kv.length }, encodeLayerKv(kvCodec, kv, c.nKvHeads, c.headDim));
+          }
+        }
+        sock.send({ type: 'resplit', split: to, kvCodec: kvCodec.spec });
+        for (;;) {
+          const m = await sock.nextFrame();
+          if (m.header.type === 'kv') keep.push(decodeLayerKv(m.payload, m.header.layer, m.header.length, c.nKvHeads, c.headDim));
+          else if (m.header.type === 'ready') break;
+          else if (m.header.type === 'error') throw new SplitLLMError('E_PROTOCOL', `cloud: ${m.header.code}: ${m.header.message}`);
+          else throw new SplitLLMError('E_PROTOCOL', `expected kv or ready from the cloud, got ${m.header.type}`);
+        }
+        const next = await SegmentRuntime.create(pkg, 0, to, { embed: true, head: false, linearFor: o.linearFor });
+        next.importKV(keep);
+        await front.release();
+        front = next;
+        const info = { from: split, to, bytes: sock.bytesOut + sock.bytesIn - r0, atToken: out.length };
+        moves.push(info);
+        o.onResplit?.(info);
+        split = to;
+      }
     }
     sock.send({ type: 'close' });
   } finally {
@@ -146,6 +223,8 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       edgeMs: edgeMs / n,
       networkMs: (roundMs - cloudMs) / n,
       cloudMs: cloudMs / n,
+      peakEdgeBytes: peak,
+      resplits: moves,
     },
   };
 }

@@ -66,7 +66,7 @@ describeWithFixtures('splitllm edge against splitllm cloud (processes)', () => {
 describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
   let server: CloudServer;
   beforeAll(async () => {
-    server = await startCloud(await storiesModel(), { sessionTokenLimit: 300 });
+    server = await startCloud(await storiesModel(), { sessionTokenLimit: 500 });
   });
   afterAll(async () => server?.close());
 
@@ -79,6 +79,52 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
       expect(r.tokens, `split ${k}`).toEqual(local);
       expect(r.stats.bytesUpPerToken).toBeGreaterThan(0);
     }
+  });
+
+  it('re-splits mid-generation in both directions: lossless KV gives the same tokens', async () => {
+    const pkg = await storiesModel();
+    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64 });
+    const moves: { from: number; to: number; bytes: number }[] = [];
+    const r = await runEdge(pkg, {
+      url: `${server.url}/v1/session`,
+      split: 2,
+      prompt: PROMPT,
+      maxTokens: 64,
+      kvCodec: 'fp32',
+      resplits: [
+        { afterTokens: 10, split: 4 },
+        { afterTokens: 25, split: 1 },
+        { afterTokens: 40, split: 0 },
+        { afterTokens: 50, split: 5 },
+      ],
+      onResplit: (m) => moves.push(m),
+    });
+    expect(moves.map((m) => [m.from, m.to])).toEqual([[2, 4], [4, 1], [1, 0], [0, 5]]);
+    expect(moves.every((m) => m.bytes > 0)).toBe(true);
+    expect(r.tokens).toEqual(local);
+    // compressed KV (int8 per row): same protocol, the tokens may drift; the agreement is reported
+    const q = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 64, kvCodec: 'int8', resplits: [{ afterTokens: 10, split: 4 }, { afterTokens: 25, split: 1 }] });
+    const agree = q.tokens.filter((t, i) => t === local[i]).length;
+    process.stderr.write(`[runtime] int8 KV re-split: ${agree}/${local.length} tokens agree with local generation\n`);
+    expect(agree).toBeGreaterThanOrEqual(10); // identical up to the first re-split at least
+  });
+
+  it('the memory trigger keeps the edge under its budget across a 400-token generation', async () => {
+    const pkg = await storiesModel();
+    const { segmentBytes } = await import('../quantization/weights/memory.js');
+    const at = (k: number, n: number) => {
+      const b = segmentBytes(pkg.config, 0, k, { embed: true, head: false, bitsOf: () => 32 });
+      return b.total + n * b.kvPerToken;
+    };
+    const budget = at(4, 60); // split 4 holds 60 positions, split 3 about 310; lower splits hold more
+    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode('Lily'), { maxTokens: 400, stopIds: [] });
+    const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 4, prompt: 'Lily', maxTokens: 400, stopIds: [], edgeMemory: budget, kvCodec: 'fp32' });
+    process.stderr.write(`[runtime] memory trigger: budget ${budget} B, peak ${r.stats.peakEdgeBytes} B, re-splits ${JSON.stringify(r.stats.resplits.map((m) => [m.from, m.to, m.atToken, m.bytes]))}\n`);
+    expect(r.stats.peakEdgeBytes).toBeLessThanOrEqual(budget);
+    expect(r.stats.resplits.length).toBeGreaterThanOrEqual(2);
+    expect(r.stats.resplits.every((m) => m.to < m.from)).toBe(true);
+    expect(r.tokens.length).toBe(400);
+    expect(r.tokens).toEqual(local); // lossless KV: the same tokens as local generation
   });
 
   it('32 concurrent edge sessions all finish with the right tokens, and /metrics counts them', async () => {
@@ -145,7 +191,7 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
     const nanMsg = codec.encode(new Float32Array(D), 1, D);
     new DataView(nanMsg.buffer).setFloat32(12, NaN, true);
     await expectCode(s4, () => s4.ws.send(encodeFrame({ type: 'prefill', tokens: 1 }, nanMsg)), 'nan_tensor');
-    await expectCode(s4, () => s4.ws.send(encodeFrame({ type: 'prefill', tokens: 400 }, codec.encode(new Float32Array(D * 400), 400, D))), 'token_limit');
+    await expectCode(s4, () => s4.ws.send(encodeFrame({ type: 'prefill', tokens: 600 }, codec.encode(new Float32Array(D * 600), 600, D))), 'token_limit');
     const wrongDim = createCodec('fp32').encode(new Float32Array(D + 4), 1, D + 4);
     await expectCode(s4, () => s4.ws.send(encodeFrame({ type: 'prefill', tokens: 1 }, wrongDim)), 'bad_tensor');
     for (const x of [s, s2, s3, s4]) x.ws.close();

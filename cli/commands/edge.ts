@@ -22,6 +22,9 @@ export const edgeCommand: Command = {
     'top-p': { type: 'string', description: 'nucleus sampling mass', default: '1' },
     seed: { type: 'string', description: 'sampling seed' },
     token: { type: 'string', description: 'bearer token the cloud requires', valueName: 'SECRET' },
+    'kv-codec': { type: 'string', description: 'codec of KV streamed on a re-split (fp32 is lossless; int8 compresses)', default: 'fp32' },
+    'edge-memory': { type: 'string', description: 'edge budget in bytes (or with KB/MB/GB): re-split before the KV cache outgrows it', valueName: 'BYTES' },
+    resplit: { type: 'string', description: 'move the split after N tokens, e.g. 10:4,30:1', valueName: 'N:K,…' },
     ...weightOptions,
     json: { type: 'boolean', description: 'print {"tokens":[…],"text":…,"stats":{…}} at the end' },
   },
@@ -48,6 +51,11 @@ export const edgeCommand: Command = {
       sampling: { temperature: numberOption(values, 'temperature', 0), topK: intOption(values, 'top-k', 0), topP: numberOption(values, 'top-p', 1), seed: intOption(values, 'seed') },
       token: values['token'] as string | undefined,
       linearFor: weights.linearFor,
+      frontBits: weights.plan?.frontBits,
+      kvCodec: String(values['kv-codec']),
+      edgeMemory: values['edge-memory'] === undefined ? undefined : parseBytes(String(values['edge-memory'])),
+      resplits: values['resplit'] === undefined ? undefined : parseResplits(String(values['resplit'])),
+      onResplit: (m) => process.stderr.write(`\n[re-split ${m.from} → ${m.to} after ${m.atToken} tokens, ${m.bytes} bytes of KV moved]\n`),
       onToken: (id) => {
         if (json) return;
         if (got.length === 0 && prompt) process.stdout.write(prompt); // only once the cloud answers
@@ -73,3 +81,20 @@ export const edgeCommand: Command = {
     );
   },
 };
+
+/** "512MB", "1.5GB", "800000" → bytes. */
+export function parseBytes(s: string): number {
+  const m = /^\s*([\d.]+)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$/i.exec(s);
+  if (!m) throw new SplitLLMError('E_USAGE', `"${s}" is not a size: use bytes or a number with KB, MB or GB`);
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const mult: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+  return Math.floor(Number(m[1]) * mult[unit]!);
+}
+
+function parseResplits(s: string): { afterTokens: number; split: number }[] {
+  return s.split(',').map((part) => {
+    const m = /^\s*(\d+):(\d+)\s*$/.exec(part);
+    if (!m) throw new SplitLLMError('E_USAGE', `--resplit "${part}" is not N:K (after N tokens move to split K)`);
+    return { afterTokens: Number(m[1]), split: Number(m[2]) };
+  });
+}

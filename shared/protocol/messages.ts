@@ -63,9 +63,26 @@ export interface ErrorMsg {
 export interface Close {
   type: 'close';
 }
+/**
+ * Moves the split to `split` between two steps. The side that gives layers away first sends their KV
+ * (`kv` frames, edge → cloud when the split moves down); the cloud answers with `kv` frames for the
+ * layers the edge takes (when it moves up), then `ready` with the new split.
+ */
+export interface Resplit {
+  type: 'resplit';
+  split: number;
+  /** codec spec of the KV payloads in both directions (fp32 = lossless) */
+  kvCodec: string;
+}
+/** KV cache of one layer: payload = u32 key bytes | key codec message | value codec message, each [KV·length, headDim] */
+export interface KvMsg {
+  type: 'kv';
+  layer: number;
+  length: number;
+}
 
-export type Message = Hello | Ready | Prefill | Step | TokenMsg | ErrorMsg | Close;
-export const MESSAGE_TYPES = ['hello', 'ready', 'prefill', 'step', 'token', 'error', 'close'] as const;
+export type Message = Hello | Ready | Prefill | Step | TokenMsg | ErrorMsg | Close | Resplit | KvMsg;
+export const MESSAGE_TYPES = ['hello', 'ready', 'prefill', 'step', 'token', 'error', 'close', 'resplit', 'kv'] as const;
 
 export interface Frame {
   header: Message;
@@ -102,6 +119,7 @@ export type WireCode =
   | 'unauthorized'
   | 'step_before_prefill'
   | 'token_limit'
+  | 'bad_resplit'
   | 'internal';
 
 export function wireCodeOf(e: unknown): WireCode {
@@ -128,4 +146,20 @@ export function decodeFrame(data: Uint8Array): Frame {
   const type = (header as { type: string }).type;
   if (!(MESSAGE_TYPES as readonly string[]).includes(type)) throw bad('unknown_type', `unknown message type "${type}"`);
   return { header: header as Message, payload: data.subarray(4 + hlen) };
+}
+
+/** Packs one layer's K and V codec messages into a `kv` payload. */
+export function packKv(key: Uint8Array, value: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + key.length + value.length);
+  new DataView(out.buffer).setUint32(0, key.length, true);
+  out.set(key, 4);
+  out.set(value, 4 + key.length);
+  return out;
+}
+
+export function unpackKv(payload: Uint8Array): { key: Uint8Array; value: Uint8Array } {
+  if (payload.length < 4) throw protocolError('bad_tensor', 'kv payload is shorter than its length prefix');
+  const n = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0, true);
+  if (4 + n > payload.length) throw protocolError('bad_tensor', `kv key length ${n} does not fit the payload`);
+  return { key: payload.subarray(4, 4 + n), value: payload.subarray(4 + n) };
 }
