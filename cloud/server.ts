@@ -9,7 +9,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import { SplitLLMError } from '../shared/errors.js';
-import { decodeFrame, encodeFrame, PROTOCOL_VERSION, protocolError, wireCodeOf, type Frame, type Hello, type Message } from '../shared/protocol/messages.js';
+import { decodeFrame, encodeFrame, PROTOCOL_VERSION, protocolError, wireCodeOf, type Frame, type Hello, type Message, type TokenMsg } from '../shared/protocol/messages.js';
 import type { ModelPackage } from '../models/package.js';
 import { buildSegment, type BuiltSegment } from '../models/onnx/segment.js';
 import { Sampler } from '../models/runtime/sampler.js';
@@ -28,6 +28,21 @@ export interface CloudOptions {
   /** most positions (prompt + generated) one session may hold */
   sessionTokenLimit?: number;
   log?: boolean;
+  /** a session idle this long (connected or dropped) is released; a dropped one can be resumed until then */
+  idleMs?: number;
+}
+
+interface SessionState {
+  id: string;
+  hello: Hello;
+  runtime: SegmentRuntime;
+  sampler: Sampler;
+  prefilled: boolean;
+  generated: number;
+  pendingKv: Map<number, ReturnType<typeof decodeLayerKv>>;
+  lastToken?: TokenMsg;
+  socket?: WebSocket;
+  timer?: ReturnType<typeof setTimeout>;
 }
 
 export interface CloudServer {
@@ -43,6 +58,8 @@ class Metrics {
   bytesIn = 0;
   bytesOut = 0;
   errors = new Map<string, number>();
+  resumes = 0;
+  expired = 0;
   stepMs: number[] = [];
   static BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000];
   text(): string {
@@ -57,6 +74,10 @@ class Metrics {
       `splitllm_bytes_in_total ${this.bytesIn}`,
       '# TYPE splitllm_bytes_out_total counter',
       `splitllm_bytes_out_total ${this.bytesOut}`,
+      '# TYPE splitllm_resumes_total counter',
+      `splitllm_resumes_total ${this.resumes}`,
+      '# TYPE splitllm_sessions_expired_total counter',
+      `splitllm_sessions_expired_total ${this.expired}`,
       '# TYPE splitllm_errors_total counter',
       ...[...this.errors].map(([code, n]) => `splitllm_errors_total{code="${code}"} ${n}`),
       '# TYPE splitllm_step_ms histogram',
@@ -74,6 +95,8 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   const maxFrame = opts.maxFrameBytes ?? 64 * 1024 * 1024;
   const tokenLimit = Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq);
   const metrics = new Metrics();
+  const idleMs = opts.idleMs ?? 60_000;
+  const sessions = new Map<string, SessionState>();
   const built = new Map<number, BuiltSegment>();
   const backSegment = (split: number): BuiltSegment => {
     let b = built.get(split);
@@ -116,46 +139,67 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
       fail(protocolError('internal', `server is at its limit of ${opts.maxSessions} sessions: try again later`), true);
       return;
     }
-    metrics.sessionsOpen++;
-    metrics.sessionsTotal++;
-    let runtime: SegmentRuntime | undefined;
-    let sampler: Sampler | undefined;
-    let hello: Hello | undefined;
-    let prefilled = false;
-    const sessionId = randomUUID();
-    const pendingKv = new Map<number, ReturnType<typeof decodeLayerKv>>();
-    let generated = 0;
+    let st: SessionState | undefined;
     let chain = Promise.resolve();
+    const attach = (state: SessionState) => {
+      st = state;
+      state.socket = socket;
+      clearTimeout(state.timer);
+      touch(state);
+    };
+    const touch = (state: SessionState) => {
+      clearTimeout(state.timer);
+      state.timer = setTimeout(() => expire(state), idleMs);
+      state.timer.unref?.();
+    };
 
     const handle = async (frame: Frame) => {
       const m = frame.header;
-      if (m.type === 'hello') {
+      if (st) touch(st);
+      if (m.type === 'hello' || m.type === 'resume') {
+        if (st) throw protocolError('bad_hello', `this connection already has session ${st.id}`);
+        if (m.type === 'resume') {
+          const found = sessions.get(m.session);
+          if (!found) throw Object.assign(protocolError('unknown_session', `session ${String(m.session).slice(0, 8)}… is unknown or expired: start a new one`), { fatal: true });
+          if (found.socket && found.socket.readyState === found.socket.OPEN) throw Object.assign(protocolError('bad_hello', 'session is attached to another connection'), { fatal: true });
+          attach(found);
+          metrics.resumes++;
+          send({ type: 'ready', session: found.id, layers: c.nLayers, split: found.hello.split, maxSeq: tokenLimit, length: found.runtime.length });
+          // the edge fed `position` tokens; when the cloud holds as many, the last answer may have been lost
+          if (found.lastToken && found.runtime.length === m.position) send(found.lastToken);
+          return;
+        }
         if (m.version !== PROTOCOL_VERSION) throw Object.assign(protocolError('bad_version', `protocol version ${m.version} is not served (this server speaks ${PROTOCOL_VERSION}): update the edge agent`), { fatal: true });
         if (m.modelHash !== pkg.hash) throw Object.assign(protocolError('bad_model', `model ${String(m.modelHash).slice(0, 12)}… is not the served model ${pkg.hash.slice(0, 12)}…: run the edge with the same model`), { fatal: true });
         if (!Number.isInteger(m.split) || m.split < 0 || m.split > c.nLayers) throw Object.assign(protocolError('bad_hello', `split ${m.split} is outside 0..${c.nLayers}`), { fatal: true });
+        let sampler: Sampler;
         try {
           createCodec(m.codec);
           sampler = new Sampler(m.sampling ?? {});
         } catch (e) {
           throw Object.assign(protocolError('bad_hello', (e as Error).message), { fatal: true });
         }
-        hello = m;
-        runtime = await SegmentRuntime.fromBuilt(c, backSegment(m.split));
-        send({ type: 'ready', session: sessionId, layers: c.nLayers, split: m.split, maxSeq: tokenLimit });
+        const runtime = await SegmentRuntime.fromBuilt(c, backSegment(m.split));
+        const state: SessionState = { id: randomUUID(), hello: m, runtime, sampler, prefilled: false, generated: 0, pendingKv: new Map() };
+        sessions.set(state.id, state);
+        metrics.sessionsTotal++;
+        attach(state);
+        send({ type: 'ready', session: state.id, layers: c.nLayers, split: m.split, maxSeq: tokenLimit, length: 0 });
         return;
       }
       if (m.type === 'close') {
+        if (st) release(st);
         socket.close(1000, 'bye');
         return;
       }
+      if (!st) throw protocolError('unknown_session', 'send hello (or resume) before anything else');
+      const state = st;
       if (m.type === 'kv') {
-        if (!runtime || !hello) throw protocolError('unknown_session', 'send hello before any tensor');
-        pendingKv.set(m.layer, decodeLayerKv(frame.payload, m.layer, m.length, c.nKvHeads, c.headDim));
+        state.pendingKv.set(m.layer, decodeLayerKv(frame.payload, m.layer, m.length, c.nKvHeads, c.headDim));
         return;
       }
       if (m.type === 'resplit') {
-        if (!runtime || !hello) throw protocolError('unknown_session', 'send hello before resplit');
-        const from = hello.split;
+        const from = state.hello.split;
         const to = m.split;
         if (!Number.isInteger(to) || to < 0 || to > c.nLayers) throw protocolError('bad_resplit', `split ${to} is outside 0..${c.nLayers}`);
         let kvCodec;
@@ -164,33 +208,32 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
         } catch (e) {
           throw protocolError('bad_resplit', (e as Error).message);
         }
-        const len = runtime.length;
-        const entries = runtime.exportKV(Math.max(from, to), c.nLayers);
+        const len = state.runtime.length;
+        const entries = state.runtime.exportKV(Math.max(from, to), c.nLayers);
         if (to < from) {
           // the edge gave us layers [to, from): their KV came first as kv frames
           for (let l = to; l < from; l++) {
-            const kv = pendingKv.get(l);
+            const kv = state.pendingKv.get(l);
             if (!kv || kv.length !== len) throw protocolError('bad_resplit', `KV of layer ${l} at length ${len} is missing before resplit to ${to}`);
             entries.push(kv);
           }
         } else {
           // the edge takes layers [from, to): stream their KV
-          for (const kv of runtime.exportKV(from, to)) {
+          for (const kv of state.runtime.exportKV(from, to)) {
             send({ type: 'kv', layer: kv.layer, length: kv.length }, encodeLayerKv(kvCodec, kv, c.nKvHeads, c.headDim));
           }
         }
-        pendingKv.clear();
+        state.pendingKv.clear();
         const next = await SegmentRuntime.fromBuilt(c, backSegment(to));
         next.importKV(entries);
-        await runtime.release();
-        runtime = next;
-        hello = { ...hello, split: to };
-        send({ type: 'ready', session: sessionId, layers: c.nLayers, split: to, maxSeq: tokenLimit });
+        await state.runtime.release();
+        state.runtime = next;
+        state.hello = { ...state.hello, split: to };
+        send({ type: 'ready', session: state.id, layers: c.nLayers, split: to, maxSeq: tokenLimit, length: len });
         return;
       }
       if (m.type !== 'prefill' && m.type !== 'step') throw protocolError('unknown_type', `a client does not send "${m.type}"`);
-      if (!runtime || !hello || !sampler) throw protocolError('unknown_session', 'send hello before any tensor');
-      if (m.type === 'step' && !prefilled) throw protocolError('step_before_prefill', 'step before prefill: send the prompt first');
+      if (m.type === 'step' && !state.prefilled) throw protocolError('step_before_prefill', 'step before prefill: send the prompt first');
       const t0 = performance.now();
       let x: Float32Array;
       let tokens: number;
@@ -205,20 +248,22 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
       }
       if (m.type === 'prefill' && tokens !== m.tokens) throw protocolError('bad_tensor', `prefill says ${m.tokens} tokens, its tensor holds ${tokens}`);
       if (m.type === 'step' && tokens !== 1) throw protocolError('bad_tensor', `a step carries one token, this one ${tokens}`);
-      if (runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
-      const out = await runtime.run(x, tokens);
-      prefilled = true;
-      const id = sampler.sample(out.data, (tokens - 1) * c.vocabSize, c.vocabSize);
-      const stop = new Set(hello.stopIds ?? [c.eosId, c.bosId]);
+      if (state.runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${state.runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
+      const out = await state.runtime.run(x, tokens);
+      state.prefilled = true;
+      const id = state.sampler.sample(out.data, (tokens - 1) * c.vocabSize, c.vocabSize);
+      const stop = new Set(state.hello.stopIds ?? [c.eosId, c.bosId]);
       const isStop = stop.has(id);
-      if (!isStop) generated++;
-      const done = isStop || generated >= hello.maxTokens || runtime.length + 1 > tokenLimit;
+      if (!isStop) state.generated++;
+      const done = isStop || state.generated >= state.hello.maxTokens || state.runtime.length + 1 > tokenLimit;
       const cloudMs = performance.now() - t0;
       metrics.stepMs.push(cloudMs);
       if (!isStop) metrics.tokens++;
-      send({ type: 'token', id: isStop ? -1 : id, done, cloudMs });
+      state.lastToken = { type: 'token', id: isStop ? -1 : id, done, cloudMs };
+      send(state.lastToken);
     };
 
+    metrics.sessionsOpen++;
     socket.on('message', (data: Buffer, isBinary: boolean) => {
       metrics.bytesIn += data.length;
       chain = chain.then(async () => {
@@ -232,9 +277,27 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     });
     socket.on('close', () => {
       metrics.sessionsOpen--;
-      chain = chain.then(() => runtime?.release());
+      // a dropped connection keeps its session until it expires: the edge may resume it
+      if (st && st.socket === socket) st.socket = undefined;
     });
     socket.on('error', () => countError('frame_too_large'));
+  });
+
+  const release = (state: SessionState) => {
+    clearTimeout(state.timer);
+    if (sessions.delete(state.id)) void state.runtime.release();
+  };
+  const expire = (state: SessionState) => {
+    metrics.expired++;
+    const sock = state.socket;
+    release(state);
+    if (sock && sock.readyState === sock.OPEN) {
+      sock.send(encodeFrame({ type: 'error', code: 'expired_session', message: `session idle for ${idleMs} ms: start a new one` }));
+      sock.close(1008, 'expired');
+    }
+  };
+  app.addHook('onClose', async () => {
+    for (const state of [...sessions.values()]) release(state);
   });
 
   const address = await app.listen({ port: opts.port ?? 0, host: opts.host ?? '127.0.0.1' });

@@ -35,6 +35,10 @@ export interface EdgeOptions {
   edgeMemory?: number;
   /** weight bits of the front layers, for the memory accounting (default 32) */
   frontBits?: number;
+  /** reconnect and resume the session when the connection drops (default true) */
+  resume?: boolean;
+  /** test hook: drop the connection right after sending the step that follows these token counts */
+  dropAfterTokens?: number[];
   /** called after each re-split with the new split and the KV bytes moved */
   onResplit?: (info: { from: number; to: number; bytes: number; atToken: number }) => void;
 }
@@ -54,6 +58,8 @@ export interface EdgeStats {
   /** largest edge memory (front weights + KV, accounted) during the run */
   peakEdgeBytes: number;
   resplits: { from: number; to: number; bytes: number; atToken: number }[];
+  /** times the connection dropped and the session was resumed */
+  resumes: number;
 }
 
 /** A WebSocket whose binary frames are awaited one at a time. */
@@ -61,6 +67,8 @@ class FrameSocket {
   private queue: Frame[] = [];
   private waiting: ((f: Frame) => void) | undefined;
   private failure: Error | undefined;
+  /** WebSocket close code once closed */
+  closeCode = 0;
   bytesIn = 0;
   bytesOut = 0;
   constructor(readonly ws: WebSocket) {
@@ -74,6 +82,7 @@ class FrameSocket {
       } else this.queue.push(frame);
     });
     ws.on('close', (code, reason) => {
+      this.closeCode = code;
       this.failure ??= new SplitLLMError('E_CONNECTION', `the cloud closed the connection (${code}${reason.length ? `: ${reason.toString()}` : ''})`);
       if (this.waiting) this.waiting({ header: { type: 'error', code: 'closed', message: this.failure.message }, payload: new Uint8Array(0) });
     });
@@ -138,7 +147,39 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   }
   const moves: EdgeStats['resplits'] = [];
   let peak = 0;
-  const sock = await FrameSocket.open(o.url, o.token);
+  let sock = await FrameSocket.open(o.url, o.token);
+  let bytesUp = 0;
+  let bytesDown = 0;
+  let sessionId = '';
+  let last: { header: Message; payload: Uint8Array } | undefined;
+  let resumes = 0;
+  const sendKept = (header: Message, payload: Uint8Array) => {
+    last = { header, payload };
+    sock.send(header, payload);
+  };
+  const reconnect = async (): Promise<void> => {
+    bytesUp += sock.bytesOut;
+    bytesDown += sock.bytesIn;
+    sock.close();
+    sock = await FrameSocket.open(o.url, o.token);
+    sock.send({ type: 'resume', session: sessionId, position: front.length });
+    const r = await sock.expect('ready');
+    resumes++;
+    if (r.length < front.length && last) sock.send(last.header, last.payload); // the cloud never got the last step
+  };
+  const awaitToken = async (): Promise<TokenMsg> => {
+    for (;;) {
+      const m = (await sock.nextFrame()).header;
+      if (m.type === 'token') return m;
+      // only a dropped link is resumed (abnormal closure, going away, server restart); a refusal is final
+      if (m.type === 'error' && m.code === 'closed' && [1001, 1006, 1011, 1012, 1013].includes(sock.closeCode) && o.resume !== false && resumes < 5) {
+        await reconnect();
+        continue;
+      }
+      if (m.type === 'error') throw new SplitLLMError('E_PROTOCOL', `cloud: ${m.code}: ${m.message}`);
+      throw new SplitLLMError('E_PROTOCOL', `expected token from the cloud, got ${m.type}`);
+    }
+  };
   const out: number[] = [];
   let edgeMs = 0;
   let cloudMs = 0;
@@ -146,7 +187,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   const t0 = performance.now();
   try {
     sock.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens: o.maxTokens, sampling: o.sampling, stopIds: o.stopIds });
-    await sock.expect('ready');
+    sessionId = (await sock.expect('ready')).session;
     let input: number[] = ids;
     for (;;) {
       const e0 = performance.now();
@@ -155,9 +196,10 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       const payload = codec.encode(h.data, input.length, c.dim);
       const e1 = performance.now();
       edgeMs += e1 - e0;
-      if (input === ids) sock.send({ type: 'prefill', tokens: ids.length }, payload);
-      else sock.send({ type: 'step', token: input[0]! }, payload);
-      const t: TokenMsg = await sock.expect('token');
+      if (input === ids) sendKept({ type: 'prefill', tokens: ids.length }, payload);
+      else sendKept({ type: 'step', token: input[0]! }, payload);
+      if (o.dropAfterTokens?.includes(out.length)) sock.ws.terminate();
+      const t: TokenMsg = await awaitToken();
       roundMs += performance.now() - e1;
       cloudMs += t.cloudMs;
       if (t.id >= 0) {
@@ -216,15 +258,16 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       tokens: out.length,
       seconds,
       tokensPerSec: out.length / seconds,
-      bytesUp: sock.bytesOut,
-      bytesDown: sock.bytesIn,
-      bytesUpPerToken: sock.bytesOut / n,
-      bytesDownPerToken: sock.bytesIn / n,
+      bytesUp: bytesUp + sock.bytesOut,
+      bytesDown: bytesDown + sock.bytesIn,
+      bytesUpPerToken: (bytesUp + sock.bytesOut) / n,
+      bytesDownPerToken: (bytesDown + sock.bytesIn) / n,
       edgeMs: edgeMs / n,
       networkMs: (roundMs - cloudMs) / n,
       cloudMs: cloudMs / n,
       peakEdgeBytes: peak,
       resplits: moves,
+      resumes,
     },
   };
 }

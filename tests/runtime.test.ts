@@ -127,6 +127,49 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
     expect(r.tokens).toEqual(local); // lossless KV: the same tokens as local generation
   });
 
+  it('a connection killed mid-generation resumes the same session and finishes with the same tokens', async () => {
+    const pkg = await storiesModel();
+    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64 });
+    const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 3, prompt: PROMPT, maxTokens: 64, dropAfterTokens: [0, 5, 20, 21, 50] });
+    expect(r.stats.resumes).toBe(5);
+    expect(r.tokens).toEqual(local);
+    const m = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
+    expect(Number(/splitllm_resumes_total (\d+)/.exec(m)![1])).toBeGreaterThanOrEqual(5);
+  });
+
+  it('an unknown or expired session id cannot be resumed', async () => {
+    const pkg = await storiesModel();
+    const short = await startCloud(pkg, { idleMs: 200 });
+    try {
+      const ws = new WebSocket(`${short.url}/v1/session`);
+      await new Promise((r) => ws.once('open', r));
+      const replies: Message[] = [];
+      ws.on('message', (d: Buffer) => replies.push(decodeFrame(new Uint8Array(d)).header));
+      ws.send(encodeFrame({ type: 'resume', session: 'no-such-session', position: 3 }));
+      await new Promise((r) => ws.once('close', r));
+      expect(replies[0]).toMatchObject({ type: 'error', code: 'unknown_session' });
+      // a session left idle past its expiry is gone
+      const ws2 = new WebSocket(`${short.url}/v1/session`);
+      await new Promise((r) => ws2.once('open', r));
+      const got: Message[] = [];
+      ws2.on('message', (d: Buffer) => got.push(decodeFrame(new Uint8Array(d)).header));
+      ws2.send(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split: 2, codec: 'fp32', maxTokens: 5 }));
+      await new Promise((r) => ws2.once('close', r));
+      expect(got[0]).toMatchObject({ type: 'ready' });
+      expect(got[1]).toMatchObject({ type: 'error', code: 'expired_session' });
+      const id = (got[0] as { session: string }).session;
+      const ws3 = new WebSocket(`${short.url}/v1/session`);
+      await new Promise((r) => ws3.once('open', r));
+      const got3: Message[] = [];
+      ws3.on('message', (d: Buffer) => got3.push(decodeFrame(new Uint8Array(d)).header));
+      ws3.send(encodeFrame({ type: 'resume', session: id, position: 0 }));
+      await new Promise((r) => ws3.once('close', r));
+      expect(got3[0]).toMatchObject({ type: 'error', code: 'unknown_session' });
+    } finally {
+      await short.close();
+    }
+  });
+
   it('32 concurrent edge sessions all finish with the right tokens, and /metrics counts them', async () => {
     const pkg = await storiesModel();
     const prompts = Array.from({ length: 32 }, (_, i) => `Tim had ${i + 1} red balls and`);

@@ -15,6 +15,7 @@ export const cloudCommand: Command = {
     'max-sessions': { type: 'string', description: 'refuse sessions beyond this many open ones' },
     'session-token-limit': { type: 'string', description: 'most positions one session may hold (default: the model maximum)' },
     'max-frame-bytes': { type: 'string', description: 'largest accepted frame', default: '67108864' },
+    'idle-ms': { type: 'string', description: 'release a session idle this long; a dropped one can be resumed until then', default: '60000' },
     json: { type: 'boolean', description: 'print the listening address as JSON' },
   },
   async run(values) {
@@ -26,6 +27,7 @@ export const cloudCommand: Command = {
       maxSessions: intOption(values, 'max-sessions', undefined, 1),
       sessionTokenLimit: intOption(values, 'session-token-limit', undefined, 1),
       maxFrameBytes: intOption(values, 'max-frame-bytes', 64 * 1024 * 1024, 1024),
+      idleMs: intOption(values, 'idle-ms', 60_000, 1),
     });
     if (values['json']) process.stdout.write(JSON.stringify({ url: `${server.url}/v1/session`, model: pkg.hash }) + '\n');
     else process.stdout.write(`splitllm cloud serving ${pkg.manifest.name} (${pkg.config.nLayers} layers) at ${server.url}/v1/session\n`);

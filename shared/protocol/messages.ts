@@ -36,6 +36,14 @@ export interface Ready {
   layers: number;
   split: number;
   maxSeq: number;
+  /** positions the cloud's KV cache holds (0 for a new session) */
+  length: number;
+}
+/** Re-attaches a dropped session; `position` = tokens the edge has fed through its front segment */
+export interface Resume {
+  type: 'resume';
+  session: string;
+  position: number;
 }
 /** hidden state [tokens, dim] of the prompt (prefill) or of one new token (step); payload: codec message */
 export interface Prefill {
@@ -81,8 +89,8 @@ export interface KvMsg {
   length: number;
 }
 
-export type Message = Hello | Ready | Prefill | Step | TokenMsg | ErrorMsg | Close | Resplit | KvMsg;
-export const MESSAGE_TYPES = ['hello', 'ready', 'prefill', 'step', 'token', 'error', 'close', 'resplit', 'kv'] as const;
+export type Message = Hello | Ready | Resume | Prefill | Step | TokenMsg | ErrorMsg | Close | Resplit | KvMsg;
+export const MESSAGE_TYPES = ['hello', 'ready', 'resume', 'prefill', 'step', 'token', 'error', 'close', 'resplit', 'kv'] as const;
 
 export interface Frame {
   header: Message;
@@ -120,6 +128,7 @@ export type WireCode =
   | 'step_before_prefill'
   | 'token_limit'
   | 'bad_resplit'
+  | 'expired_session'
   | 'internal';
 
 export function wireCodeOf(e: unknown): WireCode {
