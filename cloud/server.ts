@@ -12,6 +12,8 @@ import { SplitLLMError } from '../shared/errors.js';
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION, protocolError, wireCodeOf, type Frame, type Hello, type Message, type TokenMsg } from '../shared/protocol/messages.js';
 import type { ModelPackage } from '../models/package.js';
 import { buildSegment, type BuiltSegment } from '../models/onnx/segment.js';
+import { linearFor } from '../models/onnx/linear.js';
+import { checkWeightBits, WEIGHT_BITS } from '../quantization/weights/blockwise.js';
 import { Sampler } from '../models/runtime/sampler.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
@@ -97,12 +99,15 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   const metrics = new Metrics();
   const idleMs = opts.idleMs ?? 60_000;
   const sessions = new Map<string, SessionState>();
-  const built = new Map<number, BuiltSegment>();
-  const backSegment = (split: number): BuiltSegment => {
-    let b = built.get(split);
+  const built = new Map<string, BuiltSegment>();
+  /** the back segment [split, L) at a weight precision, built once per (split, bits, block) and shared */
+  const backSegment = (split: number, bits = 32, blockSize = 32): BuiltSegment => {
+    const key = `${split}/${bits}/${blockSize}`;
+    let b = built.get(key);
     if (!b) {
-      b = buildSegment(c, pkg.weights, split, c.nLayers, { embed: false, head: true });
-      built.set(split, b);
+      const lin = linearFor(bits, blockSize);
+      b = buildSegment(c, pkg.weights, split, c.nLayers, { embed: false, head: true, linearFor: () => lin });
+      built.set(key, b);
     }
     return b;
   };
@@ -111,7 +116,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   await app.register(websocket, { options: { maxPayload: maxFrame } });
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/v1/models', async () => ({
-    models: [{ id: pkg.manifest.name, hash: pkg.hash, layers: c.nLayers, dim: c.dim, vocab: c.vocabSize, maxSeq: c.maxSeq, precisions: ['fp32'] }],
+    models: [{ id: pkg.manifest.name, hash: pkg.hash, layers: c.nLayers, dim: c.dim, vocab: c.vocabSize, maxSeq: c.maxSeq, precisions: [...WEIGHT_BITS] }],
   }));
   app.get('/metrics', async (_req, reply) => {
     reply.type('text/plain; version=0.0.4');
@@ -176,10 +181,11 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
         try {
           createCodec(m.codec);
           sampler = new Sampler(m.sampling ?? {});
+          checkWeightBits(m.backBits ?? 32, m.blockSize ?? 32);
         } catch (e) {
           throw Object.assign(protocolError('bad_hello', (e as Error).message), { fatal: true });
         }
-        const runtime = await SegmentRuntime.fromBuilt(c, backSegment(m.split));
+        const runtime = await SegmentRuntime.fromBuilt(c, backSegment(m.split, m.backBits, m.blockSize));
         const state: SessionState = { id: randomUUID(), hello: m, runtime, sampler, prefilled: false, generated: 0, pendingKv: new Map() };
         sessions.set(state.id, state);
         metrics.sessionsTotal++;
@@ -224,7 +230,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
           }
         }
         state.pendingKv.clear();
-        const next = await SegmentRuntime.fromBuilt(c, backSegment(to));
+        const next = await SegmentRuntime.fromBuilt(c, backSegment(to, state.hello.backBits, state.hello.blockSize));
         next.importKV(entries);
         await state.runtime.release();
         state.runtime = next;

@@ -35,6 +35,9 @@ export interface EdgeOptions {
   edgeMemory?: number;
   /** weight bits of the front layers, for the memory accounting (default 32) */
   frontBits?: number;
+  /** weight bits the cloud runs the back layers at (default 32) and the quantization block */
+  backBits?: number;
+  blockSize?: number;
   /** reconnect and resume the session when the connection drops (default true) */
   resume?: boolean;
   /** test hook: drop the connection right after sending the step that follows these token counts */
@@ -186,7 +189,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let roundMs = 0;
   const t0 = performance.now();
   try {
-    sock.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens: o.maxTokens, sampling: o.sampling, stopIds: o.stopIds });
+    sock.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens: o.maxTokens, sampling: o.sampling, stopIds: o.stopIds, backBits: o.backBits, blockSize: o.blockSize });
     sessionId = (await sock.expect('ready')).session;
     let input: number[] = ids;
     for (;;) {

@@ -81,6 +81,17 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
     }
   });
 
+  it('OPSC over the wire: front 4 bits on the edge, back 8 bits in the cloud, equals the same plan run locally', async () => {
+    const pkg = await storiesModel();
+    const { linearFor } = await import('../models/onnx/linear.js');
+    const f4 = linearFor(4, 32);
+    const b8 = linearFor(8, 32);
+    const local = await generate(await Pipeline.create(pkg, [2], { linearFor: (l) => (l < 2 ? f4 : b8) }), pkg.tokenizer().encode(PROMPT), { maxTokens: 48 });
+    const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 48, linearFor: () => f4, frontBits: 4, backBits: 8 });
+    expect(r.tokens).toEqual(local);
+    await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 4, backBits: 5 })).rejects.toThrow(/bad_hello: weight bits 5/);
+  });
+
   it('re-splits mid-generation in both directions: lossless KV gives the same tokens', async () => {
     const pkg = await storiesModel();
     const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64 });

@@ -52,6 +52,8 @@ export const edgeCommand: Command = {
       token: values['token'] as string | undefined,
       linearFor: weights.linearFor,
       frontBits: weights.plan?.frontBits,
+      backBits: weights.plan?.backBits,
+      blockSize: weights.plan?.blockSize,
       kvCodec: String(values['kv-codec']),
       edgeMemory: values['edge-memory'] === undefined ? undefined : parseBytes(String(values['edge-memory'])),
       resplits: values['resplit'] === undefined ? undefined : parseResplits(String(values['resplit'])),

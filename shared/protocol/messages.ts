@@ -29,6 +29,9 @@ export interface Hello {
   sampling?: SamplingParams;
   /** stop ids (default: EOS and BOS) */
   stopIds?: number[];
+  /** weight bits of the cloud's back segment (OPSC; default 32) and their quantization block */
+  backBits?: number;
+  blockSize?: number;
 }
 export interface Ready {
   type: 'ready';
