@@ -88,6 +88,25 @@ export function progress(label: string, everyMs = 2000): (done: number, total: n
   };
 }
 
+/** Prompt, length and sampling options shared by generate and edge. */
+export const generationOptions: Record<string, OptionSpec> = {
+  prompt: { type: 'string', short: 'p', description: 'prompt text (empty: generate from BOS alone)', default: '' },
+  'max-tokens': { type: 'string', short: 'n', description: 'most tokens to generate', default: '256' },
+  temperature: { type: 'string', short: 't', description: 'sampling temperature, 0 = greedy', default: '0' },
+  'top-k': { type: 'string', description: 'sample among the k most likely tokens (0 = off)', default: '0' },
+  'top-p': { type: 'string', description: 'nucleus sampling mass', default: '1' },
+  seed: { type: 'string', description: 'sampling seed' },
+};
+
+export function samplingFrom(values: Record<string, unknown>): { temperature?: number; topK?: number; topP?: number; seed?: number } {
+  return {
+    temperature: numberOption(values, 'temperature', 0),
+    topK: intOption(values, 'top-k', 0),
+    topP: numberOption(values, 'top-p', 1),
+    seed: intOption(values, 'seed'),
+  };
+}
+
 export const modelOptions: Record<string, OptionSpec> = {
   model: { type: 'string', short: 'm', description: 'model package directory, Hugging Face directory or llama2.c .bin', valueName: 'PATH' },
   tokenizer: { type: 'string', description: 'llama2.c tok*.bin for a .bin checkpoint (default: tok<vocab>.bin next to it)', valueName: 'PATH' },

@@ -15,7 +15,7 @@ const EPS_LADDER = [0.2, 0.16, 0.14, 0.12, 0.1, 0.08, 0.06, 0.04, 0.03, 0.02];
 export const calibrateCommand: Command = {
   name: 'calibrate',
   summary:
-    'Records split-point hidden-state statistics per split layer (|x| quantiles, outlier rates, per-token ranges) and picks the ' +
+    'Calibrates the split-point codec. It records hidden-state statistics per split layer (|x| quantiles, outlier rates, per-token ranges) and picks the ' +
     'ts-tabq parameters (τ, ε) with the fewest bits per value whose perplexity stays within the target on the calibration text. ' +
     'Writes calibration.json into the model package (or --out).',
   usage: 'splitllm calibrate --model M --text CALIB.txt [--out FILE] [--max-ppl-increase 0.8%] [--windows 200] [--splits 1,2,3] [--json]',

@@ -1,7 +1,7 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import { runEdge } from '../../edge/agent.js';
 import { openModel } from '../../models/package.js';
-import { intOption, modelOptions, numberOption, requireString, type Command } from '../common.js';
+import { generationOptions, intOption, modelOptions, requireString, samplingFrom, type Command } from '../common.js';
 import { decodeContinuation } from './generate.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 
@@ -15,12 +15,7 @@ export const edgeCommand: Command = {
     cloud: { type: 'string', description: 'the cloud server (ws://host:port or its /v1/session URL)', valueName: 'URL' },
     split: { type: 'string', short: 's', description: 'split point K: this device runs layers [0,K)', valueName: 'K' },
     codec: { type: 'string', short: 'c', description: 'hidden-state codec', default: 'fp32' },
-    prompt: { type: 'string', short: 'p', description: 'prompt text (empty: generate from BOS alone)', default: '' },
-    'max-tokens': { type: 'string', short: 'n', description: 'most tokens to generate', default: '256' },
-    temperature: { type: 'string', short: 't', description: 'sampling temperature, 0 = greedy', default: '0' },
-    'top-k': { type: 'string', description: 'sample among the k most likely tokens (0 = off)', default: '0' },
-    'top-p': { type: 'string', description: 'nucleus sampling mass', default: '1' },
-    seed: { type: 'string', description: 'sampling seed' },
+    ...generationOptions,
     token: { type: 'string', description: 'bearer token the cloud requires', valueName: 'SECRET' },
     'kv-codec': { type: 'string', description: 'codec of KV streamed on a re-split (fp32 is lossless; int8 compresses)', default: 'fp32' },
     'edge-memory': { type: 'string', description: 'edge budget in bytes (or with KB/MB/GB): re-split before the KV cache outgrows it', valueName: 'BYTES' },
@@ -48,7 +43,7 @@ export const edgeCommand: Command = {
       codec: String(values['codec']),
       prompt,
       maxTokens: intOption(values, 'max-tokens', 256)!,
-      sampling: { temperature: numberOption(values, 'temperature', 0), topK: intOption(values, 'top-k', 0), topP: numberOption(values, 'top-p', 1), seed: intOption(values, 'seed') },
+      sampling: samplingFrom(values),
       token: values['token'] as string | undefined,
       linearFor: weights.linearFor,
       frontBits: weights.plan?.frontBits,

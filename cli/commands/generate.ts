@@ -2,7 +2,7 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { openModel } from '../../models/package.js';
 import { generate, Pipeline } from '../../models/runtime/pipeline.js';
 import { weightEmitters, weightOptions } from '../weights.js';
-import { intOption, modelOptions, numberOption, requireString, type Command } from '../common.js';
+import { generationOptions, intOption, modelOptions, requireString, samplingFrom, type Command } from '../common.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -11,12 +11,7 @@ export const generateCommand: Command = {
   usage: 'splitllm generate --model M [--tokenizer T] [--prompt P] [--max-tokens N] [--temperature 0] [--split K] [--json]',
   options: {
     ...modelOptions,
-    prompt: { type: 'string', short: 'p', description: 'prompt text (empty: generate from BOS alone)', default: '' },
-    'max-tokens': { type: 'string', short: 'n', description: 'most tokens to generate', default: '256' },
-    temperature: { type: 'string', short: 't', description: 'sampling temperature, 0 = greedy', default: '0' },
-    'top-k': { type: 'string', description: 'sample among the k most likely tokens (0 = off)', default: '0' },
-    'top-p': { type: 'string', description: 'nucleus sampling mass', default: '1' },
-    seed: { type: 'string', description: 'sampling seed' },
+    ...generationOptions,
     split: { type: 'string', short: 's', description: 'split point K: run [0,K) then [K,L)', valueName: 'K' },
     threads: { type: 'string', description: 'onnxruntime intra-op threads' },
     ...weightOptions,
@@ -39,10 +34,7 @@ export const generateCommand: Command = {
     const t0 = performance.now();
     const out = await generate(pipeline, promptIds, {
       maxTokens,
-      temperature: numberOption(values, 'temperature', 0),
-      topK: intOption(values, 'top-k', 0),
-      topP: numberOption(values, 'top-p', 1),
-      seed: intOption(values, 'seed'),
+      ...samplingFrom(values),
       onToken: (id) => {
         ids.push(id);
         if (json) return;
