@@ -15,7 +15,8 @@ import { buildSegment, type BuiltSegment } from '../models/onnx/segment.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { checkWeightBits, WEIGHT_BITS } from '../quantization/weights/blockwise.js';
 import { Sampler } from '../models/runtime/sampler.js';
-import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
+import { SegmentRuntime, type SegmentOutput } from '../models/runtime/segment-runtime.js';
+import type { InferenceSession } from 'onnxruntime-node';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
 
@@ -32,6 +33,13 @@ export interface CloudOptions {
   log?: boolean;
   /** a session idle this long (connected or dropped) is released; a dropped one can be resumed until then */
   idleMs?: number;
+}
+
+interface PendingStep {
+  runtime: SegmentRuntime;
+  x: Float32Array;
+  resolve: (o: SegmentOutput) => void;
+  reject: (e: unknown) => void;
 }
 
 interface SessionState {
@@ -62,6 +70,9 @@ class Metrics {
   errors = new Map<string, number>();
   resumes = 0;
   expired = 0;
+  batches = 0;
+  batchedSteps = 0;
+  maxBatch = 0;
   stepMs: number[] = [];
   static BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000];
   text(): string {
@@ -80,6 +91,12 @@ class Metrics {
       `splitllm_resumes_total ${this.resumes}`,
       '# TYPE splitllm_sessions_expired_total counter',
       `splitllm_sessions_expired_total ${this.expired}`,
+      '# TYPE splitllm_step_batches_total counter',
+      `splitllm_step_batches_total ${this.batches}`,
+      '# TYPE splitllm_batched_steps_total counter',
+      `splitllm_batched_steps_total ${this.batchedSteps}`,
+      '# TYPE splitllm_step_batch_max gauge',
+      `splitllm_step_batch_max ${this.maxBatch}`,
       '# TYPE splitllm_errors_total counter',
       ...[...this.errors].map(([code, n]) => `splitllm_errors_total{code="${code}"} ${n}`),
       '# TYPE splitllm_step_ms histogram',
@@ -99,17 +116,52 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   const metrics = new Metrics();
   const idleMs = opts.idleMs ?? 60_000;
   const sessions = new Map<string, SessionState>();
-  const built = new Map<string, BuiltSegment>();
-  /** the back segment [split, L) at a weight precision, built once per (split, bits, block) and shared */
-  const backSegment = (split: number, bits = 32, blockSize = 32): BuiltSegment => {
+  /**
+   * Back segments [split, L) at a weight precision: built once per (split, bits, block), with one shared
+   * onnxruntime session (weights held once); each client session owns only its KV cache.
+   */
+  const segments = new Map<string, { built: BuiltSegment; session: Promise<InferenceSession>; queue: PendingStep[]; scheduled: boolean }>();
+  const segmentFor = (split: number, bits = 32, blockSize = 32) => {
     const key = `${split}/${bits}/${blockSize}`;
-    let b = built.get(key);
-    if (!b) {
+    let e = segments.get(key);
+    if (!e) {
       const lin = linearFor(bits, blockSize);
-      b = buildSegment(c, pkg.weights, split, c.nLayers, { embed: false, head: true, linearFor: () => lin });
-      built.set(key, b);
+      const built = buildSegment(c, pkg.weights, split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin });
+      e = { built, session: SegmentRuntime.openSession(built), queue: [], scheduled: false };
+      segments.set(key, e);
     }
-    return b;
+    return e;
+  };
+  const backRuntime = async (split: number, bits?: number, blockSize?: number): Promise<SegmentRuntime> => {
+    const e = segmentFor(split, bits, blockSize);
+    return SegmentRuntime.withSession(c, e.built, await e.session);
+  };
+  /**
+   * Decode steps of sessions on the same back segment that arrive together run as one batch: a step
+   * waits for the current event-loop turn to end, then every step queued by then goes in one run.
+   */
+  const runStep = (split: number, bits: number | undefined, blockSize: number | undefined, runtime: SegmentRuntime, x: Float32Array): Promise<SegmentOutput> => {
+    const e = segmentFor(split, bits, blockSize);
+    return new Promise((resolve, reject) => {
+      e.queue.push({ runtime, x, resolve, reject });
+      if (e.scheduled) return;
+      e.scheduled = true;
+      setImmediate(() => {
+        e.scheduled = false;
+        const batch = e.queue.splice(0);
+        metrics.batches++;
+        metrics.batchedSteps += batch.length;
+        metrics.maxBatch = Math.max(metrics.maxBatch, batch.length);
+        const run =
+          batch.length === 1
+            ? batch[0]!.runtime.run(batch[0]!.x, 1).then((o) => [o])
+            : SegmentRuntime.runBatch(batch.map((p) => p.runtime), batch.map((p) => p.x));
+        run.then(
+          (outs) => batch.forEach((p, i) => p.resolve(outs[i]!)),
+          (err) => batch.forEach((p) => p.reject(err)),
+        );
+      });
+    });
   };
 
   const app = Fastify({ logger: opts.log ?? false });
@@ -185,7 +237,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
         } catch (e) {
           throw Object.assign(protocolError('bad_hello', (e as Error).message), { fatal: true });
         }
-        const runtime = await SegmentRuntime.fromBuilt(c, backSegment(m.split, m.backBits, m.blockSize));
+        const runtime = await backRuntime(m.split, m.backBits, m.blockSize);
         const state: SessionState = { id: randomUUID(), hello: m, runtime, sampler, prefilled: false, generated: 0, pendingKv: new Map() };
         sessions.set(state.id, state);
         metrics.sessionsTotal++;
@@ -230,7 +282,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
           }
         }
         state.pendingKv.clear();
-        const next = await SegmentRuntime.fromBuilt(c, backSegment(to, state.hello.backBits, state.hello.blockSize));
+        const next = await backRuntime(to, state.hello.backBits, state.hello.blockSize);
         next.importKV(entries);
         await state.runtime.release();
         state.runtime = next;
@@ -255,7 +307,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
       if (m.type === 'prefill' && tokens !== m.tokens) throw protocolError('bad_tensor', `prefill says ${m.tokens} tokens, its tensor holds ${tokens}`);
       if (m.type === 'step' && tokens !== 1) throw protocolError('bad_tensor', `a step carries one token, this one ${tokens}`);
       if (state.runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${state.runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
-      const out = await state.runtime.run(x, tokens);
+      const out = m.type === 'step' ? await runStep(state.hello.split, state.hello.backBits, state.hello.blockSize, state.runtime, x) : await state.runtime.run(x, tokens);
       state.prefilled = true;
       const id = state.sampler.sample(out.data, (tokens - 1) * c.vocabSize, c.vocabSize);
       const stop = new Set(state.hello.stopIds ?? [c.eosId, c.bosId]);
@@ -304,6 +356,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   };
   app.addHook('onClose', async () => {
     for (const state of [...sessions.values()]) release(state);
+    for (const e of segments.values()) await (await e.session).release();
   });
 
   const address = await app.listen({ port: opts.port ?? 0, host: opts.host ?? '127.0.0.1' });

@@ -198,6 +198,10 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
     const after = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
     expect(Number(/splitllm_sessions_total (\d+)/.exec(after)![1]) - total0).toBe(32);
     expect(after).toMatch(/splitllm_step_ms_count \d+/);
+    // decode steps that arrived together ran as batches
+    const maxBatch = Number(/splitllm_step_batch_max (\d+)/.exec(after)![1]);
+    process.stderr.write(`[runtime] 32 sessions: largest step batch ${maxBatch}, ${/splitllm_batched_steps_total (\d+)/.exec(after)![1]} steps in ${/splitllm_step_batches_total (\d+)/.exec(after)![1]} runs\n`);
+    expect(maxBatch).toBeGreaterThan(1);
   });
 
   it('bad messages get their own error codes while a healthy session keeps going', async () => {

@@ -65,3 +65,32 @@ it('synthetic packages write, load and run; import is deterministic', async () =
   expect(maxAbsDiff(a.data, b.data)).toBe(0);
   expect(loaded.tokenizer().decode(loaded.tokenizer().encode('Hello, world!'))).toBe('Hello, world!');
 });
+
+it('a batch of decode steps over caches of different lengths equals running each alone', async () => {
+  const model = ModelPackage.fromImported(syntheticModel('tiny', 21));
+  const c = model.config;
+  const front = await SegmentRuntime.create(model, 0, 1, { embed: true, head: false });
+  const built = buildSegment(c, model.weights, 1, 4, { embed: false, head: true, keyPositions: true });
+  const session = await SegmentRuntime.openSession(built);
+  const prompts = [[1, 40, 41], [1, 50, 51, 52, 53, 54, 55], [1, 60]];
+  const solo: SegmentRuntime[] = [];
+  const batched: SegmentRuntime[] = [];
+  const hiddenOf = async (ids: number[]) => (await front.run(ids, ids.length, { keepCache: false })).data;
+  for (const p of prompts) {
+    for (const list of [solo, batched]) {
+      const rt = SegmentRuntime.withSession(c, built, session);
+      await rt.run(await hiddenOf(p), p.length);
+      list.push(rt);
+    }
+  }
+  for (let step = 0; step < 3; step++) {
+    const xs = await Promise.all(prompts.map(async (_, i) => (await hiddenOf([70 + i + step])).slice(0, c.dim)));
+    const together = await SegmentRuntime.runBatch(batched, xs);
+    for (let i = 0; i < prompts.length; i++) {
+      const alone = await solo[i]!.run(xs[i]!, 1);
+      expect(maxAbsDiff(together[i]!.data, alone.data), `step ${step} row ${i}`).toBeLessThan(1e-4);
+      expect(batched[i]!.length).toBe(solo[i]!.length);
+    }
+  }
+  await session.release();
+});

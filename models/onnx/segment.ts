@@ -58,6 +58,8 @@ export interface SegmentOptions {
   embed?: boolean;
   /** the segment ends with the final norm and LM head (default: to = L) */
   head?: boolean;
+  /** take key_positions [B, P+T] (−1 = padding), so that sessions of different lengths run as one batch */
+  keyPositions?: boolean;
   /** Emitter for linear layers of each layer index (default float32). */
   linearFor?: (layer: number) => LinearEmitter;
   /**
@@ -77,6 +79,7 @@ export interface SegmentIO {
   last: boolean;
   inputNames: string[];
   outputNames: string[];
+  keyPositions: boolean;
 }
 
 export interface BuiltSegment extends SegmentIO {
@@ -87,7 +90,7 @@ export interface BuiltSegment extends SegmentIO {
   weightBytes: number;
 }
 
-export function segmentIO(c: ModelConfig, from: number, to: number, opts: { embed?: boolean; head?: boolean } = {}): SegmentIO {
+export function segmentIO(c: ModelConfig, from: number, to: number, opts: { embed?: boolean; head?: boolean; keyPositions?: boolean } = {}): SegmentIO {
   checkRange(c, from, to);
   const first = opts.embed ?? from === 0;
   const last = opts.head ?? to === c.nLayers;
@@ -96,11 +99,12 @@ export function segmentIO(c: ModelConfig, from: number, to: number, opts: { embe
   const inputNames = [first ? 'input_ids' : 'hidden_states'];
   const outputNames = [last ? 'logits' : 'hidden_out'];
   if (to > from) inputNames.push('position_ids');
+  if (to > from && opts.keyPositions) inputNames.push('key_positions');
   for (let i = from; i < to; i++) {
     inputNames.push(`past_key_${i}`, `past_value_${i}`);
     outputNames.push(`present_key_${i}`, `present_value_${i}`);
   }
-  return { from, to, nLayers: c.nLayers, first, last, inputNames, outputNames };
+  return { from, to, nLayers: c.nLayers, first, last, inputNames, outputNames, keyPositions: to > from && !!opts.keyPositions };
 }
 
 export function checkRange(c: ModelConfig, from: number, to: number): void {
@@ -154,6 +158,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
 
   if (to > from) {
     g.input('position_ids', DT.INT64, ['batch', 'tokens']);
+    if (opts.keyPositions) g.input('key_positions', DT.INT64, ['batch', 'total']);
     const { cos, sin } = ropeTables(c);
     const cosT = g.f32('rope_cos', [c.maxSeq, hd / 2], cos);
     const sinT = g.f32('rope_sin', [c.maxSeq, hd / 2], sin);
@@ -207,10 +212,18 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       g.output(`present_value_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
 
       if (!mask) {
-        // mask [B,1,1,T,S]: key j is visible to a query at position p when j ≤ p
-        const S = g.op('Gather', [g.op('Shape', [presentK]), g.i64([2], true)], { axis: 0 });
-        const keyPos = g.op('Range', [g.i64([0], true), S, g.i64([1], true)]);
-        const visible = g.op('LessOrEqual', [keyPos, g.op('Unsqueeze', ['position_ids', g.i64([-1])])]);
+        // mask [B,1,1,T,S]: a key is visible to a query at position p when its position is ≤ p. Keys sit at
+        // their positions (key j at position j) unless the segment takes key_positions [B,S] — batches of
+        // sessions with different lengths pad their caches and mark padding with −1.
+        const queryPos = g.op('Unsqueeze', ['position_ids', g.i64([-1])]); // [B,T,1]
+        let visible: string;
+        if (opts.keyPositions) {
+          const kp = g.op('Unsqueeze', ['key_positions', g.i64([1])]); // [B,1,S]
+          visible = g.op('And', [g.op('LessOrEqual', [kp, queryPos]), g.op('GreaterOrEqual', [kp, g.i64([0], true)])]);
+        } else {
+          const S = g.op('Gather', [g.op('Shape', [presentK]), g.i64([2], true)], { axis: 0 });
+          visible = g.op('LessOrEqual', [g.op('Range', [g.i64([0], true), S, g.i64([1], true)]), queryPos]);
+        }
         const bias = g.op('Where', [visible, g.scalar(0), g.scalar(-Infinity)]);
         mask = g.op('Unsqueeze', [bias, g.i64([1, 2])]);
       }

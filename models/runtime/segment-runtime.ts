@@ -36,8 +36,91 @@ export class SegmentRuntime {
     readonly config: ModelConfig,
     readonly segment: BuiltSegment,
     private readonly session: ort.InferenceSession,
+    private readonly ownsSession = true,
   ) {
     this.reset();
+  }
+
+  /** An onnxruntime session for a built segment, to share between runtimes (one per client session). */
+  static async openSession(seg: BuiltSegment, opts: RuntimeOptions = {}): Promise<ort.InferenceSession> {
+    const so: ort.InferenceSession.SessionOptions = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
+    if (opts.threads) so.intraOpNumThreads = opts.threads;
+    try {
+      return seg.modelPath ? await ort.InferenceSession.create(seg.modelPath, so) : await ort.InferenceSession.create(seg.model!, so);
+    } catch (e) {
+      throw new SplitLLMError('E_RUNTIME', `onnxruntime could not load segment [${seg.from}, ${seg.to}): ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+
+  /** A runtime with its own KV cache over a shared session (the weights are held once). */
+  static withSession(config: ModelConfig, seg: BuiltSegment, session: ort.InferenceSession): SegmentRuntime {
+    return new SegmentRuntime(config, { ...seg, model: undefined }, session, false);
+  }
+
+  /**
+   * One decode step for several runtimes of the same segment and session, as one batch: caches of
+   * different lengths are padded (key_positions marks the padding), and each runtime gets back its own
+   * cache and output row. The segment must take hidden states and key_positions.
+   */
+  static async runBatch(rts: SegmentRuntime[], xs: Float32Array[]): Promise<SegmentOutput[]> {
+    const first = rts[0]!;
+    const c = first.config;
+    if (!first.segment.keyPositions || first.segment.first) throw new SplitLLMError('E_RUNTIME', 'batched steps need a hidden-state segment built with key positions');
+    if (rts.some((r) => r.session !== first.session)) throw new SplitLLMError('E_RUNTIME', 'a batch must share one onnxruntime session');
+    const B = rts.length;
+    const { nKvHeads: KV, headDim: hd, dim: D } = c;
+    const Pmax = Math.max(...rts.map((r) => r.cached));
+    const S = Pmax + 1;
+    for (const r of rts) {
+      if (r.cached + 1 > c.maxSeq) throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `sequence would pass the model's maximum of ${c.maxSeq}`);
+    }
+    const hidden = new Float32Array(B * D);
+    xs.forEach((x, b) => hidden.set(x, b * D));
+    const pos = new BigInt64Array(B);
+    const kp = new BigInt64Array(B * S).fill(-1n);
+    rts.forEach((r, b) => {
+      pos[b] = BigInt(r.cached);
+      for (let j = 0; j < r.cached; j++) kp[b * S + j] = BigInt(j);
+      kp[b * S + Pmax] = BigInt(r.cached);
+    });
+    const feeds: Record<string, ort.Tensor> = {
+      hidden_states: new ort.Tensor('float32', hidden, [B, 1, D]),
+      position_ids: new ort.Tensor('int64', pos, [B, 1]),
+      key_positions: new ort.Tensor('int64', kp, [B, S]),
+    };
+    for (let i = first.from; i < first.to; i++) {
+      for (const which of ['key', 'value'] as const) {
+        const padded = new Float32Array(B * KV * Pmax * hd);
+        rts.forEach((r, b) => {
+          const src = r.past.get(i)![which].data as Float32Array;
+          const P = r.cached;
+          for (let h = 0; h < KV; h++) padded.set(src.subarray(h * P * hd, (h + 1) * P * hd), ((b * KV + h) * Pmax) * hd);
+        });
+        feeds[`past_${which}_${i}`] = new ort.Tensor('float32', padded, [B, KV, Pmax, hd]);
+      }
+    }
+    const out = await first.session.run(feeds);
+    const main = out[first.segment.last ? 'logits' : 'hidden_out']!.data as Float32Array;
+    const width = first.segment.last ? c.vocabSize : D;
+    return rts.map((r, b) => {
+      const P = r.cached;
+      for (let i = r.from; i < r.to; i++) {
+        const next: Record<'key' | 'value', ort.Tensor> = {} as Record<'key' | 'value', ort.Tensor>;
+        for (const which of ['key', 'value'] as const) {
+          const present = out[`present_${which}_${i}`]!.data as Float32Array; // [B, KV, S, hd]
+          const own = new Float32Array(KV * (P + 1) * hd);
+          for (let h = 0; h < KV; h++) {
+            const base = (b * KV + h) * S * hd;
+            own.set(present.subarray(base, base + P * hd), h * (P + 1) * hd);
+            own.set(present.subarray(base + Pmax * hd, base + S * hd), (h * (P + 1) + P) * hd);
+          }
+          next[which] = new ort.Tensor('float32', own, [1, KV, P + 1, hd]);
+        }
+        r.past.set(i, next);
+      }
+      r.cached = P + 1;
+      return { data: main.slice(b * width, (b + 1) * width), tokens: 1, width };
+    });
   }
 
   static async create(pkg: ModelPackage, from: number, to: number, opts: RuntimeOptions = {}): Promise<SegmentRuntime> {
@@ -46,14 +129,7 @@ export class SegmentRuntime {
   }
 
   static async fromBuilt(config: ModelConfig, seg: BuiltSegment, opts: RuntimeOptions = {}): Promise<SegmentRuntime> {
-    const so: ort.InferenceSession.SessionOptions = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
-    if (opts.threads) so.intraOpNumThreads = opts.threads;
-    let session: ort.InferenceSession;
-    try {
-      session = seg.modelPath ? await ort.InferenceSession.create(seg.modelPath, so) : await ort.InferenceSession.create(seg.model!, so);
-    } catch (e) {
-      throw new SplitLLMError('E_RUNTIME', `onnxruntime could not load segment [${seg.from}, ${seg.to}): ${(e as Error).message.split('\n')[0]}`);
-    }
+    const session = await SegmentRuntime.openSession(seg, opts);
     return new SegmentRuntime(config, { ...seg, model: undefined }, session); // the session holds its own copy of the bytes
   }
 
@@ -111,6 +187,11 @@ export class SegmentRuntime {
       const pos = new BigInt64Array(tokens);
       for (let i = 0; i < tokens; i++) pos[i] = BigInt(this.cached + i);
       feeds['position_ids'] = new ort.Tensor('int64', pos, [1, tokens]);
+      if (this.segment.keyPositions) {
+        const kp = new BigInt64Array(this.cached + tokens);
+        for (let j = 0; j < kp.length; j++) kp[j] = BigInt(j);
+        feeds['key_positions'] = new ort.Tensor('int64', kp, [1, kp.length]);
+      }
     }
     for (const [i, kv] of this.past) {
       feeds[`past_key_${i}`] = kv.key;
@@ -159,7 +240,8 @@ export class SegmentRuntime {
     this.cached = len;
   }
 
+  /** Releases the onnxruntime session when this runtime owns it (a shared one stays open). */
   async release(): Promise<void> {
-    await this.session.release();
+    if (this.ownsSession) await this.session.release();
   }
 }
