@@ -33,6 +33,8 @@ export interface CloudOptions {
   log?: boolean;
   /** a session idle this long (connected or dropped) is released; a dropped one can be resumed until then */
   idleMs?: number;
+  /** a session waits while more than this many bytes wait in its socket's send buffer (default 16 MiB) */
+  maxBufferedBytes?: number;
 }
 
 interface PendingStep {
@@ -279,6 +281,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
           // the edge takes layers [from, to): stream their KV
           for (const kv of state.runtime.exportKV(from, to)) {
             send({ type: 'kv', layer: kv.layer, length: kv.length }, encodeLayerKv(kvCodec, kv, c.nKvHeads, c.headDim));
+            await drained(socket);
           }
         }
         state.pendingKv.clear();
@@ -328,6 +331,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
         try {
           if (!isBinary) throw protocolError('bad_frame', 'text frames are not part of the protocol: send binary frames');
           await handle(decodeFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)));
+          await drained(socket); // backpressure: this session reads its next message once its output has gone out
         } catch (e) {
           fail(e, !!(e as { fatal?: boolean }).fatal);
         }
@@ -340,6 +344,19 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     });
     socket.on('error', () => countError('frame_too_large'));
   });
+
+  const maxBuffered = opts.maxBufferedBytes ?? 16 * 1024 * 1024;
+  /** Waits until the socket's send buffer is under the limit; a peer that does not read for 30 s is dropped. */
+  const drained = async (sock: WebSocket): Promise<void> => {
+    const t0 = Date.now();
+    while (sock.bufferedAmount > maxBuffered && sock.readyState === sock.OPEN) {
+      if (Date.now() - t0 > 30_000) {
+        sock.terminate();
+        throw protocolError('internal', 'the edge stopped reading its socket: connection dropped');
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  };
 
   const release = (state: SessionState) => {
     clearTimeout(state.timer);

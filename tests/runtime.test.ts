@@ -51,6 +51,18 @@ describeWithFixtures('splitllm edge against splitllm cloud (processes)', () => {
       expect(e.tokens).toEqual(l.tokens);
       expect(e.text).toBe(l.text);
       expect(e.stats.bytesUpPerToken).toBeGreaterThan(0);
+      // the same run from a plan file
+      const { writeFileSync, mkdtempSync } = await import('node:fs');
+      const { tmpdir } = await import('node:os');
+      const planPath = join(mkdtempSync(join(tmpdir(), 'splitllm-plan-')), 'plan.json');
+      writeFileSync(planPath, JSON.stringify({ plan: { split: 2, frontBits: 32, backBits: 32, codec: 'fp32', kvCodec: 'fp32', maxSeq: 512, predicted: {} } }));
+      const viaPlan = cli(['edge', '--cloud', url, '--model', STORIES_BIN, '--plan', planPath, '--prompt', PROMPT, '--max-tokens', '64', '--json']);
+      expect(viaPlan.code, viaPlan.stderr).toBe(0);
+      expect((JSON.parse(viaPlan.stdout) as { tokens: number[] }).tokens).toEqual(l.tokens);
+      writeFileSync(planPath, JSON.stringify({ split: 2, frontBits: 5, backBits: 32, codec: 'fp32', kvCodec: 'fp32', maxSeq: 512 }));
+      const badPlan = cli(['edge', '--cloud', url, '--model', STORIES_BIN, '--plan', planPath, '--prompt', PROMPT]);
+      expect(badPlan.code).toBe(1);
+      expect(badPlan.stderr).toMatch(/\[E_BAD_CONFIG\]: .*frontBits 5/);
     } finally {
       server.kill('SIGTERM');
     }

@@ -1,4 +1,6 @@
+import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
+import { validatePlan, type Plan } from '../../shared/plan.js';
 import { runEdge } from '../../edge/agent.js';
 import { openModel } from '../../models/package.js';
 import { generationOptions, intOption, modelOptions, requireString, samplingFrom, type Command } from '../common.js';
@@ -9,15 +11,16 @@ export const edgeCommand: Command = {
   name: 'edge',
   summary:
     'Runs the edge agent. It tokenizes locally, runs layers [0,K), sends the compressed hidden state to the cloud and prints the tokens that come back; the prompt never leaves this machine.',
-  usage: 'splitllm edge --cloud ws://HOST:PORT --model M --split K [--codec SPEC] --prompt P [--max-tokens N] [--json]',
+  usage: 'splitllm edge --cloud ws://HOST:PORT --model M (--plan plan.json | --split K [--codec SPEC]) --prompt P [--max-tokens N] [--json]',
   options: {
     ...modelOptions,
     cloud: { type: 'string', description: 'the cloud server (ws://host:port or its /v1/session URL)', valueName: 'URL' },
+    plan: { type: 'string', description: 'plan file (split, weight bits, codecs, max sequence); the flags below override it', valueName: 'FILE' },
     split: { type: 'string', short: 's', description: 'split point K: this device runs layers [0,K)', valueName: 'K' },
-    codec: { type: 'string', short: 'c', description: 'hidden-state codec', default: 'fp32' },
+    codec: { type: 'string', short: 'c', description: 'hidden-state codec (default fp32)' },
     ...generationOptions,
     token: { type: 'string', description: 'bearer token the cloud requires', valueName: 'SECRET' },
-    'kv-codec': { type: 'string', description: 'codec of KV streamed on a re-split (fp32 is lossless; int8 compresses)', default: 'fp32' },
+    'kv-codec': { type: 'string', description: 'codec of KV streamed on a re-split: fp32 (lossless, default) or int8' },
     'edge-memory': { type: 'string', description: 'edge budget in bytes (or with KB/MB/GB): re-split before the KV cache outgrows it', valueName: 'BYTES' },
     resplit: { type: 'string', description: 'move the split after N tokens, e.g. 10:4,30:1', valueName: 'N:K,…' },
     ...weightOptions,
@@ -28,8 +31,28 @@ export const edgeCommand: Command = {
     let url = requireString(values, 'cloud', 'edge');
     if (!/^wss?:\/\//.test(url)) throw new SplitLLMError('E_USAGE', `--cloud ${url} is not a ws:// or wss:// URL`);
     if (!/\/v1\/session$/.test(url)) url = url.replace(/\/$/, '') + '/v1/session';
-    const split = intOption(values, 'split');
-    if (split === undefined) throw new SplitLLMError('E_USAGE', "--split K is required (see 'splitllm edge --help')");
+    let plan: Plan | undefined;
+    if (values['plan']) {
+      const path = String(values['plan']);
+      if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `plan ${path} does not exist: make one with 'splitllm plan --out FILE'`);
+      let raw: unknown;
+      try {
+        raw = JSON.parse(readFileSync(path, 'utf8'));
+      } catch {
+        throw new SplitLLMError('E_BAD_CONFIG', `${path} is not valid JSON`);
+      }
+      plan = validatePlan((raw as { plan?: unknown }).plan ?? raw, path);
+      if (plan.model && plan.model !== pkg.hash) throw new SplitLLMError('E_BAD_CONFIG', `${path} was made for another model: plan for this one`);
+      if (plan.split > pkg.config.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `${path}: split ${plan.split} is past the model's ${pkg.config.nLayers} layers`);
+      // the plan fills the options it covers; flags given on the command line win
+      values['front-bits'] ??= String(plan.frontBits);
+      values['back-bits'] ??= String(plan.backBits);
+      values['weight-strategy'] = values['weight-strategy'] === 'rtn' && plan.strategy ? plan.strategy : values['weight-strategy'];
+      if (plan.blockSize) values['block-size'] ??= String(plan.blockSize);
+    }
+    const split = intOption(values, 'split') ?? plan?.split;
+    if (split === undefined) throw new SplitLLMError('E_USAGE', "--split K or --plan FILE is required (see 'splitllm edge --help')");
+    const maxTokens = intOption(values, 'max-tokens', 256)!;
     const weights = await weightEmitters(values, pkg, split);
     const tok = pkg.tokenizer();
     const prompt = String(values['prompt'] ?? '');
@@ -40,16 +63,16 @@ export const edgeCommand: Command = {
     const r = await runEdge(pkg, {
       url,
       split,
-      codec: String(values['codec']),
+      codec: String(values['codec'] ?? plan?.codec ?? 'fp32'),
       prompt,
-      maxTokens: intOption(values, 'max-tokens', 256)!,
+      maxTokens: plan ? Math.min(maxTokens, Math.max(0, plan.maxSeq - promptIds.length)) : maxTokens,
       sampling: samplingFrom(values),
       token: values['token'] as string | undefined,
       linearFor: weights.linearFor,
       frontBits: weights.plan?.frontBits,
       backBits: weights.plan?.backBits,
       blockSize: weights.plan?.blockSize,
-      kvCodec: String(values['kv-codec']),
+      kvCodec: String(values['kv-codec'] ?? plan?.kvCodec ?? 'fp32'),
       edgeMemory: values['edge-memory'] === undefined ? undefined : parseBytes(String(values['edge-memory'])),
       resplits: values['resplit'] === undefined ? undefined : parseResplits(String(values['resplit'])),
       onResplit: (m) => process.stderr.write(`\n[re-split ${m.from} → ${m.to} after ${m.atToken} tokens, ${m.bytes} bytes of KV moved]\n`),
