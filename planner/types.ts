@@ -1,0 +1,92 @@
+/**
+ * Planning problems: profiles (measured), budgets, candidate values, and the plans a strategy returns.
+ * Pure TypeScript: the CLI reads the profile files; strategies only compute.
+ */
+import type { Plan } from '../shared/plan.js';
+import type { ShapeConfig } from '../quantization/weights/memory.js';
+
+/** Per-layer decode latency (ms per token) at each weight precision, and the runtime's own memory. */
+export interface ComputeProfile {
+  model: string;
+  /** ms per decode token of one decoder layer, by weight bits (keys "2", "4", "8", "16", "32") */
+  layerDecodeMs: Record<string, number>;
+  /** ms per decode token of the embedding (edge) and of the final norm + LM head (cloud) */
+  embedMs: number;
+  headMs: number;
+  /** resident bytes of the runtime before any segment is loaded */
+  baselineBytes: number;
+}
+
+export interface LinkProfile {
+  rttMs: number;
+  bytesPerSec: number;
+}
+
+/** Accuracy of a configuration: ppl increase (fraction) by weights at a split and by codec at a split. */
+export interface AccuracyProfile {
+  model: string;
+  /** key `${split}/${frontBits}/${backBits}` → ppl increase of the weights alone */
+  weights: Record<string, number>;
+  /** key `${split}/${codec}` → {ppl increase of the codec alone, bits per value} */
+  codecs: Record<string, { pplIncrease: number; bitsPerValue: number }>;
+}
+
+export interface Budgets {
+  edgeMemory: number;
+  latencyMs: number;
+  maxPplIncrease: number;
+  /** the plan must hold at least this many positions (prompt + reply) */
+  minSeq?: number;
+}
+
+export interface Candidates {
+  splits: number[];
+  bits: number[];
+  codecs: string[];
+  seqLens: number[];
+}
+
+export interface Problem {
+  model: ShapeConfig & { hash: string };
+  edge: ComputeProfile;
+  cloud: ComputeProfile;
+  link: LinkProfile;
+  accuracy: AccuracyProfile;
+  budgets: Budgets;
+  candidates: Candidates;
+  blockSize?: number;
+}
+
+export interface Prediction {
+  memory: number;
+  latency: number;
+  accuracy: number;
+  bytesPerToken: number;
+}
+
+export interface RankedPlan {
+  plan: Plan;
+  predicted: Prediction;
+  /** which budget is closest to binding (smallest slack, as a fraction of the budget) */
+  tight: 'memory' | 'latency' | 'accuracy';
+}
+
+export type Constraint = 'memory' | 'latency' | 'accuracy';
+
+export interface Infeasible {
+  binding: Constraint;
+  /** the smallest relaxation of the binding budget that makes some plan feasible */
+  relaxation: { constraint: Constraint; from: number; to: number };
+}
+
+export interface PlanResult {
+  plans: RankedPlan[];
+  infeasible?: Infeasible;
+  /** configurations evaluated */
+  evaluated: number;
+}
+
+export interface Strategy {
+  readonly name: string;
+  solve(problem: Problem, limit?: number): PlanResult;
+}

@@ -1,0 +1,68 @@
+import { expect, it } from 'vitest';
+import { SYNTHETIC_PRESETS } from '../models/importers/synthetic.js';
+import { rng } from '../models/runtime/sampler.js';
+import { predict } from '../planner/cost.js';
+import { coordinate, exhaustive } from '../planner/strategies.js';
+import { syntheticProblem } from '../planner/synthetic.js';
+
+const tiny = { ...SYNTHETIC_PRESETS['tinyllama-1.1b']!.config, hash: 'tinyllama-shaped' };
+
+it('exhaustive covers split × front bits × back bits × codec × sequence length and returns ranked feasible plans', () => {
+  const pr = syntheticProblem(tiny, 1);
+  const r = exhaustive.solve(pr, 5);
+  expect(r.plans.length).toBe(5);
+  expect(r.evaluated).toBeGreaterThanOrEqual(23 * 6 * 6 * 6); // at least one sequence length per configuration
+  expect(r.evaluated).toBeLessThanOrEqual(23 * 6 * 6 * 6 * 10);
+  for (let i = 1; i < r.plans.length; i++) expect(r.plans[i]!.predicted.latency).toBeGreaterThanOrEqual(r.plans[i - 1]!.predicted.latency);
+  for (const p of r.plans) {
+    expect(p.predicted.memory).toBeLessThanOrEqual(pr.budgets.edgeMemory);
+    expect(p.predicted.latency).toBeLessThanOrEqual(pr.budgets.latencyMs);
+    expect(p.predicted.accuracy).toBeLessThanOrEqual(pr.budgets.maxPplIncrease);
+    // the sequence length is the longest candidate that fits: one step longer would not
+    const longer = pr.candidates.seqLens.filter((s) => s > p.plan.maxSeq).sort((a, b) => a - b)[0];
+    if (longer) expect(predict(pr, { ...p.plan, maxSeq: longer }).memory).toBeGreaterThan(pr.budgets.edgeMemory);
+  }
+});
+
+it('coordinate descent reaches within 5% of the exhaustive optimum on 100 random budget settings', () => {
+  const next = rng(2024);
+  let compared = 0;
+  let evalExh = 0;
+  let evalCoord = 0;
+  for (let i = 0; i < 100; i++) {
+    const pr = syntheticProblem(tiny, 100 + i);
+    pr.budgets = { edgeMemory: 150e6 + next() * 1.5e9, latencyMs: 60 + next() * 300, maxPplIncrease: 0.002 + next() * 0.05 };
+    pr.link = { rttMs: 5 + next() * 80, bytesPerSec: (1e6 + next() * 100e6) / 8 };
+    const e = exhaustive.solve(pr, 1);
+    const c = coordinate.solve(pr, 1);
+    evalExh += e.evaluated;
+    evalCoord += c.evaluated;
+    if (e.plans.length === 0) {
+      expect(c.plans.length, `setting ${i}`).toBe(0);
+      expect(c.infeasible?.binding).toBe(e.infeasible?.binding);
+      continue;
+    }
+    compared++;
+    expect(c.plans.length, `setting ${i}: coordinate found no plan`).toBe(1);
+    expect(c.plans[0]!.predicted.latency, `setting ${i}`).toBeLessThanOrEqual(e.plans[0]!.predicted.latency * 1.05);
+  }
+  expect(compared).toBeGreaterThan(50);
+  expect(evalCoord).toBeLessThan(evalExh / 5); // far fewer configurations than the joint grid
+});
+
+it('impossible budgets name the binding constraint and the smallest relaxation that works', () => {
+  const pr = syntheticProblem(tiny, 3);
+  pr.budgets = { edgeMemory: 50e6, latencyMs: 150, maxPplIncrease: 0.01 };
+  const r = exhaustive.solve(pr);
+  expect(r.plans).toEqual([]);
+  expect(r.infeasible!.binding).toBe('memory');
+  const to = r.infeasible!.relaxation.to;
+  expect(to).toBeGreaterThan(50e6);
+  pr.budgets.edgeMemory = to;
+  expect(exhaustive.solve(pr).plans.length).toBeGreaterThan(0);
+  pr.budgets = { edgeMemory: 2e9, latencyMs: 1, maxPplIncrease: 0.01 };
+  const l = exhaustive.solve(pr);
+  expect(l.infeasible!.binding).toBe('latency');
+  pr.budgets.latencyMs = l.infeasible!.relaxation.to;
+  expect(exhaustive.solve(pr).plans.length).toBeGreaterThan(0);
+});
