@@ -2,7 +2,7 @@
  * Synthetic planning problems shaped like real models, for tests and bench/planner: latency that scales
  * with weight bytes, accuracy that worsens with fewer bits and more quantized layers, six codec settings.
  */
-import { rng } from '../models/runtime/sampler.js';
+import { rng } from '../shared/random.js';
 import type { ShapeConfig } from '../quantization/weights/memory.js';
 import type { AccuracyProfile, ComputeProfile, Problem } from './types.js';
 

@@ -19,17 +19,8 @@ export function validateSampling(o: SamplingOptions): Required<SamplingOptions> 
   return { temperature: t, topK: k, topP: p, seed: o.seed ?? 0x5eed };
 }
 
-/** mulberry32: small, fast, good enough for sampling; deterministic per seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng } from '../../shared/random.js';
+import { rng } from '../../shared/random.js';
 
 export function argmax(x: Float32Array, offset = 0, n = x.length - offset): number {
   let best = 0;
