@@ -7,9 +7,10 @@ import { edgeCommand } from './commands/edge.js';
 import { evalCommand, runEval } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
+import { planCommand } from './commands/plan.js';
 import { quantizeCommand, runQuantize } from './commands/quantize.js';
 
-const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand];
+const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand, planCommand];
 
 function mainHelp(): string {
   return [
@@ -24,7 +25,7 @@ function mainHelp(): string {
   ].join('\n');
 }
 
-/** Exit codes: 0 ok, 1 error the user can fix (typed), 2 usage error, 70 internal error. */
+/** Exit codes: 0 ok, 1 error the user can fix (typed), 2 usage error, 3 no feasible plan, 70 internal error. */
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   try {

@@ -66,3 +66,49 @@ it('impossible budgets name the binding constraint and the smallest relaxation t
   pr.budgets.latencyMs = l.infeasible!.relaxation.to;
   expect(exhaustive.solve(pr).plans.length).toBeGreaterThan(0);
 });
+
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { validatePlan } from '../shared/plan.js';
+import { cli } from './helpers/cli.js';
+import { describeWithFixtures, STORIES_BIN } from './helpers/fixtures.js';
+import { storiesModel } from './helpers/models.js';
+
+describeWithFixtures('splitllm plan', () => {
+  it('prints a plan and runners-up, writes the plan file, exits 3 with the binding budget, refuses foreign profiles', async () => {
+    const pkg = await storiesModel();
+    const pr = syntheticProblem({ ...pkg.config, hash: pkg.hash }, 5);
+    pr.edge.baselineBytes = 20e6;
+    const dir = mkdtempSync(join(tmpdir(), 'splitllm-plan-'));
+    const write = (name: string, kind: string, data: unknown) => {
+      const p = join(dir, name);
+      writeFileSync(p, JSON.stringify({ format: 'splitllm-profile', kind, data }));
+      return p;
+    };
+    const edgeF = write('edge.json', 'compute', pr.edge);
+    const cloudF = write('cloud.json', 'compute', pr.cloud);
+    const accF = write('acc.json', 'accuracy', pr.accuracy);
+    const base = ['plan', '--model', STORIES_BIN, '--edge-profile', edgeF, '--cloud-profile', cloudF, '--accuracy-profile', accF, '--bandwidth', '10mbit', '--rtt', '40ms'];
+    const out = join(dir, 'plan.json');
+    const ok = cli([...base, '--edge-memory', '25MB', '--latency', '150ms', '--max-ppl-increase', '1%', '--json', '--out', out]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const j = JSON.parse(ok.stdout) as { plan: { split: number; maxSeq: number }; alternatives: unknown[] };
+    expect(j.alternatives.length).toBeGreaterThan(0);
+    const file = validatePlan((JSON.parse(readFileSync(out, 'utf8')) as { plan: unknown }).plan);
+    expect(file.split).toBe(j.plan.split);
+    const none = cli([...base, '--edge-memory', '1MB', '--latency', '150ms', '--json']);
+    expect(none.code).toBe(3);
+    const inf = (JSON.parse(none.stdout) as { infeasible: { binding: string; relaxation: { to: number } } }).infeasible;
+    expect(inf.binding).toBe('memory');
+    expect(inf.relaxation.to).toBeGreaterThan(1e6);
+    const foreign = write('foreign.json', 'compute', { ...pr.edge, model: 'another-model' });
+    const f = cli(['plan', '--model', STORIES_BIN, '--edge-profile', foreign, '--cloud-profile', cloudF, '--accuracy-profile', accF, '--bandwidth', '10mbit', '--rtt', '40ms', '--edge-memory', '25MB', '--latency', '150ms']);
+    expect(f.code).toBe(1);
+    expect(f.stderr).toMatch(/\[E_BAD_CONFIG\]: .*another model/);
+    const malformed = write('bad.json', 'link', { rttMs: -1 });
+    const m = cli([...base.slice(0, 9), '--link-profile', malformed, '--edge-memory', '25MB', '--latency', '150ms']);
+    expect(m.code).toBe(1);
+    expect(m.stderr).toMatch(/rttMs and bytesPerSec/);
+  });
+});
