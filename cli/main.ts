@@ -8,9 +8,10 @@ import { evalCommand, runEval } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { importCommand } from './commands/import.js';
 import { planCommand } from './commands/plan.js';
+import { profileCommand, runProfile } from './commands/profile.js';
 import { quantizeCommand, runQuantize } from './commands/quantize.js';
 
-const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand, planCommand];
+const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand, profileCommand, planCommand];
 
 function mainHelp(): string {
   return [
@@ -39,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (name === 'eval') return await runEval(rest);
     if (name === 'quantize') return await runQuantize(rest);
+    if (name === 'profile') return await runProfile(rest);
     const cmd = commands.find((c) => c.name === name);
     if (!cmd) {
       process.stderr.write(`splitllm: unknown command "${name}": run 'splitllm --help' for the list\n`);

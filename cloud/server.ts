@@ -215,6 +215,11 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     const handle = async (frame: Frame) => {
       const m = frame.header;
       if (st) touch(st);
+      if (m.type === 'probe') {
+        const n = Math.max(0, Math.min(8 * 1024 * 1024, Math.floor(Number(m.reply) || 0)));
+        send({ type: 'probe', id: m.id, reply: 0 }, new Uint8Array(n));
+        return;
+      }
       if (m.type === 'hello' || m.type === 'resume') {
         if (st) throw protocolError('bad_hello', `this connection already has session ${st.id}`);
         if (m.type === 'resume') {

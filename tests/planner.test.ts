@@ -112,3 +112,32 @@ describeWithFixtures('splitllm plan', () => {
     expect(m.stderr).toMatch(/rttMs and bytesPerSec/);
   });
 });
+
+describeWithFixtures('profile commands', () => {
+  it('profile device measures every precision; profile link measures a running cloud', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'splitllm-prof-'));
+    const dev = cli(['profile', 'device', '--model', STORIES_BIN, '--out', join(dir, 'edge.json'), '--steps', '3', '--bits', '4,32']);
+    expect(dev.code, dev.stderr).toBe(0);
+    const pkg = await storiesModel();
+    const { computeProfile, linkProfile } = await import('../planner/profiles.js');
+    const p = computeProfile(JSON.parse(readFileSync(join(dir, 'edge.json'), 'utf8')), 'edge.json', pkg.hash);
+    expect(Object.keys(p.layerDecodeMs).sort()).toEqual(['32', '4']);
+    expect(p.layerDecodeMs['4']).toBeGreaterThan(0);
+    expect(p.baselineBytes).toBeGreaterThan(10e6);
+    // the link probe runs in this process: a synchronous CLI child would block the in-process server
+    const { startCloud } = await import('../cloud/server.js');
+    const { measureLink } = await import('../planner/measure.js');
+    const server = await startCloud(pkg);
+    try {
+      const data = await measureLink(`${server.url}/v1/session`, undefined, { bytes: 1 << 20 });
+      const link = linkProfile({ format: 'splitllm-profile', kind: 'link', data }, 'link');
+      expect(link.rttMs).toBeGreaterThan(0);
+      expect(link.bytesPerSec).toBeGreaterThan(1e6); // loopback moves more than 1 MB/s
+    } finally {
+      await server.close();
+    }
+    const down = cli(['profile', 'link', '--cloud', 'ws://127.0.0.1:1', '--out', join(dir, 'link.json')]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/\[E_CONNECTION\]/);
+  });
+});

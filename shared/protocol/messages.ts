@@ -42,6 +42,12 @@ export interface Ready {
   /** positions the cloud's KV cache holds (0 for a new session) */
   length: number;
 }
+/** Link measurement: the cloud answers a probe with a probe of `reply` payload bytes (at most 8 MiB). */
+export interface Probe {
+  type: 'probe';
+  id: number;
+  reply: number;
+}
 /** Re-attaches a dropped session; `position` = tokens the edge has fed through its front segment */
 export interface Resume {
   type: 'resume';
@@ -92,8 +98,8 @@ export interface KvMsg {
   length: number;
 }
 
-export type Message = Hello | Ready | Resume | Prefill | Step | TokenMsg | ErrorMsg | Close | Resplit | KvMsg;
-export const MESSAGE_TYPES = ['hello', 'ready', 'resume', 'prefill', 'step', 'token', 'error', 'close', 'resplit', 'kv'] as const;
+export type Message = Hello | Ready | Probe | Resume | Prefill | Step | TokenMsg | ErrorMsg | Close | Resplit | KvMsg;
+export const MESSAGE_TYPES = ['hello', 'ready', 'probe', 'resume', 'prefill', 'step', 'token', 'error', 'close', 'resplit', 'kv'] as const;
 
 export interface Frame {
   header: Message;

@@ -1,0 +1,75 @@
+import { cpus } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { SplitLLMError } from '../../shared/errors.js';
+import { openModel } from '../../models/package.js';
+import { measureCompute, measureLink } from '../../planner/measure.js';
+import { intOption, modelOptions, requireString, runCommand, type Command } from '../common.js';
+
+const machine = () => ({ cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, date: new Date().toISOString() });
+
+const deviceCommand: Command = {
+  name: 'profile device',
+  summary:
+    "Measures this machine: per-layer decode and prefill latency at each weight precision, the embedding's and the LM head's, and the runtime's baseline memory. Run it on the edge device (and on the cloud machine for --cloud-profile).",
+  usage: 'splitllm profile device --model M --out F [--bits 2,3,4,8,16,32] [--steps 20] [--json]',
+  options: {
+    ...modelOptions,
+    out: { type: 'string', short: 'o', description: 'profile file to write', valueName: 'F' },
+    bits: { type: 'string', description: 'weight precisions to measure', default: '2,3,4,8,16,32' },
+    steps: { type: 'string', description: 'timed decode steps per measurement', default: '20' },
+    json: { type: 'boolean', description: 'print the profile as JSON' },
+  },
+  async run(values) {
+    const baselineBytes = process.memoryUsage().rss; // node + onnxruntime before any model is loaded
+    const out = requireString(values, 'out', 'profile device');
+    const pkg = await openModel(requireString(values, 'model', 'profile device'), { tokenizer: values['tokenizer'] as string | undefined });
+    const bits = String(values['bits']).split(',').map(Number);
+    const data = await measureCompute(pkg, bits, { steps: intOption(values, 'steps', 20, 1), onProgress: (m) => process.stderr.write(m + '\n') });
+    data.baselineBytes = baselineBytes;
+    const file = { format: 'splitllm-profile', kind: 'compute', data, machine: machine() };
+    writeFileSync(out, JSON.stringify(file, null, 2) + '\n');
+    if (values['json']) process.stdout.write(JSON.stringify(file) + '\n');
+    else process.stdout.write(`wrote ${out}: embedding ${data.embedMs.toFixed(3)} ms, head ${data.headMs.toFixed(3)} ms, baseline ${(baselineBytes / 1e6).toFixed(1)} MB\n`);
+  },
+};
+
+const linkCommand: Command = {
+  name: 'profile link',
+  summary: 'Measures the link to a running cloud server: round trip (median of small probes) and throughput (a large probe each way).',
+  usage: 'splitllm profile link --cloud ws://HOST:PORT --out F [--token SECRET] [--json]',
+  options: {
+    cloud: { type: 'string', description: 'the cloud server', valueName: 'URL' },
+    out: { type: 'string', short: 'o', description: 'profile file to write', valueName: 'F' },
+    token: { type: 'string', description: 'bearer token the cloud requires', valueName: 'SECRET' },
+    bytes: { type: 'string', description: 'size of the throughput probes', default: '4194304' },
+    json: { type: 'boolean', description: 'print the profile as JSON' },
+  },
+  async run(values) {
+    let url = requireString(values, 'cloud', 'profile link');
+    if (!/^wss?:\/\//.test(url)) throw new SplitLLMError('E_USAGE', `--cloud ${url} is not a ws:// or wss:// URL`);
+    if (!/\/v1\/session$/.test(url)) url = url.replace(/\/$/, '') + '/v1/session';
+    const out = requireString(values, 'out', 'profile link');
+    const data = await measureLink(url, values['token'] as string | undefined, { bytes: intOption(values, 'bytes', 4 << 20, 1024) });
+    const file = { format: 'splitllm-profile', kind: 'link', data, machine: machine() };
+    writeFileSync(out, JSON.stringify(file, null, 2) + '\n');
+    if (values['json']) process.stdout.write(JSON.stringify(file) + '\n');
+    else process.stdout.write(`wrote ${out}: rtt ${data.rttMs.toFixed(2)} ms, up ${(data.upBytesPerSec * 8 / 1e6).toFixed(1)} Mbit/s, down ${(data.downBytesPerSec * 8 / 1e6).toFixed(1)} Mbit/s\n`);
+  },
+};
+
+export const profileCommand: Command = {
+  name: 'profile',
+  summary: 'Measures what the planner needs. Subcommands: device (compute and memory of this machine), link (round trip and throughput to a cloud).',
+  usage: 'splitllm profile device|link [options]   (splitllm profile device --help)',
+  options: {},
+  positionals: true,
+  async run(_values, positionals) {
+    throw new SplitLLMError('E_USAGE', `unknown profile subcommand "${positionals[0] ?? ''}": use 'splitllm profile device' or 'splitllm profile link'`);
+  },
+};
+
+export async function runProfile(argv: string[]): Promise<number> {
+  if (argv[0] === 'device') return runCommand(deviceCommand, argv.slice(1));
+  if (argv[0] === 'link') return runCommand(linkCommand, argv.slice(1));
+  return runCommand(profileCommand, argv);
+}

@@ -1,0 +1,77 @@
+/**
+ * Measurements behind the profiles: per-layer decode and prefill latency at each weight precision on this
+ * machine, and round trip and throughput of a link to a running cloud server.
+ */
+import WebSocket from 'ws';
+import { SplitLLMError } from '../shared/errors.js';
+import { decodeFrame, encodeFrame } from '../shared/protocol/messages.js';
+import { rng } from '../shared/random.js';
+import { linearFor } from '../models/onnx/linear.js';
+import type { ModelPackage } from '../models/package.js';
+import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
+import type { ComputeProfile, LinkProfile } from './types.js';
+
+async function timeSteps(rt: SegmentRuntime, input: (i: number) => ArrayLike<number> | Float32Array, steps: number): Promise<number> {
+  for (let i = 0; i < 3; i++) await rt.run(input(i), 1); // warm-up
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) await rt.run(input(i), 1);
+  return (performance.now() - t0) / steps;
+}
+
+export async function measureCompute(pkg: ModelPackage, bitsList: number[], opts: { steps?: number; context?: number; onProgress?: (m: string) => void } = {}): Promise<ComputeProfile & { layerPrefillMsPerToken: Record<string, number> }> {
+  const c = pkg.config;
+  const steps = opts.steps ?? 20;
+  const ctx = Math.min(opts.context ?? 64, c.maxSeq - steps - 8);
+  const next = rng(11);
+  const hidden = (n: number) => Float32Array.from({ length: n * c.dim }, () => next() - 0.5);
+  const layerDecodeMs: Record<string, number> = {};
+  const layerPrefillMsPerToken: Record<string, number> = {};
+  const mid = Math.floor(c.nLayers / 2);
+  for (const bits of bitsList) {
+    const lin = linearFor(bits, 32);
+    const rt = await SegmentRuntime.create(pkg, mid, mid + 1, { embed: false, head: false, linearFor: () => lin });
+    const t0 = performance.now();
+    await rt.run(hidden(ctx), ctx);
+    layerPrefillMsPerToken[String(bits)] = (performance.now() - t0) / ctx;
+    layerDecodeMs[String(bits)] = await timeSteps(rt, () => hidden(1), steps);
+    await rt.release();
+    opts.onProgress?.(`${bits}-bit layer: decode ${layerDecodeMs[String(bits)]!.toFixed(3)} ms/token, prefill ${layerPrefillMsPerToken[String(bits)]!.toFixed(3)} ms/token`);
+  }
+  const emb = await SegmentRuntime.create(pkg, 0, 0, { embed: true, head: false });
+  const embedMs = await timeSteps(emb, (i) => [(i * 7 + 3) % c.vocabSize], steps);
+  await emb.release();
+  const head = await SegmentRuntime.create(pkg, c.nLayers, c.nLayers, { embed: false, head: true });
+  const headMs = await timeSteps(head, () => hidden(1), steps);
+  await head.release();
+  return { model: pkg.hash, layerDecodeMs, layerPrefillMsPerToken, embedMs, headMs, baselineBytes: 0 };
+}
+
+/** Round trip (median of small probes) and throughput (a large reply, then a large upload) to a cloud. */
+export async function measureLink(url: string, token?: string, opts: { probes?: number; bytes?: number } = {}): Promise<LinkProfile & { upBytesPerSec: number; downBytesPerSec: number }> {
+  const ws = await new Promise<WebSocket>((resolve, reject) => {
+    const s = new WebSocket(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+    s.once('open', () => resolve(s));
+    s.once('error', (e) => reject(new SplitLLMError('E_CONNECTION', `cannot reach the cloud at ${url} (${e.message}): start 'splitllm cloud' or check --cloud`)));
+  });
+  const ask = (id: number, reply: number, upload: number) =>
+    new Promise<number>((resolve) => {
+      const t0 = performance.now();
+      ws.once('message', (d: Buffer) => {
+        decodeFrame(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+        resolve(performance.now() - t0);
+      });
+      ws.send(encodeFrame({ type: 'probe', id, reply }, new Uint8Array(upload)));
+    });
+  const rtts: number[] = [];
+  for (let i = 0; i < (opts.probes ?? 20); i++) rtts.push(await ask(i, 0, 0));
+  rtts.sort((a, b) => a - b);
+  const rttMs = rtts[Math.floor(rtts.length / 2)]!;
+  const big = opts.bytes ?? 4 * 1024 * 1024;
+  const down = await ask(1000, big, 0);
+  const up = await ask(1001, 0, big);
+  ws.close();
+  const downBytesPerSec = big / (Math.max(down - rttMs, 0.01) / 1000);
+  const upBytesPerSec = big / (Math.max(up - rttMs, 0.01) / 1000);
+  // the edge mostly uploads hidden states: plan with the upload rate
+  return { rttMs, bytesPerSec: upBytesPerSec, upBytesPerSec, downBytesPerSec };
+}
