@@ -78,9 +78,11 @@ function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
   const seqs = [...seqLens].sort((a, b) => b - a);
   const all: Scored[] = [];
   let evaluated = 0;
+  const top = Math.max(...bits);
   for (const split of splits) {
-    for (const frontBits of bits) {
-      for (const backBits of bits) {
+    // with no front (or no back) layers the front (back) precision changes nothing: one value stands for all
+    for (const frontBits of split === 0 ? [top] : bits) {
+      for (const backBits of split === pr.model.nLayers ? [top] : bits) {
         for (const codec of codecs) {
           let chosen: Scored | undefined;
           for (const maxSeq of seqs) {

@@ -141,3 +141,11 @@ describeWithFixtures('profile commands', () => {
     expect(down.stderr).toMatch(/\[E_CONNECTION\]/);
   });
 });
+
+it('split 0 and split L do not multiply plans by precisions they do not use', () => {
+  const pr = syntheticProblem(tiny, 9);
+  pr.budgets = { edgeMemory: 4e9, latencyMs: 1e4, maxPplIncrease: 10 };
+  const plans = exhaustive.solve(pr, 10_000).plans;
+  expect(plans.filter((p) => p.plan.split === 0).every((p) => p.plan.frontBits === 32)).toBe(true);
+  expect(plans.filter((p) => p.plan.split === tiny.nLayers).every((p) => p.plan.backBits === 32)).toBe(true);
+});

@@ -35,6 +35,7 @@ export const planCommand: Command = {
     'max-ppl-increase': { type: 'string', description: 'accuracy budget', default: '1%' },
     'prompt-tokens': { type: 'string', description: 'the plan must hold this many positions' },
     strategy: { type: 'string', description: 'exhaustive or coordinate', default: 'exhaustive' },
+    'min-split': { type: 'string', description: 'lowest split to consider; at 0 the edge would send token embeddings, which give the prompt away', default: '1' },
     json: { type: 'boolean', description: 'print {"plan":…,"alternatives":[…]} (or {"infeasible":…})' },
     out: { type: 'string', description: 'write the plan file that splitllm edge --plan reads', valueName: 'FILE' },
   },
@@ -69,7 +70,7 @@ export const planCommand: Command = {
         minSeq: intOption(values, 'prompt-tokens', undefined, 1),
       },
       candidates: {
-        splits: Array.from({ length: c.nLayers + 1 }, (_, i) => i),
+        splits: Array.from({ length: c.nLayers + 1 }, (_, i) => i).filter((k) => k >= intOption(values, 'min-split', 1)!),
         bits,
         codecs,
         seqLens: Array.from({ length: 10 }, (_, i) => Math.round(((i + 1) * c.maxSeq) / 10)),

@@ -1,8 +1,13 @@
 import { cpus } from 'node:os';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { openModel } from '../../models/package.js';
 import { measureCompute, measureLink } from '../../planner/measure.js';
+import { perplexity, pplWindows } from '../../models/eval/ppl.js';
+import { linearFor } from '../../models/onnx/linear.js';
+import { Pipeline } from '../../models/runtime/pipeline.js';
+import { WireMeter } from '../../quantization/activations/meter.js';
+import { createCodec } from '../../quantization/activations/registry.js';
 import { intOption, modelOptions, requireString, runCommand, type Command } from '../common.js';
 
 const machine = () => ({ cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, date: new Date().toISOString() });
@@ -57,10 +62,66 @@ const linkCommand: Command = {
   },
 };
 
+const accuracyCommand: Command = {
+  name: 'profile accuracy',
+  summary:
+    'Measures the ppl change of each configuration on calibration text: weights (rtn) per split × front bits × back bits, and hidden-state codecs per split (float weights). Never run it on the evaluation text.',
+  usage: 'splitllm profile accuracy --model M --text CALIB.txt --out F [--bits 4,8,32] [--codecs fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1] [--windows 60] [--json]',
+  options: {
+    ...modelOptions,
+    text: { type: 'string', description: 'calibration text', valueName: 'FILE' },
+    out: { type: 'string', short: 'o', description: 'profile file to write', valueName: 'F' },
+    bits: { type: 'string', description: 'weight precisions', default: '4,8,32' },
+    codecs: { type: 'string', description: 'codec settings', default: 'fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1' },
+    windows: { type: 'string', description: 'perplexity windows of the text to use', default: '60' },
+    json: { type: 'boolean', description: 'print the profile as JSON' },
+  },
+  async run(values) {
+    const pkg = await openModel(requireString(values, 'model', 'profile accuracy'), { tokenizer: values['tokenizer'] as string | undefined });
+    const textPath = requireString(values, 'text', 'profile accuracy');
+    const out = requireString(values, 'out', 'profile accuracy');
+    if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);
+    if (/eval/i.test(textPath)) process.stderr.write(`warning: ${textPath} looks like an evaluation text; profile on calibration data only\n`);
+    const windows = pplWindows(pkg.tokenizer(), readFileSync(textPath, 'utf8')).slice(0, intOption(values, 'windows', 60, 1));
+    const bits = String(values['bits']).split(',').map(Number);
+    const codecs = String(values['codecs']).split(',');
+    for (const c of codecs) createCodec(c); // fail early on a bad spec
+    const L = pkg.config.nLayers;
+    const V = pkg.config.vocabSize;
+    const score = async (p: Pipeline) => (await perplexity(windows, V, async (ids) => (await p.forward(ids, { keepCache: false })).data)).ppl;
+    const base = await score(await Pipeline.create(pkg));
+    const weights: Record<string, number> = {};
+    const codecTable: Record<string, { pplIncrease: number; bitsPerValue: number }> = {};
+    const emitters = new Map(bits.map((b) => [b, linearFor(b, 32)]));
+    for (let k = 0; k <= L; k++) {
+      for (const f of bits) {
+        for (const b of bits) {
+          const p = await Pipeline.create(pkg, [k], { linearFor: (l) => emitters.get(l < k ? f : b)! });
+          weights[`${k}/${f}/${b}`] = (await score(p)) / base - 1;
+          await p.release();
+        }
+      }
+      for (const spec of codecs) {
+        const p = await Pipeline.create(pkg, [k]);
+        const meter = new WireMeter(createCodec(spec));
+        p.between = (h, tokens) => meter.roundTrip(h, tokens, pkg.config.dim);
+        codecTable[`${k}/${spec}`] = { pplIncrease: (await score(p)) / base - 1, bitsPerValue: meter.bitsPerValue };
+        await p.release();
+      }
+      process.stderr.write(`profile accuracy: split ${k}/${L} done\n`);
+    }
+    const data = { model: pkg.hash, baselinePpl: base, windows: windows.length, weights, codecs: codecTable };
+    const file = { format: 'splitllm-profile', kind: 'accuracy', data, machine: machine() };
+    writeFileSync(out, JSON.stringify(file, null, 2) + '\n');
+    if (values['json']) process.stdout.write(JSON.stringify(file) + '\n');
+    else process.stdout.write(`wrote ${out}: ${Object.keys(weights).length} weight and ${Object.keys(codecTable).length} codec configurations over ${windows.length} windows (float32 ppl ${base.toFixed(4)})\n`);
+  },
+};
+
 export const profileCommand: Command = {
   name: 'profile',
-  summary: 'Measures what the planner needs. Subcommands: device (compute and memory of this machine), link (round trip and throughput to a cloud).',
-  usage: 'splitllm profile device|link [options]   (splitllm profile device --help)',
+  summary: 'Measures what the planner needs. Subcommands: device (compute and memory of this machine), link (round trip and throughput to a cloud), accuracy (ppl change per configuration).',
+  usage: 'splitllm profile device|link|accuracy [options]   (splitllm profile device --help)',
   options: {},
   positionals: true,
   async run(_values, positionals) {
@@ -71,5 +132,6 @@ export const profileCommand: Command = {
 export async function runProfile(argv: string[]): Promise<number> {
   if (argv[0] === 'device') return runCommand(deviceCommand, argv.slice(1));
   if (argv[0] === 'link') return runCommand(linkCommand, argv.slice(1));
+  if (argv[0] === 'accuracy') return runCommand(accuracyCommand, argv.slice(1));
   return runCommand(profileCommand, argv);
 }
