@@ -1,4 +1,5 @@
 /** What every subcommand shares: option parsing, --help, typed errors, progress on stderr. */
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { SplitLLMError } from '../shared/errors.js';
 
@@ -111,3 +112,20 @@ export const modelOptions: Record<string, OptionSpec> = {
   model: { type: 'string', short: 'm', description: 'model package directory, Hugging Face directory or llama2.c .bin', valueName: 'PATH' },
   tokenizer: { type: 'string', description: 'llama2.c tok*.bin for a .bin checkpoint (default: tok<vocab>.bin next to it)', valueName: 'PATH' },
 };
+
+/** Reads a JSON file; a missing file or bad JSON is a one-line typed error (`hint` says how to make one). */
+export function readJsonFile(path: string, what: string, hint = 'check the path'): unknown {
+  if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${what} ${path} does not exist: ${hint}`);
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    throw new SplitLLMError('E_BAD_CONFIG', `${path} is not valid JSON`);
+  }
+}
+
+/** The --cloud option as the session endpoint: ws(s)://host:port[/v1/session]. */
+export function sessionUrl(values: Record<string, unknown>, cmd: string): string {
+  const url = requireString(values, 'cloud', cmd);
+  if (!/^wss?:\/\//.test(url)) throw new SplitLLMError('E_USAGE', `--cloud ${url} is not a ws:// or wss:// URL`);
+  return /\/v1\/session$/.test(url) ? url : url.replace(/\/$/, '') + '/v1/session';
+}

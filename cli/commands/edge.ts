@@ -1,9 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { validatePlan, type Plan } from '../../shared/plan.js';
 import { runEdge } from '../../edge/agent.js';
 import { openModel } from '../../models/package.js';
-import { generationOptions, intOption, modelOptions, requireString, samplingFrom, type Command } from '../common.js';
+import { generationOptions, intOption, modelOptions, readJsonFile, requireString, samplingFrom, sessionUrl, type Command } from '../common.js';
 import { decodeContinuation } from './generate.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 
@@ -28,19 +27,11 @@ export const edgeCommand: Command = {
   },
   async run(values) {
     const pkg = await openModel(requireString(values, 'model', 'edge'), { tokenizer: values['tokenizer'] as string | undefined });
-    let url = requireString(values, 'cloud', 'edge');
-    if (!/^wss?:\/\//.test(url)) throw new SplitLLMError('E_USAGE', `--cloud ${url} is not a ws:// or wss:// URL`);
-    if (!/\/v1\/session$/.test(url)) url = url.replace(/\/$/, '') + '/v1/session';
+    const url = sessionUrl(values, 'edge');
     let plan: Plan | undefined;
     if (values['plan']) {
       const path = String(values['plan']);
-      if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `plan ${path} does not exist: make one with 'splitllm plan --out FILE'`);
-      let raw: unknown;
-      try {
-        raw = JSON.parse(readFileSync(path, 'utf8'));
-      } catch {
-        throw new SplitLLMError('E_BAD_CONFIG', `${path} is not valid JSON`);
-      }
+      const raw = readJsonFile(path, 'plan', "make one with 'splitllm plan --out FILE'");
       plan = validatePlan((raw as { plan?: unknown }).plan ?? raw, path);
       if (plan.model && plan.model !== pkg.hash) throw new SplitLLMError('E_BAD_CONFIG', `${path} was made for another model: plan for this one`);
       if (plan.split > pkg.config.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `${path}: split ${plan.split} is past the model's ${pkg.config.nLayers} layers`);

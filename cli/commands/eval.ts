@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { openModel } from '../../models/package.js';
-import { perplexity, pplWindows } from '../../models/eval/ppl.js';
+import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
 import { resolveCodecSpec } from '../../quantization/activations/calibration.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
@@ -49,7 +49,7 @@ const pplCommand: Command = {
     const limit = intOption(values, 'limit', undefined, 1);
     if (limit !== undefined) windows = windows.slice(0, limit);
     if (windows.length === 0) throw new SplitLLMError('E_BAD_ARGUMENT', `${textPath} holds no paragraph with two or more tokens: nothing to score`);
-    const r = await perplexity(windows, pkg.config.vocabSize, async (ids) => (await pipeline.forward(ids, { keepCache: false })).data, progress('eval ppl'));
+    const r = await pipelinePerplexity(pipeline, windows, progress('eval ppl'));
     await pipeline.release();
     if (values['json']) {
       process.stdout.write(JSON.stringify(meter ? { ppl: r.ppl, tokens: r.tokens, bitsPerValue: meter.bitsPerValue, codec: meter.codec.spec } : { ppl: r.ppl, tokens: r.tokens }) + '\n');

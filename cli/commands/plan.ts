@@ -1,20 +1,11 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { openModel } from '../../models/package.js';
 import { accuracyProfile, computeProfile, linkProfile, parseBandwidth, parseDuration } from '../../planner/profiles.js';
 import { STRATEGIES } from '../../planner/strategies.js';
 import type { LinkProfile, Problem } from '../../planner/types.js';
-import { intOption, modelOptions, percentOption, requireString, type Command } from '../common.js';
+import { intOption, modelOptions, percentOption, readJsonFile, requireString, type Command } from '../common.js';
 import { parseBytes } from './edge.js';
-
-function readJson(path: string, what: string): unknown {
-  if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${what} ${path} does not exist: check the path`);
-  try {
-    return JSON.parse(readFileSync(path, 'utf8'));
-  } catch {
-    throw new SplitLLMError('E_BAD_CONFIG', `${path} is not valid JSON`);
-  }
-}
 
 export const planCommand: Command = {
   name: 'plan',
@@ -45,11 +36,11 @@ export const planCommand: Command = {
     const edgeP = requireString(values, 'edge-profile', 'plan');
     const cloudP = requireString(values, 'cloud-profile', 'plan');
     const accP = requireString(values, 'accuracy-profile', 'plan');
-    const edge = computeProfile(readJson(edgeP, 'edge profile'), edgeP, hash);
-    const cloud = computeProfile(readJson(cloudP, 'cloud profile'), cloudP, hash);
-    const accuracy = accuracyProfile(readJson(accP, 'accuracy profile'), accP, hash);
+    const edge = computeProfile(readJsonFile(edgeP, 'edge profile'), edgeP, hash);
+    const cloud = computeProfile(readJsonFile(cloudP, 'cloud profile'), cloudP, hash);
+    const accuracy = accuracyProfile(readJsonFile(accP, 'accuracy profile'), accP, hash);
     let link: LinkProfile;
-    if (values['link-profile']) link = linkProfile(readJson(String(values['link-profile']), 'link profile'), String(values['link-profile']));
+    if (values['link-profile']) link = linkProfile(readJsonFile(String(values['link-profile']), 'link profile'), String(values['link-profile']));
     else if (values['bandwidth'] && values['rtt']) link = { bytesPerSec: parseBandwidth(String(values['bandwidth'])), rttMs: parseDuration(String(values['rtt'])) };
     else throw new SplitLLMError('E_USAGE', 'give --link-profile F, or --bandwidth and --rtt');
     const strategy = STRATEGIES[String(values['strategy'])];

@@ -3,12 +3,12 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { openModel } from '../../models/package.js';
 import { measureCompute, measureLink } from '../../planner/measure.js';
-import { perplexity, pplWindows } from '../../models/eval/ppl.js';
+import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { linearFor } from '../../models/onnx/linear.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { createCodec } from '../../quantization/activations/registry.js';
-import { intOption, modelOptions, requireString, runCommand, type Command } from '../common.js';
+import { intOption, modelOptions, requireString, runCommand, sessionUrl, type Command } from '../common.js';
 
 const machine = () => ({ cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, date: new Date().toISOString() });
 
@@ -50,9 +50,7 @@ const linkCommand: Command = {
     json: { type: 'boolean', description: 'print the profile as JSON' },
   },
   async run(values) {
-    let url = requireString(values, 'cloud', 'profile link');
-    if (!/^wss?:\/\//.test(url)) throw new SplitLLMError('E_USAGE', `--cloud ${url} is not a ws:// or wss:// URL`);
-    if (!/\/v1\/session$/.test(url)) url = url.replace(/\/$/, '') + '/v1/session';
+    const url = sessionUrl(values, 'profile link');
     const out = requireString(values, 'out', 'profile link');
     const data = await measureLink(url, values['token'] as string | undefined, { bytes: intOption(values, 'bytes', 4 << 20, 1024) });
     const file = { format: 'splitllm-profile', kind: 'link', data, machine: machine() };
@@ -87,8 +85,7 @@ const accuracyCommand: Command = {
     const codecs = String(values['codecs']).split(',');
     for (const c of codecs) createCodec(c); // fail early on a bad spec
     const L = pkg.config.nLayers;
-    const V = pkg.config.vocabSize;
-    const score = async (p: Pipeline) => (await perplexity(windows, V, async (ids) => (await p.forward(ids, { keepCache: false })).data)).ppl;
+    const score = async (p: Pipeline) => (await pipelinePerplexity(p, windows)).ppl;
     const base = await score(await Pipeline.create(pkg));
     const weights: Record<string, number> = {};
     const codecTable: Record<string, { pplIncrease: number; bitsPerValue: number }> = {};

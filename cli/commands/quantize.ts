@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { segmentBytes, type Strategy } from '../../quantization/weights/memory.js';
 import { captureLinearInputs, type CapturedInputs } from '../../models/eval/capture.js';
-import { perplexity, pplWindows } from '../../models/eval/ppl.js';
+import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { openModel } from '../../models/package.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
 import { emittersFor, WEIGHT_STRATEGIES, type WeightPlan } from '../../models/runtime/precision.js';
@@ -57,11 +57,10 @@ const reportCommand: Command = {
       captured = await captureLinearInputs(pkg, pplWindows(pkg.tokenizer(), readFileSync(cpath, 'utf8')), 512);
     }
     const L = pkg.config.nLayers;
-    const V = pkg.config.vocabSize;
     const score = async (plan: WeightPlan | undefined, split: number | undefined): Promise<number> => {
       const linearFor = plan ? await emittersFor(pkg, plan, captured) : undefined;
       const p = await Pipeline.create(pkg, split === undefined ? [] : [split], { linearFor });
-      const r = await perplexity(windows, V, async (ids) => (await p.forward(ids, { keepCache: false })).data);
+      const r = await pipelinePerplexity(p, windows);
       await p.release();
       return r.ppl;
     };

@@ -4,6 +4,7 @@
  * starting at 0, 256, 512, …; each window predicts ids 1..n-1 from its own prefix only;
  * ppl = exp(total NLL / predicted ids).
  */
+import type { Pipeline } from '../runtime/pipeline.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 
 export const PPL_WINDOW = 256;
@@ -65,4 +66,9 @@ export async function perplexity(
     onProgress?.(w + 1, windows.length);
   }
   return { ppl: Math.exp(nll / tokens), tokens, nll, windows: windows.length };
+}
+
+/** The protocol through a pipeline: each window runs from an empty cache, which it leaves unchanged. */
+export function pipelinePerplexity(p: Pipeline, windows: number[][], onProgress?: (done: number, total: number) => void): Promise<PplResult> {
+  return perplexity(windows, p.pkg.config.vocabSize, async (ids) => (await p.forward(ids, { keepCache: false })).data, onProgress);
 }
