@@ -1,14 +1,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
-import { openModel } from '../../models/package.js';
 import { perplexity, pplWindows } from '../../models/eval/ppl.js';
 import { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
 import { splitStats, type Calibration, type SplitChoice } from '../../quantization/activations/calibration.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { createCodec } from '../../quantization/activations/registry.js';
 import { CALIBRATION_FILE, saveCalibration } from '../calibration-io.js';
-import { intOption, modelOptions, percentOption, requireString, type Command } from '../common.js';
+import { intOption, modelOptions, percentOption, requireString, type Command, openModelOption, modelPath as modelPathOf } from '../common.js';
 
 const EPS_LADDER = [0.2, 0.16, 0.14, 0.12, 0.1, 0.08, 0.06, 0.04, 0.03, 0.02];
 
@@ -29,11 +28,11 @@ export const calibrateCommand: Command = {
     json: { type: 'boolean', description: 'print the calibration as JSON' },
   },
   async run(values) {
-    const modelPath = requireString(values, 'model', 'calibrate');
+    const modelPath = modelPathOf(values);
     const textPath = requireString(values, 'text', 'calibrate');
     if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);
     if (/eval/i.test(textPath)) process.stderr.write(`warning: ${textPath} looks like an evaluation text; calibrate on calibration data only\n`);
-    const pkg = await openModel(modelPath, { tokenizer: values['tokenizer'] as string | undefined });
+    const pkg = await openModelOption(values);
     const L = pkg.config.nLayers;
     const outPath = (values['out'] as string | undefined) ?? (pkg.dir ? join(pkg.dir, CALIBRATION_FILE) : undefined);
     if (!outPath) throw new SplitLLMError('E_USAGE', `${modelPath} is not a package directory: pass --out FILE for the calibration`);
@@ -63,7 +62,10 @@ export const calibrateCommand: Command = {
       const front = await SegmentRuntime.create(pkg, 0, k, { embed: true, head: false });
       const back = await SegmentRuntime.create(pkg, k, L, { embed: false, head: true });
       const hidden: Float32Array[] = [];
-      for (const ids of windows) hidden.push((await front.run(ids, ids.length, { keepCache: false })).data.slice());
+      for (const ids of windows) {
+        const inputs = ids.slice(0, -1); // what perplexity() feeds: the window but its last id
+        hidden.push((await front.run(inputs, inputs.length, { keepCache: false })).data.slice());
+      }
       await front.release();
       const stats = splitStats(hidden, D);
       const evalWith = async (spec: string | undefined): Promise<{ ppl: number; bits: number }> => {

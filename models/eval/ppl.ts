@@ -48,8 +48,9 @@ export interface PplResult {
 }
 
 /**
- * Runs the protocol with `logitsOf(windowIds)` returning logits [n, vocab] for a window, computed
- * with no state carried over from other windows.
+ * Runs the protocol with `logitsOf(inputs)` returning logits [n-1, vocab] for a window's inputs (its
+ * ids but the last, whose logits predict nothing), computed with no state carried over from other
+ * windows. A window of 256+1 ids therefore needs 256 positions, not 257.
  */
 export async function perplexity(
   windows: number[][],
@@ -61,7 +62,7 @@ export async function perplexity(
   let tokens = 0;
   for (let w = 0; w < windows.length; w++) {
     const ids = windows[w]!;
-    nll += windowNll(await logitsOf(ids), vocab, ids);
+    nll += windowNll(await logitsOf(ids.slice(0, -1)), vocab, ids);
     tokens += ids.length - 1;
     onProgress?.(w + 1, windows.length);
   }
