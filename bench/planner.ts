@@ -8,8 +8,10 @@
  *   node dist/bench/planner.js [--model PATH] [--rate 10mbit] [--rtt 40ms] [--tokens 48] [--json]
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import net from 'node:net';
-import { resolve } from 'node:path';
+import { emulateLink } from '../cli/link-emulator.js';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openModel } from '../models/package.js';
@@ -57,24 +59,9 @@ const rate = String(values.rate);
 sh(['tc', 'qdisc', 'add', 'dev', 'sllm-e', 'root', 'tbf', 'rate', rate, 'burst', '32kbit', 'latency', '400ms']);
 sh(['ip', 'netns', 'exec', NS, 'tc', 'qdisc', 'add', 'dev', 'sllm-c', 'root', 'tbf', 'rate', rate, 'burst', '32kbit', 'latency', '400ms']);
 
-// delay relay: 127.0.0.1:relayPort → 10.77.0.2:8080, half the round trip each way, order kept
-const halfRtt = parseDuration(String(values.rtt)) / 2;
-const relay = net.createServer((client) => {
-  const upstream = net.connect(8080, '10.77.0.2');
-  const pipe = (from: net.Socket, to: net.Socket) => from.on('data', (d) => setTimeout(() => to.write(d), halfRtt));
-  pipe(client, upstream);
-  pipe(upstream, client);
-  const close = () => {
-    client.destroy();
-    upstream.destroy();
-  };
-  client.on('close', close);
-  upstream.on('close', close);
-  client.on('error', close);
-  upstream.on('error', close);
-});
-await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-const relayPort = (relay.address() as net.AddressInfo).port;
+// delay relay: 127.0.0.1:relay.port → 10.77.0.2:8080, half the round trip each way, order kept (tbf shapes the rate)
+const relay = await emulateLink({ host: '10.77.0.2', port: 8080 }, { rttMs: parseDuration(String(values.rtt)) });
+const relayPort = relay.port;
 
 const cloud = spawn('ip', ['netns', 'exec', NS, process.execPath, bin, 'cloud', '--model', String(values.model), '--host', '10.77.0.2', '--port', '8080', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
 try {
@@ -88,9 +75,12 @@ try {
   const compute = await measureCompute(pkg, [4, 8, 32], { steps: 20 });
   const link = await measureLink(url, undefined, { bytes: 256 * 1024 });
   process.stderr.write(`link: rtt ${fmt(link.rttMs, 1)} ms, up ${fmt((link.upBytesPerSec * 8) / 1e6, 2)} Mbit/s (shaped at ${rate})\n`);
-  // the edge process's own baseline: the splitllm CLI with its modules loaded and no model (max RSS)
-  const base = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, bin, '--version'], { encoding: 'utf8' });
-  const edgeBaseline = Number(base.stderr.trim().split('\n').pop()) * 1024;
+  // the edge's baseline as a user measures it: 'splitllm profile device' in a process of its own
+  const profPath = join(mkdtempSync(join(tmpdir(), 'splitllm-bench-')), 'edge.json');
+  const prof = spawnSync(process.execPath, [bin, 'profile', 'device', '--model', String(values.model), '--out', profPath, '--bits', '32', '--steps', '3'], { encoding: 'utf8' });
+  if (prof.status !== 0) throw new Error(`profile device failed: ${prof.stderr}`);
+  const edgeBaseline = (JSON.parse(readFileSync(profPath, 'utf8')) as { data: { baselineBytes: number } }).data.baselineBytes;
+  process.stderr.write(`edge baseline (profile device): ${fmt(edgeBaseline / 1e6, 1)} MB\n`);
   const pr: Problem = {
     model: { ...pkg.config, hash: pkg.hash },
     edge: { ...compute, baselineBytes: edgeBaseline },
@@ -149,7 +139,7 @@ try {
   }
 } finally {
   cloud.kill('SIGTERM');
-  relay.close();
+  await relay.close();
   cleanup();
 }
 process.exit(0);

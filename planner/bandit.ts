@@ -6,7 +6,6 @@
  * plan is a re-split, which the runtime performs by streaming the KV of the layers that move.
  */
 import { rng } from '../shared/random.js';
-import type { RankedPlan } from './types.js';
 
 export class LatencyBandit {
   private readonly n: number[];
@@ -14,8 +13,9 @@ export class LatencyBandit {
   private readonly sumSq: number[];
   private readonly random: () => number;
 
+  /** `plans`: the arms (feasible plans, or anything a caller maps an index back to) */
   constructor(
-    readonly plans: RankedPlan[],
+    readonly plans: readonly unknown[],
     seed = 1,
   ) {
     if (plans.length === 0) throw new Error('a bandit needs at least one feasible plan');
@@ -72,5 +72,51 @@ export class LatencyBandit {
     let b = 0;
     for (let i = 1; i < this.n.length; i++) if (this.n[i]! > this.n[b]!) b = i;
     return b;
+  }
+}
+
+/**
+ * The bandit in a live session: the arms are split points, a choice runs for `window` tokens, and the
+ * mean per-token latency of that window is the feedback. The edge agent calls `step` after every token
+ * and re-splits (streaming KV) when it returns another split.
+ */
+export class SplitBandit {
+  private readonly bandit: LatencyBandit;
+  private arm = 0;
+  private sum = 0;
+  private count = 0;
+  /** arm chosen for each window, in order */
+  readonly history: number[] = [];
+
+  constructor(
+    readonly splits: readonly number[],
+    readonly window = 8,
+    seed = 1,
+  ) {
+    this.bandit = new LatencyBandit(splits, seed);
+    this.arm = this.bandit.choose();
+    this.history.push(this.splits[this.arm]!);
+  }
+
+  /** The split to start with. */
+  get first(): number {
+    return this.splits[this.arm]!;
+  }
+
+  /** Feedback for one token; returns the split the next window should run at. */
+  step(latencyMs: number): number {
+    this.sum += latencyMs;
+    if (++this.count < this.window) return this.splits[this.arm]!;
+    this.bandit.observe(this.arm, this.sum / this.count);
+    this.sum = 0;
+    this.count = 0;
+    this.arm = this.bandit.choose();
+    this.history.push(this.splits[this.arm]!);
+    return this.splits[this.arm]!;
+  }
+
+  /** The split the bandit believes best so far. */
+  best(): number {
+    return this.splits[this.bandit.best()]!;
   }
 }

@@ -1,8 +1,13 @@
 /**
  * Cost models of a plan, from profiles: edge memory, per-token latency, accuracy.
- *   memory   = front weights at their precision + KV of the front layers for maxSeq positions
- *              + activation and codec buffers + the runtime's baseline
+ *   memory   = 2 × (front weights at their precision + KV of the front layers for maxSeq positions)
+ *              + activation and codec buffers + the runtime's baseline. Twice: at the peak the weights
+ *              are resident both in the serialized model handed to onnxruntime and in its initializers,
+ *              and a decode step holds the past KV it reads next to the present KV it returns
+ *              (measured on the 100M synthetic preset by bench/planner: one copy predicts 11–55 MB low)
  *   latency  = edge compute + encoded bytes ÷ bandwidth + RTT + cloud compute (per decode token)
+ *   first token (prompt of n tokens) = RTT (hello, ready) + edge prefill of n + n encoded positions ÷
+ *              bandwidth + RTT + cloud prefill of n + LM head
  *   accuracy = weights' ppl increase + codec's ppl increase (both measured; added)
  */
 import { SplitLLMError } from '../shared/errors.js';
@@ -19,6 +24,10 @@ export interface Config {
 
 const HEADER_BYTES = 4 + 64; // frame length prefix + msgpack step header, generous
 
+function prefillMs(p: Problem['edge'], bits: number): number {
+  return p.layerPrefillMsPerToken?.[String(bits)] ?? layerMs(p, bits);
+}
+
 function layerMs(p: Problem['edge'], bits: number): number {
   const v = p.layerDecodeMs[String(bits)];
   if (v === undefined) throw new SplitLLMError('E_BAD_CONFIG', `profile has no decode latency for ${bits}-bit layers: profile that precision`);
@@ -29,14 +38,22 @@ export function predict(pr: Problem, c: Config): Prediction {
   const m = pr.model;
   const seg = segmentBytes(m, 0, c.split, { embed: true, head: false, bitsOf: () => c.frontBits, blockSize: pr.blockSize ?? 32 });
   const buffers = 4 * m.dim * 4 + 4 * m.ffnDim * 4; // one decode step's activations, a few live at once
-  const memory = seg.total + c.maxSeq * seg.kvPerToken + buffers + pr.edge.baselineBytes;
+  const memory = 2 * (seg.total + c.maxSeq * seg.kvPerToken) + buffers + pr.edge.baselineBytes;
   const codec = pr.accuracy.codecs[`${c.split}/${c.codec}`];
   const bitsPerValue = codec?.bitsPerValue ?? (c.codec === 'fp32' ? 32 : c.codec === 'fp16' ? 16 : NaN);
   const bytesPerToken = (bitsPerValue * m.dim) / 8 + HEADER_BYTES;
   const edgeMs = pr.edge.embedMs + c.split * layerMs(pr.edge, c.frontBits);
   const cloudMs = (m.nLayers - c.split) * layerMs(pr.cloud, c.backBits) + pr.cloud.headMs;
   const latency = edgeMs + (1000 * bytesPerToken) / pr.link.bytesPerSec + pr.link.rttMs + cloudMs;
+  const n = pr.budgets.promptTokens ?? 1;
+  const firstTokenMs =
+    2 * pr.link.rttMs +
+    pr.edge.embedMs +
+    n * c.split * prefillMs(pr.edge, c.frontBits) +
+    (1000 * ((n * bitsPerValue * m.dim) / 8 + HEADER_BYTES)) / pr.link.bytesPerSec +
+    n * (m.nLayers - c.split) * prefillMs(pr.cloud, c.backBits) +
+    pr.cloud.headMs;
   const w = pr.accuracy.weights[`${c.split}/${c.frontBits}/${c.backBits}`];
   const accuracy = (w ?? NaN) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN));
-  return { memory, latency, accuracy, bytesPerToken };
+  return { memory, latency, accuracy, bytesPerToken, firstTokenMs };
 }

@@ -44,7 +44,7 @@ function toRanked(pr: Problem, s: Scored): RankedPlan {
     kvCodec: 'fp32',
     maxSeq: s.c.maxSeq,
     blockSize: pr.blockSize ?? 32,
-    predicted: { memory: s.p.memory, latency: s.p.latency, accuracy: s.p.accuracy, bytesPerToken: s.p.bytesPerToken },
+    predicted: { memory: s.p.memory, latency: s.p.latency, accuracy: s.p.accuracy, bytesPerToken: s.p.bytesPerToken, firstTokenMs: s.p.firstTokenMs },
   };
   return { plan, predicted: s.p, tight: slack[0]![0] };
 }

@@ -35,7 +35,7 @@ export function syntheticProblem(model: ShapeConfig & { hash: string }, seed = 1
     cloud,
     link: { rttMs: 40, bytesPerSec: 10e6 / 8 },
     accuracy,
-    budgets: { edgeMemory: 512e6, latencyMs: 150, maxPplIncrease: 0.01 },
+    budgets: { edgeMemory: 1.2e9, latencyMs: 150, maxPplIncrease: 0.01 },
     candidates: { splits: Array.from({ length: L + 1 }, (_, i) => i), bits: ALL_BITS, codecs: CODEC_SETTINGS, seqLens: [128, 256, 384, 512, 768, 1024, 1280, 1536, 1792, 2048] },
   };
 }

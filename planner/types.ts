@@ -13,6 +13,8 @@ export interface ComputeProfile {
   /** ms per decode token of the embedding (edge) and of the final norm + LM head (cloud) */
   embedMs: number;
   headMs: number;
+  /** ms per prompt token of one decoder layer in a prefill, by weight bits (decode latency stands in when absent) */
+  layerPrefillMsPerToken?: Record<string, number>;
   /** resident bytes of the runtime before any segment is loaded */
   baselineBytes: number;
 }
@@ -37,6 +39,8 @@ export interface Budgets {
   maxPplIncrease: number;
   /** the plan must hold at least this many positions (prompt + reply) */
   minSeq?: number;
+  /** prompt length the time to first token is predicted for (default 1) */
+  promptTokens?: number;
 }
 
 export interface Candidates {
@@ -62,6 +66,8 @@ export interface Prediction {
   latency: number;
   accuracy: number;
   bytesPerToken: number;
+  /** ms from the session's hello to the first token, for budgets.promptTokens prompt tokens */
+  firstTokenMs: number;
 }
 
 export interface RankedPlan {

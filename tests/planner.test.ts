@@ -24,6 +24,21 @@ it('exhaustive covers split × front bits × back bits × codec × sequence leng
   }
 });
 
+it('time to first token: two round trips, the prefill of every prompt token on both sides, and its bytes', () => {
+  const pr = syntheticProblem(tiny, 4);
+  pr.edge = { ...pr.edge, layerPrefillMsPerToken: { '4': 0.5, '8': 0.6, '32': 1 } };
+  pr.cloud = { ...pr.cloud, layerPrefillMsPerToken: { '4': 0.05, '8': 0.06, '32': 0.1 } };
+  pr.link = { rttMs: 40, bytesPerSec: 1e6 };
+  const c = { split: 5, frontBits: 4, backBits: 8, codec: 'fp16', maxSeq: 256 };
+  pr.budgets = { ...pr.budgets, promptTokens: 1 };
+  const one = predict(pr, c).firstTokenMs;
+  pr.budgets = { ...pr.budgets, promptTokens: 101 };
+  const many = predict(pr, c).firstTokenMs;
+  // 100 more prompt tokens: 100 × (5 edge layers × 0.5 ms + 17 cloud layers × 0.06 ms + 2048 fp16 bytes at 1 MB/s)
+  expect(many - one).toBeCloseTo(100 * (5 * 0.5 + 17 * 0.06 + (tiny.dim * 2 * 1000) / 1e6), 6);
+  expect(one).toBeGreaterThan(2 * 40);
+});
+
 it('coordinate descent reaches within 5% of the exhaustive optimum on 100 random budget settings', () => {
   const next = rng(2024);
   let compared = 0;

@@ -1,10 +1,10 @@
 import { writeFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
-import { openModel } from '../../models/package.js';
 import { accuracyProfile, computeProfile, linkProfile, parseBandwidth, parseDuration } from '../../planner/profiles.js';
 import { STRATEGIES } from '../../planner/strategies.js';
-import type { LinkProfile, Problem } from '../../planner/types.js';
-import { intOption, modelOptions, percentOption, readJsonFile, requireString, type Command } from '../common.js';
+import { buildProblem } from '../../planner/problem.js';
+import type { LinkProfile } from '../../planner/types.js';
+import { intOption, modelOptions, percentOption, readJsonFile, requireString, type Command, openModelOption } from '../common.js';
 import { parseBytes } from './edge.js';
 
 export const planCommand: Command = {
@@ -24,14 +24,14 @@ export const planCommand: Command = {
     'edge-memory': { type: 'string', description: 'memory the edge may use, e.g. 512MB', valueName: 'BYTES' },
     latency: { type: 'string', description: 'per-token latency budget, e.g. 150ms' },
     'max-ppl-increase': { type: 'string', description: 'accuracy budget', default: '1%' },
-    'prompt-tokens': { type: 'string', description: 'the plan must hold this many positions' },
+    'prompt-tokens': { type: 'string', description: 'the plan must hold this many positions; the time to first token is predicted for a prompt this long' },
     strategy: { type: 'string', description: 'exhaustive or coordinate', default: 'exhaustive' },
     'min-split': { type: 'string', description: 'lowest split to consider; at 0 the edge would send token embeddings, which give the prompt away', default: '1' },
     json: { type: 'boolean', description: 'print {"plan":…,"alternatives":[…]} (or {"infeasible":…})' },
     out: { type: 'string', description: 'write the plan file that splitllm edge --plan reads', valueName: 'FILE' },
   },
   async run(values) {
-    const pkg = await openModel(requireString(values, 'model', 'plan'), { tokenizer: values['tokenizer'] as string | undefined });
+    const pkg = await openModelOption(values);
     const hash = pkg.hash;
     const edgeP = requireString(values, 'edge-profile', 'plan');
     const cloudP = requireString(values, 'cloud-profile', 'plan');
@@ -45,28 +45,18 @@ export const planCommand: Command = {
     else throw new SplitLLMError('E_USAGE', 'give --link-profile F, or --bandwidth and --rtt');
     const strategy = STRATEGIES[String(values['strategy'])];
     if (!strategy) throw new SplitLLMError('E_USAGE', `unknown strategy "${String(values['strategy'])}": use ${Object.keys(STRATEGIES).join(' or ')}`);
-    const codecs = [...new Set(Object.keys(accuracy.codecs).map((k) => k.slice(k.indexOf('/') + 1)))];
-    const bits = [...new Set(Object.keys(edge.layerDecodeMs).map(Number))].filter((b) => cloud.layerDecodeMs[String(b)] !== undefined).sort((a, b) => a - b);
-    const c = pkg.config;
-    const problem: Problem = {
-      model: { ...c, hash },
-      edge,
-      cloud,
-      link,
-      accuracy,
-      budgets: {
+    const problem = buildProblem(
+      { ...pkg.config, hash },
+      { edge, cloud, link, accuracy },
+      {
         edgeMemory: parseBytes(requireString(values, 'edge-memory', 'plan')),
         latencyMs: parseDuration(requireString(values, 'latency', 'plan')),
         maxPplIncrease: percentOption(values, 'max-ppl-increase', 0.01),
         minSeq: intOption(values, 'prompt-tokens', undefined, 1),
+        promptTokens: intOption(values, 'prompt-tokens', undefined, 1),
       },
-      candidates: {
-        splits: Array.from({ length: c.nLayers + 1 }, (_, i) => i).filter((k) => k >= intOption(values, 'min-split', 1)!),
-        bits,
-        codecs,
-        seqLens: Array.from({ length: 10 }, (_, i) => Math.round(((i + 1) * c.maxSeq) / 10)),
-      },
-    };
+      { minSplit: intOption(values, 'min-split', 1)! },
+    );
     const r = strategy.solve(problem, 5);
     if (r.infeasible) {
       const inf = r.infeasible;
@@ -83,11 +73,11 @@ export const planCommand: Command = {
       process.stdout.write(JSON.stringify({ plan: best!.plan, alternatives: rest.map((p) => p.plan), tight: best!.tight }) + '\n');
       return;
     }
-    process.stdout.write('split  front/back bits  codec                  max seq   memory MB   latency ms   ppl change   tight\n');
+    process.stdout.write('split  front/back bits  codec                  max seq   memory MB   latency ms   first token ms   ppl change   tight\n');
     for (const p of r.plans) {
       const q = p.plan;
       process.stdout.write(
-        `${String(q.split).padStart(5)}  ${`${q.frontBits}/${q.backBits}`.padStart(15)}  ${q.codec.padEnd(22)} ${String(q.maxSeq).padStart(7)} ${(p.predicted.memory / 1e6).toFixed(1).padStart(11)} ${p.predicted.latency.toFixed(1).padStart(12)} ${((100 * p.predicted.accuracy).toFixed(2) + '%').padStart(12)}   ${p.tight}\n`,
+        `${String(q.split).padStart(5)}  ${`${q.frontBits}/${q.backBits}`.padStart(15)}  ${q.codec.padEnd(22)} ${String(q.maxSeq).padStart(7)} ${(p.predicted.memory / 1e6).toFixed(1).padStart(11)} ${p.predicted.latency.toFixed(1).padStart(12)} ${p.predicted.firstTokenMs.toFixed(1).padStart(16)} ${((100 * p.predicted.accuracy).toFixed(2) + '%').padStart(12)}   ${p.tight}\n`,
       );
     }
     if (values['out']) process.stdout.write(`wrote ${String(values['out'])}\n`);

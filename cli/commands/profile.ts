@@ -1,21 +1,20 @@
 import { cpus } from 'node:os';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
-import { openModel } from '../../models/package.js';
-import { measureCompute, measureLink } from '../../planner/measure.js';
+import { measureBaseline, measureCompute, measureLink } from '../../planner/measure.js';
 import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { linearFor } from '../../models/onnx/linear.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { createCodec } from '../../quantization/activations/registry.js';
-import { intOption, modelOptions, requireString, runCommand, sessionUrl, type Command } from '../common.js';
+import { intOption, modelOptions, requireString, runCommand, sessionUrl, type Command, openModelOption } from '../common.js';
 
 const machine = () => ({ cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, date: new Date().toISOString() });
 
 const deviceCommand: Command = {
   name: 'profile device',
   summary:
-    "Measures this machine: per-layer decode and prefill latency at each weight precision, the embedding's and the LM head's, and the runtime's baseline memory. Run it on the edge device (and on the cloud machine for --cloud-profile).",
+    "Measures this machine: per-layer decode and prefill latency at each weight precision, the embedding's and the LM head's, and the runtime's baseline memory (the resident size of a running edge process less the model memory the planner accounts for). Run it on the edge device (and on the cloud machine for --cloud-profile).",
   usage: 'splitllm profile device --model M --out F [--bits 2,3,4,8,16,32] [--steps 20] [--json]',
   options: {
     ...modelOptions,
@@ -25,9 +24,9 @@ const deviceCommand: Command = {
     json: { type: 'boolean', description: 'print the profile as JSON' },
   },
   async run(values) {
-    const baselineBytes = process.memoryUsage().rss; // node + onnxruntime before any model is loaded
     const out = requireString(values, 'out', 'profile device');
-    const pkg = await openModel(requireString(values, 'model', 'profile device'), { tokenizer: values['tokenizer'] as string | undefined });
+    const pkg = await openModelOption(values);
+    const baselineBytes = await measureBaseline(pkg); // first: RSS only grows once segments were loaded
     const bits = String(values['bits']).split(',').map(Number);
     const data = await measureCompute(pkg, bits, { steps: intOption(values, 'steps', 20, 1), onProgress: (m) => process.stderr.write(m + '\n') });
     data.baselineBytes = baselineBytes;
@@ -75,7 +74,7 @@ const accuracyCommand: Command = {
     json: { type: 'boolean', description: 'print the profile as JSON' },
   },
   async run(values) {
-    const pkg = await openModel(requireString(values, 'model', 'profile accuracy'), { tokenizer: values['tokenizer'] as string | undefined });
+    const pkg = await openModelOption(values);
     const textPath = requireString(values, 'text', 'profile accuracy');
     const out = requireString(values, 'out', 'profile accuracy');
     if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);

@@ -1,0 +1,31 @@
+/**
+ * A planning problem for a model from its profiles and budgets: the candidate splits, the precisions
+ * both compute profiles measured, the codecs the accuracy profile covers, and ten sequence lengths up
+ * to the model's maximum.
+ */
+import type { ModelConfig } from '../models/manifest.js';
+import type { AccuracyProfile, Budgets, ComputeProfile, LinkProfile, Problem } from './types.js';
+
+export interface Profiles {
+  edge: ComputeProfile;
+  cloud: ComputeProfile;
+  link: LinkProfile;
+  accuracy: AccuracyProfile;
+}
+
+export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles, budgets: Budgets, opts: { minSplit?: number; splits?: number[] } = {}): Problem {
+  const codecs = [...new Set(Object.keys(p.accuracy.codecs).map((k) => k.slice(k.indexOf('/') + 1)))];
+  const bits = [...new Set(Object.keys(p.edge.layerDecodeMs).map(Number))].filter((b) => p.cloud.layerDecodeMs[String(b)] !== undefined).sort((a, b) => a - b);
+  const all = Array.from({ length: model.nLayers + 1 }, (_, i) => i);
+  return {
+    model,
+    ...p,
+    budgets,
+    candidates: {
+      splits: opts.splits ?? all.filter((k) => k >= (opts.minSplit ?? 1)),
+      bits,
+      codecs,
+      seqLens: Array.from({ length: 10 }, (_, i) => Math.round(((i + 1) * model.maxSeq) / 10)),
+    },
+  };
+}
