@@ -42,6 +42,11 @@ export interface EdgeOptions {
   resume?: boolean;
   /** test hook: drop the connection right after sending the step that follows these token counts */
   dropAfterTokens?: number[];
+  /**
+   * called after every generated token with that token's round (edge + network + cloud, ms); a split
+   * it returns other than the current one is moved to before the next step (the online planner)
+   */
+  adapt?: (info: { token: number; latencyMs: number; split: number }) => number | undefined;
   /** called after each re-split with the new split and the KV bytes moved */
   onResplit?: (info: { from: number; to: number; bytes: number; atToken: number }) => void;
 }
@@ -58,6 +63,19 @@ export interface EdgeStats {
   edgeMs: number;
   networkMs: number;
   cloudMs: number;
+  /** the prompt's round: positions sent and milliseconds from start to the first token (connect included) */
+  prefill: { tokens: number; firstTokenMs: number };
+  /** decode steps only (prefill excluded), means per step */
+  decode: {
+    steps: number;
+    edgeMs: number;
+    networkMs: number;
+    cloudMs: number;
+    /** codec payload bytes of one position's hidden state */
+    payloadBytes: number;
+    /** bytes sent up per step, framing included */
+    wireBytes: number;
+  };
   /** largest edge memory (front weights + KV, accounted) during the run */
   peakEdgeBytes: number;
   resplits: { from: number; to: number; bytes: number; atToken: number }[];
@@ -187,6 +205,8 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let edgeMs = 0;
   let cloudMs = 0;
   let roundMs = 0;
+  const dec = { steps: 0, edgeMs: 0, roundMs: 0, cloudMs: 0, payloadBytes: 0, wireBytes: 0 };
+  let firstTokenMs = 0;
   const t0 = performance.now();
   try {
     sock.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens: o.maxTokens, sampling: o.sampling, stopIds: o.stopIds, backBits: o.backBits, blockSize: o.blockSize });
@@ -199,18 +219,35 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       const payload = codec.encode(h.data, input.length, c.dim);
       const e1 = performance.now();
       edgeMs += e1 - e0;
-      if (input === ids) sendKept({ type: 'prefill', tokens: ids.length }, payload);
-      else sendKept({ type: 'step', token: input[0]! }, payload);
+      const isStep = input !== ids;
+      const sent0 = sock.bytesOut;
+      if (isStep) sendKept({ type: 'step', token: input[0]! }, payload);
+      else sendKept({ type: 'prefill', tokens: ids.length }, payload);
+      const sent = sock.bytesOut - sent0;
       if (o.dropAfterTokens?.includes(out.length)) sock.ws.terminate();
       const t: TokenMsg = await awaitToken();
-      roundMs += performance.now() - e1;
+      const e2 = performance.now();
+      roundMs += e2 - e1;
       cloudMs += t.cloudMs;
+      if (isStep) {
+        dec.steps++;
+        dec.edgeMs += e1 - e0;
+        dec.roundMs += e2 - e1;
+        dec.cloudMs += t.cloudMs;
+        dec.payloadBytes += payload.byteLength;
+        dec.wireBytes += sent;
+      } else firstTokenMs = e2 - t0;
       if (t.id >= 0) {
         out.push(t.id);
         o.onToken?.(t.id);
       }
       if (t.done || out.length >= o.maxTokens) break;
       input = [t.id];
+      const want = o.adapt?.({ token: out.length, latencyMs: e2 - e0, split });
+      if (want !== undefined && want !== split) {
+        if (!Number.isInteger(want) || want < 0 || want > c.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `adapt asked for split ${want}: use 0..${c.nLayers}`);
+        resplits.unshift({ afterTokens: out.length, split: want });
+      }
       if (o.edgeMemory !== undefined && edgeBytes(split, front.length + 2) > o.edgeMemory) {
         // the next step would outgrow the budget (with one position of slack): move the split down
         let to = split - 1;
@@ -268,6 +305,15 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       edgeMs: edgeMs / n,
       networkMs: (roundMs - cloudMs) / n,
       cloudMs: cloudMs / n,
+      prefill: { tokens: ids.length, firstTokenMs },
+      decode: {
+        steps: dec.steps,
+        edgeMs: dec.edgeMs / Math.max(1, dec.steps),
+        networkMs: (dec.roundMs - dec.cloudMs) / Math.max(1, dec.steps),
+        cloudMs: dec.cloudMs / Math.max(1, dec.steps),
+        payloadBytes: dec.payloadBytes / Math.max(1, dec.steps),
+        wireBytes: dec.wireBytes / Math.max(1, dec.steps),
+      },
       peakEdgeBytes: peak,
       resplits: moves,
       resumes,
