@@ -2,6 +2,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { SplitLLMError } from '../shared/errors.js';
+import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
+import { openModel, type ModelPackage } from '../models/package.js';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>[string] & { description: string; valueName?: string };
 
@@ -92,12 +94,17 @@ export function progress(label: string, everyMs = 2000): (done: number, total: n
 /** Prompt, length and sampling options shared by generate and edge. */
 export const generationOptions: Record<string, OptionSpec> = {
   prompt: { type: 'string', short: 'p', description: 'prompt text (empty: generate from BOS alone)', default: '' },
-  'max-tokens': { type: 'string', short: 'n', description: 'most tokens to generate', default: '256' },
+  'max-tokens': { type: 'string', short: 'n', description: "most tokens to generate (default 256, or what the model's maximum sequence leaves after the prompt)", valueName: 'N' },
   temperature: { type: 'string', short: 't', description: 'sampling temperature, 0 = greedy', default: '0' },
   'top-k': { type: 'string', description: 'sample among the k most likely tokens (0 = off)', default: '0' },
   'top-p': { type: 'string', description: 'nucleus sampling mass', default: '1' },
   seed: { type: 'string', description: 'sampling seed' },
 };
+
+/** --max-tokens, or by default 256 capped to what the model's maximum sequence leaves after the prompt. */
+export function maxTokensOption(values: Record<string, unknown>, maxSeq: number, promptTokens: number): number {
+  return intOption(values, 'max-tokens') ?? Math.max(0, Math.min(256, maxSeq - promptTokens));
+}
 
 export function samplingFrom(values: Record<string, unknown>): { temperature?: number; topK?: number; topP?: number; seed?: number } {
   return {
@@ -109,9 +116,20 @@ export function samplingFrom(values: Record<string, unknown>): { temperature?: n
 }
 
 export const modelOptions: Record<string, OptionSpec> = {
-  model: { type: 'string', short: 'm', description: 'model package directory, Hugging Face directory or llama2.c .bin', valueName: 'PATH' },
+  model: { type: 'string', short: 'm', description: 'model package directory, Hugging Face directory or llama2.c .bin (default: the bundled models/default)', valueName: 'PATH' },
   tokenizer: { type: 'string', description: 'llama2.c tok*.bin for a .bin checkpoint (default: tok<vocab>.bin next to it)', valueName: 'PATH' },
 };
+
+/** The --model option's path: the bundled default model when none is given. */
+export function modelPath(values: Record<string, unknown>): string {
+  const v = values['model'];
+  return typeof v === 'string' && v.length > 0 ? v : DEFAULT_MODEL_DIR;
+}
+
+/** Opens the model the options name (--model, --tokenizer). */
+export function openModelOption(values: Record<string, unknown>): Promise<ModelPackage> {
+  return openModel(modelPath(values), { tokenizer: values['tokenizer'] as string | undefined });
+}
 
 /** Reads a JSON file; a missing file or bad JSON is a one-line typed error (`hint` says how to make one). */
 export function readJsonFile(path: string, what: string, hint = 'check the path'): unknown {

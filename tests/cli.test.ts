@@ -38,7 +38,15 @@ it('unknown options and commands are usage errors (exit 2)', () => {
 
 it('missing model file is a one-line error', () => {
   expectUserError(cli(['generate', '--model', join(tmp, 'nope.bin')]), 'E_FILE_NOT_FOUND', /does not exist/);
-  expectUserError(cli(['generate']), 'E_USAGE', /--model is required/);
+});
+
+it('without --model, commands use the bundled default model', () => {
+  const r = cli(['generate', '--prompt', 'KING:', '--max-tokens', '8', '--json', '--temperature', '0']);
+  expect(r.code, r.stderr).toBe(0);
+  const out = JSON.parse(r.stdout) as { tokens: number[]; text: string };
+  expect(out.tokens.length).toBeGreaterThan(0);
+  expect(out.tokens.length).toBeLessThanOrEqual(8);
+  expect(out.text.length).toBeGreaterThan(0);
 });
 
 it('unknown architecture (Hugging Face config and package manifest)', () => {

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startCloud, type CloudServer } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
@@ -6,21 +6,21 @@ import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
 import { createCodec } from '../quantization/activations/registry.js';
 import { describeWithFixtures } from './helpers/fixtures.js';
-import { storiesModel } from './helpers/models.js';
+import { defaultModel, storiesModel } from './helpers/models.js';
 
 const PROMPT = 'Once upon a time, there was a little cat named Tom.';
 
-describeWithFixtures('cloud limits: bearer token and frame size', () => {
+describe('cloud limits: bearer token and frame size (default model)', () => {
   it('refuses a missing or wrong token and an oversized frame with their own codes', async () => {
-    const pkg = await storiesModel();
+    const pkg = await defaultModel();
     const server = await startCloud(pkg, { token: 's3cret', maxFrameBytes: 4096 });
     try {
       await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: 'hi', maxTokens: 4 })).rejects.toThrow(/unauthorized/);
       await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: 'hi', maxTokens: 4, token: 'nope' })).rejects.toThrow(/unauthorized/);
       const ok = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: 'hi', maxTokens: 4, token: 's3cret' });
       expect(ok.tokens.length).toBe(4);
-      // a 100-token fp32 prefill is 25 KB, over the 4 KB limit: the connection closes with 1009 (message too big)
-      const long = 'one two three four five six seven eight nine ten '.repeat(12);
+      // a ~90-token fp32 prefill is ~70 KB, over the 4 KB limit: the connection closes with 1009 (message too big)
+      const long = 'one two three four five six seven eight nine ten '.repeat(4);
       await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: long, maxTokens: 4, token: 's3cret' })).rejects.toThrow(/closed the connection \(1009/);
       const m = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
       expect(m).toMatch(/splitllm_errors_total\{code="unauthorized"\} 2/);
@@ -31,20 +31,20 @@ describeWithFixtures('cloud limits: bearer token and frame size', () => {
   });
 });
 
-describeWithFixtures('splitllm edge against splitllm cloud (processes)', () => {
+describe('splitllm edge against splitllm cloud (processes, default model)', () => {
   it('gives the tokens of splitllm generate, and a one-line error when the cloud is down', async () => {
     const { spawn } = await import('node:child_process');
     const { join } = await import('node:path');
-    const { REPO, STORIES_BIN } = await import('./helpers/fixtures.js');
+    const { REPO } = await import('./helpers/fixtures.js');
     const { cli } = await import('./helpers/cli.js');
-    const server = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'cloud', '--model', STORIES_BIN, '--port', '0', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const server = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'cloud', '--port', '0', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
     try {
       const url = await new Promise<string>((resolve, reject) => {
         server.stdout.once('data', (d: Buffer) => resolve((JSON.parse(d.toString().split('\n')[0]!) as { url: string }).url));
         server.once('exit', (code) => reject(new Error(`cloud exited with ${code}`)));
       });
-      const local = cli(['generate', '--model', STORIES_BIN, '--prompt', PROMPT, '--max-tokens', '64', '--json']);
-      const edge = cli(['edge', '--cloud', url, '--model', STORIES_BIN, '--split', '2', '--prompt', PROMPT, '--max-tokens', '64', '--json']);
+      const local = cli(['generate', '--prompt', 'ROMEO:', '--max-tokens', '64', '--json']);
+      const edge = cli(['edge', '--cloud', url, '--split', '2', '--prompt', 'ROMEO:', '--max-tokens', '64', '--json']);
       expect(edge.code, edge.stderr).toBe(0);
       const e = JSON.parse(edge.stdout) as { tokens: number[]; text: string; stats: { bytesUpPerToken: number; cloudMs: number } };
       const l = JSON.parse(local.stdout) as { tokens: number[]; text: string };
@@ -56,18 +56,18 @@ describeWithFixtures('splitllm edge against splitllm cloud (processes)', () => {
       const { tmpdir } = await import('node:os');
       const planPath = join(mkdtempSync(join(tmpdir(), 'splitllm-plan-')), 'plan.json');
       writeFileSync(planPath, JSON.stringify({ plan: { split: 2, frontBits: 32, backBits: 32, codec: 'fp32', kvCodec: 'fp32', maxSeq: 512, predicted: {} } }));
-      const viaPlan = cli(['edge', '--cloud', url, '--model', STORIES_BIN, '--plan', planPath, '--prompt', PROMPT, '--max-tokens', '64', '--json']);
+      const viaPlan = cli(['edge', '--cloud', url, '--plan', planPath, '--prompt', 'ROMEO:', '--max-tokens', '64', '--json']);
       expect(viaPlan.code, viaPlan.stderr).toBe(0);
       expect((JSON.parse(viaPlan.stdout) as { tokens: number[] }).tokens).toEqual(l.tokens);
       writeFileSync(planPath, JSON.stringify({ split: 2, frontBits: 5, backBits: 32, codec: 'fp32', kvCodec: 'fp32', maxSeq: 512 }));
-      const badPlan = cli(['edge', '--cloud', url, '--model', STORIES_BIN, '--plan', planPath, '--prompt', PROMPT]);
+      const badPlan = cli(['edge', '--cloud', url, '--plan', planPath, '--prompt', 'ROMEO:']);
       expect(badPlan.code).toBe(1);
       expect(badPlan.stderr).toMatch(/\[E_BAD_CONFIG\]: .*frontBits 5/);
     } finally {
       server.kill('SIGTERM');
     }
     const { cli: run } = await import('./helpers/cli.js');
-    const down = run(['edge', '--cloud', 'ws://127.0.0.1:1', '--model', (await import('./helpers/fixtures.js')).STORIES_BIN, '--split', '2', '--prompt', 'hi']);
+    const down = run(['edge', '--cloud', 'ws://127.0.0.1:1', '--split', '2', '--prompt', 'hi']);
     expect(down.code).toBe(1);
     expect(down.stdout).toBe('');
     expect(down.stderr.trim().split('\n')).toHaveLength(1);
@@ -75,44 +75,53 @@ describeWithFixtures('splitllm edge against splitllm cloud (processes)', () => {
   });
 });
 
-describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
+/**
+ * The loopback suite runs on stories260K (fixtures) and on the default model (every clone). Greedy
+ * runs ignore EOS (stopIds: []) so that every comparison covers the full length.
+ */
+const SUITES = [
+  { name: 'stories260K', load: storiesModel, prompt: PROMPT, describe: describeWithFixtures },
+  { name: 'the default model', load: defaultModel, prompt: 'ROMEO:\nIs the day so young?', describe: describe },
+];
+for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES) describeIt(`edge ⇄ cloud over loopback with ${name}`, () => {
   let server: CloudServer;
   beforeAll(async () => {
-    server = await startCloud(await storiesModel(), { sessionTokenLimit: 500 });
+    server = await startCloud(await model(), { sessionTokenLimit: 500 });
   });
   afterAll(async () => server?.close());
 
   it('every split gives exactly the tokens of local generation (fp32 codec, greedy, 64 tokens)', async () => {
-    const pkg = await storiesModel();
-    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64 });
+    const pkg = await model();
+    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64, stopIds: [] });
     expect(local.length).toBe(64);
     for (let k = 0; k <= pkg.config.nLayers; k++) {
-      const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: k, codec: 'fp32', prompt: PROMPT, maxTokens: 64 });
+      const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: k, codec: 'fp32', prompt: PROMPT, maxTokens: 64, stopIds: [] });
       expect(r.tokens, `split ${k}`).toEqual(local);
       expect(r.stats.bytesUpPerToken).toBeGreaterThan(0);
     }
   });
 
   it('OPSC over the wire: front 4 bits on the edge, back 8 bits in the cloud, equals the same plan run locally', async () => {
-    const pkg = await storiesModel();
+    const pkg = await model();
     const { linearFor } = await import('../models/onnx/linear.js');
     const f4 = linearFor(4, 32);
     const b8 = linearFor(8, 32);
-    const local = await generate(await Pipeline.create(pkg, [2], { linearFor: (l) => (l < 2 ? f4 : b8) }), pkg.tokenizer().encode(PROMPT), { maxTokens: 48 });
-    const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 48, linearFor: () => f4, frontBits: 4, backBits: 8 });
+    const local = await generate(await Pipeline.create(pkg, [2], { linearFor: (l) => (l < 2 ? f4 : b8) }), pkg.tokenizer().encode(PROMPT), { maxTokens: 48, stopIds: [] });
+    const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 48, stopIds: [], linearFor: () => f4, frontBits: 4, backBits: 8 });
     expect(r.tokens).toEqual(local);
     await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 4, backBits: 5 })).rejects.toThrow(/bad_hello: weight bits 5/);
   });
 
   it('re-splits mid-generation in both directions: lossless KV gives the same tokens', async () => {
-    const pkg = await storiesModel();
-    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64 });
+    const pkg = await model();
+    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64, stopIds: [] });
     const moves: { from: number; to: number; bytes: number }[] = [];
     const r = await runEdge(pkg, {
       url: `${server.url}/v1/session`,
       split: 2,
       prompt: PROMPT,
       maxTokens: 64,
+      stopIds: [],
       kvCodec: 'fp32',
       resplits: [
         { afterTokens: 10, split: 4 },
@@ -126,14 +135,36 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
     expect(moves.every((m) => m.bytes > 0)).toBe(true);
     expect(r.tokens).toEqual(local);
     // compressed KV (int8 per row): same protocol, the tokens may drift; the agreement is reported
-    const q = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 64, kvCodec: 'int8', resplits: [{ afterTokens: 10, split: 4 }, { afterTokens: 25, split: 1 }] });
+    const q = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 64, stopIds: [], kvCodec: 'int8', resplits: [{ afterTokens: 10, split: 4 }, { afterTokens: 25, split: 1 }] });
     const agree = q.tokens.filter((t, i) => t === local[i]).length;
     process.stderr.write(`[runtime] int8 KV re-split: ${agree}/${local.length} tokens agree with local generation\n`);
     expect(agree).toBeGreaterThanOrEqual(10); // identical up to the first re-split at least
   });
 
-  it('the memory trigger keeps the edge under its budget across a 400-token generation', async () => {
-    const pkg = await storiesModel();
+  it('the online planner (bandit over splits) re-splits in a live session, keeps the tokens and learns to avoid a slow split', async () => {
+    const pkg = await model();
+    const { SplitBandit } = await import('../planner/bandit.js');
+    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64, stopIds: [] });
+    const bandit = new SplitBandit([1, 3, 4], 4, 9);
+    const r = await runEdge(pkg, {
+      url: `${server.url}/v1/session`,
+      split: bandit.first,
+      prompt: PROMPT,
+      maxTokens: 64,
+      stopIds: [],
+      // split 1 pays 40 ms more per token (as if its layers ran on a slow device): the bandit only sees latency
+      adapt: ({ latencyMs, split }) => bandit.step(latencyMs + (split === 1 ? 40 : 0)),
+    });
+    expect(r.tokens).toEqual(local); // lossless KV on every move
+    expect(new Set(bandit.history)).toEqual(new Set([1, 3, 4])); // every arm tried
+    expect(r.stats.resplits.length).toBeGreaterThanOrEqual(2);
+    expect(bandit.best()).not.toBe(1);
+    expect(bandit.history.slice(-5).filter((k) => k === 1).length).toBeLessThanOrEqual(1);
+  });
+
+  // 400 positions need stories260K's 512; the default model holds 256
+  it.runIf(name === 'stories260K')('the memory trigger keeps the edge under its budget across a 400-token generation', async () => {
+    const pkg = await model();
     const { segmentBytes } = await import('../quantization/weights/memory.js');
     const at = (k: number, n: number) => {
       const b = segmentBytes(pkg.config, 0, k, { embed: true, head: false, bitsOf: () => 32 });
@@ -151,9 +182,9 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
   });
 
   it('a connection killed mid-generation resumes the same session and finishes with the same tokens', async () => {
-    const pkg = await storiesModel();
-    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64 });
-    const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 3, prompt: PROMPT, maxTokens: 64, dropAfterTokens: [0, 5, 20, 21, 50] });
+    const pkg = await model();
+    const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64, stopIds: [] });
+    const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 3, prompt: PROMPT, maxTokens: 64, stopIds: [], dropAfterTokens: [0, 5, 20, 21, 50] });
     expect(r.stats.resumes).toBe(5);
     expect(r.tokens).toEqual(local);
     const m = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
@@ -161,7 +192,7 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
   });
 
   it('an unknown or expired session id cannot be resumed', async () => {
-    const pkg = await storiesModel();
+    const pkg = await model();
     const short = await startCloud(pkg, { idleMs: 200 });
     try {
       const ws = new WebSocket(`${short.url}/v1/session`);
@@ -194,17 +225,17 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
   });
 
   it('32 concurrent edge sessions all finish with the right tokens, and /metrics counts them', async () => {
-    const pkg = await storiesModel();
+    const pkg = await model();
     const prompts = Array.from({ length: 32 }, (_, i) => `Tim had ${i + 1} red balls and`);
     const expected = await Promise.all(
-      prompts.slice(0, 4).map(async (p) => generate(await Pipeline.create(pkg), pkg.tokenizer().encode(p), { maxTokens: 24 })),
+      prompts.slice(0, 4).map(async (p) => generate(await Pipeline.create(pkg), pkg.tokenizer().encode(p), { maxTokens: 24, stopIds: [] })),
     );
     const before = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
     const total0 = Number(/splitllm_sessions_total (\d+)/.exec(before)![1]);
-    const runs = await Promise.all(prompts.map((p, i) => runEdge(pkg, { url: `${server.url}/v1/session`, split: 1 + (i % 4), codec: 'fp32', prompt: p, maxTokens: 24 })));
+    const runs = await Promise.all(prompts.map((p, i) => runEdge(pkg, { url: `${server.url}/v1/session`, split: 1 + (i % 4), codec: 'fp32', prompt: p, maxTokens: 24, stopIds: [] })));
     for (let i = 0; i < 4; i++) expect(runs[i]!.tokens).toEqual(expected[i]);
     for (let i = 4; i < 32; i++) {
-      const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(prompts[i]!), { maxTokens: 24 });
+      const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(prompts[i]!), { maxTokens: 24, stopIds: [] });
       expect(runs[i]!.tokens, prompts[i]).toEqual(local);
     }
     const after = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
@@ -217,7 +248,7 @@ describeWithFixtures('edge ⇄ cloud over loopback with stories260K', () => {
   });
 
   it('bad messages get their own error codes while a healthy session keeps going', async () => {
-    const pkg = await storiesModel();
+    const pkg = await model();
     const open = () =>
       new Promise<{ ws: WebSocket; next: () => Promise<Message> }>((resolve, reject) => {
         const ws = new WebSocket(`${server.url}/v1/session`);

@@ -5,7 +5,7 @@ import { Pipeline } from '../models/runtime/pipeline.js';
 import { argmax } from '../models/runtime/sampler.js';
 import { maxAbsDiff } from '../shared/tensor.js';
 import { describeWithFixtures } from './helpers/fixtures.js';
-import { storiesModel } from './helpers/models.js';
+import { defaultModel, storiesModel } from './helpers/models.js';
 
 const PROMPT = 'Once upon a time, there was a little dog named Max. Max liked to run in the park with his friend Sam. One day they found a big red ball under a tree and they played with it all day long until the sun went down.';
 
@@ -68,6 +68,13 @@ describeWithFixtures('segments of stories260K', () => {
     const b = await trace(await Pipeline.create(pkg, [1, 3]), prompt, 5);
     for (let s = 0; s < a.logits.length; s++) expect(maxAbsDiff(a.logits[s]!, b.logits[s]!)).toBeLessThan(1e-4);
   });
+});
+
+it('segments of the default model (GQA 6:2, half RoPE, tied head) compose exactly at every split', async () => {
+  const pkg = await defaultModel();
+  const prompt = pkg.tokenizer().encode('MENENIUS:\nThere was a time when all the body\'s members\nRebell\'d against the belly, thus accused it:\nThat only like a gulf it did remain\nI\' the midst o\' the body, idle and unactive,').slice(0, 64);
+  expect(prompt.length).toBe(64);
+  await checkAllSplits(pkg, prompt);
 });
 
 it('segments of a Qwen2-shaped synthetic model (half RoPE, q/k/v biases, untied head) compose exactly', async () => {

@@ -1,6 +1,5 @@
 import { startCloud } from '../../cloud/server.js';
-import { openModel } from '../../models/package.js';
-import { intOption, modelOptions, requireString, type Command } from '../common.js';
+import { intOption, modelOptions, requireString, type Command, openModelOption } from '../common.js';
 
 export const cloudCommand: Command = {
   name: 'cloud',
@@ -19,7 +18,7 @@ export const cloudCommand: Command = {
     json: { type: 'boolean', description: 'print the listening address as JSON' },
   },
   async run(values) {
-    const pkg = await openModel(requireString(values, 'model', 'cloud'), { tokenizer: values['tokenizer'] as string | undefined });
+    const pkg = await openModelOption(values);
     const server = await startCloud(pkg, {
       port: intOption(values, 'port', 8080),
       host: String(values['host']),

@@ -1,9 +1,9 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import { validatePlan, type Plan } from '../../shared/plan.js';
 import { runEdge } from '../../edge/agent.js';
-import { openModel } from '../../models/package.js';
-import { generationOptions, intOption, modelOptions, readJsonFile, requireString, samplingFrom, sessionUrl, type Command } from '../common.js';
-import { decodeContinuation } from './generate.js';
+import { SplitBandit } from '../../planner/bandit.js';
+import { generationOptions, intOption, modelOptions, readJsonFile, requireString, samplingFrom, sessionUrl, type Command, openModelOption, maxTokensOption } from '../common.js';
+import { TextStream } from './generate.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 
 export const edgeCommand: Command = {
@@ -22,11 +22,13 @@ export const edgeCommand: Command = {
     'kv-codec': { type: 'string', description: 'codec of KV streamed on a re-split: fp32 (lossless, default) or int8' },
     'edge-memory': { type: 'string', description: 'edge budget in bytes (or with KB/MB/GB): re-split before the KV cache outgrows it', valueName: 'BYTES' },
     resplit: { type: 'string', description: 'move the split after N tokens, e.g. 10:4,30:1', valueName: 'N:K,…' },
+    'adapt-splits': { type: 'string', description: 'online planner: learn the fastest of these splits from observed per-token latency (Thompson sampling), re-splitting as it goes', valueName: 'K,K,…' },
+    'adapt-window': { type: 'string', description: 'tokens per choice of the online planner', default: '8' },
     ...weightOptions,
     json: { type: 'boolean', description: 'print {"tokens":[…],"text":…,"stats":{…}} at the end' },
   },
   async run(values) {
-    const pkg = await openModel(requireString(values, 'model', 'edge'), { tokenizer: values['tokenizer'] as string | undefined });
+    const pkg = await openModelOption(values);
     const url = sessionUrl(values, 'edge');
     let plan: Plan | undefined;
     if (values['plan']) {
@@ -41,16 +43,23 @@ export const edgeCommand: Command = {
       values['weight-strategy'] = values['weight-strategy'] === 'rtn' && plan.strategy ? plan.strategy : values['weight-strategy'];
       if (plan.blockSize) values['block-size'] ??= String(plan.blockSize);
     }
-    const split = intOption(values, 'split') ?? plan?.split;
-    if (split === undefined) throw new SplitLLMError('E_USAGE', "--split K or --plan FILE is required (see 'splitllm edge --help')");
-    const maxTokens = intOption(values, 'max-tokens', 256)!;
+    let bandit: SplitBandit | undefined;
+    if (values['adapt-splits'] !== undefined) {
+      const arms = String(values['adapt-splits']).split(',').map((v) => Number(v.trim()));
+      if (arms.length < 2 || arms.some((k) => !Number.isInteger(k) || k < 0 || k > pkg.config.nLayers)) {
+        throw new SplitLLMError('E_USAGE', `--adapt-splits "${String(values['adapt-splits'])}" must list two or more splits in 0..${pkg.config.nLayers}`);
+      }
+      bandit = new SplitBandit(arms, intOption(values, 'adapt-window', 8, 1)!);
+    }
+    const split = bandit?.first ?? intOption(values, 'split') ?? plan?.split;
+    if (split === undefined) throw new SplitLLMError('E_USAGE', "--split K, --plan FILE or --adapt-splits is required (see 'splitllm edge --help')");
     const weights = await weightEmitters(values, pkg, split);
     const tok = pkg.tokenizer();
     const prompt = String(values['prompt'] ?? '');
     const promptIds = tok.encode(prompt, true);
+    const maxTokens = maxTokensOption(values, pkg.config.maxSeq, promptIds.length);
     const json = !!values['json'];
-    const got: number[] = [];
-    let printed = '';
+    const stream = new TextStream(tok, promptIds, prompt, json ? undefined : (s) => process.stdout.write(s));
     const r = await runEdge(pkg, {
       url,
       split,
@@ -66,21 +75,14 @@ export const edgeCommand: Command = {
       kvCodec: String(values['kv-codec'] ?? plan?.kvCodec ?? 'fp32'),
       edgeMemory: values['edge-memory'] === undefined ? undefined : parseBytes(String(values['edge-memory'])),
       resplits: values['resplit'] === undefined ? undefined : parseResplits(String(values['resplit'])),
+      adapt: bandit ? (info) => bandit.step(info.latencyMs) : undefined,
       onResplit: (m) => process.stderr.write(`\n[re-split ${m.from} → ${m.to} after ${m.atToken} tokens, ${m.bytes} bytes of KV moved]\n`),
-      onToken: (id) => {
-        if (json) return;
-        if (got.length === 0 && prompt) process.stdout.write(prompt); // only once the cloud answers
-        got.push(id);
-        const text = decodeContinuation(tok, promptIds, got, prompt);
-        if (text.startsWith(printed)) {
-          process.stdout.write(text.slice(printed.length));
-          printed = text;
-        }
-      },
+      onToken: (id) => stream.push(id), // the prompt is printed once the cloud answers
     });
-    const text = decodeContinuation(tok, promptIds, r.tokens, prompt);
+    const text = stream.finish();
+    const adapt = bandit ? { splits: bandit.history, best: bandit.best() } : undefined;
     if (json) {
-      process.stdout.write(JSON.stringify({ tokens: r.tokens, text, stats: r.stats }) + '\n');
+      process.stdout.write(JSON.stringify({ tokens: r.tokens, text, stats: r.stats, adapt }) + '\n');
       return;
     }
     process.stdout.write('\n');
@@ -90,6 +92,7 @@ export const edgeCommand: Command = {
         `${s.bytesUpPerToken.toFixed(0)} B up, ${s.bytesDownPerToken.toFixed(0)} B down per token; ` +
         `per token: edge ${s.edgeMs.toFixed(2)} ms, network ${s.networkMs.toFixed(2)} ms, cloud ${s.cloudMs.toFixed(2)} ms\n`,
     );
+    if (adapt) process.stderr.write(`online planner: splits by window ${adapt.splits.join(' ')}; fastest so far: split ${adapt.best}\n`);
   },
 };
 

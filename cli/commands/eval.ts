@@ -1,6 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
-import { openModel } from '../../models/package.js';
 import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
 import { resolveCodecSpec } from '../../quantization/activations/calibration.js';
@@ -8,7 +7,7 @@ import { WireMeter } from '../../quantization/activations/meter.js';
 import { createCodec } from '../../quantization/activations/registry.js';
 import { loadCalibration, packageCalibration } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
-import { intOption, modelOptions, progress, requireString, runCommand, type Command } from '../common.js';
+import { intOption, modelOptions, progress, requireString, runCommand, type Command, openModelOption, modelPath as modelPathOf } from '../common.js';
 
 const pplCommand: Command = {
   name: 'eval ppl',
@@ -28,10 +27,10 @@ const pplCommand: Command = {
     json: { type: 'boolean', description: 'print {"ppl":…,"tokens":…}' },
   },
   async run(values) {
-    const modelPath = requireString(values, 'model', 'eval ppl');
+    const modelPath = modelPathOf(values);
     const textPath = requireString(values, 'text', 'eval ppl');
     if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);
-    const pkg = await openModel(modelPath, { tokenizer: values['tokenizer'] as string | undefined });
+    const pkg = await openModelOption(values);
     const split = intOption(values, 'split');
     const weights = await weightEmitters(values, pkg, split);
     const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: intOption(values, 'threads', undefined, 1), linearFor: weights.linearFor });

@@ -1,8 +1,7 @@
 import { SplitLLMError } from '../../shared/errors.js';
-import { openModel } from '../../models/package.js';
 import { generate, Pipeline } from '../../models/runtime/pipeline.js';
 import { weightEmitters, weightOptions } from '../weights.js';
-import { generationOptions, intOption, modelOptions, requireString, samplingFrom, type Command } from '../common.js';
+import { generationOptions, intOption, modelOptions, requireString, samplingFrom, type Command, openModelOption, maxTokensOption } from '../common.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -18,39 +17,23 @@ export const generateCommand: Command = {
     json: { type: 'boolean', description: 'print {"tokens":[…],"text":…} at the end instead of streaming text' },
   },
   async run(values) {
-    const modelPath = requireString(values, 'model', 'generate');
-    const pkg = await openModel(modelPath, { tokenizer: values['tokenizer'] as string | undefined });
+    const pkg = await openModelOption(values);
     const split = intOption(values, 'split');
     const tok = pkg.tokenizer();
     const prompt = String(values['prompt'] ?? '');
     const promptIds = tok.encode(prompt, true);
-    const maxTokens = intOption(values, 'max-tokens', 256)!;
+    const maxTokens = maxTokensOption(values, pkg.config.maxSeq, promptIds.length);
     const weights = await weightEmitters(values, pkg, split);
     const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: intOption(values, 'threads', undefined, 1), linearFor: weights.linearFor });
     const json = !!values['json'];
-    const ids: number[] = [];
-    let printed = '';
-    if (!json && prompt) process.stdout.write(prompt);
+    const stream = new TextStream(tok, promptIds, prompt, json ? undefined : (s) => process.stdout.write(s));
     const t0 = performance.now();
-    const out = await generate(pipeline, promptIds, {
-      maxTokens,
-      ...samplingFrom(values),
-      onToken: (id) => {
-        ids.push(id);
-        if (json) return;
-        const text = decodeContinuation(tok, promptIds, ids, prompt);
-        if (text.startsWith(printed)) {
-          process.stdout.write(text.slice(printed.length));
-          printed = text;
-        }
-      },
-    });
+    const out = await generate(pipeline, promptIds, { maxTokens, ...samplingFrom(values), onToken: (id) => stream.push(id) });
     const secs = (performance.now() - t0) / 1000;
-    const text = decodeContinuation(tok, promptIds, out, prompt);
+    const text = stream.finish();
     if (json) {
       process.stdout.write(JSON.stringify({ tokens: out, text }) + '\n');
     } else {
-      if (text.length > printed.length && text.startsWith(printed)) process.stdout.write(text.slice(printed.length));
       process.stdout.write('\n');
       process.stderr.write(`${out.length} tokens in ${secs.toFixed(2)}s (${(out.length / secs).toFixed(1)} tokens/s incl. prefill)\n`);
     }
@@ -65,4 +48,39 @@ export function decodeContinuation(tok: { decode(ids: readonly number[]): string
   const full = tok.decode([...promptIds, ...gen]);
   const head = tok.decode(promptIds);
   return full.startsWith(head) ? full.slice(head.length) : tok.decode(gen);
+}
+
+/**
+ * Streams generated text as tokens arrive: the prompt is written with the first token, and a token's
+ * text is written once decoding it together with the rest cannot change it (multi-byte characters).
+ */
+export class TextStream {
+  private readonly ids: number[] = [];
+  private printed = '';
+
+  constructor(
+    private readonly tok: { decode(ids: readonly number[]): string },
+    private readonly promptIds: number[],
+    private readonly prompt: string,
+    private readonly write?: (s: string) => void,
+  ) {}
+
+  push(id: number): void {
+    if (this.ids.length === 0 && this.prompt) this.write?.(this.prompt);
+    this.ids.push(id);
+    const text = decodeContinuation(this.tok, this.promptIds, this.ids, this.prompt);
+    if (text.startsWith(this.printed)) {
+      this.write?.(text.slice(this.printed.length));
+      this.printed = text;
+    }
+  }
+
+  /** Writes what is left and returns the whole continuation. */
+  finish(): string {
+    const text = decodeContinuation(this.tok, this.promptIds, this.ids, this.prompt);
+    if (this.ids.length === 0 && this.prompt) this.write?.(this.prompt);
+    if (text.length > this.printed.length && text.startsWith(this.printed)) this.write?.(text.slice(this.printed.length));
+    this.printed = text;
+    return text;
+  }
 }

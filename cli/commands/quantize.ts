@@ -3,10 +3,9 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { segmentBytes, type Strategy } from '../../quantization/weights/memory.js';
 import { captureLinearInputs, type CapturedInputs } from '../../models/eval/capture.js';
 import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
-import { openModel } from '../../models/package.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
 import { emittersFor, WEIGHT_STRATEGIES, type WeightPlan } from '../../models/runtime/precision.js';
-import { intOption, modelOptions, requireString, runCommand, type Command } from '../common.js';
+import { intOption, modelOptions, requireString, runCommand, type Command, openModelOption } from '../common.js';
 
 interface Row {
   strategy: string;
@@ -38,7 +37,7 @@ const reportCommand: Command = {
     json: { type: 'boolean', description: 'print the rows as JSON' },
   },
   async run(values) {
-    const pkg = await openModel(requireString(values, 'model', 'quantize report'), { tokenizer: values['tokenizer'] as string | undefined });
+    const pkg = await openModelOption(values);
     const textPath = requireString(values, 'text', 'quantize report');
     if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);
     const strategies = String(values['strategies']).split(',');

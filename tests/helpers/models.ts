@@ -1,4 +1,5 @@
 import { openModel, type ModelPackage } from '../../models/package.js';
+import { DEFAULT_MODEL_DIR } from '../../models/default-model.js';
 import { STORIES_BIN, STORIES_TOK } from './fixtures.js';
 
 let stories: Promise<ModelPackage> | undefined;
@@ -6,4 +7,11 @@ let stories: Promise<ModelPackage> | undefined;
 export function storiesModel(): Promise<ModelPackage> {
   stories ??= openModel(STORIES_BIN, { tokenizer: STORIES_TOK });
   return stories;
+}
+
+let defaultPkg: Promise<ModelPackage> | undefined;
+/** The project's own trained model, models/default (in every clone: no fixtures needed). */
+export function defaultModel(): Promise<ModelPackage> {
+  defaultPkg ??= openModel(DEFAULT_MODEL_DIR);
+  return defaultPkg;
 }

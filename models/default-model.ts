@@ -1,0 +1,10 @@
+/** Where the project's own trained model lives: models/default at the repository's root. */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+// this file runs compiled from dist/models/ and, under vitest, from models/: two depths below the root
+const candidates = ['../models/default', '../../models/default'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+
+export const DEFAULT_MODEL_DIR = candidates.find((d) => existsSync(`${d}/manifest.json`)) ?? candidates[1]!;
+/** The accuracy profile measured for the default model, shipped beside it. */
+export const ACCURACY_PROFILE_FILE = 'accuracy-profile.json';
