@@ -3,6 +3,7 @@ import { isSplitLLMError } from '../shared/errors.js';
 import { runCommand, type Command } from './common.js';
 import { calibrateCommand } from './commands/calibrate.js';
 import { cloudCommand } from './commands/cloud.js';
+import { demoCommand } from './commands/demo.js';
 import { edgeCommand } from './commands/edge.js';
 import { evalCommand, runEval } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
@@ -11,7 +12,7 @@ import { planCommand } from './commands/plan.js';
 import { profileCommand, runProfile } from './commands/profile.js';
 import { quantizeCommand, runQuantize } from './commands/quantize.js';
 
-const commands: Command[] = [importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand, profileCommand, planCommand];
+const commands: Command[] = [demoCommand, importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand, profileCommand, planCommand];
 
 function mainHelp(): string {
   return [

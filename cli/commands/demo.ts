@@ -1,0 +1,164 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { startCloud } from '../../cloud/server.js';
+import { runEdge, type EdgeStats } from '../../edge/agent.js';
+import { ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
+import { parameterCount } from '../../models/manifest.js';
+import { emittersFor } from '../../models/runtime/precision.js';
+import { measureCompute, measureLink } from '../../planner/measure.js';
+import { buildProblem } from '../../planner/problem.js';
+import { accuracyProfile, parseBandwidth, parseDuration } from '../../planner/profiles.js';
+import { STRATEGIES } from '../../planner/strategies.js';
+import type { ComputeProfile, LinkProfile, RankedPlan } from '../../planner/types.js';
+import { SplitLLMError } from '../../shared/errors.js';
+import { emulateLink, type EmulatedLink } from '../link-emulator.js';
+import { generationOptions, intOption, modelOptions, modelPath, openModelOption, percentOption, readJsonFile, samplingFrom, type Command } from '../common.js';
+import { parseBytes } from './edge.js';
+import { TextStream } from './generate.js';
+
+const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
+
+export const demoCommand: Command = {
+  name: 'demo',
+  summary:
+    "Shows the whole pipeline on this machine: measures it, asks the planner for a plan that fits a small device's budgets, starts a cloud server and an edge agent on loopback (through an emulated device link), streams the generated text and ends with a summary: the plan, bytes per token against float16, tokens/s and where the time went.",
+  usage: 'splitllm demo [--prompt P] [--max-tokens N] [--edge-memory 3MB] [--latency 100ms] [--max-ppl-increase 3%] [--bandwidth 256kbit] [--rtt 30ms | --loopback] [--split K] [--json]',
+  options: {
+    ...modelOptions,
+    ...generationOptions,
+    prompt: { ...generationOptions['prompt']!, default: 'ROMEO:' },
+    'max-tokens': { ...generationOptions['max-tokens']!, default: '120' },
+    temperature: { ...generationOptions['temperature']!, default: '0.8' },
+    'top-k': { ...generationOptions['top-k']!, default: '40' },
+    seed: { ...generationOptions['seed']!, default: '7' },
+    'edge-memory': { type: 'string', description: 'memory the edge may give the model: weights, KV cache and buffers (the runtime itself is not counted)', default: '3MB', valueName: 'BYTES' },
+    latency: { type: 'string', description: 'per-token latency budget', default: '100ms' },
+    'max-ppl-increase': { type: 'string', description: 'accuracy budget (ppl increase against float32)', default: '3%' },
+    bandwidth: { type: 'string', description: "the device link's bandwidth, emulated on loopback", default: '256kbit' },
+    rtt: { type: 'string', description: "the device link's round trip, emulated on loopback", default: '30ms' },
+    loopback: { type: 'boolean', description: 'no emulated link: plan for and run over plain loopback (measured)' },
+    split: { type: 'string', short: 's', description: 'fix the split point; the planner chooses the rest', valueName: 'K' },
+    'accuracy-profile': { type: 'string', description: `accuracy profile of --model (default: ${ACCURACY_PROFILE_FILE} in the model's directory)`, valueName: 'F' },
+    json: { type: 'boolean', description: 'print {"plan":…,"text":…,"stats":…} instead of streaming text and the table' },
+  },
+  async run(values) {
+    const json = !!values['json'];
+    const say = (s: string) => process.stderr.write(s + '\n');
+    const pkg = await openModelOption(values);
+    const c = pkg.config;
+    say(`splitllm demo: model "${pkg.manifest.name}" (${c.nLayers} layers, ${(parameterCount(c) / 1e6).toFixed(2)}M parameters) from ${modelPath(values)}`);
+
+    const accPath = values['accuracy-profile'] ? String(values['accuracy-profile']) : join(modelPath(values), ACCURACY_PROFILE_FILE);
+    if (!existsSync(accPath)) {
+      throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model at ${accPath}: make one with 'splitllm profile accuracy --model M --text CALIB.txt --out F' and pass --accuracy-profile F`);
+    }
+    const accuracy = accuracyProfile(readJsonFile(accPath, 'accuracy profile'), accPath, pkg.hash);
+    const bits = [...new Set(Object.keys(accuracy.weights).flatMap((k) => k.split('/').slice(1).map(Number)))].sort((a, b) => a - b);
+
+    const budgets = {
+      edgeMemory: parseBytes(String(values['edge-memory'])),
+      latencyMs: parseDuration(String(values['latency'])),
+      maxPplIncrease: percentOption(values, 'max-ppl-increase', 0.03),
+    };
+    const prompt = String(values['prompt']);
+    const promptIds = pkg.tokenizer().encode(prompt, true);
+    const maxTokens = intOption(values, 'max-tokens', 120, 1)!;
+    if (promptIds.length + maxTokens > c.maxSeq) {
+      throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `prompt (${promptIds.length} tokens) plus --max-tokens ${maxTokens} passes the model's maximum sequence of ${c.maxSeq}: lower --max-tokens`);
+    }
+    const split = intOption(values, 'split');
+    if (split !== undefined && split > c.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `--split ${split} is past the model's ${c.nLayers} layers: use 0..${c.nLayers}`);
+
+    const cloud = await startCloud(pkg, { port: 0, host: '127.0.0.1' });
+    let link: EmulatedLink | undefined;
+    try {
+      const t0 = performance.now();
+      say(`measuring this machine: one layer at ${bits.join(', ')}-bit weights…`);
+      const compute: ComputeProfile = await measureCompute(pkg, bits, { steps: 30 });
+      compute.baselineBytes = 0; // the budget is the model's share of the device: the runtime is not counted
+      say(`  done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${bits.map((b) => `${b}-bit ${compute.layerDecodeMs[String(b)]!.toFixed(2)} ms`).join(', ')} per layer and token)`);
+
+      const port = Number(new URL(cloud.url).port);
+      let linkProfile: LinkProfile;
+      let linkText: string;
+      if (values['loopback']) {
+        linkProfile = await measureLink(`${cloud.url}/v1/session`, undefined, { bytes: 1 << 20 });
+        linkText = `loopback, measured: ${linkProfile.rttMs.toFixed(2)} ms round trip, ${((8 * linkProfile.bytesPerSec) / 1e6).toFixed(0)} Mbit/s`;
+      } else {
+        linkProfile = { bytesPerSec: parseBandwidth(String(values['bandwidth'])), rttMs: parseDuration(String(values['rtt'])) };
+        link = await emulateLink({ host: '127.0.0.1', port }, linkProfile);
+        linkText = `${String(values['bandwidth'])}, ${linkProfile.rttMs} ms round trip (emulated on loopback)`;
+      }
+      say(`link: ${linkText}`);
+      say(`budgets: edge memory ${mb(budgets.edgeMemory)} for the model, ${budgets.latencyMs} ms per token, ppl +${(100 * budgets.maxPplIncrease).toFixed(1)}% at most`);
+
+      const problem = buildProblem(
+        { ...c, hash: pkg.hash },
+        { edge: compute, cloud: compute, link: linkProfile, accuracy },
+        { ...budgets, minSeq: promptIds.length + maxTokens, promptTokens: promptIds.length },
+        split === undefined ? {} : { splits: [split] },
+      );
+      const result = STRATEGIES['exhaustive']!.solve(problem, 3);
+      if (result.infeasible) {
+        const inf = result.infeasible;
+        const fmt = (v: number) => (inf.binding === 'memory' ? mb(v) : inf.binding === 'latency' ? `${v.toFixed(1)} ms` : `${(100 * v).toFixed(2)}%`);
+        process.stderr.write(`splitllm demo: no plan fits: the ${inf.binding} budget binds; raise it from ${fmt(inf.relaxation.from)} to ${fmt(inf.relaxation.to)}\n`);
+        return 3;
+      }
+      const best: RankedPlan = result.plans[0]!;
+      const plan = best.plan;
+      say(`plan: split ${plan.split} of ${c.nLayers}, weights ${plan.frontBits}-bit on the edge / ${plan.backBits}-bit in the cloud, codec ${plan.codec} (${result.evaluated} configurations searched)`);
+
+      const linearFor =
+        plan.frontBits === 32 && plan.backBits === 32
+          ? undefined
+          : await emittersFor(pkg, { split: plan.split, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize ?? 32, strategy: 'rtn' });
+      const url = link ? `ws://127.0.0.1:${link.port}/v1/session` : `${cloud.url}/v1/session`;
+      say(`cloud at ${cloud.url}/v1/session; the edge connects ${link ? 'through the emulated link' : 'directly'}\n`);
+      // one token first, untimed: the cloud builds its back segment on a split's first session
+      await runEdge(pkg, { url, split: plan.split, codec: plan.codec, prompt, maxTokens: 1, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize });
+      const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s));
+      const r = await runEdge(pkg, {
+        url,
+        split: plan.split,
+        codec: plan.codec,
+        prompt,
+        maxTokens,
+        sampling: samplingFrom(values),
+        linearFor,
+        frontBits: plan.frontBits,
+        backBits: plan.backBits,
+        blockSize: plan.blockSize,
+        onToken: (id) => stream.push(id),
+      });
+      const text = stream.finish();
+      const fp16Wire = c.dim * 2 + (r.stats.decode.wireBytes - r.stats.decode.payloadBytes);
+      if (json) {
+        process.stdout.write(JSON.stringify({ model: pkg.manifest.name, link: linkProfile, budgets, plan, predicted: best.predicted, text, tokens: r.tokens, stats: r.stats, fp16BytesPerToken: fp16Wire }) + '\n');
+        return;
+      }
+      process.stdout.write('\n\n' + summary(plan, best, r.stats, c.nLayers, fp16Wire, budgets.edgeMemory) + '\n');
+    } finally {
+      await link?.close();
+      await cloud.close();
+    }
+  },
+};
+
+function summary(plan: RankedPlan['plan'], best: RankedPlan, s: EdgeStats, nLayers: number, fp16Wire: number, budget: number): string {
+  const d = s.decode;
+  const total = d.edgeMs + d.networkMs + d.cloudMs;
+  const pct = (v: number) => `${((100 * v) / total).toFixed(0)}%`;
+  const rows: [string, string][] = [
+    ['plan', `split ${plan.split}/${nLayers} · weights ${plan.frontBits}-bit edge, ${plan.backBits}-bit cloud · codec ${plan.codec}`],
+    ['edge memory', `${mb(best.predicted.memory)} predicted at the peak (budget ${mb(budget)}): ${mb(s.peakEdgeBytes)} of weights + KV, resident twice while onnxruntime loads and steps`],
+    ['ppl change', `${best.predicted.accuracy >= 0 ? '+' : ''}${(100 * best.predicted.accuracy).toFixed(2)}% predicted from the accuracy profile`],
+    ['bytes/token up', `${d.wireBytes.toFixed(0)} B (hidden state ${d.payloadBytes.toFixed(0)} B) vs ${fp16Wire.toFixed(0)} B as float16: ${(fp16Wire / d.wireBytes).toFixed(2)}× smaller`],
+    ['speed', `${s.tokens} tokens in ${s.seconds.toFixed(2)} s: ${s.tokensPerSec.toFixed(1)} tokens/s; first token after ${s.prefill.firstTokenMs.toFixed(0)} ms (${best.predicted.firstTokenMs.toFixed(0)} ms predicted, ${s.prefill.tokens} prompt positions)`],
+    ['latency/token', `${total.toFixed(1)} ms measured (${best.predicted.latency.toFixed(1)} ms predicted) over ${d.steps} decode steps`],
+    ['  edge', `${d.edgeMs.toFixed(2)} ms (${pct(d.edgeMs)})  embedding + ${plan.split} layers + encode`],
+    ['  network', `${d.networkMs.toFixed(2)} ms (${pct(d.networkMs)})  link + framing + queueing`],
+    ['  cloud', `${d.cloudMs.toFixed(2)} ms (${pct(d.cloudMs)})  decode + ${nLayers - plan.split} layers + LM head + sampling`],
+  ];
+  return rows.map(([k, v]) => `${k.padEnd(16)} ${v}`).join('\n');
+}
