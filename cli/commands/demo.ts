@@ -117,7 +117,8 @@ export const demoCommand: Command = {
       say(`cloud at ${cloud.url}/v1/session; the edge connects ${link ? 'through the emulated link' : 'directly'}\n`);
       // one token first, untimed: the cloud builds its back segment on a split's first session
       await runEdge(pkg, { url, split: plan.split, codec: plan.codec, prompt, maxTokens: 1, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize });
-      const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s));
+      // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
+      const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), [c.eosId]);
       const r = await runEdge(pkg, {
         url,
         split: plan.split,
@@ -125,6 +126,7 @@ export const demoCommand: Command = {
         prompt,
         maxTokens,
         sampling: samplingFrom(values),
+        stopIds: [],
         linearFor,
         frontBits: plan.frontBits,
         backBits: plan.backBits,

@@ -63,12 +63,23 @@ export class TextStream {
     private readonly promptIds: number[],
     private readonly prompt: string,
     private readonly write?: (s: string) => void,
+    /** ids that end a paragraph (generation that runs on past EOS): written as a blank line */
+    private readonly breakIds: readonly number[] = [],
   ) {}
+
+  private text(): string {
+    const parts: number[][] = [[]];
+    for (const id of this.ids) {
+      if (this.breakIds.includes(id)) parts.push([]);
+      else parts[parts.length - 1]!.push(id);
+    }
+    return [decodeContinuation(this.tok, this.promptIds, parts[0]!, this.prompt), ...parts.slice(1).map((p) => this.tok.decode(p))].join('\n\n');
+  }
 
   push(id: number): void {
     if (this.ids.length === 0 && this.prompt) this.write?.(this.prompt);
     this.ids.push(id);
-    const text = decodeContinuation(this.tok, this.promptIds, this.ids, this.prompt);
+    const text = this.text();
     if (text.startsWith(this.printed)) {
       this.write?.(text.slice(this.printed.length));
       this.printed = text;
@@ -77,7 +88,7 @@ export class TextStream {
 
   /** Writes what is left and returns the whole continuation. */
   finish(): string {
-    const text = decodeContinuation(this.tok, this.promptIds, this.ids, this.prompt);
+    const text = this.text();
     if (this.ids.length === 0 && this.prompt) this.write?.(this.prompt);
     if (text.length > this.printed.length && text.startsWith(this.printed)) this.write?.(text.slice(this.printed.length));
     this.printed = text;
