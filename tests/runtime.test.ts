@@ -273,7 +273,7 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
       expect((m as { code: string }).code).toBe(code);
     };
     // a healthy session, started first, interleaved with every bad one
-    const healthy = runEdge(pkg, { url: `${server.url}/v1/session`, split: 3, codec: 'fp32', prompt: PROMPT, maxTokens: 40 });
+    const healthy = runEdge(pkg, { url: `${server.url}/v1/session`, split: 3, codec: 'fp32', prompt: PROMPT, maxTokens: 40, stopIds: [] });
     healthy.catch(() => undefined); // awaited below; keeps a failing assertion from leaving it unhandled
     const s = await open();
     await expectCode(s, () => s.ws.send(Buffer.from([1, 2])), 'bad_frame');
