@@ -7,7 +7,8 @@
  *              (measured on the 100M synthetic preset by bench/planner: one copy predicts 11–55 MB low)
  *   latency  = edge compute + encoded bytes ÷ bandwidth + RTT + cloud compute (per decode token)
  *   first token (prompt of n tokens) = RTT (hello, ready) + edge prefill of n + n encoded positions ÷
- *              bandwidth + RTT + cloud prefill of n + LM head
+ *              bandwidth + RTT + cloud prefill of n + LM head; a layer's prefill of n tokens costs one
+ *              decode step (the per-run overhead) plus n − 1 times its per-token prefill rate
  *   accuracy = weights' ppl increase + codec's ppl increase (both measured; added)
  */
 import { SplitLLMError } from '../shared/errors.js';
@@ -49,9 +50,9 @@ export function predict(pr: Problem, c: Config): Prediction {
   const firstTokenMs =
     2 * pr.link.rttMs +
     pr.edge.embedMs +
-    n * c.split * prefillMs(pr.edge, c.frontBits) +
+    c.split * (layerMs(pr.edge, c.frontBits) + (n - 1) * prefillMs(pr.edge, c.frontBits)) +
     (1000 * ((n * bitsPerValue * m.dim) / 8 + HEADER_BYTES)) / pr.link.bytesPerSec +
-    n * (m.nLayers - c.split) * prefillMs(pr.cloud, c.backBits) +
+    (m.nLayers - c.split) * (layerMs(pr.cloud, c.backBits) + (n - 1) * prefillMs(pr.cloud, c.backBits)) +
     pr.cloud.headMs;
   const w = pr.accuracy.weights[`${c.split}/${c.frontBits}/${c.backBits}`];
   const accuracy = (w ?? NaN) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN));

@@ -21,7 +21,7 @@ const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
 export const demoCommand: Command = {
   name: 'demo',
   summary:
-    "Shows the whole pipeline on this machine: measures it, asks the planner for a plan that fits a small device's budgets, starts a cloud server and an edge agent on loopback (through an emulated device link), streams the generated text and ends with a summary: the plan, bytes per token against float16, tokens/s and where the time went.",
+    "Shows the whole pipeline on this machine. It measures the machine, asks the planner for a plan that fits a small device's budgets, starts a cloud server and an edge agent on loopback (through an emulated device link), streams the generated text and ends with a summary: the plan, bytes per token against float16, tokens/s and where the time went.",
   usage: 'splitllm demo [--prompt P] [--max-tokens N] [--edge-memory 3MB] [--latency 100ms] [--max-ppl-increase 3%] [--bandwidth 256kbit] [--rtt 30ms | --loopback] [--split K] [--json]',
   options: {
     ...modelOptions,
