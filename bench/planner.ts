@@ -16,9 +16,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openModel } from '../models/package.js';
 import { predict } from '../planner/cost.js';
-import { measureCompute, measureLink } from '../planner/measure.js';
+import { measureLink } from '../planner/measure.js';
 import { parseBandwidth, parseDuration } from '../planner/profiles.js';
-import type { Problem } from '../planner/types.js';
+import type { ComputeProfile, Problem } from '../planner/types.js';
 import { FIXTURES, fmt } from './common.js';
 
 const { values } = parseArgs({
@@ -63,7 +63,19 @@ sh(['ip', 'netns', 'exec', NS, 'tc', 'qdisc', 'add', 'dev', 'sllm-c', 'root', 't
 const relay = await emulateLink({ host: '10.77.0.2', port: 8080 }, { rttMs: parseDuration(String(values.rtt)) });
 const relayPort = relay.port;
 
-const cloud = spawn('ip', ['netns', 'exec', NS, process.execPath, bin, 'cloud', '--model', String(values.model), '--host', '10.77.0.2', '--port', '8080', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+// two machines on one: the edge side runs pinned to core 0 and the cloud to core 1, one onnxruntime
+// thread each, so that neither takes CPU from the other (profiles are measured the same way)
+const pinned = (core: number, args: string[]): [string, string[]] => ['taskset', ['-c', String(core), ...args]];
+const oneThread = { ...process.env, SPLITLLM_THREADS: '1' };
+const profile = (core: number, name: string) => {
+  const path = join(mkdtempSync(join(tmpdir(), 'splitllm-bench-')), `${name}.json`);
+  const [cmd, args] = pinned(core, [process.execPath, bin, 'profile', 'device', '--model', String(values.model), '--out', path, '--bits', '4,8,32', '--steps', '20']);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: oneThread });
+  if (r.status !== 0) throw new Error(`profile device failed: ${r.stderr}`);
+  return (JSON.parse(readFileSync(path, 'utf8')) as { data: ComputeProfile }).data;
+};
+
+const cloud = spawn('ip', ['netns', 'exec', NS, 'taskset', '-c', '1', process.execPath, bin, 'cloud', '--model', String(values.model), '--host', '10.77.0.2', '--port', '8080', '--json'], { stdio: ['ignore', 'pipe', 'inherit'], env: oneThread });
 try {
   await new Promise<void>((resolveReady, reject) => {
     cloud.stdout.once('data', () => resolveReady());
@@ -71,20 +83,17 @@ try {
   });
   const url = `ws://127.0.0.1:${relayPort}/v1/session`;
   const pkg = await openModel(String(values.model));
-  process.stderr.write('profiling this machine…\n');
-  const compute = await measureCompute(pkg, [4, 8, 32], { steps: 20 });
+  process.stderr.write('profiling the edge core and the cloud core (splitllm profile device, one thread each)…\n');
+  const edgeProfile = profile(0, 'edge');
+  const cloudProfile = profile(1, 'cloud');
   const link = await measureLink(url, undefined, { bytes: 256 * 1024 });
   process.stderr.write(`link: rtt ${fmt(link.rttMs, 1)} ms, up ${fmt((link.upBytesPerSec * 8) / 1e6, 2)} Mbit/s (shaped at ${rate})\n`);
-  // the edge's baseline as a user measures it: 'splitllm profile device' in a process of its own
-  const profPath = join(mkdtempSync(join(tmpdir(), 'splitllm-bench-')), 'edge.json');
-  const prof = spawnSync(process.execPath, [bin, 'profile', 'device', '--model', String(values.model), '--out', profPath, '--bits', '32', '--steps', '3'], { encoding: 'utf8' });
-  if (prof.status !== 0) throw new Error(`profile device failed: ${prof.stderr}`);
-  const edgeBaseline = (JSON.parse(readFileSync(profPath, 'utf8')) as { data: { baselineBytes: number } }).data.baselineBytes;
-  process.stderr.write(`edge baseline (profile device): ${fmt(edgeBaseline / 1e6, 1)} MB\n`);
+  process.stderr.write(`edge baseline (profile device): ${fmt(edgeProfile.baselineBytes / 1e6, 1)} MB\n`);
+  const compute = edgeProfile;
   const pr: Problem = {
     model: { ...pkg.config, hash: pkg.hash },
-    edge: { ...compute, baselineBytes: edgeBaseline },
-    cloud: compute,
+    edge: edgeProfile,
+    cloud: cloudProfile,
     link,
     accuracy: { model: pkg.hash, weights: {}, codecs: {} },
     budgets: { edgeMemory: Infinity, latencyMs: Infinity, maxPplIncrease: Infinity },
@@ -107,7 +116,7 @@ try {
     const args = [bin, 'edge', '--cloud', url, '--model', String(values.model), '--split', String(p.split), '--front-bits', String(p.frontBits), '--back-bits', String(p.backBits), '--codec', p.codec, '--prompt', 'Once upon a time', '--max-tokens', String(n), '--json'];
     // asynchronous: the delay relay lives in this process and must keep running while the edge does
     const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((res) => {
-      const child = spawn('/usr/bin/time', ['-f', '%M', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('/usr/bin/time', ['-f', '%M', 'taskset', '-c', '0', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: oneThread });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -124,17 +133,20 @@ try {
       measuredMemory: maxRssKb * 1024,
       predictedLatency: pred.latency,
       measuredLatency,
+      // where the time went, measured (edge / network / cloud ms per token) and predicted (edge / cloud)
+      measuredSplit: `${fmt(stats.edgeMs, 1)}/${fmt(stats.networkMs, 1)}/${fmt(stats.cloudMs, 1)}`,
+      predictedSplit: `${fmt(compute.embedMs + p.split * compute.layerDecodeMs[String(p.frontBits)]!, 1)}/-/${fmt((pkg.config.nLayers - p.split) * cloudProfile.layerDecodeMs[String(p.backBits)]! + cloudProfile.headMs, 1)}`,
     });
   }
   if (values.json) process.stdout.write(JSON.stringify({ link, rows }) + '\n');
   else {
-    process.stdout.write('plan                               predicted MB  measured MB  ratio   predicted ms/tok  measured ms/tok  ratio\n');
+    process.stdout.write('plan                               predicted MB  measured MB  ratio   predicted ms/tok  measured ms/tok  ratio   edge/net/cloud ms: predicted   measured\n');
     for (const r of rows) {
       const pm = r['predictedMemory'] as number;
       const mm = r['measuredMemory'] as number;
       const pl = r['predictedLatency'] as number;
       const ml = r['measuredLatency'] as number;
-      process.stdout.write(`${String(r['plan']).padEnd(34)} ${fmt(pm / 1e6).padStart(12)} ${fmt(mm / 1e6).padStart(12)} ${(mm / pm).toFixed(3).padStart(6)} ${fmt(pl, 2).padStart(18)} ${fmt(ml, 2).padStart(16)} ${(ml / pl).toFixed(3).padStart(6)}\n`);
+      process.stdout.write(`${String(r['plan']).padEnd(34)} ${fmt(pm / 1e6).padStart(12)} ${fmt(mm / 1e6).padStart(12)} ${(mm / pm).toFixed(3).padStart(6)} ${fmt(pl, 2).padStart(18)} ${fmt(ml, 2).padStart(16)} ${(ml / pl).toFixed(3).padStart(6)}   ${String(r['predictedSplit']).padStart(26)} ${String(r['measuredSplit']).padStart(16)}\n`);
     }
   }
 } finally {

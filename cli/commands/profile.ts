@@ -26,8 +26,8 @@ const deviceCommand: Command = {
   async run(values) {
     const out = requireString(values, 'out', 'profile device');
     const pkg = await openModelOption(values);
-    const baselineBytes = await measureBaseline(pkg); // first: RSS only grows once segments were loaded
     const bits = String(values['bits']).split(',').map(Number);
+    const baselineBytes = await measureBaseline(pkg, bits); // first: RSS only grows once segments were loaded
     const data = await measureCompute(pkg, bits, { steps: intOption(values, 'steps', 20, 1), onProgress: (m) => process.stderr.write(m + '\n') });
     data.baselineBytes = baselineBytes;
     const file = { format: 'splitllm-profile', kind: 'compute', data, machine: machine() };

@@ -44,7 +44,9 @@ export class SegmentRuntime {
   /** An onnxruntime session for a built segment, to share between runtimes (one per client session). */
   static async openSession(seg: BuiltSegment, opts: RuntimeOptions = {}): Promise<ort.InferenceSession> {
     const so: ort.InferenceSession.SessionOptions = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
-    if (opts.threads) so.intraOpNumThreads = opts.threads;
+    // intra-op threads: the option, else $SPLITLLM_THREADS (a process pinned to fewer cores), else onnxruntime's choice
+    const threads = opts.threads ?? Number(process.env['SPLITLLM_THREADS'] ?? 0);
+    if (Number.isInteger(threads) && threads > 0) so.intraOpNumThreads = threads;
     try {
       return seg.modelPath ? await ort.InferenceSession.create(seg.modelPath, so) : await ort.InferenceSession.create(seg.model!, so);
     } catch (e) {
