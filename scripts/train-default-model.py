@@ -318,7 +318,7 @@ def main():
     ap.add_argument('--ffn', type=int, default=512)
     ap.add_argument('--seq', type=int, default=256, help='training context = maxSeq of the package')
     ap.add_argument('--batch', type=int, default=16)
-    ap.add_argument('--steps', type=int, default=3000)
+    ap.add_argument('--steps', type=int, default=1100)
     ap.add_argument('--lr', type=float, default=2e-3)
     ap.add_argument('--warmup', type=int, default=100)
     ap.add_argument('--weight-decay', type=float, default=0.1)
