@@ -69,11 +69,12 @@ export const demoCommand: Command = {
     const split = intOption(values, 'split');
     if (split !== undefined && split > c.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `--split ${split} is past the model's ${c.nLayers} layers: use 0..${c.nLayers}`);
 
+    const shape = values['loopback'] ? undefined : { bytesPerSec: parseBandwidth(String(values['bandwidth'])), rttMs: parseDuration(String(values['rtt'])) };
     const cloud = await startCloud(pkg, { port: 0, host: '127.0.0.1' });
     let link: EmulatedLink | undefined;
     try {
       const t0 = performance.now();
-      say(`measuring this machine: one layer at ${bits.join(', ')}-bit weights…`);
+      say(`measuring this machine: decoder layers at ${bits.join(', ')}-bit weights…`);
       const compute: ComputeProfile = await measureCompute(pkg, bits, { steps: 30 });
       compute.baselineBytes = 0; // the budget is the model's share of the device: the runtime is not counted
       say(`  done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${bits.map((b) => `${b}-bit ${compute.layerDecodeMs[String(b)]!.toFixed(2)} ms`).join(', ')} per layer and token)`);
@@ -81,11 +82,11 @@ export const demoCommand: Command = {
       const port = Number(new URL(cloud.url).port);
       let linkProfile: LinkProfile;
       let linkText: string;
-      if (values['loopback']) {
+      if (!shape) {
         linkProfile = await measureLink(`${cloud.url}/v1/session`, undefined, { bytes: 1 << 20 });
         linkText = `loopback, measured: ${linkProfile.rttMs.toFixed(2)} ms round trip, ${((8 * linkProfile.bytesPerSec) / 1e6).toFixed(0)} Mbit/s`;
       } else {
-        linkProfile = { bytesPerSec: parseBandwidth(String(values['bandwidth'])), rttMs: parseDuration(String(values['rtt'])) };
+        linkProfile = shape;
         link = await emulateLink({ host: '127.0.0.1', port }, linkProfile);
         linkText = `${String(values['bandwidth'])}, ${linkProfile.rttMs} ms round trip (emulated on loopback)`;
       }
