@@ -4,7 +4,7 @@
  * to the model's maximum.
  */
 import type { ModelConfig } from '../models/manifest.js';
-import type { AccuracyProfile, Budgets, ComputeProfile, LinkProfile, Problem } from './types.js';
+import type { AccuracyProfile, Budgets, ComputeProfile, Constraint, LinkProfile, Problem } from './types.js';
 
 export interface Profiles {
   edge: ComputeProfile;
@@ -28,4 +28,9 @@ export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles,
       seqLens: Array.from({ length: 10 }, (_, i) => Math.round(((i + 1) * model.maxSeq) / 10)),
     },
   };
+}
+
+/** A budget's value as people read it: MB, ms or a percentage. */
+export function formatBudget(c: Constraint, v: number, mbDigits = 1): string {
+  return c === 'memory' ? `${(v / 1e6).toFixed(mbDigits)} MB` : c === 'latency' ? `${v.toFixed(1)} ms` : `${(100 * v).toFixed(2)}%`;
 }

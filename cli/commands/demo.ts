@@ -6,7 +6,7 @@ import { ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
 import { parameterCount } from '../../models/manifest.js';
 import { emittersFor } from '../../models/runtime/precision.js';
 import { measureCompute, measureLink } from '../../planner/measure.js';
-import { buildProblem } from '../../planner/problem.js';
+import { buildProblem, formatBudget } from '../../planner/problem.js';
 import { accuracyProfile, parseBandwidth, parseDuration } from '../../planner/profiles.js';
 import { STRATEGIES } from '../../planner/strategies.js';
 import type { ComputeProfile, LinkProfile, RankedPlan } from '../../planner/types.js';
@@ -102,7 +102,7 @@ export const demoCommand: Command = {
       const result = STRATEGIES['exhaustive']!.solve(problem, 3);
       if (result.infeasible) {
         const inf = result.infeasible;
-        const fmt = (v: number) => (inf.binding === 'memory' ? mb(v) : inf.binding === 'latency' ? `${v.toFixed(1)} ms` : `${(100 * v).toFixed(2)}%`);
+        const fmt = (v: number) => formatBudget(inf.binding, v, 2);
         process.stderr.write(`splitllm demo: no plan fits: the ${inf.binding} budget binds; raise it from ${fmt(inf.relaxation.from)} to ${fmt(inf.relaxation.to)}\n`);
         return 3;
       }
@@ -117,23 +117,11 @@ export const demoCommand: Command = {
       const url = link ? `ws://127.0.0.1:${link.port}/v1/session` : `${cloud.url}/v1/session`;
       say(`cloud at ${cloud.url}/v1/session; the edge connects ${link ? 'through the emulated link' : 'directly'}\n`);
       // one token first, untimed: the cloud builds its back segment on a split's first session
-      await runEdge(pkg, { url, split: plan.split, codec: plan.codec, prompt, maxTokens: 1, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize });
+      const session = { url, split: plan.split, codec: plan.codec, prompt, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize };
+      await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), [c.eosId]);
-      const r = await runEdge(pkg, {
-        url,
-        split: plan.split,
-        codec: plan.codec,
-        prompt,
-        maxTokens,
-        sampling: samplingFrom(values),
-        stopIds: [],
-        linearFor,
-        frontBits: plan.frontBits,
-        backBits: plan.backBits,
-        blockSize: plan.blockSize,
-        onToken: (id) => stream.push(id),
-      });
+      const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(values), stopIds: [], onToken: (id) => stream.push(id) });
       const text = stream.finish();
       const fp16Wire = c.dim * 2 + (r.stats.decode.wireBytes - r.stats.decode.payloadBytes);
       if (json) {

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { accuracyProfile, computeProfile, linkProfile, parseBandwidth, parseDuration } from '../../planner/profiles.js';
 import { STRATEGIES } from '../../planner/strategies.js';
-import { buildProblem } from '../../planner/problem.js';
+import { buildProblem, formatBudget } from '../../planner/problem.js';
 import type { LinkProfile } from '../../planner/types.js';
 import { intOption, modelOptions, percentOption, readJsonFile, requireString, type Command, openModelOption } from '../common.js';
 import { parseBytes } from './edge.js';
@@ -62,8 +62,7 @@ export const planCommand: Command = {
       const inf = r.infeasible;
       if (values['json']) process.stdout.write(JSON.stringify({ infeasible: inf }) + '\n');
       else {
-        const fmt = (k: string, v: number) => (k === 'memory' ? `${(v / 1e6).toFixed(1)} MB` : k === 'latency' ? `${v.toFixed(1)} ms` : `${(100 * v).toFixed(2)}%`);
-        process.stdout.write(`no plan fits: the ${inf.binding} budget binds; relaxing it from ${fmt(inf.binding, inf.relaxation.from)} to ${fmt(inf.binding, inf.relaxation.to)} makes a plan feasible\n`);
+        process.stdout.write(`no plan fits: the ${inf.binding} budget binds; relaxing it from ${formatBudget(inf.binding, inf.relaxation.from)} to ${formatBudget(inf.binding, inf.relaxation.to)} makes a plan feasible\n`);
       }
       return 3;
     }
