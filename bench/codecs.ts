@@ -41,6 +41,16 @@ export function hiddenLike(tokens: number, dim: number, seed = 1): Float32Array 
   return x;
 }
 
+/** Splits a codec list on commas, keeping a spec's own parameters (`ts-tabq:eps=0.1,entropy=on`) together. */
+function codecList(list: string): string[] {
+  const out: string[] = [];
+  for (const part of list.split(',')) {
+    if (out.length > 0 && part.includes('=') && !part.includes(':')) out[out.length - 1] += ',' + part;
+    else out.push(part);
+  }
+  return out;
+}
+
 function timeIt(fn: () => void, minMs: number): number {
   fn(); // warm-up
   let reps = 0;
@@ -63,7 +73,7 @@ for (const shape of values.shapes!.split(',')) {
   const src = new Uint8Array(x.buffer);
   const dst = new Uint8Array(src.length);
   const memcpyMs = timeIt(() => dst.set(src), minMs);
-  for (const spec of values.codecs!.split(',')) {
+  for (const spec of codecList(values.codecs!)) {
     if (spec.startsWith('lowrank') && T * D > 4e6) continue; // O(T·D·r) per pass: minutes at this size
     const codec = createCodec(spec);
     let bytes = codec.encode(x, T, D);

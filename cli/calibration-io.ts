@@ -2,7 +2,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
-import type { Calibration } from '../quantization/activations/calibration.js';
+import { CalibrationContexts, type Calibration } from '../quantization/activations/calibration.js';
 
 export const CALIBRATION_FILE = 'calibration.json';
 
@@ -32,3 +32,18 @@ export function saveCalibration(path: string, c: Calibration): void {
   writeFileSync(path, JSON.stringify(c, null, 2) + '\n');
 }
 
+
+/** Option every command that codes hidden states takes. */
+export const calibrationOption = {
+  calibration: { type: 'string' as const, description: "calibration file for calibrated codecs (ts-tabq:cal=K; default: calibration.json in the package)", valueName: 'FILE' },
+};
+
+/** The calibration --calibration names, or the package's; undefined when there is none. */
+export function calibrationOf(values: Record<string, unknown>, pkg: { dir?: string; hash: string }): Calibration | undefined {
+  return values['calibration'] ? loadCalibration(String(values['calibration']), pkg.hash) : packageCalibration(pkg.dir, pkg.hash);
+}
+
+/** The codec contexts of that calibration (empty when there is none). */
+export function calibrationContexts(values: Record<string, unknown>, pkg: { dir?: string; hash: string }): CalibrationContexts {
+  return new CalibrationContexts(calibrationOf(values, pkg));
+}

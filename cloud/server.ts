@@ -17,6 +17,7 @@ import { checkWeightBits, WEIGHT_BITS } from '../quantization/weights/blockwise.
 import { Sampler } from '../models/runtime/sampler.js';
 import { SegmentRuntime, type SegmentOutput } from '../models/runtime/segment-runtime.js';
 import type { InferenceSession } from 'onnxruntime-node';
+import type { CalibrationContexts } from '../quantization/activations/calibration.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
 
@@ -35,6 +36,8 @@ export interface CloudOptions {
   idleMs?: number;
   /** a session waits while more than this many bytes wait in its socket's send buffer (default 16 MiB) */
   maxBufferedBytes?: number;
+  /** the model's calibration: contexts of calibrated codecs (`ts-tabq:cal=K`) the edge may send */
+  calibration?: CalibrationContexts;
 }
 
 interface PendingStep {
@@ -238,7 +241,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
         if (!Number.isInteger(m.split) || m.split < 0 || m.split > c.nLayers) throw Object.assign(protocolError('bad_hello', `split ${m.split} is outside 0..${c.nLayers}`), { fatal: true });
         let sampler: Sampler;
         try {
-          createCodec(m.codec);
+          createCodec(m.codec, opts.calibration);
           sampler = new Sampler(m.sampling ?? {});
           checkWeightBits(m.backBits ?? 32, m.blockSize ?? 32);
         } catch (e) {
@@ -304,7 +307,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
       let x: Float32Array;
       let tokens: number;
       try {
-        const d = decodeMessage(frame.payload);
+        const d = decodeMessage(frame.payload, { contexts: opts.calibration?.contexts });
         if (d.dim !== c.dim) throw protocolError('bad_tensor', `hidden state has dim ${d.dim}, the model's is ${c.dim}`);
         x = d.x;
         tokens = d.tokens;

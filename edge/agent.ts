@@ -9,13 +9,15 @@ import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
-import { createCodec } from '../quantization/activations/registry.js';
+import { codecAtSplit, createCodec, type CodecEnv } from '../quantization/activations/registry.js';
 import { segmentBytes } from '../quantization/weights/memory.js';
 
 export interface EdgeOptions {
   url: string;
   split: number;
   codec?: string;
+  /** where a calibrated codec (`ts-tabq:cal=K`) finds its context: the model's calibration */
+  codecEnv?: CodecEnv;
   prompt: string;
   maxTokens: number;
   sampling?: SamplingParams;
@@ -142,7 +144,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   if (!Number.isInteger(o.split) || o.split < 0 || o.split > c.nLayers) {
     throw new SplitLLMError('E_SPLIT_RANGE', `split ${o.split} is out of range for a model with ${c.nLayers} layers: use 0..${c.nLayers}`);
   }
-  const codec = createCodec(o.codec ?? 'fp32');
+  let codec = codecAtSplit(o.codec ?? 'fp32', o.split, o.codecEnv);
   const kvCodec = createCodec(o.kvCodec ?? 'fp32');
   let front = await SegmentRuntime.create(pkg, 0, o.split, { embed: true, head: false, linearFor: o.linearFor });
   let split = o.split;
@@ -165,6 +167,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
     await front.release();
     front = await SegmentRuntime.create(pkg, 0, k, { embed: true, head: false, linearFor: o.linearFor });
     split = k;
+    codec = codecAtSplit(o.codec ?? 'fp32', split, o.codecEnv);
   }
   const moves: EdgeStats['resplits'] = [];
   let peak = 0;
@@ -283,6 +286,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         moves.push(info);
         o.onResplit?.(info);
         split = to;
+        codec = codecAtSplit(o.codec ?? 'fp32', split, o.codecEnv);
       }
     }
     sock.send({ type: 'close' });

@@ -182,19 +182,29 @@ describeWithFixtures('codecs through the CLI on stories260K', () => {
     expectUserError(ev(['--split', '2', '--codec', 'zip:9']), 'E_CODEC_SPEC', /unknown codec "zip"/);
   });
 
-  it('calibrate writes per-split statistics and a codec choice that eval ppl then uses by default', () => {
+  it('calibrate writes per-split statistics, the codec context and a codec choice that eval ppl then uses by default', () => {
     const out = join(tmp, 'cal.json');
-    const r = cli(['calibrate', '--model', STORIES_BIN, '--text', join(CORPUS, 'tinystories_calib.txt'), '--windows', '20', '--splits', '2', '--out', out, '--max-ppl-increase', '2%']);
+    const r = cli(['calibrate', '--model', STORIES_BIN, '--text', join(CORPUS, 'tinystories_calib.txt'), '--windows', '40', '--splits', '2', '--out', out]);
     expect(r.code, r.stderr).toBe(0);
-    const cal = JSON.parse(readFileSync(out, 'utf8')) as { splits: Record<string, { stats: { absQuantiles: Record<string, number> }; choice: { codec: string; pplIncrease: number } }> };
+    const cal = JSON.parse(readFileSync(out, 'utf8')) as {
+      splits: Record<string, { stats: { absQuantiles: Record<string, number> }; context: { dim: number; center: number[]; sink?: number[] }; fit: { a: number }; tried: unknown[]; choice: { codec: string; pplIncrease: number; bitsPerValue: number } }>;
+    };
     const s2 = cal.splits['2']!;
     expect(s2.stats.absQuantiles['0.999']).toBeGreaterThan(s2.stats.absQuantiles['0.5']!);
-    expect(s2.choice.codec).toMatch(/^ts-tabq:eps=/);
-    expect(s2.choice.pplIncrease).toBeLessThanOrEqual(0.02);
-    const e = ev(['--split', '2', '--codec', 'ts-tabq', '--calibration', out]);
+    expect(s2.context.dim).toBe(64);
+    expect(s2.context.center).toHaveLength(64);
+    expect(s2.context.sink).toHaveLength(64); // BOS at position 0 starts every paragraph window
+    expect(s2.tried).toHaveLength(5);
+    expect(s2.fit.a).toBeGreaterThan(0);
+    expect(s2.choice.codec).toMatch(/^ts-tabq:cal=2,step=[\d.]+,tau=6$/);
+    const e = ev(['--split', '2', '--codec', 'ts-tabq', '--calibration', out, '--limit', '60']);
     expect(e.code, e.stderr).toBe(0);
     expect(e.stderr).toMatch(/calibrated default/);
-    expect((JSON.parse(e.stdout) as { codec: string }).codec).toBe(s2.choice.codec);
+    const j = JSON.parse(e.stdout) as { codec: string; bitsPerValue: number };
+    expect(j.codec).toBe(s2.choice.codec);
+    expect(j.bitsPerValue).toBeLessThan(4.6);
+    // a calibrated codec without its calibration is a one-line typed error
+    expectUserError(ev(['--split', '2', '--codec', s2.choice.codec, '--limit', '2']), 'E_CODEC_CONTEXT', /needs the calibration of split 2/);
   });
 });
 

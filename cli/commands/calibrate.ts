@@ -3,27 +3,34 @@ import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { perplexity, pplWindows } from '../../models/eval/ppl.js';
 import { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
-import { splitStats, type Calibration, type SplitChoice } from '../../quantization/activations/calibration.js';
+import { contextData, fitStep, splitStats, type Calibration, type SplitChoice } from '../../quantization/activations/calibration.js';
+import { CodecContext, RUNG_ZERO, rungStep } from '../../quantization/activations/context.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { createCodec } from '../../quantization/activations/registry.js';
 import { CALIBRATION_FILE, saveCalibration } from '../calibration-io.js';
 import { intOption, modelOptions, percentOption, requireString, type Command, openModelOption, modelPath as modelPathOf } from '../common.js';
 
-const EPS_LADDER = [0.2, 0.16, 0.14, 0.12, 0.1, 0.08, 0.06, 0.04, 0.03, 0.02];
+/** Steps (units of the calibrated per-channel deviation) measured for the fit, quarter octaves apart. */
+const TRIED_STEPS = [0.4204, 0.3536, 0.2973, 0.25, 0.2102];
+/** Steps the choice may take: the codec's eighth-octave ladder from 0.5 down to 0.06. */
+const STEP_LADDER = Array.from({ length: 30 }, (_, i) => +rungStep(RUNG_ZERO - 8 - i).toPrecision(4));
+/** Outlier threshold (units of y): past 6 deviations values travel exactly. */
+const TAU = 6;
 
 export const calibrateCommand: Command = {
   name: 'calibrate',
   summary:
-    'Calibrates the split-point codec. It records hidden-state statistics per split layer (|x| quantiles, outlier rates, per-token ranges) and picks the ' +
-    'ts-tabq parameters (τ, ε) with the fewest bits per value whose perplexity stays within the target on the calibration text. ' +
+    'Calibrates the split-point codec. Per split layer it records hidden-state statistics (|x| quantiles, outlier rates, per-token ranges) and the codec ' +
+    'context ts-tabq codes against (per-channel center and scale, the histogram its prefix codes come from, the first-token sink state), measures ' +
+    'the perplexity of ts-tabq:cal=K at five steps, fits increase ≈ a·step² and picks the coarsest step whose predicted increase is within the target. ' +
     'Writes calibration.json into the model package (or --out).',
-  usage: 'splitllm calibrate --model M --text CALIB.txt [--out FILE] [--max-ppl-increase 0.8%] [--windows 200] [--splits 1,2,3] [--json]',
+  usage: 'splitllm calibrate --model M --text CALIB.txt [--out FILE] [--max-ppl-increase 0.9%] [--windows 1000] [--splits 1,2,3] [--json]',
   options: {
     ...modelOptions,
     text: { type: 'string', description: 'calibration text (never the evaluation text)', valueName: 'FILE' },
     out: { type: 'string', description: 'where to write the calibration (default: calibration.json in the package)', valueName: 'FILE' },
-    'max-ppl-increase': { type: 'string', description: 'accuracy target for the chosen codec', default: '0.8%' },
-    windows: { type: 'string', description: 'perplexity windows of the text to calibrate on', default: '200' },
+    'max-ppl-increase': { type: 'string', description: 'accuracy target for the chosen codec (predicted by the fit over the tried steps)', default: '0.9%' },
+    windows: { type: 'string', description: 'perplexity windows of the text to calibrate on', default: '1000' },
     splits: { type: 'string', description: 'comma-separated split layers (default 1..L-1)' },
     json: { type: 'boolean', description: 'print the calibration as JSON' },
   },
@@ -36,8 +43,8 @@ export const calibrateCommand: Command = {
     const L = pkg.config.nLayers;
     const outPath = (values['out'] as string | undefined) ?? (pkg.dir ? join(pkg.dir, CALIBRATION_FILE) : undefined);
     if (!outPath) throw new SplitLLMError('E_USAGE', `${modelPath} is not a package directory: pass --out FILE for the calibration`);
-    const target = percentOption(values, 'max-ppl-increase', 0.008);
-    const nWin = intOption(values, 'windows', 200, 1)!;
+    const target = percentOption(values, 'max-ppl-increase', 0.009);
+    const nWin = intOption(values, 'windows', 1000, 1)!;
     const splits = values['splits']
       ? String(values['splits']).split(',').map((s) => Number(s))
       : Array.from({ length: L - 1 }, (_, i) => i + 1);
@@ -68,8 +75,10 @@ export const calibrateCommand: Command = {
       }
       await front.release();
       const stats = splitStats(hidden, D);
+      const context = new CodecContext(contextData(hidden, D));
+      const env = { context: () => context };
       const evalWith = async (spec: string | undefined): Promise<{ ppl: number; bits: number }> => {
-        const meter = spec ? new WireMeter(createCodec(spec)) : undefined;
+        const meter = spec ? new WireMeter(createCodec(spec, env), { contexts: new Map([[context.id, context]]) }) : undefined;
         let w = 0;
         const r = await perplexity(windows, V, async (ids) => {
           const h = hidden[w++]!;
@@ -81,21 +90,21 @@ export const calibrateCommand: Command = {
       const base = await evalWith(undefined);
       if (Number.isNaN(cal.baselinePpl)) cal.baselinePpl = base.ppl;
       const tried: SplitChoice[] = [];
-      const taus = [stats.absQuantiles['0.999']!, stats.absQuantiles['0.9999']!, Infinity];
-      for (const tau of taus) {
-        for (const eps of EPS_LADDER) {
-          const spec = `ts-tabq:eps=${eps},tau=${tau === Infinity ? 'none' : +tau.toPrecision(4)},entropy=auto`;
-          const r = await evalWith(spec);
-          const choice = { codec: spec, bitsPerValue: r.bits, ppl: r.ppl, pplIncrease: r.ppl / base.ppl - 1 };
-          tried.push(choice);
-          process.stderr.write(`calibrate split ${k}: ${spec.padEnd(48)} ${r.bits.toFixed(3)} bits/value, ppl ${r.ppl.toFixed(4)} (${(100 * choice.pplIncrease).toFixed(2)}%)\n`);
-          if (choice.pplIncrease <= target) break; // the largest ε within target: fewest bits for this τ
-        }
-      }
+      const measure = async (step: number): Promise<SplitChoice> => {
+        const spec = `ts-tabq:cal=${k},step=${step},tau=${TAU}`;
+        const r = await evalWith(spec);
+        const c = { codec: createCodec(spec, env).spec, bitsPerValue: r.bits, ppl: r.ppl, pplIncrease: r.ppl / base.ppl - 1 };
+        process.stderr.write(`calibrate split ${k}: ${c.codec.padEnd(40)} ${r.bits.toFixed(3)} bits/value, ppl ${r.ppl.toFixed(4)} (${(100 * c.pplIncrease).toFixed(2)}%)\n`);
+        return c;
+      };
+      for (const step of TRIED_STEPS) tried.push(await measure(step));
+      const fit = fitStep(tried.map((c, i) => ({ step: TRIED_STEPS[i]!, increase: c.pplIncrease })), STEP_LADDER, target);
+      const chosen = TRIED_STEPS.indexOf(fit.step) >= 0 ? tried[TRIED_STEPS.indexOf(fit.step)]! : await measure(fit.step);
       await back.release();
-      const ok = tried.filter((c) => c.pplIncrease <= target).sort((a, b) => a.bitsPerValue - b.bitsPerValue);
-      cal.splits[String(k)] = { stats, choice: ok[0], tried };
-      process.stderr.write(ok[0] ? `split ${k}: chose ${ok[0].codec} (${ok[0].bitsPerValue.toFixed(3)} bits/value)\n` : `split ${k}: nothing met the target\n`);
+      cal.splits[String(k)] = { stats, context: context.data, choice: chosen, tried, fit: { a: fit.a } };
+      process.stderr.write(
+        `split ${k}: ppl increase ≈ ${fit.a.toFixed(3)}·step² → chose ${chosen.codec} (${chosen.bitsPerValue.toFixed(3)} bits/value, measured ${(100 * chosen.pplIncrease).toFixed(2)}%)\n`,
+      );
     }
     saveCalibration(outPath, cal);
     if (values['json']) process.stdout.write(JSON.stringify(cal) + '\n');

@@ -4,6 +4,8 @@ import { runEdge } from '../../edge/agent.js';
 import { SplitBandit } from '../../planner/bandit.js';
 import { generationOptions, intOption, modelOptions, readJsonFile, requireString, samplingFrom, sessionUrl, type Command, openModelOption, maxTokensOption } from '../common.js';
 import { TextStream } from './generate.js';
+import { CalibrationContexts, resolveCodecSpec } from '../../quantization/activations/calibration.js';
+import { calibrationOf, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 
 export const edgeCommand: Command = {
@@ -16,7 +18,8 @@ export const edgeCommand: Command = {
     cloud: { type: 'string', description: 'the cloud server (ws://host:port or its /v1/session URL)', valueName: 'URL' },
     plan: { type: 'string', description: 'plan file (split, weight bits, codecs, max sequence); the flags below override it', valueName: 'FILE' },
     split: { type: 'string', short: 's', description: 'split point K: this device runs layers [0,K)', valueName: 'K' },
-    codec: { type: 'string', short: 'c', description: 'hidden-state codec (default fp32)' },
+    codec: { type: 'string', short: 'c', description: "hidden-state codec (default fp32); 'ts-tabq' takes the calibrated default of the split" },
+    ...calibrationOption,
     ...generationOptions,
     token: { type: 'string', description: 'bearer token the cloud requires', valueName: 'SECRET' },
     'kv-codec': { type: 'string', description: 'codec of KV streamed on a re-split: fp32 (lossless, default) or int8' },
@@ -54,6 +57,7 @@ export const edgeCommand: Command = {
     const split = bandit?.first ?? intOption(values, 'split') ?? plan?.split;
     if (split === undefined) throw new SplitLLMError('E_USAGE', "--split K, --plan FILE or --adapt-splits is required (see 'splitllm edge --help')");
     const weights = await weightEmitters(values, pkg, split);
+    const calibration = calibrationOf(values, pkg);
     const tok = pkg.tokenizer();
     const prompt = String(values['prompt'] ?? '');
     const promptIds = tok.encode(prompt, true);
@@ -63,7 +67,8 @@ export const edgeCommand: Command = {
     const r = await runEdge(pkg, {
       url,
       split,
-      codec: String(values['codec'] ?? plan?.codec ?? 'fp32'),
+      codec: resolveCodecSpec(String(values['codec'] ?? plan?.codec ?? 'fp32'), split, calibration).spec,
+      codecEnv: new CalibrationContexts(calibration),
       prompt,
       maxTokens: plan ? Math.min(maxTokens, Math.max(0, plan.maxSeq - promptIds.length)) : maxTokens,
       sampling: samplingFrom(values),

@@ -2,10 +2,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
-import { resolveCodecSpec } from '../../quantization/activations/calibration.js';
+import { CalibrationContexts, resolveCodecSpec } from '../../quantization/activations/calibration.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { createCodec } from '../../quantization/activations/registry.js';
-import { loadCalibration, packageCalibration } from '../calibration-io.js';
+import { calibrationOf, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 import { intOption, modelOptions, progress, requireString, runCommand, type Command, openModelOption, modelPath as modelPathOf } from '../common.js';
 
@@ -20,7 +20,7 @@ const pplCommand: Command = {
     text: { type: 'string', description: 'text file to score', valueName: 'FILE' },
     split: { type: 'string', short: 's', description: 'split point K', valueName: 'K' },
     codec: { type: 'string', short: 'c', description: "hidden-state codec at the split (e.g. ts-tabq, ts-tabq:eps=0.1, uniform:4, fp16); bare 'ts-tabq' takes the calibrated default", valueName: 'SPEC' },
-    calibration: { type: 'string', description: 'calibration file (default: calibration.json in the package)', valueName: 'FILE' },
+    ...calibrationOption,
     limit: { type: 'string', description: 'score only the first N windows (quick checks)' },
     threads: { type: 'string', description: 'onnxruntime intra-op threads' },
     ...weightOptions,
@@ -37,9 +37,10 @@ const pplCommand: Command = {
     let meter: WireMeter | undefined;
     if (values['codec'] !== undefined) {
       if (split === undefined) throw new SplitLLMError('E_USAGE', '--codec needs --split K: the codec sits on the hidden state at the split');
-      const cal = values['calibration'] ? loadCalibration(String(values['calibration']), pkg.hash) : packageCalibration(pkg.dir, pkg.hash);
+      const cal = calibrationOf(values, pkg);
       const resolved = resolveCodecSpec(String(values['codec']), split, cal);
-      meter = new WireMeter(createCodec(resolved.spec));
+      const contexts = new CalibrationContexts(cal);
+      meter = new WireMeter(createCodec(resolved.spec, contexts), { contexts: contexts.contexts });
       process.stderr.write(`codec at split ${split}: ${meter.codec.spec}${resolved.calibrated ? ' (calibrated default)' : ''}\n`);
       const m = meter;
       pipeline.between = (h, tokens) => m.roundTrip(h, tokens, pkg.config.dim);

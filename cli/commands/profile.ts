@@ -6,7 +6,9 @@ import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { linearFor } from '../../models/onnx/linear.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
-import { createCodec } from '../../quantization/activations/registry.js';
+import { CalibrationContexts, resolveCodecSpec } from '../../quantization/activations/calibration.js';
+import { codecAtSplit } from '../../quantization/activations/registry.js';
+import { calibrationOf, calibrationOption } from '../calibration-io.js';
 import { intOption, modelOptions, requireString, runCommand, sessionUrl, type Command, openModelOption } from '../common.js';
 
 const machine = () => ({ cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, date: new Date().toISOString() });
@@ -63,13 +65,14 @@ const accuracyCommand: Command = {
   name: 'profile accuracy',
   summary:
     'Measures the ppl change of each configuration on calibration text: weights (rtn) per split × front bits × back bits, and hidden-state codecs per split (float weights). Never run it on the evaluation text.',
-  usage: 'splitllm profile accuracy --model M --text CALIB.txt --out F [--bits 4,8,32] [--codecs fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1] [--windows 60] [--json]',
+  usage: 'splitllm profile accuracy --model M --text CALIB.txt --out F [--bits 4,8,32] [--codecs fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1,ts-tabq] [--calibration FILE] [--windows 60] [--json]',
   options: {
     ...modelOptions,
     text: { type: 'string', description: 'calibration text', valueName: 'FILE' },
     out: { type: 'string', short: 'o', description: 'profile file to write', valueName: 'F' },
     bits: { type: 'string', description: 'weight precisions', default: '4,8,32' },
-    codecs: { type: 'string', description: 'codec settings', default: 'fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1' },
+    codecs: { type: 'string', description: "codec settings; bare 'ts-tabq' is the calibrated default of each split", default: 'fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1,ts-tabq' },
+    ...calibrationOption,
     windows: { type: 'string', description: 'perplexity windows of the text to use', default: '60' },
     json: { type: 'boolean', description: 'print the profile as JSON' },
   },
@@ -82,7 +85,11 @@ const accuracyCommand: Command = {
     const windows = pplWindows(pkg.tokenizer(), readFileSync(textPath, 'utf8')).slice(0, intOption(values, 'windows', 60, 1));
     const bits = String(values['bits']).split(',').map(Number);
     const codecs = String(values['codecs']).split(',');
-    for (const c of codecs) createCodec(c); // fail early on a bad spec
+    const cal = calibrationOf(values, pkg);
+    const contexts = new CalibrationContexts(cal);
+    // the codec a spec means at split k: bare 'ts-tabq' is the calibrated default there, when there is one
+    const codecAt = (spec: string, k: number) => codecAtSplit(resolveCodecSpec(spec, k, cal).spec, k, contexts);
+    for (const c of codecs) codecAt(c, 1); // fail early on a bad spec
     const L = pkg.config.nLayers;
     const score = async (p: Pipeline) => (await pipelinePerplexity(p, windows)).ppl;
     const base = await score(await Pipeline.create(pkg));
@@ -99,7 +106,7 @@ const accuracyCommand: Command = {
       }
       for (const spec of codecs) {
         const p = await Pipeline.create(pkg, [k]);
-        const meter = new WireMeter(createCodec(spec));
+        const meter = new WireMeter(codecAt(spec, k), { contexts: contexts.contexts });
         p.between = (h, tokens) => meter.roundTrip(h, tokens, pkg.config.dim);
         codecTable[`${k}/${spec}`] = { pplIncrease: (await score(p)) / base - 1, bitsPerValue: meter.bitsPerValue };
         await p.release();

@@ -4,6 +4,7 @@
  * Pure TypeScript; reading and writing the file is the CLI's job (cli/calibration-io.ts).
  */
 import { SplitLLMError } from '../../shared/errors.js';
+import { CodecContext, type CodecContextData, type ContextSet } from './context.js';
 
 export interface SplitStats {
   values: number;
@@ -34,7 +35,53 @@ export interface Calibration {
   target: number;
   /** float32 ppl of the calibration windows, per split (equal up to float noise) */
   baselinePpl: number;
-  splits: Record<string, { stats: SplitStats; choice?: SplitChoice; tried?: SplitChoice[] }>;
+  splits: Record<string, SplitCalibration>;
+}
+
+export interface SplitCalibration {
+  stats: SplitStats;
+  /** the codec context `ts-tabq:cal=K` codes against */
+  context?: CodecContextData;
+  choice?: SplitChoice;
+  tried?: SplitChoice[];
+  /** least-squares fit of the ppl increase over the tried steps: increase ≈ a·step² */
+  fit?: { a: number };
+}
+
+/** The contexts of a calibration: by split for encoders, by id for decoders. */
+export class CalibrationContexts {
+  private readonly bySplit = new Map<number, CodecContext>();
+  readonly byId = new Map<number, CodecContext>();
+  constructor(cal?: Calibration) {
+    for (const [k, s] of Object.entries(cal?.splits ?? {})) {
+      if (!s.context) continue;
+      const ctx = new CodecContext(s.context);
+      this.bySplit.set(Number(k), ctx);
+      this.byId.set(ctx.id, ctx);
+    }
+  }
+  context = (split: number): CodecContext | undefined => this.bySplit.get(split);
+  get contexts(): ContextSet {
+    return this.byId;
+  }
+}
+
+/**
+ * Fits increase ≈ a·step² through the origin to measured (step, increase) points and returns the coarsest
+ * step of `ladder` whose predicted increase is within the target (the finest when none is): one
+ * measurement at one step is noisy, the fit over several is not.
+ */
+export function fitStep(points: { step: number; increase: number }[], ladder: number[], target: number): { a: number; step: number } {
+  let num = 0;
+  let den = 0;
+  for (const p of points) {
+    num += p.increase * p.step ** 2;
+    den += p.step ** 4;
+  }
+  const a = den > 0 ? Math.max(num / den, 0) : 0;
+  const sorted = [...ladder].sort((x, y) => y - x);
+  const step = sorted.find((st) => a * st * st <= target) ?? sorted[sorted.length - 1]!;
+  return { a, step };
 }
 
 export const QUANTILES = [0.5, 0.9, 0.99, 0.995, 0.999, 0.9999, 1];
@@ -99,4 +146,56 @@ export function resolveCodecSpec(spec: string, split: number, cal?: Calibration)
   }
   if (bare === 'default') throw new SplitLLMError('E_CODEC_SPEC', `no calibrated codec for split ${split}: run 'splitllm calibrate' or name a codec`);
   return { spec, calibrated: false };
+}
+
+/** Histogram of y that contexts carry: bins of 1/32 over [−16, 16). */
+export const CONTEXT_HIST = { lo: -16, width: 1 / 32, bins: 1024 };
+
+/**
+ * The codec context of a split from calibration hidden states (rows of [tokens, dim], one per window):
+ * per-channel mean and standard deviation, and the histogram of y = (x − mean) / std. The first token
+ * of every window (BOS at position 0, the attention sink: an order of magnitude larger than the rest)
+ * is left out: TS sends its values exactly anyway.
+ */
+export function contextData(rows: Float32Array[], dim: number): CodecContextData {
+  const sum = new Float64Array(dim);
+  const sum2 = new Float64Array(dim);
+  let n = 0;
+  for (const r of rows) {
+    for (let o = dim; o < r.length; o += dim) {
+      n++;
+      for (let c = 0; c < dim; c++) {
+        const v = r[o + c]!;
+        sum[c] = sum[c]! + v;
+        sum2[c] = sum2[c]! + v * v;
+      }
+    }
+  }
+  if (n === 0) throw new SplitLLMError('E_BAD_ARGUMENT', 'calibration needs windows of two or more tokens');
+  const center = Array.from(sum, (s) => Math.fround(s / n));
+  const scale = Array.from(sum2, (s2, c) => Math.fround(Math.sqrt(Math.max(s2 / n - (sum[c]! / n) ** 2, 1e-12))));
+  const counts = new Array<number>(CONTEXT_HIST.bins).fill(0);
+  const inv = scale.map((s) => 1 / s);
+  for (const r of rows) {
+    for (let o = dim; o < r.length; o += dim) {
+      for (let c = 0; c < dim; c++) {
+        const b = Math.floor(((r[o + c]! - center[c]!) * inv[c]! - CONTEXT_HIST.lo) / CONTEXT_HIST.width);
+        if (b >= 0 && b < CONTEXT_HIST.bins) counts[b]!++;
+      }
+    }
+  }
+  // the sink: windows that start a paragraph start with BOS at position 0, whose state is the same in
+  // all of them up to float noise (windows that continue a long paragraph start elsewhere)
+  const sink = Array.from(rows[0]!.subarray(0, dim));
+  let n0 = 0;
+  for (const v of sink) n0 += v * v;
+  let same = 0;
+  for (const r of rows) {
+    let d2 = 0;
+    for (let c = 0; c < dim; c++) d2 += (r[c]! - sink[c]!) ** 2;
+    if (d2 <= 1e-10 * n0) same++;
+  }
+  const data: CodecContextData = { dim, center, scale, hist: { lo: CONTEXT_HIST.lo, width: CONTEXT_HIST.width, counts } };
+  if (rows.length > 1 && n0 > 0 && same >= rows.length / 2) data.sink = sink.map(Math.fround);
+  return data;
 }

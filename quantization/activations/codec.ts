@@ -1,4 +1,5 @@
 /** The activation codec contract: hidden state [tokens, dim] float32 ⇄ self-describing bytes. */
+import type { ContextSet } from './context.js';
 import type { CodecId } from './format.js';
 
 export interface Decoded {
@@ -20,4 +21,6 @@ export interface Codec {
 export interface DecodeOptions {
   /** refuse messages with more values than this (default 2^26) */
   maxValues?: number;
+  /** calibration contexts, by id, for messages coded against one (`ts-tabq:cal=K`) */
+  contexts?: ContextSet;
 }

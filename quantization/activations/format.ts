@@ -25,6 +25,8 @@ export enum CodecId {
   tabq = 4,
   topk = 5,
   lowrank = 6,
+  /** ts-tabq entropy-coded against a calibrated context */
+  tabqEc = 7,
 }
 
 export function corrupt(why: string): SplitLLMError {

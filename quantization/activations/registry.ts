@@ -1,7 +1,8 @@
 /**
  * Codec registry: a spec string names a codec and its parameters —
  * `fp32`, `fp16`, `int8`, `uniform:4`, `topk:5`, `lowrank:8`, `ts-tabq`, `ts-tabq:eps=0.03,tau=1.9`,
- * `ts-tabq:budget=3.5,tau=auto,q=0.995,group=64,outliers=f16`.
+ * `ts-tabq:budget=3.5,tau=auto,q=0.995,group=64,outliers=f16`, and against the calibration of split K
+ * `ts-tabq:cal=K,eps=0.08,tau=6` or `ts-tabq:cal=K,step=0.3` (needs the calibration's contexts).
  * `decodeMessage` reads any codec's message by the id in its header.
  */
 import { SplitLLMError } from '../../shared/errors.js';
@@ -10,6 +11,8 @@ import type { Codec, Decoded, DecodeOptions } from './codec.js';
 import { CodecId, corrupt, readHeader } from './format.js';
 import { decodeLowrank, LowrankCodec } from './lowrank.js';
 import { decodeTopk, TopkCodec } from './sparse.js';
+import { contextMissing, type CodecContext } from './context.js';
+import { decodeTabqEc, DEFAULT_TABQ_EC, TabqEcCodec, type TabqEcParams } from './tabq-ec.js';
 import { decodeTabq, DEFAULT_TABQ, TabqCodec, validateTabq, type TabqParams } from './tabq.js';
 
 export const CODEC_NAMES = ['fp32', 'fp16', 'int8', 'uniform', 'topk', 'lowrank', 'ts-tabq'] as const;
@@ -77,7 +80,42 @@ export function tabqParamsFrom(spec: string, p: ParsedSpec): TabqParams {
   );
 }
 
-export function createCodec(spec: string): Codec {
+/** Where codecs bound to a calibration (`cal=K`) find its context: the model's calibration, per split. */
+export interface CodecEnv {
+  context?: (split: number) => CodecContext | undefined;
+}
+
+function tabqEcParamsFrom(spec: string, p: ParsedSpec): TabqEcParams {
+  only(spec, p, ['cal', 'eps', 'step', 'tau', 'outliers']);
+  if (p.arg !== undefined) throw new SplitLLMError('E_CODEC_SPEC', `codec "${spec}": use named parameters, e.g. ts-tabq:cal=1,eps=0.08`);
+  if (p.params.has('eps') && p.params.has('step')) throw new SplitLLMError('E_CODEC_SPEC', `codec "${spec}": give eps or step, not both`);
+  const cal = num(spec, 'cal', p.params.get('cal'))!;
+  if (!Number.isInteger(cal) || cal < 0) throw new SplitLLMError('E_CODEC_SPEC', `codec "${spec}": cal must be a split layer, got ${cal}`);
+  const tauRaw = p.params.get('tau');
+  const outliers = p.params.get('outliers') ?? 'f32';
+  if (outliers !== 'f32' && outliers !== 'f16') throw new SplitLLMError('E_CODEC_SPEC', `codec "${spec}": outliers must be f32 or f16`);
+  const step = num(spec, 'step', p.params.get('step'));
+  return {
+    cal,
+    mode: step !== undefined ? 'step' : 'eps',
+    eps: num(spec, 'eps', p.params.get('eps')) ?? DEFAULT_TABQ_EC.eps,
+    step: step ?? DEFAULT_TABQ_EC.step,
+    tau: tauRaw === undefined ? DEFAULT_TABQ_EC.tau : tauRaw === 'none' ? Infinity : num(spec, 'tau', tauRaw)!,
+    outliers,
+  };
+}
+
+/**
+ * The codec a spec names at a split: a spec bound to a calibration (`cal=K`) follows the split to that
+ * split's context when the calibration has one, so an edge that moves its split keeps coding against the
+ * statistics of the layer it sends.
+ */
+export function codecAtSplit(spec: string, split: number, env: CodecEnv = {}): Codec {
+  const moved = /(^|[:,])cal=\d+/.test(spec) && env.context?.(split) ? spec.replace(/((?:^|[:,])cal=)\d+/, `$1${split}`) : spec;
+  return createCodec(moved, env);
+}
+
+export function createCodec(spec: string, env: CodecEnv = {}): Codec {
   const p = parseSpec(spec);
   const positional = (key: string): number => {
     only(spec, p, [key]);
@@ -101,8 +139,15 @@ export function createCodec(spec: string): Codec {
     case 'lowrank':
       return new LowrankCodec(positional('rank'));
     case 'ts-tabq':
-    case 'tstabq':
-      return new TabqCodec(tabqParamsFrom(spec, p));
+    case 'tstabq': {
+      if (!p.params.has('cal')) return new TabqCodec(tabqParamsFrom(spec, p));
+      const params = tabqEcParamsFrom(spec, p);
+      const ctx = env.context?.(params.cal);
+      if (!ctx) {
+        throw new SplitLLMError('E_CODEC_CONTEXT', `codec "${spec}" needs the calibration of split ${params.cal}, which is not loaded: run 'splitllm calibrate' for this model (or pass --calibration FILE)`);
+      }
+      return new TabqEcCodec(params, ctx);
+    }
     default:
       throw new SplitLLMError('E_CODEC_SPEC', `unknown codec "${p.name}": choose one of ${CODEC_NAMES.join(', ')}`);
   }
@@ -124,6 +169,8 @@ export function decodeMessage(bytes: Uint8Array, opts: DecodeOptions = {}): Deco
       return decodeTopk(bytes, h.tokens, h.dim);
     case CodecId.lowrank:
       return decodeLowrank(bytes, h.tokens, h.dim);
+    case CodecId.tabqEc:
+      return decodeTabqEc(bytes, h.tokens, h.dim, opts.contexts);
     default:
       throw corrupt(`unknown codec id ${h.codec}`);
   }
