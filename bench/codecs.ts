@@ -6,12 +6,14 @@
  *   node dist/bench/codecs.js [--codecs fp32,ts-tabq,...] [--shapes 512x2048] [--json]
  */
 import { parseArgs } from 'node:util';
+import { contextData } from '../quantization/activations/calibration.js';
+import { CodecContext } from '../quantization/activations/context.js';
 import { createCodec } from '../quantization/activations/registry.js';
 import { rng } from '../models/runtime/sampler.js';
 
 const { values } = parseArgs({
   options: {
-    codecs: { type: 'string', default: 'fp32,fp16,int8,uniform:4,ts-tabq:eps=0.05,ts-tabq:budget=4,topk:5,lowrank:8' },
+    codecs: { type: 'string', default: 'fp32,fp16,int8,uniform:4,ts-tabq:eps=0.05,ts-tabq:budget=4,ts-tabq:cal=1,step=0.3,ts-tabq:cal=1,eps=0.08,topk:5,lowrank:8' },
     shapes: { type: 'string', default: '1x64,512x2048,4096x4096' },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
@@ -75,7 +77,10 @@ for (const shape of values.shapes!.split(',')) {
   const memcpyMs = timeIt(() => dst.set(src), minMs);
   for (const spec of codecList(values.codecs!)) {
     if (spec.startsWith('lowrank') && T * D > 4e6) continue; // O(T·D·r) per pass: minutes at this size
-    const codec = createCodec(spec);
+    // a calibrated codec codes against a context made from another sample of the same distribution, as
+    // 'splitllm calibrate' makes it from calibration text
+    const ctx = spec.includes('cal=') ? new CodecContext(contextData([hiddenLike(Math.min(T, 256) + 1, D, 2)], D)) : undefined;
+    const codec = createCodec(spec, { context: () => ctx });
     let bytes = codec.encode(x, T, D);
     const encMs = timeIt(() => {
       bytes = codec.encode(x, T, D);
@@ -101,13 +106,13 @@ for (const shape of values.shapes!.split(',')) {
 }
 if (values.json) process.stdout.write(JSON.stringify(rows) + '\n');
 else {
-  process.stdout.write('shape       codec                    encode MB/s  decode MB/s  memcpy MB/s  enc/memcpy  dec/memcpy  bits/value  rel.error\n');
+  process.stdout.write('shape       codec                      encode MB/s  decode MB/s  memcpy MB/s  enc/memcpy  dec/memcpy  bits/value  rel.error\n');
   for (const r of rows) {
     const e = r['encodeMBs'] as number;
     const d = r['decodeMBs'] as number;
     const m = r['memcpyMBs'] as number;
     process.stdout.write(
-      `${String(r['shape']).padEnd(11)} ${String(r['codec']).padEnd(24)} ${e.toFixed(0).padStart(11)} ${d.toFixed(0).padStart(12)} ${m.toFixed(0).padStart(12)} ${(e / m).toFixed(4).padStart(11)} ${(d / m).toFixed(4).padStart(11)} ${(r['bitsPerValue'] as number).toFixed(3).padStart(11)} ${(r['relError'] as number).toExponential(2).padStart(10)}\n`,
+      `${String(r['shape']).padEnd(11)} ${String(r['codec']).padEnd(26)} ${e.toFixed(0).padStart(11)} ${d.toFixed(0).padStart(12)} ${m.toFixed(0).padStart(12)} ${(e / m).toFixed(4).padStart(11)} ${(d / m).toFixed(4).padStart(11)} ${(r['bitsPerValue'] as number).toFixed(3).padStart(11)} ${(r['relError'] as number).toExponential(2).padStart(10)}\n`,
     );
   }
 }

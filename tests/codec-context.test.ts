@@ -5,7 +5,8 @@ import { CalibrationContexts, contextData, fitStep, type Calibration } from '../
 import { CodecContext, limitedHuffman, MAX_CODE_BITS, rungNearest, rungStep } from '../quantization/activations/context.js';
 import { HEADER_BYTES } from '../quantization/activations/format.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
-import { SINK_TOLERANCE } from '../quantization/activations/tabq-ec.js';
+import { lanesFor, SINK_TOLERANCE } from '../quantization/activations/tabq-ec.js';
+import { useWasmKernels, wasmKernels } from '../quantization/activations/wasm/kernels.js';
 
 function normalGen(seed: number) {
   const next = rng(seed);
@@ -76,10 +77,12 @@ const relTok = (a: Float32Array, b: Float32Array, t: number, dim: number) => {
 
 const SPECS = ['ts-tabq:cal=1,step=0.3', 'ts-tabq:cal=1,step=0.05,tau=2', 'ts-tabq:cal=1,eps=0.08', 'ts-tabq:cal=1,eps=0.01,tau=none,outliers=f16'];
 
-describe('ts-tabq against a calibration context keeps its promises', () => {
+for (const wasm of [true, false]) describe(`ts-tabq against a calibration context keeps its promises (${wasm ? 'WebAssembly' : 'TypeScript'} kernels)`, () => {
   for (const dim of [64, 172]) {
     for (const spec of SPECS) {
       it(`${spec} at dim ${dim}`, () => {
+        useWasmKernels(wasm);
+        expect(!!wasmKernels()).toBe(wasm);
         const codec = createCodec(spec, env(dim));
         const ctx = contexts.get(dim)!;
         for (const inp of inputsFor(dim)) {
@@ -112,6 +115,30 @@ describe('ts-tabq against a calibration context keeps its promises', () => {
       });
     }
   }
+
+});
+
+describe('ts-tabq against a calibration context', () => {
+  it('WebAssembly and TypeScript encoders write the same messages, and their decoders read them to the same values', () => {
+    for (const dim of [64, 172]) {
+      for (const spec of SPECS) {
+        for (const inp of inputsFor(dim)) {
+          useWasmKernels(true);
+          const a = createCodec(spec, env(dim)).encode(inp.x, inp.tokens, dim);
+          const da = decodeMessage(a, all).x;
+          useWasmKernels(false);
+          const b = createCodec(spec, env(dim)).encode(inp.x, inp.tokens, dim);
+          const db = decodeMessage(a, all).x;
+          const where = `${spec} on ${inp.name} (dim ${dim})`;
+          if (spec.includes('step')) expect(b, where).toEqual(a); // eps mode may pick another rung at a tie of float error sums
+          expect(db, where).toEqual(da);
+          expect(decodeMessage(b, all).x.length).toBe(inp.x.length);
+        }
+      }
+    }
+    useWasmKernels(true);
+    expect([lanesFor(1023), lanesFor(1024)]).toEqual([1, 4]);
+  });
 
   it('spends about the entropy: a hidden-like message at step 0.3 takes 3–4.5 bits per value, far fewer than fp16', () => {
     const dim = 172;

@@ -4,7 +4,8 @@ import { startCloud, type CloudServer } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
-import { createCodec } from '../quantization/activations/registry.js';
+import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
+import { CalibrationContexts, contextData, type Calibration } from '../quantization/activations/calibration.js';
 import { describeWithFixtures } from './helpers/fixtures.js';
 import { defaultModel, storiesModel } from './helpers/models.js';
 
@@ -110,6 +111,34 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
     const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 48, stopIds: [], linearFor: () => f4, frontBits: 4, backBits: 8 });
     expect(r.tokens).toEqual(local);
     await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 4, backBits: 5 })).rejects.toThrow(/bad_hello: weight bits 5/);
+  });
+
+  it('a calibrated codec (ts-tabq:cal=K) over the wire gives the tokens of the same codec run locally; a cloud without the calibration refuses it', async () => {
+    const pkg = await model();
+    const k = 2;
+    const D = pkg.config.dim;
+    // the context from real hidden states at split k (a few calibration-like prompts)
+    const rows: Float32Array[] = [];
+    const capture = await Pipeline.create(pkg, [k]);
+    capture.between = (h) => (rows.push(h.slice()), h);
+    for (const text of [PROMPT, 'The sun was warm and the birds sang.', 'She looked at the sky and smiled.', 'He ran home.']) await capture.forward(pkg.tokenizer().encode(text), { keepCache: false });
+    await capture.release();
+    const cal: Calibration = { format: 'splitllm-calibration', version: 1, model: pkg.hash, text: 'test', windows: rows.length, target: 0.009, baselinePpl: 0, splits: { [String(k)]: { stats: {} as never, context: contextData(rows, D) } } };
+    const contexts = new CalibrationContexts(cal);
+    const spec = `ts-tabq:cal=${k},step=0.3`;
+    const codec = createCodec(spec, contexts);
+    const wire = await Pipeline.create(pkg, [k]);
+    wire.between = (h, tokens) => decodeMessage(codec.encode(h, tokens, D), { contexts: contexts.contexts }).x;
+    const local = await generate(wire, pkg.tokenizer().encode(PROMPT), { maxTokens: 32, stopIds: [] });
+    const calibrated = await startCloud(pkg, { calibration: contexts });
+    try {
+      const r = await runEdge(pkg, { url: `${calibrated.url}/v1/session`, split: k, codec: spec, codecEnv: contexts, prompt: PROMPT, maxTokens: 32, stopIds: [] });
+      expect(r.tokens).toEqual(local);
+      expect(r.stats.bytesUpPerToken).toBeLessThan(4 * D); // well under float32 (and its framing)
+    } finally {
+      await calibrated.close();
+    }
+    await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: k, codec: spec, codecEnv: contexts, prompt: PROMPT, maxTokens: 4 })).rejects.toThrow(/bad_hello: .*needs the calibration of split 2/);
   });
 
   it('re-splits mid-generation in both directions: lossless KV gives the same tokens', async () => {

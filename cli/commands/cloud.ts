@@ -1,6 +1,6 @@
 import { startCloud } from '../../cloud/server.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
-import { intOption, modelOptions, requireString, type Command, openModelOption } from '../common.js';
+import { intOption, modelOptions, type Command, openModelOption } from '../common.js';
 
 export const cloudCommand: Command = {
   name: 'cloud',

@@ -208,6 +208,16 @@ export class Writer {
   }
 }
 
+/** Writes d as a LEB128 varint at out[o]; returns the offset after it. */
+export function putVarint(out: Uint8Array, o: number, d: number): number {
+  while (d >= 0x80) {
+    out[o++] = (d & 0x7f) | 0x80;
+    d = Math.floor(d / 128);
+  }
+  out[o++] = d;
+  return o;
+}
+
 /** Bits needed to pack `count` values of `width` bits, rounded up to whole bytes. */
 export function packedBytes(count: number, width: number): number {
   return Math.ceil((count * width) / 8);

@@ -11,7 +11,7 @@ import type { Codec, Decoded, DecodeOptions } from './codec.js';
 import { CodecId, corrupt, readHeader } from './format.js';
 import { decodeLowrank, LowrankCodec } from './lowrank.js';
 import { decodeTopk, TopkCodec } from './sparse.js';
-import { contextMissing, type CodecContext } from './context.js';
+import type { CodecContext } from './context.js';
 import { decodeTabqEc, DEFAULT_TABQ_EC, TabqEcCodec, type TabqEcParams } from './tabq-ec.js';
 import { decodeTabq, DEFAULT_TABQ, TabqCodec, validateTabq, type TabqParams } from './tabq.js';
 

@@ -18,7 +18,8 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { f16BitsToF32, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
 import { CodecContext, contextMissing, rungBelow, rungNearest, rungStep, RUNGS, type ContextSet, type RungTable } from './context.js';
-import { checkInput, CodecId, corrupt, HEADER_BYTES, Reader, readHeader, writeHeader } from './format.js';
+import { checkInput, CodecId, corrupt, HEADER_BYTES, putVarint, Reader, readHeader, writeHeader } from './format.js';
+import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
 
 export type TabqEcMode = 'eps' | 'step';
 
@@ -77,84 +78,86 @@ export class TabqEcCodec implements Codec {
   }
 
   encode(x: Float32Array, tokens: number, dim: number): Uint8Array {
-    checkInput(x, tokens, dim);
+    // layout: docs/FORMATS.md
+    const k = wasmKernels();
+    if (!k) checkInput(x, tokens, dim);
+    else if (!Number.isInteger(tokens) || !Number.isInteger(dim) || tokens <= 0 || dim <= 0 || x.length !== tokens * dim) checkInput(x, tokens, dim); // throws the shape error
     const ctx = this.context;
+    const sink = isSink(x, dim, ctx);
     if (dim !== ctx.dim) throw new SplitLLMError('E_CODEC_INPUT', `hidden state has dim ${dim}, the calibration context of split ${this.params.cal} has ${ctx.dim}: calibrate this model`);
     const p = this.params;
     const tc = tauCode(p.tau);
     const tau = tauOf(tc);
     const half = p.outliers === 'f16';
-    const q = new Int32Array(dim); // the chosen levels of the token being coded; OUT marks an outlier
-    const tryQ = new Int32Array(dim);
-    const rungs = new Uint8Array(tokens);
-    const norm2 = new Float64Array(tokens);
+    const be: EcEncoder = k ? new WasmEcEncoder(k, x, tokens, dim, ctx) : new JsEcEncoder(x, tokens, dim, ctx);
+    // squared error of token t at rung r, outliers counted exact (or at their float16 rounding)
+    const errAt = (t: number, r: number): number => {
+      const e2 = be.quant(t, ctx.table(r, tau), true);
+      if (!half || be.outliers === 0) return e2;
+      let extra = 0;
+      for (const c of be.outList()) {
+        const v = x[t * dim + c]!;
+        extra += (v - f16BitsToF32(f32ToF16Bits(v))) ** 2;
+      }
+      return e2 + extra;
+    };
     // pass 1: a rung per token
+    const rungs = new Uint8Array(tokens);
     const fixed = p.mode === 'step' ? rungNearest(p.step) : -1;
     let minRung = RUNGS;
-    const sink = isSink(x, dim, ctx);
+    let nRaw = 0;
+    let s2 = 0;
+    for (let c = 0; c < dim; c++) s2 += ctx.scale[c]! * ctx.scale[c]!;
     for (let t = sink ? 1 : 0; t < tokens; t++) {
-      let n2 = 0;
-      for (let c = t * dim, e = c + dim; c < e; c++) n2 += x[c]! * x[c]!;
-      norm2[t] = n2;
       let r = fixed;
-      if (r < 0) r = n2 === 0 ? RAW_RUNG : this.chooseRung(x, t * dim, n2, tau, half, tryQ);
+      if (r < 0) {
+        let n2 = 0;
+        for (let c = t * dim, e = c + dim; c < e; c++) n2 += x[c]! * x[c]!;
+        r = n2 === 0 ? RAW_RUNG : chooseRung(p.eps * p.eps * n2, s2, (rr) => errAt(t, rr));
+      }
       rungs[t] = r;
       if (r !== RAW_RUNG && r < minRung) minRung = r;
+      if (r === RAW_RUNG) nRaw++;
     }
     const base = minRung === RUNGS ? 0 : minRung;
-    // the message: worst case 12 bits per value, 5 + 4 bytes per outlier, raw tokens 4 bytes per value
-    const out = new Uint8Array(HEADER_BYTES + 16 + Math.ceil(tokens / 2) + Math.ceil(tokens * dim * 1.5) + tokens * dim * 9 + 8);
-    writeHeader(out, this.id, tokens, dim);
-    const view = new DataView(out.buffer);
-    let o = HEADER_BYTES;
-    view.setUint32(o, ctx.id, true);
-    o += 4;
-    const uniform = fixed >= 0;
-    const flagsAt = o++;
-    out[o++] = base;
-    out[o++] = tc;
-    // pass 2: quantize each token at its rung into the bit stream (written after the outliers: staged here)
-    const stream = new Uint8Array(Math.ceil(tokens * dim * 1.5) + 8);
-    let sp = 0;
-    let acc = 0;
-    let nacc = 0;
+    be.start(lanesFor((tokens - nRaw - (sink ? 1 : 0)) * dim));
+    // pass 2: each token at its rung into the bit stream; outliers aside
     const outPos: number[] = [];
     const outVal: number[] = [];
     const codes = new Uint8Array(tokens);
-    let nRaw = 0;
     for (let t = sink ? 1 : 0; t < tokens; t++) {
       let r = rungs[t]!;
       if (r !== RAW_RUNG && r - base > SPAN) r = base + SPAN; // finer than chosen: the bound still holds
       if (r === RAW_RUNG) {
         codes[t] = RAW;
-        nRaw++;
         continue;
       }
       codes[t] = r - base;
       const tab = ctx.table(r, tau);
-      quantizeRow(x, t * dim, dim, ctx, tab, q);
-      const M = tab.maxLevel;
-      const code = tab.code;
-      const len = tab.len;
-      for (let c = 0; c < dim; c++) {
-        const lv = q[c]!;
-        if (lv === OUT) {
+      be.quant(t, tab, false);
+      if (be.outliers > 0) {
+        for (const c of be.outList()) {
           outPos.push(t * dim + c);
           outVal.push(x[t * dim + c]!);
-          continue;
-        }
-        acc |= code[lv + M]! << nacc;
-        nacc += len[lv + M]!;
-        while (nacc >= 8) {
-          stream[sp++] = acc & 0xff;
-          acc >>>= 8;
-          nacc -= 8;
         }
       }
+      be.write(tab);
     }
-    if (nacc > 0) stream[sp++] = acc & 0xff;
+    const streams = be.finish();
+    let streamBytes = 0;
+    for (const st of streams) streamBytes += st.length;
+    // the message
+    const uniform = fixed >= 0;
+    const out = new Uint8Array(HEADER_BYTES + 40 + Math.ceil(tokens / 2) + outPos.length * 9 + streamBytes + nRaw * dim * 4);
+    writeHeader(out, this.id, tokens, dim);
+    const view = new DataView(out.buffer);
+    let o = HEADER_BYTES;
+    view.setUint32(o, ctx.id, true);
+    o += 4;
     const halfOut = half && outVal.every((v) => Math.abs(v) <= 65504); // past the half range: this message sends float32
-    out[flagsAt] = MODE_CODE[p.mode] | (halfOut ? 4 : 0) | (uniform ? 8 : 0) | (sink ? 16 : 0);
+    out[o++] = MODE_CODE[p.mode] | (halfOut ? 4 : 0) | (uniform ? 8 : 0) | (sink ? 16 : 0);
+    out[o++] = base;
+    out[o++] = tc;
     o = putVarint(out, o, outPos.length);
     if (!uniform) {
       for (let t = 0; t < tokens; t++) out[o + (t >> 1)] = out[o + (t >> 1)]! | (codes[t]! << (t & 1 ? 4 : 0));
@@ -174,9 +177,11 @@ export class TabqEcCodec implements Codec {
         o += 4;
       }
     }
-    o = putVarint(out, o, sp);
-    out.set(stream.subarray(0, sp), o);
-    o += sp;
+    for (const st of streams) o = putVarint(out, o, st.length);
+    for (const st of streams) {
+      out.set(st, o);
+      o += st.length;
+    }
     if (nRaw > 0) {
       for (let t = 0; t < tokens; t++) {
         if (codes[t] !== RAW) continue;
@@ -184,22 +189,6 @@ export class TabqEcCodec implements Codec {
       }
     }
     return out.slice(0, o);
-  }
-
-  /** eps mode: the coarsest rung whose error fits ε²·‖x‖², searched from the uniform-noise estimate. */
-  private chooseRung(x: Float32Array, off: number, n2: number, tau: number, half: boolean, q: Int32Array): number {
-    const ctx = this.context;
-    const target = this.params.eps * this.params.eps * n2;
-    let s2 = 0;
-    for (let c = 0; c < ctx.dim; c++) s2 += ctx.scale[c]! * ctx.scale[c]!;
-    const fits = (r: number) => quantizeRow(x, off, ctx.dim, ctx, ctx.table(r, tau), q, half) <= target;
-    let r = Math.min(RUNGS - 1, rungBelow(Math.sqrt((12 * target) / s2)));
-    if (fits(r)) {
-      while (r + 1 < RUNGS && fits(r + 1)) r++;
-      return r;
-    }
-    while (--r >= 0) if (fits(r)) return r;
-    return RAW_RUNG;
   }
 
   decode(bytes: Uint8Array, opts?: DecodeOptions): Decoded {
@@ -225,30 +214,194 @@ function isSink(x: Float32Array, dim: number, ctx: CodecContext): boolean {
 }
 const RAW_RUNG = 255;
 
-/**
- * Levels of one token at a rung into q (OUT for outliers); returns the squared error the decoder's
- * float32 reconstruction will have (outliers exact, or their float16 rounding error).
- */
-function quantizeRow(x: Float32Array, off: number, dim: number, ctx: CodecContext, tab: RungTable, q: Int32Array, half = false): number {
-  const inv = 1 / tab.step;
-  const M = tab.maxLevel;
-  const center = ctx.center;
-  const invScale = ctx.invScale;
-  const mult = multipliers(ctx, tab);
-  let e2 = 0;
-  for (let c = 0; c < dim; c++) {
-    const v = x[off + c]!;
-    const lv = Math.floor((v - center[c]!) * invScale[c]! * inv + 0.5);
-    if (lv > M || lv < -M) {
-      q[c] = OUT;
-      if (half) e2 += (v - f16BitsToF32(f32ToF16Bits(v))) ** 2;
-      continue;
-    }
-    q[c] = lv;
-    const d = v - Math.fround(center[c]! + lv * mult[c]!);
-    e2 += d * d;
+/** eps mode: the coarsest rung whose error fits the target, searched from the uniform-noise estimate. */
+function chooseRung(target: number, scale2: number, errAt: (r: number) => number): number {
+  const fits = (r: number) => errAt(r) <= target;
+  let r = Math.min(RUNGS - 1, rungBelow(Math.sqrt((12 * target) / scale2)));
+  if (fits(r)) {
+    while (r + 1 < RUNGS && fits(r + 1)) r++;
+    return r;
   }
-  return e2;
+  while (--r >= 0) if (fits(r)) return r;
+  return RAW_RUNG;
+}
+
+/** Quantizes tokens at a rung and prefix-codes them: TypeScript loops or the WebAssembly kernels. */
+interface EcEncoder {
+  /** levels of token t at this table; with needErr returns Σ (x − x̂)² over the non-outliers */
+  quant(t: number, tab: RungTable, needErr: boolean): number;
+  /** outliers of the last quant, and their channels */
+  outliers: number;
+  outList(): Int32Array;
+  /** appends the codes of the last quant (outlier slots as level 0) */
+  write(tab: RungTable): void;
+  /** before the first write: the number of lanes */
+  start(lanes: number): void;
+  /** the lanes' streams */
+  finish(): Uint8Array[];
+}
+
+/** Messages with at least this many coded values split them over 4 interleaved streams (lanes). */
+export const LANES_MIN = 1024;
+export function lanesFor(coded: number): number {
+  return coded >= LANES_MIN ? 4 : 1;
+}
+
+class JsEcEncoder implements EcEncoder {
+  outliers = 0;
+  private readonly qv: Int32Array;
+  private readonly out: Int32Array;
+  private streams: Uint8Array[] = [];
+  private sp: number[] = [];
+  private acc: number[] = [];
+  private nacc: number[] = [];
+  private lanes = 1;
+  private phase = 0;
+  constructor(
+    private readonly x: Float32Array,
+    private readonly tokens: number,
+    private readonly dim: number,
+    private readonly ctx: CodecContext,
+  ) {
+    this.qv = new Int32Array(dim);
+    this.out = new Int32Array(dim);
+  }
+  start(lanes: number): void {
+    this.lanes = lanes;
+    const cap = Math.ceil((this.tokens * this.dim * 1.5) / lanes) + 8;
+    this.streams = Array.from({ length: lanes }, () => new Uint8Array(cap));
+    this.sp = new Array<number>(lanes).fill(0);
+    this.acc = new Array<number>(lanes).fill(0);
+    this.nacc = new Array<number>(lanes).fill(0);
+  }
+  quant(t: number, tab: RungTable, needErr: boolean): number {
+    const { x, dim, ctx, qv } = this;
+    const off = t * dim;
+    const inv = 1 / tab.step;
+    const M = tab.maxLevel;
+    const center = ctx.center;
+    const invScale = ctx.invScale;
+    const mult = multipliers(ctx, tab);
+    let e2 = 0;
+    let n = 0;
+    for (let c = 0; c < dim; c++) {
+      const v = x[off + c]!;
+      const lv = Math.floor((v - center[c]!) * invScale[c]! * inv + 0.5);
+      if (lv > M || lv < -M) {
+        qv[c] = OUT;
+        this.out[n++] = c;
+        continue;
+      }
+      qv[c] = lv;
+      if (needErr) {
+        const d = v - Math.fround(center[c]! + Math.fround(lv * mult[c]!));
+        e2 += d * d;
+      }
+    }
+    this.outliers = n;
+    return e2;
+  }
+  outList(): Int32Array {
+    return this.out.subarray(0, this.outliers);
+  }
+  write(tab: RungTable): void {
+    const { qv, dim, lanes } = this;
+    const M = tab.maxLevel;
+    for (let c = 0; c < dim; c++) {
+      const lv = qv[c] === OUT ? 0 : qv[c]!;
+      const L = this.phase;
+      this.phase = (L + 1) % lanes;
+      let acc = this.acc[L]! | (tab.code[lv + M]! << this.nacc[L]!);
+      let nacc = this.nacc[L]! + tab.len[lv + M]!;
+      const st = this.streams[L]!;
+      while (nacc >= 8) {
+        st[this.sp[L]!++] = acc & 0xff;
+        acc >>>= 8;
+        nacc -= 8;
+      }
+      this.acc[L] = acc;
+      this.nacc[L] = nacc;
+    }
+  }
+  finish(): Uint8Array[] {
+    return this.streams.map((st, L) => {
+      if (this.nacc[L]! > 0) st[this.sp[L]!++] = this.acc[L]! & 0xff;
+      return st.subarray(0, this.sp[L]!);
+    });
+  }
+}
+
+/** Where a table and its per-channel multipliers sit in the kernels' memory for this message. */
+interface WasmTable {
+  code: number;
+  len: number;
+  lookup: number;
+  mult: number;
+}
+
+function wasmTable(k: WasmKernels, placed: Map<RungTable, WasmTable>, ctx: CodecContext, tab: RungTable, withLookup: boolean): WasmTable {
+  let w = placed.get(tab);
+  if (w) return w;
+  const n = tab.code.length;
+  w = { code: k.alloc(2 * n), len: k.alloc(n), lookup: withLookup ? k.alloc(2 * tab.lookup.length) : 0, mult: k.alloc(4 * ctx.dim) };
+  new Uint16Array(k.buffer, w.code, n).set(tab.code);
+  new Uint8Array(k.buffer, w.len, n).set(tab.len);
+  if (withLookup) new Uint16Array(k.buffer, w.lookup, tab.lookup.length).set(tab.lookup);
+  k.f32(w.mult, ctx.dim).set(multipliers(ctx, tab));
+  placed.set(tab, w);
+  return w;
+}
+
+class WasmEcEncoder implements EcEncoder {
+  outliers = 0;
+  private readonly xp: number;
+  private readonly qp: number;
+  private readonly cp: number;
+  private readonly ip: number;
+  private readonly op: number;
+  private lanePtr: number[] = [];
+  private readonly placed = new Map<RungTable, WasmTable>();
+  constructor(
+    private readonly k: WasmKernels,
+    x: Float32Array,
+    private readonly tokens: number,
+    private readonly dim: number,
+    private readonly ctx: CodecContext,
+  ) {
+    k.reset();
+    const N = tokens * dim;
+    this.xp = k.alloc(N * 4);
+    this.qp = k.alloc(dim * 4);
+    this.cp = k.alloc(dim * 4);
+    this.ip = k.alloc(dim * 4);
+    this.op = k.alloc(dim * 4);
+    k.f32(this.xp, N).set(x);
+    if (!k.fn.ecFinite(this.xp, N)) checkInput(x, tokens, dim); // throws, naming the first NaN/Inf
+    k.f32(this.cp, dim).set(ctx.center);
+    k.f32(this.ip, dim).set(ctx.invScale);
+  }
+  start(lanes: number): void {
+    const cap = Math.ceil((this.tokens * this.dim * 1.5) / lanes) + 16;
+    this.lanePtr = Array.from({ length: lanes }, () => this.k.alloc(cap));
+    const l = this.lanePtr;
+    this.k.fn.ecWriteStart(l[0]!, l[1] ?? 0, l[2] ?? 0, l[3] ?? 0, lanes);
+  }
+  quant(t: number, tab: RungTable, needErr: boolean): number {
+    const w = wasmTable(this.k, this.placed, this.ctx, tab, false);
+    const e2 = this.k.fn.ecQuant(this.xp + t * this.dim * 4, this.dim, this.cp, this.ip, Math.fround(1 / tab.step), tab.maxLevel, w.mult, this.qp, this.op, needErr ? 1 : 0);
+    this.outliers = this.k.fn.ecOutliers();
+    return e2;
+  }
+  outList(): Int32Array {
+    return this.k.i32(this.op, this.outliers);
+  }
+  write(tab: RungTable): void {
+    const w = this.placed.get(tab)!;
+    this.k.fn.ecWrite(this.qp, this.dim, w.code, w.len, tab.maxLevel);
+  }
+  finish(): Uint8Array[] {
+    return this.lanePtr.map((ptr, L) => new Uint8Array(this.k.buffer, ptr, this.k.fn.ecWriteEnd(L)).slice());
+  }
 }
 
 const MULT = new WeakMap<RungTable, WeakMap<CodecContext, Float32Array>>();
@@ -263,15 +416,6 @@ function multipliers(ctx: CodecContext, tab: RungTable): Float32Array {
     byCtx.set(ctx, m);
   }
   return m;
-}
-
-function putVarint(out: Uint8Array, o: number, d: number): number {
-  while (d >= 0x80) {
-    out[o++] = (d & 0x7f) | 0x80;
-    d = Math.floor(d / 128);
-  }
-  out[o++] = d;
-  return o;
 }
 
 export function decodeTabqEc(bytes: Uint8Array, tokens: number, dim: number, contexts: ContextSet | undefined): Decoded {
@@ -318,60 +462,116 @@ export function decodeTabqEc(bytes: Uint8Array, tokens: number, dim: number, con
   pos[nOut] = N; // sentinel
   const ov = r.take(nOut * outBytes, 'outlier values');
   const ovv = new DataView(ov.buffer, ov.byteOffset, ov.byteLength);
-  const streamLen = r.varint();
-  // every coded value takes at least one bit
-  const coded = N - nRaw * dim - nOut - (sink ? dim : 0);
-  if (streamLen > r.remaining || coded < 0 || coded > 8 * streamLen) throw corrupt(`a ${streamLen}-byte value stream cannot hold ${coded} values`);
-  const s0 = r.pos;
-  const stream = r.take(streamLen, 'value stream');
+  // coded slots: every value of every token but raw and sink ones (outlier slots carry level 0)
+  const coded = N - nRaw * dim - (sink ? dim : 0);
+  const lanes = lanesFor(coded);
+  const lens: number[] = [];
+  for (let L = 0; L < lanes; L++) lens.push(r.varint());
+  const streams: Uint8Array[] = [];
+  for (let L = 0; L < lanes; L++) {
+    // lane L holds values L, L + lanes, …: each takes at least one bit
+    const count = coded > L ? Math.floor((coded - L - 1) / lanes) + 1 : 0;
+    if (lens[L]! > r.remaining || count > 8 * lens[L]!) throw corrupt(`a ${lens[L]}-byte value stream cannot hold ${count} values`);
+    streams.push(r.take(lens[L]!, 'value stream'));
+  }
   const raw = r.take(nRaw * dim * 4, 'raw tokens');
   r.end();
-  const x = new Float32Array(N);
-  const center = ctx.center;
-  let sp = 0;
-  let acc = 0;
-  let nacc = 0;
-  let oi = 0;
-  let nextOut = pos[0]!;
-  let ri = 0;
   const rv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const x = wasmKernels() ? decodeValuesWasm(wasmKernels()!, ctx, streams, codes, base, tau, tokens, dim, sink) : decodeValuesJs(ctx, streams, codes, base, tau, tokens, dim, sink);
+  for (let i = 0; i < nOut; i++) x[pos[i]!] = half ? f16BitsToF32(ovv.getUint16(2 * i, true)) : ovv.getFloat32(4 * i, true);
+  let ri = 0;
   if (sink) x.set(ctx.sink!);
-  for (let t = sink ? 1 : 0; t < tokens; t++) {
-    const k = codes[t]!;
-    const o = t * dim;
-    if (k === RAW) {
-      for (let c = 0; c < dim; c++, ri += 4) x[o + c] = rv.getFloat32(ri, true);
-      continue;
-    }
-    const tab = ctx.table(base + k, tau);
-    const M = tab.maxLevel;
-    const lookup = tab.lookup;
-    const mult = multipliers(ctx, tab);
-    for (let c = 0; c < dim; c++) {
-      if (o + c === nextOut) {
-        x[o + c] = half ? f16BitsToF32(ovv.getUint16(2 * oi, true)) : ovv.getFloat32(4 * oi, true);
-        nextOut = pos[++oi]!;
-        continue;
-      }
-      while (nacc <= 24) {
-        acc = (acc | ((sp < streamLen ? stream[sp]! : 0) << nacc)) >>> 0;
-        sp++;
-        nacc += 8;
-      }
-      const e = lookup[acc & 0xfff]!;
-      const l = e & 15;
-      acc >>>= l;
-      nacc -= l;
-      x[o + c] = center[c]! + ((e >> 4) - M) * mult[c]!;
+  if (nRaw > 0) {
+    for (let t = 0; t < tokens; t++) {
+      if (codes[t] !== RAW || (sink && t === 0)) continue;
+      for (let c = t * dim, e = c + dim; c < e; c++, ri += 4) x[c] = rv.getFloat32(ri, true);
     }
   }
-  const used = 8 * sp - nacc; // bits consumed
-  if (used > 8 * streamLen || Math.ceil(used / 8) !== streamLen) throw corrupt(`value stream holds ${streamLen} bytes, the values used ${Math.ceil(used / 8)}`);
   for (let i = 0; i < nOut; i++) {
     const v = x[pos[i]!]!;
     if (v - v !== 0) throw corrupt(`outlier ${i} is not finite`);
   }
   if (nRaw > 0) for (let i = 0; i < N; i++) if (x[i]! - x[i]! !== 0) throw corrupt(`value ${i} is not finite`);
-  void s0;
   return { x, tokens, dim };
+}
+
+/**
+ * The coded values of every non-raw token (TypeScript loop): value j of the message from lane j % lanes,
+ * through its token's lookup table. Throws unless every lane ends exactly at its last byte.
+ */
+function decodeValuesJs(ctx: CodecContext, streams: Uint8Array[], codes: Uint8Array, base: number, tau: number, tokens: number, dim: number, sink: boolean): Float32Array {
+  const x = new Float32Array(tokens * dim);
+  const center = ctx.center;
+  const lanes = streams.length;
+  const sp = new Array<number>(lanes).fill(0);
+  const acc = new Array<number>(lanes).fill(0);
+  const nacc = new Array<number>(lanes).fill(0);
+  let L = 0;
+  for (let t = sink ? 1 : 0; t < tokens; t++) {
+    const k = codes[t]!;
+    if (k === RAW) continue;
+    const o = t * dim;
+    const tab = ctx.table(base + k, tau);
+    const M = tab.maxLevel;
+    const lookup = tab.lookup;
+    const mult = multipliers(ctx, tab);
+    for (let c = 0; c < dim; c++) {
+      const st = streams[L]!;
+      let a = acc[L]!;
+      let n = nacc[L]!;
+      while (n <= 24) {
+        a = (a | ((sp[L]! < st.length ? st[sp[L]!]! : 0) << n)) >>> 0;
+        sp[L]!++;
+        n += 8;
+      }
+      const e = lookup[a & 0xfff]!;
+      const l = e & 15;
+      acc[L] = a >>> l;
+      nacc[L] = n - l;
+      x[o + c] = center[c]! + Math.fround(((e >> 4) - M) * mult[c]!);
+      L = L + 1 === lanes ? 0 : L + 1;
+    }
+    if (t % 64 === 63) for (let i = 0; i < lanes; i++) if (8 * sp[i]! - nacc[i]! > 8 * streams[i]!.length) throw corrupt(`value stream ${i} runs past its ${streams[i]!.length} bytes`);
+  }
+  for (let i = 0; i < lanes; i++) checkStreamEnd(8 * sp[i]! - nacc[i]!, streams[i]!.length);
+  return x;
+}
+
+/** The same with the WebAssembly kernels (four lanes decode side by side). */
+function decodeValuesWasm(k: WasmKernels, ctx: CodecContext, streams: Uint8Array[], codes: Uint8Array, base: number, tau: number, tokens: number, dim: number, sink: boolean): Float32Array {
+  k.reset();
+  const N = tokens * dim;
+  const lanes = streams.length;
+  const xp = k.alloc(N * 4);
+  const cp = k.alloc(dim * 4);
+  const lvp = k.alloc(dim * 4);
+  // zero padding past each stream: a lane reads at most 12 bits per value of a token before the check below
+  const pad = Math.ceil((1.5 * dim) / lanes) + 16;
+  const sp = streams.map((st) => {
+    const at = k.alloc(st.length + pad);
+    const v = k.u8(at, st.length + pad);
+    v.set(st);
+    v.fill(0, st.length);
+    return at;
+  });
+  k.f32(cp, dim).set(ctx.center);
+  const placed = new Map<RungTable, WasmTable>();
+  k.fn.ecReadStart(sp[0]!, sp[1] ?? 0, sp[2] ?? 0, sp[3] ?? 0, lanes);
+  const overrun = () => streams.some((st, i) => k.fn.ecReadUsed(i) > 8 * st.length);
+  for (let t = sink ? 1 : 0; t < tokens; t++) {
+    const kk = codes[t]!;
+    if (kk === RAW) continue;
+    const tab = ctx.table(base + kk, tau);
+    const w = wasmTable(k, placed, ctx, tab, true);
+    k.fn.ecRead(dim, w.lookup, tab.maxLevel, lvp);
+    k.fn.ecRecon(lvp, dim, cp, w.mult, xp + 4 * t * dim);
+    // a stream that runs past its end is corrupt: check as we go, so hostile input cannot read far
+    if (overrun()) break;
+  }
+  for (let i = 0; i < lanes; i++) checkStreamEnd(k.fn.ecReadUsed(i), streams[i]!.length);
+  return k.f32(xp, N).slice();
+}
+
+function checkStreamEnd(usedBits: number, streamLen: number): void {
+  if (usedBits > 8 * streamLen || Math.ceil(usedBits / 8) !== streamLen) throw corrupt(`value stream holds ${streamLen} bytes, the values used ${Math.ceil(usedBits / 8)}`);
 }

@@ -21,7 +21,7 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import { f16BitsToF32, f16Down, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
-import { CodecId, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
+import { CodecId, corrupt, nonFinite, HEADER_BYTES, putVarint, Reader, readHeader, Writer, writeHeader } from './format.js';
 import { normalize, RansDecoder, ransEncode, readTable, writeTable } from './rans.js';
 import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
 
@@ -229,15 +229,6 @@ export class TabqCodec implements Codec {
     if (h.codec !== this.id) throw corrupt(`codec id ${h.codec} where tabq (${this.id}) was expected`);
     return decodeTabq(bytes, h.tokens, h.dim);
   }
-}
-
-function putVarint(out: Uint8Array, o: number, d: number): number {
-  while (d >= 0x80) {
-    out[o++] = (d & 0x7f) | 0x80;
-    d = Math.floor(d / 128);
-  }
-  out[o++] = d;
-  return o;
 }
 
 /**

@@ -12,6 +12,16 @@ interface Exports {
   quantize(x: number, n: number, mn: number, sc: number, levels: number, tau: number, q: number): number;
   pack(q: number, n: number, w: number, out: number): number;
   unpack(inp: number, bit0: number, n: number, w: number, mn: number, sc: number, x: number): void;
+  ecFinite(x: number, n: number): number;
+  ecQuant(x: number, n: number, center: number, invScale: number, invStep: number, M: number, mult: number, q: number, outList: number, needErr: number): number;
+  ecOutliers(): number;
+  ecWriteStart(o0: number, o1: number, o2: number, o3: number, lanes: number): void;
+  ecWrite(q: number, n: number, code: number, len: number, M: number): void;
+  ecWriteEnd(lane: number): number;
+  ecReadStart(i0: number, i1: number, i2: number, i3: number, lanes: number): void;
+  ecRead(n: number, lookup: number, M: number, lv: number): void;
+  ecRecon(lv: number, n: number, center: number, mult: number, x: number): void;
+  ecReadUsed(lane: number): number;
 }
 
 const BASE = 65536; // below: the module's own (tiny) static data
@@ -45,6 +55,9 @@ export class WasmKernels {
   }
   i32(at: number, n: number): Int32Array {
     return new Int32Array(this.fn.memory.buffer, at, n);
+  }
+  u8(at: number, n: number): Uint8Array {
+    return new Uint8Array(this.fn.memory.buffer, at, n);
   }
   u32(at: number, n: number): Uint32Array {
     return new Uint32Array(this.fn.memory.buffer, at, n);

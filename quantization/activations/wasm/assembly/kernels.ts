@@ -358,3 +358,278 @@ export function unpack(inp: usize, bit0: i32, n: i32, w: i32, mn: f32, sc: f32, 
     nb -= w;
   }
 }
+
+// ---- ts-tabq against a calibration context (tabq-ec.ts): quantize, prefix-code, decode ----
+// Reconstruction is x̂ = f32(center + f32(lv·mult)) everywhere (encoder error, both decoders): the
+// TypeScript and WebAssembly paths agree bit for bit.
+
+/** 1 when all n values are finite. */
+export function ecFinite(x: usize, n: i32): i32 {
+  const zero = f32x4.splat(0);
+  let ok = i32x4.splat(-1);
+  let c = 0;
+  for (; c + 4 <= n; c += 4) {
+    const v = v128.load(x + (<usize>c << 2));
+    ok = v128.and(ok, f32x4.eq(f32x4.sub(v, v), zero));
+  }
+  if (!v128.all_true<i32>(ok)) return 0;
+  for (; c < n; c++) {
+    const v = load<f32>(x + (<usize>c << 2));
+    if (v - v != 0) return 0;
+  }
+  return 1;
+}
+
+let ecCount: i32 = 0;
+export function ecOutliers(): i32 {
+  return ecCount;
+}
+/**
+ * Levels of n values: lv = floor((x − center)·invScale·invStep + 0.5) into q (i32); |lv| > M marks an
+ * outlier (q = 0x7fffffff, its channel appended to outList, the count to ecOutliers()). With needErr,
+ * returns Σ (x − x̂)² over the non-outliers.
+ */
+export function ecQuant(x: usize, n: i32, center: usize, invScale: usize, invStep: f32, M: i32, mult: usize, q: usize, outList: usize, needErr: i32): f64 {
+  let nOut = 0;
+  const vinv = f32x4.splat(invStep);
+  const vhalf = f32x4.splat(0.5);
+  const vM = i32x4.splat(M);
+  const vnM = i32x4.splat(-M);
+  const vOut = i32x4.splat(0x7fffffff);
+  let verr = f32x4.splat(0);
+  let c = 0;
+  for (; c + 4 <= n; c += 4) {
+    const o = <usize>c << 2;
+    const v = v128.load(x + o);
+    const cen = v128.load(center + o);
+    const y = f32x4.mul(f32x4.mul(f32x4.sub(v, cen), v128.load(invScale + o)), vinv);
+    const lv = i32x4.trunc_sat_f32x4_s(f32x4.floor(f32x4.add(y, vhalf)));
+    const out = v128.or(i32x4.gt_s(lv, vM), i32x4.lt_s(lv, vnM));
+    v128.store(q + o, v128.bitselect(vOut, lv, out));
+    if (needErr) {
+      const r = f32x4.add(cen, f32x4.mul(f32x4.convert_i32x4_s(lv), v128.load(mult + o)));
+      const d = v128.andnot(f32x4.sub(v, r), out);
+      verr = f32x4.add(verr, f32x4.mul(d, d));
+    }
+    if (v128.any_true(out)) {
+      for (let k = 0; k < 4; k++) {
+        if (load<i32>(q + o + (<usize>k << 2)) == 0x7fffffff) {
+          store<i32>(outList + (<usize>nOut << 2), c + k);
+          nOut++;
+        }
+      }
+    }
+  }
+  let err: f64 = <f64>f32x4.extract_lane(verr, 0) + <f64>f32x4.extract_lane(verr, 1) + <f64>f32x4.extract_lane(verr, 2) + <f64>f32x4.extract_lane(verr, 3);
+  for (; c < n; c++) {
+    const o = <usize>c << 2;
+    const xv = load<f32>(x + o);
+    const yv = (xv - load<f32>(center + o)) * load<f32>(invScale + o) * invStep;
+    const f = Mathf.floor(yv + 0.5);
+    const l = f > 2147483520 ? 0x7fffffff : f < -2147483520 ? -0x7fffffff : <i32>f;
+    if (l > M || l < -M) {
+      store<i32>(q + o, 0x7fffffff);
+      store<i32>(outList + (<usize>nOut << 2), c);
+      nOut++;
+    } else {
+      store<i32>(q + o, l);
+      if (needErr) {
+        const d = xv - (load<f32>(center + o) + <f32>l * load<f32>(mult + o));
+        err += <f64>d * <f64>d;
+      }
+    }
+  }
+  ecCount = nOut;
+  return err;
+}
+
+// Prefix-code streams, LSB-first, in 1 or 4 lanes: coded value j goes to lane j % lanes, so a decoder
+// follows four independent chains at once. Outlier slots (q = 0x7fffffff) are coded as level 0.
+// Writers are branchless: after each code the 64-bit accumulator is stored whole and the pointer moves
+// by the whole bytes it holds. Readers take an unaligned 64-bit window at each lane's bit position; every
+// stream is followed by zero padding in memory.
+const WS = memory.data(96); // acc[4] u64 | bits[4] u64 | ptr[4] u32 | start[4] u32
+let wLanes: i32 = 1;
+let wPhase: i32 = 0;
+export function ecWriteStart(o0: usize, o1: usize, o2: usize, o3: usize, lanes: i32): void {
+  for (let i = 0; i < 4; i++) {
+    store<u64>(WS + (<usize>i << 3), 0);
+    store<u64>(WS + 32 + (<usize>i << 3), 0);
+  }
+  store<u32>(WS + 64, <u32>o0);
+  store<u32>(WS + 68, <u32>o1);
+  store<u32>(WS + 72, <u32>o2);
+  store<u32>(WS + 76, <u32>o3);
+  store<u32>(WS + 80, <u32>o0);
+  store<u32>(WS + 84, <u32>o1);
+  store<u32>(WS + 88, <u32>o2);
+  store<u32>(WS + 92, <u32>o3);
+  wLanes = lanes;
+  wPhase = 0;
+}
+@inline function putLane(lane: i32, l: i32, codeM: usize, lenM: usize): void {
+  const ap = WS + (<usize>lane << 3);
+  const bp = WS + 32 + (<usize>lane << 3);
+  const pp = WS + 64 + (<usize>lane << 2);
+  let acc = load<u64>(ap);
+  let bits = load<u64>(bp);
+  let p = <usize>load<u32>(pp);
+  acc |= (<u64>load<u16>(codeM + (<usize>l << 1))) << bits;
+  bits += <u64>load<u8>(lenM + <usize>l);
+  store<u64>(p, acc);
+  const whole = bits & ~(<u64>7);
+  p += <usize>(whole >> 3);
+  store<u64>(ap, acc >> whole);
+  store<u64>(bp, bits - whole);
+  store<u32>(pp, <u32>p);
+}
+@inline function level(q: usize, c: i32): i32 {
+  const l = load<i32>(q + (<usize>c << 2));
+  return l == 0x7fffffff ? 0 : l;
+}
+/** Appends the codes of the n levels in q with tables code (u16) / len (u8) offset by M. */
+export function ecWrite(q: usize, n: i32, code: usize, len: usize, M: i32): void {
+  const codeM = code + (<usize>M << 1);
+  const lenM = len + <usize>M;
+  let c = 0;
+  if (wLanes == 1) {
+    for (; c < n; c++) putLane(0, level(q, c), codeM, lenM);
+    return;
+  }
+  for (; wPhase != 0 && c < n; c++) {
+    putLane(wPhase, level(q, c), codeM, lenM);
+    wPhase = (wPhase + 1) & 3;
+  }
+  let a0 = load<u64>(WS), a1 = load<u64>(WS + 8), a2 = load<u64>(WS + 16), a3 = load<u64>(WS + 24);
+  let b0 = load<u64>(WS + 32), b1 = load<u64>(WS + 40), b2 = load<u64>(WS + 48), b3 = load<u64>(WS + 56);
+  let p0 = <usize>load<u32>(WS + 64), p1 = <usize>load<u32>(WS + 68), p2 = <usize>load<u32>(WS + 72), p3 = <usize>load<u32>(WS + 76);
+  for (; c + 4 <= n; c += 4) {
+    const l0 = level(q, c), l1 = level(q, c + 1), l2 = level(q, c + 2), l3 = level(q, c + 3);
+    a0 |= (<u64>load<u16>(codeM + (<usize>l0 << 1))) << b0;
+    a1 |= (<u64>load<u16>(codeM + (<usize>l1 << 1))) << b1;
+    a2 |= (<u64>load<u16>(codeM + (<usize>l2 << 1))) << b2;
+    a3 |= (<u64>load<u16>(codeM + (<usize>l3 << 1))) << b3;
+    b0 += <u64>load<u8>(lenM + <usize>l0);
+    b1 += <u64>load<u8>(lenM + <usize>l1);
+    b2 += <u64>load<u8>(lenM + <usize>l2);
+    b3 += <u64>load<u8>(lenM + <usize>l3);
+    store<u64>(p0, a0);
+    store<u64>(p1, a1);
+    store<u64>(p2, a2);
+    store<u64>(p3, a3);
+    const w0 = b0 & ~(<u64>7), w1 = b1 & ~(<u64>7), w2 = b2 & ~(<u64>7), w3 = b3 & ~(<u64>7);
+    p0 += <usize>(w0 >> 3);
+    p1 += <usize>(w1 >> 3);
+    p2 += <usize>(w2 >> 3);
+    p3 += <usize>(w3 >> 3);
+    a0 >>= w0;
+    a1 >>= w1;
+    a2 >>= w2;
+    a3 >>= w3;
+    b0 -= w0;
+    b1 -= w1;
+    b2 -= w2;
+    b3 -= w3;
+  }
+  store<u64>(WS, a0);
+  store<u64>(WS + 8, a1);
+  store<u64>(WS + 16, a2);
+  store<u64>(WS + 24, a3);
+  store<u64>(WS + 32, b0);
+  store<u64>(WS + 40, b1);
+  store<u64>(WS + 48, b2);
+  store<u64>(WS + 56, b3);
+  store<u32>(WS + 64, <u32>p0);
+  store<u32>(WS + 68, <u32>p1);
+  store<u32>(WS + 72, <u32>p2);
+  store<u32>(WS + 76, <u32>p3);
+  for (; c < n; c++) {
+    putLane(wPhase, level(q, c), codeM, lenM);
+    wPhase = (wPhase + 1) & 3;
+  }
+}
+/** Flushes a lane; returns its stream length in bytes. */
+export function ecWriteEnd(lane: i32): i32 {
+  const pp = WS + 64 + (<usize>lane << 2);
+  let p = <usize>load<u32>(pp);
+  if (load<u64>(WS + 32 + (<usize>lane << 3)) > 0) {
+    store<u8>(p, <u8>load<u64>(WS + (<usize>lane << 3)));
+    p++;
+  }
+  return <i32>(p - <usize>load<u32>(WS + 80 + (<usize>lane << 2)));
+}
+
+const RS = memory.data(48); // pos[4] u64 | base[4] u32
+let rLanes: i32 = 1;
+let rPhase: i32 = 0;
+export function ecReadStart(i0: usize, i1: usize, i2: usize, i3: usize, lanes: i32): void {
+  for (let i = 0; i < 4; i++) store<u64>(RS + (<usize>i << 3), 0);
+  store<u32>(RS + 32, <u32>i0);
+  store<u32>(RS + 36, <u32>i1);
+  store<u32>(RS + 40, <u32>i2);
+  store<u32>(RS + 44, <u32>i3);
+  rLanes = lanes;
+  rPhase = 0;
+}
+@inline function getLane(lane: i32, lookup: usize): i32 {
+  const pp = RS + (<usize>lane << 3);
+  const pos = load<u64>(pp);
+  const win = load<u64>(<usize>load<u32>(RS + 32 + (<usize>lane << 2)) + <usize>(pos >> 3)) >> (pos & 7);
+  const e = <i32>load<u16>(lookup + (<usize>(<u32>win & 0xfff) << 1));
+  store<u64>(pp, pos + <u64>(e & 15));
+  return e >> 4;
+}
+/** Decodes n levels (symbol − M) into lv (i32) with the 12-bit lookup table (u16 entries). */
+export function ecRead(n: i32, lookup: usize, M: i32, lv: usize): void {
+  let c = 0;
+  if (rLanes == 1) {
+    for (; c < n; c++) store<i32>(lv + (<usize>c << 2), getLane(0, lookup) - M);
+    return;
+  }
+  for (; rPhase != 0 && c < n; c++) {
+    store<i32>(lv + (<usize>c << 2), getLane(rPhase, lookup) - M);
+    rPhase = (rPhase + 1) & 3;
+  }
+  let s0 = load<u64>(RS), s1 = load<u64>(RS + 8), s2 = load<u64>(RS + 16), s3 = load<u64>(RS + 24);
+  const g0 = <usize>load<u32>(RS + 32), g1 = <usize>load<u32>(RS + 36), g2 = <usize>load<u32>(RS + 40), g3 = <usize>load<u32>(RS + 44);
+  for (; c + 4 <= n; c += 4) {
+    const e0 = <i32>load<u16>(lookup + (<usize>(<u32>(load<u64>(g0 + <usize>(s0 >> 3)) >> (s0 & 7)) & 0xfff) << 1));
+    const e1 = <i32>load<u16>(lookup + (<usize>(<u32>(load<u64>(g1 + <usize>(s1 >> 3)) >> (s1 & 7)) & 0xfff) << 1));
+    const e2 = <i32>load<u16>(lookup + (<usize>(<u32>(load<u64>(g2 + <usize>(s2 >> 3)) >> (s2 & 7)) & 0xfff) << 1));
+    const e3 = <i32>load<u16>(lookup + (<usize>(<u32>(load<u64>(g3 + <usize>(s3 >> 3)) >> (s3 & 7)) & 0xfff) << 1));
+    s0 += <u64>(e0 & 15);
+    s1 += <u64>(e1 & 15);
+    s2 += <u64>(e2 & 15);
+    s3 += <u64>(e3 & 15);
+    const o = lv + (<usize>c << 2);
+    store<i32>(o, (e0 >> 4) - M);
+    store<i32>(o + 4, (e1 >> 4) - M);
+    store<i32>(o + 8, (e2 >> 4) - M);
+    store<i32>(o + 12, (e3 >> 4) - M);
+  }
+  store<u64>(RS, s0);
+  store<u64>(RS + 8, s1);
+  store<u64>(RS + 16, s2);
+  store<u64>(RS + 24, s3);
+  for (; c < n; c++) {
+    store<i32>(lv + (<usize>c << 2), getLane(rPhase, lookup) - M);
+    rPhase = (rPhase + 1) & 3;
+  }
+}
+/** Bits a lane's reader has consumed. */
+export function ecReadUsed(lane: i32): i32 {
+  return <i32>load<u64>(RS + (<usize>lane << 3));
+}
+/** x = center + f32(lv)·mult for n values (f32, lane by lane). */
+export function ecRecon(lv: usize, n: i32, center: usize, mult: usize, x: usize): void {
+  let c = 0;
+  for (; c + 4 <= n; c += 4) {
+    const o = <usize>c << 2;
+    v128.store(x + o, f32x4.add(v128.load(center + o), f32x4.mul(f32x4.convert_i32x4_s(v128.load(lv + o)), v128.load(mult + o))));
+  }
+  for (; c < n; c++) {
+    const o = <usize>c << 2;
+    store<f32>(x + o, load<f32>(center + o) + <f32>load<i32>(lv + o) * load<f32>(mult + o));
+  }
+}
+
