@@ -10,10 +10,10 @@ import { createCodec } from '../../quantization/activations/registry.js';
 import { CALIBRATION_FILE, saveCalibration } from '../calibration-io.js';
 import { intOption, modelOptions, percentOption, requireString, type Command, openModelOption, modelPath as modelPathOf } from '../common.js';
 
-/** Steps (units of the calibrated per-channel deviation) measured for the fit, quarter octaves apart. */
-const TRIED_STEPS = [0.4204, 0.3536, 0.2973, 0.25, 0.2102];
-/** Steps the choice may take: the codec's eighth-octave ladder from 0.5 down to 0.06. */
+/** Steps the choice may take (units of the calibrated per-channel deviation): the codec's eighth-octave ladder from 0.5 down to 0.06. */
 const STEP_LADDER = Array.from({ length: 30 }, (_, i) => +rungStep(RUNG_ZERO - 8 - i).toPrecision(4));
+/** Steps measured for the fit: 0.42 to 0.21, quarter octaves apart. */
+const TRIED_STEPS = [2, 4, 6, 8, 10].map((i) => STEP_LADDER[i]!);
 /** Outlier threshold (units of y): past 6 deviations values travel exactly. */
 const TAU = 6;
 

@@ -76,7 +76,9 @@ export class CodecContext {
   readonly scale: Float32Array;
   readonly invScale: Float32Array;
   readonly sink?: Float32Array;
-  private readonly tables = new Map<string, RungTable>();
+  /** Σ scale²: what one unit of step costs in squared error, for the eps-mode first guess */
+  readonly scale2: number;
+  private readonly tables = new Map<number, RungTable>();
 
   constructor(readonly data: CodecContextData) {
     const d = data.dim;
@@ -90,10 +92,13 @@ export class CodecContext {
     this.center = Float32Array.from(data.center);
     this.scale = Float32Array.from(data.scale);
     this.invScale = new Float32Array(d);
+    let s2 = 0;
     for (let i = 0; i < d; i++) {
+      s2 += this.scale[i]! * this.scale[i]!;
       if (!Number.isFinite(this.center[i]!) || !(this.scale[i]! > 0) || !Number.isFinite(this.scale[i]!)) throw bad(`channel ${i}`);
       this.invScale[i] = 1 / this.scale[i]!;
     }
+    this.scale2 = s2;
     if (data.sink !== undefined) {
       if (!Array.isArray(data.sink) || data.sink.length !== d || !data.sink.every(Number.isFinite)) throw bad('sink state');
       this.sink = Float32Array.from(data.sink);
@@ -104,7 +109,7 @@ export class CodecContext {
   /** The prefix code of rung r for outlier threshold tau (in units of y), built once and cached. */
   table(r: number, tau: number): RungTable {
     const maxLevel = Math.max(1, Math.min(MAX_LEVEL, Math.floor(tau / rungStep(r) + 0.5)));
-    const key = `${r}/${maxLevel}`;
+    const key = r * 256 + maxLevel;
     let t = this.tables.get(key);
     if (!t) this.tables.set(key, (t = buildTable(this.data.hist, r, maxLevel)));
     return t;

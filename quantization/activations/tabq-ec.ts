@@ -83,8 +83,8 @@ export class TabqEcCodec implements Codec {
     if (!k) checkInput(x, tokens, dim);
     else if (!Number.isInteger(tokens) || !Number.isInteger(dim) || tokens <= 0 || dim <= 0 || x.length !== tokens * dim) checkInput(x, tokens, dim); // throws the shape error
     const ctx = this.context;
-    const sink = isSink(x, dim, ctx);
     if (dim !== ctx.dim) throw new SplitLLMError('E_CODEC_INPUT', `hidden state has dim ${dim}, the calibration context of split ${this.params.cal} has ${ctx.dim}: calibrate this model`);
+    const sink = isSink(x, dim, ctx);
     const p = this.params;
     const tc = tauCode(p.tau);
     const tau = tauOf(tc);
@@ -106,14 +106,12 @@ export class TabqEcCodec implements Codec {
     const fixed = p.mode === 'step' ? rungNearest(p.step) : -1;
     let minRung = RUNGS;
     let nRaw = 0;
-    let s2 = 0;
-    for (let c = 0; c < dim; c++) s2 += ctx.scale[c]! * ctx.scale[c]!;
     for (let t = sink ? 1 : 0; t < tokens; t++) {
       let r = fixed;
       if (r < 0) {
         let n2 = 0;
         for (let c = t * dim, e = c + dim; c < e; c++) n2 += x[c]! * x[c]!;
-        r = n2 === 0 ? RAW_RUNG : chooseRung(p.eps * p.eps * n2, s2, (rr) => errAt(t, rr));
+        r = n2 === 0 ? RAW_RUNG : chooseRung(p.eps * p.eps * n2, ctx.scale2, (rr) => errAt(t, rr));
       }
       rungs[t] = r;
       if (r !== RAW_RUNG && r < minRung) minRung = r;
@@ -450,7 +448,7 @@ export function decodeTabqEc(bytes: Uint8Array, tokens: number, dim: number, con
     }
   }
   if (nRaw * dim * 4 > r.remaining) throw corrupt(`${nRaw} raw tokens cannot fit in ${r.remaining} bytes`);
-  const pos = new Int32Array(nOut + 1);
+  const pos = new Int32Array(nOut);
   let prev = -1;
   for (let i = 0; i < nOut; i++) {
     const p = prev + 1 + r.varint();
@@ -459,7 +457,6 @@ export function decodeTabqEc(bytes: Uint8Array, tokens: number, dim: number, con
     pos[i] = p;
     prev = p;
   }
-  pos[nOut] = N; // sentinel
   const ov = r.take(nOut * outBytes, 'outlier values');
   const ovv = new DataView(ov.buffer, ov.byteOffset, ov.byteLength);
   // coded slots: every value of every token but raw and sink ones (outlier slots carry level 0)
