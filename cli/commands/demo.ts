@@ -14,6 +14,8 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { emulateLink, type EmulatedLink } from '../link-emulator.js';
 import { generationOptions, intOption, modelOptions, modelPath, openModelOption, percentOption, readJsonFile, samplingFrom, type Command } from '../common.js';
 import { parseBytes } from './edge.js';
+import { CalibrationContexts, resolveCodecSpec } from '../../quantization/activations/calibration.js';
+import { calibrationOf, calibrationOption } from '../calibration-io.js';
 import { TextStream } from './generate.js';
 
 const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
@@ -39,6 +41,7 @@ export const demoCommand: Command = {
     loopback: { type: 'boolean', description: 'no emulated link: plan for and run over plain loopback (measured)' },
     split: { type: 'string', short: 's', description: 'fix the split point; the planner chooses the rest', valueName: 'K' },
     'accuracy-profile': { type: 'string', description: `accuracy profile of --model (default: ${ACCURACY_PROFILE_FILE} in the model's directory)`, valueName: 'F' },
+    ...calibrationOption,
     json: { type: 'boolean', description: 'print {"plan":…,"text":…,"stats":…} instead of streaming text and the table' },
   },
   async run(values) {
@@ -70,7 +73,10 @@ export const demoCommand: Command = {
     if (split !== undefined && split > c.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `--split ${split} is past the model's ${c.nLayers} layers: use 0..${c.nLayers}`);
 
     const shape = values['loopback'] ? undefined : { bytesPerSec: parseBandwidth(String(values['bandwidth'])), rttMs: parseDuration(String(values['rtt'])) };
-    const cloud = await startCloud(pkg, { port: 0, host: '127.0.0.1' });
+    // the model's calibration (codec contexts of ts-tabq:cal=K) serves both sides, as in a deployment
+    const calibration = calibrationOf(values, pkg);
+    const contexts = new CalibrationContexts(calibration);
+    const cloud = await startCloud(pkg, { port: 0, host: '127.0.0.1', calibration: contexts });
     let link: EmulatedLink | undefined;
     try {
       const t0 = performance.now();
@@ -117,7 +123,8 @@ export const demoCommand: Command = {
       const url = link ? `ws://127.0.0.1:${link.port}/v1/session` : `${cloud.url}/v1/session`;
       say(`cloud at ${cloud.url}/v1/session; the edge connects ${link ? 'through the emulated link' : 'directly'}\n`);
       // one token first, untimed: the cloud builds its back segment on a split's first session
-      const session = { url, split: plan.split, codec: plan.codec, prompt, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize };
+      const codec = resolveCodecSpec(plan.codec, plan.split, calibration).spec;
+      const session = { url, split: plan.split, codec, codecEnv: contexts, prompt, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize };
       await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), [c.eosId]);
@@ -125,10 +132,10 @@ export const demoCommand: Command = {
       const text = stream.finish();
       const fp16Wire = c.dim * 2 + (r.stats.decode.wireBytes - r.stats.decode.payloadBytes);
       if (json) {
-        process.stdout.write(JSON.stringify({ model: pkg.manifest.name, link: linkProfile, budgets, plan, predicted: best.predicted, text, tokens: r.tokens, stats: r.stats, fp16BytesPerToken: fp16Wire }) + '\n');
+        process.stdout.write(JSON.stringify({ model: pkg.manifest.name, link: linkProfile, budgets, plan, codec, predicted: best.predicted, text, tokens: r.tokens, stats: r.stats, fp16BytesPerToken: fp16Wire }) + '\n');
         return;
       }
-      process.stdout.write('\n\n' + summary(plan, best, r.stats, c.nLayers, fp16Wire, budgets.edgeMemory) + '\n');
+      process.stdout.write('\n\n' + summary({ ...plan, codec }, best, r.stats, c.nLayers, fp16Wire, budgets.edgeMemory) + '\n');
     } finally {
       await link?.close();
       await cloud.close();
