@@ -4,7 +4,7 @@ import { SplitLLMError } from '../shared/errors.js';
 import { CalibrationContexts, contextData, fitStep, type Calibration } from '../quantization/activations/calibration.js';
 import { CodecContext, limitedHuffman, MAX_CODE_BITS, rungNearest, rungStep } from '../quantization/activations/context.js';
 import { HEADER_BYTES } from '../quantization/activations/format.js';
-import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
+import { codecAtSplit, createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { lanesFor, SINK_TOLERANCE } from '../quantization/activations/tabq-ec.js';
 import { useWasmKernels, wasmKernels } from '../quantization/activations/wasm/kernels.js';
 
@@ -194,6 +194,14 @@ describe('ts-tabq against a calibration context', () => {
     const cc = new CalibrationContexts(cal);
     expect(cc.context(3)!.dim).toBe(64);
     expect(cc.context(2)).toBeUndefined();
+    // a bare ts-tabq is each split's calibrated default; cal=K follows the split where a context exists
+    cal.splits['4'] = { stats: {} as never, context: contextData(hiddenRows(4, 8, 64, 2), 64), choice: { codec: 'ts-tabq:cal=4,step=0.25', bitsPerValue: 4, ppl: 1, pplIncrease: 0 } };
+    const c2 = new CalibrationContexts(cal);
+    expect(codecAtSplit('ts-tabq', 4, c2).spec).toBe('ts-tabq:cal=4,step=0.25,tau=6');
+    expect(codecAtSplit('ts-tabq', 3, c2).spec).toBe('ts-tabq:eps=0.05,tau=auto'); // no choice there: the self-contained default
+    expect(codecAtSplit('ts-tabq:cal=4,step=0.3', 3, c2).spec).toBe('ts-tabq:cal=3,step=0.2973,tau=6');
+    expect(codecAtSplit('ts-tabq:cal=4,step=0.3', 2, c2).spec).toBe('ts-tabq:cal=4,step=0.2973,tau=6'); // no context at 2: stays
+    expect(() => codecAtSplit('default', 3, c2)).toThrow(expect.objectContaining({ code: 'E_CODEC_SPEC' }) as unknown as Error);
   });
 
   it('the step fit smooths noisy measurements and picks the coarsest step within the target', () => {

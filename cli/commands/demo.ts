@@ -14,8 +14,8 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { emulateLink, type EmulatedLink } from '../link-emulator.js';
 import { generationOptions, intOption, modelOptions, modelPath, openModelOption, percentOption, readJsonFile, samplingFrom, type Command } from '../common.js';
 import { parseBytes } from './edge.js';
-import { CalibrationContexts, resolveCodecSpec } from '../../quantization/activations/calibration.js';
-import { calibrationOf, calibrationOption } from '../calibration-io.js';
+import { codecAtSplit } from '../../quantization/activations/registry.js';
+import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { TextStream } from './generate.js';
 
 const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
@@ -74,8 +74,7 @@ export const demoCommand: Command = {
 
     const shape = values['loopback'] ? undefined : { bytesPerSec: parseBandwidth(String(values['bandwidth'])), rttMs: parseDuration(String(values['rtt'])) };
     // the model's calibration (codec contexts of ts-tabq:cal=K) serves both sides, as in a deployment
-    const calibration = calibrationOf(values, pkg);
-    const contexts = new CalibrationContexts(calibration);
+    const contexts = calibrationContexts(values, pkg);
     const cloud = await startCloud(pkg, { port: 0, host: '127.0.0.1', calibration: contexts });
     let link: EmulatedLink | undefined;
     try {
@@ -123,8 +122,8 @@ export const demoCommand: Command = {
       const url = link ? `ws://127.0.0.1:${link.port}/v1/session` : `${cloud.url}/v1/session`;
       say(`cloud at ${cloud.url}/v1/session; the edge connects ${link ? 'through the emulated link' : 'directly'}\n`);
       // one token first, untimed: the cloud builds its back segment on a split's first session
-      const codec = resolveCodecSpec(plan.codec, plan.split, calibration).spec;
-      const session = { url, split: plan.split, codec, codecEnv: contexts, prompt, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize };
+      const codec = codecAtSplit(plan.codec, plan.split, contexts).spec; // what a bare 'ts-tabq' means at this split
+      const session = { url, split: plan.split, codec: plan.codec, codecEnv: contexts, prompt, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize };
       await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), [c.eosId]);

@@ -4,8 +4,7 @@ import { runEdge } from '../../edge/agent.js';
 import { SplitBandit } from '../../planner/bandit.js';
 import { generationOptions, intOption, modelOptions, readJsonFile, requireString, samplingFrom, sessionUrl, type Command, openModelOption, maxTokensOption } from '../common.js';
 import { TextStream } from './generate.js';
-import { CalibrationContexts, resolveCodecSpec } from '../../quantization/activations/calibration.js';
-import { calibrationOf, calibrationOption } from '../calibration-io.js';
+import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 
 export const edgeCommand: Command = {
@@ -57,7 +56,6 @@ export const edgeCommand: Command = {
     const split = bandit?.first ?? intOption(values, 'split') ?? plan?.split;
     if (split === undefined) throw new SplitLLMError('E_USAGE', "--split K, --plan FILE or --adapt-splits is required (see 'splitllm edge --help')");
     const weights = await weightEmitters(values, pkg, split);
-    const calibration = calibrationOf(values, pkg);
     const tok = pkg.tokenizer();
     const prompt = String(values['prompt'] ?? '');
     const promptIds = tok.encode(prompt, true);
@@ -67,8 +65,8 @@ export const edgeCommand: Command = {
     const r = await runEdge(pkg, {
       url,
       split,
-      codec: resolveCodecSpec(String(values['codec'] ?? plan?.codec ?? 'fp32'), split, calibration).spec,
-      codecEnv: new CalibrationContexts(calibration),
+      codec: String(values['codec'] ?? plan?.codec ?? 'fp32'), // a bare 'ts-tabq' is each split's calibrated default
+      codecEnv: calibrationContexts(values, pkg),
       prompt,
       maxTokens: plan ? Math.min(maxTokens, Math.max(0, plan.maxSeq - promptIds.length)) : maxTokens,
       sampling: samplingFrom(values),

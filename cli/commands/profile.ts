@@ -6,9 +6,8 @@ import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { linearFor } from '../../models/onnx/linear.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
-import { CalibrationContexts, resolveCodecSpec } from '../../quantization/activations/calibration.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
-import { calibrationOf, calibrationOption } from '../calibration-io.js';
+import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { intOption, modelOptions, requireString, runCommand, sessionUrl, type Command, openModelOption } from '../common.js';
 
 const machine = () => ({ cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, date: new Date().toISOString() });
@@ -85,10 +84,9 @@ const accuracyCommand: Command = {
     const windows = pplWindows(pkg.tokenizer(), readFileSync(textPath, 'utf8')).slice(0, intOption(values, 'windows', 60, 1));
     const bits = String(values['bits']).split(',').map(Number);
     const codecs = String(values['codecs']).split(',');
-    const cal = calibrationOf(values, pkg);
-    const contexts = new CalibrationContexts(cal);
+    const contexts = calibrationContexts(values, pkg);
     // the codec a spec means at split k: bare 'ts-tabq' is the calibrated default there, when there is one
-    const codecAt = (spec: string, k: number) => codecAtSplit(resolveCodecSpec(spec, k, cal).spec, k, contexts);
+    const codecAt = (spec: string, k: number) => codecAtSplit(spec, k, contexts);
     for (const c of codecs) codecAt(c, 1); // fail early on a bad spec
     const L = pkg.config.nLayers;
     const score = async (p: Pipeline) => (await pipelinePerplexity(p, windows)).ppl;

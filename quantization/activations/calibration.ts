@@ -52,7 +52,7 @@ export interface SplitCalibration {
 export class CalibrationContexts {
   private readonly bySplit = new Map<number, CodecContext>();
   readonly byId = new Map<number, CodecContext>();
-  constructor(cal?: Calibration) {
+  constructor(private readonly cal?: Calibration) {
     for (const [k, s] of Object.entries(cal?.splits ?? {})) {
       if (!s.context) continue;
       const ctx = new CodecContext(s.context);
@@ -61,6 +61,7 @@ export class CalibrationContexts {
     }
   }
   context = (split: number): CodecContext | undefined => this.bySplit.get(split);
+  defaultCodec = (split: number): string | undefined => this.cal?.splits[String(split)]?.choice?.codec;
   get contexts(): ContextSet {
     return this.byId;
   }

@@ -83,6 +83,8 @@ export function tabqParamsFrom(spec: string, p: ParsedSpec): TabqParams {
 /** Where codecs bound to a calibration (`cal=K`) find its context: the model's calibration, per split. */
 export interface CodecEnv {
   context?: (split: number) => CodecContext | undefined;
+  /** the calibrated default codec of a split (what a bare `ts-tabq` means there) */
+  defaultCodec?: (split: number) => string | undefined;
 }
 
 function tabqEcParamsFrom(spec: string, p: ParsedSpec): TabqEcParams {
@@ -106,11 +108,17 @@ function tabqEcParamsFrom(spec: string, p: ParsedSpec): TabqEcParams {
 }
 
 /**
- * The codec a spec names at a split: a spec bound to a calibration (`cal=K`) follows the split to that
- * split's context when the calibration has one, so an edge that moves its split keeps coding against the
- * statistics of the layer it sends.
+ * The codec a spec names at a split: a bare `ts-tabq` is that split's calibrated default when there is
+ * one, and a spec bound to a calibration (`cal=K`) follows the split to that split's context, so an edge
+ * that moves its split keeps coding against the statistics of the layer it sends.
  */
 export function codecAtSplit(spec: string, split: number, env: CodecEnv = {}): Codec {
+  const bare = spec.trim().toLowerCase();
+  if (bare === 'ts-tabq' || bare === 'default') {
+    const chosen = env.defaultCodec?.(split);
+    if (chosen) return createCodec(chosen, env);
+    if (bare === 'default') throw new SplitLLMError('E_CODEC_SPEC', `no calibrated codec for split ${split}: run 'splitllm calibrate' or name a codec`);
+  }
   const moved = /(^|[:,])cal=\d+/.test(spec) && env.context?.(split) ? spec.replace(/((?:^|[:,])cal=)\d+/, `$1${split}`) : spec;
   return createCodec(moved, env);
 }
