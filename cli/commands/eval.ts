@@ -2,10 +2,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
-import { CalibrationContexts, resolveCodecSpec } from '../../quantization/activations/calibration.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
-import { createCodec } from '../../quantization/activations/registry.js';
-import { calibrationOf, calibrationOption } from '../calibration-io.js';
+import { codecAtSplit } from '../../quantization/activations/registry.js';
+import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 import { intOption, modelOptions, progress, requireString, runCommand, type Command, openModelOption, modelPath as modelPathOf } from '../common.js';
 
@@ -37,11 +36,10 @@ const pplCommand: Command = {
     let meter: WireMeter | undefined;
     if (values['codec'] !== undefined) {
       if (split === undefined) throw new SplitLLMError('E_USAGE', '--codec needs --split K: the codec sits on the hidden state at the split');
-      const cal = calibrationOf(values, pkg);
-      const resolved = resolveCodecSpec(String(values['codec']), split, cal);
-      const contexts = new CalibrationContexts(cal);
-      meter = new WireMeter(createCodec(resolved.spec, contexts), { contexts: contexts.contexts });
-      process.stderr.write(`codec at split ${split}: ${meter.codec.spec}${resolved.calibrated ? ' (calibrated default)' : ''}\n`);
+      const contexts = calibrationContexts(values, pkg);
+      meter = new WireMeter(codecAtSplit(String(values['codec']), split, contexts), { contexts: contexts.contexts });
+      const calibrated = meter.codec.spec === contexts.defaultCodec(split);
+      process.stderr.write(`codec at split ${split}: ${meter.codec.spec}${calibrated ? ' (calibrated default)' : ''}\n`);
       const m = meter;
       pipeline.between = (h, tokens) => m.roundTrip(h, tokens, pkg.config.dim);
     }

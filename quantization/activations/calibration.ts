@@ -136,19 +136,6 @@ export function splitStats(rows: Float32Array[], dim: number): SplitStats {
   };
 }
 
-/**
- * Resolves a codec spec for a split: a bare "ts-tabq" takes the calibrated choice for that split when
- * there is one; any other spec is used as written.
- */
-export function resolveCodecSpec(spec: string, split: number, cal?: Calibration): { spec: string; calibrated: boolean } {
-  const bare = spec.trim().toLowerCase();
-  if ((bare === 'ts-tabq' || bare === 'default') && cal?.splits[String(split)]?.choice) {
-    return { spec: cal.splits[String(split)]!.choice!.codec, calibrated: true };
-  }
-  if (bare === 'default') throw new SplitLLMError('E_CODEC_SPEC', `no calibrated codec for split ${split}: run 'splitllm calibrate' or name a codec`);
-  return { spec, calibrated: false };
-}
-
 /** Histogram of y that contexts carry: bins of 1/32 over [−16, 16). */
 export const CONTEXT_HIST = { lo: -16, width: 1 / 32, bins: 1024 };
 

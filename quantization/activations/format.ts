@@ -72,11 +72,17 @@ export function readHeader(bytes: Uint8Array, maxValues = DEFAULT_MAX_VALUES): H
   return { codec: bytes[3] as CodecId, tokens, dim };
 }
 
-export function checkInput(x: Float32Array, tokens: number, dim: number): void {
+/** E_CODEC_INPUT unless [tokens, dim] is a positive integer shape that x fills exactly. */
+export function checkShape(x: Float32Array, tokens: number, dim: number): void {
   if (!Number.isInteger(tokens) || !Number.isInteger(dim) || tokens <= 0 || dim <= 0 || tokens > 0xffffffff || dim > 0xffffffff) {
     throw new SplitLLMError('E_CODEC_INPUT', `shape [${tokens}, ${dim}] is not a positive integer shape`);
   }
   if (x.length !== tokens * dim) throw new SplitLLMError('E_CODEC_INPUT', `input has ${x.length} values, shape [${tokens}, ${dim}] needs ${tokens * dim}`);
+}
+
+/** checkShape, then E_CODEC_INPUT at the first NaN/Inf. */
+export function checkInput(x: Float32Array, tokens: number, dim: number): void {
+  checkShape(x, tokens, dim);
   for (let i = 0; i < x.length; i++) {
     const v = x[i]!;
     if (v - v !== 0) {

@@ -6,7 +6,7 @@
  *
  * Per channel, y = (x − center) / scale (calibrated). TS: a value whose level |q| would pass the table's
  * largest level (τ in units of y, capped at 127 levels) is taken out and sent exactly, as a sparse list.
- * TAB-Q: each token is quantized uniformly, q = round(y / Δ), at a step Δ from a quarter-octave ladder:
+ * TAB-Q: each token is quantized uniformly, q = round(y / Δ), at a step Δ from an eighth-octave ladder:
  *  - eps mode: per token, the coarsest step whose ‖x − x̂‖ / ‖x‖ ≤ ε (outliers exact); a token no step
  *    fits (an all-zero token, say) is sent raw as float32, so the bound always holds;
  *  - step mode (`step=Δ`): one step for every token, |x − x̂| ≤ Δ·scale/2 per value. With entropy coding,
@@ -18,7 +18,7 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { f16BitsToF32, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
 import { CodecContext, contextMissing, rungBelow, rungNearest, rungStep, RUNGS, type ContextSet, type RungTable } from './context.js';
-import { checkInput, CodecId, corrupt, HEADER_BYTES, putVarint, Reader, readHeader, writeHeader } from './format.js';
+import { checkInput, checkShape, CodecId, corrupt, HEADER_BYTES, putVarint, Reader, readHeader, writeHeader } from './format.js';
 import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
 
 export type TabqEcMode = 'eps' | 'step';
@@ -80,8 +80,8 @@ export class TabqEcCodec implements Codec {
   encode(x: Float32Array, tokens: number, dim: number): Uint8Array {
     // layout: docs/FORMATS.md
     const k = wasmKernels();
-    if (!k) checkInput(x, tokens, dim);
-    else if (!Number.isInteger(tokens) || !Number.isInteger(dim) || tokens <= 0 || dim <= 0 || x.length !== tokens * dim) checkInput(x, tokens, dim); // throws the shape error
+    if (k) checkShape(x, tokens, dim); // the kernels check finiteness as they copy x in
+    else checkInput(x, tokens, dim);
     const ctx = this.context;
     if (dim !== ctx.dim) throw new SplitLLMError('E_CODEC_INPUT', `hidden state has dim ${dim}, the calibration context of split ${this.params.cal} has ${ctx.dim}: calibrate this model`);
     const sink = isSink(x, dim, ctx);

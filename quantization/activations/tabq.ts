@@ -21,7 +21,7 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import { f16BitsToF32, f16Down, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, Decoded, DecodeOptions } from './codec.js';
-import { CodecId, corrupt, nonFinite, HEADER_BYTES, putVarint, Reader, readHeader, Writer, writeHeader } from './format.js';
+import { checkShape, CodecId, corrupt, nonFinite, HEADER_BYTES, putVarint, Reader, readHeader, Writer, writeHeader } from './format.js';
 import { normalize, RansDecoder, ransEncode, readTable, writeTable } from './rans.js';
 import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
 
@@ -272,13 +272,6 @@ function entropySection(symbols: Uint8Array, widths: Uint8Array, dim: number): U
 
 function varintLength(d: number): number {
   return d < 0x80 ? 1 : d < 0x4000 ? 2 : d < 0x200000 ? 3 : d < 0x10000000 ? 4 : 5;
-}
-
-function checkShape(x: Float32Array, tokens: number, dim: number): void {
-  if (!Number.isInteger(tokens) || !Number.isInteger(dim) || tokens <= 0 || dim <= 0 || tokens > 0xffffffff || dim > 0xffffffff) {
-    throw new SplitLLMError('E_CODEC_INPUT', `shape [${tokens}, ${dim}] is not a positive integer shape`);
-  }
-  if (x.length !== tokens * dim) throw new SplitLLMError('E_CODEC_INPUT', `input has ${x.length} values, shape [${tokens}, ${dim}] needs ${tokens * dim}`);
 }
 
 /** Throws E_CODEC_INPUT at the first NaN/Inf of x (token offset `t0` for the message). */
