@@ -1,17 +1,15 @@
 /**
- * Measurements behind the profiles: per-layer decode and prefill latency at each weight precision on this
- * machine, and round trip and throughput of a link to a running cloud server.
+ * Measurements behind the compute profiles: per-layer decode and prefill latency at each weight precision
+ * on this machine, and the runtime's baseline memory. (The link is measured from the edge:
+ * edge/measure-link.ts.)
  */
-import WebSocket from 'ws';
-import { SplitLLMError } from '../shared/errors.js';
-import { decodeFrame, encodeFrame } from '../shared/protocol/messages.js';
 import { rng } from '../shared/random.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { ModelPackage } from '../models/package.js';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { segmentBytes } from '../quantization/weights/memory.js';
-import type { ComputeProfile, LinkProfile } from './types.js';
+import type { ComputeProfile } from './types.js';
 
 /** Weights a timed stack of layers must reach so that they do not sit in the CPU caches. */
 const WORKING_SET_BYTES = 64 * 1024 * 1024;
@@ -83,34 +81,4 @@ export async function measureBaseline(pkg: ModelPackage, bitsList: number[] = [4
   await emb.release();
   const accounted = segmentBytes(c, 0, 0, { embed: true, head: false, bitsOf: () => 32 }).total;
   return Math.max(0, rss - 2 * accounted);
-}
-
-/** Round trip (median of small probes) and throughput (a large reply, then a large upload) to a cloud. */
-export async function measureLink(url: string, token?: string, opts: { probes?: number; bytes?: number } = {}): Promise<LinkProfile & { upBytesPerSec: number; downBytesPerSec: number }> {
-  const ws = await new Promise<WebSocket>((resolve, reject) => {
-    const s = new WebSocket(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-    s.once('open', () => resolve(s));
-    s.once('error', (e) => reject(new SplitLLMError('E_CONNECTION', `cannot reach the cloud at ${url} (${e.message}): start 'splitllm cloud' or check --cloud`)));
-  });
-  const ask = (id: number, reply: number, upload: number) =>
-    new Promise<number>((resolve) => {
-      const t0 = performance.now();
-      ws.once('message', (d: Buffer) => {
-        decodeFrame(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
-        resolve(performance.now() - t0);
-      });
-      ws.send(encodeFrame({ type: 'probe', id, reply }, new Uint8Array(upload)));
-    });
-  const rtts: number[] = [];
-  for (let i = 0; i < (opts.probes ?? 20); i++) rtts.push(await ask(i, 0, 0));
-  rtts.sort((a, b) => a - b);
-  const rttMs = rtts[Math.floor(rtts.length / 2)]!;
-  const big = opts.bytes ?? 4 * 1024 * 1024;
-  const down = await ask(1000, big, 0);
-  const up = await ask(1001, 0, big);
-  ws.close();
-  const downBytesPerSec = big / (Math.max(down - rttMs, 0.01) / 1000);
-  const upBytesPerSec = big / (Math.max(up - rttMs, 0.01) / 1000);
-  // the edge mostly uploads hidden states: plan with the upload rate
-  return { rttMs, bytesPerSec: upBytesPerSec, upBytesPerSec, downBytesPerSec };
 }

@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'E_CODEC_SPEC'
   | 'E_CODEC_INPUT'
   | 'E_CODEC_CORRUPT'
+  | 'E_CODEC_NONFINITE'
   | 'E_CODEC_LIMIT'
   | 'E_CODEC_CONTEXT'
   | 'E_PROTOCOL'

@@ -141,7 +141,7 @@ describeWithFixtures('profile commands', () => {
     expect(p.baselineBytes).toBeGreaterThan(10e6);
     // the link probe runs in this process: a synchronous CLI child would block the in-process server
     const { startCloud } = await import('../cloud/server.js');
-    const { measureLink } = await import('../planner/measure.js');
+    const { measureLink } = await import('../edge/measure-link.js');
     const server = await startCloud(pkg);
     try {
       const data = await measureLink(`${server.url}/v1/session`, undefined, { bytes: 1 << 20 });

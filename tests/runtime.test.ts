@@ -3,7 +3,8 @@ import WebSocket from 'ws';
 import { startCloud, type CloudServer } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
-import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type Message } from '../shared/protocol/messages.js';
+import { encodeFrame, parseCloudFrame, PROTOCOL_VERSION, type Message } from '../shared/protocol/index.js';
+import { droppingConnector } from './helpers/channels.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { CalibrationContexts, contextData, type Calibration } from '../quantization/activations/calibration.js';
 import { describeWithFixtures } from './helpers/fixtures.js';
@@ -26,8 +27,22 @@ describe('cloud limits: bearer token and frame size (default model)', () => {
       const m = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
       expect(m).toMatch(/splitllm_errors_total\{code="unauthorized"\} 2/);
       expect(m).toMatch(/splitllm_errors_total\{code="frame_too_large"\} 1/);
+      expect(m).not.toMatch(/code="ws_protocol"/);
     } finally {
       await server.close();
+    }
+    // a full server says so with its own code, and serves again once a connection leaves
+    const full = await startCloud(pkg, { maxSessions: 1 });
+    try {
+      const url = `${full.url}/v1/session`;
+      const first = runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 40, stopIds: [] });
+      await new Promise((r) => setTimeout(r, 150));
+      await expect(runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 4 })).rejects.toThrow(/cloud: server_full: server is at its limit of 1 sessions/);
+      expect((await first).tokens.length).toBe(40);
+      for (let i = 0; i < 100 && !/splitllm_sessions_open 0/.test(await (await fetch(`${full.url.replace('ws', 'http')}/metrics`)).text()); i++) await new Promise((r) => setTimeout(r, 20));
+      expect((await runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 4, stopIds: [] })).tokens.length).toBe(4);
+    } finally {
+      await full.close();
     }
   });
 });
@@ -213,7 +228,8 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
   it('a connection killed mid-generation resumes the same session and finishes with the same tokens', async () => {
     const pkg = await model();
     const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode(PROMPT), { maxTokens: 64, stopIds: [] });
-    const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 3, prompt: PROMPT, maxTokens: 64, stopIds: [], dropAfterTokens: [0, 5, 20, 21, 50] });
+    const url = `${server.url}/v1/session`;
+    const r = await runEdge(pkg, { url, split: 3, prompt: PROMPT, maxTokens: 64, stopIds: [], connect: droppingConnector(url, [0, 5, 20, 21, 50]) });
     expect(r.stats.resumes).toBe(5);
     expect(r.tokens).toEqual(local);
     const m = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
@@ -227,7 +243,7 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
       const ws = new WebSocket(`${short.url}/v1/session`);
       await new Promise((r) => ws.once('open', r));
       const replies: Message[] = [];
-      ws.on('message', (d: Buffer) => replies.push(decodeFrame(new Uint8Array(d)).header));
+      ws.on('message', (d: Buffer) => replies.push(parseCloudFrame(new Uint8Array(d)).header));
       ws.send(encodeFrame({ type: 'resume', session: 'no-such-session', position: 3 }));
       await new Promise((r) => ws.once('close', r));
       expect(replies[0]).toMatchObject({ type: 'error', code: 'unknown_session' });
@@ -235,7 +251,7 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
       const ws2 = new WebSocket(`${short.url}/v1/session`);
       await new Promise((r) => ws2.once('open', r));
       const got: Message[] = [];
-      ws2.on('message', (d: Buffer) => got.push(decodeFrame(new Uint8Array(d)).header));
+      ws2.on('message', (d: Buffer) => got.push(parseCloudFrame(new Uint8Array(d)).header));
       ws2.send(encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split: 2, codec: 'fp32', maxTokens: 5 }));
       await new Promise((r) => ws2.once('close', r));
       expect(got[0]).toMatchObject({ type: 'ready' });
@@ -244,7 +260,7 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
       const ws3 = new WebSocket(`${short.url}/v1/session`);
       await new Promise((r) => ws3.once('open', r));
       const got3: Message[] = [];
-      ws3.on('message', (d: Buffer) => got3.push(decodeFrame(new Uint8Array(d)).header));
+      ws3.on('message', (d: Buffer) => got3.push(parseCloudFrame(new Uint8Array(d)).header));
       ws3.send(encodeFrame({ type: 'resume', session: id, position: 0 }));
       await new Promise((r) => ws3.once('close', r));
       expect(got3[0]).toMatchObject({ type: 'error', code: 'unknown_session' });
@@ -284,7 +300,7 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
         const q: Message[] = [];
         const waiters: ((m: Message) => void)[] = [];
         ws.on('message', (d: Buffer) => {
-          const m = decodeFrame(new Uint8Array(d)).header;
+          const m = parseCloudFrame(new Uint8Array(d)).header;
           const w = waiters.shift();
           if (w) w(m);
           else q.push(m);

@@ -92,5 +92,5 @@ it('a batch of decode steps over caches of different lengths equals running each
       expect(batched[i]!.length).toBe(solo[i]!.length);
     }
   }
-  await session.release();
+  await session.session.release();
 });

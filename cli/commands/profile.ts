@@ -1,7 +1,8 @@
 import { cpus } from 'node:os';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
-import { measureBaseline, measureCompute, measureLink } from '../../planner/measure.js';
+import { measureBaseline, measureCompute } from '../../planner/measure.js';
+import { measureLink } from '../../edge/measure-link.js';
 import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { linearFor } from '../../models/onnx/linear.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';

@@ -2,7 +2,7 @@
  * Captures the inputs of every linear layer on calibration windows (for AWQ and SmoothQuant): the full
  * model is built with an emitter that also exposes each linear's input as a graph output.
  */
-import ort from 'onnxruntime-node';
+import { float32Of, inferenceBackend, type Tensor } from '../runtime/backend.js';
 import { DT } from '../onnx/graph.js';
 import { buildSegment, float32Linear, type LinearEmitter } from '../onnx/segment.js';
 import type { ModelPackage } from '../package.js';
@@ -27,25 +27,26 @@ export async function captureLinearInputs(pkg: ModelPackage, windows: number[][]
     },
   };
   const seg = buildSegment(pkg.config, pkg.weights, 0, pkg.config.nLayers, { linearFor: () => capturing });
-  const session = await ort.InferenceSession.create(seg.model!, { executionProviders: ['cpu'] });
+  const bk = await inferenceBackend();
+  const session = await bk.createSession(seg.modelPath ?? seg.model ?? new Uint8Array(0));
   const { nKvHeads: KV, headDim: hd } = pkg.config;
   const chunks = new Map<string, Float32Array[]>();
   let tokens = 0;
   for (const ids of windows) {
     if (tokens >= maxTokens) break;
     const T = Math.min(ids.length, maxTokens - tokens);
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(ids.slice(0, T).map(BigInt)), [1, T]),
-      position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),
+    const feeds: Record<string, Tensor> = {
+      input_ids: bk.int64(BigInt64Array.from(ids.slice(0, T).map(BigInt)), [1, T]),
+      position_ids: bk.int64(BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),
     };
     for (let i = 0; i < pkg.config.nLayers; i++) {
-      feeds[`past_key_${i}`] = new ort.Tensor('float32', new Float32Array(0), [1, KV, 0, hd]);
-      feeds[`past_value_${i}`] = new ort.Tensor('float32', new Float32Array(0), [1, KV, 0, hd]);
+      feeds[`past_key_${i}`] = bk.float32(new Float32Array(0), [1, KV, 0, hd]);
+      feeds[`past_value_${i}`] = bk.float32(new Float32Array(0), [1, KV, 0, hd]);
     }
     const out = await session.run(feeds);
     for (const x of exposed) {
       const list = chunks.get(x) ?? [];
-      const data = out[x]!.data as Float32Array;
+      const data = float32Of(out, x).data;
       // position 0 (BOS) has the same, very large activations in every window: left out so that it does not
       // dominate the statistics the quantizers fit
       list.push(data.slice(data.length / T));

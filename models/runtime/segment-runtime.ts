@@ -1,9 +1,11 @@
 /**
- * A segment at run time: an onnxruntime-node session for layers [from, to) and the KV cache of those
+ * A segment at run time: an onnxruntime session for layers [from, to) and the KV cache of those
  * layers. Prefill and decode are the same call with T tokens; positions continue from the cache length.
+ * It runs on whichever inference backend is in use (backend.ts): onnxruntime-node, or onnxruntime-web in
+ * a browser.
  */
-import ort from 'onnxruntime-node';
 import { SplitLLMError } from '../../shared/errors.js';
+import { float32Of, inferenceBackend, type InferenceBackend, type InferenceSession, type Tensor } from './backend.js';
 import type { ModelConfig } from '../manifest.js';
 import type { ModelPackage } from '../package.js';
 import { buildSegment, type BuiltSegment, type SegmentOptions } from '../onnx/segment.js';
@@ -28,35 +30,41 @@ export interface RuntimeOptions extends SegmentOptions {
   threads?: number;
 }
 
+/** An onnxruntime session shared by the runtimes of one segment, with the backend that made it. */
+export interface SharedSession {
+  session: InferenceSession;
+  backend: InferenceBackend;
+}
+
 export class SegmentRuntime {
-  private past = new Map<number, { key: ort.Tensor; value: ort.Tensor }>();
+  private past = new Map<number, { key: Tensor; value: Tensor }>();
   private cached = 0;
 
   private constructor(
     readonly config: ModelConfig,
     readonly segment: BuiltSegment,
-    private readonly session: ort.InferenceSession,
+    private readonly session: InferenceSession,
+    private readonly backend: InferenceBackend,
     private readonly ownsSession = true,
   ) {
     this.reset();
   }
 
   /** An onnxruntime session for a built segment, to share between runtimes (one per client session). */
-  static async openSession(seg: BuiltSegment, opts: RuntimeOptions = {}): Promise<ort.InferenceSession> {
-    const so: ort.InferenceSession.SessionOptions = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
-    // intra-op threads: the option, else $SPLITLLM_THREADS (a process pinned to fewer cores), else onnxruntime's choice
-    const threads = opts.threads ?? Number(process.env['SPLITLLM_THREADS'] ?? 0);
-    if (Number.isInteger(threads) && threads > 0) so.intraOpNumThreads = threads;
+  static async openSession(seg: BuiltSegment, opts: RuntimeOptions = {}): Promise<SharedSession> {
+    const backend = await inferenceBackend();
+    const model = seg.modelPath ?? seg.model;
+    if (model === undefined) throw new SplitLLMError('E_RUNTIME', `segment [${seg.from}, ${seg.to}) has no model bytes left to load`);
     try {
-      return seg.modelPath ? await ort.InferenceSession.create(seg.modelPath, so) : await ort.InferenceSession.create(seg.model!, so);
+      return { session: await backend.createSession(model, { threads: opts.threads }), backend };
     } catch (e) {
-      throw new SplitLLMError('E_RUNTIME', `onnxruntime could not load segment [${seg.from}, ${seg.to}): ${(e as Error).message.split('\n')[0]}`);
+      throw new SplitLLMError('E_RUNTIME', `segment [${seg.from}, ${seg.to}): ${e instanceof Error ? e.message : String(e)}`);
     }
   }
 
   /** A runtime with its own KV cache over a shared session (the weights are held once). */
-  static withSession(config: ModelConfig, seg: BuiltSegment, session: ort.InferenceSession): SegmentRuntime {
-    return new SegmentRuntime(config, { ...seg, model: undefined }, session, false);
+  static withSession(config: ModelConfig, seg: BuiltSegment, shared: SharedSession): SegmentRuntime {
+    return new SegmentRuntime(config, { ...seg, model: undefined }, shared.session, shared.backend, false);
   }
 
   /**
@@ -85,40 +93,40 @@ export class SegmentRuntime {
       for (let j = 0; j < r.cached; j++) kp[b * S + j] = BigInt(j);
       kp[b * S + Pmax] = BigInt(r.cached);
     });
-    const feeds: Record<string, ort.Tensor> = {
-      hidden_states: new ort.Tensor('float32', hidden, [B, 1, D]),
-      position_ids: new ort.Tensor('int64', pos, [B, 1]),
-      key_positions: new ort.Tensor('int64', kp, [B, S]),
+    const bk = first.backend;
+    const feeds: Record<string, Tensor> = {
+      hidden_states: bk.float32(hidden, [B, 1, D]),
+      position_ids: bk.int64(pos, [B, 1]),
+      key_positions: bk.int64(kp, [B, S]),
     };
     for (let i = first.from; i < first.to; i++) {
       for (const which of ['key', 'value'] as const) {
         const padded = new Float32Array(B * KV * Pmax * hd);
         rts.forEach((r, b) => {
-          const src = r.past.get(i)![which].data as Float32Array;
+          const src = r.pastData(i, which);
           const P = r.cached;
           for (let h = 0; h < KV; h++) padded.set(src.subarray(h * P * hd, (h + 1) * P * hd), ((b * KV + h) * Pmax) * hd);
         });
-        feeds[`past_${which}_${i}`] = new ort.Tensor('float32', padded, [B, KV, Pmax, hd]);
+        feeds[`past_${which}_${i}`] = bk.float32(padded, [B, KV, Pmax, hd]);
       }
     }
     const out = await first.session.run(feeds);
-    const main = out[first.segment.last ? 'logits' : 'hidden_out']!.data as Float32Array;
+    const main = float32Of(out, first.segment.last ? 'logits' : 'hidden_out').data;
     const width = first.segment.last ? c.vocabSize : D;
     return rts.map((r, b) => {
       const P = r.cached;
       for (let i = r.from; i < r.to; i++) {
-        const next: Record<'key' | 'value', ort.Tensor> = {} as Record<'key' | 'value', ort.Tensor>;
-        for (const which of ['key', 'value'] as const) {
-          const present = out[`present_${which}_${i}`]!.data as Float32Array; // [B, KV, S, hd]
-          const own = new Float32Array(KV * (P + 1) * hd);
+        const own = (which: 'key' | 'value'): Tensor => {
+          const present = float32Of(out, `present_${which}_${i}`).data; // [B, KV, S, hd]
+          const mine = new Float32Array(KV * (P + 1) * hd);
           for (let h = 0; h < KV; h++) {
             const base = (b * KV + h) * S * hd;
-            own.set(present.subarray(base, base + P * hd), h * (P + 1) * hd);
-            own.set(present.subarray(base + Pmax * hd, base + S * hd), (h * (P + 1) + P) * hd);
+            mine.set(present.subarray(base, base + P * hd), h * (P + 1) * hd);
+            mine.set(present.subarray(base + Pmax * hd, base + S * hd), (h * (P + 1) + P) * hd);
           }
-          next[which] = new ort.Tensor('float32', own, [1, KV, P + 1, hd]);
-        }
-        r.past.set(i, next);
+          return bk.float32(mine, [1, KV, P + 1, hd]);
+        };
+        r.past.set(i, { key: own('key'), value: own('value') });
       }
       r.cached = P + 1;
       return { data: main.slice(b * width, (b + 1) * width), tokens: 1, width };
@@ -131,8 +139,8 @@ export class SegmentRuntime {
   }
 
   static async fromBuilt(config: ModelConfig, seg: BuiltSegment, opts: RuntimeOptions = {}): Promise<SegmentRuntime> {
-    const session = await SegmentRuntime.openSession(seg, opts);
-    return new SegmentRuntime(config, { ...seg, model: undefined }, session); // the session holds its own copy of the bytes
+    const { session, backend } = await SegmentRuntime.openSession(seg, opts);
+    return new SegmentRuntime(config, { ...seg, model: undefined }, session, backend); // the session holds its own copy of the bytes
   }
 
   get from(): number {
@@ -151,8 +159,8 @@ export class SegmentRuntime {
     this.past.clear();
     for (let i = this.from; i < this.to; i++) {
       this.past.set(i, {
-        key: new ort.Tensor('float32', new Float32Array(0), [1, KV, 0, hd]),
-        value: new ort.Tensor('float32', new Float32Array(0), [1, KV, 0, hd]),
+        key: this.backend.float32(new Float32Array(0), [1, KV, 0, hd]),
+        value: this.backend.float32(new Float32Array(0), [1, KV, 0, hd]),
       });
     }
     this.cached = 0;
@@ -168,7 +176,7 @@ export class SegmentRuntime {
     if (this.cached + tokens > c.maxSeq) {
       throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `sequence would reach ${this.cached + tokens} positions, past the model's maximum of ${c.maxSeq}: shorten the prompt or --max-tokens`);
     }
-    const feeds: Record<string, ort.Tensor> = {};
+    const feeds: Record<string, Tensor> = {};
     if (this.segment.first) {
       if (input.length !== tokens) throw new SplitLLMError('E_BAD_ARGUMENT', `expected ${tokens} token ids, got ${input.length}`);
       const ids = new BigInt64Array(tokens);
@@ -177,22 +185,22 @@ export class SegmentRuntime {
         if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new SplitLLMError('E_BAD_ARGUMENT', `token id ${id} is outside the vocabulary of ${c.vocabSize}`);
         ids[i] = BigInt(id);
       }
-      feeds['input_ids'] = new ort.Tensor('int64', ids, [1, tokens]);
+      feeds['input_ids'] = this.backend.int64(ids, [1, tokens]);
     } else {
       if (input.length !== tokens * c.dim) {
         throw new SplitLLMError('E_BAD_ARGUMENT', `hidden state has ${input.length} values, expected ${tokens}×${c.dim}`);
       }
       const h = input instanceof Float32Array ? input : Float32Array.from(input);
-      feeds['hidden_states'] = new ort.Tensor('float32', h, [1, tokens, c.dim]);
+      feeds['hidden_states'] = this.backend.float32(h, [1, tokens, c.dim]);
     }
     if (this.to > this.from) {
       const pos = new BigInt64Array(tokens);
       for (let i = 0; i < tokens; i++) pos[i] = BigInt(this.cached + i);
-      feeds['position_ids'] = new ort.Tensor('int64', pos, [1, tokens]);
+      feeds['position_ids'] = this.backend.int64(pos, [1, tokens]);
       if (this.segment.keyPositions) {
         const kp = new BigInt64Array(this.cached + tokens);
         for (let j = 0; j < kp.length; j++) kp[j] = BigInt(j);
-        feeds['key_positions'] = new ort.Tensor('int64', kp, [1, kp.length]);
+        feeds['key_positions'] = this.backend.int64(kp, [1, kp.length]);
       }
     }
     for (const [i, kv] of this.past) {
@@ -201,30 +209,31 @@ export class SegmentRuntime {
     }
     const out = await this.session.run(feeds);
     if (opts.keepCache !== false) {
-      for (const i of this.past.keys()) this.past.set(i, { key: out[`present_key_${i}`]!, value: out[`present_value_${i}`]! });
+      for (const i of this.past.keys()) this.past.set(i, { key: float32Of(out, `present_key_${i}`).tensor, value: float32Of(out, `present_value_${i}`).tensor });
       this.cached += tokens;
     }
-    const main = out[this.segment.last ? 'logits' : 'hidden_out']!;
-    return { data: main.data as Float32Array, tokens, width: this.segment.last ? c.vocabSize : c.dim };
+    const main = float32Of(out, this.segment.last ? 'logits' : 'hidden_out');
+    return { data: main.data, tokens, width: this.segment.last ? c.vocabSize : c.dim };
   }
 
   /** Copies out the KV cache of layers [from, to) ∩ own layers (for streaming to the other side). */
   exportKV(from = this.from, to = this.to): LayerKV[] {
     const out: LayerKV[] = [];
     for (let i = Math.max(from, this.from); i < Math.min(to, this.to); i++) {
-      const kv = this.past.get(i)!;
-      out.push({ layer: i, key: (kv.key.data as Float32Array).slice(), value: (kv.value.data as Float32Array).slice(), length: this.cached });
+      out.push({ layer: i, key: this.pastData(i, 'key').slice(), value: this.pastData(i, 'value').slice(), length: this.cached });
     }
     return out;
   }
 
-  /** Takes in the KV cache of this segment's layers; every own layer must be given, at one length. */
-  importKV(entries: LayerKV[]): void {
+  /**
+   * Takes in the KV cache of this segment's layers at `length` positions; every own layer must be given,
+   * at that length. A segment without layers (the embedding alone) keeps only the length.
+   */
+  importKV(entries: LayerKV[], length = entries[0]?.length ?? 0): void {
     const { nKvHeads: KV, headDim: hd } = this.config;
     const byLayer = new Map(entries.map((e) => [e.layer, e]));
-    const lengths = new Set(entries.map((e) => e.length));
-    if (lengths.size > 1) throw new SplitLLMError('E_BAD_ARGUMENT', 'KV entries disagree on the sequence length');
-    const len = entries[0]?.length ?? 0;
+    if (entries.some((e) => e.length !== length)) throw new SplitLLMError('E_BAD_ARGUMENT', `KV entries disagree on the sequence length (${length} expected)`);
+    const len = length;
     for (let i = this.from; i < this.to; i++) {
       const e = byLayer.get(i);
       if (!e) throw new SplitLLMError('E_BAD_ARGUMENT', `KV for layer ${i} is missing: segment [${this.from}, ${this.to}) needs all its layers`);
@@ -235,11 +244,18 @@ export class SegmentRuntime {
     for (let i = this.from; i < this.to; i++) {
       const e = byLayer.get(i)!;
       this.past.set(i, {
-        key: new ort.Tensor('float32', e.key, [1, KV, len, hd]),
-        value: new ort.Tensor('float32', e.value, [1, KV, len, hd]),
+        key: this.backend.float32(e.key, [1, KV, len, hd]),
+        value: this.backend.float32(e.value, [1, KV, len, hd]),
       });
     }
     this.cached = len;
+  }
+
+  /** The cached keys or values of one own layer, [KV, length, headDim]. */
+  private pastData(layer: number, which: 'key' | 'value'): Float32Array {
+    const data = this.past.get(layer)?.[which].data;
+    if (!(data instanceof Float32Array)) throw new SplitLLMError('E_RUNTIME', `no float32 KV cache for layer ${layer}`);
+    return data;
   }
 
   /** Releases the onnxruntime session when this runtime owns it (a shared one stays open). */

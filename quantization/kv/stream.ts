@@ -1,7 +1,8 @@
 /** KV cache ⇄ `kv` frames: each layer's keys and values as two codec messages of [KV·length, headDim]. */
 import { decodeMessage } from '../activations/registry.js';
 import type { Codec } from '../activations/codec.js';
-import { packKv, protocolError, unpackKv } from '../../shared/protocol/messages.js';
+import { packKv, unpackKv } from '../../shared/protocol/frame.js';
+import { protocolError } from '../../shared/protocol/errors.js';
 
 export interface LayerKvData {
   layer: number;

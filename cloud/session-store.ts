@@ -1,0 +1,79 @@
+/**
+ * Sessions the cloud holds, connected or waiting to be resumed, each with its back-segment runtime (its
+ * KV cache). A session idle for `idleMs` (no message, connected or not) is released; the connection it
+ * is attached to, if any, is told so that it can answer `expired_session`.
+ */
+import type { Hello, TokenMsg } from '../shared/protocol/index.js';
+import type { Sampler } from '../models/runtime/sampler.js';
+import type { SegmentRuntime } from '../models/runtime/segment-runtime.js';
+import type { LayerKvData } from '../quantization/kv/stream.js';
+
+/** What a held session tells the connection it is attached to. */
+export interface Attachment {
+  /** the session was released for idleness */
+  expired(idleMs: number): void;
+  /** the connection is still open (a dropped one leaves the session free to be resumed) */
+  readonly open: boolean;
+}
+
+export interface HeldSession {
+  readonly id: string;
+  /** the session's hello, its split kept current across re-splits */
+  hello: Hello;
+  runtime: SegmentRuntime;
+  sampler: Sampler;
+  prefilled: boolean;
+  generated: number;
+  /** KV of layers the edge hands over before a `resplit` (at most one entry per layer below the split) */
+  pendingKv: Map<number, LayerKvData>;
+  /** the last answer, sent again when a resume shows it was lost */
+  lastToken?: TokenMsg;
+  attached?: Attachment;
+}
+
+export class SessionStore {
+  private readonly sessions = new Map<string, HeldSession>();
+  private readonly timers = new Map<string, ReturnType<typeof setTimeout>>();
+
+  constructor(
+    readonly idleMs: number,
+    private readonly events: { onExpire?: () => void; onChange?: (held: number) => void } = {},
+  ) {}
+
+  get size(): number {
+    return this.sessions.size;
+  }
+  get(id: string): HeldSession | undefined {
+    return this.sessions.get(id);
+  }
+  add(s: HeldSession): void {
+    this.sessions.set(s.id, s);
+    this.touch(s);
+    this.events.onChange?.(this.sessions.size);
+  }
+  /** Restarts the session's idle clock. */
+  touch(s: HeldSession): void {
+    clearTimeout(this.timers.get(s.id));
+    const t = setTimeout(() => this.expire(s), this.idleMs);
+    t.unref?.();
+    this.timers.set(s.id, t);
+  }
+  release(s: HeldSession): void {
+    clearTimeout(this.timers.get(s.id));
+    this.timers.delete(s.id);
+    if (this.sessions.get(s.id) !== s) return;
+    this.sessions.delete(s.id);
+    s.attached = undefined;
+    void s.runtime.release();
+    this.events.onChange?.(this.sessions.size);
+  }
+  releaseAll(): void {
+    for (const s of [...this.sessions.values()]) this.release(s);
+  }
+  private expire(s: HeldSession): void {
+    const a = s.attached;
+    this.events.onExpire?.();
+    this.release(s);
+    if (a?.open) a.expired(this.idleMs);
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * One edge connection on the cloud: a state machine over parsed messages and a frame channel
+ * (docs/PROTOCOL.md). It knows nothing of HTTP or WebSockets: the server hands it a channel, tests an
+ * in-memory one. Messages are handled one at a time, the next read only once the answer has gone out
+ * (backpressure). An error is answered on this connection only, with its wire code; codes that end the
+ * session close the connection.
+ */
+import { SplitLLMError } from '../shared/errors.js';
+import { encodeFrame, parseEdgeFrame, ProtocolError, protocolError, type EdgeMessage, type Frame, type Hello, type Message, type Resplit, type Resume } from '../shared/protocol/index.js';
+import type { FrameChannel } from '../shared/transport/channel.js';
+import type { ModelPackage } from '../models/package.js';
+import { Sampler } from '../models/runtime/sampler.js';
+import { checkWeightBits } from '../quantization/weights/blockwise.js';
+import type { CalibrationContexts } from '../quantization/activations/calibration.js';
+import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
+import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
+import type { BackKey, BackSegmentPool } from './segment-pool.js';
+import type { CloudMetrics } from './metrics.js';
+import type { Attachment, HeldSession, SessionStore } from './session-store.js';
+
+/** What every connection of one server shares. */
+export interface CloudContext {
+  pkg: ModelPackage;
+  pool: BackSegmentPool;
+  store: SessionStore;
+  metrics: CloudMetrics;
+  calibration?: CalibrationContexts;
+  /** most positions (prompt + generated) one session may hold */
+  tokenLimit: number;
+  /** a session waits while more than this many bytes wait to be sent on its connection */
+  maxBufferedBytes: number;
+  /** a peer that does not read for this long is dropped */
+  drainTimeoutMs: number;
+  newSessionId(): string;
+}
+
+/** A codec or KV error as the wire code the edge gets: NaN/Inf is `nan_tensor`, anything else `bad_tensor`. */
+export function tensorError(e: unknown): ProtocolError {
+  if (e instanceof ProtocolError) return e;
+  if (e instanceof SplitLLMError) return new ProtocolError(e.code === 'E_CODEC_NONFINITE' ? 'nan_tensor' : 'bad_tensor', e.message);
+  throw e;
+}
+
+export class CloudSession implements Attachment {
+  private held: HeldSession | undefined;
+  private closing = false;
+
+  constructor(
+    private readonly channel: FrameChannel,
+    private readonly ctx: CloudContext,
+  ) {}
+
+  /** Serves the connection until it closes. */
+  async run(): Promise<void> {
+    for (;;) {
+      const ev = await this.channel.next();
+      if (ev.kind === 'close') break;
+      this.ctx.metrics.bytesIn.inc(ev.kind === 'binary' ? ev.data.length : ev.length);
+      if (this.closing) continue;
+      try {
+        if (ev.kind === 'text') throw protocolError('bad_frame', 'text frames are not part of the protocol: send binary frames');
+        const frame = parseEdgeFrame(ev.data);
+        if (this.held) this.ctx.store.touch(this.held);
+        await this.handle(frame);
+        await this.drained();
+      } catch (e) {
+        this.fail(e);
+      }
+    }
+    // a dropped connection keeps its session until it expires: the edge may resume it
+    if (this.held?.attached === this) this.held.attached = undefined;
+  }
+
+  /** Attachment: the store released this connection's session for idleness. */
+  expired(idleMs: number): void {
+    this.held = undefined;
+    this.fail(protocolError('expired_session', `session idle for ${idleMs} ms: start a new one`));
+  }
+  /** Attachment: whether a resume elsewhere would take the session from a live connection. */
+  get open(): boolean {
+    return this.channel.open && !this.closing;
+  }
+
+  private send(m: Message, payload?: Uint8Array): void {
+    const f = encodeFrame(m, payload);
+    this.ctx.metrics.bytesOut.inc(f.length);
+    this.channel.send(f);
+  }
+
+  /** Answers an error with its wire code; codes that end the session close the connection. */
+  fail(e: unknown): void {
+    const pe = e instanceof ProtocolError ? e : new ProtocolError('internal', e instanceof Error ? e.message : String(e));
+    this.ctx.metrics.countError(pe.wireCode);
+    this.send({ type: 'error', code: pe.wireCode, message: pe.message });
+    if (pe.closes) this.end(1008, pe.wireCode);
+  }
+
+  private end(code: number, reason: string): void {
+    this.closing = true;
+    this.channel.close(code, reason);
+  }
+
+  private async drained(): Promise<void> {
+    if (await this.channel.drain(this.ctx.maxBufferedBytes, this.ctx.drainTimeoutMs)) return;
+    this.closing = true;
+    this.channel.terminate();
+  }
+
+  private attach(s: HeldSession): void {
+    this.held = s;
+    s.attached = this;
+  }
+
+  private async handle(frame: Frame<EdgeMessage>): Promise<void> {
+    const m = frame.header;
+    switch (m.type) {
+      case 'probe':
+        this.send({ type: 'probe', id: m.id, reply: 0 }, new Uint8Array(m.reply));
+        return;
+      case 'hello':
+        return this.hello(m);
+      case 'resume':
+        return this.resume(m);
+      case 'close':
+        if (this.held) this.ctx.store.release(this.held);
+        this.held = undefined;
+        this.end(1000, 'bye');
+        return;
+    }
+    const s = this.held;
+    if (!s) throw protocolError('unknown_session', 'send hello (or resume) before anything else');
+    switch (m.type) {
+      case 'kv': {
+        // the edge hands over layers below its split, at the length both sides hold
+        if (m.layer >= s.hello.split) throw protocolError('bad_resplit', `kv for layer ${m.layer}: the edge holds only layers below its split ${s.hello.split}`);
+        if (m.length !== s.runtime.length) throw protocolError('bad_resplit', `kv for layer ${m.layer} holds ${m.length} positions, the session ${s.runtime.length}`);
+        const c = this.ctx.pkg.config;
+        try {
+          s.pendingKv.set(m.layer, decodeLayerKv(frame.payload, m.layer, m.length, c.nKvHeads, c.headDim));
+        } catch (e) {
+          throw tensorError(e);
+        }
+        return;
+      }
+      case 'resplit':
+        return this.resplit(s, m);
+      case 'prefill':
+      case 'step':
+        return this.forward(s, m.type, m.type === 'prefill' ? m.tokens : 1, frame.payload);
+    }
+  }
+
+  private backKey(h: Hello): BackKey {
+    return { split: h.split, bits: h.backBits ?? 32, blockSize: h.blockSize ?? 32 };
+  }
+
+  private async hello(m: Hello): Promise<void> {
+    const { pkg, store, metrics, tokenLimit } = this.ctx;
+    const c = pkg.config;
+    if (this.held) throw protocolError('bad_hello', `this connection already has session ${this.held.id}`);
+    if (m.modelHash !== pkg.hash) throw protocolError('bad_model', `model ${m.modelHash.slice(0, 12)}… is not the served model ${pkg.hash.slice(0, 12)}…: run the edge with the same model`);
+    if (m.split > c.nLayers) throw protocolError('bad_hello', `split ${m.split} is outside 0..${c.nLayers}`);
+    let sampler: Sampler;
+    try {
+      createCodec(m.codec, this.ctx.calibration);
+      sampler = new Sampler(m.sampling ?? {});
+      checkWeightBits(m.backBits ?? 32, m.blockSize ?? 32);
+    } catch (e) {
+      if (e instanceof SplitLLMError) throw protocolError('bad_hello', e.message);
+      throw e;
+    }
+    const runtime = await this.ctx.pool.runtime(this.backKey(m));
+    const s: HeldSession = { id: this.ctx.newSessionId(), hello: m, runtime, sampler, prefilled: false, generated: 0, pendingKv: new Map() };
+    store.add(s);
+    metrics.sessionsTotal.inc();
+    this.attach(s);
+    this.send({ type: 'ready', session: s.id, layers: c.nLayers, split: m.split, maxSeq: tokenLimit, length: 0 });
+  }
+
+  private resume(m: Resume): void {
+    const { store, metrics, tokenLimit, pkg } = this.ctx;
+    if (this.held) throw protocolError('bad_hello', `this connection already has session ${this.held.id}`);
+    const found = store.get(m.session);
+    if (!found) throw protocolError('unknown_session', `session ${m.session.slice(0, 8)}… is unknown or expired: start a new one`, { closes: true });
+    if (found.attached?.open) throw protocolError('bad_hello', 'session is attached to another connection', { closes: true });
+    this.attach(found);
+    store.touch(found);
+    metrics.resumes.inc();
+    this.send({ type: 'ready', session: found.id, layers: pkg.config.nLayers, split: found.hello.split, maxSeq: tokenLimit, length: found.runtime.length });
+    // the edge fed `position` tokens; when the cloud holds as many, the last answer may have been lost
+    if (found.lastToken && found.runtime.length === m.position) this.send(found.lastToken);
+  }
+
+  private async resplit(s: HeldSession, m: Resplit): Promise<void> {
+    const c = this.ctx.pkg.config;
+    const from = s.hello.split;
+    const to = m.split;
+    if (to > c.nLayers) throw protocolError('bad_resplit', `split ${to} is outside 0..${c.nLayers}`);
+    let kvCodec;
+    try {
+      kvCodec = createCodec(m.kvCodec);
+    } catch (e) {
+      if (e instanceof SplitLLMError) throw protocolError('bad_resplit', e.message);
+      throw e;
+    }
+    const len = s.runtime.length;
+    const entries = s.runtime.exportKV(Math.max(from, to), c.nLayers);
+    if (to < from) {
+      // the edge gave us layers [to, from): their KV came first as kv frames
+      for (let l = to; l < from; l++) {
+        const kv = s.pendingKv.get(l);
+        if (!kv || kv.length !== len) throw protocolError('bad_resplit', `KV of layer ${l} at length ${len} is missing before resplit to ${to}`);
+        entries.push(kv);
+      }
+    } else {
+      // the edge takes layers [from, to): stream their KV, each frame once the one before has gone out
+      for (const kv of s.runtime.exportKV(from, to)) {
+        this.send({ type: 'kv', layer: kv.layer, length: kv.length }, encodeLayerKv(kvCodec, kv, c.nKvHeads, c.headDim));
+        await this.drained();
+      }
+    }
+    s.pendingKv.clear();
+    const hello = { ...s.hello, split: to };
+    const next = await this.ctx.pool.runtime(this.backKey(hello));
+    next.importKV(entries, len);
+    await s.runtime.release();
+    s.runtime = next;
+    s.hello = hello;
+    this.send({ type: 'ready', session: s.id, layers: c.nLayers, split: to, maxSeq: this.ctx.tokenLimit, length: len });
+  }
+
+  private async forward(s: HeldSession, type: 'prefill' | 'step', tokens: number, payload: Uint8Array): Promise<void> {
+    const { pkg, tokenLimit, metrics, pool, calibration } = this.ctx;
+    const c = pkg.config;
+    if (type === 'step' && !s.prefilled) throw protocolError('step_before_prefill', 'step before prefill: send the prompt first');
+    const t0 = performance.now();
+    let x: Float32Array;
+    try {
+      const d = decodeMessage(payload, { contexts: calibration?.contexts });
+      if (d.dim !== c.dim) throw protocolError('bad_tensor', `hidden state has dim ${d.dim}, the model's is ${c.dim}`);
+      if (d.tokens !== tokens) throw protocolError('bad_tensor', type === 'prefill' ? `prefill says ${tokens} tokens, its tensor holds ${d.tokens}` : `a step carries one token, this one ${d.tokens}`);
+      x = d.x;
+    } catch (e) {
+      throw tensorError(e);
+    }
+    if (s.runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${s.runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
+    const out = type === 'step' ? await pool.step(this.backKey(s.hello), s.runtime, x) : await s.runtime.run(x, tokens);
+    s.prefilled = true;
+    const id = s.sampler.sample(out.data, (tokens - 1) * c.vocabSize, c.vocabSize);
+    const isStop = (s.hello.stopIds ?? [c.eosId, c.bosId]).includes(id);
+    if (!isStop) s.generated++;
+    const done = isStop || s.generated >= s.hello.maxTokens || s.runtime.length + 1 > tokenLimit;
+    const cloudMs = performance.now() - t0;
+    metrics.stepMs.observe(cloudMs);
+    if (!isStop) metrics.tokens.inc();
+    s.lastToken = { type: 'token', id: isStop ? -1 : id, done, cloudMs };
+    this.send(s.lastToken);
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * The edge's connection to the cloud: frames in and out through a `FrameChannel`, every frame from the
+ * cloud checked at the trust boundary (`parseCloudFrame`), and the resume policy: when the link drops
+ * (close codes in RESUMABLE_CLOSE_CODES) while a token is awaited, it reconnects, resumes the session
+ * and sends the last prefill/step again if the cloud never got it. A refusal is final.
+ */
+import { SplitLLMError } from '../shared/errors.js';
+import { encodeFrame, parseCloudFrame, ProtocolError, type CloudMessage, type EdgeMessage, type Frame, type TokenMsg } from '../shared/protocol/index.js';
+import { RESUMABLE_CLOSE_CODES, type Connector, type FrameChannel } from '../shared/transport/channel.js';
+
+export interface ResumePolicy {
+  /** reconnect and resume when the link drops (default true) */
+  resume?: boolean;
+  /** most resumes in one session (default 5) */
+  maxResumes?: number;
+}
+
+type CloudEvent = { kind: 'message'; frame: Frame<CloudMessage> } | { kind: 'close'; code: number; reason: string };
+
+/** A cloud that answers with an error frame, or breaks the protocol, fails the edge with this. */
+function cloudError(why: string): SplitLLMError {
+  return new SplitLLMError('E_PROTOCOL', why);
+}
+
+function closedError(code: number, reason: string): SplitLLMError {
+  return new SplitLLMError('E_CONNECTION', `the cloud closed the connection (${code}${reason ? `: ${reason}` : ''})`);
+}
+
+export class CloudConnection {
+  private bytesInBefore = 0;
+  private bytesOutBefore = 0;
+  /** the last prefill/step frame, sent again when a resume shows the cloud never got it */
+  private last: Uint8Array | undefined;
+  resumes = 0;
+  session = '';
+
+  private constructor(
+    private channel: FrameChannel,
+    private readonly connect: Connector,
+    private readonly policy: ResumePolicy,
+  ) {}
+
+  static async open(connect: Connector, policy: ResumePolicy = {}): Promise<CloudConnection> {
+    return new CloudConnection(await connect(), connect, policy);
+  }
+
+  get bytesIn(): number {
+    return this.bytesInBefore + this.channel.bytesIn;
+  }
+  get bytesOut(): number {
+    return this.bytesOutBefore + this.channel.bytesOut;
+  }
+
+  send(m: EdgeMessage, payload?: Uint8Array): void {
+    this.channel.send(encodeFrame(m, payload));
+  }
+  /** Sends a prefill or step, kept to be sent again after a resume. */
+  sendKept(m: EdgeMessage, payload: Uint8Array): void {
+    this.last = encodeFrame(m, payload);
+    this.channel.send(this.last);
+  }
+
+  /** The next event from the cloud: a checked message, or the close. A frame that fails the checks fails the edge. */
+  async next(): Promise<CloudEvent> {
+    const ev = await this.channel.next();
+    if (ev.kind === 'close') return ev;
+    if (ev.kind === 'text') throw cloudError('the cloud sent a text frame, which is not part of the protocol: is --cloud a splitllm cloud server?');
+    try {
+      return { kind: 'message', frame: parseCloudFrame(ev.data) };
+    } catch (e) {
+      if (e instanceof ProtocolError) throw cloudError(`the cloud sent a malformed frame (${e.wireCode}: ${e.message}): check that --cloud is a splitllm cloud server of this version`);
+      throw e;
+    }
+  }
+
+  /** The next message, which must be of `type`; an error frame or the close fails with what the cloud said. */
+  async expect<T extends CloudMessage['type']>(type: T): Promise<Frame<Extract<CloudMessage, { type: T }>>> {
+    const ev = await this.next();
+    if (ev.kind === 'close') throw closedError(ev.code, ev.reason);
+    return this.expectFrame(ev.frame, type);
+  }
+
+  expectFrame<T extends CloudMessage['type']>(frame: Frame<CloudMessage>, type: T): Frame<Extract<CloudMessage, { type: T }>> {
+    const m = frame.header;
+    if (m.type === 'error') throw cloudError(`cloud: ${m.code}: ${m.message}`);
+    if (!isOfType(m, type)) throw cloudError(`expected ${type} from the cloud, got ${m.type}`);
+    return { header: m, payload: frame.payload };
+  }
+
+  /** The token answering the last prefill/step, resuming the session across dropped links. */
+  async awaitToken(position: number): Promise<TokenMsg> {
+    for (;;) {
+      const ev = await this.next();
+      if (ev.kind === 'message') return this.expectFrame(ev.frame, 'token').header;
+      const resumable = RESUMABLE_CLOSE_CODES.includes(ev.code) && this.policy.resume !== false && this.resumes < (this.policy.maxResumes ?? 5);
+      if (!resumable || !this.session) throw closedError(ev.code, ev.reason);
+      await this.reconnect(position);
+    }
+  }
+
+  private async reconnect(position: number): Promise<void> {
+    this.bytesInBefore += this.channel.bytesIn;
+    this.bytesOutBefore += this.channel.bytesOut;
+    this.channel.close();
+    this.channel = await this.connect();
+    this.send({ type: 'resume', session: this.session, position });
+    const r = (await this.expect('ready')).header;
+    if (r.session !== this.session) throw cloudError(`the cloud resumed session ${r.session.slice(0, 8)}… instead of ${this.session.slice(0, 8)}…`);
+    if (r.length > position) throw cloudError(`the cloud holds ${r.length} positions of a session the edge fed ${position}`);
+    this.resumes++;
+    if (r.length < position && this.last) this.channel.send(this.last); // the cloud never got the last step
+  }
+
+  /** Waits until the send buffer holds at most `maxBytes`; a cloud that does not read for 30 s is an error. */
+  async drain(maxBytes = 1 << 20): Promise<void> {
+    if (!(await this.channel.drain(maxBytes, 30_000))) throw new SplitLLMError('E_CONNECTION', 'the cloud stopped reading for 30 s: connection dropped');
+  }
+
+  close(): void {
+    this.channel.close();
+  }
+}
+
+function isOfType<T extends CloudMessage['type']>(m: CloudMessage, type: T): m is Extract<CloudMessage, { type: T }> {
+  return m.type === type;
+}

@@ -1,0 +1,43 @@
+/**
+ * The inference backend seam: what a segment runtime needs from onnxruntime, over onnxruntime-common's
+ * types, so the same runtime code runs on onnxruntime-node (backend-node.ts) and onnxruntime-web (the
+ * browser edge). Tensors are made by the backend that runs them: each onnxruntime package carries its
+ * own Tensor class.
+ */
+import type { InferenceSession, Tensor } from 'onnxruntime-common';
+import { SplitLLMError } from '../../shared/errors.js';
+
+export type { InferenceSession, Tensor } from 'onnxruntime-common';
+
+export interface BackendSessionOptions {
+  /** intra-op threads (default: the backend's choice, or $SPLITLLM_THREADS on Node) */
+  threads?: number;
+}
+
+export interface InferenceBackend {
+  readonly name: string;
+  createSession(model: Uint8Array | string, opts?: BackendSessionOptions): Promise<InferenceSession>;
+  float32(data: Float32Array, dims: readonly number[]): Tensor;
+  int64(data: BigInt64Array, dims: readonly number[]): Tensor;
+}
+
+let current: InferenceBackend | undefined;
+
+/** Chooses the backend every runtime made after this call uses (the browser edge sets onnxruntime-web's). */
+export function useBackend(b: InferenceBackend): void {
+  current = b;
+}
+
+/** The backend in use: the one set by `useBackend`, else onnxruntime-node. */
+export async function inferenceBackend(): Promise<InferenceBackend> {
+  current ??= (await import('./backend-node.js')).nodeBackend;
+  return current;
+}
+
+/** A float32 output of a run, checked (onnxruntime types its outputs loosely). */
+export function float32Of(out: InferenceSession.OnnxValueMapType, name: string): { tensor: Tensor; data: Float32Array } {
+  const tensor = out[name];
+  const data = tensor?.data;
+  if (!tensor || !(data instanceof Float32Array)) throw new SplitLLMError('E_RUNTIME', `segment output ${name} is missing or not float32`);
+  return { tensor, data };
+}

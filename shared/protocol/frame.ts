@@ -1,0 +1,49 @@
+/**
+ * Framing: one WebSocket binary message is one frame,
+ *
+ *   u32 little-endian header length H | H bytes msgpack header {type, …} | raw payload bytes
+ *
+ * Control fields travel in the msgpack header; tensors (codec messages) travel as the raw payload, never
+ * re-encoded. `kv` payloads pack a layer's key and value messages behind a u32 length.
+ */
+import { Packr } from 'msgpackr';
+import type { Message } from './messages.js';
+import { protocolError } from './errors.js';
+
+export const MAX_HEADER_BYTES = 64 * 1024;
+
+/** Plain maps and values only: no records, no extensions that build objects, no Map/Set. */
+export const msgpack = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false, bundleStrings: false });
+
+export function encodeFrame(header: Message, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const h = msgpack.pack(header);
+  const out = new Uint8Array(4 + h.length + payload.length);
+  new DataView(out.buffer).setUint32(0, h.length, true);
+  out.set(h, 4);
+  out.set(payload, 4 + h.length);
+  return out;
+}
+
+/** The frame's header bytes and payload, from its length prefix. */
+export function splitFrame(data: Uint8Array): { header: Uint8Array; payload: Uint8Array } {
+  if (data.length < 4) throw protocolError('bad_frame', `frame of ${data.length} bytes is shorter than its length prefix`);
+  const hlen = new DataView(data.buffer, data.byteOffset, data.byteLength).getUint32(0, true);
+  if (hlen > MAX_HEADER_BYTES || 4 + hlen > data.length) throw protocolError('bad_frame', `frame header length ${hlen} does not fit the ${data.length}-byte frame (at most ${MAX_HEADER_BYTES})`);
+  return { header: data.subarray(4, 4 + hlen), payload: data.subarray(4 + hlen) };
+}
+
+/** Packs one layer's K and V codec messages into a `kv` payload. */
+export function packKv(key: Uint8Array, value: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + key.length + value.length);
+  new DataView(out.buffer).setUint32(0, key.length, true);
+  out.set(key, 4);
+  out.set(value, 4 + key.length);
+  return out;
+}
+
+export function unpackKv(payload: Uint8Array): { key: Uint8Array; value: Uint8Array } {
+  if (payload.length < 4) throw protocolError('bad_tensor', 'kv payload is shorter than its length prefix');
+  const n = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0, true);
+  if (4 + n > payload.length) throw protocolError('bad_tensor', `kv key length ${n} does not fit the payload`);
+  return { key: payload.subarray(4, 4 + n), value: payload.subarray(4 + n) };
+}

@@ -1,0 +1,5 @@
+/** The edge ⇄ cloud protocol (docs/PROTOCOL.md): messages, framing, the checked parser and wire errors. */
+export * from './messages.js';
+export * from './errors.js';
+export { encodeFrame, packKv, unpackKv, MAX_HEADER_BYTES } from './frame.js';
+export { parseCloudFrame, parseEdgeFrame, LIMITS } from './parse.js';

@@ -1,0 +1,217 @@
+/**
+ * The trust boundary: `parseFrame` turns the bytes of one frame from the network into a typed message,
+ * checking every field of every message type (type, integer range, array shape, string length). It
+ * builds a fresh object from the fields it knows, so nothing past it casts; anything wrong is a
+ * `ProtocolError` with its wire code. Which code a field error gets depends on the message: `bad_hello`
+ * (closes) for a hello, `bad_resplit` for a resplit or kv frame, `bad_tensor` for a prefill's token
+ * count, `bad_message` for the rest.
+ */
+import { PROTOCOL_VERSION, CLOUD_MESSAGES, EDGE_MESSAGES, type CloudMessage, type EdgeMessage, type Frame, type Message, type SamplingParams } from './messages.js';
+import { msgpack, splitFrame } from './frame.js';
+import { ProtocolError, type WireCode } from './errors.js';
+
+/** Bounds of the fields (documented in docs/PROTOCOL.md). */
+export const LIMITS = {
+  /** a split point or layer index */
+  layer: 4096,
+  /** positions, token counts, token ids */
+  positions: 1 << 24,
+  tokenId: 2 ** 31 - 1,
+  stopIds: 1024,
+  modelHash: 128,
+  codecSpec: 256,
+  sessionId: 128,
+  errorCode: 64,
+  errorMessage: 4096,
+  probeReply: 8 * 1024 * 1024,
+  probeId: 2 ** 32 - 1,
+  weightBits: 64,
+  blockSize: 1 << 16,
+  temperature: 1000,
+  seed: 2 ** 53 - 1,
+  cloudMs: 1e9,
+} as const;
+
+type Raw = Record<string, unknown>;
+
+/** Field checks of one message, failing with that message's wire code. */
+class Fields {
+  constructor(
+    private readonly raw: Raw,
+    private readonly type: string,
+    private readonly code: WireCode,
+  ) {}
+  fail(why: string): never {
+    throw new ProtocolError(this.code, `${this.type}: ${why}`);
+  }
+  has(name: string): boolean {
+    return this.raw[name] !== undefined && this.raw[name] !== null;
+  }
+  int(name: string, min: number, max: number, v: unknown = this.raw[name]): number {
+    if (typeof v !== 'number' || !Number.isInteger(v)) this.fail(`${name} must be an integer, got ${describe(v)}`);
+    if (v < min || v > max) this.fail(`${name} ${v} is outside ${min}..${max}`);
+    return v;
+  }
+  optInt(name: string, min: number, max: number): number | undefined {
+    return this.has(name) ? this.int(name, min, max) : undefined;
+  }
+  num(name: string, min: number, max: number, v: unknown = this.raw[name]): number {
+    if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(`${name} must be a finite number, got ${describe(v)}`);
+    if (v < min || v > max) this.fail(`${name} ${v} is outside ${min}..${max}`);
+    return v;
+  }
+  str(name: string, maxLength: number, minLength = 1): string {
+    const v = this.raw[name];
+    if (typeof v !== 'string') this.fail(`${name} must be a string, got ${describe(v)}`);
+    if (v.length < minLength || v.length > maxLength) this.fail(`${name} must be ${minLength}..${maxLength} characters, got ${v.length}`);
+    return v;
+  }
+  bool(name: string): boolean {
+    const v = this.raw[name];
+    if (typeof v !== 'boolean') this.fail(`${name} must be true or false, got ${describe(v)}`);
+    return v;
+  }
+  intArray(name: string, maxLength: number, min: number, max: number): number[] {
+    const v = this.raw[name];
+    if (!Array.isArray(v)) this.fail(`${name} must be an array, got ${describe(v)}`);
+    if (v.length > maxLength) this.fail(`${name} holds ${v.length} entries, at most ${maxLength}`);
+    return v.map((x: unknown, i) => this.int(`${name}[${i}]`, min, max, x));
+  }
+  map(name: string): Fields {
+    const v = this.raw[name];
+    if (!isPlainMap(v)) this.fail(`${name} must be a map, got ${describe(v)}`);
+    return new Fields(v, `${this.type}.${name}`, this.code);
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === undefined || v === null) return 'nothing';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return `a string of ${v.length} characters`;
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  return `a ${typeof v}`;
+}
+
+function isPlainMap(v: unknown): v is Raw {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+function sampling(f: Fields): SamplingParams {
+  const out: SamplingParams = {};
+  if (f.has('temperature')) out.temperature = f.num('temperature', 0, LIMITS.temperature);
+  if (f.has('topK')) out.topK = f.int('topK', 0, LIMITS.tokenId);
+  if (f.has('topP')) {
+    out.topP = f.num('topP', 0, 1);
+    if (out.topP === 0) f.fail('topP must be in (0, 1]');
+  }
+  if (f.has('seed')) out.seed = f.int('seed', -LIMITS.seed, LIMITS.seed);
+  return out;
+}
+
+/** Checks the fields of a header already known to be a map with a string type. */
+function checkMessage(raw: Raw, type: string): Message {
+  switch (type) {
+    case 'hello': {
+      // the version first: a newer edge may send fields this server does not know
+      const v = raw['version'];
+      if (v !== PROTOCOL_VERSION) {
+        throw new ProtocolError('bad_version', `protocol version ${describe(v)} is not served (this server speaks ${PROTOCOL_VERSION}): update the edge agent`);
+      }
+      const f = new Fields(raw, type, 'bad_hello');
+      const m: Message = {
+        type,
+        version: PROTOCOL_VERSION,
+        modelHash: f.str('modelHash', LIMITS.modelHash),
+        split: f.int('split', 0, LIMITS.layer),
+        codec: f.str('codec', LIMITS.codecSpec),
+        maxTokens: f.int('maxTokens', 0, LIMITS.positions),
+      };
+      if (f.has('sampling')) m.sampling = sampling(f.map('sampling'));
+      if (f.has('stopIds')) m.stopIds = f.intArray('stopIds', LIMITS.stopIds, 0, LIMITS.tokenId);
+      if (f.has('backBits')) m.backBits = f.int('backBits', 1, LIMITS.weightBits);
+      if (f.has('blockSize')) m.blockSize = f.int('blockSize', 1, LIMITS.blockSize);
+      return m;
+    }
+    case 'resume': {
+      const f = new Fields(raw, type, 'bad_message');
+      return { type, session: f.str('session', LIMITS.sessionId), position: f.int('position', 0, LIMITS.positions) };
+    }
+    case 'prefill':
+      return { type, tokens: new Fields(raw, type, 'bad_tensor').int('tokens', 1, LIMITS.positions) };
+    case 'step':
+      return { type, token: new Fields(raw, type, 'bad_message').int('token', 0, LIMITS.tokenId) };
+    case 'close':
+      return { type };
+    case 'probe': {
+      const f = new Fields(raw, type, 'bad_message');
+      return { type, id: f.int('id', 0, LIMITS.probeId), reply: f.int('reply', 0, LIMITS.probeReply) };
+    }
+    case 'resplit': {
+      const f = new Fields(raw, type, 'bad_resplit');
+      return { type, split: f.int('split', 0, LIMITS.layer), kvCodec: f.str('kvCodec', LIMITS.codecSpec) };
+    }
+    case 'kv': {
+      const f = new Fields(raw, type, 'bad_resplit');
+      return { type, layer: f.int('layer', 0, LIMITS.layer - 1), length: f.int('length', 0, LIMITS.positions) };
+    }
+    case 'ready': {
+      const f = new Fields(raw, type, 'bad_message');
+      return {
+        type,
+        session: f.str('session', LIMITS.sessionId),
+        layers: f.int('layers', 0, LIMITS.layer),
+        split: f.int('split', 0, LIMITS.layer),
+        maxSeq: f.int('maxSeq', 0, LIMITS.positions),
+        length: f.int('length', 0, LIMITS.positions),
+      };
+    }
+    case 'token': {
+      const f = new Fields(raw, type, 'bad_message');
+      return { type, id: f.int('id', -1, LIMITS.tokenId), done: f.bool('done'), cloudMs: f.num('cloudMs', 0, LIMITS.cloudMs) };
+    }
+    case 'error': {
+      const f = new Fields(raw, type, 'bad_message');
+      return { type, code: f.str('code', LIMITS.errorCode), message: f.str('message', LIMITS.errorMessage, 0) };
+    }
+    default:
+      throw new ProtocolError('unknown_type', `unknown message type "${type.slice(0, 40)}"`);
+  }
+}
+
+function parse(data: Uint8Array, allowed: readonly string[], from: string): Frame {
+  const { header, payload } = splitFrame(data);
+  let raw: unknown;
+  try {
+    raw = msgpack.unpack(header);
+  } catch {
+    throw new ProtocolError('bad_msgpack', 'frame header is not valid msgpack');
+  }
+  if (!isPlainMap(raw) || typeof raw['type'] !== 'string') throw new ProtocolError('bad_msgpack', 'frame header is not a msgpack map with a string "type"');
+  const type = raw['type'];
+  if (!allowed.includes(type)) {
+    const known = [...EDGE_MESSAGES, ...CLOUD_MESSAGES].includes(type as never);
+    throw new ProtocolError('unknown_type', known ? `the ${from} does not send "${type}"` : `unknown message type "${type.slice(0, 40)}"`);
+  }
+  return { header: checkMessage(raw, type), payload };
+}
+
+function isEdgeMessage(m: Message): m is EdgeMessage {
+  return (EDGE_MESSAGES as readonly string[]).includes(m.type);
+}
+function isCloudMessage(m: Message): m is CloudMessage {
+  return (CLOUD_MESSAGES as readonly string[]).includes(m.type);
+}
+
+/** A frame an edge sent (what the cloud reads). */
+export function parseEdgeFrame(data: Uint8Array): Frame<EdgeMessage> {
+  const { header, payload } = parse(data, EDGE_MESSAGES, 'edge');
+  if (!isEdgeMessage(header)) throw new ProtocolError('unknown_type', `the edge does not send "${header.type}"`);
+  return { header, payload };
+}
+
+/** A frame the cloud sent (what the edge reads). */
+export function parseCloudFrame(data: Uint8Array): Frame<CloudMessage> {
+  const { header, payload } = parse(data, CLOUD_MESSAGES, 'cloud');
+  if (!isCloudMessage(header)) throw new ProtocolError('unknown_type', `the cloud does not send "${header.type}"`);
+  return { header, payload };
+}

@@ -1,0 +1,74 @@
+/**
+ * The transport seam: a `FrameChannel` carries whole frames between an edge and a cloud. The edge and
+ * the cloud speak only to this interface; implementations are the WebSocket channel (websocket.ts, over
+ * `ws` in Node or the browser's WebSocket) and an in-memory pair for tests (memory.ts).
+ */
+
+/** What a channel yields: a binary frame, a text frame (not part of the protocol), or the close. */
+export type ChannelEvent =
+  | { kind: 'binary'; data: Uint8Array }
+  | { kind: 'text'; length: number }
+  | { kind: 'close'; code: number; reason: string };
+
+export interface FrameChannel {
+  /** Queues a frame for sending (a closed channel drops it). */
+  send(frame: Uint8Array): void;
+  /** The next frame, or the close once every frame before it was read; after the close, the close again. */
+  next(): Promise<ChannelEvent>;
+  /** Waits until at most `maxBytes` wait to be sent; false when the peer did not read within `timeoutMs`. */
+  drain(maxBytes: number, timeoutMs: number): Promise<boolean>;
+  /** Closes with a WebSocket close code (1000 normal, 1001 going away, 1008 policy, 1011 server error). */
+  close(code?: number, reason?: string): void;
+  /** Drops the connection at once, without a closing handshake (what a crash or a cut cable looks like). */
+  terminate(): void;
+  readonly open: boolean;
+  /** bytes received and sent so far, frames only */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+/** Opens a new connection to the same peer: the first one, and one for every resume. */
+export type Connector = () => Promise<FrameChannel>;
+
+/** Close codes after which an edge may resume its session: the link dropped, the session did not end. */
+export const RESUMABLE_CLOSE_CODES: readonly number[] = [1001, 1006, 1011, 1012, 1013];
+
+/**
+ * A receive queue shared by the implementations: frames wait until read, and a reader waits until a
+ * frame comes. It reports the bytes it holds so that a transport can stop reading from the network
+ * (backpressure) while a slow consumer catches up.
+ */
+export class ReceiveQueue {
+  private queue: ChannelEvent[] = [];
+  private waiting: ((e: ChannelEvent) => void) | undefined;
+  private closed: ChannelEvent | undefined;
+  /** bytes of binary frames waiting to be read */
+  queuedBytes = 0;
+  constructor(private readonly onDrained?: () => void) {}
+
+  push(e: ChannelEvent): void {
+    if (this.closed) return;
+    if (e.kind === 'close') this.closed = e;
+    const w = this.waiting;
+    if (w) {
+      this.waiting = undefined;
+      w(e);
+      return;
+    }
+    if (e.kind === 'binary') this.queuedBytes += e.data.length;
+    this.queue.push(e);
+  }
+
+  next(): Promise<ChannelEvent> {
+    const e = this.queue.shift();
+    if (e) {
+      if (e.kind === 'binary') {
+        this.queuedBytes -= e.data.length;
+        if (this.queuedBytes === 0) this.onDrained?.();
+      }
+      return Promise.resolve(e);
+    }
+    if (this.closed) return Promise.resolve(this.closed);
+    return new Promise((resolve) => (this.waiting = resolve));
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * A frame channel over a WebSocket with the `ws` package's API (Node: the edge's client socket and the
+ * server's upgraded socket alike). Typed structurally, so this file imports nothing Node-only.
+ *
+ * Backpressure both ways: `drain` waits on the send buffer; frames received but not yet read are
+ * bounded by `maxQueuedBytes`, past which the socket stops reading from the network (TCP then slows the
+ * peer) until the reader catches up.
+ */
+import { ReceiveQueue, type ChannelEvent, type FrameChannel } from './channel.js';
+
+type RawData = Uint8Array | ArrayBuffer | Uint8Array[];
+
+/** The part of a `ws` WebSocket this channel uses. */
+export interface WsSocket {
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  terminate(): void;
+  pause(): void;
+  resume(): void;
+  on(event: 'message', listener: (data: RawData, isBinary: boolean) => void): unknown;
+  on(event: 'close', listener: (code: number, reason: Uint8Array) => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+export interface WsChannelOptions {
+  /** received frames held unread before the socket stops reading (default 64 MiB) */
+  maxQueuedBytes?: number;
+  /** told about socket errors (a frame over the size limit, a malformed WebSocket frame) before the close */
+  onError?: (err: Error) => void;
+}
+
+const OPEN = 1;
+
+function bytesOf(data: RawData): Uint8Array {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  const out = new Uint8Array(data.reduce((n, d) => n + d.length, 0));
+  let o = 0;
+  for (const d of data) {
+    out.set(d, o);
+    o += d.length;
+  }
+  return out;
+}
+
+class WsChannel implements FrameChannel {
+  private readonly queue: ReceiveQueue;
+  private paused = false;
+  bytesIn = 0;
+  bytesOut = 0;
+
+  constructor(
+    private readonly ws: WsSocket,
+    opts: WsChannelOptions,
+  ) {
+    const maxQueued = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
+    this.queue = new ReceiveQueue(() => {
+      if (this.paused) {
+        this.paused = false;
+        ws.resume();
+      }
+    });
+    ws.on('message', (data, isBinary) => {
+      const bytes = bytesOf(data);
+      this.bytesIn += bytes.length;
+      const e: ChannelEvent = isBinary ? { kind: 'binary', data: bytes } : { kind: 'text', length: bytes.length };
+      this.queue.push(e);
+      if (!this.paused && this.queue.queuedBytes > maxQueued) {
+        this.paused = true;
+        ws.pause();
+      }
+    });
+    ws.on('close', (code, reason) => this.queue.push({ kind: 'close', code, reason: new TextDecoder().decode(reason) }));
+    ws.on('error', (err) => opts.onError?.(err));
+  }
+
+  get open(): boolean {
+    return this.ws.readyState === OPEN;
+  }
+  send(frame: Uint8Array): void {
+    if (!this.open) return;
+    this.bytesOut += frame.length;
+    this.ws.send(frame);
+  }
+  next(): Promise<ChannelEvent> {
+    return this.queue.next();
+  }
+  async drain(maxBytes: number, timeoutMs: number): Promise<boolean> {
+    const t0 = Date.now();
+    while (this.ws.bufferedAmount > maxBytes && this.open) {
+      if (Date.now() - t0 > timeoutMs) return false;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    return true;
+  }
+  close(code = 1000, reason = ''): void {
+    if (this.ws.readyState <= OPEN) this.ws.close(code, reason);
+  }
+  terminate(): void {
+    this.ws.terminate();
+  }
+}
+
+export function wsChannel(ws: WsSocket, opts: WsChannelOptions = {}): FrameChannel {
+  return new WsChannel(ws, opts);
+}

@@ -1,0 +1,42 @@
+/** Transport helpers for tests: a connector that drops the link at chosen steps, as a cut cable would. */
+import { wsConnector } from '../../edge/connect-node.js';
+import { parseEdgeFrame } from '../../shared/protocol/index.js';
+import type { Connector, FrameChannel } from '../../shared/transport/channel.js';
+
+/**
+ * A WebSocket connector whose channels terminate right after sending the prefill/step frame that follows
+ * `afterTokens[i]` generated tokens (counted over the session, resends excluded).
+ */
+export function droppingConnector(url: string, afterTokens: number[]): Connector {
+  const inner = wsConnector(url);
+  const seen = new WeakSet<Uint8Array>(); // the edge resends the very frame it kept
+  let fed = 0; // prefill/step frames sent for the first time
+  return async () => {
+    const ch: FrameChannel = await inner();
+    return {
+      get open() {
+        return ch.open;
+      },
+      get bytesIn() {
+        return ch.bytesIn;
+      },
+      get bytesOut() {
+        return ch.bytesOut;
+      },
+      next: () => ch.next(),
+      drain: (n, t) => ch.drain(n, t),
+      close: (c, r) => ch.close(c, r),
+      terminate: () => ch.terminate(),
+      send(frame) {
+        ch.send(frame);
+        const m = parseEdgeFrame(frame).header;
+        if (m.type !== 'prefill' && m.type !== 'step') return;
+        if (seen.has(frame)) return;
+        seen.add(frame);
+        const tokensBefore = fed;
+        fed++;
+        if (afterTokens.includes(tokensBefore)) ch.terminate();
+      },
+    };
+  };
+}
