@@ -243,7 +243,7 @@ describe('ts-tabq against a calibration context', () => {
         for (let i = 0; i < d.x.length; i++) if (!Number.isFinite(d.x[i]!)) throw new Error('non-finite output');
       } catch (e) {
         expect(e, String(e)).toBeInstanceOf(SplitLLMError);
-        expect((e as SplitLLMError).code).toMatch(/^E_CODEC_(CORRUPT|LIMIT|CONTEXT)$/);
+        expect((e as SplitLLMError).code).toMatch(/^E_CODEC_(CORRUPT|LIMIT|CONTEXT|NONFINITE)$/);
         typed++;
       }
     }

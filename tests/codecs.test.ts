@@ -265,7 +265,7 @@ describe('codec errors are typed', () => {
         ok++;
       } catch (e) {
         expect(e, String(e)).toBeInstanceOf(SplitLLMError);
-        expect((e as SplitLLMError).code).toMatch(/^E_CODEC_(CORRUPT|LIMIT)$/);
+        expect((e as SplitLLMError).code).toMatch(/^E_CODEC_(CORRUPT|LIMIT|NONFINITE)$/);
         typed++;
       }
     }

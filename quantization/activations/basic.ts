@@ -1,6 +1,7 @@
 /** Baseline codecs: fp32 (lossless), fp16, and int8 per-token symmetric blocks of 32 (like Q8_0). */
 import { f16BitsToF32, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
-import type { Codec, Decoded, DecodeOptions } from './codec.js';
+import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
+import { noParams } from './spec.js';
 import { checkInput, CodecId, corrupt, nonFinite, HEADER_BYTES, readHeader, writeHeader } from './format.js';
 
 function expectCodec(bytes: Uint8Array, id: CodecId, opts?: DecodeOptions) {
@@ -109,7 +110,8 @@ export class Int8Codec implements Codec {
         const b1 = Math.min(dim, b0 + Q8_BLOCK);
         const d = f16BitsToF32(v.getUint16(p, true));
         p += 2;
-        if (!Number.isFinite(d) || d < 0) throw corrupt(`int8 block scale ${d} is not a finite non-negative number`);
+        if (!Number.isFinite(d)) throw nonFinite(`int8 block scale ${d} is not finite`);
+        if (d < 0) throw corrupt(`int8 block scale ${d} is negative`);
         for (let c = b0; c < b1; c++) {
           const q = v.getInt8(p++);
           if (q === -128) throw corrupt('int8 value -128 is outside the symmetric range');
@@ -120,3 +122,20 @@ export class Int8Codec implements Codec {
     return { x, tokens, dim };
   }
 }
+
+function basic(name: string, summary: string, id: CodecId, make: () => Codec): CodecDefinition {
+  return {
+    names: [name],
+    summary,
+    decodes: [id],
+    create(p) {
+      noParams(p);
+      return make();
+    },
+    decode: (bytes, _h, opts) => make().decode(bytes, opts),
+  };
+}
+
+export const fp32Definition = basic('fp32', 'float32, lossless', CodecId.fp32, () => new Fp32Codec());
+export const fp16Definition = basic('fp16', 'float16', CodecId.fp16, () => new Fp16Codec());
+export const int8Definition = basic('int8', 'int8 per token in blocks of 32 channels with a float16 scale (like Q8_0)', CodecId.int8, () => new Int8Codec());

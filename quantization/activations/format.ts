@@ -33,9 +33,9 @@ export function corrupt(why: string): SplitLLMError {
   return new SplitLLMError('E_CODEC_CORRUPT', `hidden-state message is corrupt: ${why}`);
 }
 
-/** A message that decodes to NaN or Inf: corrupt, and marked so that a server can say so precisely. */
+/** A message that decodes to NaN or Inf: its own code, so that a server can say so precisely (`nan_tensor`). */
 export function nonFinite(why: string): SplitLLMError {
-  return Object.assign(corrupt(why), { nonFinite: true });
+  return new SplitLLMError('E_CODEC_NONFINITE', `hidden-state message decodes to a non-finite value: ${why}`);
 }
 
 export interface Header {

@@ -5,7 +5,8 @@
  * orthonormal columns; B = Aᵀ X. Exact for matrices of rank ≤ r.
  */
 import { SplitLLMError } from '../../shared/errors.js';
-import type { Codec, Decoded, DecodeOptions } from './codec.js';
+import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
+import { positionalParam } from './spec.js';
 import { checkInput, CodecId, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, writeHeader } from './format.js';
 
 function gaussian(seed: number): () => number {
@@ -197,3 +198,11 @@ export function decodeLowrank(bytes: Uint8Array, T: number, D: number): Decoded 
   for (let i = 0; i < x.length; i++) if (x[i]! - x[i]! !== 0) throw nonFinite('the factors multiply out to non-finite values');
   return { x, tokens: T, dim: D };
 }
+
+export const lowrankDefinition: CodecDefinition = {
+  names: ['lowrank'],
+  summary: 'lowrank:R sends a rank-R factorization of the message',
+  decodes: [CodecId.lowrank],
+  create: (p) => new LowrankCodec(positionalParam(p, 'rank')),
+  decode: (bytes, h) => decodeLowrank(bytes, h.tokens, h.dim),
+};

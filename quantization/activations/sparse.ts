@@ -1,6 +1,7 @@
 /** topk:p — keep the p% largest magnitudes of a message exactly (float32), the rest are zero. */
 import { SplitLLMError } from '../../shared/errors.js';
-import type { Codec, Decoded, DecodeOptions } from './codec.js';
+import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
+import { positionalParam } from './spec.js';
 import { checkInput, CodecId, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
 
 /** The k-th largest value of a (k ≥ 1), by quickselect on a copy. */
@@ -99,3 +100,11 @@ export function decodeTopk(bytes: Uint8Array, tokens: number, dim: number): Deco
   }
   return { x, tokens, dim };
 }
+
+export const topkDefinition: CodecDefinition = {
+  names: ['topk'],
+  summary: 'topk:P keeps the P% largest-magnitude values exactly, the rest are zero',
+  decodes: [CodecId.topk],
+  create: (p) => new TopkCodec(positionalParam(p, 'percent')),
+  decode: (bytes, h) => decodeTopk(bytes, h.tokens, h.dim),
+};

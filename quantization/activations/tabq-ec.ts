@@ -16,9 +16,10 @@
  */
 import { SplitLLMError } from '../../shared/errors.js';
 import { f16BitsToF32, f32ToF16Bits } from '../../shared/tensor.js';
-import type { Codec, Decoded, DecodeOptions } from './codec.js';
+import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
+import { choiceParam, numParam, onlyParams, specError, type ParsedSpec } from './spec.js';
 import { CodecContext, contextMissing, rungBelow, rungNearest, rungStep, RUNGS, type ContextSet, type RungTable } from './context.js';
-import { checkInput, checkShape, CodecId, corrupt, HEADER_BYTES, putVarint, Reader, readHeader, writeHeader } from './format.js';
+import { checkInput, checkShape, CodecId, corrupt, HEADER_BYTES, nonFinite, putVarint, Reader, readHeader, writeHeader } from './format.js';
 import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
 
 export type TabqEcMode = 'eps' | 'step';
@@ -486,9 +487,9 @@ export function decodeTabqEc(bytes: Uint8Array, tokens: number, dim: number, con
   }
   for (let i = 0; i < nOut; i++) {
     const v = x[pos[i]!]!;
-    if (v - v !== 0) throw corrupt(`outlier ${i} is not finite`);
+    if (v - v !== 0) throw nonFinite(`outlier ${i} is not finite`);
   }
-  if (nRaw > 0) for (let i = 0; i < N; i++) if (x[i]! - x[i]! !== 0) throw corrupt(`value ${i} is not finite`);
+  if (nRaw > 0) for (let i = 0; i < N; i++) if (x[i]! - x[i]! !== 0) throw nonFinite(`value ${i} is not finite`);
   return { x, tokens, dim };
 }
 
@@ -572,3 +573,43 @@ function decodeValuesWasm(k: WasmKernels, ctx: CodecContext, streams: Uint8Array
 function checkStreamEnd(usedBits: number, streamLen: number): void {
   if (usedBits > 8 * streamLen || Math.ceil(usedBits / 8) !== streamLen) throw corrupt(`value stream holds ${streamLen} bytes, the values used ${Math.ceil(usedBits / 8)}`);
 }
+
+function tabqEcParamsFrom(p: ParsedSpec): TabqEcParams {
+  onlyParams(p, ['cal', 'eps', 'step', 'tau', 'outliers']);
+  if (p.arg !== undefined) throw specError(p, 'use named parameters, e.g. ts-tabq:cal=1,eps=0.08');
+  if (p.params.has('eps') && p.params.has('step')) throw specError(p, 'give eps or step, not both');
+  const cal = numParam(p, 'cal')!;
+  if (!Number.isInteger(cal) || cal < 0) throw specError(p, `cal must be a split layer, got ${cal}`);
+  const tauRaw = p.params.get('tau');
+  const step = numParam(p, 'step');
+  return {
+    cal,
+    mode: step !== undefined ? 'step' : 'eps',
+    eps: numParam(p, 'eps') ?? DEFAULT_TABQ_EC.eps,
+    step: step ?? DEFAULT_TABQ_EC.step,
+    tau: tauRaw === undefined ? DEFAULT_TABQ_EC.tau : tauRaw === 'none' ? Infinity : numParam(p, 'tau')!,
+    outliers: choiceParam(p, 'outliers', ['f32', 'f16'], 'f32'),
+  };
+}
+
+/** TS + TAB-Q against the calibrated context of split `cal`: `ts-tabq:cal=K,step=Δ` or `…,eps=ε`. */
+export const tabqEcDefinition: CodecDefinition = {
+  names: ['ts-tabq', 'tstabq'],
+  summary: 'ts-tabq:cal=K,step=S|eps=E — TS + TAB-Q against the calibration of split K (per-channel normalization, static prefix codes)',
+  decodes: [CodecId.tabqEc],
+  accepts: (p) => p.params.has('cal'),
+  create(p, env) {
+    const params = tabqEcParamsFrom(p);
+    const ctx = env.context?.(params.cal);
+    if (!ctx) {
+      throw new SplitLLMError('E_CODEC_CONTEXT', `codec "${p.spec}" needs the calibration of split ${params.cal}, which is not loaded: run 'splitllm calibrate' for this model (or pass --calibration FILE)`);
+    }
+    return new TabqEcCodec(params, ctx);
+  },
+  decode: (bytes, h, opts) => decodeTabqEc(bytes, h.tokens, h.dim, opts.contexts),
+  // the codec follows the split to that split's own context, where the calibration has one
+  atSplit(p, split, env) {
+    const params = tabqEcParamsFrom(p);
+    return params.cal !== split && env.context?.(split) ? tabqEcSpec({ ...params, cal: split }) : undefined;
+  },
+};

@@ -20,7 +20,8 @@
  */
 import { SplitLLMError } from '../../shared/errors.js';
 import { f16BitsToF32, f16Down, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
-import type { Codec, Decoded, DecodeOptions } from './codec.js';
+import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
+import { choiceParam, numParam, onlyParams, positionalParam, specError, type ParsedSpec } from './spec.js';
 import { checkShape, CodecId, corrupt, nonFinite, HEADER_BYTES, putVarint, Reader, readHeader, Writer, writeHeader } from './format.js';
 import { normalize, RansDecoder, ransEncode, readTable, writeTable } from './rans.js';
 import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
@@ -700,7 +701,8 @@ export function decodeTabq(bytes: Uint8Array, tokens: number, dim: number): Deco
       for (let g = 0; g < G; g++) {
         const mn = f16BitsToF32(hv.getUint16((t * G + g) * 4, true));
         const sc = f16BitsToF32(hv.getUint16((t * G + g) * 4 + 2, true));
-        if (!Number.isFinite(mn) || !Number.isFinite(sc) || sc < 0) throw corrupt(`token ${t} group ${g} has min ${mn}, scale ${sc}`);
+        if (!Number.isFinite(mn) || !Number.isFinite(sc)) throw nonFinite(`token ${t} group ${g} has min ${mn}, scale ${sc}`);
+        if (sc < 0) throw corrupt(`token ${t} group ${g} has a negative scale ${sc}`);
         const c0 = g * gs;
         const n = Math.min(gs, dim - c0);
         if (width === 0) x.fill(mn, base + c0, base + c0 + n);
@@ -752,7 +754,8 @@ function unpackWasm(k: WasmKernels, dense: Uint32Array, widths: Uint8Array, toke
 function groupParams(hv: DataView, t: number, g: number, G: number): [number, number] {
   const mn = f16BitsToF32(hv.getUint16((t * G + g) * 4, true));
   const sc = f16BitsToF32(hv.getUint16((t * G + g) * 4 + 2, true));
-  if (!Number.isFinite(mn) || !Number.isFinite(sc) || sc < 0) throw corrupt(`token ${t} group ${g} has min ${mn}, scale ${sc}`);
+  if (!Number.isFinite(mn) || !Number.isFinite(sc)) throw nonFinite(`token ${t} group ${g} has min ${mn}, scale ${sc}`);
+  if (sc < 0) throw corrupt(`token ${t} group ${g} has a negative scale ${sc}`);
   return [mn, sc];
 }
 
@@ -812,3 +815,46 @@ export function validateTabq(p: TabqParams, spec: string): TabqParams {
   if (!['off', 'on', 'auto'].includes(p.entropy)) bad(`entropy must be off, on or auto, got ${p.entropy}`);
   return p;
 }
+
+/** The parameters of a self-contained `ts-tabq:…` spec. */
+export function tabqParamsFrom(p: ParsedSpec): TabqParams {
+  onlyParams(p, ['eps', 'budget', 'tau', 'q', 'group', 'outliers', 'entropy']);
+  if (p.arg !== undefined) throw specError(p, 'use named parameters, e.g. ts-tabq:eps=0.05');
+  if (p.params.has('eps') && p.params.has('budget')) throw specError(p, 'give eps or budget, not both');
+  const tauRaw = p.params.get('tau');
+  const tau = tauRaw === undefined || tauRaw === 'auto' ? NaN : tauRaw === 'none' ? Infinity : numParam(p, 'tau')!;
+  const budget = numParam(p, 'budget');
+  return validateTabq(
+    {
+      mode: budget !== undefined ? 'budget' : 'eps',
+      eps: numParam(p, 'eps') ?? DEFAULT_TABQ.eps,
+      bits: budget ?? DEFAULT_TABQ.bits,
+      tau,
+      q: numParam(p, 'q') ?? DEFAULT_TABQ.q,
+      group: numParam(p, 'group') ?? 0,
+      outliers: choiceParam(p, 'outliers', ['f32', 'f16'], 'f32'),
+      entropy: choiceParam(p, 'entropy', ['off', 'on', 'auto'], 'off'),
+    },
+    p.spec,
+  );
+}
+
+/** TS + TAB-Q, self-contained (every message carries its own ranges). */
+export const tabqDefinition: CodecDefinition = {
+  names: ['ts-tabq', 'tstabq'],
+  summary: 'ts-tabq:eps=E|budget=B[,tau=T|auto|none] — threshold split (outliers exact) + token-wise adaptive bits',
+  decodes: [CodecId.tabq],
+  create: (p) => new TabqCodec(tabqParamsFrom(p)),
+  decode: (bytes, h) => decodeTabq(bytes, h.tokens, h.dim),
+  // a bare `ts-tabq` means the split's calibrated default where the calibration has one
+  atSplit: (p, split, env) => (p.arg === undefined && p.params.size === 0 ? env.defaultCodec?.(split) : undefined),
+};
+
+/** uniform:B — TAB-Q at one fixed width for every token, no threshold split (a baseline). */
+export const uniformDefinition: CodecDefinition = {
+  names: ['uniform'],
+  summary: 'uniform:B quantizes every token at B bits over its own range (no outlier split)',
+  decodes: [],
+  create: (p) => new TabqCodec(validateTabq({ ...DEFAULT_TABQ, mode: 'fixed', bits: positionalParam(p, 'bits'), tau: Infinity }, p.spec)),
+  decode: (bytes, h) => decodeTabq(bytes, h.tokens, h.dim),
+};
