@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util';
 import { SYNTHETIC_PRESETS } from '../models/importers/synthetic.js';
 import { rng } from '../models/runtime/sampler.js';
-import { coordinate, exhaustive } from '../planner/strategies.js';
+import { coordinate, exhaustive } from '../planner/strategies/index.js';
 import { syntheticProblem } from '../planner/synthetic.js';
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' } } });

@@ -22,7 +22,7 @@ import { DT, GraphBuilder } from '../models/onnx/graph.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import { Pipeline } from '../models/runtime/pipeline.js';
-import { emittersFor } from '../models/runtime/precision.js';
+import { emittersFor } from '../models/weights/registry.js';
 import { argmax } from '../models/runtime/sampler.js';
 import { segmentBytes } from '../quantization/weights/memory.js';
 import { fmt } from './common.js';

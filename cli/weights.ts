@@ -4,14 +4,14 @@ import { SplitLLMError } from '../shared/errors.js';
 import { pplWindows } from '../models/eval/ppl.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
 import type { ModelPackage } from '../models/package.js';
-import { emittersFor, type WeightPlan, type WeightStrategy } from '../models/runtime/precision.js';
+import { emittersFor, WEIGHT_STRATEGIES, type WeightPlan } from '../models/weights/registry.js';
 import { intOption, type OptionSpec } from './common.js';
 
 export const weightOptions: Record<string, OptionSpec> = {
   'front-bits': { type: 'string', description: 'weight bits of layers [0, K): 2, 3, 4, 8, 16 or 32 (needs --split)', valueName: 'B' },
   'back-bits': { type: 'string', description: 'weight bits of layers [K, L) (needs --split)', valueName: 'B' },
   'weight-bits': { type: 'string', description: 'weight bits of every layer', valueName: 'B' },
-  'weight-strategy': { type: 'string', description: 'rtn, awq or smoothquant (W8A8)', default: 'rtn', valueName: 'S' },
+  'weight-strategy': { type: 'string', description: `how quantized layers are made: ${WEIGHT_STRATEGIES.map((s) => `${s.name} (${s.summary})`).join('; ')}`, default: 'rtn', valueName: 'S' },
   'block-size': { type: 'string', description: 'quantization block along the input dimension: 16, 32, 64 or 128', default: '32' },
   'calib-text': { type: 'string', description: 'calibration text for awq and smoothquant (never the evaluation text)', valueName: 'FILE' },
 };
@@ -30,7 +30,7 @@ export async function weightEmitters(values: Record<string, unknown>, pkg: Model
     frontBits: front ?? all ?? 32,
     backBits: back ?? all ?? 32,
     blockSize: intOption(values, 'block-size', 32)!,
-    strategy: String(values['weight-strategy'] ?? 'rtn') as WeightStrategy,
+    strategy: String(values['weight-strategy'] ?? 'rtn'),
   };
   let calibration: number[][] | undefined;
   if (values['calib-text']) {

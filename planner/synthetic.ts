@@ -3,10 +3,11 @@
  * with weight bytes, accuracy that worsens with fewer bits and more quantized layers, six codec settings.
  */
 import { rng } from '../shared/random.js';
+import { WEIGHT_BITS } from '../shared/precision.js';
 import type { ShapeConfig } from '../quantization/weights/memory.js';
 import type { AccuracyProfile, ComputeProfile, Problem } from './types.js';
 
-export const ALL_BITS = [2, 3, 4, 8, 16, 32];
+export const ALL_BITS: number[] = [...WEIGHT_BITS];
 export const CODEC_SETTINGS = ['fp32', 'fp16', 'int8', 'ts-tabq:eps=0.05', 'ts-tabq:eps=0.1', 'ts-tabq:budget=3'];
 const CODEC_BITS = [32, 16, 8.5, 6, 4.5, 3];
 const CODEC_LOSS = [0, 0, 0.0005, 0.002, 0.006, 0.02];

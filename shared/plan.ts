@@ -1,8 +1,10 @@
 /**
  * The plan: what the planner chooses and what edge, cloud and planner all read.
  * `{split, frontBits, backBits, codec, kvCodec, maxSeq, predicted: {memory, latency, accuracy}}`.
+ * `validatePlan` is the boundary for plan files: it checks every field and builds a fresh object.
  */
 import { SplitLLMError } from './errors.js';
+import { BLOCK_SIZES, isBlockSize, isWeightBits, WEIGHT_BITS } from './precision.js';
 
 export interface Plan {
   /** the model the plan was made for (sha256 of its weights), when known */
@@ -11,27 +13,51 @@ export interface Plan {
   frontBits: number;
   backBits: number;
   /** weight strategy of the quantized layers (default rtn) */
-  strategy?: 'rtn' | 'awq' | 'smoothquant';
+  strategy?: string;
   blockSize?: number;
   codec: string;
   kvCodec: string;
   maxSeq: number;
-  predicted?: { memory?: number; latency?: number; accuracy?: number; [k: string]: number | undefined };
+  predicted?: Record<string, number>;
 }
 
-const BITS = [2, 3, 4, 8, 16, 32];
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
 
-export function validatePlan(raw: unknown, where = 'plan'): Plan {
-  const p = raw as Partial<Plan> | null;
+/** Checks a plan read from a file; `strategies` are the weight strategy names the caller knows. */
+export function validatePlan(raw: unknown, where = 'plan', strategies?: readonly string[]): Plan {
   const bad = (why: string): never => {
     throw new SplitLLMError('E_BAD_CONFIG', `${where}: ${why}: make a plan with 'splitllm plan' or fix the file`);
   };
-  if (!p || typeof p !== 'object') return bad('not a JSON object');
-  if (!Number.isInteger(p.split) || p.split! < 0) bad(`split ${JSON.stringify(p.split)} is not a layer index`);
-  for (const k of ['frontBits', 'backBits'] as const) if (!BITS.includes(p[k] as number)) bad(`${k} ${JSON.stringify(p[k])} is not one of ${BITS.join(', ')}`);
-  for (const k of ['codec', 'kvCodec'] as const) if (typeof p[k] !== 'string' || !p[k]) bad(`${k} must be a codec spec string`);
-  if (!Number.isInteger(p.maxSeq) || p.maxSeq! <= 0) bad(`maxSeq ${JSON.stringify(p.maxSeq)} must be a positive integer`);
-  if (p.strategy !== undefined && !['rtn', 'awq', 'smoothquant'].includes(p.strategy)) bad(`strategy "${p.strategy}" is unknown`);
-  if (p.blockSize !== undefined && ![16, 32, 64, 128].includes(p.blockSize)) bad(`blockSize ${p.blockSize} is not 16, 32, 64 or 128`);
-  return p as Plan;
+  if (!isRecord(raw)) return bad('not a JSON object');
+  const int = (k: string, ok: (n: number) => boolean, what: string): number => {
+    const v = raw[k];
+    return typeof v === 'number' && Number.isInteger(v) && ok(v) ? v : bad(`${k} ${JSON.stringify(v)} ${what}`);
+  };
+  const str = (k: string, what: string): string => {
+    const v = raw[k];
+    return typeof v === 'string' && v.length > 0 ? v : bad(`${k} must be ${what}`);
+  };
+  const bitsMsg = `is not one of ${WEIGHT_BITS.join(', ')}`;
+  const plan: Plan = {
+    split: int('split', (n) => n >= 0, 'is not a layer index'),
+    frontBits: int('frontBits', isWeightBits, bitsMsg),
+    backBits: int('backBits', isWeightBits, bitsMsg),
+    codec: str('codec', 'a codec spec string'),
+    kvCodec: str('kvCodec', 'a codec spec string'),
+    maxSeq: int('maxSeq', (n) => n > 0, 'must be a positive integer'),
+  };
+  if (raw['model'] !== undefined) plan.model = str('model', 'the sha256 of the model weights');
+  if (raw['strategy'] !== undefined) {
+    plan.strategy = str('strategy', 'a weight strategy name');
+    if (strategies && !strategies.includes(plan.strategy)) bad(`strategy "${plan.strategy}" is unknown (known: ${strategies.join(', ')})`);
+  }
+  if (raw['blockSize'] !== undefined) plan.blockSize = int('blockSize', isBlockSize, `is not ${BLOCK_SIZES.join(', ')}`);
+  const predicted = raw['predicted'];
+  if (isRecord(predicted)) {
+    plan.predicted = {};
+    for (const [k, v] of Object.entries(predicted)) if (typeof v === 'number') plan.predicted[k] = v;
+  }
+  return plan;
 }

@@ -2,7 +2,7 @@ import { expect, it } from 'vitest';
 import { SYNTHETIC_PRESETS } from '../models/importers/synthetic.js';
 import { rng } from '../models/runtime/sampler.js';
 import { predict } from '../planner/cost.js';
-import { coordinate, exhaustive } from '../planner/strategies.js';
+import { coordinate, exhaustive } from '../planner/strategies/index.js';
 import { syntheticProblem } from '../planner/synthetic.js';
 
 const tiny = { ...SYNTHETIC_PRESETS['tinyllama-1.1b']!.config, hash: 'tinyllama-shaped' };

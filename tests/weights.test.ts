@@ -7,7 +7,7 @@ import { linearFor } from '../models/onnx/linear.js';
 import { buildSegment, float32Linear } from '../models/onnx/segment.js';
 import { rng } from '../models/runtime/sampler.js';
 import { Pipeline } from '../models/runtime/pipeline.js';
-import { emittersFor } from '../models/runtime/precision.js';
+import { emittersFor, weightStrategy } from '../models/weights/registry.js';
 import { blockwiseBytes, dequantizeBlockwise, quantizeBlockwise } from '../quantization/weights/blockwise.js';
 import { awqTransform } from '../quantization/weights/awq.js';
 import { linearBytes, segmentBytes } from '../quantization/weights/memory.js';
@@ -96,7 +96,7 @@ it('memory accounting holds for awq (input scales) and smoothquant (W8A8, smooth
   for (const [strategy, bits] of [['awq', 4], ['awq', 3], ['smoothquant', 8]] as const) {
     const lf = await emittersFor(pkg, { split: 0, frontBits: bits, backBits: bits, blockSize: 32, strategy }, calib);
     const seg = buildSegment(pkg.config, pkg.weights, 0, 4, { linearFor: lf });
-    const predicted = segmentBytes(pkg.config, 0, 4, { bitsOf: () => bits, blockSize: 32, strategy });
+    const predicted = segmentBytes(pkg.config, 0, 4, { bitsOf: () => bits, blockSize: 32, quantized: weightStrategy(strategy).linearBytes });
     expect(seg.weightBytes - predicted.total, `${strategy} ${bits}`).toBeGreaterThanOrEqual(0);
     expect(seg.weightBytes - predicted.total, `${strategy} ${bits}`).toBeLessThan(1024);
   }

@@ -4,12 +4,12 @@ import { startCloud } from '../../cloud/server.js';
 import { runEdge, type EdgeStats } from '../../edge/agent.js';
 import { ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
 import { parameterCount } from '../../models/manifest.js';
-import { emittersFor } from '../../models/runtime/precision.js';
+import { emittersFor } from '../../models/weights/registry.js';
 import { measureCompute } from '../../planner/measure.js';
 import { measureLink } from '../../edge/measure-link.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
 import { accuracyProfile, parseBandwidth, parseDuration } from '../../planner/profiles.js';
-import { STRATEGIES } from '../../planner/strategies.js';
+import { exhaustive } from '../../planner/strategies/index.js';
 import type { ComputeProfile, LinkProfile, RankedPlan } from '../../planner/types.js';
 import { SplitLLMError } from '../../shared/errors.js';
 import { emulateLink, type EmulatedLink } from '../link-emulator.js';
@@ -105,7 +105,7 @@ export const demoCommand: Command = {
         { ...budgets, minSeq: promptIds.length + maxTokens, promptTokens: promptIds.length },
         split === undefined ? {} : { splits: [split] },
       );
-      const result = STRATEGIES['exhaustive']!.solve(problem, 3);
+      const result = exhaustive.solve(problem, 3);
       if (result.infeasible) {
         const inf = result.infeasible;
         const fmt = (v: number) => formatBudget(inf.binding, v, 2);

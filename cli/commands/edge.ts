@@ -1,5 +1,6 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import { validatePlan, type Plan } from '../../shared/plan.js';
+import { WEIGHT_STRATEGY_NAMES } from '../../models/weights/registry.js';
 import { runEdge } from '../../edge/agent.js';
 import { SplitBandit } from '../../planner/bandit.js';
 import { generationOptions, intOption, modelOptions, readJsonFile, requireString, samplingFrom, sessionUrl, type Command, openModelOption, maxTokensOption } from '../common.js';
@@ -36,7 +37,7 @@ export const edgeCommand: Command = {
     if (values['plan']) {
       const path = String(values['plan']);
       const raw = readJsonFile(path, 'plan', "make one with 'splitllm plan --out FILE'");
-      plan = validatePlan((raw as { plan?: unknown }).plan ?? raw, path);
+      plan = validatePlan(typeof raw === 'object' && raw !== null && 'plan' in raw ? raw.plan : raw, path, WEIGHT_STRATEGY_NAMES);
       if (plan.model && plan.model !== pkg.hash) throw new SplitLLMError('E_BAD_CONFIG', `${path} was made for another model: plan for this one`);
       if (plan.split > pkg.config.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `${path}: split ${plan.split} is past the model's ${pkg.config.nLayers} layers`);
       // the plan fills the options it covers; flags given on the command line win

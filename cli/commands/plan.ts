@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { accuracyProfile, computeProfile, linkProfile, parseBandwidth, parseDuration } from '../../planner/profiles.js';
-import { STRATEGIES } from '../../planner/strategies.js';
+import { plannerStrategy, PLANNER_STRATEGIES } from '../../planner/strategies/index.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
 import type { LinkProfile } from '../../planner/types.js';
 import { intOption, modelOptions, percentOption, readJsonFile, requireString, type Command, openModelOption } from '../common.js';
@@ -25,7 +25,7 @@ export const planCommand: Command = {
     latency: { type: 'string', description: 'per-token latency budget, e.g. 150ms' },
     'max-ppl-increase': { type: 'string', description: 'accuracy budget', default: '1%' },
     'prompt-tokens': { type: 'string', description: 'the plan must hold this many positions; the time to first token is predicted for a prompt this long' },
-    strategy: { type: 'string', description: 'exhaustive or coordinate', default: 'exhaustive' },
+    strategy: { type: 'string', description: `planning strategy: ${PLANNER_STRATEGIES.map((s) => s.name).join(' or ')}`, default: 'exhaustive' },
     'min-split': { type: 'string', description: 'lowest split to consider; at 0 the edge would send token embeddings, which give the prompt away', default: '1' },
     json: { type: 'boolean', description: 'print {"plan":…,"alternatives":[…]} (or {"infeasible":…})' },
     out: { type: 'string', description: 'write the plan file that splitllm edge --plan reads', valueName: 'FILE' },
@@ -43,8 +43,7 @@ export const planCommand: Command = {
     if (values['link-profile']) link = linkProfile(readJsonFile(String(values['link-profile']), 'link profile'), String(values['link-profile']));
     else if (values['bandwidth'] && values['rtt']) link = { bytesPerSec: parseBandwidth(String(values['bandwidth'])), rttMs: parseDuration(String(values['rtt'])) };
     else throw new SplitLLMError('E_USAGE', 'give --link-profile F, or --bandwidth and --rtt');
-    const strategy = STRATEGIES[String(values['strategy'])];
-    if (!strategy) throw new SplitLLMError('E_USAGE', `unknown strategy "${String(values['strategy'])}": use ${Object.keys(STRATEGIES).join(' or ')}`);
+    const strategy = plannerStrategy(String(values['strategy']));
     const problem = buildProblem(
       { ...pkg.config, hash },
       { edge, cloud, link, accuracy },

@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
-import { segmentBytes, type Strategy } from '../../quantization/weights/memory.js';
+import { segmentBytes } from '../../quantization/weights/memory.js';
 import { captureLinearInputs, type CapturedInputs } from '../../models/eval/capture.js';
 import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
-import { emittersFor, WEIGHT_STRATEGIES, type WeightPlan } from '../../models/runtime/precision.js';
+import { emittersFor, weightStrategy, type WeightPlan } from '../../models/weights/registry.js';
 import { intOption, modelOptions, requireString, runCommand, type Command, openModelOption } from '../common.js';
 
 interface Row {
@@ -41,14 +41,14 @@ const reportCommand: Command = {
     const textPath = requireString(values, 'text', 'quantize report');
     if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);
     const strategies = String(values['strategies']).split(',');
-    for (const s of strategies) if (!(WEIGHT_STRATEGIES as readonly string[]).includes(s)) throw new SplitLLMError('E_USAGE', `unknown strategy "${s}": use ${WEIGHT_STRATEGIES.join(', ')}`);
+    const known = strategies.map((s) => weightStrategy(s));
     const bitsList = String(values['bits']).split(',').map(Number);
     const blockSize = intOption(values, 'block-size', 32)!;
     const frontBits = intOption(values, 'front-bits', 4)!;
     let windows = pplWindows(pkg.tokenizer(), readFileSync(textPath, 'utf8'));
     const limit = intOption(values, 'limit', undefined, 1);
     if (limit) windows = windows.slice(0, limit);
-    const needsCalib = strategies.some((s) => s !== 'rtn');
+    const needsCalib = known.some((s) => s.needsCalibration);
     let captured: CapturedInputs | undefined;
     if (needsCalib) {
       const cpath = requireString(values, 'calib-text', 'quantize report');
@@ -67,24 +67,25 @@ const reportCommand: Command = {
     const base = await score(undefined, undefined);
     const add = (strategy: string, split: number | null, fb: number, bb: number, ppl: number) => {
       const k = split ?? L;
-      const st = strategy as Strategy;
-      const front = segmentBytes(pkg.config, 0, k, { bitsOf: () => fb, blockSize, strategy: st, head: k === L });
-      const back = split === null ? undefined : segmentBytes(pkg.config, k, L, { bitsOf: () => bb, blockSize, strategy: st, embed: false });
+      const quantized = strategy === 'float32' ? undefined : weightStrategy(strategy).linearBytes;
+      const front = segmentBytes(pkg.config, 0, k, { bitsOf: () => fb, blockSize, quantized, head: k === L });
+      const back = split === null ? undefined : segmentBytes(pkg.config, k, L, { bitsOf: () => bb, blockSize, quantized, embed: false });
       const row: Row = { strategy, split, frontBits: fb, backBits: bb, frontBytes: front.total, backBytes: back?.total ?? 0, totalBytes: front.total + (back?.total ?? 0), ppl, pplIncrease: ppl / base - 1 };
       rows.push(row);
       process.stderr.write(`${strategy.padEnd(11)} ${split === null ? 'all layers' : `split ${split}`} ${fb}/${bb} bits: ppl ${ppl.toFixed(4)} (${(100 * row.pplIncrease).toFixed(2)}%)\n`);
     };
     add('float32', null, 32, 32, base);
-    for (const strategy of strategies) {
+    // every layer at each bit width a strategy quantizes to (float widths under the strategies that need no calibration)
+    for (const s of known) {
       for (const bits of bitsList) {
-        if (strategy === 'smoothquant' && bits !== 8) continue;
-        if (strategy !== 'rtn' && bits > 8) continue;
-        add(strategy, null, bits, bits, await score({ split: 0, frontBits: bits, backBits: bits, blockSize, strategy: strategy as WeightPlan['strategy'] }, undefined));
+        if (bits <= 8 ? !s.bits.includes(bits) : s.needsCalibration) continue;
+        add(s.name, null, bits, bits, await score({ split: 0, frontBits: bits, backBits: bits, blockSize, strategy: s.name }, undefined));
       }
     }
-    for (const strategy of strategies.filter((s) => s !== 'smoothquant')) {
+    // OPSC: the front at --front-bits, the back float, at every split, for each strategy that runs those bits
+    for (const s of known.filter((s) => s.bits.includes(frontBits))) {
       for (let k = 0; k <= L; k++) {
-        add(strategy, k, frontBits, 32, await score({ split: k, frontBits, backBits: 32, blockSize, strategy: strategy as WeightPlan['strategy'] }, k));
+        add(s.name, k, frontBits, 32, await score({ split: k, frontBits, backBits: 32, blockSize, strategy: s.name }, k));
       }
     }
     if (values['json']) {

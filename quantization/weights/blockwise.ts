@@ -9,9 +9,8 @@
  */
 import { SplitLLMError } from '../../shared/errors.js';
 
-export const WEIGHT_BITS = [2, 3, 4, 8, 16, 32] as const;
-export type WeightBits = (typeof WEIGHT_BITS)[number];
-export const BLOCK_SIZES = [16, 32, 64, 128] as const;
+import { BLOCK_SIZES, isBlockSize, isWeightBits, WEIGHT_BITS } from '../../shared/precision.js';
+export { BLOCK_SIZES, WEIGHT_BITS, type WeightBits } from '../../shared/precision.js';
 
 /** Bits a code occupies in memory (the kernel's container width). */
 export function containerBits(bits: number): number {
@@ -19,10 +18,10 @@ export function containerBits(bits: number): number {
 }
 
 export function checkWeightBits(bits: number, blockSize = 32): void {
-  if (!(WEIGHT_BITS as readonly number[]).includes(bits)) {
+  if (!isWeightBits(bits)) {
     throw new SplitLLMError('E_BAD_ARGUMENT', `weight bits ${bits} are not supported: use one of ${WEIGHT_BITS.join(', ')}`);
   }
-  if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) {
+  if (!isBlockSize(blockSize)) {
     throw new SplitLLMError('E_BAD_ARGUMENT', `block size ${blockSize} is not supported: use one of ${BLOCK_SIZES.join(', ')}`);
   }
 }

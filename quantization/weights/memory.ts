@@ -18,7 +18,8 @@ export interface ShapeConfig {
   qkvBias: boolean;
 }
 
-export type Strategy = 'rtn' | 'awq' | 'smoothquant';
+/** Bytes of one quantized linear [N, K] at `bits` (a weight strategy's accounting; default: blockwise RTN). */
+export type QuantizedBytes = (N: number, K: number, bits: number, blockSize: number, afterNorm: boolean) => number;
 
 export interface SegmentBytes {
   linear: number;
@@ -33,21 +34,20 @@ export interface SegmentBytes {
 }
 
 /**
- * Bytes of one linear layer's weights [N, K] at a precision. `afterNorm`: the layer reads an RMSNorm
- * (q, k, v, gate, up), into which SmoothQuant folds its smoothing vector instead of storing it.
+ * Bytes of one linear layer's weights [N, K] at a precision: float at 16 and 32 bits, else what the
+ * strategy's accounting says. `afterNorm`: the layer reads an RMSNorm (q, k, v, gate, up).
  */
-export function linearBytes(N: number, K: number, bits: number, blockSize: number, strategy: Strategy = 'rtn', afterNorm = false): number {
+export function linearBytes(N: number, K: number, bits: number, blockSize: number, quantized: QuantizedBytes = blockwiseBytes, afterNorm = false): number {
   if (bits === 32) return N * K * 4;
   if (bits === 16) return N * K * 2;
-  if (strategy === 'smoothquant') return N * K + N * 4 + (afterNorm ? 0 : K * 4); // int8 codes, per-row scales, smoothing vector
-  return blockwiseBytes(N, K, bits, blockSize) + (strategy === 'awq' ? K * 4 : 0);
+  return quantized(N, K, bits, blockSize, afterNorm);
 }
 
 export function segmentBytes(
   c: ShapeConfig,
   from: number,
   to: number,
-  opts: { embed?: boolean; head?: boolean; bitsOf: (layer: number) => number; blockSize?: number; strategy?: Strategy },
+  opts: { embed?: boolean; head?: boolean; bitsOf: (layer: number) => number; blockSize?: number; quantized?: QuantizedBytes },
 ): SegmentBytes {
   const embed = opts.embed ?? from === 0;
   const head = opts.head ?? to === c.nLayers;
@@ -59,7 +59,7 @@ export function segmentBytes(
   let other = 0;
   for (let i = from; i < to; i++) {
     const b = opts.bitsOf(i);
-    const st = opts.strategy ?? 'rtn';
+    const st = opts.quantized;
     linear +=
       linearBytes(qd, c.dim, b, bs, st, true) + 2 * linearBytes(kvd, c.dim, b, bs, st, true) + linearBytes(c.dim, qd, b, bs, st) +
       2 * linearBytes(c.ffnDim, c.dim, b, bs, st, true) + linearBytes(c.dim, c.ffnDim, b, bs, st);

@@ -1,0 +1,101 @@
+/**
+ * What every planning strategy shares: scoring, feasibility, the objective's order, ranking a plan,
+ * enumerating configurations and naming the binding budget. Objective: the lowest predicted per-token
+ * latency among plans within every budget; ties go to the smaller accuracy loss, then to the longer
+ * sequence. The sequence length of a plan is the longest candidate its memory allows.
+ */
+import type { Plan } from '../shared/plan.js';
+import { predict, type Config } from './cost.js';
+import type { Constraint, Infeasible, Prediction, Problem, RankedPlan } from './types.js';
+
+export interface Scored {
+  c: Config;
+  p: Prediction;
+}
+
+export function feasible(pr: Problem, s: Scored): boolean {
+  const b = pr.budgets;
+  return s.p.memory <= b.edgeMemory && s.p.latency <= b.latencyMs && s.p.accuracy <= b.maxPplIncrease && s.c.maxSeq >= (b.minSeq ?? 0);
+}
+
+/** Lexicographic: latency, then accuracy loss, then (longer) sequence. */
+export function better(a: Scored, b: Scored): boolean {
+  if (a.p.latency !== b.p.latency) return a.p.latency < b.p.latency;
+  if (a.p.accuracy !== b.p.accuracy) return a.p.accuracy < b.p.accuracy;
+  return a.c.maxSeq > b.c.maxSeq;
+}
+
+export function toRanked(pr: Problem, s: Scored): RankedPlan {
+  const b = pr.budgets;
+  const slack: [Constraint, number][] = [
+    ['memory', (b.edgeMemory - s.p.memory) / b.edgeMemory],
+    ['latency', (b.latencyMs - s.p.latency) / b.latencyMs],
+    ['accuracy', b.maxPplIncrease > 0 ? (b.maxPplIncrease - s.p.accuracy) / b.maxPplIncrease : 0],
+  ];
+  slack.sort((x, y) => x[1] - y[1]);
+  const plan: Plan = {
+    model: pr.model.hash,
+    split: s.c.split,
+    frontBits: s.c.frontBits,
+    backBits: s.c.backBits,
+    codec: s.c.codec,
+    kvCodec: 'fp32',
+    maxSeq: s.c.maxSeq,
+    blockSize: pr.blockSize ?? 32,
+    predicted: { memory: s.p.memory, latency: s.p.latency, accuracy: s.p.accuracy, bytesPerToken: s.p.bytesPerToken, firstTokenMs: s.p.firstTokenMs },
+  };
+  return { plan, predicted: s.p, tight: slack[0]![0] };
+}
+
+/** Which budget binds, and the smallest relaxation of it that lets some configuration through. */
+export function diagnose(pr: Problem, all: Scored[]): Infeasible {
+  const b = pr.budgets;
+  const need = { memory: Infinity, latency: Infinity, accuracy: Infinity };
+  for (const s of all) {
+    if (s.c.maxSeq < (b.minSeq ?? 0) || Number.isNaN(s.p.accuracy)) continue;
+    const okM = s.p.memory <= b.edgeMemory;
+    const okL = s.p.latency <= b.latencyMs;
+    const okA = s.p.accuracy <= b.maxPplIncrease;
+    if (okL && okA) need.memory = Math.min(need.memory, s.p.memory);
+    if (okM && okA) need.latency = Math.min(need.latency, s.p.latency);
+    if (okM && okL) need.accuracy = Math.min(need.accuracy, s.p.accuracy);
+  }
+  const rel: [Constraint, number, number, number][] = [
+    ['memory', need.memory / b.edgeMemory, b.edgeMemory, need.memory],
+    ['latency', need.latency / b.latencyMs, b.latencyMs, need.latency],
+    ['accuracy', b.maxPplIncrease > 0 ? need.accuracy / b.maxPplIncrease : need.accuracy + 1, b.maxPplIncrease, need.accuracy],
+  ];
+  rel.sort((x, y) => x[1] - y[1]);
+  const [binding, , from, to] = rel[0]!;
+  return { binding, relaxation: { constraint: binding, from, to } };
+}
+
+/** All configurations with the longest fitting sequence per (split, bits, codec); `evaluated` counts every one. */
+export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
+  const { splits, bits, codecs, seqLens } = pr.candidates;
+  const seqs = [...seqLens].sort((a, b) => b - a);
+  const all: Scored[] = [];
+  let evaluated = 0;
+  const top = Math.max(...bits);
+  for (const split of splits) {
+    // with no front (or no back) layers the front (back) precision changes nothing: one value stands for all
+    for (const frontBits of split === 0 ? [top] : bits) {
+      for (const backBits of split === pr.model.nLayers ? [top] : bits) {
+        for (const codec of codecs) {
+          let chosen: Scored | undefined;
+          for (const maxSeq of seqs) {
+            const s = { c: { split, frontBits, backBits, codec, maxSeq }, p: predict(pr, { split, frontBits, backBits, codec, maxSeq }) };
+            evaluated++;
+            chosen ??= s; // the longest, kept for diagnosis when none fits
+            if (s.p.memory <= pr.budgets.edgeMemory) {
+              chosen = s;
+              break;
+            }
+          }
+          if (chosen) all.push(chosen);
+        }
+      }
+    }
+  }
+  return { all, evaluated };
+}

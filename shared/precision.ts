@@ -1,0 +1,14 @@
+/** Weight precisions the runtime runs, declared once (the plan schema, the quantizers and the cloud read them). */
+
+/** 2, 3, 4 and 8 bits are quantized (MatMulNBits or W8A8); 16 and 32 keep a layer float. */
+export const WEIGHT_BITS = [2, 3, 4, 8, 16, 32] as const;
+export type WeightBits = (typeof WEIGHT_BITS)[number];
+/** quantization blocks along a linear's input dimension */
+export const BLOCK_SIZES = [16, 32, 64, 128] as const;
+
+export function isWeightBits(b: number): b is WeightBits {
+  return WEIGHT_BITS.some((w) => w === b);
+}
+export function isBlockSize(b: number): boolean {
+  return BLOCK_SIZES.some((w) => w === b);
+}
