@@ -3,6 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
 import { CalibrationContexts, type Calibration } from '../quantization/activations/calibration.js';
+import { opt } from './options.js';
 
 export const CALIBRATION_FILE = 'calibration.json';
 
@@ -35,15 +36,15 @@ export function saveCalibration(path: string, c: Calibration): void {
 
 /** Option every command that codes hidden states takes. */
 export const calibrationOption = {
-  calibration: { type: 'string' as const, description: "calibration file for calibrated codecs (ts-tabq:cal=K; default: calibration.json in the package)", valueName: 'FILE' },
+  calibration: opt.string({ description: 'calibration file for calibrated codecs (ts-tabq:cal=K)', valueName: 'FILE', defaultText: 'calibration.json in the package' }),
 };
 
 /** The calibration --calibration names, or the package's; undefined when there is none. */
-export function calibrationOf(values: Record<string, unknown>, pkg: { dir?: string; hash: string }): Calibration | undefined {
-  return values['calibration'] ? loadCalibration(String(values['calibration']), pkg.hash) : packageCalibration(pkg.dir, pkg.hash);
+export function calibrationOf(v: { calibration?: string }, pkg: { dir?: string; hash: string }): Calibration | undefined {
+  return v.calibration ? loadCalibration(v.calibration, pkg.hash) : packageCalibration(pkg.dir, pkg.hash);
 }
 
 /** The codec contexts of that calibration (empty when there is none). */
-export function calibrationContexts(values: Record<string, unknown>, pkg: { dir?: string; hash: string }): CalibrationContexts {
-  return new CalibrationContexts(calibrationOf(values, pkg));
+export function calibrationContexts(v: { calibration?: string }, pkg: { dir?: string; hash: string }): CalibrationContexts {
+  return new CalibrationContexts(calibrationOf(v, pkg));
 }

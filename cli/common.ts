@@ -1,81 +1,97 @@
-/** What every subcommand shares: option parsing, --help, typed errors, progress on stderr. */
+/** What the subcommands share: option groups (model, prompt, sampling, cloud), file readers, progress. */
 import { existsSync, readFileSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { SplitLLMError } from '../shared/errors.js';
 import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
 import { openModel, type ModelPackage } from '../models/package.js';
+import { opt } from './options.js';
 
-export type OptionSpec = NonNullable<ParseArgsConfig['options']>[string] & { description: string; valueName?: string };
+export const modelOptions = {
+  model: opt.string({ short: 'm', description: 'model package directory, Hugging Face directory or llama2.c .bin', valueName: 'PATH', defaultText: 'the bundled models/default' }),
+  tokenizer: opt.string({ description: 'llama2.c tok*.bin for a .bin checkpoint', valueName: 'PATH', defaultText: 'tok<vocab>.bin next to it' }),
+};
 
-export interface Command {
-  name: string;
-  summary: string;
-  usage: string;
-  options: Record<string, OptionSpec>;
-  positionals?: boolean;
-  run(values: Record<string, unknown>, positionals: string[]): Promise<number | void>;
+/** The --model option's path: the bundled default model when none is given. */
+export function modelPath(v: { model?: string }): string {
+  return v.model && v.model.length > 0 ? v.model : DEFAULT_MODEL_DIR;
 }
 
-export function helpText(cmd: Command): string {
-  const lines = [`usage: ${cmd.usage}`, '', cmd.summary, '', 'options:'];
-  const all = { ...cmd.options, help: { type: 'boolean', description: 'show this help' } as OptionSpec };
-  for (const [name, o] of Object.entries(all)) {
-    const flag = `--${name}${o.type === 'string' ? ` ${o.valueName ?? name.toUpperCase().replace(/-/g, '_')}` : ''}`;
-    const def = o.default !== undefined && o.default !== '' && o.type === 'string' ? ` (default ${String(o.default)})` : '';
-    lines.push(`  ${flag.padEnd(30)} ${o.description}${def}`);
-  }
-  return lines.join('\n');
+/** Opens the model the options name (--model, --tokenizer). */
+export function openModelOption(v: { model?: string; tokenizer?: string }): Promise<ModelPackage> {
+  return openModel(modelPath(v), { tokenizer: v.tokenizer });
 }
 
-export async function runCommand(cmd: Command, argv: string[]): Promise<number> {
-  const options: ParseArgsConfig['options'] = { help: { type: 'boolean', short: 'h' } };
-  for (const [k, o] of Object.entries(cmd.options)) {
-    const { description: _d, valueName: _v, ...rest } = o;
-    options[k] = rest;
+/** Prompt options of every command that takes a prompt. */
+export const promptOptions = {
+  prompt: opt.string({ short: 'p', description: "prompt text; '-' reads it from standard input", defaultText: 'empty: generate from BOS alone' }),
+  'prompt-file': opt.file({ description: 'read the prompt from a file' }),
+  truncate: opt.choice({ choices: ['none', 'left'] as const, default: 'none', description: "a prompt longer than the model's context: 'none' refuses it, 'left' keeps its last tokens" }),
+};
+
+/** Prompt, length and sampling options shared by generate, edge and demo. */
+export const generationOptions = {
+  ...promptOptions,
+  'max-tokens': opt.int({ short: 'n', min: 0, description: 'most tokens to generate', defaultText: "256, or what the model's maximum sequence leaves after the prompt" }),
+  temperature: opt.number({ short: 't', min: 0, max: 1000, default: 0, description: 'sampling temperature, 0 = greedy' }),
+  'top-k': opt.int({ default: 0, description: 'sample among the k most likely tokens (0 = off)' }),
+  'top-p': opt.number({ default: 1, min: Number.MIN_VALUE, max: 1, description: 'nucleus sampling mass' }),
+  seed: opt.int({ description: 'sampling seed' }),
+};
+
+type PromptValues = { prompt?: string; 'prompt-file'?: string; truncate: 'none' | 'left' };
+
+/** The prompt text: --prompt, --prompt - (standard input) or --prompt-file. */
+export function readPrompt(v: PromptValues, fallback = ''): string {
+  if (v.prompt !== undefined && v['prompt-file'] !== undefined) throw new SplitLLMError('E_USAGE', 'give --prompt or --prompt-file, not both');
+  if (v['prompt-file'] !== undefined) return readFileSync(v['prompt-file'], 'utf8');
+  if (v.prompt === '-') return readFileSync(0, 'utf8');
+  return v.prompt ?? fallback;
+}
+
+/**
+ * The prompt's ids (BOS first) and how many tokens to generate. A prompt that does not leave room for
+ * `maxTokens` (or, without it, for one token) is an error naming both lengths, or with --truncate left
+ * loses its oldest tokens.
+ */
+export function promptAndLength(tok: { encode(text: string, bos?: boolean): number[] }, text: string, maxSeq: number, v: PromptValues & { 'max-tokens'?: number }): { ids: number[]; maxTokens: number } {
+  let ids = tok.encode(text, true);
+  const want = v['max-tokens'];
+  const room = maxSeq - (want ?? 1);
+  if (ids.length > room) {
+    if (v.truncate !== 'left' || room < 2) {
+      const fix = v.truncate === 'left' ? 'lower --max-tokens' : 'shorten it, lower --max-tokens, or pass --truncate left to keep its end';
+      throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `the prompt is ${ids.length} tokens and the model holds ${maxSeq} positions${want !== undefined ? ` (${want} of them for --max-tokens)` : ''}: ${fix}`);
+    }
+    const dropped = ids.length - room;
+    ids = [ids[0]!, ...ids.slice(dropped + 1)];
+    process.stderr.write(`splitllm: the prompt was cut to its last ${ids.length - 1} tokens (--truncate left dropped ${dropped})\n`);
   }
-  let parsed: { values: Record<string, unknown>; positionals: string[] };
+  return { ids, maxTokens: want ?? Math.max(0, Math.min(256, maxSeq - ids.length)) };
+}
+
+export function samplingFrom(v: { temperature: number; 'top-k': number; 'top-p': number; seed?: number }): { temperature: number; topK: number; topP: number; seed?: number } {
+  return { temperature: v.temperature, topK: v['top-k'], topP: v['top-p'], seed: v.seed };
+}
+
+/** Options of the commands that talk to a cloud server. */
+export const cloudOptions = {
+  cloud: opt.string({ required: true, description: 'the cloud server (ws://host:port, wss://…, or its /v1/session URL)', valueName: 'URL' }),
+  token: opt.string({ description: 'bearer token the cloud requires', valueName: 'SECRET' }),
+};
+
+/** The --cloud option as the session endpoint: ws(s)://host:port[/v1/session]. */
+export function sessionUrl(url: string): string {
+  if (!/^wss?:\/\/[^/]+/.test(url)) throw new SplitLLMError('E_USAGE', `--cloud ${url} is not a ws:// or wss:// URL`);
+  return /\/v1\/session$/.test(url) ? url : url.replace(/\/$/, '') + '/v1/session';
+}
+
+/** Reads a JSON file; a missing file or bad JSON is a one-line typed error (`hint` says how to make one). */
+export function readJsonFile(path: string, what: string, hint = 'check the path'): unknown {
+  if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${what} ${path} does not exist: ${hint}`);
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: !!cmd.positionals, strict: true }) as typeof parsed;
-  } catch (e) {
-    throw new SplitLLMError('E_USAGE', `${(e as Error).message.split('\n')[0]} (see 'splitllm ${cmd.name} --help')`);
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    throw new SplitLLMError('E_BAD_CONFIG', `${path} is not valid JSON`);
   }
-  if (parsed.values['help']) {
-    process.stdout.write(helpText(cmd) + '\n');
-    return 0;
-  }
-  return (await cmd.run(parsed.values, parsed.positionals)) ?? 0;
-}
-
-export function requireString(values: Record<string, unknown>, name: string, cmd: string): string {
-  const v = values[name];
-  if (typeof v !== 'string' || v.length === 0) throw new SplitLLMError('E_USAGE', `--${name} is required (see 'splitllm ${cmd} --help')`);
-  return v;
-}
-
-export function intOption(values: Record<string, unknown>, name: string, def?: number, min = 0): number | undefined {
-  const v = values[name];
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new SplitLLMError('E_USAGE', `--${name} must be an integer ≥ ${min}, got "${String(v)}"`);
-  return n;
-}
-
-export function numberOption(values: Record<string, unknown>, name: string, def?: number): number | undefined {
-  const v = values[name];
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new SplitLLMError('E_USAGE', `--${name} must be a number, got "${String(v)}"`);
-  return n;
-}
-
-/** A fraction given as "1%", "0.5 %" or "0.01". */
-export function percentOption(values: Record<string, unknown>, name: string, def: number): number {
-  const v = values[name];
-  if (v === undefined) return def;
-  const s = String(v).trim();
-  const n = s.endsWith('%') ? Number(s.slice(0, -1)) / 100 : Number(s);
-  if (!Number.isFinite(n) || n < 0) throw new SplitLLMError('E_USAGE', `--${name} must be a percentage like 1% or a fraction like 0.01, got "${s}"`);
-  return n;
 }
 
 /** Progress lines on stderr, at most one every `everyMs` (always the last one). */
@@ -89,61 +105,4 @@ export function progress(label: string, everyMs = 2000): (done: number, total: n
     const secs = ((now - t0) / 1000).toFixed(1);
     process.stderr.write(`${label}: ${done}/${total} (${secs}s)\n`);
   };
-}
-
-/** Prompt, length and sampling options shared by generate and edge. */
-export const generationOptions: Record<string, OptionSpec> = {
-  prompt: { type: 'string', short: 'p', description: 'prompt text (empty: generate from BOS alone)', default: '' },
-  'max-tokens': { type: 'string', short: 'n', description: "most tokens to generate (default 256, or what the model's maximum sequence leaves after the prompt)", valueName: 'N' },
-  temperature: { type: 'string', short: 't', description: 'sampling temperature, 0 = greedy', default: '0' },
-  'top-k': { type: 'string', description: 'sample among the k most likely tokens (0 = off)', default: '0' },
-  'top-p': { type: 'string', description: 'nucleus sampling mass', default: '1' },
-  seed: { type: 'string', description: 'sampling seed' },
-};
-
-/** --max-tokens, or by default 256 capped to what the model's maximum sequence leaves after the prompt. */
-export function maxTokensOption(values: Record<string, unknown>, maxSeq: number, promptTokens: number): number {
-  return intOption(values, 'max-tokens') ?? Math.max(0, Math.min(256, maxSeq - promptTokens));
-}
-
-export function samplingFrom(values: Record<string, unknown>): { temperature?: number; topK?: number; topP?: number; seed?: number } {
-  return {
-    temperature: numberOption(values, 'temperature', 0),
-    topK: intOption(values, 'top-k', 0),
-    topP: numberOption(values, 'top-p', 1),
-    seed: intOption(values, 'seed'),
-  };
-}
-
-export const modelOptions: Record<string, OptionSpec> = {
-  model: { type: 'string', short: 'm', description: 'model package directory, Hugging Face directory or llama2.c .bin (default: the bundled models/default)', valueName: 'PATH' },
-  tokenizer: { type: 'string', description: 'llama2.c tok*.bin for a .bin checkpoint (default: tok<vocab>.bin next to it)', valueName: 'PATH' },
-};
-
-/** The --model option's path: the bundled default model when none is given. */
-export function modelPath(values: Record<string, unknown>): string {
-  const v = values['model'];
-  return typeof v === 'string' && v.length > 0 ? v : DEFAULT_MODEL_DIR;
-}
-
-/** Opens the model the options name (--model, --tokenizer). */
-export function openModelOption(values: Record<string, unknown>): Promise<ModelPackage> {
-  return openModel(modelPath(values), { tokenizer: values['tokenizer'] as string | undefined });
-}
-
-/** Reads a JSON file; a missing file or bad JSON is a one-line typed error (`hint` says how to make one). */
-export function readJsonFile(path: string, what: string, hint = 'check the path'): unknown {
-  if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${what} ${path} does not exist: ${hint}`);
-  try {
-    return JSON.parse(readFileSync(path, 'utf8'));
-  } catch {
-    throw new SplitLLMError('E_BAD_CONFIG', `${path} is not valid JSON`);
-  }
-}
-
-/** The --cloud option as the session endpoint: ws(s)://host:port[/v1/session]. */
-export function sessionUrl(values: Record<string, unknown>, cmd: string): string {
-  const url = requireString(values, 'cloud', cmd);
-  if (!/^wss?:\/\//.test(url)) throw new SplitLLMError('E_USAGE', `--cloud ${url} is not a ws:// or wss:// URL`);
-  return /\/v1\/session$/.test(url) ? url : url.replace(/\/$/, '') + '/v1/session';
 }

@@ -53,6 +53,10 @@ export interface EdgeOptions {
    * it returns other than the current one is moved to before the next step (the online planner)
    */
   adapt?: (info: { token: number; latencyMs: number; split: number }) => number | undefined;
+  /** stops generation after the token in flight (Ctrl-C): the result holds what was generated, `interrupted` set */
+  signal?: AbortSignal;
+  /** the prompt's ids (BOS first) when the caller has tokenized it (e.g. truncated); default: `prompt` encoded */
+  promptIds?: number[];
   /** called after each re-split with the new split and the KV bytes moved */
   onResplit?: (info: { from: number; to: number; bytes: number; atToken: number }) => void;
 }
@@ -87,6 +91,8 @@ export interface EdgeStats {
   resplits: { from: number; to: number; bytes: number; atToken: number }[];
   /** times the connection dropped and the session was resumed */
   resumes: number;
+  /** generation was stopped by the caller's signal before it ended */
+  interrupted: boolean;
 }
 
 export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ tokens: number[]; stats: EdgeStats }> {
@@ -95,7 +101,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
     throw new SplitLLMError('E_SPLIT_RANGE', `split ${o.split} is out of range for a model with ${c.nLayers} layers: use 0..${c.nLayers}`);
   }
   const kvCodec = createCodec(o.kvCodec ?? 'fp32');
-  const ids = pkg.tokenizer().encode(o.prompt, true);
+  const ids = o.promptIds ?? pkg.tokenizer().encode(o.prompt, true);
   if (ids.length + o.maxTokens > c.maxSeq) {
     throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `prompt (${ids.length} tokens) plus --max-tokens ${o.maxTokens} passes the model's maximum sequence of ${c.maxSeq}: lower --max-tokens`);
   }
@@ -156,7 +162,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         out.push(t.id);
         o.onToken?.(t.id);
       }
-      if (t.done || out.length >= o.maxTokens) break;
+      if (t.done || out.length >= o.maxTokens || o.signal?.aborted) break;
       input = [t.id];
       const want = o.adapt?.({ token: out.length, latencyMs: e2 - e0, split });
       if (want !== undefined && want !== split) {
@@ -210,6 +216,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       peakEdgeBytes: peak,
       resplits: moves,
       resumes: link.resumes,
+      interrupted: o.signal?.aborted ?? false,
     },
   };
 }

@@ -46,20 +46,7 @@ export function accuracyProfile(raw: unknown, where: string, modelHash: string):
   return d as AccuracyProfile;
 }
 
-/** "10mbit", "1.5MB/s", "100kbit" → bytes per second. */
-export function parseBandwidth(s: string): number {
-  const m = /^\s*([\d.]+)\s*(bit|kbit|mbit|gbit|b|kb|mb|gb)(?:\/s|ps)?\s*$/i.exec(s);
-  if (!m) throw new SplitLLMError('E_USAGE', `"${s}" is not a bandwidth: use e.g. 10mbit or 2MB/s`);
-  const v = Number(m[1]);
-  const u = m[2]!.toLowerCase();
-  const bits: Record<string, number> = { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 };
-  const bytes: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9 };
-  return u in bits ? (v * bits[u]!) / 8 : v * bytes[u]!;
-}
-
-/** "40ms", "0.2s", "150" (ms) → milliseconds. */
-export function parseDuration(s: string): number {
-  const m = /^\s*([\d.]+)\s*(ms|s)?\s*$/i.exec(s);
-  if (!m) throw new SplitLLMError('E_USAGE', `"${s}" is not a duration: use e.g. 40ms or 0.2s`);
-  return Number(m[1]) * ((m[2] ?? 'ms').toLowerCase() === 's' ? 1000 : 1);
+/** The weight precisions an accuracy profile covers (its keys are split/front/back). */
+export function profileBits(accuracy: AccuracyProfile): number[] {
+  return [...new Set(Object.keys(accuracy.weights).flatMap((k) => k.split('/').slice(1).map(Number)))].sort((a, b) => a - b);
 }

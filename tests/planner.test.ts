@@ -112,11 +112,14 @@ describeWithFixtures('splitllm plan', () => {
     expect(j.alternatives.length).toBeGreaterThan(0);
     const file = validatePlan((JSON.parse(readFileSync(out, 'utf8')) as { plan: unknown }).plan);
     expect(file.split).toBe(j.plan.split);
-    const none = cli([...base, '--edge-memory', '1MB', '--latency', '150ms', '--json']);
+    // --edge-memory is the model's share: the profile's 20 MB runtime comes on top (as in demo)
+    const none = cli([...base, '--edge-memory', '200KB', '--latency', '150ms', '--json']);
     expect(none.code).toBe(3);
-    const inf = (JSON.parse(none.stdout) as { infeasible: { binding: string; relaxation: { to: number } } }).infeasible;
+    const inf = (JSON.parse(none.stdout) as { infeasible: { binding: string; relaxation: { from: number; to: number } } }).infeasible;
     expect(inf.binding).toBe('memory');
-    expect(inf.relaxation.to).toBeGreaterThan(1e6);
+    expect(inf.relaxation.from).toBe(200_000);
+    expect(inf.relaxation.to).toBeGreaterThan(200_000);
+    expect(inf.relaxation.to).toBeLessThan(20e6); // the model's share, not the whole process
     const foreign = write('foreign.json', 'compute', { ...pr.edge, model: 'another-model' });
     const f = cli(['plan', '--model', STORIES_BIN, '--edge-profile', foreign, '--cloud-profile', cloudF, '--accuracy-profile', accF, '--bandwidth', '10mbit', '--rtt', '40ms', '--edge-memory', '25MB', '--latency', '150ms']);
     expect(f.code).toBe(1);

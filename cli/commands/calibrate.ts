@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { perplexity, pplWindows } from '../../models/eval/ppl.js';
@@ -8,7 +8,8 @@ import { CodecContext, RUNG_ZERO, rungStep } from '../../quantization/activation
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { createCodec } from '../../quantization/activations/registry.js';
 import { CALIBRATION_FILE, saveCalibration } from '../calibration-io.js';
-import { intOption, modelOptions, percentOption, requireString, type Command, openModelOption, modelPath as modelPathOf } from '../common.js';
+import { modelOptions, openModelOption, modelPath as modelPathOf } from '../common.js';
+import { defineCommand, items, opt } from '../options.js';
 
 /** Steps the choice may take (units of the calibrated per-channel deviation): the codec's eighth-octave ladder from 0.5 down to 0.06. */
 const STEP_LADDER = Array.from({ length: 30 }, (_, i) => +rungStep(RUNG_ZERO - 8 - i).toPrecision(4));
@@ -17,7 +18,7 @@ const TRIED_STEPS = [2, 4, 6, 8, 10].map((i) => STEP_LADDER[i]!);
 /** Outlier threshold (units of y): past 6 deviations values travel exactly. */
 const TAU = 6;
 
-export const calibrateCommand: Command = {
+export const calibrateCommand = defineCommand({
   name: 'calibrate',
   summary:
     'Calibrates the split-point codec. Per split layer it records hidden-state statistics (|x| quantiles, outlier rates, per-token ranges) and the codec ' +
@@ -25,29 +26,30 @@ export const calibrateCommand: Command = {
     'the perplexity of ts-tabq:cal=K at five steps, fits increase ≈ a·step² and picks the coarsest step whose predicted increase is within the target. ' +
     'Writes calibration.json into the model package (or --out).',
   usage: 'splitllm calibrate --model M --text CALIB.txt [--out FILE] [--max-ppl-increase 0.9%] [--windows 1000] [--splits 1,2,3] [--json]',
+  examples: [
+    'splitllm calibrate --model models/stories260K --text ../shared/fixtures/corpus/tinystories_calib.txt',
+    'splitllm calibrate --text train.txt --splits 1,2 --windows 200 --max-ppl-increase 0.5% --out cal.json',
+  ],
   options: {
     ...modelOptions,
-    text: { type: 'string', description: 'calibration text (never the evaluation text)', valueName: 'FILE' },
-    out: { type: 'string', description: 'where to write the calibration (default: calibration.json in the package)', valueName: 'FILE' },
-    'max-ppl-increase': { type: 'string', description: 'accuracy target for the chosen codec (predicted by the fit over the tried steps)', default: '0.9%' },
-    windows: { type: 'string', description: 'perplexity windows of the text to calibrate on', default: '1000' },
-    splits: { type: 'string', description: 'comma-separated split layers (default 1..L-1)' },
-    json: { type: 'boolean', description: 'print the calibration as JSON' },
+    text: opt.file({ required: true, description: 'calibration text (never the evaluation text)' }),
+    out: opt.string({ description: 'where to write the calibration', valueName: 'FILE', defaultText: 'calibration.json in the package' }),
+    'max-ppl-increase': opt.percent({ default: 0.009, defaultText: '0.9%', description: 'accuracy target for the chosen codec (predicted by the fit over the tried steps)' }),
+    windows: opt.int({ min: 1, default: 1000, description: 'perplexity windows of the text to calibrate on' }),
+    splits: opt.list({ item: items.int(), description: 'split layers to calibrate', valueName: 'K,K,…', defaultText: '1..L-1' }),
+    json: opt.flag({ description: 'print the calibration as JSON' }),
   },
-  async run(values) {
-    const modelPath = modelPathOf(values);
-    const textPath = requireString(values, 'text', 'calibrate');
-    if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);
+  async run(v) {
+    const modelPath = modelPathOf(v);
+    const textPath = v.text;
     if (/eval/i.test(textPath)) process.stderr.write(`warning: ${textPath} looks like an evaluation text; calibrate on calibration data only\n`);
-    const pkg = await openModelOption(values);
+    const pkg = await openModelOption(v);
     const L = pkg.config.nLayers;
-    const outPath = (values['out'] as string | undefined) ?? (pkg.dir ? join(pkg.dir, CALIBRATION_FILE) : undefined);
+    const outPath = v.out ?? (pkg.dir ? join(pkg.dir, CALIBRATION_FILE) : undefined);
     if (!outPath) throw new SplitLLMError('E_USAGE', `${modelPath} is not a package directory: pass --out FILE for the calibration`);
-    const target = percentOption(values, 'max-ppl-increase', 0.009);
-    const nWin = intOption(values, 'windows', 1000, 1)!;
-    const splits = values['splits']
-      ? String(values['splits']).split(',').map((s) => Number(s))
-      : Array.from({ length: L - 1 }, (_, i) => i + 1);
+    const target = v['max-ppl-increase'];
+    const nWin = v.windows;
+    const splits = v.splits ?? Array.from({ length: L - 1 }, (_, i) => i + 1);
     for (const k of splits) {
       if (!Number.isInteger(k) || k < 1 || k > L - 1) throw new SplitLLMError('E_SPLIT_RANGE', `split ${k} is out of range: calibrate splits 1..${L - 1}`);
     }
@@ -107,7 +109,7 @@ export const calibrateCommand: Command = {
       );
     }
     saveCalibration(outPath, cal);
-    if (values['json']) process.stdout.write(JSON.stringify(cal) + '\n');
+    if (v.json) process.stdout.write(JSON.stringify(cal) + '\n');
     else {
       process.stdout.write(`wrote ${outPath}\nsplit  codec                                            bits/value  ppl increase\n`);
       for (const [k, s] of Object.entries(cal.splits)) {
@@ -116,4 +118,4 @@ export const calibrateCommand: Command = {
       }
     }
   },
-};
+});

@@ -1,37 +1,43 @@
 import { startCloud } from '../../cloud/server.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
-import { intOption, modelOptions, type Command, openModelOption } from '../common.js';
+import { modelOptions, openModelOption } from '../common.js';
+import { defineCommand, opt } from '../options.js';
 
-export const cloudCommand: Command = {
+export const cloudCommand = defineCommand({
   name: 'cloud',
   summary:
     'Runs the cloud server. Edge agents connect to ws://HOST:PORT/v1/session; GET /healthz, /v1/models and /metrics (Prometheus) are served beside it.',
-  usage: 'splitllm cloud --model M [--port 8080] [--host 127.0.0.1] [--token SECRET] [--max-sessions N] [--session-token-limit N] [--calibration FILE]',
+  usage: 'splitllm cloud [--model M] [--port 8080] [--host 127.0.0.1] [--token SECRET] [--max-sessions N] [--session-token-limit N] [--idle-ms 60s] [--calibration FILE]',
+  examples: [
+    'splitllm cloud',
+    'splitllm cloud --port 8080 --host 0.0.0.0 --token "$SECRET" --max-sessions 64',
+    'splitllm cloud --model models/stories260K --idle-ms 5m --max-frame-bytes 16MB --json',
+  ],
   options: {
     ...modelOptions,
-    port: { type: 'string', short: 'p', description: 'port to listen on', default: '8080' },
-    host: { type: 'string', description: 'address to bind', default: '127.0.0.1' },
-    token: { type: 'string', description: 'require "Authorization: Bearer SECRET" on the WebSocket upgrade', valueName: 'SECRET' },
-    'max-sessions': { type: 'string', description: 'refuse sessions beyond this many open ones' },
-    'session-token-limit': { type: 'string', description: 'most positions one session may hold (default: the model maximum)' },
-    'max-frame-bytes': { type: 'string', description: 'largest accepted frame', default: '67108864' },
-    'idle-ms': { type: 'string', description: 'release a session idle this long; a dropped one can be resumed until then', default: '60000' },
+    port: opt.port({ short: 'p', default: 8080, description: 'port to listen on (0: any free port)' }),
+    host: opt.string({ default: '127.0.0.1', description: 'address to bind' }),
+    token: opt.string({ description: 'require "Authorization: Bearer SECRET" on the WebSocket upgrade', valueName: 'SECRET' }),
+    'max-sessions': opt.int({ min: 1, description: 'refuse connections beyond this many open ones (server_full)' }),
+    'session-token-limit': opt.int({ min: 1, description: 'most positions one session may hold', defaultText: 'the model maximum' }),
+    'max-frame-bytes': opt.bytes({ bare: 'b', default: 64 * 1024 * 1024, defaultText: '64MiB', description: 'largest accepted frame (a bare number is bytes)' }),
+    'idle-ms': opt.duration({ bare: 'ms', default: 60_000, defaultText: '60s', description: 'release a session idle this long; a dropped one can be resumed until then (a bare number is ms)' }),
     ...calibrationOption,
-    json: { type: 'boolean', description: 'print the listening address as JSON' },
+    json: opt.flag({ description: 'print the listening address as JSON' }),
   },
-  async run(values) {
-    const pkg = await openModelOption(values);
+  async run(v) {
+    const pkg = await openModelOption(v);
     const server = await startCloud(pkg, {
-      port: intOption(values, 'port', 8080),
-      host: String(values['host']),
-      token: values['token'] as string | undefined,
-      maxSessions: intOption(values, 'max-sessions', undefined, 1),
-      sessionTokenLimit: intOption(values, 'session-token-limit', undefined, 1),
-      maxFrameBytes: intOption(values, 'max-frame-bytes', 64 * 1024 * 1024, 1024),
-      idleMs: intOption(values, 'idle-ms', 60_000, 1),
-      calibration: calibrationContexts(values, pkg),
+      port: v.port,
+      host: v.host,
+      token: v.token,
+      maxSessions: v['max-sessions'],
+      sessionTokenLimit: v['session-token-limit'],
+      maxFrameBytes: v['max-frame-bytes'],
+      idleMs: v['idle-ms'],
+      calibration: calibrationContexts(v, pkg),
     });
-    if (values['json']) process.stdout.write(JSON.stringify({ url: `${server.url}/v1/session`, model: pkg.hash }) + '\n');
+    if (v.json) process.stdout.write(JSON.stringify({ url: `${server.url}/v1/session`, model: pkg.hash }) + '\n');
     else process.stdout.write(`splitllm cloud serving ${pkg.manifest.name} (${pkg.config.nLayers} layers) at ${server.url}/v1/session\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
@@ -42,4 +48,4 @@ export const cloudCommand: Command = {
       process.once('SIGTERM', stop);
     });
   },
-};
+});

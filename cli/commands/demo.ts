@@ -8,74 +8,67 @@ import { emittersFor } from '../../models/weights/registry.js';
 import { measureCompute } from '../../planner/measure.js';
 import { measureLink } from '../../edge/measure-link.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
-import { accuracyProfile, parseBandwidth, parseDuration } from '../../planner/profiles.js';
+import { accuracyProfile, profileBits } from '../../planner/profiles.js';
 import { exhaustive } from '../../planner/strategies/index.js';
 import type { ComputeProfile, LinkProfile, RankedPlan } from '../../planner/types.js';
 import { SplitLLMError } from '../../shared/errors.js';
 import { emulateLink, type EmulatedLink } from '../link-emulator.js';
-import { generationOptions, intOption, modelOptions, modelPath, openModelOption, percentOption, readJsonFile, samplingFrom, type Command } from '../common.js';
-import { parseBytes } from './edge.js';
+import { generationOptions, modelOptions, modelPath, openModelOption, promptAndLength, readJsonFile, readPrompt, samplingFrom } from '../common.js';
+import { defineCommand, opt } from '../options.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { TextStream } from './generate.js';
 
 const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
 
-export const demoCommand: Command = {
+export const demoCommand = defineCommand({
   name: 'demo',
   summary:
     "Shows the whole pipeline on this machine. It measures the machine, asks the planner for a plan that fits a small device's budgets, starts a cloud server and an edge agent on loopback (through an emulated device link), streams the generated text and ends with a summary: the plan, bytes per token against float16, tokens/s and where the time went.",
   usage: 'splitllm demo [--prompt P] [--max-tokens N] [--edge-memory 3MB] [--latency 100ms] [--max-ppl-increase 3%] [--bandwidth 256kbit] [--rtt 30ms | --loopback] [--split K] [--json]',
+  examples: ['splitllm demo', 'splitllm demo --prompt "JULIET:" --edge-memory 2MB --bandwidth 1mbit --rtt 40ms', 'splitllm demo --loopback --split 3 --json'],
   options: {
     ...modelOptions,
     ...generationOptions,
-    prompt: { ...generationOptions['prompt']!, default: 'ROMEO:' },
-    'max-tokens': { ...generationOptions['max-tokens']!, default: '120' },
-    temperature: { ...generationOptions['temperature']!, default: '0.8' },
-    'top-k': { ...generationOptions['top-k']!, default: '40' },
-    seed: { ...generationOptions['seed']!, default: '7' },
-    'edge-memory': { type: 'string', description: 'memory the edge may give the model: weights, KV cache and buffers (the runtime itself is not counted)', default: '3MB', valueName: 'BYTES' },
-    latency: { type: 'string', description: 'per-token latency budget', default: '100ms' },
-    'max-ppl-increase': { type: 'string', description: 'accuracy budget (ppl increase against float32)', default: '3%' },
-    bandwidth: { type: 'string', description: "the device link's bandwidth, emulated on loopback", default: '256kbit' },
-    rtt: { type: 'string', description: "the device link's round trip, emulated on loopback", default: '30ms' },
-    loopback: { type: 'boolean', description: 'no emulated link: plan for and run over plain loopback (measured)' },
-    split: { type: 'string', short: 's', description: 'fix the split point; the planner chooses the rest', valueName: 'K' },
-    'accuracy-profile': { type: 'string', description: `accuracy profile of --model (default: ${ACCURACY_PROFILE_FILE} in the model's directory)`, valueName: 'F' },
+    prompt: opt.string({ short: 'p', default: 'ROMEO:', description: "prompt text; '-' reads it from standard input" }),
+    'max-tokens': opt.int({ short: 'n', min: 1, default: 120, description: 'tokens to generate' }),
+    temperature: opt.number({ short: 't', min: 0, max: 1000, default: 0.8, description: 'sampling temperature, 0 = greedy' }),
+    'top-k': opt.int({ default: 40, description: 'sample among the k most likely tokens (0 = off)' }),
+    seed: opt.int({ default: 7, description: 'sampling seed' }),
+    'edge-memory': opt.bytes({ default: 3e6, defaultText: '3MB', description: "memory the model may take on the edge: weights, KV cache and buffers (the runtime's own memory is not counted, as in 'splitllm plan')" }),
+    latency: opt.duration({ default: 100, defaultText: '100ms', description: 'per-token latency budget' }),
+    'max-ppl-increase': opt.percent({ default: 0.03, defaultText: '3%', description: 'accuracy budget (ppl increase against float32)' }),
+    bandwidth: opt.bandwidth({ default: 32_000, defaultText: '256kbit', description: "the device link's bandwidth, emulated on loopback" }),
+    rtt: opt.duration({ default: 30, defaultText: '30ms', description: "the device link's round trip, emulated on loopback" }),
+    loopback: opt.flag({ description: 'no emulated link: plan for and run over plain loopback (measured)' }),
+    split: opt.int({ short: 's', description: 'fix the split point; the planner chooses the rest', valueName: 'K' }),
+    'accuracy-profile': opt.string({ description: 'accuracy profile of --model', valueName: 'F', defaultText: `${ACCURACY_PROFILE_FILE} in the model's directory` }),
     ...calibrationOption,
-    json: { type: 'boolean', description: 'print {"plan":…,"text":…,"stats":…} instead of streaming text and the table' },
+    json: opt.flag({ description: 'print {"plan":…,"text":…,"stats":…} instead of streaming text and the table' }),
   },
-  async run(values) {
-    const json = !!values['json'];
+  async run(v) {
+    const json = v.json;
     const say = (s: string) => process.stderr.write(s + '\n');
-    const pkg = await openModelOption(values);
+    const pkg = await openModelOption(v);
     const c = pkg.config;
-    say(`splitllm demo: model "${pkg.manifest.name}" (${c.nLayers} layers, ${(parameterCount(c) / 1e6).toFixed(2)}M parameters) from ${modelPath(values)}`);
+    say(`splitllm demo: model "${pkg.manifest.name}" (${c.nLayers} layers, ${(parameterCount(c) / 1e6).toFixed(2)}M parameters) from ${modelPath(v)}`);
 
-    const accPath = values['accuracy-profile'] ? String(values['accuracy-profile']) : join(modelPath(values), ACCURACY_PROFILE_FILE);
+    const accPath = v['accuracy-profile'] ?? join(modelPath(v), ACCURACY_PROFILE_FILE);
     if (!existsSync(accPath)) {
       throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model at ${accPath}: make one with 'splitllm profile accuracy --model M --text CALIB.txt --out F' and pass --accuracy-profile F`);
     }
     const accuracy = accuracyProfile(readJsonFile(accPath, 'accuracy profile'), accPath, pkg.hash);
-    const bits = [...new Set(Object.keys(accuracy.weights).flatMap((k) => k.split('/').slice(1).map(Number)))].sort((a, b) => a - b);
+    const bits = profileBits(accuracy);
 
-    const budgets = {
-      edgeMemory: parseBytes(String(values['edge-memory'])),
-      latencyMs: parseDuration(String(values['latency'])),
-      maxPplIncrease: percentOption(values, 'max-ppl-increase', 0.03),
-    };
-    const prompt = String(values['prompt']);
-    const promptIds = pkg.tokenizer().encode(prompt, true);
-    const maxTokens = intOption(values, 'max-tokens', 120, 1)!;
-    if (promptIds.length + maxTokens > c.maxSeq) {
-      throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `prompt (${promptIds.length} tokens) plus --max-tokens ${maxTokens} passes the model's maximum sequence of ${c.maxSeq}: lower --max-tokens`);
-    }
-    const split = intOption(values, 'split');
+    const budgets = { edgeMemory: v['edge-memory'], latencyMs: v.latency, maxPplIncrease: v['max-ppl-increase'] };
+    const prompt = readPrompt(v, 'ROMEO:');
+    const { ids: promptIds, maxTokens } = promptAndLength(pkg.tokenizer(), prompt, c.maxSeq, v);
+    const split = v.split;
     if (split !== undefined && split > c.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `--split ${split} is past the model's ${c.nLayers} layers: use 0..${c.nLayers}`);
 
-    const shape = values['loopback'] ? undefined : { bytesPerSec: parseBandwidth(String(values['bandwidth'])), rttMs: parseDuration(String(values['rtt'])) };
+    const shape = v.loopback ? undefined : { bytesPerSec: v.bandwidth, rttMs: v.rtt };
     // the model's calibration (codec contexts of ts-tabq:cal=K) serves both sides, as in a deployment
-    const contexts = calibrationContexts(values, pkg);
+    const contexts = calibrationContexts(v, pkg);
     const cloud = await startCloud(pkg, { port: 0, host: '127.0.0.1', calibration: contexts });
     let link: EmulatedLink | undefined;
     try {
@@ -94,7 +87,7 @@ export const demoCommand: Command = {
       } else {
         linkProfile = shape;
         link = await emulateLink({ host: '127.0.0.1', port }, linkProfile);
-        linkText = `${String(values['bandwidth'])}, ${linkProfile.rttMs} ms round trip (emulated on loopback)`;
+        linkText = `${((8 * linkProfile.bytesPerSec) / 1e3).toFixed(0)} kbit/s, ${linkProfile.rttMs} ms round trip (emulated on loopback)`;
       }
       say(`link: ${linkText}`);
       say(`budgets: edge memory ${mb(budgets.edgeMemory)} for the model, ${budgets.latencyMs} ms per token, ppl +${(100 * budgets.maxPplIncrease).toFixed(1)}% at most`);
@@ -124,11 +117,11 @@ export const demoCommand: Command = {
       say(`cloud at ${cloud.url}/v1/session; the edge connects ${link ? 'through the emulated link' : 'directly'}\n`);
       // one token first, untimed: the cloud builds its back segment on a split's first session
       const codec = codecAtSplit(plan.codec, plan.split, contexts).spec; // what a bare 'ts-tabq' means at this split
-      const session = { url, split: plan.split, codec: plan.codec, codecEnv: contexts, prompt, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize };
+      const session = { url, split: plan.split, codec: plan.codec, codecEnv: contexts, prompt, promptIds, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize };
       await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), [c.eosId]);
-      const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(values), stopIds: [], onToken: (id) => stream.push(id) });
+      const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(v), stopIds: [], onToken: (id) => stream.push(id) });
       const text = stream.finish();
       const fp16Wire = c.dim * 2 + (r.stats.decode.wireBytes - r.stats.decode.payloadBytes);
       if (json) {
@@ -141,7 +134,7 @@ export const demoCommand: Command = {
       await cloud.close();
     }
   },
-};
+});
 
 function summary(plan: RankedPlan['plan'], best: RankedPlan, s: EdgeStats, nLayers: number, fp16Wire: number, budget: number): string {
   const d = s.decode;

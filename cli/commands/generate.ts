@@ -1,46 +1,48 @@
-import { SplitLLMError } from '../../shared/errors.js';
 import { generate, Pipeline } from '../../models/runtime/pipeline.js';
 import { weightEmitters, weightOptions } from '../weights.js';
-import { generationOptions, intOption, modelOptions, requireString, samplingFrom, type Command, openModelOption, maxTokensOption } from '../common.js';
+import { generationOptions, modelOptions, openModelOption, promptAndLength, readPrompt, samplingFrom } from '../common.js';
+import { defineCommand, opt } from '../options.js';
 
-export const generateCommand: Command = {
+export const generateCommand = defineCommand({
   name: 'generate',
   summary:
     'Generates text locally. With --split K the model runs as two segments [0,K) and [K,L) in one process, which gives the same tokens.',
-  usage: 'splitllm generate --model M [--tokenizer T] [--prompt P] [--max-tokens N] [--temperature 0] [--split K] [--json]',
+  usage: 'splitllm generate [--model M] [--prompt P | --prompt-file F] [--max-tokens N] [--temperature 0] [--split K] [--json]',
+  examples: [
+    'splitllm generate --prompt "ROMEO:" --max-tokens 40',
+    'splitllm generate --prompt-file scene.txt --truncate left --temperature 0.8 --top-k 40 --seed 7',
+    'echo "JULIET:" | splitllm generate --prompt - --split 3 --json',
+  ],
   options: {
     ...modelOptions,
     ...generationOptions,
-    split: { type: 'string', short: 's', description: 'split point K: run [0,K) then [K,L)', valueName: 'K' },
-    threads: { type: 'string', description: 'onnxruntime intra-op threads' },
+    split: opt.int({ short: 's', description: 'split point K: run [0,K) then [K,L)', valueName: 'K' }),
+    threads: opt.int({ min: 1, description: 'onnxruntime intra-op threads' }),
     ...weightOptions,
-    json: { type: 'boolean', description: 'print {"tokens":[…],"text":…} at the end instead of streaming text' },
+    json: opt.flag({ description: 'print {"tokens":[…],"text":…} at the end instead of streaming text' }),
   },
-  async run(values) {
-    const pkg = await openModelOption(values);
-    const split = intOption(values, 'split');
+  async run(v) {
+    const pkg = await openModelOption(v);
+    const split = v.split;
     const tok = pkg.tokenizer();
-    const prompt = String(values['prompt'] ?? '');
-    const promptIds = tok.encode(prompt, true);
-    const maxTokens = maxTokensOption(values, pkg.config.maxSeq, promptIds.length);
-    const weights = await weightEmitters(values, pkg, split);
-    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: intOption(values, 'threads', undefined, 1), linearFor: weights.linearFor });
-    const json = !!values['json'];
-    const stream = new TextStream(tok, promptIds, prompt, json ? undefined : (s) => process.stdout.write(s));
+    const prompt = readPrompt(v);
+    const { ids: promptIds, maxTokens } = promptAndLength(tok, prompt, pkg.config.maxSeq, v);
+    const weights = await weightEmitters(v, pkg, split);
+    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: v.threads, linearFor: weights.linearFor });
+    const stream = new TextStream(tok, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
     const t0 = performance.now();
-    const out = await generate(pipeline, promptIds, { maxTokens, ...samplingFrom(values), onToken: (id) => stream.push(id) });
+    const out = await generate(pipeline, promptIds, { maxTokens, ...samplingFrom(v), onToken: (id) => stream.push(id) });
     const secs = (performance.now() - t0) / 1000;
     const text = stream.finish();
-    if (json) {
+    if (v.json) {
       process.stdout.write(JSON.stringify({ tokens: out, text }) + '\n');
     } else {
       process.stdout.write('\n');
       process.stderr.write(`${out.length} tokens in ${secs.toFixed(2)}s (${(out.length / secs).toFixed(1)} tokens/s incl. prefill)\n`);
     }
     await pipeline.release();
-    if (!Number.isFinite(secs)) throw new SplitLLMError('E_RUNTIME', 'timer failure');
   },
-};
+});
 
 /** Text of the generated ids as it continues the prompt (decoded together so that spacing is right). */
 export function decodeContinuation(tok: { decode(ids: readonly number[]): string }, promptIds: number[], gen: number[], prompt: string): string {

@@ -1,52 +1,63 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
+import { DEFAULT_MODEL_DIR } from '../../models/default-model.js';
 import { parameterCount } from '../../models/manifest.js';
 import { writePackage, type ImportedModel } from '../../models/package.js';
-import { SYNTHETIC_PRESETS, syntheticModel } from '../../models/importers/synthetic.js';
-import { intOption, requireString, type Command } from '../common.js';
+import { SYNTHETIC_PRESETS, syntheticModel, syntheticPreset } from '../../models/importers/synthetic.js';
+import { defineCommand, opt } from '../options.js';
 
-export const importCommand: Command = {
+export const importCommand = defineCommand({
   name: 'import',
   summary:
     'Writes a model package. The package is a folder with manifest.json, model.safetensors and tokenizer.json, made from a llama2.c checkpoint, ' +
-    `a Hugging Face Llama/Mistral/Qwen2 directory, or a synthetic preset (${Object.keys(SYNTHETIC_PRESETS).join(', ')}).`,
-  usage: 'splitllm import <checkpoint.bin | hf-dir> --out DIR [--tokenizer tok.bin] | splitllm import --synthetic PRESET --out DIR [--seed N]',
-  positionals: true,
+    `a Hugging Face Llama/Mistral/Qwen2 directory, or a synthetic preset (${Object.keys(SYNTHETIC_PRESETS).join(', ')}). An existing folder is not overwritten unless --force.`,
+  usage: 'splitllm import <checkpoint.bin | hf-dir> --out DIR [--tokenizer tok.bin] [--force] | splitllm import --synthetic PRESET --out DIR [--seed N]',
+  examples: [
+    'splitllm import ../shared/fixtures/stories260K/stories260K.bin --out models/stories260K',
+    'splitllm import ./TinyLlama-1.1B --out models/tinyllama --dtype f16',
+    'splitllm import --synthetic llama-100m --out /tmp/llama-100m --layers 4',
+  ],
+  positionals: 'checkpoint or Hugging Face directory',
   options: {
-    out: { type: 'string', short: 'o', description: 'package directory to write', valueName: 'DIR' },
-    tokenizer: { type: 'string', description: 'llama2.c tok*.bin (default: tok<vocab>.bin next to the checkpoint)', valueName: 'PATH' },
-    synthetic: { type: 'string', description: 'write seeded random weights in a real model shape instead', valueName: 'PRESET' },
-    seed: { type: 'string', description: 'seed for --synthetic', default: '1234' },
-    layers: { type: 'string', description: 'override the layer count of a --synthetic preset' },
-    dtype: { type: 'string', description: 'weight storage: f32 or f16', default: 'f32' },
-    json: { type: 'boolean', description: 'print the manifest as JSON' },
+    out: opt.string({ short: 'o', required: true, description: 'package directory to write', valueName: 'DIR' }),
+    force: opt.flag({ description: 'write into a folder that already holds files (replacing a package there)' }),
+    tokenizer: opt.file({ description: 'llama2.c tok*.bin', defaultText: 'tok<vocab>.bin next to the checkpoint' }),
+    synthetic: opt.string({ description: `write seeded random weights in a real model shape instead: ${Object.keys(SYNTHETIC_PRESETS).join(', ')}`, valueName: 'PRESET' }),
+    seed: opt.int({ default: 1234, description: 'seed for --synthetic' }),
+    layers: opt.int({ min: 1, description: 'override the layer count of a --synthetic preset' }),
+    dtype: opt.choice({ choices: ['f32', 'f16'] as const, default: 'f32', description: 'weight storage' }),
+    json: opt.flag({ description: 'print the manifest as JSON' }),
   },
-  async run(values, positionals) {
-    const out = requireString(values, 'out', 'import');
-    const dtype = String(values['dtype']).toUpperCase();
-    if (dtype !== 'F32' && dtype !== 'F16') throw new SplitLLMError('E_USAGE', `--dtype must be f32 or f16, got "${String(values['dtype'])}"`);
+  async run(v, positionals) {
+    const out = v.out;
+    // what to import is checked first, then where it goes, then the (possibly long) import runs
+    const src = positionals[0];
+    if (v.synthetic) syntheticPreset(v.synthetic);
+    else if (!src) throw new SplitLLMError('E_USAGE', "name a checkpoint or Hugging Face directory to import, or --synthetic PRESET (see 'splitllm import --help')");
+    else if (!existsSync(src)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${src} does not exist: check the path`);
+    if (existsSync(out) && (!statSync(out).isDirectory() || readdirSync(out).length > 0) && !v.force) {
+      const bundled = resolve(out) === resolve(DEFAULT_MODEL_DIR) ? ' (it is the bundled default model)' : '';
+      throw new SplitLLMError('E_USAGE', `--out ${out} already exists${bundled}: choose another folder or pass --force to replace it`);
+    }
     let model: ImportedModel;
-    if (values['synthetic']) {
-      const layers = intOption(values, 'layers', undefined, 1);
-      model = syntheticModel(String(values['synthetic']), intOption(values, 'seed', 1234)!, layers ? { nLayers: layers } : {});
-    } else {
-      const src = positionals[0];
-      if (!src) throw new SplitLLMError('E_USAGE', "name a checkpoint or Hugging Face directory to import, or --synthetic PRESET (see 'splitllm import --help')");
-      if (!existsSync(src)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${src} does not exist: check the path`);
+    if (v.synthetic) {
+      model = syntheticModel(v.synthetic, v.seed, v.layers ? { nLayers: v.layers } : {});
+    } else if (src) {
       if (statSync(src).isDirectory()) {
         const { importHuggingFace } = await import('../../models/importers/hf.js');
         model = await importHuggingFace(src);
       } else {
         const { importLlama2c, findLlama2cTokenizer } = await import('../../models/importers/llama2c.js');
-        model = await importLlama2c(src, (values['tokenizer'] as string | undefined) ?? findLlama2cTokenizer(src));
+        model = await importLlama2c(src, v.tokenizer ?? findLlama2cTokenizer(src));
       }
-    }
+    } else throw new SplitLLMError('E_USAGE', 'nothing to import');
     process.stderr.write(`writing ${model.name} (${(parameterCount(model.config) / 1e6).toFixed(2)}M parameters) to ${out}\n`);
-    const manifest = await writePackage(out, model, dtype);
+    const manifest = await writePackage(out, model, v.dtype === 'f16' ? 'F16' : 'F32');
     // load it back: the package must open as written
     const { ModelPackage } = await import('../../models/package.js');
     ModelPackage.load(out);
-    if (values['json']) process.stdout.write(JSON.stringify(manifest) + '\n');
+    if (v.json) process.stdout.write(JSON.stringify(manifest) + '\n');
     else process.stdout.write(`wrote ${out}: ${manifest.config.nLayers} layers, dim ${manifest.config.dim}, vocab ${manifest.config.vocabSize}, sha256 ${manifest.weightsSha256.slice(0, 16)}…\n`);
   },
-};
+});

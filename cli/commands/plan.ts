@@ -1,76 +1,97 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
-import { accuracyProfile, computeProfile, linkProfile, parseBandwidth, parseDuration } from '../../planner/profiles.js';
+import { ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
+import { measureBaseline, measureCompute } from '../../planner/measure.js';
+import { accuracyProfile, computeProfile, linkProfile, profileBits } from '../../planner/profiles.js';
 import { plannerStrategy, PLANNER_STRATEGIES } from '../../planner/strategies/index.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
-import type { LinkProfile } from '../../planner/types.js';
-import { intOption, modelOptions, percentOption, readJsonFile, requireString, type Command, openModelOption } from '../common.js';
-import { parseBytes } from './edge.js';
+import type { ComputeProfile, LinkProfile } from '../../planner/types.js';
+import { modelOptions, modelPath, openModelOption, readJsonFile } from '../common.js';
+import { defineCommand, opt } from '../options.js';
 
-export const planCommand: Command = {
+export const planCommand = defineCommand({
   name: 'plan',
   summary:
-    'Picks the split point, weight bits, codec and longest sequence that fit the device. It uses measured profiles, an edge memory budget, a per-token latency budget and an accuracy budget; it prints the chosen plan, the runners-up and the tight constraint, or says which budget binds and how far to relax it (exit 3).',
+    "Picks the split point, weight bits, codec and longest sequence that fit the device. It uses measured profiles (this machine's, measured now, when --edge-profile and --cloud-profile are not given), a memory budget for the model on the edge, a per-token latency budget and an accuracy budget; it prints the chosen plan, the runners-up and the tight constraint, or says which budget binds and how far to relax it (exit 3).",
   usage:
-    'splitllm plan --model M --edge-profile F --cloud-profile F --accuracy-profile F (--link-profile F | --bandwidth 10mbit --rtt 40ms) --edge-memory 512MB --latency 150ms --max-ppl-increase 1% [--prompt-tokens N] [--strategy exhaustive|coordinate] [--json] [--out plan.json]',
+    'splitllm plan [--model M] [--edge-profile F --cloud-profile F] [--accuracy-profile F] (--link-profile F | --bandwidth 10mbit --rtt 40ms) --edge-memory 40MB --latency 150ms [--max-ppl-increase 1%] [--prompt-tokens N] [--strategy exhaustive|coordinate] [--json] [--out plan.json]',
+  examples: [
+    'splitllm plan --bandwidth 1mbit --rtt 40ms --edge-memory 3MB --latency 100ms --max-ppl-increase 2%',
+    'splitllm plan --edge-profile edge.json --cloud-profile cloud.json --link-profile link.json --edge-memory 40MB --latency 100ms --out plan.json',
+    'splitllm plan --model models/stories260K --accuracy-profile acc.json --bandwidth 10mbit --rtt 20ms --edge-memory 2MB --latency 50ms --json',
+  ],
   options: {
     ...modelOptions,
-    'edge-profile': { type: 'string', description: "compute profile of the device ('splitllm profile device')", valueName: 'F' },
-    'cloud-profile': { type: 'string', description: 'compute profile of the cloud machine', valueName: 'F' },
-    'accuracy-profile': { type: 'string', description: "ppl change per split, precision and codec ('splitllm profile accuracy')", valueName: 'F' },
-    'link-profile': { type: 'string', description: "measured link ('splitllm profile link')", valueName: 'F' },
-    bandwidth: { type: 'string', description: 'link bandwidth instead of a link profile, e.g. 10mbit' },
-    rtt: { type: 'string', description: 'link round trip instead of a link profile, e.g. 40ms' },
-    'edge-memory': { type: 'string', description: 'memory the edge may use, e.g. 512MB', valueName: 'BYTES' },
-    latency: { type: 'string', description: 'per-token latency budget, e.g. 150ms' },
-    'max-ppl-increase': { type: 'string', description: 'accuracy budget', default: '1%' },
-    'prompt-tokens': { type: 'string', description: 'the plan must hold this many positions; the time to first token is predicted for a prompt this long' },
-    strategy: { type: 'string', description: `planning strategy: ${PLANNER_STRATEGIES.map((s) => s.name).join(' or ')}`, default: 'exhaustive' },
-    'min-split': { type: 'string', description: 'lowest split to consider; at 0 the edge would send token embeddings, which give the prompt away', default: '1' },
-    json: { type: 'boolean', description: 'print {"plan":…,"alternatives":[…]} (or {"infeasible":…})' },
-    out: { type: 'string', description: 'write the plan file that splitllm edge --plan reads', valueName: 'FILE' },
+    'edge-profile': opt.string({ description: "compute profile of the device ('splitllm profile device')", valueName: 'F', defaultText: 'this machine, measured now' }),
+    'cloud-profile': opt.string({ description: 'compute profile of the cloud machine', valueName: 'F', defaultText: 'this machine, measured now' }),
+    'accuracy-profile': opt.string({ description: "ppl change per split, precision and codec ('splitllm profile accuracy')", valueName: 'F', defaultText: `${ACCURACY_PROFILE_FILE} in the model's directory` }),
+    'link-profile': opt.string({ description: "measured link ('splitllm profile link')", valueName: 'F' }),
+    bandwidth: opt.bandwidth({ description: 'link bandwidth instead of a link profile, e.g. 10mbit' }),
+    rtt: opt.duration({ description: 'link round trip instead of a link profile, e.g. 40ms' }),
+    'edge-memory': opt.bytes({ required: true, description: "memory the model may take on the edge: weights, KV cache and buffers (the runtime's own memory, from the edge profile, comes on top), e.g. 3MB" }),
+    latency: opt.duration({ required: true, description: 'per-token latency budget, e.g. 150ms' }),
+    'max-ppl-increase': opt.percent({ default: 0.01, defaultText: '1%', description: 'accuracy budget (ppl increase against float32)' }),
+    'prompt-tokens': opt.int({ min: 1, description: 'the plan must hold this many positions; the time to first token is predicted for a prompt this long' }),
+    strategy: opt.choice({ choices: PLANNER_STRATEGIES.map((s) => s.name), default: 'exhaustive', description: 'planning strategy' }),
+    'min-split': opt.int({ default: 1, description: 'lowest split to consider; at 0 the edge would send token embeddings, which give the prompt away' }),
+    json: opt.flag({ description: 'print {"plan":…,"alternatives":[…]} (or {"infeasible":…})' }),
+    out: opt.string({ description: 'write the plan file that splitllm edge --plan reads', valueName: 'FILE' }),
   },
-  async run(values) {
-    const pkg = await openModelOption(values);
+  async run(v) {
+    const pkg = await openModelOption(v);
     const hash = pkg.hash;
-    const edgeP = requireString(values, 'edge-profile', 'plan');
-    const cloudP = requireString(values, 'cloud-profile', 'plan');
-    const accP = requireString(values, 'accuracy-profile', 'plan');
-    const edge = computeProfile(readJsonFile(edgeP, 'edge profile'), edgeP, hash);
-    const cloud = computeProfile(readJsonFile(cloudP, 'cloud profile'), cloudP, hash);
+    const accP = v['accuracy-profile'] ?? join(modelPath(v), ACCURACY_PROFILE_FILE);
+    if (!v['accuracy-profile'] && !existsSync(accP)) {
+      throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model at ${accP}: make one with 'splitllm profile accuracy --text CALIB.txt --out F' and pass --accuracy-profile F`);
+    }
     const accuracy = accuracyProfile(readJsonFile(accP, 'accuracy profile'), accP, hash);
     let link: LinkProfile;
-    if (values['link-profile']) link = linkProfile(readJsonFile(String(values['link-profile']), 'link profile'), String(values['link-profile']));
-    else if (values['bandwidth'] && values['rtt']) link = { bytesPerSec: parseBandwidth(String(values['bandwidth'])), rttMs: parseDuration(String(values['rtt'])) };
-    else throw new SplitLLMError('E_USAGE', 'give --link-profile F, or --bandwidth and --rtt');
-    const strategy = plannerStrategy(String(values['strategy']));
+    if (v['link-profile']) link = linkProfile(readJsonFile(v['link-profile'], 'link profile'), v['link-profile']);
+    else if (v.bandwidth !== undefined && v.rtt !== undefined) link = { bytesPerSec: v.bandwidth, rttMs: v.rtt };
+    else throw new SplitLLMError('E_USAGE', "give --link-profile F (from 'splitllm profile link'), or --bandwidth and --rtt");
+    let edge: ComputeProfile;
+    let cloud: ComputeProfile;
+    if (v['edge-profile'] === undefined || v['cloud-profile'] === undefined) {
+      if (v['edge-profile'] !== undefined || v['cloud-profile'] !== undefined) throw new SplitLLMError('E_USAGE', 'give both --edge-profile and --cloud-profile, or neither (this machine is measured for both)');
+      const t0 = performance.now();
+      const bits = profileBits(accuracy);
+      const baselineBytes = await measureBaseline(pkg, bits);
+      edge = { ...(await measureCompute(pkg, bits, { steps: 20 })), baselineBytes };
+      cloud = edge;
+      process.stderr.write(`plan: no --edge-profile/--cloud-profile: measured this machine for both (${bits.join(', ')}-bit layers, ${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
+    } else {
+      edge = computeProfile(readJsonFile(v['edge-profile'], 'edge profile'), v['edge-profile'], hash);
+      cloud = computeProfile(readJsonFile(v['cloud-profile'], 'cloud profile'), v['cloud-profile'], hash);
+    }
+    const strategy = plannerStrategy(v.strategy);
+    // the budget is the model's share; the cost model predicts the whole edge process, runtime included
+    const runtime = edge.baselineBytes;
     const problem = buildProblem(
       { ...pkg.config, hash },
       { edge, cloud, link, accuracy },
-      {
-        edgeMemory: parseBytes(requireString(values, 'edge-memory', 'plan')),
-        latencyMs: parseDuration(requireString(values, 'latency', 'plan')),
-        maxPplIncrease: percentOption(values, 'max-ppl-increase', 0.01),
-        minSeq: intOption(values, 'prompt-tokens', undefined, 1),
-        promptTokens: intOption(values, 'prompt-tokens', undefined, 1),
-      },
-      { minSplit: intOption(values, 'min-split', 1)! },
+      { edgeMemory: v['edge-memory'] + runtime, latencyMs: v.latency, maxPplIncrease: v['max-ppl-increase'], minSeq: v['prompt-tokens'], promptTokens: v['prompt-tokens'] },
+      { minSplit: v['min-split'] },
     );
     const r = strategy.solve(problem, 5);
     if (r.infeasible) {
       const inf = r.infeasible;
-      if (values['json']) process.stdout.write(JSON.stringify({ infeasible: inf }) + '\n');
+      const model = (x: number) => (inf.binding === 'memory' ? x - runtime : x);
+      const shown = { ...inf, relaxation: { ...inf.relaxation, from: model(inf.relaxation.from), to: model(inf.relaxation.to) } };
+      if (v.json) process.stdout.write(JSON.stringify({ infeasible: shown, runtimeBytes: runtime }) + '\n');
       else {
-        process.stdout.write(`no plan fits: the ${inf.binding} budget binds; relaxing it from ${formatBudget(inf.binding, inf.relaxation.from)} to ${formatBudget(inf.binding, inf.relaxation.to)} makes a plan feasible\n`);
+        process.stdout.write(`no plan fits: the ${inf.binding} budget binds; relaxing it from ${formatBudget(inf.binding, shown.relaxation.from)} to ${formatBudget(inf.binding, shown.relaxation.to)} makes a plan feasible\n`);
       }
       return 3;
     }
     const [best, ...rest] = r.plans;
-    if (values['out']) writeFileSync(String(values['out']), JSON.stringify({ plan: best!.plan }, null, 2) + '\n');
-    if (values['json']) {
-      process.stdout.write(JSON.stringify({ plan: best!.plan, alternatives: rest.map((p) => p.plan), tight: best!.tight }) + '\n');
+    if (!best) throw new SplitLLMError('E_RUNTIME', 'the planner returned neither a plan nor a binding budget');
+    if (v.out) writeFileSync(v.out, JSON.stringify({ plan: best.plan }, null, 2) + '\n');
+    if (v.json) {
+      process.stdout.write(JSON.stringify({ plan: best.plan, alternatives: rest.map((p) => p.plan), tight: best.tight, runtimeBytes: runtime }) + '\n');
       return;
     }
+    process.stdout.write(`memory below is the whole edge process: the model's share plus the runtime's ${(runtime / 1e6).toFixed(1)} MB\n`);
     process.stdout.write('split  front/back bits  codec                  max seq   memory MB   latency ms   first token ms   ppl change   tight\n');
     for (const p of r.plans) {
       const q = p.plan;
@@ -78,6 +99,6 @@ export const planCommand: Command = {
         `${String(q.split).padStart(5)}  ${`${q.frontBits}/${q.backBits}`.padStart(15)}  ${q.codec.padEnd(22)} ${String(q.maxSeq).padStart(7)} ${(p.predicted.memory / 1e6).toFixed(1).padStart(11)} ${p.predicted.latency.toFixed(1).padStart(12)} ${p.predicted.firstTokenMs.toFixed(1).padStart(16)} ${((100 * p.predicted.accuracy).toFixed(2) + '%').padStart(12)}   ${p.tight}\n`,
       );
     }
-    if (values['out']) process.stdout.write(`wrote ${String(values['out'])}\n`);
+    if (v.out) process.stdout.write(`wrote ${v.out}\n`);
   },
-};
+});

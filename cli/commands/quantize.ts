@@ -1,11 +1,12 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { segmentBytes } from '../../quantization/weights/memory.js';
 import { captureLinearInputs, type CapturedInputs } from '../../models/eval/capture.js';
 import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
-import { emittersFor, weightStrategy, type WeightPlan } from '../../models/weights/registry.js';
-import { intOption, modelOptions, requireString, runCommand, type Command, openModelOption } from '../common.js';
+import { emittersFor, weightStrategy, WEIGHT_STRATEGY_NAMES, type WeightPlan } from '../../models/weights/registry.js';
+import { modelOptions, openModelOption } from '../common.js';
+import { commandGroup, defineCommand, items, opt } from '../options.js';
 
 interface Row {
   strategy: string;
@@ -19,40 +20,41 @@ interface Row {
   pplIncrease: number;
 }
 
-const reportCommand: Command = {
-  name: 'quantize report',
+const reportCommand = defineCommand({
+  name: 'report',
   summary:
     'Segment bytes and perplexity across weight precisions and split points, per strategy: every layer at each bit width, then OPSC ' +
     '(front layers at --front-bits, back at float32) at every split point.',
   usage: 'splitllm quantize report --model M --text EVAL.txt --calib-text CALIB.txt [--bits 2,3,4,8,16] [--strategies rtn,awq,smoothquant] [--front-bits 4] [--limit N] [--json]',
+  examples: [
+    'splitllm quantize report --text heldout.txt --calib-text train.txt --limit 20',
+    'splitllm quantize report --model models/stories260K --text tinystories_eval.txt --strategies rtn --bits 4,8 --json',
+  ],
   options: {
     ...modelOptions,
-    text: { type: 'string', description: 'text to score (the evaluation text)', valueName: 'FILE' },
-    'calib-text': { type: 'string', description: 'calibration text for awq and smoothquant', valueName: 'FILE' },
-    bits: { type: 'string', description: 'bit widths for the whole-model rows', default: '2,3,4,8,16' },
-    strategies: { type: 'string', description: 'strategies to report', default: 'rtn,awq,smoothquant' },
-    'front-bits': { type: 'string', description: 'front bits of the OPSC rows (back at float32)', default: '4' },
-    'block-size': { type: 'string', description: 'quantization block', default: '32' },
-    limit: { type: 'string', description: 'score only the first N windows' },
-    json: { type: 'boolean', description: 'print the rows as JSON' },
+    text: opt.file({ required: true, description: 'text to score (the evaluation text)' }),
+    'calib-text': opt.file({ description: 'calibration text for awq and smoothquant' }),
+    bits: opt.list({ item: items.int(2, 32), default: [2, 3, 4, 8, 16], description: 'bit widths for the whole-model rows' }),
+    strategies: opt.list({ item: (s) => weightStrategy(s).name, default: [...WEIGHT_STRATEGY_NAMES], description: 'strategies to report' }),
+    'front-bits': opt.int({ default: 4, description: 'front bits of the OPSC rows (back at float32)' }),
+    'block-size': opt.int({ default: 32, description: 'quantization block' }),
+    limit: opt.int({ min: 1, description: 'score only the first N windows' }),
+    json: opt.flag({ description: 'print the rows as JSON' }),
   },
-  async run(values) {
-    const pkg = await openModelOption(values);
-    const textPath = requireString(values, 'text', 'quantize report');
-    if (!existsSync(textPath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `text file ${textPath} does not exist: check the path`);
-    const strategies = String(values['strategies']).split(',');
-    const known = strategies.map((s) => weightStrategy(s));
-    const bitsList = String(values['bits']).split(',').map(Number);
-    const blockSize = intOption(values, 'block-size', 32)!;
-    const frontBits = intOption(values, 'front-bits', 4)!;
+  async run(v) {
+    const pkg = await openModelOption(v);
+    const textPath = v.text;
+    const known = v.strategies.map((s) => weightStrategy(s));
+    const bitsList = v.bits;
+    const blockSize = v['block-size'];
+    const frontBits = v['front-bits'];
     let windows = pplWindows(pkg.tokenizer(), readFileSync(textPath, 'utf8'));
-    const limit = intOption(values, 'limit', undefined, 1);
-    if (limit) windows = windows.slice(0, limit);
-    const needsCalib = known.some((s) => s.needsCalibration);
+    if (v.limit) windows = windows.slice(0, v.limit);
+    if (windows.length === 0) throw new SplitLLMError('E_BAD_ARGUMENT', `${textPath} holds no paragraph with two or more tokens: nothing to score`);
     let captured: CapturedInputs | undefined;
-    if (needsCalib) {
-      const cpath = requireString(values, 'calib-text', 'quantize report');
-      if (!existsSync(cpath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `calibration text ${cpath} does not exist: check the path`);
+    if (known.some((s) => s.needsCalibration)) {
+      const cpath = v['calib-text'];
+      if (!cpath) throw new SplitLLMError('E_USAGE', `${known.filter((s) => s.needsCalibration).map((s) => s.name).join(' and ')} need --calib-text (see 'splitllm quantize report --help')`);
       captured = await captureLinearInputs(pkg, pplWindows(pkg.tokenizer(), readFileSync(cpath, 'utf8')), 512);
     }
     const L = pkg.config.nLayers;
@@ -88,7 +90,7 @@ const reportCommand: Command = {
         add(s.name, k, frontBits, 32, await score({ split: k, frontBits, backBits: 32, blockSize, strategy: s.name }, k));
       }
     }
-    if (values['json']) {
+    if (v.json) {
       process.stdout.write(JSON.stringify({ baselinePpl: base, windows: windows.length, rows }) + '\n');
       return;
     }
@@ -99,20 +101,10 @@ const reportCommand: Command = {
       );
     }
   },
-};
+});
 
-export const quantizeCommand: Command = {
+export const quantizeCommand = commandGroup({
   name: 'quantize',
   summary: 'Weight quantization tools. Subcommands: report (bytes and perplexity across precisions and split points).',
-  usage: 'splitllm quantize report [options]   (splitllm quantize report --help)',
-  options: {},
-  positionals: true,
-  async run(_values, positionals) {
-    throw new SplitLLMError('E_USAGE', `unknown quantize subcommand "${positionals[0] ?? ''}": use 'splitllm quantize report'`);
-  },
-};
-
-export async function runQuantize(argv: string[]): Promise<number> {
-  if (argv[0] === 'report') return runCommand(reportCommand, argv.slice(1));
-  return runCommand(quantizeCommand, argv);
-}
+  subcommands: [reportCommand],
+});

@@ -34,7 +34,8 @@ export async function captureLinearInputs(pkg: ModelPackage, windows: number[][]
   let tokens = 0;
   for (const ids of windows) {
     if (tokens >= maxTokens) break;
-    const T = Math.min(ids.length, maxTokens - tokens);
+    // a perplexity window holds maxSeq + 1 ids (its last predicts nothing): at most maxSeq positions run
+    const T = Math.min(ids.length, maxTokens - tokens, pkg.config.maxSeq);
     const feeds: Record<string, Tensor> = {
       input_ids: bk.int64(BigInt64Array.from(ids.slice(0, T).map(BigInt)), [1, T]),
       position_ids: bk.int64(BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),

@@ -65,11 +65,17 @@ function fillNormal(a: Float32Array, std: number, next: () => number): void {
   }
 }
 
-export function syntheticModel(preset: string, seed = 1234, overrides: Partial<ModelConfig> = {}): ImportedModel {
+/** The preset of that name, or a typed error listing them. */
+export function syntheticPreset(preset: string): (typeof SYNTHETIC_PRESETS)[string] & object {
   const p = SYNTHETIC_PRESETS[preset];
   if (!p) {
     throw new SplitLLMError('E_BAD_ARGUMENT', `unknown synthetic preset "${preset}": choose one of ${Object.keys(SYNTHETIC_PRESETS).join(', ')}`);
   }
+  return p;
+}
+
+export function syntheticModel(preset: string, seed = 1234, overrides: Partial<ModelConfig> = {}): ImportedModel {
+  const p = syntheticPreset(preset);
   const config: ModelConfig = { ...p.config, ...overrides };
   const next = rng(seed);
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
