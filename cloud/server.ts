@@ -4,7 +4,6 @@
  * `CloudSession` (session.ts). Back segments and batching live in segment-pool.ts, held sessions in
  * session-store.ts, metrics in metrics.ts. Protocol in docs/PROTOCOL.md.
  */
-import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
@@ -14,10 +13,7 @@ import { wsChannel } from '../shared/transport/ws.js';
 import type { ModelPackage } from '../models/package.js';
 import { WEIGHT_BITS } from '../quantization/weights/blockwise.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
-import { CloudMetrics } from './metrics.js';
-import { BackSegmentPool } from './segment-pool.js';
-import { SessionStore } from './session-store.js';
-import { CloudSession, type CloudContext } from './session.js';
+import { CloudSession, cloudContext } from './session.js';
 
 export interface CloudOptions {
   port?: number;
@@ -47,20 +43,8 @@ export interface CloudServer {
 export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Promise<CloudServer> {
   const c = pkg.config;
   const maxFrame = opts.maxFrameBytes ?? 64 * 1024 * 1024;
-  const metrics = new CloudMetrics();
-  const store = new SessionStore(opts.idleMs ?? 60_000, { onExpire: () => metrics.expired.inc(), onChange: (n) => metrics.sessionsHeld.set(n) });
-  const pool = new BackSegmentPool(pkg, (n) => metrics.batch(n));
-  const ctx: CloudContext = {
-    pkg,
-    pool,
-    store,
-    metrics,
-    calibration: opts.calibration,
-    tokenLimit: Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq),
-    maxBufferedBytes: opts.maxBufferedBytes ?? 16 * 1024 * 1024,
-    drainTimeoutMs: 30_000,
-    newSessionId: randomUUID,
-  };
+  const ctx = cloudContext(pkg, opts);
+  const { metrics, store, pool } = ctx;
   let open = 0;
 
   const app = Fastify({ logger: opts.log ?? false });

@@ -14,9 +14,10 @@ import { checkWeightBits } from '../quantization/weights/blockwise.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
-import type { BackKey, BackSegmentPool } from './segment-pool.js';
-import type { CloudMetrics } from './metrics.js';
-import type { Attachment, HeldSession, SessionStore } from './session-store.js';
+import { randomUUID } from 'node:crypto';
+import { BackSegmentPool, type BackKey } from './segment-pool.js';
+import { CloudMetrics } from './metrics.js';
+import { SessionStore, type Attachment, type HeldSession } from './session-store.js';
 
 /** What every connection of one server shares. */
 export interface CloudContext {
@@ -32,6 +33,26 @@ export interface CloudContext {
   /** a peer that does not read for this long is dropped */
   drainTimeoutMs: number;
   newSessionId(): string;
+}
+
+/** The shared state of one server, with its defaults: 60 s idle expiry, 16 MiB send buffer, 30 s drain timeout. */
+export function cloudContext(
+  pkg: ModelPackage,
+  opts: { idleMs?: number; sessionTokenLimit?: number; maxBufferedBytes?: number; calibration?: CalibrationContexts; newSessionId?: () => string } = {},
+): CloudContext {
+  const c = pkg.config;
+  const metrics = new CloudMetrics();
+  return {
+    pkg,
+    metrics,
+    store: new SessionStore(opts.idleMs ?? 60_000, { onExpire: () => metrics.expired.inc(), onChange: (n) => metrics.sessionsHeld.set(n) }),
+    pool: new BackSegmentPool(pkg, (n) => metrics.batch(n)),
+    calibration: opts.calibration,
+    tokenLimit: Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq),
+    maxBufferedBytes: opts.maxBufferedBytes ?? 16 * 1024 * 1024,
+    drainTimeoutMs: 30_000,
+    newSessionId: opts.newSessionId ?? randomUUID,
+  };
 }
 
 /** A codec or KV error as the wire code the edge gets: NaN/Inf is `nan_tensor`, anything else `bad_tensor`. */

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { encodeFrame, parseEdgeFrame, type EdgeMessage } from '../shared/protocol/index.js';
-import { msgpack } from '../shared/protocol/frame.js';
+import { lengthPrefixed, msgpack } from '../shared/protocol/frame.js';
 import { cliAsync } from './helpers/cli.js';
 
 /** What the fake cloud does with each message it gets; `conn` counts the connections so far (1, 2, …). */
@@ -13,13 +13,7 @@ type Script = (ws: WebSocket, m: EdgeMessage, conn: number) => void;
 
 const ready = (session = 'fake-session', length = 0, split = 2) => encodeFrame({ type: 'ready', session, layers: 6, split, maxSeq: 256, length });
 const token = (id: number, done = false) => encodeFrame({ type: 'token', id, done, cloudMs: 1 });
-const raw = (header: unknown) => {
-  const h = msgpack.pack(header);
-  const out = new Uint8Array(4 + h.length);
-  new DataView(out.buffer).setUint32(0, h.length, true);
-  out.set(h, 4);
-  return out;
-};
+const raw = (header: unknown) => lengthPrefixed(msgpack.pack(header), new Uint8Array(0));
 
 const SCENARIOS: { name: string; script: Script; error: RegExp }[] = [
   { name: 'random bytes instead of ready', script: (ws) => ws.send(new Uint8Array([9, 9, 9, 9, 1, 2, 3])), error: /\[E_PROTOCOL\]: the cloud sent a malformed frame \(bad_frame/ },

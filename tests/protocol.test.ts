@@ -6,19 +6,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import type { ModelPackage } from '../models/package.js';
-import { msgpack } from '../shared/protocol/frame.js';
+import { lengthPrefixed, msgpack } from '../shared/protocol/frame.js';
 import { encodeFrame, parseCloudFrame, parseEdgeFrame, ProtocolError, PROTOCOL_VERSION, WIRE_CODES } from '../shared/protocol/index.js';
 import { defaultModel } from './helpers/models.js';
 import { expectClosed, fp32, hello, testCloud, TestEdge, type TestClient, type TestCloud } from './helpers/cloud.js';
 
 /** A frame with any header, valid or not (what a hostile client can send). */
 function rawFrame(header: unknown, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const h = msgpack.pack(header);
-  const out = new Uint8Array(4 + h.length + payload.length);
-  new DataView(out.buffer).setUint32(0, h.length, true);
-  out.set(h, 4);
-  out.set(payload, 4 + h.length);
-  return out;
+  return lengthPrefixed(msgpack.pack(header), payload);
 }
 
 interface Case {

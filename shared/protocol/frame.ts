@@ -15,13 +15,17 @@ export const MAX_HEADER_BYTES = 64 * 1024;
 /** Plain maps and values only: no records, no extensions that build objects, no Map/Set. */
 export const msgpack = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false, bundleStrings: false });
 
-export function encodeFrame(header: Message, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const h = msgpack.pack(header);
-  const out = new Uint8Array(4 + h.length + payload.length);
-  new DataView(out.buffer).setUint32(0, h.length, true);
-  out.set(h, 4);
-  out.set(payload, 4 + h.length);
+/** u32 little-endian length of `first` | first | rest: the layout of frames and of kv payloads. */
+export function lengthPrefixed(first: Uint8Array, rest: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + first.length + rest.length);
+  new DataView(out.buffer).setUint32(0, first.length, true);
+  out.set(first, 4);
+  out.set(rest, 4 + first.length);
   return out;
+}
+
+export function encodeFrame(header: Message, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  return lengthPrefixed(msgpack.pack(header), payload);
 }
 
 /** The frame's header bytes and payload, from its length prefix. */
@@ -34,11 +38,7 @@ export function splitFrame(data: Uint8Array): { header: Uint8Array; payload: Uin
 
 /** Packs one layer's K and V codec messages into a `kv` payload. */
 export function packKv(key: Uint8Array, value: Uint8Array): Uint8Array {
-  const out = new Uint8Array(4 + key.length + value.length);
-  new DataView(out.buffer).setUint32(0, key.length, true);
-  out.set(key, 4);
-  out.set(value, 4 + key.length);
-  return out;
+  return lengthPrefixed(key, value);
 }
 
 export function unpackKv(payload: Uint8Array): { key: Uint8Array; value: Uint8Array } {

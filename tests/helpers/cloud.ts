@@ -7,10 +7,7 @@ import { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
 import { createCodec } from '../../quantization/activations/registry.js';
 import type { ModelPackage } from '../../models/package.js';
 import type { CalibrationContexts } from '../../quantization/activations/calibration.js';
-import { CloudMetrics } from '../../cloud/metrics.js';
-import { BackSegmentPool } from '../../cloud/segment-pool.js';
-import { SessionStore } from '../../cloud/session-store.js';
-import { CloudSession, type CloudContext } from '../../cloud/session.js';
+import { CloudSession, cloudContext, type CloudContext } from '../../cloud/session.js';
 import { encodeFrame, parseCloudFrame, PROTOCOL_VERSION, type CloudMessage, type Frame, type Hello, type Message } from '../../shared/protocol/index.js';
 import { memoryChannelPair, type MemoryChannel } from '../../shared/transport/memory.js';
 
@@ -34,21 +31,9 @@ export interface TestCloud {
 }
 
 export function testCloud(pkg: ModelPackage, opts: { idleMs?: number; tokenLimit?: number; calibration?: CalibrationContexts; maxBufferedBytes?: number } = {}): TestCloud {
-  const metrics = new CloudMetrics();
-  const store = new SessionStore(opts.idleMs ?? 60_000, { onExpire: () => metrics.expired.inc(), onChange: (n) => metrics.sessionsHeld.set(n) });
-  const pool = new BackSegmentPool(pkg, (n) => metrics.batch(n));
   let n = 0;
-  const ctx: CloudContext = {
-    pkg,
-    pool,
-    store,
-    metrics,
-    calibration: opts.calibration,
-    tokenLimit: Math.min(opts.tokenLimit ?? pkg.config.maxSeq, pkg.config.maxSeq),
-    maxBufferedBytes: opts.maxBufferedBytes ?? 16 << 20,
-    drainTimeoutMs: 30_000,
-    newSessionId: () => `session-${++n}`,
-  };
+  const ctx = cloudContext(pkg, { idleMs: opts.idleMs, sessionTokenLimit: opts.tokenLimit, maxBufferedBytes: opts.maxBufferedBytes, calibration: opts.calibration, newSessionId: () => `session-${++n}` });
+
   return {
     ctx,
     connect() {
@@ -74,8 +59,8 @@ export function testCloud(pkg: ModelPackage, opts: { idleMs?: number; tokenLimit
       };
     },
     async close() {
-      store.releaseAll();
-      await pool.close();
+      ctx.store.releaseAll();
+      await ctx.pool.close();
     },
   };
 }
