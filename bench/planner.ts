@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { openModel } from '../models/package.js';
 import { predict } from '../planner/cost.js';
 import { measureLink } from '../edge/measure-link.js';
-import { parseBandwidth, parseDuration } from '../cli/units.js';
+import { parseDuration } from '../cli/units.js';
 import type { ComputeProfile, Problem } from '../planner/types.js';
 import { FIXTURES, fmt } from './common.js';
 

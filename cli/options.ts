@@ -47,23 +47,16 @@ function make<T>(spec: Spec<T> & { default?: T; required?: boolean }, parse: (ra
 
 const flagName = (name: string) => `--${name}`;
 
-function intIn(min: number, max: number) {
+function numberIn(min: number, max: number, integer = false) {
   return (raw: string, name: string): number => {
     const n = Number(raw);
-    if (raw.trim() === '' || !Number.isInteger(n)) throw new SplitLLMError('E_USAGE', `${flagName(name)} must be an integer, got "${raw}"`);
+    if (raw.trim() === '' || !(integer ? Number.isInteger(n) : Number.isFinite(n))) throw new SplitLLMError('E_USAGE', `${flagName(name)} must be ${integer ? 'an integer' : 'a number'}, got "${raw}"`);
     if (n < min || n > max) throw new SplitLLMError('E_USAGE', `${flagName(name)} ${n} is outside ${min}..${max}`);
     return n;
   };
 }
 
-function numberIn(min: number, max: number) {
-  return (raw: string, name: string): number => {
-    const n = Number(raw);
-    if (raw.trim() === '' || !Number.isFinite(n)) throw new SplitLLMError('E_USAGE', `${flagName(name)} must be a number, got "${raw}"`);
-    if (n < min || n > max) throw new SplitLLMError('E_USAGE', `${flagName(name)} ${n} is outside ${min}..${max}`);
-    return n;
-  };
-}
+const intIn = (min: number, max: number) => numberIn(min, max, true);
 
 type Builder<T, X = object> = {
   (spec: WithDefault<T> & X): Option<T, true>;

@@ -8,8 +8,8 @@ import { encodeFrame, parseEdgeFrame, type EdgeMessage } from '../shared/protoco
 import { lengthPrefixed, msgpack } from '../shared/protocol/frame.js';
 import { cliAsync } from './helpers/cli.js';
 
-/** What the fake cloud does with each message it gets; `conn` counts the connections so far (1, 2, …). */
-type Script = (ws: WebSocket, m: EdgeMessage, conn: number) => void;
+/** What the fake cloud does with each message it gets. */
+type Script = (ws: WebSocket, m: EdgeMessage) => void;
 
 const ready = (session = 'fake-session', length = 0, split = 2) => encodeFrame({ type: 'ready', session, layers: 6, split, maxSeq: 256, length });
 const token = (id: number, done = false) => encodeFrame({ type: 'token', id, done, cloudMs: 1 });
@@ -54,11 +54,10 @@ const SCENARIOS: { name: string; script: Script; error: RegExp }[] = [
   },
   {
     name: 'a resume answered with another session (a token for another session)',
-    script: (ws, m, conn) => {
+    script: (ws, m) => {
       if (m.type === 'hello') ws.send(ready());
       else if (m.type === 'prefill') ws.terminate(); // a dropped link: the edge resumes
       else if (m.type === 'resume') ws.send(ready('someone-else', 0));
-      void conn;
     },
     error: /\[E_PROTOCOL\]: the cloud resumed session someone-… instead of fake-ses…/,
   },
@@ -85,7 +84,6 @@ const SCENARIOS: { name: string; script: Script; error: RegExp }[] = [
 describe('splitllm edge against a hostile cloud', () => {
   let server: WebSocketServer;
   let script: Script = () => undefined;
-  let conns = 0;
   let url = '';
   beforeAll(async () => {
     server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
@@ -93,10 +91,9 @@ describe('splitllm edge against a hostile cloud', () => {
     const addr = server.address();
     url = `ws://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/v1/session`;
     server.on('connection', (ws) => {
-      const conn = ++conns;
       ws.on('message', (d: Buffer) => {
         try {
-          script(ws, parseEdgeFrame(new Uint8Array(d)).header, conn);
+          script(ws, parseEdgeFrame(new Uint8Array(d)).header);
         } catch {
           ws.terminate();
         }
@@ -107,7 +104,6 @@ describe('splitllm edge against a hostile cloud', () => {
 
   it.each(SCENARIOS.map((s) => [s.name, s] as const))('%s: exit 1 and one typed line', async (_name, s) => {
     script = s.script;
-    conns = 0;
     const r = await cliAsync(['edge', '--cloud', url, '--split', '2', '--prompt', 'ROMEO:', '--max-tokens', '8']);
     const lines = r.stderr.trim().split('\n');
     expect(r.code, r.stderr).toBe(1);
