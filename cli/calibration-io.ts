@@ -2,20 +2,20 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
-import { CalibrationContexts, type Calibration } from '../quantization/activations/calibration.js';
+import { CalibrationContexts, parseCalibration, type Calibration } from '../quantization/activations/calibration.js';
 import { opt } from './options.js';
 
 export const CALIBRATION_FILE = 'calibration.json';
 
 export function loadCalibration(path: string, modelHash?: string): Calibration {
   if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `calibration ${path} does not exist: run 'splitllm calibrate' first`);
-  let c: Calibration;
+  let raw: unknown;
   try {
-    c = JSON.parse(readFileSync(path, 'utf8')) as Calibration;
+    raw = JSON.parse(readFileSync(path, 'utf8'));
   } catch {
     throw new SplitLLMError('E_BAD_CONFIG', `${path} is not valid JSON: run 'splitllm calibrate' again`);
   }
-  if (c.format !== 'splitllm-calibration' || c.version !== 1) throw new SplitLLMError('E_BAD_CONFIG', `${path} is not a splitllm calibration file`);
+  const c = parseCalibration(raw, path);
   if (modelHash && c.model !== modelHash) {
     throw new SplitLLMError('E_BAD_CONFIG', `${path} was made for another model (${c.model.slice(0, 12)}…, this one is ${modelHash.slice(0, 12)}…): calibrate this model`);
   }

@@ -1,30 +1,22 @@
 /**
  * The model package manifest: a directory holding manifest.json, model.safetensors and tokenizer.json.
- * Weight names follow the Hugging Face Llama layout ([out, in] matrices); `ropeStyle` records whether
- * q/k rotate interleaved pairs (llama2.c) or halves (Hugging Face).
+ * The config is the shared decoder block's shape and flags (shared/decoder.ts) plus the family
+ * (models/families/) that recorded them; weight names follow the block's layout.
  */
+import { decoderTensors, type DecoderShape, type RopeStyle } from '../shared/decoder.js';
 import { SplitLLMError } from '../shared/errors.js';
+import { Fields } from '../shared/fields.js';
+import { ARCHITECTURES, isArchitecture, type Architecture } from './families/registry.js';
 
-export type Architecture = 'llama' | 'mistral' | 'qwen2';
-export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen2'];
-export type RopeStyle = 'interleaved' | 'half';
+export type { Architecture } from './families/registry.js';
+export type { RopeStyle } from '../shared/decoder.js';
+export { TENSORS as W } from '../shared/decoder.js';
 
-export interface ModelConfig {
+export interface ModelConfig extends DecoderShape {
   architecture: Architecture;
-  dim: number;
-  nLayers: number;
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-  ffnDim: number;
-  vocabSize: number;
-  maxSeq: number;
   ropeTheta: number;
   ropeStyle: RopeStyle;
   normEps: number;
-  tiedEmbeddings: boolean;
-  /** q/k/v projections carry a bias (Qwen2). */
-  qkvBias: boolean;
   bosId: number;
   eosId: number;
 }
@@ -43,101 +35,53 @@ export interface Manifest {
 
 export const MANIFEST_FILE = 'manifest.json';
 
-export const W = {
-  embed: 'model.embed_tokens.weight',
-  norm: 'model.norm.weight',
-  lmHead: 'lm_head.weight',
-  attnNorm: (i: number) => `model.layers.${i}.input_layernorm.weight`,
-  ffnNorm: (i: number) => `model.layers.${i}.post_attention_layernorm.weight`,
-  q: (i: number) => `model.layers.${i}.self_attn.q_proj.weight`,
-  k: (i: number) => `model.layers.${i}.self_attn.k_proj.weight`,
-  v: (i: number) => `model.layers.${i}.self_attn.v_proj.weight`,
-  o: (i: number) => `model.layers.${i}.self_attn.o_proj.weight`,
-  qBias: (i: number) => `model.layers.${i}.self_attn.q_proj.bias`,
-  kBias: (i: number) => `model.layers.${i}.self_attn.k_proj.bias`,
-  vBias: (i: number) => `model.layers.${i}.self_attn.v_proj.bias`,
-  gate: (i: number) => `model.layers.${i}.mlp.gate_proj.weight`,
-  up: (i: number) => `model.layers.${i}.mlp.up_proj.weight`,
-  down: (i: number) => `model.layers.${i}.mlp.down_proj.weight`,
-} as const;
-
 /** Every tensor a package must hold, with its shape. */
 export function expectedTensors(c: ModelConfig): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  const qd = c.nHeads * c.headDim;
-  const kvd = c.nKvHeads * c.headDim;
-  m.set(W.embed, [c.vocabSize, c.dim]);
-  for (let i = 0; i < c.nLayers; i++) {
-    m.set(W.attnNorm(i), [c.dim]);
-    m.set(W.q(i), [qd, c.dim]);
-    m.set(W.k(i), [kvd, c.dim]);
-    m.set(W.v(i), [kvd, c.dim]);
-    m.set(W.o(i), [c.dim, qd]);
-    if (c.qkvBias) {
-      m.set(W.qBias(i), [qd]);
-      m.set(W.kBias(i), [kvd]);
-      m.set(W.vBias(i), [kvd]);
-    }
-    m.set(W.ffnNorm(i), [c.dim]);
-    m.set(W.gate(i), [c.ffnDim, c.dim]);
-    m.set(W.up(i), [c.ffnDim, c.dim]);
-    m.set(W.down(i), [c.dim, c.ffnDim]);
-  }
-  m.set(W.norm, [c.dim]);
-  if (!c.tiedEmbeddings) m.set(W.lmHead, [c.vocabSize, c.dim]);
-  return m;
+  return decoderTensors(c);
 }
 
 /** Validates a config read from disk; throws E_BAD_CONFIG / E_UNKNOWN_ARCHITECTURE naming the field. */
 export function validateConfig(raw: unknown, where: string): ModelConfig {
-  const c = raw as Partial<ModelConfig> | null;
-  if (!c || typeof c !== 'object') throw new SplitLLMError('E_BAD_CONFIG', `${where}: config is missing: re-import the model`);
-  if (!ARCHITECTURES.includes(c.architecture as Architecture)) {
+  const c: Fields = Fields.of(raw, where, (message) => {
+    throw new SplitLLMError('E_BAD_CONFIG', message);
+  }, 'a model config (re-import the model)');
+  const architecture = c.value('architecture');
+  if (!isArchitecture(architecture)) {
     throw new SplitLLMError(
       'E_UNKNOWN_ARCHITECTURE',
-      `${where}: unknown architecture "${String(c.architecture)}": supported are ${ARCHITECTURES.join(', ')}`,
+      `${where}: unknown architecture "${String(architecture)}": supported are ${ARCHITECTURES.join(', ')}`,
     );
   }
-  const ints: (keyof ModelConfig)[] = ['dim', 'nLayers', 'nHeads', 'nKvHeads', 'headDim', 'ffnDim', 'vocabSize', 'maxSeq'];
-  for (const k of ints) {
-    const v = c[k];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || v > 1 << 24) {
-      throw new SplitLLMError('E_BAD_CONFIG', `${where}: config field ${k} must be a positive integer, got ${JSON.stringify(v)}`);
-    }
-  }
-  if (c.nHeads! % c.nKvHeads! !== 0) {
-    throw new SplitLLMError('E_BAD_CONFIG', `${where}: nHeads ${c.nHeads} is not a multiple of nKvHeads ${c.nKvHeads}`);
-  }
-  if (c.headDim! % 2 !== 0) throw new SplitLLMError('E_BAD_CONFIG', `${where}: headDim ${c.headDim} must be even for RoPE`);
-  if (c.ropeStyle !== 'interleaved' && c.ropeStyle !== 'half') {
-    throw new SplitLLMError('E_BAD_CONFIG', `${where}: ropeStyle must be "interleaved" or "half", got ${JSON.stringify(c.ropeStyle)}`);
-  }
-  for (const k of ['ropeTheta', 'normEps'] as const) {
-    if (typeof c[k] !== 'number' || !(c[k]! > 0)) throw new SplitLLMError('E_BAD_CONFIG', `${where}: config field ${k} must be a positive number`);
-  }
-  for (const k of ['bosId', 'eosId'] as const) {
-    const v = c[k];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= c.vocabSize!) {
-      throw new SplitLLMError('E_BAD_CONFIG', `${where}: ${k} ${JSON.stringify(v)} is not a token id below vocabSize ${c.vocabSize}`);
-    }
-  }
+  const positive = (k: string): number => c.int(k, 1, 1 << 24);
+  const dim = positive('dim');
+  const nLayers = positive('nLayers');
+  const nHeads = positive('nHeads');
+  const nKvHeads = positive('nKvHeads');
+  const headDim = positive('headDim');
+  const ffnDim = positive('ffnDim');
+  const vocabSize = positive('vocabSize');
+  const maxSeq = positive('maxSeq');
+  if (nHeads % nKvHeads !== 0) c.fail(`nHeads ${nHeads} is not a multiple of nKvHeads ${nKvHeads}`);
+  if (headDim % 2 !== 0) c.fail(`headDim ${headDim} must be even for RoPE`);
+  const ropeStyle = c.value('ropeStyle');
+  if (ropeStyle !== 'interleaved' && ropeStyle !== 'half') c.fail(`ropeStyle must be "interleaved" or "half", got ${JSON.stringify(ropeStyle)}`);
   return {
-    architecture: c.architecture as Architecture,
-    dim: c.dim!,
-    nLayers: c.nLayers!,
-    nHeads: c.nHeads!,
-    nKvHeads: c.nKvHeads!,
-    headDim: c.headDim!,
-    ffnDim: c.ffnDim!,
-    vocabSize: c.vocabSize!,
-    maxSeq: c.maxSeq!,
-    ropeTheta: c.ropeTheta!,
-    ropeStyle: c.ropeStyle,
-    normEps: c.normEps!,
-    tiedEmbeddings: !!c.tiedEmbeddings,
-    qkvBias: !!c.qkvBias,
-    bosId: c.bosId!,
-    eosId: c.eosId!,
+    architecture,
+    dim,
+    nLayers,
+    nHeads,
+    nKvHeads,
+    headDim,
+    ffnDim,
+    vocabSize,
+    maxSeq,
+    ropeTheta: c.positive('ropeTheta'),
+    ropeStyle,
+    normEps: c.positive('normEps'),
+    tiedEmbeddings: c.optBool('tiedEmbeddings') ?? false,
+    qkvBias: c.optBool('qkvBias') ?? false,
+    bosId: c.int('bosId', 0, vocabSize - 1),
+    eosId: c.int('eosId', 0, vocabSize - 1),
   };
 }
 

@@ -8,6 +8,7 @@ import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeF
 import { join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
 import { numel } from '../shared/tensor.js';
+import { Fields } from '../shared/fields.js';
 import { expectedTensors, MANIFEST_FILE, type Manifest, type ModelConfig, validateConfig } from './manifest.js';
 import { SafetensorsFile, writeSafetensors } from './safetensors.js';
 import { TextTokenizer } from './tokenizer/tokenizer.js';
@@ -112,17 +113,13 @@ export class ModelPackage {
     if (!existsSync(mpath)) {
       throw new SplitLLMError('E_BAD_PACKAGE', `${dir} has no ${MANIFEST_FILE}: it is not a splitllm model package (create one with 'splitllm import')`);
     }
-    let raw: Partial<Manifest>;
+    let raw: unknown;
     try {
-      raw = JSON.parse(readFileSync(mpath, 'utf8')) as Partial<Manifest>;
+      raw = JSON.parse(readFileSync(mpath, 'utf8'));
     } catch {
       throw new SplitLLMError('E_BAD_PACKAGE', `${mpath} is not valid JSON: re-import the model`);
     }
-    if (raw.format !== 'splitllm-model' || raw.version !== 1) {
-      throw new SplitLLMError('E_BAD_PACKAGE', `${mpath} is not a version-1 splitllm manifest: re-import the model`);
-    }
-    const config = validateConfig(raw.config, mpath);
-    const manifest = { ...(raw as Manifest), config };
+    const manifest = parseManifest(raw, mpath);
     const weights = new SafetensorsWeights(new SafetensorsFile(join(dir, manifest.weights)));
     const tpath = join(dir, manifest.tokenizer);
     if (!existsSync(tpath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${tpath} is missing: re-import the model`);
@@ -134,6 +131,35 @@ export class ModelPackage {
     }
     return new ModelPackage(manifest, weights, tokenizerJson, dir);
   }
+}
+
+/** Checks a parsed manifest.json and builds a fresh `Manifest` (E_BAD_PACKAGE / E_BAD_CONFIG naming the field). */
+export function parseManifest(raw: unknown, where: string): Manifest {
+  const f: Fields = Fields.of(raw, where, (message) => {
+    throw new SplitLLMError('E_BAD_PACKAGE', `${message}: re-import the model`);
+  }, 'a splitllm manifest');
+  if (f.value('format') !== 'splitllm-model' || f.value('version') !== 1) f.fail('is not a version-1 splitllm manifest');
+  // files of the package are named, not pathed: a manifest cannot point outside its folder
+  const file = (k: string): string => {
+    const v = f.str(k, 255);
+    return /^[^/\\]+$/.test(v) && v !== '..' ? v : f.fail(`${k} ${JSON.stringify(v)} must be a file name inside the package`);
+  };
+  // the config first: an architecture this version does not run is the most useful thing to say
+  const config = validateConfig(f.value('config'), where);
+  const sha = f.str('weightsSha256', 64);
+  if (!/^[0-9a-f]{64}$/.test(sha)) f.fail('weightsSha256 must be 64 hex digits');
+  const m: Manifest = {
+    format: 'splitllm-model',
+    version: 1,
+    name: f.str('name', 256, 0),
+    config,
+    weights: file('weights'),
+    tokenizer: file('tokenizer'),
+    weightsSha256: sha,
+  };
+  const source = f.optMap('source');
+  if (source) m.source = { ...source.raw };
+  return m;
 }
 
 function checkWeights(c: ModelConfig, w: WeightSource, where: string): void {

@@ -5,10 +5,15 @@
  */
 import { closeSync, existsSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { SplitLLMError } from '../shared/errors.js';
+import { Fields } from '../shared/fields.js';
 import { bf16ArrayToF32, f16ArrayToF32, f32ToF16Bits as f32ToF16, numel } from '../shared/tensor.js';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'I8';
-const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, I8: 1 };
+const DTYPE_BYTES: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, I8: 1 };
+
+function isDtype(v: unknown): v is SafetensorsDtype {
+  return typeof v === 'string' && Object.hasOwn(DTYPE_BYTES, v);
+}
 
 export interface TensorInfo {
   dtype: SafetensorsDtype;
@@ -37,25 +42,31 @@ export class SafetensorsFile {
     if (headerLen > 100_000_000 || 8 + headerLen > size) bad(`header length ${headerLen} exceeds the file`);
     const hbuf = Buffer.alloc(headerLen);
     readSync(this.fd, hbuf, 0, headerLen, 8);
-    let header: Record<string, unknown>;
+    let parsed: unknown;
     try {
-      header = JSON.parse(hbuf.toString('utf8')) as Record<string, unknown>;
+      parsed = JSON.parse(hbuf.toString('utf8'));
     } catch {
       return bad('header is not JSON');
     }
-    Object.assign(this.metadata, (header['__metadata__'] as Record<string, string>) ?? {});
+    const header: Fields = Fields.of(parsed, 'header', (message) => bad(message), 'a JSON object');
+    const meta = header.optMap('__metadata__');
+    for (const k of meta?.keys() ?? []) {
+      const v = meta?.value(k);
+      if (typeof v === 'string') this.metadata[k] = v;
+    }
     const base = 8 + headerLen;
-    for (const [name, v] of Object.entries(header)) {
+    for (const name of header.keys()) {
       if (name === '__metadata__') continue;
-      const t = v as { dtype: string; shape: number[]; data_offsets: [number, number] };
-      if (!t || !(t.dtype in DTYPE_BYTES) || !Array.isArray(t.shape) || !Array.isArray(t.data_offsets)) {
-        bad(`tensor ${name} has an unsupported dtype or a malformed entry`);
+      const t = header.map(name);
+      const dtype = t.value('dtype');
+      if (!isDtype(dtype)) return bad(`tensor ${name} has an unsupported dtype ${JSON.stringify(dtype)}`);
+      const shape = t.intArray('shape', 8, 0, Number.MAX_SAFE_INTEGER);
+      const offsets = t.intArray('data_offsets', 2, 0, Number.MAX_SAFE_INTEGER);
+      const [b, e] = offsets;
+      if (b === undefined || e === undefined || e - b !== numel(shape) * DTYPE_BYTES[dtype] || base + e > size) {
+        return bad(`tensor ${name} byte range does not match its shape or lies past the end of the file (truncated?)`);
       }
-      const [b, e] = t.data_offsets;
-      if (e - b !== numel(t.shape) * DTYPE_BYTES[t.dtype]! || base + e > size || b < 0) {
-        bad(`tensor ${name} byte range does not match its shape or lies past the end of the file (truncated?)`);
-      }
-      this.tensors.set(name, { dtype: t.dtype as SafetensorsDtype, shape: t.shape, begin: base + b, end: base + e });
+      this.tensors.set(name, { dtype, shape, begin: base + b, end: base + e });
     }
   }
 

@@ -127,7 +127,7 @@ describeWithFixtures('splitllm plan', () => {
     const malformed = write('bad.json', 'link', { rttMs: -1 });
     const m = cli([...base.slice(0, 9), '--link-profile', malformed, '--edge-memory', '25MB', '--latency', '150ms']);
     expect(m.code).toBe(1);
-    expect(m.stderr).toMatch(/rttMs and bytesPerSec/);
+    expect(m.stderr).toMatch(/bad\.json: rttMs must be at least 0, got -1/);
   });
 });
 

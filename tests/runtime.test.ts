@@ -35,10 +35,14 @@ describe('cloud limits: bearer token and frame size (default model)', () => {
     const full = await startCloud(pkg, { maxSessions: 1 });
     try {
       const url = `${full.url}/v1/session`;
-      const first = runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 40, stopIds: [] });
-      await new Promise((r) => setTimeout(r, 150));
+      // the first session holds the only slot until it stops on its own signal (not a timer: decode is fast)
+      const hold = new AbortController();
+      const first = runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 250, stopIds: [], signal: hold.signal, onToken: () => undefined });
+      const metrics = async () => (await fetch(`${full.url.replace('ws', 'http')}/metrics`)).text();
+      for (let i = 0; i < 100 && !/splitllm_sessions_open 1/.test(await metrics()); i++) await new Promise((r) => setTimeout(r, 5));
       await expect(runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 4 })).rejects.toThrow(/cloud: server_full: server is at its limit of 1 sessions/);
-      expect((await first).tokens.length).toBe(40);
+      hold.abort();
+      expect((await first).stats.interrupted).toBe(true);
       for (let i = 0; i < 100 && !/splitllm_sessions_open 0/.test(await (await fetch(`${full.url.replace('ws', 'http')}/metrics`)).text()); i++) await new Promise((r) => setTimeout(r, 20));
       expect((await runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 4, stopIds: [] })).tokens.length).toBe(4);
     } finally {

@@ -1,86 +1,69 @@
 /**
- * Hugging Face Llama-family importer: a directory with config.json, *.safetensors (one file or shards)
- * and tokenizer.json. Llama, Mistral and Qwen2 share the tensor names the package uses; Qwen2 adds
- * q/k/v biases. HF checkpoints rotate halves in RoPE, recorded as ropeStyle "half".
+ * Hugging Face importer: a directory with config.json, *.safetensors (one file or shards) and
+ * tokenizer.json. The families (models/families/) share the tensor names the package uses and set the
+ * block's flags; HF checkpoints rotate halves in RoPE, recorded as ropeStyle "half".
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
-import { ARCHITECTURES, expectedTensors, type Architecture, type ModelConfig } from '../manifest.js';
+import { hfFields, refuse } from '../families/family.js';
+import { familyForHfType } from '../families/registry.js';
+import { expectedTensors, validateConfig, type ModelConfig } from '../manifest.js';
 import type { ImportedModel } from '../package.js';
 import { SafetensorsFile } from '../safetensors.js';
 
-interface HfConfig {
-  model_type?: string;
-  architectures?: string[];
-  hidden_size?: number;
-  intermediate_size?: number;
-  num_hidden_layers?: number;
-  num_attention_heads?: number;
-  num_key_value_heads?: number;
-  head_dim?: number;
-  vocab_size?: number;
-  max_position_embeddings?: number;
-  rope_theta?: number;
-  rms_norm_eps?: number;
-  tie_word_embeddings?: boolean;
-  attention_bias?: boolean;
-  bos_token_id?: number | number[];
-  eos_token_id?: number | number[];
-  rope_scaling?: unknown;
-  hidden_act?: string;
-}
-
-export function hfToConfig(cfg: HfConfig, where: string): ModelConfig {
-  const arch = cfg.model_type as Architecture;
-  if (!ARCHITECTURES.includes(arch)) {
-    throw new SplitLLMError('E_UNKNOWN_ARCHITECTURE', `${where}: model_type "${String(cfg.model_type)}" is not supported: splitllm serves ${ARCHITECTURES.join(', ')}`);
-  }
-  if (cfg.rope_scaling) {
-    throw new SplitLLMError('E_BAD_CONFIG', `${where}: rope_scaling ${JSON.stringify(cfg.rope_scaling)} is not supported yet: use a checkpoint with plain RoPE`);
-  }
-  if (cfg.hidden_act && cfg.hidden_act !== 'silu') {
-    throw new SplitLLMError('E_BAD_CONFIG', `${where}: hidden_act "${cfg.hidden_act}" is not supported: the builder implements SwiGLU (silu)`);
-  }
-  const need = (k: keyof HfConfig): number => {
-    const v = cfg[k];
-    if (typeof v !== 'number') throw new SplitLLMError('E_BAD_CONFIG', `${where}: config.json lacks ${k}: is this a Llama-family model?`);
-    return v;
+/** The package config from a parsed config.json: the shared fields here, the block flags from the model's family. */
+export function hfToConfig(raw: unknown, where: string): ModelConfig {
+  const cfg = hfFields(raw, where);
+  const family = familyForHfType(cfg.optStr('model_type', 128), where);
+  refuse(cfg, 'rope_scaling', cfg.has('rope_scaling'), 'use a checkpoint with plain RoPE');
+  const act = cfg.optStr('hidden_act', 64);
+  refuse(cfg, 'hidden_act', act !== undefined && act !== 'silu', 'the shared block implements SwiGLU (silu)');
+  const need = (k: string): number => {
+    if (!cfg.has(k)) cfg.fail(`lacks ${k}: is this a Llama-family model?`);
+    return cfg.num(k, 0);
   };
-  const first = (v: number | number[] | undefined, d: number): number => (Array.isArray(v) ? (v[0] ?? d) : (v ?? d));
+  // a token id, or a list of them (the first is taken)
+  const tokenId = (k: string, fallback: number): number => {
+    const v = cfg.value(k);
+    return v === undefined || v === null ? fallback : cfg.int(k, 0, 2 ** 31 - 1, Array.isArray(v) ? v[0] : v);
+  };
   const nHeads = need('num_attention_heads');
   const dim = need('hidden_size');
+  const context = cfg.optNum('max_position_embeddings', 1) ?? 2048;
+  const flags = family.fromHf(cfg, context);
   return {
-    architecture: arch,
+    architecture: family.id,
     dim,
     nLayers: need('num_hidden_layers'),
     nHeads,
-    nKvHeads: cfg.num_key_value_heads ?? nHeads,
-    headDim: cfg.head_dim ?? dim / nHeads,
+    nKvHeads: cfg.optNum('num_key_value_heads', 1) ?? nHeads,
+    headDim: cfg.optNum('head_dim', 1) ?? dim / nHeads,
     ffnDim: need('intermediate_size'),
     vocabSize: need('vocab_size'),
-    maxSeq: cfg.max_position_embeddings ?? 2048,
-    ropeTheta: cfg.rope_theta ?? 10000,
+    maxSeq: flags.maxSeq,
+    ropeTheta: cfg.optNum('rope_theta', 0) ?? 10000,
     ropeStyle: 'half',
-    normEps: cfg.rms_norm_eps ?? 1e-6,
-    tiedEmbeddings: cfg.tie_word_embeddings ?? arch === 'qwen2',
-    qkvBias: arch === 'qwen2' ? true : !!cfg.attention_bias,
-    bosId: first(cfg.bos_token_id, 1),
-    eosId: first(cfg.eos_token_id, 2),
+    normEps: cfg.optNum('rms_norm_eps', 0) ?? 1e-6,
+    tiedEmbeddings: flags.tiedEmbeddings,
+    qkvBias: flags.qkvBias,
+    bosId: tokenId('bos_token_id', 1),
+    eosId: tokenId('eos_token_id', 2),
   };
 }
 
 export async function importHuggingFace(dir: string): Promise<ImportedModel> {
   const cpath = join(dir, 'config.json');
   if (!existsSync(cpath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${dir} has no config.json: pass a Hugging Face model directory`);
-  let raw: HfConfig;
+  let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(cpath, 'utf8')) as HfConfig;
+    raw = JSON.parse(readFileSync(cpath, 'utf8'));
   } catch {
     throw new SplitLLMError('E_BAD_CONFIG', `${cpath} is not valid JSON`);
   }
-  const config = hfToConfig(raw, cpath);
+  // the same checks a package's manifest gets (integer shapes, heads dividing, token ids in range)
+  const config = validateConfig(hfToConfig(raw, cpath), cpath);
   const files = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
   if (files.length === 0) throw new SplitLLMError('E_FILE_NOT_FOUND', `${dir} holds no *.safetensors weights: export the model with safe_serialization`);
   const tpath = join(dir, 'tokenizer.json');
@@ -115,7 +98,7 @@ export async function importHuggingFace(dir: string): Promise<ImportedModel> {
     config,
     tensors,
     tokenizerJson,
-    source: { format: 'huggingface', modelType: raw.model_type, files },
+    source: { format: 'huggingface', modelType: hfFields(raw, cpath).optStr('model_type', 128), files },
     sha256: hash.digest('hex'),
   };
 }

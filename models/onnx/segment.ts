@@ -17,7 +17,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
-import { W, type ModelConfig } from '../manifest.js';
+import { layerLayout, type LinearSpec, TENSORS as W } from '../../shared/decoder.js';
+import type { ModelConfig } from '../manifest.js';
 import type { WeightSource } from '../package.js';
 import { DT, GraphBuilder } from './graph.js';
 
@@ -189,17 +190,19 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
 
     for (let i = from; i < to; i++) {
       const lin = linearFor(i);
-      const linear = (v: string, name: string, outDim: number, inDim: number): string =>
-        lin.linear(g, v, { name, data: weights.get(name), outDim, inDim, layer: i });
-      const withBias = (v: string, name: string, n: number): string =>
-        c.qkvBias ? g.op('Add', [v, g.f32(name, [n], weights.get(name))]) : v;
+      const layer = layerLayout(c, i);
+      const linear = (v: string, l: LinearSpec): string => {
+        const y = lin.linear(g, v, { name: l.name, data: weights.get(l.name), outDim: l.out, inDim: l.in, layer: i });
+        return l.bias ? g.op('Add', [y, g.f32(l.bias, [l.out], weights.get(l.bias))]) : y;
+      };
+      const L = layer.linears;
       g.input(`past_key_${i}`, DT.FLOAT, ['batch', KV, 'past', hd]);
       g.input(`past_value_${i}`, DT.FLOAT, ['batch', KV, 'past', hd]);
 
-      const h = rms(x, W.attnNorm(i), lin);
-      let q = withBias(linear(h, W.q(i), c.nHeads * hd, D), W.qBias(i), c.nHeads * hd);
-      let k = withBias(linear(h, W.k(i), KV * hd, D), W.kBias(i), KV * hd);
-      const v = withBias(linear(h, W.v(i), KV * hd, D), W.vBias(i), KV * hd);
+      const h = rms(x, layer.attnNorm, lin);
+      let q = linear(h, L.q);
+      let k = linear(h, L.k);
+      const v = linear(h, L.v);
       q = rope(g.op('Reshape', [q, g.i64([0, 0, c.nHeads, hd])]), c.nHeads);
       k = rope(g.op('Reshape', [k, g.i64([0, 0, KV, hd])]), KV);
       // q → [B,KV,G,T,hd] (head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
@@ -232,13 +235,13 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       const probs = g.op('Softmax', [scores], { axis: -1 });
       const ctx = g.op('MatMul', [probs, g.op('Unsqueeze', [presentV, g.i64([2])])]); // [B,KV,G,T,hd]
       const merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
-      x = g.op('Add', [x, linear(merged, W.o(i), D, c.nHeads * hd)]);
+      x = g.op('Add', [x, linear(merged, L.o)]);
 
-      const f = rms(x, W.ffnNorm(i), lin);
-      const gate = linear(f, W.gate(i), c.ffnDim, D);
-      const up = linear(f, W.up(i), c.ffnDim, D);
+      const f = rms(x, layer.ffnNorm, lin);
+      const gate = linear(f, L.gate);
+      const up = linear(f, L.up);
       const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
-      x = g.op('Add', [x, linear(act, W.down(i), D, c.ffnDim)]);
+      x = g.op('Add', [x, linear(act, L.down)]);
     }
   }
 

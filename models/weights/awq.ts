@@ -2,7 +2,8 @@
 import { awqTransform } from '../../quantization/weights/awq.js';
 import { blockwiseBytes } from '../../quantization/weights/blockwise.js';
 import { linearFor, type ChannelTransform } from '../onnx/linear.js';
-import { capturedRows, LINEARS, matrixShape } from './captured.js';
+import { layerLinears } from '../../shared/decoder.js';
+import { capturedRows } from './captured.js';
 import type { WeightStrategy } from './strategy.js';
 
 export const awqStrategy: WeightStrategy = {
@@ -17,8 +18,7 @@ export const awqStrategy: WeightStrategy = {
     for (let i = 0; i < pkg.config.nLayers; i++) {
       const bits = bitsOf(i);
       if (bits > 8) continue;
-      for (const name of LINEARS.map((f) => f(i))) {
-        const [N, K] = matrixShape(pkg, name);
+      for (const { name, out: N, in: K } of layerLinears(pkg.config, i)) {
         const { X, T } = capturedRows(captured, name);
         const r = awqTransform(pkg.weights.get(name), N, K, X, T, bits, plan.blockSize);
         transforms.set(name, { scale: r.scale, clip: r.clip });

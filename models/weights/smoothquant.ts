@@ -4,9 +4,9 @@
  * attention RMSNorm and gate/up the FFN RMSNorm: their s is folded into the norm; o and down divide x by s.
  */
 import { smoothingFactors } from '../../quantization/weights/smoothquant.js';
-import { W } from '../manifest.js';
+import { layerLinears, normGroups } from '../../shared/decoder.js';
 import { w8a8Linear } from '../onnx/linear.js';
-import { capturedRows, matrixShape } from './captured.js';
+import { capturedRows } from './captured.js';
 import type { WeightStrategy } from './strategy.js';
 
 export const smoothquantStrategy: WeightStrategy = {
@@ -21,22 +21,21 @@ export const smoothquantStrategy: WeightStrategy = {
     const normFolds = new Map<string, Float32Array>();
     const folded = new Set<string>();
     for (let i = 0; i < pkg.config.nLayers; i++) {
-      for (const [norm, group] of [
-        [W.attnNorm(i), [W.q(i), W.k(i), W.v(i)]],
-        [W.ffnNorm(i), [W.gate(i), W.up(i)]],
-      ] as const) {
-        const { X, T, K } = capturedRows(captured, group[0]);
-        const s = smoothingFactors(group.map((n) => pkg.weights.get(n)), group.map((n) => matrixShape(pkg, n)[0]), K, X, T, 0.5);
+      for (const { norm, linears } of normGroups(pkg.config, i)) {
+        // the linears reading one norm share its input, hence one smoothing vector folded into the norm
+        const [first] = linears;
+        if (!first) continue;
+        const { X, T, K } = capturedRows(captured, first.name);
+        const s = smoothingFactors(linears.map((l) => pkg.weights.get(l.name)), linears.map((l) => l.out), K, X, T, 0.5);
         normFolds.set(norm, s);
-        for (const n of group) {
-          smoothing.set(n, s);
-          folded.add(n);
+        for (const l of linears) {
+          smoothing.set(l.name, s);
+          folded.add(l.name);
         }
       }
-      for (const name of [W.o(i), W.down(i)]) {
-        const [N, K] = matrixShape(pkg, name);
-        const { X, T } = capturedRows(captured, name);
-        smoothing.set(name, smoothingFactors(pkg.weights.get(name), N, K, X, T, 0.5));
+      for (const l of layerLinears(pkg.config, i).filter((x) => x.norm === undefined)) {
+        const { X, T } = capturedRows(captured, l.name);
+        smoothing.set(l.name, smoothingFactors(pkg.weights.get(l.name), l.out, l.in, X, T, 0.5));
       }
     }
     const w8a8 = w8a8Linear(smoothing, normFolds, folded);

@@ -4,6 +4,7 @@
  * Pure TypeScript; reading and writing the file is the CLI's job (cli/calibration-io.ts).
  */
 import { SplitLLMError } from '../../shared/errors.js';
+import { Fields } from '../../shared/fields.js';
 import { CodecContext, type CodecContextData, type ContextSet } from './context.js';
 
 export interface SplitStats {
@@ -186,4 +187,71 @@ export function contextData(rows: Float32Array[], dim: number): CodecContextData
   const data: CodecContextData = { dim, center, scale, hist: { lo: CONTEXT_HIST.lo, width: CONTEXT_HIST.width, counts } };
   if (rows.length > 1 && n0 > 0 && same >= rows.length / 2) data.sink = sink.map(Math.fround);
   return data;
+}
+
+/** The largest model dimension and histogram a calibration file may describe. */
+const MAX_DIM = 1 << 20;
+const MAX_BINS = 1 << 16;
+
+/**
+ * Checks a parsed calibration.json and builds a fresh `Calibration` from it (the file boundary; the
+ * codec context's own numeric checks run when a `CodecContext` is made from it). Throws E_BAD_CONFIG
+ * naming the file and the field.
+ */
+export function parseCalibration(raw: unknown, where: string): Calibration {
+  const fail = (message: string): never => {
+    throw new SplitLLMError('E_BAD_CONFIG', `${message}: run 'splitllm calibrate' again`);
+  };
+  const f: Fields = Fields.of(raw, where, fail, 'a splitllm calibration file');
+  if (f.value('format') !== 'splitllm-calibration' || f.value('version') !== 1) f.fail('is not a splitllm calibration file (format splitllm-calibration, version 1)');
+  const choice = (c: Fields): SplitChoice => ({ codec: c.str('codec', 256), bitsPerValue: c.num('bitsPerValue', 0), ppl: c.num('ppl', 0), pplIncrease: c.num('pplIncrease') });
+  const splits: Record<string, SplitCalibration> = {};
+  const table = f.map('splits');
+  for (const key of table.keys()) {
+    if (!/^\d{1,4}$/.test(key)) table.fail(`split key ${JSON.stringify(key)} is not a layer index`);
+    const s = table.map(key);
+    const st: Fields = s.map('stats');
+    const range = st.map('tokenRangeOverRms');
+    const stats: SplitStats = {
+      values: st.int('values', 0, Number.MAX_SAFE_INTEGER),
+      tokens: st.int('tokens', 0, Number.MAX_SAFE_INTEGER),
+      absQuantiles: st.numberRecord('absQuantiles', 0),
+      outlierRate: st.numberRecord('outlierRate', 0, 1),
+      tokenRangeOverRms: { p50: range.num('p50', 0), p90: range.num('p90', 0) },
+      topChannels: st.array('topChannels', MAX_DIM).map((v, i): [number, number] => {
+        const at = `topChannels[${i}]`;
+        if (!Array.isArray(v) || v.length !== 2) return st.fail(`${at} must be [channel, max |x|]`);
+        return [st.int(`${at}[0]`, 0, MAX_DIM, v[0]), st.num(`${at}[1]`, 0, Infinity, v[1])];
+      }),
+    };
+    const out: SplitCalibration = { stats };
+    const ctx = s.optMap('context');
+    if (ctx) {
+      const dim = ctx.int('dim', 1, MAX_DIM);
+      const hist = ctx.map('hist');
+      out.context = {
+        dim,
+        center: ctx.numArray('center', MAX_DIM),
+        scale: ctx.numArray('scale', MAX_DIM),
+        hist: { lo: hist.num('lo'), width: hist.positive('width'), counts: hist.intArray('counts', MAX_BINS, 0, Number.MAX_SAFE_INTEGER) },
+      };
+      if (ctx.has('sink')) out.context.sink = ctx.numArray('sink', MAX_DIM);
+    }
+    const chosen = s.optMap('choice');
+    if (chosen) out.choice = choice(chosen);
+    if (s.has('tried')) out.tried = s.array('tried', 1024).map((v, i) => choice(Fields.of(v, `${s.path}.tried[${i}]`, fail)));
+    const fit = s.optMap('fit');
+    if (fit) out.fit = { a: fit.num('a') };
+    splits[key] = out;
+  }
+  return {
+    format: 'splitllm-calibration',
+    version: 1,
+    model: f.str('model', 128),
+    text: f.str('text', 4096, 0),
+    windows: f.int('windows', 0, Number.MAX_SAFE_INTEGER),
+    target: f.num('target'),
+    baselinePpl: f.num('baselinePpl', 0),
+    splits,
+  };
 }

@@ -2,21 +2,11 @@
  * Exact memory accounting of a segment's weights, as the segment builder lays them out, and of its KV
  * cache per token. The planner calls these; tests hold them to the builder's own byte counts.
  */
+import { type DecoderShape, layerLinears } from '../../shared/decoder.js';
 import { blockwiseBytes } from './blockwise.js';
 
-/** The parts of a model config the accounting needs (structurally a models/ ModelConfig). */
-export interface ShapeConfig {
-  dim: number;
-  nLayers: number;
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-  ffnDim: number;
-  vocabSize: number;
-  maxSeq: number;
-  tiedEmbeddings: boolean;
-  qkvBias: boolean;
-}
+/** The parts of a model config the accounting needs (the decoder block's shape; a models/ ModelConfig is one). */
+export type ShapeConfig = DecoderShape;
 
 /** Bytes of one quantized linear [N, K] at `bits` (a weight strategy's accounting; default: blockwise RTN). */
 export type QuantizedBytes = (N: number, K: number, bits: number, blockSize: number, afterNorm: boolean) => number;
@@ -52,19 +42,17 @@ export function segmentBytes(
   const embed = opts.embed ?? from === 0;
   const head = opts.head ?? to === c.nLayers;
   const bs = opts.blockSize ?? 32;
-  const qd = c.nHeads * c.headDim;
   const kvd = c.nKvHeads * c.headDim;
   let linear = 0;
   let norms = 0;
   let other = 0;
   for (let i = from; i < to; i++) {
     const b = opts.bitsOf(i);
-    const st = opts.quantized;
-    linear +=
-      linearBytes(qd, c.dim, b, bs, st, true) + 2 * linearBytes(kvd, c.dim, b, bs, st, true) + linearBytes(c.dim, qd, b, bs, st) +
-      2 * linearBytes(c.ffnDim, c.dim, b, bs, st, true) + linearBytes(c.dim, c.ffnDim, b, bs, st);
+    for (const l of layerLinears(c, i)) {
+      linear += linearBytes(l.out, l.in, b, bs, opts.quantized, l.norm !== undefined);
+      if (l.bias) other += l.out * 4;
+    }
     norms += 2 * c.dim * 4;
-    if (c.qkvBias) other += (qd + 2 * kvd) * 4;
   }
   const embedding = embed || (head && c.tiedEmbeddings) ? c.vocabSize * c.dim * 4 : 0;
   const headBytes = head ? c.dim * 4 + (c.tiedEmbeddings ? 0 : c.vocabSize * c.dim * 4) : 0;

@@ -9,6 +9,7 @@
 import { PROTOCOL_VERSION, CLOUD_MESSAGES, EDGE_MESSAGES, type CloudMessage, type EdgeMessage, type Frame, type Message, type SamplingParams } from './messages.js';
 import { msgpack, splitFrame } from './frame.js';
 import { ProtocolError, type WireCode } from './errors.js';
+import { describe, Fields, isPlainMap, type Raw } from '../fields.js';
 
 /** Bounds of the fields (documented in docs/PROTOCOL.md). */
 export const LIMITS = {
@@ -32,68 +33,11 @@ export const LIMITS = {
   cloudMs: 1e9,
 } as const;
 
-type Raw = Record<string, unknown>;
-
-/** Field checks of one message, failing with that message's wire code. */
-class Fields {
-  constructor(
-    private readonly raw: Raw,
-    private readonly type: string,
-    private readonly code: WireCode,
-  ) {}
-  fail(why: string): never {
-    throw new ProtocolError(this.code, `${this.type}: ${why}`);
-  }
-  has(name: string): boolean {
-    return this.raw[name] !== undefined && this.raw[name] !== null;
-  }
-  int(name: string, min: number, max: number, v: unknown = this.raw[name]): number {
-    if (typeof v !== 'number' || !Number.isInteger(v)) this.fail(`${name} must be an integer, got ${describe(v)}`);
-    if (v < min || v > max) this.fail(`${name} ${v} is outside ${min}..${max}`);
-    return v;
-  }
-  optInt(name: string, min: number, max: number): number | undefined {
-    return this.has(name) ? this.int(name, min, max) : undefined;
-  }
-  num(name: string, min: number, max: number, v: unknown = this.raw[name]): number {
-    if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(`${name} must be a finite number, got ${describe(v)}`);
-    if (v < min || v > max) this.fail(`${name} ${v} is outside ${min}..${max}`);
-    return v;
-  }
-  str(name: string, maxLength: number, minLength = 1): string {
-    const v = this.raw[name];
-    if (typeof v !== 'string') this.fail(`${name} must be a string, got ${describe(v)}`);
-    if (v.length < minLength || v.length > maxLength) this.fail(`${name} must be ${minLength}..${maxLength} characters, got ${v.length}`);
-    return v;
-  }
-  bool(name: string): boolean {
-    const v = this.raw[name];
-    if (typeof v !== 'boolean') this.fail(`${name} must be true or false, got ${describe(v)}`);
-    return v;
-  }
-  intArray(name: string, maxLength: number, min: number, max: number): number[] {
-    const v = this.raw[name];
-    if (!Array.isArray(v)) this.fail(`${name} must be an array, got ${describe(v)}`);
-    if (v.length > maxLength) this.fail(`${name} holds ${v.length} entries, at most ${maxLength}`);
-    return v.map((x: unknown, i) => this.int(`${name}[${i}]`, min, max, x));
-  }
-  map(name: string): Fields {
-    const v = this.raw[name];
-    if (!isPlainMap(v)) this.fail(`${name} must be a map, got ${describe(v)}`);
-    return new Fields(v, `${this.type}.${name}`, this.code);
-  }
-}
-
-function describe(v: unknown): string {
-  if (v === undefined || v === null) return 'nothing';
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return `a string of ${v.length} characters`;
-  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
-  return `a ${typeof v}`;
-}
-
-function isPlainMap(v: unknown): v is Raw {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+/** The fields of one message, failing with that message's wire code. */
+function fields(raw: Raw, type: string, code: WireCode): Fields {
+  return new Fields(raw, type, (message) => {
+    throw new ProtocolError(code, message);
+  });
 }
 
 function sampling(f: Fields): SamplingParams {
@@ -117,7 +61,7 @@ function checkMessage(raw: Raw, type: string): Message {
       if (v !== PROTOCOL_VERSION) {
         throw new ProtocolError('bad_version', `protocol version ${describe(v)} is not served (this server speaks ${PROTOCOL_VERSION}): update the edge agent`);
       }
-      const f = new Fields(raw, type, 'bad_hello');
+      const f = fields(raw, type, 'bad_hello');
       const m: Message = {
         type,
         version: PROTOCOL_VERSION,
@@ -133,29 +77,29 @@ function checkMessage(raw: Raw, type: string): Message {
       return m;
     }
     case 'resume': {
-      const f = new Fields(raw, type, 'bad_message');
+      const f = fields(raw, type, 'bad_message');
       return { type, session: f.str('session', LIMITS.sessionId), position: f.int('position', 0, LIMITS.positions) };
     }
     case 'prefill':
-      return { type, tokens: new Fields(raw, type, 'bad_tensor').int('tokens', 1, LIMITS.positions) };
+      return { type, tokens: fields(raw, type, 'bad_tensor').int('tokens', 1, LIMITS.positions) };
     case 'step':
-      return { type, token: new Fields(raw, type, 'bad_message').int('token', 0, LIMITS.tokenId) };
+      return { type, token: fields(raw, type, 'bad_message').int('token', 0, LIMITS.tokenId) };
     case 'close':
       return { type };
     case 'probe': {
-      const f = new Fields(raw, type, 'bad_message');
+      const f = fields(raw, type, 'bad_message');
       return { type, id: f.int('id', 0, LIMITS.probeId), reply: f.int('reply', 0, LIMITS.probeReply) };
     }
     case 'resplit': {
-      const f = new Fields(raw, type, 'bad_resplit');
+      const f = fields(raw, type, 'bad_resplit');
       return { type, split: f.int('split', 0, LIMITS.layer), kvCodec: f.str('kvCodec', LIMITS.codecSpec) };
     }
     case 'kv': {
-      const f = new Fields(raw, type, 'bad_resplit');
+      const f = fields(raw, type, 'bad_resplit');
       return { type, layer: f.int('layer', 0, LIMITS.layer - 1), length: f.int('length', 0, LIMITS.positions) };
     }
     case 'ready': {
-      const f = new Fields(raw, type, 'bad_message');
+      const f = fields(raw, type, 'bad_message');
       return {
         type,
         session: f.str('session', LIMITS.sessionId),
@@ -166,11 +110,11 @@ function checkMessage(raw: Raw, type: string): Message {
       };
     }
     case 'token': {
-      const f = new Fields(raw, type, 'bad_message');
+      const f = fields(raw, type, 'bad_message');
       return { type, id: f.int('id', -1, LIMITS.tokenId), done: f.bool('done'), cloudMs: f.num('cloudMs', 0, LIMITS.cloudMs) };
     }
     case 'error': {
-      const f = new Fields(raw, type, 'bad_message');
+      const f = fields(raw, type, 'bad_message');
       return { type, code: f.str('code', LIMITS.errorCode), message: f.str('message', LIMITS.errorMessage, 0) };
     }
     default:
