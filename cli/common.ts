@@ -75,8 +75,19 @@ export function samplingFrom(v: { temperature: number; 'top-k': number; 'top-p':
 /** Options of the commands that talk to a cloud server. */
 export const cloudOptions = {
   cloud: opt.string({ required: true, description: 'the cloud server (ws://host:port, wss://…, or its /v1/session URL)', valueName: 'URL' }),
-  token: opt.string({ description: 'bearer token the cloud requires', valueName: 'SECRET' }),
+  token: opt.string({ description: 'bearer token the cloud requires (visible in ps: prefer --token-file)', valueName: 'SECRET' }),
+  'token-file': opt.file({ description: 'read the bearer token from a file (its first line), e.g. a systemd credential' }),
 };
+
+/** The bearer token of --token or --token-file (whose first line is the token); undefined when neither is given. */
+export function tokenOf(v: { token?: string; 'token-file'?: string }): string | undefined {
+  if (v.token !== undefined && v['token-file'] !== undefined) throw new SplitLLMError('E_USAGE', 'give --token or --token-file, not both');
+  const t = v['token-file'] !== undefined ? (readFileSync(v['token-file'], 'utf8').split(/\r?\n/)[0] ?? '') : v.token;
+  if (t !== undefined && t.trim() === '') {
+    throw new SplitLLMError('E_USAGE', `${v['token-file'] !== undefined ? `--token-file ${v['token-file']} holds` : '--token is'} an empty token (an unset variable?): give the real token, or neither option`);
+  }
+  return t?.trim();
+}
 
 /** The --cloud option as the session endpoint: ws(s)://host:port[/v1/session]. */
 export function sessionUrl(url: string): string {

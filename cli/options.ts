@@ -235,12 +235,21 @@ export function defineCommand<O extends Options>(spec: CommandSpec<O>): CliComma
   };
 }
 
-/** A command whose only job is to hold subcommands (`splitllm profile`). */
-export function commandGroup(spec: { name: string; summary: string; subcommands: CliCommand[] }): CliCommand {
+/**
+ * A command that holds subcommands (`splitllm profile device`). With `fallback`, arguments that do not
+ * start with a subcommand's name go to that command (`splitllm edge --cloud …` runs the one-shot edge,
+ * `splitllm edge serve …` the service), and its help lists the subcommands too.
+ */
+export function commandGroup(spec: { name: string; summary: string; subcommands: CliCommand[]; fallback?: CliCommand }): CliCommand {
+  const list = ['subcommands:', ...spec.subcommands.map((c) => `  ${c.name.padEnd(12)} ${firstSentence(c.summary)}`)];
   const help = (path: string) =>
-    [`usage: ${path} <subcommand> [options]`, '', spec.summary, '', 'subcommands:', ...spec.subcommands.map((c) => `  ${c.name.padEnd(12)} ${firstSentence(c.summary)}`), '', `Run '${path} <subcommand> --help' for its options.`].join('\n');
+    spec.fallback
+      ? [spec.fallback.help(path), '', ...list, '', `Run '${path} <subcommand> --help' for its options.`].join('\n')
+      : [`usage: ${path} <subcommand> [options]`, '', spec.summary, '', ...list, '', `Run '${path} <subcommand> --help' for its options.`].join('\n');
   return {
-    ...spec,
+    name: spec.name,
+    summary: spec.summary,
+    subcommands: spec.subcommands,
     help,
     async execute(argv, path) {
       const [name, ...rest] = argv;
@@ -248,6 +257,7 @@ export function commandGroup(spec: { name: string; summary: string; subcommands:
         process.stdout.write(help(path) + '\n');
         return 0;
       }
+      if (spec.fallback && (name === undefined || name.startsWith('-'))) return spec.fallback.execute(argv, path);
       return dispatch(spec.subcommands, name, rest, path, help);
     },
   };

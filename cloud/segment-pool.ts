@@ -5,9 +5,10 @@
  * current event-loop turn to end, then every step queued by then goes in one run.
  */
 import type { ModelPackage } from '../models/package.js';
-import { buildSegment, type BuiltSegment } from '../models/onnx/segment.js';
+import { buildSegment } from '../models/onnx/segment.js';
 import { linearFor } from '../models/onnx/linear.js';
-import { SegmentRuntime, type SegmentOutput, type SharedSession } from '../models/runtime/segment-runtime.js';
+import { SegmentRuntime, type SegmentOutput } from '../models/runtime/segment-runtime.js';
+import { SharedSegments } from '../models/runtime/shared-segments.js';
 
 /** Which back segment a session runs: its split and the weight precision of the cloud's layers. */
 export interface BackKey {
@@ -23,56 +24,52 @@ interface PendingStep {
   reject: (e: unknown) => void;
 }
 
-interface PoolEntry {
-  built: BuiltSegment;
-  session: Promise<SharedSession>;
+interface StepQueue {
   queue: PendingStep[];
   scheduled: boolean;
 }
 
+const keyOf = (k: BackKey): string => `${k.split}/${k.bits}/${k.blockSize}`;
+
 export class BackSegmentPool {
-  private readonly entries = new Map<string, PoolEntry>();
+  private readonly segments: SharedSegments<BackKey>;
+  private readonly queues = new Map<string, StepQueue>();
 
   constructor(
-    private readonly pkg: ModelPackage,
+    pkg: ModelPackage,
     /** told the size of every batch of decode steps that runs */
     private readonly onBatch: (size: number) => void = () => undefined,
-  ) {}
+  ) {
+    const c = pkg.config;
+    this.segments = new SharedSegments(c, keyOf, (k) => {
+      const lin = linearFor(k.bits, k.blockSize);
+      return buildSegment(c, pkg.weights, k.split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin });
+    });
+  }
 
   /** segments built so far */
   get size(): number {
-    return this.entries.size;
-  }
-
-  private entry(k: BackKey): PoolEntry {
-    const key = `${k.split}/${k.bits}/${k.blockSize}`;
-    let e = this.entries.get(key);
-    if (!e) {
-      const c = this.pkg.config;
-      const lin = linearFor(k.bits, k.blockSize);
-      const built = buildSegment(c, this.pkg.weights, k.split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin });
-      e = { built, session: SegmentRuntime.openSession(built), queue: [], scheduled: false };
-      this.entries.set(key, e);
-    }
-    return e;
+    return this.segments.size;
   }
 
   /** A runtime with its own (empty) KV cache over the shared session of that back segment. */
-  async runtime(k: BackKey): Promise<SegmentRuntime> {
-    const e = this.entry(k);
-    return SegmentRuntime.withSession(this.pkg.config, e.built, await e.session);
+  runtime(k: BackKey): Promise<SegmentRuntime> {
+    return this.segments.runtime(k);
   }
 
   /** One decode step of `runtime` (a runtime of segment `k`), batched with the steps that arrive with it. */
   step(k: BackKey, runtime: SegmentRuntime, x: Float32Array): Promise<SegmentOutput> {
-    const e = this.entry(k);
+    const key = keyOf(k);
+    let e = this.queues.get(key);
+    if (!e) this.queues.set(key, (e = { queue: [], scheduled: false }));
+    const q = e;
     return new Promise((resolve, reject) => {
-      e.queue.push({ runtime, x, resolve, reject });
-      if (e.scheduled) return;
-      e.scheduled = true;
+      q.queue.push({ runtime, x, resolve, reject });
+      if (q.scheduled) return;
+      q.scheduled = true;
       setImmediate(() => {
-        e.scheduled = false;
-        const batch = e.queue.splice(0);
+        q.scheduled = false;
+        const batch = q.queue.splice(0);
         this.onBatch(batch.length);
         const run =
           batch.length === 1
@@ -87,7 +84,7 @@ export class BackSegmentPool {
   }
 
   async close(): Promise<void> {
-    for (const e of this.entries.values()) await (await e.session).session.release();
-    this.entries.clear();
+    this.queues.clear();
+    await this.segments.close();
   }
 }

@@ -7,7 +7,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
-import { SplitLLMError } from '../shared/errors.js';
+import { listenError } from '../shared/listen.js';
 import { encodeFrame, protocolError, type ProtocolError } from '../shared/protocol/index.js';
 import { wsChannel } from '../shared/transport/ws.js';
 import type { ModelPackage } from '../models/package.js';
@@ -95,11 +95,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     address = await app.listen({ port, host });
   } catch (e) {
     await app.close();
-    const code = e instanceof Error && 'code' in e ? String(e.code) : '';
-    if (code === 'EADDRINUSE') throw new SplitLLMError('E_USAGE', `port ${port} on ${host} is in use: stop what listens there or pick another --port`);
-    if (code === 'EACCES') throw new SplitLLMError('E_USAGE', `port ${port} on ${host} needs privileges this process lacks: pick a port above 1023`);
-    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new SplitLLMError('E_USAGE', `--host ${host} is not an address of this machine: use 127.0.0.1, 0.0.0.0 or one of its interfaces`);
-    throw e;
+    throw listenError(e, host, port) ?? e;
   }
   const url = address.replace(/^http/, 'ws');
   return { url, app, close: () => app.close() };

@@ -39,6 +39,10 @@ export interface EdgeOptions {
    * accounts them): before the KV would outgrow it, the agent moves the split down on its own
    */
   edgeMemory?: number;
+  /** KV bytes other sessions of this process hold now (the edge service): the budget is shared with them */
+  othersHold?: () => number;
+  /** told the KV bytes this session holds after each step */
+  onHold?: (bytes: number) => void;
   /** weight bits of the front layers, for the memory accounting (default 32) */
   frontBits?: number;
   /** weight bits the cloud runs the back layers at (default 32) and the quantization block */
@@ -57,9 +61,20 @@ export interface EdgeOptions {
   signal?: AbortSignal;
   /** the prompt's ids (BOS first) when the caller has tokenized it (e.g. truncated); default: `prompt` encoded */
   promptIds?: number[];
+  /**
+   * front segments [0, K) with an empty cache, e.g. runtimes over shared sessions (the edge service);
+   * default: built for this run from `linearFor` and released after it
+   */
+  fronts?: FrontSource;
   /** called after each re-split with the new split and the KV bytes moved */
   onResplit?: (info: { from: number; to: number; bytes: number; atToken: number }) => void;
 }
+
+/** Gives a front segment [0, split) with an empty KV cache; the run releases it when done with it. */
+export type FrontSource = (split: number) => Promise<SegmentRuntime>;
+
+/** Why generation ended: a stop token (or the cloud's limit), the token budget, or the caller's signal. */
+export type FinishReason = 'stop' | 'length' | 'interrupted';
 
 export interface EdgeStats {
   tokens: number;
@@ -93,6 +108,7 @@ export interface EdgeStats {
   resumes: number;
   /** generation was stopped by the caller's signal before it ended */
   interrupted: boolean;
+  finish: FinishReason;
 }
 
 export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ tokens: number[]; stats: EdgeStats }> {
@@ -107,9 +123,14 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   }
   const frontBits = o.frontBits ?? 32;
   // the memory policy at the start: the prompt and its first answer must fit
-  let split = o.edgeMemory === undefined ? o.split : splitWithinBudget(c, frontBits, o.edgeMemory, ids.length + 1, o.split);
+  // what this session may take of the budget: the rest is the KV other sessions hold
+  const budget = (): number | undefined => (o.edgeMemory === undefined ? undefined : o.edgeMemory - (o.othersHold?.() ?? 0));
+  const atStart = budget();
+  let split = atStart === undefined ? o.split : splitWithinBudget(c, frontBits, atStart, ids.length + 1, o.split);
   let codec = codecAtSplit(o.codec ?? 'fp32', split, o.codecEnv);
-  let front = await SegmentRuntime.create(pkg, 0, split, { embed: true, head: false, linearFor: o.linearFor });
+  const fronts: FrontSource = o.fronts ?? ((k) => SegmentRuntime.create(pkg, 0, k, { embed: true, head: false, linearFor: o.linearFor }));
+  let front = await fronts(split);
+  let finish: FinishReason = 'length';
   const resplits = [...(o.resplits ?? [])].sort((a, b) => a.afterTokens - b.afterTokens);
   const moves: EdgeStats['resplits'] = [];
   let peak = 0;
@@ -136,7 +157,9 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
     for (;;) {
       const e0 = performance.now();
       const h = await front.run(input, input.length);
-      peak = Math.max(peak, edgeBytes(c, frontBits, split, front.length));
+      const holding = edgeBytes(c, frontBits, split, front.length);
+      peak = Math.max(peak, holding);
+      o.onHold?.(holding - edgeBytes(c, frontBits, split, 0));
       const payload = codec.encode(h.data, input.length, c.dim);
       const e1 = performance.now();
       edgeMs += e1 - e0;
@@ -162,7 +185,11 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         out.push(t.id);
         o.onToken?.(t.id);
       }
-      if (t.done || out.length >= o.maxTokens || o.signal?.aborted) break;
+      if (t.done || out.length >= o.maxTokens || o.signal?.aborted) {
+        // the cloud ends with id -1 on a stop token; a full budget or sequence is 'length'
+        finish = o.signal?.aborted ? 'interrupted' : t.id < 0 ? 'stop' : 'length';
+        break;
+      }
       input = [t.id];
       const want = o.adapt?.({ token: out.length, latencyMs: e2 - e0, split });
       if (want !== undefined && want !== split) {
@@ -170,12 +197,13 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         resplits.unshift({ afterTokens: out.length, split: want });
       }
       // the memory policy before each step: move the split down before the KV would outgrow the budget
-      const down = o.edgeMemory === undefined ? undefined : splitBeforeStep(c, frontBits, o.edgeMemory, split, front.length);
+      const now = budget();
+      const down = now === undefined ? undefined : splitBeforeStep(c, frontBits, now, split, front.length);
       if (down !== undefined) resplits.unshift({ afterTokens: out.length, split: down });
       while (resplits.length && resplits[0]!.afterTokens <= out.length) {
         const to = resplits.shift()!.split;
         if (to === split) continue;
-        const moved = await resplitFront(pkg, link, front, to, kvCodec, o.linearFor);
+        const moved = await resplitFront(pkg, link, front, to, kvCodec, fronts);
         front = moved.front;
         const info = { from: split, to, bytes: moved.bytes, atToken: out.length };
         moves.push(info);
@@ -216,7 +244,8 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       peakEdgeBytes: peak,
       resplits: moves,
       resumes: link.resumes,
-      interrupted: o.signal?.aborted ?? false,
+      interrupted: finish === 'interrupted',
+      finish,
     },
   };
 }

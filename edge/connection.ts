@@ -104,7 +104,14 @@ export class CloudConnection {
     this.channel.close();
     this.channel = await this.connect();
     this.send({ type: 'resume', session: this.session, position });
-    const r = (await this.expect('ready')).header;
+    const ev = await this.next();
+    if (ev.kind === 'close') throw closedError(ev.code, ev.reason);
+    const m = ev.frame.header;
+    if (m.type === 'error' && m.code === 'unknown_session') {
+      // the cloud came back without the session (restarted, or it expired): this generation cannot go on
+      throw new SplitLLMError('E_CONNECTION', `the cloud no longer holds session ${this.session.slice(0, 8)}… (restarted or expired): send the request again`);
+    }
+    const r = this.expectFrame(ev.frame, 'ready').header;
     if (r.session !== this.session) throw cloudError(`the cloud resumed session ${r.session.slice(0, 8)}… instead of ${this.session.slice(0, 8)}…`);
     if (r.length > position) throw cloudError(`the cloud holds ${r.length} positions of a session the edge fed ${position}`);
     this.resumes++;

@@ -6,8 +6,7 @@
  */
 import { SplitLLMError } from '../shared/errors.js';
 import type { ModelPackage } from '../models/package.js';
-import type { LinearEmitter } from '../models/onnx/segment.js';
-import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
+import type { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import type { Codec } from '../quantization/activations/codec.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
 import type { CloudConnection } from './connection.js';
@@ -18,7 +17,7 @@ export interface ResplitResult {
   bytes: number;
 }
 
-export async function resplitFront(pkg: ModelPackage, link: CloudConnection, front: SegmentRuntime, to: number, kvCodec: Codec, linearFor?: (layer: number) => LinearEmitter): Promise<ResplitResult> {
+export async function resplitFront(pkg: ModelPackage, link: CloudConnection, front: SegmentRuntime, to: number, kvCodec: Codec, fronts: (split: number) => Promise<SegmentRuntime>): Promise<ResplitResult> {
   const c = pkg.config;
   const split = front.to;
   const r0 = link.bytesOut + link.bytesIn;
@@ -52,7 +51,7 @@ export async function resplitFront(pkg: ModelPackage, link: CloudConnection, fro
     if (wanted.size) throw new SplitLLMError('E_PROTOCOL', `the cloud did not send the KV of layer(s) ${[...wanted].join(', ')} before ready`);
     break;
   }
-  const next = await SegmentRuntime.create(pkg, 0, to, { embed: true, head: false, linearFor });
+  const next = await fronts(to);
   next.importKV(keep, front.length);
   await front.release();
   return { front: next, bytes: link.bytesOut + link.bytesIn - r0 };

@@ -11,7 +11,7 @@ import { numel } from '../shared/tensor.js';
 import { Fields } from '../shared/fields.js';
 import { expectedTensors, MANIFEST_FILE, type Manifest, type ModelConfig, validateConfig } from './manifest.js';
 import { SafetensorsFile, writeSafetensors } from './safetensors.js';
-import { TextTokenizer } from './tokenizer/tokenizer.js';
+import { parseTokenizerConfig, TextTokenizer, type TokenizerConfig } from './tokenizer/tokenizer.js';
 
 /** Read access to a model's float weights by package tensor name. */
 export interface WeightSource {
@@ -56,6 +56,8 @@ export interface ImportedModel {
   config: ModelConfig;
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
   tokenizerJson: Record<string, unknown>;
+  /** tokenizer_config.json's chat template and special tokens, when the source has one */
+  tokenizerConfig?: TokenizerConfig;
   source: Record<string, unknown>;
   /** Identity of the weights when not written to a package (sha256 of the source file). */
   sha256?: string;
@@ -69,6 +71,7 @@ export class ModelPackage {
     readonly weights: WeightSource,
     readonly tokenizerJson: Record<string, unknown>,
     readonly dir?: string,
+    readonly tokenizerConfig?: TokenizerConfig,
   ) {
     checkWeights(manifest.config, weights, dir ?? manifest.name);
     const tokenizer = this.tokenizer(); // validates the tokenizer now: fail early, not mid-generation
@@ -90,7 +93,7 @@ export class ModelPackage {
   }
 
   tokenizer(): TextTokenizer {
-    this.tok ??= new TextTokenizer(this.tokenizerJson, { bosId: this.config.bosId, eosId: this.config.eosId });
+    this.tok ??= new TextTokenizer(this.tokenizerJson, { bosId: this.config.bosId, eosId: this.config.eosId, config: this.tokenizerConfig });
     return this.tok;
   }
 
@@ -105,7 +108,7 @@ export class ModelPackage {
       weightsSha256: m.sha256 ?? 'unknown',
       source: m.source,
     };
-    return new ModelPackage(manifest, new MemoryWeights(m.tensors), m.tokenizerJson);
+    return new ModelPackage(manifest, new MemoryWeights(m.tensors), m.tokenizerJson, undefined, m.tokenizerConfig);
   }
 
   static load(dir: string): ModelPackage {
@@ -129,7 +132,7 @@ export class ModelPackage {
     } catch {
       throw new SplitLLMError('E_TOKENIZER', `${tpath} is not valid JSON: re-import the model`);
     }
-    return new ModelPackage(manifest, weights, tokenizerJson, dir);
+    return new ModelPackage(manifest, weights, tokenizerJson, dir, readTokenizerConfig(dir));
   }
 }
 
@@ -180,6 +183,21 @@ export async function sha256File(path: string): Promise<string> {
 
 export const WEIGHTS_FILE = 'model.safetensors';
 export const TOKENIZER_FILE = 'tokenizer.json';
+/** Optional beside tokenizer.json: the chat template and special tokens (Hugging Face's file, as is). */
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+
+/** The tokenizer_config.json of a folder (a package or a Hugging Face model), when it has one. */
+export function readTokenizerConfig(dir: string): TokenizerConfig | undefined {
+  const p = join(dir, TOKENIZER_CONFIG_FILE);
+  if (!existsSync(p)) return undefined;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(p, 'utf8'));
+  } catch {
+    throw new SplitLLMError('E_TOKENIZER', `${p} is not valid JSON: fix or remove it`);
+  }
+  return parseTokenizerConfig(raw, p);
+}
 
 /** Writes an imported model as a package directory and returns its manifest. */
 export async function writePackage(dir: string, m: ImportedModel, dtype: 'F32' | 'F16' = 'F32'): Promise<Manifest> {
@@ -198,6 +216,7 @@ export async function writePackage(dir: string, m: ImportedModel, dtype: 'F32' |
     dtype,
   );
   writeFileSync(join(dir, TOKENIZER_FILE), JSON.stringify(m.tokenizerJson));
+  if (m.tokenizerConfig) writeFileSync(join(dir, TOKENIZER_CONFIG_FILE), JSON.stringify(m.tokenizerConfig, null, 2) + '\n');
   const manifest: Manifest = {
     format: 'splitllm-model',
     version: 1,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Trains splitllm's default model: a small Llama-architecture model (GQA, RoPE, SwiGLU) on
 tinyshakespeare, with a byte-level BPE tokenizer trained here, and writes it as a splitllm model
-package (manifest.json + model.safetensors + tokenizer.json).
+package (manifest.json + model.safetensors + tokenizer.json + tokenizer_config.json with its chat template).
 
 Dev-only tool: the runtime never needs Python. Needs PyTorch (Debian: python3-torch, with
 libopenblas0-pthread for speed). Deterministic for a given seed, thread count and PyTorch build.
@@ -411,6 +411,16 @@ def main():
     write_safetensors(wpath, names)
     with open(os.path.join(args.out, 'tokenizer.json'), 'w', encoding='utf-8') as f:
         json.dump(tok.json(), f, ensure_ascii=False)
+    # the chat template of the default model: speakers as the corpus writes them ("Name:\n" then a blank line)
+    chat_template = (
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}"
+        "{{ message['content'] | trim }}{{ '\\n\\n' }}{% else %}{{ message['role'] | capitalize }}{{ ':\\n' }}"
+        "{{ message['content'] | trim }}{{ '\\n\\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'Assistant:\\n' }}{% endif %}"
+    )
+    with open(os.path.join(args.out, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
+        json.dump({'chat_template': chat_template, 'bos_token': '<s>', 'eos_token': '</s>'}, f, indent=2)
+        f.write('\n')
     sha = hashlib.sha256(open(wpath, 'rb').read()).hexdigest()
     manifest = {
         'format': 'splitllm-model', 'version': 1, 'name': 'splitllm-shakespeare', 'config': cfg,

@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'E_BAD_CONFIG'
   | 'E_BAD_PACKAGE'
   | 'E_TOKENIZER'
+  | 'E_CHAT_TEMPLATE'
   | 'E_VOCAB_MISMATCH'
   | 'E_SPLIT_RANGE'
   | 'E_SEQUENCE_TOO_LONG'
@@ -25,7 +26,8 @@ export type ErrorCode =
   | 'E_CODEC_LIMIT'
   | 'E_CODEC_CONTEXT'
   | 'E_PROTOCOL'
-  | 'E_CONNECTION';
+  | 'E_CONNECTION'
+  | 'E_BUSY';
 
 export class SplitLLMError extends Error {
   readonly code: ErrorCode;

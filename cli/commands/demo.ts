@@ -17,7 +17,7 @@ import { generationOptions, modelOptions, modelPath, openModelOption, promptAndL
 import { defineCommand, opt } from '../options.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
-import { TextStream } from './generate.js';
+import { TextStream } from '../../models/tokenizer/text-stream.js';
 
 const mb = (b: number) => `${(b / 1e6).toFixed(2)} MB`;
 
@@ -120,7 +120,7 @@ export const demoCommand = defineCommand({
       const session = { url, split: plan.split, codec: plan.codec, codecEnv: contexts, prompt, promptIds, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize };
       await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
-      const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), [c.eosId]);
+      const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), { breakIds: [c.eosId] });
       const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(v), stopIds: [], onToken: (id) => stream.push(id) });
       const text = stream.finish();
       const fp16Wire = c.dim * 2 + (r.stats.decode.wireBytes - r.stats.decode.payloadBytes);

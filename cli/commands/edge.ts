@@ -2,10 +2,12 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { validatePlan, type Plan } from '../../shared/plan.js';
 import { WEIGHT_STRATEGY_NAMES } from '../../models/weights/registry.js';
 import { runEdge } from '../../edge/agent.js';
+import { EdgeAgent } from '../../edge/edge-agent.js';
+import { startEdgeService } from '../../edge/service.js';
 import { SplitBandit } from '../../planner/bandit.js';
-import { cloudOptions, generationOptions, modelOptions, openModelOption, promptAndLength, readJsonFile, readPrompt, samplingFrom, sessionUrl } from '../common.js';
-import { defineCommand, items, opt, type Values } from '../options.js';
-import { TextStream } from './generate.js';
+import { cloudOptions, generationOptions, modelOptions, openModelOption, promptAndLength, readJsonFile, readPrompt, samplingFrom, sessionUrl, tokenOf } from '../common.js';
+import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
+import { TextStream } from '../../models/tokenizer/text-stream.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 
@@ -16,24 +18,70 @@ function resplitItem(part: string): { afterTokens: number; split: number } {
   return { afterTokens: Number(m[1]), split: Number(m[2]) };
 }
 
+/** What both `edge` and `edge serve` take: the model, the cloud and the plan. */
+const planOptions = {
+  ...modelOptions,
+  ...cloudOptions,
+  plan: opt.string({ description: 'plan file (split, weight bits, codecs, max sequence); the flags below override it', valueName: 'FILE' }),
+  split: opt.int({ short: 's', description: 'split point K: this device runs layers [0,K)', valueName: 'K' }),
+  codec: opt.string({ short: 'c', description: "hidden-state codec; 'ts-tabq' takes the calibrated default of the split", valueName: 'SPEC', defaultText: "the plan's, else fp32" }),
+  ...calibrationOption,
+  'kv-codec': opt.string({ description: 'codec of KV streamed on a re-split: fp32 (lossless) or int8', valueName: 'SPEC', defaultText: "the plan's, else fp32" }),
+  'edge-memory': opt.bytes({ description: 'memory the model may take on the edge (front weights + KV cache): re-split before the KV cache outgrows it' }),
+  ...weightOptions,
+};
+
+type PlanValues = Values<typeof planOptions>;
+
+/** The model, the plan file (checked against the model) and the weights the flags and the plan ask for. */
+async function resolvePlan(v: PlanValues, split: number | undefined) {
+  const pkg = await openModelOption(v);
+  let plan: Plan | undefined;
+  if (v.plan) {
+    const path = v.plan;
+    const raw = readJsonFile(path, 'plan', "make one with 'splitllm plan --out FILE'");
+    plan = validatePlan(typeof raw === 'object' && raw !== null && 'plan' in raw ? raw.plan : raw, path, WEIGHT_STRATEGY_NAMES);
+    if (plan.model && plan.model !== pkg.hash) throw new SplitLLMError('E_BAD_CONFIG', `${path} was made for another model: plan for this one`);
+    if (plan.split > pkg.config.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `${path}: split ${plan.split} is past the model's ${pkg.config.nLayers} layers`);
+  }
+  const k = split ?? v.split ?? plan?.split;
+  if (k === undefined) throw new SplitLLMError('E_USAGE', "--split K or --plan FILE is required (see --help)");
+  // the plan fills the weight options it covers; flags given on the command line win
+  const weights = await weightEmitters(
+    {
+      ...v,
+      'front-bits': v['front-bits'] ?? plan?.frontBits,
+      'back-bits': v['back-bits'] ?? plan?.backBits,
+      'weight-strategy': v['weight-strategy'] === 'rtn' && plan?.strategy ? plan.strategy : v['weight-strategy'],
+      'block-size': plan?.blockSize ?? v['block-size'],
+    },
+    pkg,
+    k,
+  );
+  return {
+    pkg,
+    plan,
+    split: k,
+    weights,
+    codec: v.codec ?? plan?.codec ?? 'fp32', // a bare 'ts-tabq' is each split's calibrated default
+    codecEnv: calibrationContexts(v, pkg),
+    kvCodec: v['kv-codec'] ?? plan?.kvCodec ?? 'fp32',
+    maxSeq: plan ? Math.min(plan.maxSeq, pkg.config.maxSeq) : pkg.config.maxSeq,
+    token: tokenOf(v),
+    url: sessionUrl(v.cloud),
+  };
+}
+
 const edgeOptions = {
-    ...modelOptions,
-    ...cloudOptions,
-    plan: opt.string({ description: 'plan file (split, weight bits, codecs, max sequence); the flags below override it', valueName: 'FILE' }),
-    split: opt.int({ short: 's', description: 'split point K: this device runs layers [0,K)', valueName: 'K' }),
-    codec: opt.string({ short: 'c', description: "hidden-state codec; 'ts-tabq' takes the calibrated default of the split", valueName: 'SPEC', defaultText: "the plan's, else fp32" }),
-    ...calibrationOption,
+    ...planOptions,
     ...generationOptions,
-    'kv-codec': opt.string({ description: 'codec of KV streamed on a re-split: fp32 (lossless) or int8', valueName: 'SPEC', defaultText: "the plan's, else fp32" }),
-    'edge-memory': opt.bytes({ description: 'memory the model may take on the edge (front weights + KV cache): re-split before the KV cache outgrows it' }),
     resplit: opt.list({ item: resplitItem, description: 'move the split after N tokens, e.g. 10:4,30:1', valueName: 'N:K,…' }),
     'adapt-splits': opt.list({ item: items.int(), description: 'online planner: learn the fastest of these splits from observed per-token latency (Thompson sampling), re-splitting as it goes', valueName: 'K,K,…' }),
     'adapt-window': opt.int({ min: 1, default: 8, description: 'tokens per choice of the online planner' }),
-    ...weightOptions,
     json: opt.flag({ description: 'print {"tokens":[…],"text":…,"stats":{…}} at the end' }),
   };
 
-export const edgeCommand = defineCommand({
+const edgeRunCommand = defineCommand({
   name: 'edge',
   summary:
     'Runs the edge agent. It tokenizes locally, runs layers [0,K), sends the compressed hidden state to the cloud and prints the tokens that come back; the prompt never leaves this machine. Ctrl-C stops after the token in flight and prints what was generated.',
@@ -58,57 +106,34 @@ export const edgeCommand = defineCommand({
 });
 
 async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal): Promise<number> {
-  const pkg = await openModelOption(v);
-  const url = sessionUrl(v.cloud);
-  let plan: Plan | undefined;
-  if (v.plan) {
-    const path = v.plan;
-    const raw = readJsonFile(path, 'plan', "make one with 'splitllm plan --out FILE'");
-    plan = validatePlan(typeof raw === 'object' && raw !== null && 'plan' in raw ? raw.plan : raw, path, WEIGHT_STRATEGY_NAMES);
-    if (plan.model && plan.model !== pkg.hash) throw new SplitLLMError('E_BAD_CONFIG', `${path} was made for another model: plan for this one`);
-    if (plan.split > pkg.config.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `${path}: split ${plan.split} is past the model's ${pkg.config.nLayers} layers`);
-  }
   let bandit: SplitBandit | undefined;
   const arms = v['adapt-splits'];
   if (arms !== undefined) {
-    if (arms.length < 2 || arms.some((k) => k > pkg.config.nLayers)) {
-      throw new SplitLLMError('E_USAGE', `--adapt-splits ${arms.join(',')} must list two or more splits in 0..${pkg.config.nLayers}`);
-    }
+    if (arms.length < 2) throw new SplitLLMError('E_USAGE', `--adapt-splits ${arms.join(',')} must list two or more splits`);
     bandit = new SplitBandit(arms, v['adapt-window']);
   }
-  const split = bandit?.first ?? v.split ?? plan?.split;
-  if (split === undefined) throw new SplitLLMError('E_USAGE', "--split K, --plan FILE or --adapt-splits is required (see 'splitllm edge --help')");
-  // the plan fills the weight options it covers; flags given on the command line win
-  const weights = await weightEmitters(
-    {
-      ...v,
-      'front-bits': v['front-bits'] ?? plan?.frontBits,
-      'back-bits': v['back-bits'] ?? plan?.backBits,
-      'weight-strategy': v['weight-strategy'] === 'rtn' && plan?.strategy ? plan.strategy : v['weight-strategy'],
-      'block-size': plan?.blockSize ?? v['block-size'],
-    },
-    pkg,
-    split,
-  );
+  const r0 = await resolvePlan(v, bandit?.first);
+  const { pkg, split, weights } = r0;
+  if (arms?.some((k) => k > pkg.config.nLayers)) throw new SplitLLMError('E_USAGE', `--adapt-splits ${arms.join(',')} must list splits in 0..${pkg.config.nLayers}`);
   const tok = pkg.tokenizer();
   const prompt = readPrompt(v);
-  const { ids: promptIds, maxTokens } = promptAndLength(tok, prompt, plan ? Math.min(plan.maxSeq, pkg.config.maxSeq) : pkg.config.maxSeq, v);
+  const { ids: promptIds, maxTokens } = promptAndLength(tok, prompt, r0.maxSeq, v);
   const stream = new TextStream(tok, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
   const r = await runEdge(pkg, {
-      url,
+      url: r0.url,
       split,
-      codec: v.codec ?? plan?.codec ?? 'fp32', // a bare 'ts-tabq' is each split's calibrated default
-      codecEnv: calibrationContexts(v, pkg),
+      codec: r0.codec,
+      codecEnv: r0.codecEnv,
       prompt,
       promptIds,
       maxTokens,
       sampling: samplingFrom(v),
-      token: v.token,
+      token: r0.token,
       linearFor: weights.linearFor,
       frontBits: weights.plan?.frontBits,
       backBits: weights.plan?.backBits,
       blockSize: weights.plan?.blockSize,
-      kvCodec: v['kv-codec'] ?? plan?.kvCodec ?? 'fp32',
+      kvCodec: r0.kvCodec,
       edgeMemory: v['edge-memory'],
       resplits: v.resplit,
       adapt: bandit ? (info) => bandit.step(info.latencyMs) : undefined,
@@ -132,3 +157,69 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
   }
   return s.interrupted ? 130 : 0;
 }
+
+const serveOptions = {
+  ...planOptions,
+  host: opt.string({ default: '127.0.0.1', description: 'address to listen on (apps on this device: keep 127.0.0.1)' }),
+  port: opt.port({ default: 8081, description: 'HTTP port of the OpenAI-compatible API' }),
+  'max-concurrent': opt.int({ min: 1, max: 1024, default: 4, description: 'requests served at once (each with its own cloud session); more get 429' }),
+  threads: opt.int({ min: 1, description: 'onnxruntime intra-op threads per front segment', defaultText: "onnxruntime's choice" }),
+  'model-id': opt.string({ description: 'the model id /v1/models reports and requests must name', defaultText: "the package's name" }),
+  log: opt.flag({ description: 'log every request as a JSON line (pino) on stdout' }),
+};
+
+const serveCommand = defineCommand({
+  name: 'serve',
+  summary:
+    'Runs the edge as a long-lived service with an OpenAI-compatible API (POST /v1/completions, /v1/chat/completions, GET /v1/models, /health, /ready). The model and its front segments stay loaded; each request gets its own cloud session, and the prompt never leaves this machine.',
+  usage: 'splitllm edge serve --cloud ws://HOST:PORT [--token-file F] (--plan plan.json | --split K …) [--host 127.0.0.1] [--port 8081] [--max-concurrent N]',
+  examples: [
+    'splitllm edge serve --cloud ws://127.0.0.1:8080 --split 2',
+    'splitllm edge serve --cloud wss://cloud.example:8443 --token-file /run/credentials/splitllm-edge.service/token --plan plan.json --port 8081',
+    "curl -s localhost:8081/v1/completions -H 'content-type: application/json' -d '{\"prompt\":\"ROMEO:\",\"max_tokens\":40,\"temperature\":0}'",
+  ],
+  options: serveOptions,
+  async run(v) {
+    const r = await resolvePlan(v, undefined);
+    const agent = await EdgeAgent.create({
+      model: r.pkg,
+      cloud: r.url,
+      token: r.token,
+      split: r.split,
+      codec: r.codec,
+      codecEnv: r.codecEnv,
+      linearFor: r.weights.linearFor,
+      frontBits: r.weights.plan?.frontBits,
+      backBits: r.weights.plan?.backBits,
+      blockSize: r.weights.plan?.blockSize,
+      kvCodec: r.kvCodec,
+      edgeMemory: v['edge-memory'],
+      maxSeq: r.maxSeq,
+      maxConcurrent: v['max-concurrent'],
+      threads: v.threads,
+    });
+    const service = await startEdgeService(agent, { host: v.host, port: v.port, modelId: v['model-id'], log: v.log });
+    const reachable = await agent.cloudReachable();
+    process.stderr.write(
+      `splitllm edge service on ${service.url} (OpenAI API at ${service.url}/v1): model ${r.pkg.manifest.name}, split ${r.split}, codec ${r.codec}, up to ${agent.maxConcurrent} requests; ` +
+        `cloud ${r.url} ${reachable ? 'reachable' : 'NOT reachable yet (requests get 503 until it is)'}\n`,
+    );
+    // SIGTERM (systemd, Kubernetes) and Ctrl-C: stop taking requests, let the running ones finish, exit 0
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+    });
+    process.stderr.write('splitllm edge service: stopping (running requests finish first)\n');
+    await service.close();
+    await agent.close();
+    return 0;
+  },
+});
+
+export const edgeCommand = commandGroup({
+  name: 'edge',
+  summary: edgeRunCommand.summary,
+  subcommands: [serveCommand],
+  fallback: edgeRunCommand,
+});

@@ -1,4 +1,5 @@
 import { generate, Pipeline } from '../../models/runtime/pipeline.js';
+import { TextStream } from '../../models/tokenizer/text-stream.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 import { generationOptions, modelOptions, openModelOption, promptAndLength, readPrompt, samplingFrom } from '../common.js';
 import { defineCommand, opt } from '../options.js';
@@ -43,57 +44,3 @@ export const generateCommand = defineCommand({
     await pipeline.release();
   },
 });
-
-/** Text of the generated ids as it continues the prompt (decoded together so that spacing is right). */
-export function decodeContinuation(tok: { decode(ids: readonly number[]): string }, promptIds: number[], gen: number[], prompt: string): string {
-  if (!prompt) return tok.decode(gen);
-  const full = tok.decode([...promptIds, ...gen]);
-  const head = tok.decode(promptIds);
-  return full.startsWith(head) ? full.slice(head.length) : tok.decode(gen);
-}
-
-/**
- * Streams generated text as tokens arrive: the prompt is written with the first token, and a token's
- * text is written once decoding it together with the rest cannot change it (multi-byte characters).
- */
-export class TextStream {
-  private readonly ids: number[] = [];
-  private printed = '';
-
-  constructor(
-    private readonly tok: { decode(ids: readonly number[]): string },
-    private readonly promptIds: number[],
-    private readonly prompt: string,
-    private readonly write?: (s: string) => void,
-    /** ids that end a paragraph (generation that runs on past EOS): written as a blank line */
-    private readonly breakIds: readonly number[] = [],
-  ) {}
-
-  private text(): string {
-    const parts: number[][] = [[]];
-    for (const id of this.ids) {
-      if (this.breakIds.includes(id)) parts.push([]);
-      else parts[parts.length - 1]!.push(id);
-    }
-    return [decodeContinuation(this.tok, this.promptIds, parts[0]!, this.prompt), ...parts.slice(1).map((p) => this.tok.decode(p))].join('\n\n');
-  }
-
-  push(id: number): void {
-    if (this.ids.length === 0 && this.prompt) this.write?.(this.prompt);
-    this.ids.push(id);
-    const text = this.text();
-    if (text.startsWith(this.printed)) {
-      this.write?.(text.slice(this.printed.length));
-      this.printed = text;
-    }
-  }
-
-  /** Writes what is left and returns the whole continuation. */
-  finish(): string {
-    const text = this.text();
-    if (this.ids.length === 0 && this.prompt) this.write?.(this.prompt);
-    if (text.length > this.printed.length && text.startsWith(this.printed)) this.write?.(text.slice(this.printed.length));
-    this.printed = text;
-    return text;
-  }
-}

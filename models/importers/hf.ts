@@ -10,7 +10,7 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { hfFields, refuse } from '../families/family.js';
 import { familyForHfType } from '../families/registry.js';
 import { expectedTensors, validateConfig, type ModelConfig } from '../manifest.js';
-import type { ImportedModel } from '../package.js';
+import { readTokenizerConfig, type ImportedModel } from '../package.js';
 import { SafetensorsFile } from '../safetensors.js';
 
 /** The package config from a parsed config.json: the shared fields here, the block flags from the model's family. */
@@ -98,6 +98,7 @@ export async function importHuggingFace(dir: string): Promise<ImportedModel> {
     config,
     tensors,
     tokenizerJson,
+    tokenizerConfig: readTokenizerConfig(dir),
     source: { format: 'huggingface', modelType: hfFields(raw, cpath).optStr('model_type', 128), files },
     sha256: hash.digest('hex'),
   };

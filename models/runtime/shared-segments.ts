@@ -1,0 +1,59 @@
+/**
+ * Segments built once and shared: one onnxruntime session per segment key (the weights held once),
+ * and a runtime with its own KV cache for each user of it. The cloud keys its back segments by
+ * (split, bits, block); the edge service its front segments by split.
+ */
+import type { ModelConfig } from '../manifest.js';
+import type { BuiltSegment } from '../onnx/segment.js';
+import { SegmentRuntime, type RuntimeOptions, type SharedSession } from './segment-runtime.js';
+
+export interface SharedSegment {
+  built: BuiltSegment;
+  session: Promise<SharedSession>;
+}
+
+export class SharedSegments<K> {
+  private readonly entries = new Map<string, SharedSegment>();
+
+  constructor(
+    private readonly config: ModelConfig,
+    private readonly keyOf: (k: K) => string,
+    private readonly build: (k: K) => BuiltSegment,
+    private readonly opts: RuntimeOptions = {},
+  ) {}
+
+  /** segments built so far */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The segment of `k`, built and its session opened on first use. */
+  entry(k: K): SharedSegment {
+    const key = this.keyOf(k);
+    let e = this.entries.get(key);
+    if (!e) {
+      const built = this.build(k);
+      const session = SegmentRuntime.openSession(built, this.opts);
+      // a failed build is not cached: the next user tries again and gets the error itself
+      session.catch(() => this.entries.delete(key));
+      e = { built, session };
+      this.entries.set(key, e);
+    }
+    return e;
+  }
+
+  /** A runtime with its own (empty) KV cache over the shared session of segment `k`. */
+  async runtime(k: K): Promise<SegmentRuntime> {
+    const e = this.entry(k);
+    return SegmentRuntime.withSession(this.config, e.built, await e.session);
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    for (const e of all) {
+      const s = await e.session.catch(() => undefined);
+      await s?.session.release();
+    }
+  }
+}
