@@ -9,7 +9,7 @@
  */
 import { SplitLLMError } from '../shared/errors.js';
 import type { SamplingParams } from '../shared/protocol/index.js';
-import type { Connector } from '../shared/transport/channel.js';
+import type { Connector, FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
 import { buildSegment } from '../models/onnx/segment.js';
@@ -46,6 +46,11 @@ export interface EdgeAgentOptions {
   threads?: number;
   /** opens a channel to the cloud (default: a WebSocket to `cloud` with `token`) */
   connect?: Connector;
+  /**
+   * keep one connection to the cloud open and unused, so that a request does not wait for the TCP,
+   * TLS and WebSocket handshakes (default true; it takes one of the cloud's connection slots)
+   */
+  spareConnection?: boolean;
 }
 
 export interface GenerateRequest {
@@ -81,6 +86,8 @@ export class EdgeAgent {
   private readonly held = new Map<number, number>();
   private nextId = 0;
   private readonly url: string;
+  private spare: Promise<FrameChannel | undefined> | undefined;
+  private closed = false;
   readonly maxConcurrent: number;
   readonly maxSeq: number;
 
@@ -105,8 +112,29 @@ export class EdgeAgent {
   static async create(options: EdgeAgentOptions): Promise<EdgeAgent> {
     const agent = new EdgeAgent(options);
     await (await agent.fronts.runtime(options.split)).release();
+    agent.refill();
     return agent;
   }
+
+  private get baseConnector(): Connector {
+    return this.options.connect ?? wsConnector(this.url, this.options.token);
+  }
+
+  /** Opens the spare connection in the background (a cloud that is down just leaves none). */
+  private refill(): void {
+    this.spare = this.closed || this.options.spareConnection === false ? undefined : this.baseConnector().catch(() => undefined);
+  }
+
+  /** A connection for a request or a resume: the spare when it is still open, else a new one; then a new spare. */
+  private readonly connect: Connector = async () => {
+    const spare = this.spare;
+    // replaced before any await, so that concurrent requests each take a different one and none leaks
+    this.refill();
+    const ch = spare ? await spare : undefined;
+    if (ch?.open) return ch;
+    ch?.close();
+    return this.baseConnector();
+  };
 
   get model(): ModelPackage {
     return this.options.model;
@@ -173,7 +201,7 @@ export class EdgeAgent {
         maxTokens,
         sampling: req.sampling,
         token: o.token,
-        connect: o.connect ?? wsConnector(this.url, o.token),
+        connect: this.connect,
         linearFor: o.linearFor,
         frontBits: o.frontBits,
         backBits: o.backBits,
@@ -253,6 +281,10 @@ export class EdgeAgent {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    const spare = this.spare;
+    this.spare = undefined;
+    (await spare)?.close();
     await this.fronts.close();
   }
 }
