@@ -109,6 +109,8 @@ export interface EdgeStats {
   /** generation was stopped by the caller's signal before it ended */
   interrupted: boolean;
   finish: FinishReason;
+  /** the split the session started at (the memory policy may start below the one asked for) and ended at */
+  split: { start: number; end: number };
 }
 
 export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ tokens: number[]; stats: EdgeStats }> {
@@ -127,6 +129,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   const budget = (): number | undefined => (o.edgeMemory === undefined ? undefined : o.edgeMemory - (o.othersHold?.() ?? 0));
   const atStart = budget();
   let split = atStart === undefined ? o.split : splitWithinBudget(c, frontBits, atStart, ids.length + 1, o.split);
+  const startSplit = split;
   let codec = codecAtSplit(o.codec ?? 'fp32', split, o.codecEnv);
   const fronts: FrontSource = o.fronts ?? ((k) => SegmentRuntime.create(pkg, 0, k, { embed: true, head: false, linearFor: o.linearFor }));
   let front = await fronts(split);
@@ -246,6 +249,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       resumes: link.resumes,
       interrupted: finish === 'interrupted',
       finish,
+      split: { start: startSplit, end: split },
     },
   };
 }

@@ -76,6 +76,7 @@ export interface GenerateResult {
   /** 'stop': a stop token or stop string; 'length': max tokens or the context; 'interrupted': the signal */
   finishReason: FinishReason;
   stats: EdgeStats;
+  /** the split the request ended at (the plan's, unless the memory policy moved it) */
   split: number;
   codec: string;
 }
@@ -218,7 +219,7 @@ export class EdgeAgent {
       const rest = stops.flush();
       if (rest) onText?.(rest);
       const finishReason: FinishReason = stops.stopped ? 'stop' : req.signal?.aborted ? 'interrupted' : r.stats.finish;
-      return { text: stops.all, tokens: r.tokens, promptTokens: ids.length, finishReason, stats: r.stats, split: o.split, codec: o.codec ?? 'fp32' };
+      return { text: stops.all, tokens: r.tokens, promptTokens: ids.length, finishReason, stats: r.stats, split: r.stats.split.end, codec: o.codec ?? 'fp32' };
     } finally {
       req.signal?.removeEventListener('abort', onAbort);
       this.held.delete(id);
