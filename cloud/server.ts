@@ -4,23 +4,31 @@
  * `CloudSession` (session.ts). Back segments and batching live in segment-pool.ts, held sessions in
  * session-store.ts, metrics in metrics.ts. Protocol in docs/PROTOCOL.md.
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import { listenError } from '../shared/listen.js';
-import { encodeFrame, protocolError, type ProtocolError } from '../shared/protocol/index.js';
 import { wsChannel } from '../shared/transport/ws.js';
 import type { ModelPackage } from '../models/package.js';
 import { WEIGHT_BITS } from '../quantization/weights/blockwise.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
-import { CloudSession, cloudContext } from './session.js';
+import { Tenants, type TenantSpec } from './auth.js';
+import type { ErrorLabel } from './metrics.js';
+import { CloudSession, cloudContext, type Identity } from './session.js';
 
 export interface CloudOptions {
   port?: number;
   host?: string;
-  /** bearer token required on the WebSocket upgrade */
+  /** bearer token required on the WebSocket upgrade (one tenant, "default") */
   token?: string;
+  /** named tenants, each with its token and an optional session cap (instead of `token`) */
+  tenants?: TenantSpec[];
+  /** most sessions held at once, connected or waiting for a resume (default 64); a hello past it gets `busy` */
   maxSessions?: number;
+  /** most WebSocket connections open at once (default 2 × maxSessions + 16); an upgrade past it gets HTTP 503 */
+  maxConnections?: number;
+  /** a connection that sends neither hello nor resume within this long is closed (default 10 s) */
+  helloTimeoutMs?: number;
   /** largest accepted frame in bytes */
   maxFrameBytes?: number;
   /** most positions (prompt + generated) one session may hold */
@@ -46,6 +54,8 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   const ctx = cloudContext(pkg, opts);
   const { metrics, store, pool } = ctx;
   let open = 0;
+  const tenants = new Tenants(opts.tenants ?? (opts.token !== undefined ? [{ name: 'default', token: opts.token }] : []));
+  const maxConnections = opts.maxConnections ?? 2 * ctx.maxSessions + 16;
 
   const app = Fastify({ logger: opts.log ?? false });
   await app.register(websocket, { options: { maxPayload: maxFrame } });
@@ -58,30 +68,56 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     return metrics.text();
   });
 
-  app.get('/v1/session', { websocket: true }, (socket: WebSocket, req) => {
-    const refuse = (e: ProtocolError) => {
-      metrics.countError(e.wireCode);
-      const f = encodeFrame({ type: 'error', code: e.wireCode, message: e.message });
-      metrics.bytesOut.inc(f.length);
-      socket.send(f);
-      socket.close(1008, e.wireCode);
-    };
-    if (opts.token && req.headers.authorization !== `Bearer ${opts.token}`) return refuse(protocolError('unauthorized', 'missing or wrong bearer token: pass --token'));
-    if (opts.maxSessions && open >= opts.maxSessions) return refuse(protocolError('server_full', `server is at its limit of ${opts.maxSessions} sessions: try again later`));
-    open++;
-    metrics.sessionsOpen.inc();
-    const channel = wsChannel(socket, {
-      maxQueuedBytes: maxFrame,
-      onError: (err) => metrics.countError('code' in err && err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'frame_too_large' : 'ws_protocol'),
-    });
-    void new CloudSession(channel, ctx)
-      .run()
-      .catch(() => channel.terminate())
-      .finally(() => {
-        open--;
-        metrics.sessionsOpen.dec();
+  // who each upgrade request is, decided before the upgrade
+  const identities = new WeakMap<object, Identity>();
+  const openByTenant = new Map<string, number>();
+  const refuseUpgrade = (reply: FastifyReply, status: number, code: ErrorLabel, message: string) => {
+    metrics.countError(code);
+    if (status === 401) void reply.header('www-authenticate', 'Bearer realm="splitllm"');
+    if (status === 503) void reply.header('retry-after', '1');
+    return reply.code(status).send({ error: { code, message } });
+  };
+  app.get(
+    '/v1/session',
+    {
+      websocket: true,
+      // runs on the HTTP request, before any upgrade: a refused client never gets a 101
+      preValidation: async (req, reply) => {
+        let who: Identity = { tenant: 'default' };
+        if (tenants.enabled) {
+          const found = tenants.identify(req.headers.authorization);
+          if (!found) {
+            req.log.warn({ remote: req.ip }, 'refused upgrade: missing or wrong bearer token');
+            return refuseUpgrade(reply, 401, 'unauthorized', 'missing or wrong bearer token: pass the token the server was given (--token-file)');
+          }
+          who = found;
+        }
+        if (open >= maxConnections) return refuseUpgrade(reply, 503, 'busy', `the server has its limit of ${maxConnections} connections open: retry shortly`);
+        if (who.maxSessions !== undefined && (openByTenant.get(who.tenant) ?? 0) >= who.maxSessions) {
+          return refuseUpgrade(reply, 403, 'tenant_limit', `tenant ${who.tenant} has its limit of ${who.maxSessions} connections open: end one first`);
+        }
+        identities.set(req.raw, who);
+      },
+    },
+    (socket: WebSocket, req) => {
+      const who = identities.get(req.raw) ?? { tenant: 'default' };
+      open++;
+      openByTenant.set(who.tenant, (openByTenant.get(who.tenant) ?? 0) + 1);
+      metrics.sessionsOpen.inc();
+      const channel = wsChannel(socket, {
+        maxQueuedBytes: maxFrame,
+        onError: (err) => metrics.countError('code' in err && err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'frame_too_large' : 'ws_protocol'),
       });
-  });
+      void new CloudSession(channel, ctx, who)
+        .run()
+        .catch(() => channel.terminate())
+        .finally(() => {
+          open--;
+          openByTenant.set(who.tenant, (openByTenant.get(who.tenant) ?? 1) - 1);
+          metrics.sessionsOpen.dec();
+        });
+    },
+  );
 
   app.addHook('onClose', async () => {
     store.releaseAll();

@@ -18,6 +18,10 @@ export interface Attachment {
 
 export interface HeldSession {
   readonly id: string;
+  /** what a resume must show (sent once, in the first ready) */
+  readonly secret: string;
+  /** the tenant whose token opened it: only that tenant may resume it, and it counts against its cap */
+  readonly tenant: string;
   /** the session's hello, its split kept current across re-splits */
   hello: Hello;
   runtime: SegmentRuntime;
@@ -42,6 +46,12 @@ export class SessionStore {
 
   get size(): number {
     return this.sessions.size;
+  }
+  /** sessions held for one tenant */
+  heldBy(tenant: string): number {
+    let n = 0;
+    for (const s of this.sessions.values()) if (s.tenant === tenant) n++;
+    return n;
   }
   get(id: string): HeldSession | undefined {
     return this.sessions.get(id);

@@ -14,7 +14,7 @@ import { checkWeightBits } from '../quantization/weights/blockwise.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { BackSegmentPool, type BackKey } from './segment-pool.js';
 import { CloudMetrics } from './metrics.js';
 import { SessionStore, type Attachment, type HeldSession } from './session-store.js';
@@ -32,13 +32,33 @@ export interface CloudContext {
   maxBufferedBytes: number;
   /** a peer that does not read for this long is dropped */
   drainTimeoutMs: number;
+  /** most sessions held at once (connected or waiting for a resume); a hello past it gets `busy` */
+  maxSessions: number;
+  /** a connection that sends neither hello nor resume within this long is closed (`hello_timeout`) */
+  helloTimeoutMs: number;
   newSessionId(): string;
 }
 
-/** The shared state of one server, with its defaults: 60 s idle expiry, 16 MiB send buffer, 30 s drain timeout. */
+/** Who opened a connection: the tenant of its token (`default` without auth), and that tenant's session cap. */
+export interface Identity {
+  tenant: string;
+  maxSessions?: number;
+}
+
+/** Constant-time comparison of two secrets (unequal lengths compare unequal, in constant time too). */
+export function sameSecret(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a).digest();
+  const hb = createHash('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb) && a.length === b.length;
+}
+
+/** Default cap of held sessions (each holds a KV cache of up to the model's context). */
+export const DEFAULT_MAX_SESSIONS = 64;
+
+/** The shared state of one server, with its defaults: 60 s idle expiry, 16 MiB send buffer, 30 s drain timeout, 64 sessions, 10 s to say hello. */
 export function cloudContext(
   pkg: ModelPackage,
-  opts: { idleMs?: number; sessionTokenLimit?: number; maxBufferedBytes?: number; calibration?: CalibrationContexts; newSessionId?: () => string } = {},
+  opts: { idleMs?: number; sessionTokenLimit?: number; maxBufferedBytes?: number; calibration?: CalibrationContexts; newSessionId?: () => string; maxSessions?: number; helloTimeoutMs?: number } = {},
 ): CloudContext {
   const c = pkg.config;
   const metrics = new CloudMetrics();
@@ -51,6 +71,8 @@ export function cloudContext(
     tokenLimit: Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq),
     maxBufferedBytes: opts.maxBufferedBytes ?? 16 * 1024 * 1024,
     drainTimeoutMs: 30_000,
+    maxSessions: opts.maxSessions ?? DEFAULT_MAX_SESSIONS,
+    helloTimeoutMs: opts.helloTimeoutMs ?? 10_000,
     newSessionId: opts.newSessionId ?? randomUUID,
   };
 }
@@ -69,10 +91,24 @@ export class CloudSession implements Attachment {
   constructor(
     private readonly channel: FrameChannel,
     private readonly ctx: CloudContext,
+    private readonly who: Identity = { tenant: 'default' },
   ) {}
 
   /** Serves the connection until it closes. */
   async run(): Promise<void> {
+    // a connection that never says hello (or resume) would hold its slot forever
+    const helloTimer = setTimeout(() => {
+      if (!this.held && !this.closing) this.fail(protocolError('hello_timeout', `no hello or resume within ${this.ctx.helloTimeoutMs} ms: connect when there is something to send`));
+    }, this.ctx.helloTimeoutMs);
+    helloTimer.unref?.();
+    try {
+      await this.serve();
+    } finally {
+      clearTimeout(helloTimer);
+    }
+  }
+
+  private async serve(): Promise<void> {
     for (;;) {
       const ev = await this.channel.next();
       if (ev.kind === 'close') break;
@@ -190,12 +226,26 @@ export class CloudSession implements Attachment {
       if (e instanceof SplitLLMError) throw protocolError('bad_hello', e.message);
       throw e;
     }
+    // admission: held sessions (connected or dropped, each with its KV) count, the server's and the tenant's
+    if (store.size >= this.ctx.maxSessions) throw protocolError('busy', `the server holds its limit of ${this.ctx.maxSessions} sessions: retry in a few seconds`);
+    const cap = this.who.maxSessions;
+    if (cap !== undefined && store.heldBy(this.who.tenant) >= cap) throw protocolError('busy', `tenant ${this.who.tenant} holds its limit of ${cap} sessions: end one or retry later`);
     const runtime = await this.ctx.pool.runtime(this.backKey(m));
-    const s: HeldSession = { id: this.ctx.newSessionId(), hello: m, runtime, sampler, prefilled: false, generated: 0, pendingKv: new Map() };
+    const s: HeldSession = {
+      id: this.ctx.newSessionId(),
+      secret: randomBytes(16).toString('base64url'),
+      tenant: this.who.tenant,
+      hello: m,
+      runtime,
+      sampler,
+      prefilled: false,
+      generated: 0,
+      pendingKv: new Map(),
+    };
     store.add(s);
     metrics.sessionsTotal.inc();
     this.attach(s);
-    this.send({ type: 'ready', session: s.id, layers: c.nLayers, split: m.split, maxSeq: tokenLimit, length: 0 });
+    this.send({ type: 'ready', session: s.id, layers: c.nLayers, split: m.split, maxSeq: tokenLimit, length: 0, resumeSecret: s.secret });
   }
 
   private resume(m: Resume): void {
@@ -203,6 +253,10 @@ export class CloudSession implements Attachment {
     if (this.held) throw protocolError('bad_hello', `this connection already has session ${this.held.id}`);
     const found = store.get(m.session);
     if (!found) throw protocolError('unknown_session', `session ${m.session.slice(0, 8)}… is unknown or expired: start a new one`, { closes: true });
+    // a wrong secret or another tenant is answered as an unknown session (nothing to learn), and the session is not touched
+    if (!sameSecret(m.secret, found.secret) || found.tenant !== this.who.tenant) {
+      throw protocolError('unknown_session', `session ${m.session.slice(0, 8)}… is unknown or expired: start a new one`, { closes: true });
+    }
     if (found.attached?.open) throw protocolError('bad_hello', 'session is attached to another connection', { closes: true });
     this.attach(found);
     store.touch(found);

@@ -156,6 +156,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
     const ready = (await link.expect('ready')).header;
     if (ready.split !== split || ready.length !== 0) throw new SplitLLMError('E_PROTOCOL', `the cloud answered hello with split ${ready.split} and ${ready.length} positions, expected split ${split} and 0`);
     link.session = ready.session;
+    link.secret = ready.resumeSecret ?? '';
     let input: number[] = ids;
     for (;;) {
       const e0 = performance.now();

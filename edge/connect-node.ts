@@ -9,7 +9,30 @@ export function wsConnector(url: string, token?: string, opts: { maxPayload?: nu
     new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, maxPayload: opts.maxPayload ?? 256 * 1024 * 1024 });
       const channel = wsChannel(ws);
+      let refused = false;
       ws.once('open', () => resolve(channel));
-      ws.once('error', (e) => reject(new SplitLLMError('E_CONNECTION', `cannot reach the cloud at ${url} (${e.message}): start 'splitllm cloud' or check --cloud`)));
+      // the cloud refuses on the HTTP upgrade (401 token, 403 tenant limit, 503 busy), with a JSON body saying why
+      ws.once('unexpected-response', (_req, res) => {
+        refused = true;
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body = (body + d).slice(0, 2048)));
+        res.on('end', () => {
+          let why = '';
+          try {
+            const j: unknown = JSON.parse(body);
+            if (j && typeof j === 'object' && 'error' in j && j.error && typeof j.error === 'object' && 'code' in j.error && 'message' in j.error) why = `${String(j.error.code)}: ${String(j.error.message)}`;
+          } catch {
+            why = '';
+          }
+          const status = res.statusCode ?? 0;
+          const fix = status === 401 ? 'pass the token the cloud was given (--token-file)' : status === 503 || status === 403 ? 'retry shortly' : 'check --cloud';
+          reject(new SplitLLMError('E_CONNECTION', `the cloud at ${url} refused the connection (HTTP ${status}${why ? `, ${why}` : ''}): ${fix}`));
+          ws.terminate();
+        });
+      });
+      ws.once('error', (e) => {
+        if (!refused) reject(new SplitLLMError('E_CONNECTION', `cannot reach the cloud at ${url} (${e.message}): start 'splitllm cloud' or check --cloud`));
+      });
     });
 }

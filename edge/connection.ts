@@ -33,6 +33,8 @@ export class CloudConnection {
   private last: Uint8Array | undefined;
   resumes = 0;
   session = '';
+  /** the session's resume secret (from the cloud's first ready): a resume must show it */
+  secret = '';
 
   private constructor(
     private channel: FrameChannel,
@@ -93,7 +95,7 @@ export class CloudConnection {
       const ev = await this.next();
       if (ev.kind === 'message') return this.expectFrame(ev.frame, 'token').header;
       const resumable = RESUMABLE_CLOSE_CODES.includes(ev.code) && this.policy.resume !== false && this.resumes < (this.policy.maxResumes ?? 5);
-      if (!resumable || !this.session) throw closedError(ev.code, ev.reason);
+      if (!resumable || !this.session || !this.secret) throw closedError(ev.code, ev.reason);
       await this.reconnect(position);
     }
   }
@@ -103,7 +105,7 @@ export class CloudConnection {
     this.bytesOutBefore += this.channel.bytesOut;
     this.channel.close();
     this.channel = await this.connect();
-    this.send({ type: 'resume', session: this.session, position });
+    this.send({ type: 'resume', session: this.session, secret: this.secret, position });
     const ev = await this.next();
     if (ev.kind === 'close') throw closedError(ev.code, ev.reason);
     const m = ev.frame.header;

@@ -168,7 +168,8 @@ describe('servers and the edge', () => {
     const url = `${server.url}/v1/session`;
     for (const extra of [[], ['--token', 'nope']]) {
       const r = await cliAsync(['profile', 'link', '--cloud', url, '--out', join(tmp, 'link.json'), ...extra]);
-      expectUserError(r, 'E_PROTOCOL', /cloud: unauthorized: missing or wrong bearer token/);
+      // refused on the HTTP upgrade (401), before any WebSocket exchange
+      expectUserError(r, 'E_CONNECTION', /refused the connection \(HTTP 401, unauthorized: missing or wrong bearer token/);
     }
     const ok = await cliAsync(['profile', 'link', '--cloud', url, '--token', 's3cret', '--bytes', '64KB', '--out', join(tmp, 'link.json')]);
     expect(ok.code, ok.stderr).toBe(0);

@@ -9,7 +9,7 @@ import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import type { ModelPackage } from '../models/package.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
 import { BackSegmentPool, type BackKey } from '../cloud/segment-pool.js';
-import type { CloudMessage } from '../shared/protocol/index.js';
+import { PROTOCOL_VERSION, type CloudMessage } from '../shared/protocol/index.js';
 import { defaultModel } from './helpers/models.js';
 import { expectClosed, expectError, fp32, hello, testCloud, TestEdge, type TestCloud } from './helpers/cloud.js';
 
@@ -126,18 +126,18 @@ describe('CloudSession over an in-memory channel (default model)', () => {
     expect(cloud.ctx.store.size).toBe(ready); // the session outlives its connection
     const session = edge.session;
     const r = cloud.connect();
-    r.send({ type: 'resume', session, position: edge.front.length });
+    r.send({ type: 'resume', session, secret: edge.secret, position: edge.front.length });
     expect(await r.message()).toMatchObject({ type: 'ready', session, split: 2, length: edge.front.length });
     const again = await r.message(); // the cloud had run the step: its token comes again
     expect(again).toMatchObject({ type: 'token', id: local[2] });
     // a second connection cannot take a session that is attached
     const thief = cloud.connect();
-    thief.send({ type: 'resume', session, position: 0 });
+    thief.send({ type: 'resume', session, secret: edge.secret, position: 0 });
     await expectError(thief, 'bad_hello');
     await expectClosed(thief, 1008);
     // an unknown session is refused and closed
     const u = cloud.connect();
-    u.send({ type: 'resume', session: 'no-such-session', position: 3 });
+    u.send({ type: 'resume', session: 'no-such-session', secret: 'x', position: 3 });
     await expectError(u, 'unknown_session');
     await expectClosed(u, 1008);
     r.send({ type: 'close' });
@@ -154,7 +154,7 @@ describe('CloudSession over an in-memory channel (default model)', () => {
       await expectClosed(c, 1008);
       expect(short.ctx.store.size).toBe(0);
       const r = short.connect();
-      r.send({ type: 'resume', session: 'session-1', position: 0 });
+      r.send({ type: 'resume', session: 'session-1', secret: 'x', position: 0 });
       await expectError(r, 'unknown_session');
       expect(await short.ctx.metrics.text()).toMatch(/splitllm_sessions_expired_total 1/);
     } finally {
@@ -177,11 +177,11 @@ describe('CloudSession over an in-memory channel (default model)', () => {
     await expectError(a, 'unknown_type');
     a.send({ type: 'prefill', tokens: 1 }, tensor(1));
     await expectError(a, 'unknown_session');
-    a.send({ type: 'resume', session: '', position: 0 });
+    a.send({ type: 'resume', session: '', secret: 'x', position: 0 });
     await expectError(a, 'bad_message');
     expect(a.channel.open).toBe(true); // none of these closed it
     const v = cloud.connect();
-    v.send(hello(pkg, { version: 2 }));
+    v.send(hello(pkg, { version: PROTOCOL_VERSION + 1 }));
     await expectError(v, 'bad_version');
     await expectClosed(v, 1008);
     const m = cloud.connect();

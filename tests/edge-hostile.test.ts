@@ -11,7 +11,7 @@ import { cliAsync } from './helpers/cli.js';
 /** What the fake cloud does with each message it gets. */
 type Script = (ws: WebSocket, m: EdgeMessage) => void;
 
-const ready = (session = 'fake-session', length = 0, split = 2) => encodeFrame({ type: 'ready', session, layers: 6, split, maxSeq: 256, length });
+const ready = (session = 'fake-session', length = 0, split = 2) => encodeFrame({ type: 'ready', session, layers: 6, split, maxSeq: 256, length, resumeSecret: 'fake-secret' });
 const token = (id: number, done = false) => encodeFrame({ type: 'token', id, done, cloudMs: 1 });
 const raw = (header: unknown) => lengthPrefixed(msgpack.pack(header), new Uint8Array(0));
 

@@ -40,7 +40,7 @@ describe('cloud limits: bearer token and frame size (default model)', () => {
       const first = runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 250, stopIds: [], signal: hold.signal, onToken: () => undefined });
       const metrics = async () => (await fetch(`${full.url.replace('ws', 'http')}/metrics`)).text();
       for (let i = 0; i < 100 && !/splitllm_sessions_open 1/.test(await metrics()); i++) await new Promise((r) => setTimeout(r, 5));
-      await expect(runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 4 })).rejects.toThrow(/cloud: server_full: server is at its limit of 1 sessions/);
+      await expect(runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 4 })).rejects.toThrow(/cloud: busy: the server holds its limit of 1 sessions/);
       hold.abort();
       expect((await first).stats.interrupted).toBe(true);
       for (let i = 0; i < 100 && !/splitllm_sessions_open 0/.test(await (await fetch(`${full.url.replace('ws', 'http')}/metrics`)).text()); i++) await new Promise((r) => setTimeout(r, 20));
@@ -248,7 +248,7 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
       await new Promise((r) => ws.once('open', r));
       const replies: Message[] = [];
       ws.on('message', (d: Buffer) => replies.push(parseCloudFrame(new Uint8Array(d)).header));
-      ws.send(encodeFrame({ type: 'resume', session: 'no-such-session', position: 3 }));
+      ws.send(encodeFrame({ type: 'resume', session: 'no-such-session', secret: 'x', position: 3 }));
       await new Promise((r) => ws.once('close', r));
       expect(replies[0]).toMatchObject({ type: 'error', code: 'unknown_session' });
       // a session left idle past its expiry is gone
@@ -260,12 +260,13 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
       await new Promise((r) => ws2.once('close', r));
       expect(got[0]).toMatchObject({ type: 'ready' });
       expect(got[1]).toMatchObject({ type: 'error', code: 'expired_session' });
-      const id = (got[0] as { session: string }).session;
+      const first = got[0];
+      const [id, secret] = first?.type === 'ready' ? [first.session, first.resumeSecret ?? ''] : ['', ''];
       const ws3 = new WebSocket(`${short.url}/v1/session`);
       await new Promise((r) => ws3.once('open', r));
       const got3: Message[] = [];
       ws3.on('message', (d: Buffer) => got3.push(parseCloudFrame(new Uint8Array(d)).header));
-      ws3.send(encodeFrame({ type: 'resume', session: id, position: 0 }));
+      ws3.send(encodeFrame({ type: 'resume', session: id, secret, position: 0 }));
       await new Promise((r) => ws3.once('close', r));
       expect(got3[0]).toMatchObject({ type: 'error', code: 'unknown_session' });
     } finally {

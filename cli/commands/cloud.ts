@@ -1,24 +1,47 @@
 import { startCloud } from '../../cloud/server.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
-import { modelOptions, openModelOption } from '../common.js';
+import { SplitLLMError } from '../../shared/errors.js';
+import { parseTenantsFile, type TenantSpec } from '../../cloud/auth.js';
+import { DEFAULT_MAX_SESSIONS } from '../../cloud/session.js';
+import { modelOptions, openModelOption, readJsonFile, tokenOf } from '../common.js';
 import { defineCommand, opt } from '../options.js';
+
+/** The tenants of --token, --token-file, --tenants-file or $SPLITLLM_TOKEN (at most one of them); none: no auth. */
+function tenantsOf(v: { token?: string; 'token-file'?: string; 'tenants-file'?: string }): TenantSpec[] {
+  const env = process.env['SPLITLLM_TOKEN'];
+  const given = [v.token !== undefined && '--token', v['token-file'] !== undefined && '--token-file', v['tenants-file'] !== undefined && '--tenants-file'].filter((x): x is string => typeof x === 'string');
+  if (given.length > 1) throw new SplitLLMError('E_USAGE', `give one of ${given.join(', ')}, not several`);
+  if (v['tenants-file'] !== undefined) {
+    const path = v['tenants-file'];
+    return parseTenantsFile(readJsonFile(path, 'tenants file', 'see splitllm cloud --help'), path);
+  }
+  if (given.length === 0 && env !== undefined && env.trim() === '') throw new SplitLLMError('E_USAGE', '$SPLITLLM_TOKEN is set but empty (an unset variable?): give the real token, or unset it to run without auth');
+  const token = given.length > 0 ? tokenOf(v) : env !== undefined ? env.trim() : undefined;
+  return token === undefined ? [] : [{ name: 'default', token }];
+}
 
 export const cloudCommand = defineCommand({
   name: 'cloud',
   summary:
     'Runs the cloud server. Edge agents connect to ws://HOST:PORT/v1/session; GET /healthz, /v1/models and /metrics (Prometheus) are served beside it.',
-  usage: 'splitllm cloud [--model M] [--port 8080] [--host 127.0.0.1] [--token SECRET] [--max-sessions N] [--session-token-limit N] [--idle-ms 60s] [--calibration FILE]',
+  usage: 'splitllm cloud [--model M] [--port 8080] [--host 127.0.0.1] [--token-file F | --tenants-file F] [--max-sessions N] [--session-token-limit N] [--idle-ms 60s] [--calibration FILE]',
   examples: [
     'splitllm cloud',
-    'splitllm cloud --port 8080 --host 0.0.0.0 --token "$SECRET" --max-sessions 64',
+    'splitllm cloud --port 8080 --host 0.0.0.0 --token-file /run/secrets/splitllm-token --max-sessions 64',
+    'SPLITLLM_TOKEN="$(cat token)" splitllm cloud --host 0.0.0.0',
+    'splitllm cloud --host 0.0.0.0 --tenants-file tenants.json',
     'splitllm cloud --model models/stories260K --idle-ms 5m --max-frame-bytes 16MB --json',
   ],
   options: {
     ...modelOptions,
     port: opt.port({ short: 'p', default: 8080, description: 'port to listen on (0: any free port)' }),
     host: opt.string({ default: '127.0.0.1', description: 'address to bind' }),
-    token: opt.string({ description: 'require "Authorization: Bearer SECRET" on the WebSocket upgrade', valueName: 'SECRET' }),
-    'max-sessions': opt.int({ min: 1, description: 'refuse connections beyond this many open ones (server_full)' }),
+    token: opt.string({ description: 'require "Authorization: Bearer SECRET" on the upgrade (visible in ps: prefer --token-file or $SPLITLLM_TOKEN)', valueName: 'SECRET' }),
+    'token-file': opt.file({ description: 'the bearer token, first line of this file (e.g. a systemd credential or a Kubernetes secret)' }),
+    'tenants-file': opt.file({ description: 'JSON {"tenants":[{"name","token","maxSessions"}]}: several tokens, each a named tenant with its own session cap' }),
+    'max-sessions': opt.int({ min: 1, default: DEFAULT_MAX_SESSIONS, description: 'most sessions held at once, connected or waiting for a resume (each holds a KV cache); a hello past it is refused with busy' }),
+    'max-connections': opt.int({ min: 1, description: 'most WebSocket connections open at once; an upgrade past it gets HTTP 503', defaultText: '2 × max-sessions + 16' }),
+    'hello-timeout': opt.duration({ bare: 'ms', default: 10_000, defaultText: '10s', description: 'close a connection that sends no hello (or resume) within this long' }),
     'session-token-limit': opt.int({ min: 1, description: 'most positions one session may hold', defaultText: 'the model maximum' }),
     'max-frame-bytes': opt.bytes({ bare: 'b', default: 64 * 1024 * 1024, defaultText: '64MiB', description: 'largest accepted frame (a bare number is bytes)' }),
     'idle-ms': opt.duration({ bare: 'ms', default: 60_000, defaultText: '60s', description: 'release a session idle this long; a dropped one can be resumed until then (a bare number is ms)' }),
@@ -26,17 +49,23 @@ export const cloudCommand = defineCommand({
     json: opt.flag({ description: 'print the listening address as JSON' }),
   },
   async run(v) {
+    const tenants = tenantsOf(v);
     const pkg = await openModelOption(v);
     const server = await startCloud(pkg, {
       port: v.port,
       host: v.host,
-      token: v.token,
+      tenants,
       maxSessions: v['max-sessions'],
+      maxConnections: v['max-connections'],
+      helloTimeoutMs: v['hello-timeout'],
       sessionTokenLimit: v['session-token-limit'],
       maxFrameBytes: v['max-frame-bytes'],
       idleMs: v['idle-ms'],
       calibration: calibrationContexts(v, pkg),
     });
+    if (tenants.length === 0 && v.host !== '127.0.0.1' && v.host !== 'localhost' && v.host !== '::1') {
+      process.stderr.write(`splitllm cloud: warning: listening on ${v.host} without a token: anyone who can reach it may use it (give --token-file)\n`);
+    }
     if (v.json) process.stdout.write(JSON.stringify({ url: `${server.url}/v1/session`, model: pkg.hash }) + '\n');
     else process.stdout.write(`splitllm cloud serving ${pkg.manifest.name} (${pkg.config.nLayers} layers) at ${server.url}/v1/session\n`);
     await new Promise<void>((resolve) => {

@@ -21,7 +21,8 @@ export const WIRE_CODES = {
   token_limit: false,
   bad_resplit: false,
   unauthorized: true,
-  server_full: true,
+  busy: true,
+  hello_timeout: true,
   expired_session: true,
   internal: true,
 } as const satisfies Record<string, boolean>;

@@ -3,7 +3,7 @@
  * code sees it once `parseFrame` (parse.ts) has checked every field. Browser-safe: no imports.
  */
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export interface SamplingParams {
   temperature?: number;
@@ -34,6 +34,8 @@ export interface Ready {
   maxSeq: number;
   /** positions the cloud's KV cache holds (0 for a new session) */
   length: number;
+  /** answering a hello: the secret a resume of this session must carry (random; never in URLs or logs) */
+  resumeSecret?: string;
 }
 /** Link measurement: the cloud answers a probe with a probe of `reply` payload bytes (at most 8 MiB). */
 export interface Probe {
@@ -45,6 +47,8 @@ export interface Probe {
 export interface Resume {
   type: 'resume';
   session: string;
+  /** the session's resumeSecret from its first ready */
+  secret: string;
   position: number;
 }
 /** hidden state [tokens, dim] of the prompt (prefill) or of one new token (step); payload: codec message */

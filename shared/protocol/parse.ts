@@ -22,6 +22,7 @@ export const LIMITS = {
   modelHash: 128,
   codecSpec: 256,
   sessionId: 128,
+  resumeSecret: 128,
   errorCode: 64,
   errorMessage: 4096,
   probeReply: 8 * 1024 * 1024,
@@ -78,7 +79,7 @@ function checkMessage(raw: Raw, type: string): Message {
     }
     case 'resume': {
       const f = fields(raw, type, 'bad_message');
-      return { type, session: f.str('session', LIMITS.sessionId), position: f.int('position', 0, LIMITS.positions) };
+      return { type, session: f.str('session', LIMITS.sessionId), secret: f.str('secret', LIMITS.resumeSecret), position: f.int('position', 0, LIMITS.positions) };
     }
     case 'prefill':
       return { type, tokens: fields(raw, type, 'bad_tensor').int('tokens', 1, LIMITS.positions) };
@@ -100,7 +101,7 @@ function checkMessage(raw: Raw, type: string): Message {
     }
     case 'ready': {
       const f = fields(raw, type, 'bad_message');
-      return {
+      const ready: Message = {
         type,
         session: f.str('session', LIMITS.sessionId),
         layers: f.int('layers', 0, LIMITS.layer),
@@ -108,6 +109,9 @@ function checkMessage(raw: Raw, type: string): Message {
         maxSeq: f.int('maxSeq', 0, LIMITS.positions),
         length: f.int('length', 0, LIMITS.positions),
       };
+      const secret = f.optStr('resumeSecret', LIMITS.resumeSecret);
+      if (secret !== undefined) ready.resumeSecret = secret;
+      return ready;
     }
     case 'token': {
       const f = fields(raw, type, 'bad_message');

@@ -7,7 +7,7 @@ import { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
 import { createCodec } from '../../quantization/activations/registry.js';
 import type { ModelPackage } from '../../models/package.js';
 import type { CalibrationContexts } from '../../quantization/activations/calibration.js';
-import { CloudSession, cloudContext, type CloudContext } from '../../cloud/session.js';
+import { CloudSession, cloudContext, type CloudContext, type Identity } from '../../cloud/session.js';
 import { encodeFrame, parseCloudFrame, PROTOCOL_VERSION, type CloudMessage, type Frame, type Hello, type Message } from '../../shared/protocol/index.js';
 import { memoryChannelPair, type MemoryChannel } from '../../shared/transport/memory.js';
 
@@ -26,19 +26,22 @@ export interface TestClient {
 
 export interface TestCloud {
   ctx: CloudContext;
-  connect(): TestClient;
+  connect(who?: Identity): TestClient;
   close(): Promise<void>;
 }
 
-export function testCloud(pkg: ModelPackage, opts: { idleMs?: number; tokenLimit?: number; calibration?: CalibrationContexts; maxBufferedBytes?: number } = {}): TestCloud {
+export function testCloud(
+  pkg: ModelPackage,
+  opts: { idleMs?: number; tokenLimit?: number; calibration?: CalibrationContexts; maxBufferedBytes?: number; maxSessions?: number; helloTimeoutMs?: number } = {},
+): TestCloud {
   let n = 0;
-  const ctx = cloudContext(pkg, { idleMs: opts.idleMs, sessionTokenLimit: opts.tokenLimit, maxBufferedBytes: opts.maxBufferedBytes, calibration: opts.calibration, newSessionId: () => `session-${++n}` });
+  const ctx = cloudContext(pkg, { ...opts, sessionTokenLimit: opts.tokenLimit, newSessionId: () => `session-${++n}` });
 
   return {
     ctx,
-    connect() {
+    connect(who?: Identity) {
       const { a, b } = memoryChannelPair();
-      const done = new CloudSession(b, ctx).run();
+      const done = new CloudSession(b, ctx, who).run();
       const next = async () => {
         const ev = await a.next();
         if (ev.kind === 'close') return { closed: ev.code, reason: ev.reason };
@@ -91,13 +94,16 @@ export class TestEdge {
     public front: SegmentRuntime,
     readonly client: TestClient,
     readonly session: string,
+    /** the resume secret of the session's ready */
+    readonly secret: string,
   ) {}
   static async start(pkg: ModelPackage, client: TestClient, split: number, over: Partial<Hello> = {}): Promise<TestEdge> {
     client.send(hello(pkg, { split, ...over }));
     const r = await client.message();
     if (r.type !== 'ready') throw new Error(`expected ready, got ${JSON.stringify(r)}`);
     expect(r).toMatchObject({ split, length: 0, layers: pkg.config.nLayers });
-    return new TestEdge(pkg, await SegmentRuntime.create(pkg, 0, split, { embed: true, head: false }), client, r.session);
+    expect(r.resumeSecret).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    return new TestEdge(pkg, await SegmentRuntime.create(pkg, 0, split, { embed: true, head: false }), client, r.session, r.resumeSecret ?? '');
   }
   async feed(ids: number[]): Promise<Uint8Array> {
     const h = await this.front.run(ids, ids.length);

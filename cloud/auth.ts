@@ -1,0 +1,74 @@
+/**
+ * Who may open a session: bearer tokens, each a named tenant with an optional session cap. Tokens come
+ * from a file or the environment (never required on the command line); an empty one is an error, not
+ * "no auth". The check runs on the HTTP upgrade request, before any WebSocket code, and compares in
+ * constant time against every token (which one matched, or that none did, takes the same time).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { SplitLLMError } from '../shared/errors.js';
+import { Fields } from '../shared/fields.js';
+import type { Identity } from './session.js';
+
+export interface TenantSpec {
+  name: string;
+  token: string;
+  /** most sessions this tenant may hold at once (default: only the server's cap) */
+  maxSessions?: number;
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
+
+export class Tenants {
+  private readonly entries: { digest: Buffer; identity: Identity }[];
+
+  constructor(specs: TenantSpec[]) {
+    const names = new Set<string>();
+    const tokens = new Set<string>();
+    for (const t of specs) {
+      if (t.token.trim() === '') throw new SplitLLMError('E_USAGE', `tenant ${t.name} has an empty token (an unset variable?): give it a real one`);
+      if (names.has(t.name)) throw new SplitLLMError('E_USAGE', `tenant ${t.name} is named twice: give each tenant its own name`);
+      if (tokens.has(t.token)) throw new SplitLLMError('E_USAGE', `tenant ${t.name} shares its token with another tenant: give each its own`);
+      names.add(t.name);
+      tokens.add(t.token);
+    }
+    this.entries = specs.map((t) => ({ digest: digest(t.token), identity: t.maxSessions === undefined ? { tenant: t.name } : { tenant: t.name, maxSessions: t.maxSessions } }));
+  }
+
+  /** whether tokens are required at all */
+  get enabled(): boolean {
+    return this.entries.length > 0;
+  }
+
+  get size(): number {
+    return this.entries.length;
+  }
+
+  /** The tenant of an `Authorization: Bearer …` header, or undefined; every token is compared. */
+  identify(authorization: string | undefined): Identity | undefined {
+    const m = /^Bearer[ ]+(.+)$/i.exec(authorization ?? '');
+    const given = digest(m?.[1]?.trim() ?? '');
+    let found: Identity | undefined;
+    for (const e of this.entries) if (timingSafeEqual(e.digest, given) && m) found = e.identity;
+    return found;
+  }
+}
+
+/**
+ * A tenants file: `{"tenants": [{"name": "alice", "token": "…", "maxSessions": 8}, …]}` (E_BAD_CONFIG
+ * naming the field).
+ */
+export function parseTenantsFile(raw: unknown, where: string): TenantSpec[] {
+  const f: Fields = Fields.of(raw, where, (message) => {
+    throw new SplitLLMError('E_BAD_CONFIG', message);
+  }, 'a JSON object {"tenants": [...]}');
+  return f.array('tenants', 10_000).map((entry, i) => {
+    const t = Fields.of(entry, `${where}: tenants[${i}]`, (message) => {
+      throw new SplitLLMError('E_BAD_CONFIG', message);
+    });
+    const spec: TenantSpec = { name: t.str('name', 64), token: t.str('token', 4096) };
+    if (!/^[A-Za-z0-9_.-]+$/.test(spec.name)) t.fail(`name ${JSON.stringify(spec.name)} may hold only letters, digits, '_', '.', '-' (it labels metrics and logs)`);
+    const cap = t.optInt('maxSessions', 1, 1 << 20);
+    if (cap !== undefined) spec.maxSessions = cap;
+    return spec;
+  });
+}

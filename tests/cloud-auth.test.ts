@@ -1,0 +1,193 @@
+/**
+ * Who may use the cloud, and how much: tokens checked on the HTTP upgrade (never a 101 for a refused
+ * client), tenants with caps, resume secrets, held-session admission and the hello timeout.
+ */
+import { request } from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCloud } from '../cloud/server.js';
+import { runEdge } from '../edge/agent.js';
+import { generate, Pipeline } from '../models/runtime/pipeline.js';
+import type { ModelPackage } from '../models/package.js';
+import { cli } from './helpers/cli.js';
+import { expectClosed, expectError, hello, testCloud, TestEdge, type TestCloud } from './helpers/cloud.js';
+import { defaultModel } from './helpers/models.js';
+
+let pkg: ModelPackage;
+const tmp = mkdtempSync(join(tmpdir(), 'splitllm-auth-'));
+beforeAll(async () => {
+  pkg = await defaultModel();
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** An upgrade request by hand: the HTTP status it got, and whether the server switched protocols. */
+function upgrade(url: string, headers: Record<string, string> = {}): Promise<{ status: number; upgraded: boolean; body: string }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url.replace(/^ws/, 'http') + '/v1/session');
+    const req = request({
+      agent: false, // a fresh socket each time: a refused upgrade's socket is not reused
+      host: u.hostname,
+      port: u.port,
+      path: u.pathname,
+      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', ...headers },
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve({ status: res.statusCode ?? 0, upgraded: true, body: '' });
+    });
+    req.on('response', (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, upgraded: false, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('tokens on the upgrade', () => {
+  it('no token or a wrong one gets HTTP 401 and never a 101; the right one upgrades; failures are counted', async () => {
+    const server = await startCloud(pkg, { token: 'correct horse battery' });
+    try {
+      for (const headers of [{}, { authorization: 'Bearer wrong' }, { authorization: 'Basic Y29ycmVjdA==' }, { authorization: 'Bearer correct horse battery x' }] as Record<string, string>[]) {
+        const r = await upgrade(server.url, headers);
+        expect(r, JSON.stringify(headers)).toMatchObject({ status: 401, upgraded: false });
+        expect(JSON.parse(r.body)).toMatchObject({ error: { code: 'unauthorized' } });
+      }
+      expect(await upgrade(server.url, { authorization: 'Bearer correct horse battery' })).toMatchObject({ status: 101, upgraded: true });
+      const m = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
+      expect(m).toMatch(/splitllm_errors_total\{code="unauthorized"\} 4/);
+      // the edge says what happened in one line
+      await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: 'hi', maxTokens: 2, token: 'nope' })).rejects.toThrow(
+        /refused the connection \(HTTP 401, unauthorized: missing or wrong bearer token.*\): pass the token/,
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('an empty token refuses to start, from the flag, a file or the environment', () => {
+    const empty = join(tmp, 'empty-token');
+    writeFileSync(empty, '\n');
+    for (const [args, env] of [
+      [['cloud', '--token', ''], {}],
+      [['cloud', '--token-file', empty], {}],
+      [['cloud'], { SPLITLLM_TOKEN: '' }],
+    ] as const) {
+      const r = cli([...args, '--port', '0'], { env: { ...env } });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/^splitllm: error \[E_USAGE\]: .*empty/);
+    }
+    const tenants = join(tmp, 'tenants.json');
+    writeFileSync(tenants, JSON.stringify({ tenants: [{ name: 'a', token: '   ' }] }));
+    const r = cli(['cloud', '--tenants-file', tenants, '--port', '0']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/tenant a has an empty token/);
+  });
+
+  it('tenants: each token is its own tenant with its own cap (403 past it); others are unaffected', async () => {
+    const server = await startCloud(pkg, { tenants: [{ name: 'alice', token: 'alice-token-1', maxSessions: 1 }, { name: 'bob', token: 'bob-token-22' }] });
+    const url = `${server.url}/v1/session`;
+    try {
+      const hold = new AbortController();
+      const first = runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 200, stopIds: [], token: 'alice-token-1', signal: hold.signal, onToken: () => undefined });
+      const metrics = async () => (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
+      for (let i = 0; i < 200 && !/splitllm_sessions_held 1/.test(await metrics()); i++) await new Promise((r) => setTimeout(r, 5));
+      const over = await upgrade(server.url, { authorization: 'Bearer alice-token-1' });
+      expect(over).toMatchObject({ status: 403, upgraded: false });
+      expect(JSON.parse(over.body)).toMatchObject({ error: { code: 'tenant_limit' } });
+      const bob = await runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 3, stopIds: [], token: 'bob-token-22' });
+      expect(bob.tokens.length).toBe(3);
+      hold.abort();
+      expect((await first).stats.interrupted).toBe(true);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('sessions', () => {
+  let cloud: TestCloud;
+  let local: number[];
+  let prompt: number[];
+  beforeAll(async () => {
+    cloud = testCloud(pkg, { maxSessions: 4, helloTimeoutMs: 300 });
+    prompt = pkg.tokenizer().encode('ROMEO:', true);
+    local = await generate(await Pipeline.create(pkg), prompt, { maxTokens: 8, stopIds: [] });
+  });
+  afterAll(() => cloud?.close());
+
+  it('a resume with the id but not the secret (or from another tenant) is refused, and the owner goes on intact', async () => {
+    const c = cloud.connect({ tenant: 'alice' });
+    const edge = await TestEdge.start(pkg, c, 2);
+    let next = await edge.round(prompt);
+    next = await edge.round([next]);
+    c.channel.terminate();
+    await c.done;
+    for (const [who, secret] of [
+      [{ tenant: 'alice' }, 'not-the-secret'],
+      [{ tenant: 'alice' }, edge.secret.slice(0, -1)],
+      [{ tenant: 'mallory' }, edge.secret],
+    ] as const) {
+      const thief = cloud.connect(who);
+      thief.send({ type: 'resume', session: edge.session, secret, position: edge.front.length });
+      await expectError(thief, 'unknown_session');
+      await expectClosed(thief, 1008);
+    }
+    const owner = cloud.connect({ tenant: 'alice' });
+    owner.send({ type: 'resume', session: edge.session, secret: edge.secret, position: edge.front.length });
+    expect(await owner.message()).toMatchObject({ type: 'ready', session: edge.session, length: edge.front.length });
+    // the cloud had run the last step: it sends that token again in case it was lost
+    expect(await owner.message()).toMatchObject({ type: 'token', id: next });
+    const got = [...edge.generated];
+    while (got.length < 8) {
+      owner.send({ type: 'step', token: next }, await edge.feed([next]));
+      const t = await owner.message();
+      if (t.type !== 'token') throw new Error(JSON.stringify(t));
+      got.push((next = t.id));
+    }
+    expect(got).toEqual(local);
+    owner.send({ type: 'close' });
+    await owner.done;
+  });
+
+  it('--max-sessions counts held sessions: ten clients that hello, prefill and leave keep at most 4, the rest get busy', async () => {
+    expect(cloud.ctx.store.size).toBe(0);
+    const outcomes: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const c = cloud.connect();
+      try {
+        const edge = await TestEdge.start(pkg, c, 2);
+        await edge.round(prompt); // prefill: the session now holds KV
+        outcomes.push('held');
+      } catch {
+        outcomes.push('refused');
+      }
+      c.channel.terminate(); // leave without close: the session waits for a resume
+      await c.done;
+    }
+    expect(outcomes).toEqual([...Array(4).fill('held'), ...Array(6).fill('refused')]);
+    expect(cloud.ctx.store.size).toBe(4);
+    expect(await cloud.ctx.metrics.text()).toMatch(/splitllm_errors_total\{code="busy"\} 6/);
+    // and a refused hello is told why
+    const c = cloud.connect();
+    c.send(hello(pkg));
+    expect(await expectError(c, 'busy')).toMatchObject({ message: expect.stringMatching(/limit of 4 sessions/) });
+    cloud.ctx.store.releaseAll();
+  });
+
+  it('a connection that never says hello is closed after the hello timeout and locks nobody out', async () => {
+    const silent = cloud.connect();
+    const t0 = performance.now();
+    await expectError(silent, 'hello_timeout');
+    await expectClosed(silent, 1008);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(250);
+    const c = cloud.connect();
+    const edge = await TestEdge.start(pkg, c, 2);
+    expect(await edge.run(prompt, 4)).toEqual(local.slice(0, 4));
+    c.send({ type: 'close' });
+    await c.done;
+  });
+});
