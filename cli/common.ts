@@ -77,7 +77,13 @@ export const cloudOptions = {
   cloud: opt.string({ required: true, description: 'the cloud server (ws://host:port, wss://…, or its /v1/session URL)', valueName: 'URL' }),
   token: opt.string({ description: 'bearer token the cloud requires (visible in ps: prefer --token-file)', valueName: 'SECRET' }),
   'token-file': opt.file({ description: 'read the bearer token from a file (its first line), e.g. a systemd credential' }),
+  'ca-file': opt.file({ description: "PEM certificate(s) to trust for a wss:// cloud: its self-signed certificate or a private CA", defaultText: "the system's CAs" }),
 };
+
+/** The CA certificates of --ca-file, when given. */
+export function caOf(v: { 'ca-file'?: string }): Buffer | undefined {
+  return v['ca-file'] !== undefined ? readFileSync(v['ca-file']) : undefined;
+}
 
 /** The bearer token of --token or --token-file (whose first line is the token); undefined when neither is given. */
 export function tokenOf(v: { token?: string; 'token-file'?: string }): string | undefined {

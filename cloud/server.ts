@@ -4,6 +4,10 @@
  * `CloudSession` (session.ts). Back segments and batching live in segment-pool.ts, held sessions in
  * session-store.ts, metrics in metrics.ts. Protocol in docs/PROTOCOL.md.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createSecureContext } from 'node:tls';
+import { SplitLLMError } from '../shared/errors.js';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
@@ -40,6 +44,8 @@ export interface CloudOptions {
   maxBufferedBytes?: number;
   /** the model's calibration: contexts of calibrated codecs (`ts-tabq:cal=K`) the edge may send */
   calibration?: CalibrationContexts;
+  /** serve https/wss with this certificate chain and private key (PEM) */
+  tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
 export interface CloudServer {
@@ -57,7 +63,19 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   const tenants = new Tenants(opts.tenants ?? (opts.token !== undefined ? [{ name: 'default', token: opts.token }] : []));
   const maxConnections = opts.maxConnections ?? 2 * ctx.maxSessions + 16;
 
-  const app = Fastify({ logger: opts.log ?? false });
+  const tls = opts.tls;
+  if (tls) {
+    try {
+      createSecureContext({ cert: tls.cert, key: tls.key });
+    } catch (e) {
+      throw new SplitLLMError('E_BAD_CONFIG', `the TLS certificate and key do not load (${e instanceof Error ? e.message : String(e)}): give a PEM certificate chain and its PEM private key`);
+    }
+  }
+  const app = Fastify({
+    logger: opts.log ?? false,
+    // TLS: the same fastify app on a node:https server (https and wss on one port)
+    ...(tls ? { serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => createHttpsServer({ cert: tls.cert, key: tls.key }, handler) } : {}),
+  });
   await app.register(websocket, { options: { maxPayload: maxFrame } });
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/v1/models', async () => ({
@@ -133,6 +151,6 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     await app.close();
     throw listenError(e, host, port) ?? e;
   }
-  const url = address.replace(/^http/, 'ws');
+  const url = (tls ? 'wss' : 'ws') + address.replace(/^https?/, '');
   return { url, app, close: () => app.close() };
 }

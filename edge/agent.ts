@@ -28,6 +28,8 @@ export interface EdgeOptions {
   /** token ids that end generation (default: the cloud's, EOS and BOS) */
   stopIds?: number[];
   token?: string;
+  /** PEM certificates to trust for a wss:// cloud (self-signed or a private CA) */
+  ca?: string | Buffer;
   linearFor?: (layer: number) => LinearEmitter;
   onToken?: (id: number) => void;
   /** move the split after this many generated tokens (KV of the moving layers is streamed) */
@@ -139,7 +141,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let peak = 0;
   let link: CloudConnection;
   try {
-    link = await CloudConnection.open(o.connect ?? wsConnector(o.url, o.token), { resume: o.resume });
+    link = await CloudConnection.open(o.connect ?? wsConnector(o.url, o.token, { ca: o.ca }), { resume: o.resume });
   } catch (e) {
     await front.release();
     throw e;

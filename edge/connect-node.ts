@@ -4,10 +4,11 @@ import { SplitLLMError } from '../shared/errors.js';
 import type { Connector } from '../shared/transport/channel.js';
 import { wsChannel } from '../shared/transport/ws.js';
 
-export function wsConnector(url: string, token?: string, opts: { maxPayload?: number } = {}): Connector {
+/** `ca`: PEM certificates to trust for wss:// beside the system's (a self-signed or private CA). */
+export function wsConnector(url: string, token?: string, opts: { maxPayload?: number; ca?: string | Buffer } = {}): Connector {
   return () =>
     new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, maxPayload: opts.maxPayload ?? 256 * 1024 * 1024 });
+      const ws = new WebSocket(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, maxPayload: opts.maxPayload ?? 256 * 1024 * 1024, ...(opts.ca ? { ca: opts.ca } : {}) });
       const channel = wsChannel(ws);
       let refused = false;
       ws.once('open', () => resolve(channel));
@@ -32,7 +33,9 @@ export function wsConnector(url: string, token?: string, opts: { maxPayload?: nu
         });
       });
       ws.once('error', (e) => {
-        if (!refused) reject(new SplitLLMError('E_CONNECTION', `cannot reach the cloud at ${url} (${e.message}): start 'splitllm cloud' or check --cloud`));
+        if (refused) return;
+        const tlsFix = /certificate|self[- ]signed|CERT_|unable to verify/i.test(e.message) ? "pass the cloud's certificate (or its CA) with --ca-file" : "start 'splitllm cloud' or check --cloud";
+        reject(new SplitLLMError('E_CONNECTION', `cannot reach the cloud at ${url} (${e.message}): ${tlsFix}`));
       });
     });
 }

@@ -7,6 +7,8 @@
  *   const agent = await EdgeAgent.create({ model: await openModel('models/default'), cloud: 'ws://127.0.0.1:8080', split: 2 });
  *   for await (const piece of agent.stream({ prompt: 'ROMEO:', maxTokens: 40 })) process.stdout.write(piece);
  */
+import { get as httpGet } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { SplitLLMError } from '../shared/errors.js';
 import type { SamplingParams } from '../shared/protocol/index.js';
 import type { Connector, FrameChannel } from '../shared/transport/channel.js';
@@ -25,6 +27,8 @@ export interface EdgeAgentOptions {
   /** the cloud's session URL (ws://HOST:PORT/v1/session; a bare ws://HOST:PORT gets the path added) */
   cloud: string;
   token?: string;
+  /** PEM certificates to trust for a wss:// cloud (self-signed or a private CA) */
+  ca?: string | Buffer;
   /** split point: this device runs layers [0, split) */
   split: number;
   /** hidden-state codec (default fp32); a bare 'ts-tabq' is each split's calibrated default */
@@ -118,7 +122,7 @@ export class EdgeAgent {
   }
 
   private get baseConnector(): Connector {
-    return this.options.connect ?? wsConnector(this.url, this.options.token);
+    return this.options.connect ?? wsConnector(this.url, this.options.token, { ca: this.options.ca });
   }
 
   /** Opens the spare connection in the background (a cloud that is down just leaves none). */
@@ -264,15 +268,18 @@ export class EdgeAgent {
     }
   }
 
-  /** Whether the cloud answers its health check now (readiness). */
-  async cloudReachable(timeoutMs = 2000): Promise<boolean> {
-    const health = this.url.replace(/^ws/, 'http').replace(/\/v1\/session$/, '/healthz');
-    try {
-      const r = await fetch(health, { signal: AbortSignal.timeout(timeoutMs) });
-      return r.ok;
-    } catch {
-      return false;
-    }
+  /** Whether the cloud answers its health check now (readiness); over https with the agent's CA. */
+  cloudReachable(timeoutMs = 2000): Promise<boolean> {
+    const health = new URL(this.url.replace(/^ws/, 'http').replace(/\/v1\/session$/, '/healthz'));
+    const get = health.protocol === 'https:' ? httpsGet : httpGet;
+    return new Promise((resolve) => {
+      const req = get(health, { timeout: timeoutMs, ...(this.options.ca ? { ca: this.options.ca } : {}) }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on('timeout', () => req.destroy());
+      req.on('error', () => resolve(false));
+    });
   }
 
   private heldExcept(id: number): number {

@@ -11,9 +11,9 @@ import { CloudConnection } from './connection.js';
 export async function measureLink(
   url: string,
   token?: string,
-  opts: { probes?: number; bytes?: number; connect?: Connector } = {},
+  opts: { probes?: number; bytes?: number; connect?: Connector; ca?: string | Buffer } = {},
 ): Promise<LinkProfile & { upBytesPerSec: number; downBytesPerSec: number }> {
-  const link = await CloudConnection.open(opts.connect ?? wsConnector(url, token), { resume: false });
+  const link = await CloudConnection.open(opts.connect ?? wsConnector(url, token, { ca: opts.ca }), { resume: false });
   try {
     const ask = async (id: number, reply: number, upload: number): Promise<number> => {
       const t0 = performance.now();

@@ -1,5 +1,6 @@
 import { startCloud } from '../../cloud/server.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
+import { readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { parseTenantsFile, type TenantSpec } from '../../cloud/auth.js';
 import { DEFAULT_MAX_SESSIONS } from '../../cloud/session.js';
@@ -39,6 +40,8 @@ export const cloudCommand = defineCommand({
     token: opt.string({ description: 'require "Authorization: Bearer SECRET" on the upgrade (visible in ps: prefer --token-file or $SPLITLLM_TOKEN)', valueName: 'SECRET' }),
     'token-file': opt.file({ description: 'the bearer token, first line of this file (e.g. a systemd credential or a Kubernetes secret)' }),
     'tenants-file': opt.file({ description: 'JSON {"tenants":[{"name","token","maxSessions"}]}: several tokens, each a named tenant with its own session cap' }),
+    'tls-cert': opt.file({ description: 'serve https/wss with this PEM certificate chain (with --tls-key)' }),
+    'tls-key': opt.file({ description: 'the PEM private key of --tls-cert' }),
     'max-sessions': opt.int({ min: 1, default: DEFAULT_MAX_SESSIONS, description: 'most sessions held at once, connected or waiting for a resume (each holds a KV cache); a hello past it is refused with busy' }),
     'max-connections': opt.int({ min: 1, description: 'most WebSocket connections open at once; an upgrade past it gets HTTP 503', defaultText: '2 × max-sessions + 16' }),
     'hello-timeout': opt.duration({ bare: 'ms', default: 10_000, defaultText: '10s', description: 'close a connection that sends no hello (or resume) within this long' }),
@@ -50,11 +53,14 @@ export const cloudCommand = defineCommand({
   },
   async run(v) {
     const tenants = tenantsOf(v);
+    if ((v['tls-cert'] === undefined) !== (v['tls-key'] === undefined)) throw new SplitLLMError('E_USAGE', 'give --tls-cert and --tls-key together');
+    const tls = v['tls-cert'] !== undefined && v['tls-key'] !== undefined ? { cert: readFileSync(v['tls-cert']), key: readFileSync(v['tls-key']) } : undefined;
     const pkg = await openModelOption(v);
     const server = await startCloud(pkg, {
       port: v.port,
       host: v.host,
       tenants,
+      tls,
       maxSessions: v['max-sessions'],
       maxConnections: v['max-connections'],
       helloTimeoutMs: v['hello-timeout'],

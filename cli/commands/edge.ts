@@ -5,7 +5,7 @@ import { runEdge } from '../../edge/agent.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
 import { startEdgeService } from '../../edge/service.js';
 import { SplitBandit } from '../../planner/bandit.js';
-import { cloudOptions, generationOptions, modelOptions, openModelOption, promptAndLength, readJsonFile, readPrompt, samplingFrom, sessionUrl, tokenOf } from '../common.js';
+import { cloudOptions, generationOptions, modelOptions, openModelOption, promptAndLength, readJsonFile, readPrompt, samplingFrom, sessionUrl, tokenOf, caOf } from '../common.js';
 import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
 import { TextStream } from '../../models/tokenizer/text-stream.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
@@ -68,6 +68,7 @@ async function resolvePlan(v: PlanValues, split: number | undefined) {
     kvCodec: v['kv-codec'] ?? plan?.kvCodec ?? 'fp32',
     maxSeq: plan ? Math.min(plan.maxSeq, pkg.config.maxSeq) : pkg.config.maxSeq,
     token: tokenOf(v),
+    ca: caOf(v),
     url: sessionUrl(v.cloud),
   };
 }
@@ -129,6 +130,7 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
       maxTokens,
       sampling: samplingFrom(v),
       token: r0.token,
+      ca: r0.ca,
       linearFor: weights.linearFor,
       frontBits: weights.plan?.frontBits,
       backBits: weights.plan?.backBits,
@@ -185,6 +187,7 @@ const serveCommand = defineCommand({
       model: r.pkg,
       cloud: r.url,
       token: r.token,
+      ca: r.ca,
       split: r.split,
       codec: r.codec,
       codecEnv: r.codecEnv,

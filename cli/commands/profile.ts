@@ -9,7 +9,7 @@ import { Pipeline } from '../../models/runtime/pipeline.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
-import { cloudOptions, modelOptions, openModelOption, sessionUrl, tokenOf } from '../common.js';
+import { caOf, cloudOptions, modelOptions, openModelOption, sessionUrl, tokenOf } from '../common.js';
 import { commandGroup, defineCommand, items, opt } from '../options.js';
 
 /** Fewest predicted tokens for an accuracy profile: over fewer, ppl changes of a few tenths of a percent are noise. */
@@ -61,7 +61,7 @@ const linkCommand = defineCommand({
     const url = sessionUrl(v.cloud);
     const out = v.out;
     if (v.bytes < 1024 || v.bytes > 8 << 20) throw new SplitLLMError('E_USAGE', `--bytes ${v.bytes} is outside 1KiB..8MiB`);
-    const data = await measureLink(url, tokenOf(v), { bytes: v.bytes });
+    const data = await measureLink(url, tokenOf(v), { bytes: v.bytes, ca: caOf(v) });
     const file = { format: 'splitllm-profile', kind: 'link', data, machine: machine() };
     writeFileSync(out, JSON.stringify(file, null, 2) + '\n');
     if (v.json) process.stdout.write(JSON.stringify(file) + '\n');
