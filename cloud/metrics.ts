@@ -8,7 +8,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { WireCode } from '../shared/protocol/index.js';
 
 /** The bounded label set of splitllm_errors_total: wire codes, socket errors and upgrade refusals. */
-export type ErrorLabel = WireCode | 'frame_too_large' | 'ws_protocol' | 'tenant_limit';
+export type ErrorLabel = WireCode | 'frame_too_large' | 'ws_protocol' | 'tenant_limit' | 'draining';
 
 export class CloudMetrics {
   readonly registry = new Registry();

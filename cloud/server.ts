@@ -51,6 +51,12 @@ export interface CloudOptions {
 export interface CloudServer {
   url: string;
   app: FastifyInstance;
+  /**
+   * Stops taking connections (/readyz answers 503 at once, upgrades get 503 `draining`), closes
+   * connections without a session, lets sessions finish for up to `timeoutMs`, tells the rest to move
+   * (close code 1001), then closes the server.
+   */
+  drain(timeoutMs: number): Promise<{ idle: number; finished: number; moved: number }>;
   close(): Promise<void>;
 }
 
@@ -77,7 +83,12 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     ...(tls ? { serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => createHttpsServer({ cert: tls.cert, key: tls.key }, handler) } : {}),
   });
   await app.register(websocket, { options: { maxPayload: maxFrame } });
+  let draining = false;
+  const live = new Set<CloudSession>();
+  // liveness: the process answers; readiness: it takes new sessions (not while draining)
   app.get('/healthz', async () => ({ ok: true }));
+  app.get('/livez', async () => ({ ok: true }));
+  app.get('/readyz', async (_req, reply) => (draining ? reply.code(503).send({ ready: false, reason: 'draining' }) : { ready: true }));
   app.get('/v1/models', async () => ({
     models: [{ id: pkg.manifest.name, hash: pkg.hash, layers: c.nLayers, dim: c.dim, vocab: c.vocabSize, maxSeq: c.maxSeq, precisions: [...WEIGHT_BITS] }],
   }));
@@ -110,6 +121,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
           }
           who = found;
         }
+        if (draining) return refuseUpgrade(reply, 503, 'draining', 'the server is shutting down: connect to another replica');
         if (open >= maxConnections) return refuseUpgrade(reply, 503, 'busy', `the server has its limit of ${maxConnections} connections open: retry shortly`);
         if (who.maxSessions !== undefined && (openByTenant.get(who.tenant) ?? 0) >= who.maxSessions) {
           return refuseUpgrade(reply, 403, 'tenant_limit', `tenant ${who.tenant} has its limit of ${who.maxSessions} connections open: end one first`);
@@ -126,10 +138,13 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
         maxQueuedBytes: maxFrame,
         onError: (err) => metrics.countError('code' in err && err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'frame_too_large' : 'ws_protocol'),
       });
-      void new CloudSession(channel, ctx, who)
+      const session = new CloudSession(channel, ctx, who);
+      live.add(session);
+      void session
         .run()
         .catch(() => channel.terminate())
         .finally(() => {
+          live.delete(session);
           open--;
           openByTenant.set(who.tenant, (openByTenant.get(who.tenant) ?? 1) - 1);
           metrics.sessionsOpen.dec();
@@ -152,5 +167,18 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     throw listenError(e, host, port) ?? e;
   }
   const url = (tls ? 'wss' : 'ws') + address.replace(/^https?/, '');
-  return { url, app, close: () => app.close() };
+  const drain = async (timeoutMs: number) => {
+    draining = true;
+    const idle = [...live].filter((s) => !s.hasSession);
+    for (const s of idle) s.move('draining');
+    const started = live.size - idle.length;
+    const deadline = Date.now() + timeoutMs;
+    while (live.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const moved = live.size;
+    for (const s of live) s.move('draining: resume on another replica');
+    for (let i = 0; i < 50 && live.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await app.close();
+    return { idle: idle.length, finished: started - moved, moved };
+  };
+  return { url, app, drain, close: () => app.close() };
 }

@@ -133,6 +133,17 @@ export class CloudSession implements Attachment {
     this.held = undefined;
     this.fail(protocolError('expired_session', `session idle for ${idleMs} ms: start a new one`));
   }
+  /** whether this connection has a session (a hello or resume went through) */
+  get hasSession(): boolean {
+    return this.held !== undefined;
+  }
+
+  /** Tells the edge to go elsewhere (close code 1001, going away): its session stays resumable until it expires. */
+  move(reason: string): void {
+    if (this.closing) return;
+    this.end(1001, reason);
+  }
+
   /** Attachment: whether a resume elsewhere would take the session from a live connection. */
   get open(): boolean {
     return this.channel.open && !this.closing;

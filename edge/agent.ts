@@ -52,6 +52,8 @@ export interface EdgeOptions {
   blockSize?: number;
   /** reconnect and resume the session when the connection drops (default true) */
   resume?: boolean;
+  /** how long one resume keeps retrying a cloud that does not answer (default 5 s) */
+  retryWindowMs?: number;
   /** opens the channel to the cloud (default: a WebSocket to `url` with `token`); called again for each resume */
   connect?: Connector;
   /**
@@ -141,7 +143,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let peak = 0;
   let link: CloudConnection;
   try {
-    link = await CloudConnection.open(o.connect ?? wsConnector(o.url, o.token, { ca: o.ca }), { resume: o.resume });
+    link = await CloudConnection.open(o.connect ?? wsConnector(o.url, o.token, { ca: o.ca }), { resume: o.resume, retryWindowMs: o.retryWindowMs });
   } catch (e) {
     await front.release();
     throw e;

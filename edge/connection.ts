@@ -13,6 +13,8 @@ export interface ResumePolicy {
   resume?: boolean;
   /** most resumes in one session (default 5) */
   maxResumes?: number;
+  /** how long one resume keeps retrying a cloud that does not answer, with backoff 100 ms … 1 s (default 5 s) */
+  retryWindowMs?: number;
 }
 
 type CloudEvent = { kind: 'message'; frame: Frame<CloudMessage> } | { kind: 'close'; code: number; reason: string };
@@ -104,7 +106,23 @@ export class CloudConnection {
     this.bytesInBefore += this.channel.bytesIn;
     this.bytesOutBefore += this.channel.bytesOut;
     this.channel.close();
-    this.channel = await this.connect();
+    // the cloud may be restarting or draining: retry with bounded exponential backoff within the window
+    const window = this.policy.retryWindowMs ?? 5000;
+    const t0 = Date.now();
+    let attempts = 0;
+    for (let wait = 100; ; wait = Math.min(1000, wait * 2)) {
+      attempts++;
+      try {
+        this.channel = await this.connect();
+        break;
+      } catch (e) {
+        if (Date.now() + wait - t0 > window) {
+          const why = e instanceof Error ? e.message : String(e);
+          throw new SplitLLMError('E_CONNECTION', `lost the cloud and could not resume after ${attempts} attempts over ${((Date.now() - t0) / 1000).toFixed(1)} s: ${why}`);
+        }
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
     this.send({ type: 'resume', session: this.session, secret: this.secret, position });
     const ev = await this.next();
     if (ev.kind === 'close') throw closedError(ev.code, ev.reason);

@@ -44,6 +44,7 @@ export const cloudCommand = defineCommand({
     'tls-key': opt.file({ description: 'the PEM private key of --tls-cert' }),
     'max-sessions': opt.int({ min: 1, default: DEFAULT_MAX_SESSIONS, description: 'most sessions held at once, connected or waiting for a resume (each holds a KV cache); a hello past it is refused with busy' }),
     'max-connections': opt.int({ min: 1, description: 'most WebSocket connections open at once; an upgrade past it gets HTTP 503', defaultText: '2 × max-sessions + 16' }),
+    'drain-timeout': opt.duration({ bare: 'ms', default: 30_000, defaultText: '30s', description: 'on SIGTERM/SIGINT: how long sessions may finish before they are told to move (close code 1001)' }),
     'hello-timeout': opt.duration({ bare: 'ms', default: 10_000, defaultText: '10s', description: 'close a connection that sends no hello (or resume) within this long' }),
     'session-token-limit': opt.int({ min: 1, description: 'most positions one session may hold', defaultText: 'the model maximum' }),
     'max-frame-bytes': opt.bytes({ bare: 'b', default: 64 * 1024 * 1024, defaultText: '64MiB', description: 'largest accepted frame (a bare number is bytes)' }),
@@ -74,10 +75,16 @@ export const cloudCommand = defineCommand({
     }
     if (v.json) process.stdout.write(JSON.stringify({ url: `${server.url}/v1/session`, model: pkg.hash }) + '\n');
     else process.stdout.write(`splitllm cloud serving ${pkg.manifest.name} (${pkg.config.nLayers} layers) at ${server.url}/v1/session\n`);
+    // SIGTERM (Kubernetes, systemd) or Ctrl-C: drain, then exit 0; a second signal ends at once
     await new Promise<void>((resolve) => {
       const stop = () => {
-        process.stderr.write('shutting down\n');
-        void server.close().then(resolve);
+        process.once('SIGINT', () => process.exit(130));
+        process.once('SIGTERM', () => process.exit(143));
+        process.stderr.write(`splitllm cloud: draining (up to ${v['drain-timeout'] / 1000} s): /readyz is 503, new connections are refused\n`);
+        void server.drain(v['drain-timeout']).then((r) => {
+          process.stderr.write(`splitllm cloud: stopped: ${r.finished} session(s) finished, ${r.moved} told to move, ${r.idle} idle connection(s) closed\n`);
+          resolve();
+        });
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
