@@ -18,6 +18,7 @@ export interface BackKey {
 }
 
 interface PendingStep {
+  queuedAt: number;
   runtime: SegmentRuntime;
   x: Float32Array;
   resolve: (o: SegmentOutput) => void;
@@ -37,8 +38,8 @@ export class BackSegmentPool {
 
   constructor(
     pkg: ModelPackage,
-    /** told the size of every batch of decode steps that runs */
-    private readonly onBatch: (size: number) => void = () => undefined,
+    /** told the size of every batch of decode steps that runs, and how long each step waited for it (s) */
+    private readonly onBatch: (size: number, waitsSeconds: number[]) => void = () => undefined,
   ) {
     const c = pkg.config;
     this.segments = new SharedSegments(c, keyOf, (k) => {
@@ -64,13 +65,14 @@ export class BackSegmentPool {
     if (!e) this.queues.set(key, (e = { queue: [], scheduled: false }));
     const q = e;
     return new Promise((resolve, reject) => {
-      q.queue.push({ runtime, x, resolve, reject });
+      q.queue.push({ queuedAt: performance.now(), runtime, x, resolve, reject });
       if (q.scheduled) return;
       q.scheduled = true;
       setImmediate(() => {
         q.scheduled = false;
         const batch = q.queue.splice(0);
-        this.onBatch(batch.length);
+        const now = performance.now();
+        this.onBatch(batch.length, batch.map((p) => (now - p.queuedAt) / 1000));
         const run =
           batch.length === 1
             ? batch[0]!.runtime.run(batch[0]!.x, 1).then((o) => [o])

@@ -37,7 +37,10 @@ export interface CloudOptions {
   maxFrameBytes?: number;
   /** most positions (prompt + generated) one session may hold */
   sessionTokenLimit?: number;
-  log?: boolean;
+  /** pino level of fastify's logger: 'info' logs every session, error and refused upgrade as a JSON line (default 'silent') */
+  logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** where log lines go (default stdout) */
+  logStream?: { write(line: string): unknown };
   /** a session idle this long (connected or dropped) is released; a dropped one can be resumed until then */
   idleMs?: number;
   /** a session waits while more than this many bytes wait in its socket's send buffer (default 16 MiB) */
@@ -63,11 +66,10 @@ export interface CloudServer {
 export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Promise<CloudServer> {
   const c = pkg.config;
   const maxFrame = opts.maxFrameBytes ?? 64 * 1024 * 1024;
-  const ctx = cloudContext(pkg, opts);
-  const { metrics, store, pool } = ctx;
+  const level = opts.logLevel ?? 'silent';
+  const logger = level === 'silent' ? false : opts.logStream ? { level, stream: opts.logStream } : { level };
   let open = 0;
   const tenants = new Tenants(opts.tenants ?? (opts.token !== undefined ? [{ name: 'default', token: opts.token }] : []));
-  const maxConnections = opts.maxConnections ?? 2 * ctx.maxSessions + 16;
 
   const tls = opts.tls;
   if (tls) {
@@ -78,10 +80,13 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     }
   }
   const app = Fastify({
-    logger: opts.log ?? false,
+    logger,
     // TLS: the same fastify app on a node:https server (https and wss on one port)
     ...(tls ? { serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => createHttpsServer({ cert: tls.cert, key: tls.key }, handler) } : {}),
   });
+  const ctx = cloudContext(pkg, { ...opts, log: app.log });
+  const { metrics, store, pool } = ctx;
+  const maxConnections = opts.maxConnections ?? 2 * ctx.maxSessions + 16;
   await app.register(websocket, { options: { maxPayload: maxFrame } });
   let draining = false;
   const live = new Set<CloudSession>();
@@ -116,7 +121,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
         if (tenants.enabled) {
           const found = tenants.identify(req.headers.authorization);
           if (!found) {
-            req.log.warn({ remote: req.ip }, 'refused upgrade: missing or wrong bearer token');
+            req.log.warn({ remote: req.ip, code: 'unauthorized' }, 'refused upgrade: missing or wrong bearer token');
             return refuseUpgrade(reply, 401, 'unauthorized', 'missing or wrong bearer token: pass the token the server was given (--token-file)');
           }
           who = found;
@@ -133,7 +138,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
       const who = identities.get(req.raw) ?? { tenant: 'default' };
       open++;
       openByTenant.set(who.tenant, (openByTenant.get(who.tenant) ?? 0) + 1);
-      metrics.sessionsOpen.inc();
+      metrics.connectionsOpen.inc();
       const channel = wsChannel(socket, {
         maxQueuedBytes: maxFrame,
         onError: (err) => metrics.countError('code' in err && err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'frame_too_large' : 'ws_protocol'),
@@ -147,7 +152,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
           live.delete(session);
           open--;
           openByTenant.set(who.tenant, (openByTenant.get(who.tenant) ?? 1) - 1);
-          metrics.sessionsOpen.dec();
+          metrics.connectionsOpen.dec();
         });
     },
   );

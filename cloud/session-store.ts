@@ -30,6 +30,8 @@ export interface HeldSession {
   generated: number;
   /** KV of layers the edge hands over before a `resplit` (at most one entry per layer below the split) */
   pendingKv: Map<number, LayerKvData>;
+  /** when its hello came (performance.now()), until its first token went out: time to first token */
+  startedAt?: number;
   /** the last answer, sent again when a resume shows it was lost */
   lastToken?: TokenMsg;
   attached?: Attachment;
@@ -41,11 +43,21 @@ export class SessionStore {
 
   constructor(
     readonly idleMs: number,
-    private readonly events: { onExpire?: () => void; onChange?: (held: number) => void } = {},
+    private readonly events: { onExpire?: (s: HeldSession) => void; onChange?: (held: number) => void } = {},
   ) {}
 
   get size(): number {
     return this.sessions.size;
+  }
+  /** Sessions by state and by tenant, for the metrics. */
+  counts(): { connected: number; waiting: number; byTenant: Map<string, number> } {
+    let connected = 0;
+    const byTenant = new Map<string, number>();
+    for (const s of this.sessions.values()) {
+      if (s.attached?.open) connected++;
+      byTenant.set(s.tenant, (byTenant.get(s.tenant) ?? 0) + 1);
+    }
+    return { connected, waiting: this.sessions.size - connected, byTenant };
   }
   /** sessions held for one tenant */
   heldBy(tenant: string): number {
@@ -82,7 +94,7 @@ export class SessionStore {
   }
   private expire(s: HeldSession): void {
     const a = s.attached;
-    this.events.onExpire?.();
+    this.events.onExpire?.(s);
     this.release(s);
     if (a?.open) a.expired(this.idleMs);
   }

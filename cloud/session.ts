@@ -37,7 +37,17 @@ export interface CloudContext {
   /** a connection that sends neither hello nor resume within this long is closed (`hello_timeout`) */
   helloTimeoutMs: number;
   newSessionId(): string;
+  /** fastify's logger (pino) or a silent one */
+  log: SessionLog;
 }
+
+/** The part of pino the sessions use: one JSON line per session open/close and per error. */
+export interface SessionLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+const SILENT: SessionLog = { info: () => undefined, warn: () => undefined };
 
 /** Who opened a connection: the tenant of its token (`default` without auth), and that tenant's session cap. */
 export interface Identity {
@@ -58,15 +68,27 @@ export const DEFAULT_MAX_SESSIONS = 64;
 /** The shared state of one server, with its defaults: 60 s idle expiry, 16 MiB send buffer, 30 s drain timeout, 64 sessions, 10 s to say hello. */
 export function cloudContext(
   pkg: ModelPackage,
-  opts: { idleMs?: number; sessionTokenLimit?: number; maxBufferedBytes?: number; calibration?: CalibrationContexts; newSessionId?: () => string; maxSessions?: number; helloTimeoutMs?: number } = {},
+  opts: { idleMs?: number; sessionTokenLimit?: number; maxBufferedBytes?: number; calibration?: CalibrationContexts; newSessionId?: () => string; maxSessions?: number; helloTimeoutMs?: number; log?: SessionLog } = {},
 ): CloudContext {
   const c = pkg.config;
   const metrics = new CloudMetrics();
+  const log = opts.log ?? SILENT;
+  const store = new SessionStore(opts.idleMs ?? 60_000, {
+    onExpire: (s) => {
+      metrics.expired.inc();
+      log.info({ event: 'session_close', reason: 'expired', session: s.id, tenant: s.tenant, tokens: s.generated }, 'session expired');
+    },
+    onChange: (n) => metrics.sessionsHeld.set(n),
+  });
+  metrics.watch(() => store.counts());
   return {
     pkg,
     metrics,
-    store: new SessionStore(opts.idleMs ?? 60_000, { onExpire: () => metrics.expired.inc(), onChange: (n) => metrics.sessionsHeld.set(n) }),
-    pool: new BackSegmentPool(pkg, (n) => metrics.batch(n)),
+    store,
+    pool: new BackSegmentPool(pkg, (n, waits) => {
+      metrics.batch(n);
+      for (const w of waits) metrics.queueWait.observe(w);
+    }),
     calibration: opts.calibration,
     tokenLimit: Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq),
     maxBufferedBytes: opts.maxBufferedBytes ?? 16 * 1024 * 1024,
@@ -74,6 +96,7 @@ export function cloudContext(
     maxSessions: opts.maxSessions ?? DEFAULT_MAX_SESSIONS,
     helloTimeoutMs: opts.helloTimeoutMs ?? 10_000,
     newSessionId: opts.newSessionId ?? randomUUID,
+    log,
   };
 }
 
@@ -87,6 +110,7 @@ export function tensorError(e: unknown): ProtocolError {
 export class CloudSession implements Attachment {
   private held: HeldSession | undefined;
   private closing = false;
+  private readonly startedAt = performance.now();
 
   constructor(
     private readonly channel: FrameChannel,
@@ -125,7 +149,11 @@ export class CloudSession implements Attachment {
       }
     }
     // a dropped connection keeps its session until it expires: the edge may resume it
-    if (this.held?.attached === this) this.held.attached = undefined;
+    const s = this.held;
+    if (s?.attached === this) {
+      s.attached = undefined;
+      this.ctx.log.info({ event: 'session_detached', ...this.facts(s) }, 'connection closed; session held for a resume');
+    }
   }
 
   /** Attachment: the store released this connection's session for idleness. */
@@ -155,10 +183,27 @@ export class CloudSession implements Attachment {
     this.channel.send(f);
   }
 
+  /** What a log line says of a session: never its resume secret. */
+  private facts(s: HeldSession): Record<string, unknown> {
+    return {
+      session: s.id,
+      tenant: s.tenant,
+      split: s.hello.split,
+      backBits: s.hello.backBits ?? 32,
+      blockSize: s.hello.blockSize ?? 32,
+      codec: s.hello.codec,
+      tokens: s.generated,
+      bytesIn: this.channel.bytesIn,
+      bytesOut: this.channel.bytesOut,
+      seconds: Number(((performance.now() - this.startedAt) / 1000).toFixed(3)),
+    };
+  }
+
   /** Answers an error with its wire code; codes that end the session close the connection. */
   fail(e: unknown): void {
     const pe = e instanceof ProtocolError ? e : new ProtocolError('internal', e instanceof Error ? e.message : String(e));
     this.ctx.metrics.countError(pe.wireCode);
+    this.ctx.log.warn({ event: 'error', code: pe.wireCode, session: this.held?.id, tenant: this.who.tenant, closes: pe.closes }, pe.message);
     this.send({ type: 'error', code: pe.wireCode, message: pe.message });
     if (pe.closes) this.end(1008, pe.wireCode);
   }
@@ -190,7 +235,10 @@ export class CloudSession implements Attachment {
       case 'resume':
         return this.resume(m);
       case 'close':
-        if (this.held) this.ctx.store.release(this.held);
+        if (this.held) {
+          this.ctx.log.info({ event: 'session_close', reason: 'edge closed it', ...this.facts(this.held) }, 'session closed');
+          this.ctx.store.release(this.held);
+        }
         this.held = undefined;
         this.end(1000, 'bye');
         return;
@@ -241,6 +289,7 @@ export class CloudSession implements Attachment {
     if (store.size >= this.ctx.maxSessions) throw protocolError('busy', `the server holds its limit of ${this.ctx.maxSessions} sessions: retry in a few seconds`);
     const cap = this.who.maxSessions;
     if (cap !== undefined && store.heldBy(this.who.tenant) >= cap) throw protocolError('busy', `tenant ${this.who.tenant} holds its limit of ${cap} sessions: end one or retry later`);
+    const helloAt = performance.now();
     const runtime = await this.ctx.pool.runtime(this.backKey(m));
     const s: HeldSession = {
       id: this.ctx.newSessionId(),
@@ -252,10 +301,12 @@ export class CloudSession implements Attachment {
       prefilled: false,
       generated: 0,
       pendingKv: new Map(),
+      startedAt: helloAt,
     };
     store.add(s);
     metrics.sessionsTotal.inc();
     this.attach(s);
+    this.ctx.log.info({ event: 'session_open', ...this.facts(s), maxTokens: m.maxTokens }, 'session open');
     this.send({ type: 'ready', session: s.id, layers: c.nLayers, split: m.split, maxSeq: tokenLimit, length: 0, resumeSecret: s.secret });
   }
 
@@ -272,6 +323,7 @@ export class CloudSession implements Attachment {
     this.attach(found);
     store.touch(found);
     metrics.resumes.inc();
+    this.ctx.log.info({ event: 'session_resume', ...this.facts(found), position: m.position }, 'session resumed');
     this.send({ type: 'ready', session: found.id, layers: pkg.config.nLayers, split: found.hello.split, maxSeq: tokenLimit, length: found.runtime.length });
     // the edge fed `position` tokens; when the cloud holds as many, the last answer may have been lost
     if (found.lastToken && found.runtime.length === m.position) this.send(found.lastToken);
@@ -337,7 +389,11 @@ export class CloudSession implements Attachment {
     if (!isStop) s.generated++;
     const done = isStop || s.generated >= s.hello.maxTokens || s.runtime.length + 1 > tokenLimit;
     const cloudMs = performance.now() - t0;
-    metrics.stepMs.observe(cloudMs);
+    metrics.stepSeconds.observe(cloudMs / 1000);
+    if (type === 'prefill' && s.startedAt !== undefined) {
+      metrics.firstToken.observe((performance.now() - s.startedAt) / 1000);
+      s.startedAt = undefined;
+    }
     if (!isStop) metrics.tokens.inc();
     s.lastToken = { type: 'token', id: isStop ? -1 : id, done, cloudMs };
     this.send(s.lastToken);

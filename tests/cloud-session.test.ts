@@ -39,7 +39,7 @@ describe('CloudSession over an in-memory channel (default model)', () => {
     expect(cloud.ctx.store.size).toBe(0);
     const metrics = await cloud.ctx.metrics.text();
     expect(metrics).toMatch(/splitllm_tokens_total 24/);
-    expect(metrics).toMatch(/splitllm_step_ms_count 24/);
+    expect(metrics).toMatch(/splitllm_step_duration_seconds_count 24/);
   });
 
   it('every split, 0 (embedding only) to L (head only), gives the same tokens', async () => {

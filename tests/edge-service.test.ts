@@ -25,7 +25,7 @@ let client: OpenAI;
 const M = 'splitllm-shakespeare';
 
 const metrics = async (c: CloudServer) => (await fetch(`${c.url.replace('ws', 'http')}/metrics`)).text();
-const openSessions = async (c: CloudServer) => Number(/^splitllm_sessions_open (\d+)/m.exec(await metrics(c))?.[1]);
+const openSessions = async (c: CloudServer) => Number(/^splitllm_connections_open (\d+)/m.exec(await metrics(c))?.[1]);
 const heldSessions = async (c: CloudServer) => Number(/^splitllm_sessions_held (\d+)/m.exec(await metrics(c))?.[1]);
 /** Waits until the cloud holds `n` open connections (a finished request's socket closes just after its reply). */
 async function cloudIdle(c: CloudServer, n = 0): Promise<void> {

@@ -39,11 +39,11 @@ describe('cloud limits: bearer token and frame size (default model)', () => {
       const hold = new AbortController();
       const first = runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 250, stopIds: [], signal: hold.signal, onToken: () => undefined });
       const metrics = async () => (await fetch(`${full.url.replace('ws', 'http')}/metrics`)).text();
-      for (let i = 0; i < 100 && !/splitllm_sessions_open 1/.test(await metrics()); i++) await new Promise((r) => setTimeout(r, 5));
+      for (let i = 0; i < 100 && !/splitllm_connections_open 1/.test(await metrics()); i++) await new Promise((r) => setTimeout(r, 5));
       await expect(runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 4 })).rejects.toThrow(/cloud: busy: the server holds its limit of 1 sessions/);
       hold.abort();
       expect((await first).stats.interrupted).toBe(true);
-      for (let i = 0; i < 100 && !/splitllm_sessions_open 0/.test(await (await fetch(`${full.url.replace('ws', 'http')}/metrics`)).text()); i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 100 && !/splitllm_connections_open 0/.test(await (await fetch(`${full.url.replace('ws', 'http')}/metrics`)).text()); i++) await new Promise((r) => setTimeout(r, 20));
       expect((await runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 4, stopIds: [] })).tokens.length).toBe(4);
     } finally {
       await full.close();
@@ -290,7 +290,7 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
     }
     const after = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
     expect(Number(/splitllm_sessions_total (\d+)/.exec(after)![1]) - total0).toBe(32);
-    expect(after).toMatch(/splitllm_step_ms_count \d+/);
+    expect(after).toMatch(/splitllm_step_duration_seconds_count \d+/);
     // decode steps that arrived together ran as batches
     const maxBatch = Number(/splitllm_step_batch_max (\d+)/.exec(after)![1]);
     process.stderr.write(`[runtime] 32 sessions: largest step batch ${maxBatch}, ${/splitllm_batched_steps_total (\d+)/.exec(after)![1]} steps in ${/splitllm_step_batches_total (\d+)/.exec(after)![1]} runs\n`);

@@ -50,6 +50,7 @@ export const cloudCommand = defineCommand({
     'max-frame-bytes': opt.bytes({ bare: 'b', default: 64 * 1024 * 1024, defaultText: '64MiB', description: 'largest accepted frame (a bare number is bytes)' }),
     'idle-ms': opt.duration({ bare: 'ms', default: 60_000, defaultText: '60s', description: 'release a session idle this long; a dropped one can be resumed until then (a bare number is ms)' }),
     ...calibrationOption,
+    'log-level': opt.choice<'silent' | 'error' | 'warn' | 'info' | 'debug'>({ choices: ['silent', 'error', 'warn', 'info', 'debug'], default: 'info', description: 'JSON log lines on stderr (pino; stdout keeps the address line): info = one per session open/close, error and refused upgrade' }),
     json: opt.flag({ description: 'print the listening address as JSON' }),
   },
   async run(v) {
@@ -62,6 +63,8 @@ export const cloudCommand = defineCommand({
       host: v.host,
       tenants,
       tls,
+      logLevel: v['log-level'],
+      logStream: process.stderr,
       maxSessions: v['max-sessions'],
       maxConnections: v['max-connections'],
       helloTimeoutMs: v['hello-timeout'],
