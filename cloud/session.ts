@@ -62,6 +62,11 @@ export function sameSecret(a: string, b: string): boolean {
   return timingSafeEqual(ha, hb) && a.length === b.length;
 }
 
+/** Probe replies one connection may ask for in all (a link measurement needs a few MiB): bounds amplification. */
+export const PROBE_BUDGET_BYTES = 64 * 1024 * 1024;
+/** Largest |value| accepted in a hidden state: past it float32 sums of squares overflow inside the model. */
+export const HIDDEN_LIMIT = 1e15;
+
 /** Default cap of held sessions (each holds a KV cache of up to the model's context). */
 export const DEFAULT_MAX_SESSIONS = 64;
 
@@ -100,6 +105,14 @@ export function cloudContext(
   };
 }
 
+/** Finite but huge values would overflow inside the model and end a generation silently: `bad_tensor` instead. */
+function refuseHuge(x: Float32Array, what: string): void {
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    if (v > HIDDEN_LIMIT || v < -HIDDEN_LIMIT) throw protocolError('bad_tensor', `${what} holds ${v.toExponential(2)} at index ${i}, past ±${HIDDEN_LIMIT.toExponential(0)}: send the front segment's real values`);
+  }
+}
+
 /** A codec or KV error as the wire code the edge gets: NaN/Inf is `nan_tensor`, anything else `bad_tensor`. */
 export function tensorError(e: unknown): ProtocolError {
   if (e instanceof ProtocolError) return e;
@@ -111,6 +124,7 @@ export class CloudSession implements Attachment {
   private held: HeldSession | undefined;
   private closing = false;
   private readonly startedAt = performance.now();
+  private probeBytes = 0;
 
   constructor(
     private readonly channel: FrameChannel,
@@ -228,6 +242,8 @@ export class CloudSession implements Attachment {
     const m = frame.header;
     switch (m.type) {
       case 'probe':
+        this.probeBytes += m.reply + frame.payload.length;
+        if (this.probeBytes > PROBE_BUDGET_BYTES) throw protocolError('bad_message', `probes on this connection passed ${PROBE_BUDGET_BYTES} bytes: open a new connection to measure again`, { closes: true });
         this.send({ type: 'probe', id: m.id, reply: 0 }, new Uint8Array(m.reply));
         return;
       case 'hello':
@@ -251,11 +267,14 @@ export class CloudSession implements Attachment {
         if (m.layer >= s.hello.split) throw protocolError('bad_resplit', `kv for layer ${m.layer}: the edge holds only layers below its split ${s.hello.split}`);
         if (m.length !== s.runtime.length) throw protocolError('bad_resplit', `kv for layer ${m.layer} holds ${m.length} positions, the session ${s.runtime.length}`);
         const c = this.ctx.pkg.config;
+        let kv;
         try {
-          s.pendingKv.set(m.layer, decodeLayerKv(frame.payload, m.layer, m.length, c.nKvHeads, c.headDim));
+          kv = decodeLayerKv(frame.payload, m.layer, m.length, c.nKvHeads, c.headDim);
         } catch (e) {
           throw tensorError(e);
         }
+        for (const part of [kv.key, kv.value]) refuseHuge(part, `KV of layer ${m.layer}`);
+        s.pendingKv.set(m.layer, kv);
         return;
       }
       case 'resplit':
@@ -381,10 +400,20 @@ export class CloudSession implements Attachment {
     } catch (e) {
       throw tensorError(e);
     }
+    refuseHuge(x, 'hidden state');
     if (s.runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${s.runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
     const out = type === 'step' ? await pool.step(this.backKey(s.hello), s.runtime, x) : await s.runtime.run(x, tokens);
     s.prefilled = true;
-    const id = s.sampler.sample(out.data, (tokens - 1) * c.vocabSize, c.vocabSize);
+    const row = (tokens - 1) * c.vocabSize;
+    for (let i = row; i < row + c.vocabSize; i++) {
+      if (!Number.isFinite(out.data[i]!)) {
+        // the KV cache now holds what produced it: the session cannot go on
+        this.ctx.store.release(s);
+        this.held = undefined;
+        throw protocolError('bad_tensor', 'the model produced non-finite logits from this hidden state: the session is ended, start a new one', { closes: true });
+      }
+    }
+    const id = s.sampler.sample(out.data, row, c.vocabSize);
     const isStop = (s.hello.stopIds ?? [c.eosId, c.bosId]).includes(id);
     if (!isStop) s.generated++;
     const done = isStop || s.generated >= s.hello.maxTokens || s.runtime.length + 1 > tokenLimit;

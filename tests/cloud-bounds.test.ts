@@ -1,0 +1,69 @@
+/** Values and amounts a client can send: huge hidden states and KV are refused, probes are bounded per connection. */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { ModelPackage } from '../models/package.js';
+import { generate, Pipeline } from '../models/runtime/pipeline.js';
+import { encodeLayerKv } from '../quantization/kv/stream.js';
+import { PROBE_BUDGET_BYTES } from '../cloud/session.js';
+import { expectClosed, expectError, fp32, testCloud, TestEdge, type TestCloud } from './helpers/cloud.js';
+import { defaultModel } from './helpers/models.js';
+
+let pkg: ModelPackage;
+let cloud: TestCloud;
+let prompt: number[];
+let local: number[];
+beforeAll(async () => {
+  pkg = await defaultModel();
+  cloud = testCloud(pkg);
+  prompt = pkg.tokenizer().encode('ROMEO:', true);
+  local = await generate(await Pipeline.create(pkg), prompt, { maxTokens: 6, stopIds: [] });
+});
+afterAll(() => cloud?.close());
+
+it('a finite but huge hidden state gets bad_tensor before it reaches the model; the session then runs normally', async () => {
+  const D = pkg.config.dim;
+  const c = cloud.connect();
+  const edge = await TestEdge.start(pkg, c, 2);
+  const huge = new Float32Array(prompt.length * D).fill(0.5);
+  huge[7] = 3e20;
+  c.send({ type: 'prefill', tokens: prompt.length }, fp32.encode(huge, prompt.length, D));
+  const e = await expectError(c, 'bad_tensor');
+  expect(e).toMatchObject({ message: expect.stringMatching(/hidden state holds 3\.00e\+20 at index 7/) });
+  expect(await edge.run(prompt, 6)).toEqual(local);
+  c.send({ type: 'close' });
+  await c.done;
+});
+
+it('KV with a huge value is refused with bad_tensor', async () => {
+  const c = cloud.connect();
+  const edge = await TestEdge.start(pkg, c, 3);
+  await edge.round(prompt);
+  const { nKvHeads: KV, headDim: hd } = pkg.config;
+  const len = edge.front.length;
+  const key = new Float32Array(KV * len * hd);
+  const value = new Float32Array(KV * len * hd);
+  value[3] = -1e18;
+  c.send({ type: 'kv', layer: 2, length: len }, encodeLayerKv(fp32, { layer: 2, key, value, length: len }, KV, hd));
+  expect(await expectError(c, 'bad_tensor')).toMatchObject({ message: expect.stringMatching(/KV of layer 2 holds -1\.00e\+18/) });
+  c.send({ type: 'close' });
+  await c.done;
+});
+
+it(`probes are bounded: past ${PROBE_BUDGET_BYTES >> 20} MiB of replies on one connection the cloud closes it`, async () => {
+  const c = cloud.connect();
+  const eight = 8 * 1024 * 1024;
+  let answered = 0;
+  for (let i = 0; i < 9; i++) {
+    c.send({ type: 'probe', id: i, reply: eight });
+    const f = await c.next();
+    if ('closed' in f) break;
+    if (f.header.type === 'probe') {
+      expect(f.payload.length).toBe(eight);
+      answered++;
+    } else {
+      expect(f.header).toMatchObject({ type: 'error', code: 'bad_message', message: expect.stringMatching(/probes on this connection passed/) });
+      break;
+    }
+  }
+  expect(answered).toBe(PROBE_BUDGET_BYTES / eight);
+  await expectClosed(c, 1008);
+});
