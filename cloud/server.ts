@@ -4,7 +4,7 @@
  * `CloudSession` (session.ts). Back segments and batching live in segment-pool.ts, held sessions in
  * session-store.ts, metrics in metrics.ts. Protocol in docs/PROTOCOL.md.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import { SplitLLMError } from '../shared/errors.js';
@@ -47,6 +47,8 @@ export interface CloudOptions {
   maxBufferedBytes?: number;
   /** the model's calibration: contexts of calibrated codecs (`ts-tabq:cal=K`) the edge may send */
   calibration?: CalibrationContexts;
+  /** an HTTP request (the upgrade included) must send its headers within this long (default 10 s): slow-header clients are cut */
+  headersTimeoutMs?: number;
   /** serve https/wss with this certificate chain and private key (PEM) */
   tls?: { cert: string | Buffer; key: string | Buffer };
 }
@@ -79,10 +81,16 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
       throw new SplitLLMError('E_BAD_CONFIG', `the TLS certificate and key do not load (${e instanceof Error ? e.message : String(e)}): give a PEM certificate chain and its PEM private key`);
     }
   }
+  // Node's own limits on a request's headers, checked every second (slow-header connections are cut)
+  const headersTimeout = opts.headersTimeoutMs ?? 10_000;
+  const limits = { headersTimeout, requestTimeout: Math.max(30_000, headersTimeout + 1000), connectionsCheckingInterval: Math.min(1000, headersTimeout) };
   const app = Fastify({
     logger,
-    // TLS: the same fastify app on a node:https server (https and wss on one port)
-    ...(tls ? { serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => createHttpsServer({ cert: tls.cert, key: tls.key }, handler) } : {}),
+    // fastify sets the server's request timeout from its own option (0 = none, which also turns off Node's header check)
+    requestTimeout: limits.requestTimeout,
+    // the same fastify app on node:http, or node:https with TLS (https and wss on one port)
+    serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) =>
+      tls ? createHttpsServer({ cert: tls.cert, key: tls.key, ...limits }, handler) : createHttpServer(limits, handler),
   });
   const ctx = cloudContext(pkg, { ...opts, log: app.log });
   const { metrics, store, pool } = ctx;

@@ -67,3 +67,26 @@ it(`probes are bounded: past ${PROBE_BUDGET_BYTES >> 20} MiB of replies on one c
   expect(answered).toBe(PROBE_BUDGET_BYTES / eight);
   await expectClosed(c, 1008);
 });
+
+it('a slow-header client is cut by the header timeout; an idle WebSocket session is not', async () => {
+  const { startCloud } = await import('../cloud/server.js');
+  const { connect } = await import('node:net');
+  const { runEdge } = await import('../edge/agent.js');
+  const server = await startCloud(pkg, { headersTimeoutMs: 300 });
+  expect(server.app.server.headersTimeout).toBe(300);
+  try {
+    const port = Number(new URL(server.url).port);
+    const t0 = performance.now();
+    const closedAfter = await new Promise<number>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => s.write('GET /v1/session HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n'));
+      s.on('error', () => undefined);
+      s.resume(); // read, so that the server's 408 and its close are seen
+      s.on('close', () => resolve(performance.now() - t0));
+    });
+    expect(closedAfter).toBeLessThan(2000);
+    const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: 'ROMEO:', maxTokens: 6, stopIds: [] });
+    expect(r.tokens).toEqual(local);
+  } finally {
+    await server.close();
+  }
+});
