@@ -17,13 +17,15 @@ export interface SessionCounts {
   connected: number;
   waiting: number;
   byTenant: Map<string, number>;
+  /** KV bytes the held sessions reserve */
+  kvReserved: number;
 }
 
 const SECONDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
 
 export class CloudMetrics {
   readonly registry = new Registry();
-  private counts: () => SessionCounts = () => ({ connected: 0, waiting: 0, byTenant: new Map() });
+  private counts: () => SessionCounts = () => ({ connected: 0, waiting: 0, byTenant: new Map(), kvReserved: 0 });
   readonly connectionsOpen = new Gauge({ name: 'splitllm_connections_open', help: 'WebSocket connections open now, with or without a session', registers: [this.registry] });
   readonly sessionsHeld = new Gauge({ name: 'splitllm_sessions_held', help: 'sessions held now (connected or waiting to be resumed), each with its KV cache', registers: [this.registry] });
   readonly sessionsByState = new Gauge({
@@ -46,6 +48,13 @@ export class CloudMetrics {
       this.sessionsByTenant.reset();
       for (const [tenant, n] of this.counts().byTenant) this.sessionsByTenant.set({ tenant }, n);
     },
+  });
+  readonly kvBudget = new Gauge({ name: 'splitllm_kv_budget_bytes', help: 'bytes of KV cache all sessions together may reserve (--kv-memory)', registers: [this.registry] });
+  readonly kvReserved: Gauge = new Gauge({
+    name: 'splitllm_kv_reserved_bytes',
+    help: 'bytes of KV cache the held sessions reserve (each its position limit at its split)',
+    registers: [this.registry],
+    collect: (): void => this.kvReserved.set(this.counts().kvReserved),
   });
   readonly sessionsTotal = new Counter({ name: 'splitllm_sessions_total', help: 'sessions started', registers: [this.registry] });
   readonly tokens = new Counter({ name: 'splitllm_tokens_total', help: 'tokens generated', registers: [this.registry] });

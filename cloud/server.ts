@@ -33,6 +33,8 @@ export interface CloudOptions {
   maxConnections?: number;
   /** a connection that sends neither hello nor resume within this long is closed (default 10 s) */
   helloTimeoutMs?: number;
+  /** bytes of KV cache all sessions together may reserve (default half the machine's memory); a hello past it gets `busy` */
+  kvBudgetBytes?: number;
   /** largest accepted frame in bytes */
   maxFrameBytes?: number;
   /** most positions (prompt + generated) one session may hold */

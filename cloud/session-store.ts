@@ -65,6 +65,9 @@ export class SessionStore {
     for (const s of this.sessions.values()) if (s.tenant === tenant) n++;
     return n;
   }
+  all(): IterableIterator<HeldSession> {
+    return this.sessions.values();
+  }
   get(id: string): HeldSession | undefined {
     return this.sessions.get(id);
   }

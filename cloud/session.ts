@@ -15,6 +15,7 @@ import type { CalibrationContexts } from '../quantization/activations/calibratio
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { totalmem } from 'node:os';
 import { BackSegmentPool, type BackKey } from './segment-pool.js';
 import { CloudMetrics } from './metrics.js';
 import { SessionStore, type Attachment, type HeldSession } from './session-store.js';
@@ -34,6 +35,8 @@ export interface CloudContext {
   drainTimeoutMs: number;
   /** most sessions held at once (connected or waiting for a resume); a hello past it gets `busy` */
   maxSessions: number;
+  /** bytes of KV cache all sessions together may reserve (each reserves its position limit at its split) */
+  kvBudgetBytes: number;
   /** a connection that sends neither hello nor resume within this long is closed (`hello_timeout`) */
   helloTimeoutMs: number;
   newSessionId(): string;
@@ -67,13 +70,36 @@ export const PROBE_BUDGET_BYTES = 64 * 1024 * 1024;
 /** Largest |value| accepted in a hidden state: past it float32 sums of squares overflow inside the model. */
 export const HIDDEN_LIMIT = 1e15;
 
+/** Default KV budget: half of this machine's memory. */
+export function defaultKvBudget(): number {
+  return Math.floor(totalmem() / 2);
+}
+
+/**
+ * KV bytes a session at `split` reserves: its back layers' float32 keys and values at its position
+ * limit — what it may grow to, so that admitted sessions never outgrow the budget later.
+ */
+export function kvReservation(c: { nLayers: number; nKvHeads: number; headDim: number }, split: number, positions: number): number {
+  return (c.nLayers - split) * 2 * c.nKvHeads * c.headDim * 4 * positions;
+}
+
 /** Default cap of held sessions (each holds a KV cache of up to the model's context). */
 export const DEFAULT_MAX_SESSIONS = 64;
 
 /** The shared state of one server, with its defaults: 60 s idle expiry, 16 MiB send buffer, 30 s drain timeout, 64 sessions, 10 s to say hello. */
 export function cloudContext(
   pkg: ModelPackage,
-  opts: { idleMs?: number; sessionTokenLimit?: number; maxBufferedBytes?: number; calibration?: CalibrationContexts; newSessionId?: () => string; maxSessions?: number; helloTimeoutMs?: number; log?: SessionLog } = {},
+  opts: {
+    idleMs?: number;
+    sessionTokenLimit?: number;
+    maxBufferedBytes?: number;
+    calibration?: CalibrationContexts;
+    newSessionId?: () => string;
+    maxSessions?: number;
+    helloTimeoutMs?: number;
+    log?: SessionLog;
+    kvBudgetBytes?: number;
+  } = {},
 ): CloudContext {
   const c = pkg.config;
   const metrics = new CloudMetrics();
@@ -85,7 +111,14 @@ export function cloudContext(
     },
     onChange: (n) => metrics.sessionsHeld.set(n),
   });
-  metrics.watch(() => store.counts());
+  const tokenLimit = Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq);
+  const kvBudgetBytes = opts.kvBudgetBytes ?? defaultKvBudget();
+  metrics.kvBudget.set(kvBudgetBytes);
+  metrics.watch(() => {
+    let kvReserved = 0;
+    for (const h of store.all()) kvReserved += kvReservation(c, h.hello.split, tokenLimit);
+    return { ...store.counts(), kvReserved };
+  });
   return {
     pkg,
     metrics,
@@ -95,10 +128,11 @@ export function cloudContext(
       for (const w of waits) metrics.queueWait.observe(w);
     }),
     calibration: opts.calibration,
-    tokenLimit: Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq),
+    tokenLimit,
     maxBufferedBytes: opts.maxBufferedBytes ?? 16 * 1024 * 1024,
     drainTimeoutMs: 30_000,
     maxSessions: opts.maxSessions ?? DEFAULT_MAX_SESSIONS,
+    kvBudgetBytes,
     helloTimeoutMs: opts.helloTimeoutMs ?? 10_000,
     newSessionId: opts.newSessionId ?? randomUUID,
     log,
@@ -308,6 +342,11 @@ export class CloudSession implements Attachment {
     if (store.size >= this.ctx.maxSessions) throw protocolError('busy', `the server holds its limit of ${this.ctx.maxSessions} sessions: retry in a few seconds`);
     const cap = this.who.maxSessions;
     if (cap !== undefined && store.heldBy(this.who.tenant) >= cap) throw protocolError('busy', `tenant ${this.who.tenant} holds its limit of ${cap} sessions: end one or retry later`);
+    const want = kvReservation(c, m.split, tokenLimit);
+    const reserved = this.reservedKv();
+    if (reserved + want > this.ctx.kvBudgetBytes) {
+      throw protocolError('busy', `the KV budget (${this.ctx.kvBudgetBytes} bytes) has ${Math.max(0, this.ctx.kvBudgetBytes - reserved)} left, this session would reserve ${want}: retry later, or split deeper`);
+    }
     const helloAt = performance.now();
     const runtime = await this.ctx.pool.runtime(this.backKey(m));
     const s: HeldSession = {
@@ -348,11 +387,22 @@ export class CloudSession implements Attachment {
     if (found.lastToken && found.runtime.length === m.position) this.send(found.lastToken);
   }
 
+  /** KV bytes all held sessions reserve now, `except` one (the one about to change its split). */
+  private reservedKv(except?: HeldSession): number {
+    let n = 0;
+    for (const h of this.ctx.store.all()) if (h !== except) n += kvReservation(this.ctx.pkg.config, h.hello.split, this.ctx.tokenLimit);
+    return n;
+  }
+
+
   private async resplit(s: HeldSession, m: Resplit): Promise<void> {
     const c = this.ctx.pkg.config;
     const from = s.hello.split;
     const to = m.split;
     if (to > c.nLayers) throw protocolError('bad_resplit', `split ${to} is outside 0..${c.nLayers}`);
+    if (to < from && this.reservedKv(s) + kvReservation(c, to, this.ctx.tokenLimit) > this.ctx.kvBudgetBytes) {
+      throw protocolError('bad_resplit', `moving to split ${to} would pass the cloud's KV budget of ${this.ctx.kvBudgetBytes} bytes: stay at ${from}`);
+    }
     let kvCodec;
     try {
       kvCodec = createCodec(m.kvCodec);

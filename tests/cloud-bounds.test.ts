@@ -90,3 +90,30 @@ it('a slow-header client is cut by the header timeout; an idle WebSocket session
     await server.close();
   }
 });
+
+it('a KV budget of two sessions: the third hello gets busy, a re-split that would pass it gets bad_resplit, and the healthy sessions keep their tokens', async () => {
+  const { kvReservation } = await import('../cloud/session.js');
+  const c = pkg.config;
+  const tokenLimit = c.maxSeq;
+  const budget = 2 * kvReservation(c, 2, tokenLimit);
+  const small = testCloud(pkg, { kvBudgetBytes: budget });
+  try {
+    const a = small.connect();
+    const b = small.connect();
+    const ea = await TestEdge.start(pkg, a, 2);
+    const eb = await TestEdge.start(pkg, b, 2);
+    const third = small.connect();
+    third.send({ type: 'hello', version: (await import('../shared/protocol/index.js')).PROTOCOL_VERSION, modelHash: pkg.hash, split: 2, codec: 'fp32', maxTokens: 10, stopIds: [] });
+    expect(await expectError(third, 'busy')).toMatchObject({ message: expect.stringMatching(/KV budget/) });
+    // a session that wants more back layers (split 1) would pass the budget as well
+    await ea.round(prompt);
+    a.send({ type: 'kv', layer: 1, length: ea.front.length }, encodeLayerKv(fp32, ea.front.exportKV(1, 2)[0]!, c.nKvHeads, c.headDim));
+    a.send({ type: 'resplit', split: 1, kvCodec: 'fp32' });
+    expect(await expectError(a, 'bad_resplit')).toMatchObject({ message: expect.stringMatching(/KV budget/) });
+    expect(await eb.run(prompt, 6)).toEqual(local);
+    expect(await small.ctx.metrics.text()).toMatch(new RegExp(`splitllm_kv_budget_bytes ${budget}\\b`));
+    expect(await small.ctx.metrics.text()).toMatch(new RegExp(`splitllm_kv_reserved_bytes ${budget}\\b`));
+  } finally {
+    await small.close();
+  }
+});
