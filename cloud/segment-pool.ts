@@ -40,12 +40,19 @@ export class BackSegmentPool {
     pkg: ModelPackage,
     /** told the size of every batch of decode steps that runs, and how long each step waited for it (s) */
     private readonly onBatch: (size: number, waitsSeconds: number[]) => void = () => undefined,
+    /** a back segment no session has used for this long is released (default 60 s) */
+    idleMs = 60_000,
   ) {
     const c = pkg.config;
-    this.segments = new SharedSegments(c, keyOf, (k) => {
-      const lin = linearFor(k.bits, k.blockSize);
-      return buildSegment(c, pkg.weights, k.split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin });
-    });
+    this.segments = new SharedSegments(
+      c,
+      keyOf,
+      (k) => {
+        const lin = linearFor(k.bits, k.blockSize);
+        return buildSegment(c, pkg.weights, k.split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin });
+      },
+      { idleMs },
+    );
   }
 
   /** segments built so far */

@@ -35,6 +35,11 @@ export interface CloudOptions {
   helloTimeoutMs?: number;
   /** bytes of KV cache all sessions together may reserve (default half the machine's memory); a hello past it gets `busy` */
   kvBudgetBytes?: number;
+  /** the back-layer precisions edges may ask for (default every supported one): only these are ever built */
+  backBits?: readonly number[];
+  blockSizes?: readonly number[];
+  /** a back segment no session has used for this long is released (default 60 s) */
+  segmentIdleMs?: number;
   /** largest accepted frame in bytes */
   maxFrameBytes?: number;
   /** most positions (prompt + generated) one session may hold */

@@ -11,6 +11,7 @@ import type { FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import { Sampler } from '../models/runtime/sampler.js';
 import { checkWeightBits } from '../quantization/weights/blockwise.js';
+import { BLOCK_SIZES, WEIGHT_BITS } from '../shared/precision.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
@@ -37,6 +38,8 @@ export interface CloudContext {
   maxSessions: number;
   /** bytes of KV cache all sessions together may reserve (each reserves its position limit at its split) */
   kvBudgetBytes: number;
+  /** the precisions of the back segment a hello may ask for: only these are ever built */
+  backPrecisions: { bits: readonly number[]; blockSizes: readonly number[] };
   /** a connection that sends neither hello nor resume within this long is closed (`hello_timeout`) */
   helloTimeoutMs: number;
   newSessionId(): string;
@@ -99,6 +102,9 @@ export function cloudContext(
     helloTimeoutMs?: number;
     log?: SessionLog;
     kvBudgetBytes?: number;
+    backBits?: readonly number[];
+    blockSizes?: readonly number[];
+    segmentIdleMs?: number;
   } = {},
 ): CloudContext {
   const c = pkg.config;
@@ -123,16 +129,21 @@ export function cloudContext(
     pkg,
     metrics,
     store,
-    pool: new BackSegmentPool(pkg, (n, waits) => {
-      metrics.batch(n);
-      for (const w of waits) metrics.queueWait.observe(w);
-    }),
+    pool: new BackSegmentPool(
+      pkg,
+      (n, waits) => {
+        metrics.batch(n);
+        for (const w of waits) metrics.queueWait.observe(w);
+      },
+      opts.segmentIdleMs,
+    ),
     calibration: opts.calibration,
     tokenLimit,
     maxBufferedBytes: opts.maxBufferedBytes ?? 16 * 1024 * 1024,
     drainTimeoutMs: 30_000,
     maxSessions: opts.maxSessions ?? DEFAULT_MAX_SESSIONS,
     kvBudgetBytes,
+    backPrecisions: { bits: opts.backBits ?? WEIGHT_BITS, blockSizes: opts.blockSizes ?? BLOCK_SIZES },
     helloTimeoutMs: opts.helloTimeoutMs ?? 10_000,
     newSessionId: opts.newSessionId ?? randomUUID,
     log,
@@ -337,6 +348,10 @@ export class CloudSession implements Attachment {
     } catch (e) {
       if (e instanceof SplitLLMError) throw protocolError('bad_hello', e.message);
       throw e;
+    }
+    const allowed = this.ctx.backPrecisions;
+    if (!allowed.bits.includes(m.backBits ?? 32) || ((m.backBits ?? 32) < 16 && !allowed.blockSizes.includes(m.blockSize ?? 32))) {
+      throw protocolError('bad_hello', `this server runs back layers at ${allowed.bits.join(', ')} bits (blocks ${allowed.blockSizes.join(', ')}), not ${m.backBits ?? 32} bits / block ${m.blockSize ?? 32}: plan for one of those`);
     }
     // admission: held sessions (connected or dropped, each with its KV) count, the server's and the tenant's
     if (store.size >= this.ctx.maxSessions) throw protocolError('busy', `the server holds its limit of ${this.ctx.maxSessions} sessions: retry in a few seconds`);

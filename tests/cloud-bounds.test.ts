@@ -117,3 +117,30 @@ it('a KV budget of two sessions: the third hello gets busy, a re-split that woul
     await small.close();
   }
 });
+
+it('back segments are built only at the precisions the server allows, and released once unused', async () => {
+  const c = testCloud(pkg, { backBits: [32, 8], segmentIdleMs: 100 });
+  try {
+    const refused = c.connect();
+    refused.send({ ...(await import('./helpers/cloud.js')).hello(pkg, { backBits: 4 }) });
+    expect(await expectError(refused, 'bad_hello')).toMatchObject({ message: expect.stringMatching(/runs back layers at 32, 8 bits/) });
+    expect(c.ctx.pool.size).toBe(0);
+    const s = c.connect();
+    const edge = await TestEdge.start(pkg, s, 2, { backBits: 8 });
+    await edge.round(prompt);
+    expect(c.ctx.pool.size).toBe(1);
+    s.send({ type: 'close' });
+    await s.done;
+    await new Promise((r) => setTimeout(r, 250));
+    expect(c.ctx.pool.size).toBe(0); // its weights are freed
+    // and built again on demand
+    const again = c.connect();
+    const e2 = await TestEdge.start(pkg, again, 2, { backBits: 8 });
+    await e2.round(prompt);
+    expect(c.ctx.pool.size).toBe(1);
+    again.send({ type: 'close' });
+    await again.done;
+  } finally {
+    await c.close();
+  }
+});

@@ -2,10 +2,11 @@ import { startCloud } from '../../cloud/server.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
+import { BLOCK_SIZES, isBlockSize, isWeightBits, WEIGHT_BITS } from '../../shared/precision.js';
 import { parseTenantsFile, type TenantSpec } from '../../cloud/auth.js';
 import { DEFAULT_MAX_SESSIONS } from '../../cloud/session.js';
 import { modelOptions, openModelOption, readJsonFile, tokenOf } from '../common.js';
-import { defineCommand, opt } from '../options.js';
+import { defineCommand, items, opt } from '../options.js';
 
 /** The tenants of --token, --token-file, --tenants-file or $SPLITLLM_TOKEN (at most one of them); none: no auth. */
 function tenantsOf(v: { token?: string; 'token-file'?: string; 'tenants-file'?: string }): TenantSpec[] {
@@ -43,6 +44,9 @@ export const cloudCommand = defineCommand({
     'tls-cert': opt.file({ description: 'serve https/wss with this PEM certificate chain (with --tls-key)' }),
     'tls-key': opt.file({ description: 'the PEM private key of --tls-cert' }),
     'max-sessions': opt.int({ min: 1, default: DEFAULT_MAX_SESSIONS, description: 'most sessions held at once, connected or waiting for a resume (each holds a KV cache); a hello past it is refused with busy' }),
+    'back-bits': opt.list({ item: items.int(), description: 'back-layer weight bits edges may ask for (each builds its own back segment)', valueName: 'B,B,…', defaultText: '2,3,4,8,16,32' }),
+    'block-sizes': opt.list({ item: items.int(), description: 'quantization blocks edges may ask for', valueName: 'N,N,…', defaultText: '16,32,64,128' }),
+    'segment-idle': opt.duration({ bare: 'ms', default: 60_000, defaultText: '60s', description: 'release a back segment (its weights) that no session has used for this long' }),
     'kv-memory': opt.bytes({ description: 'KV cache all sessions together may reserve (each reserves its position limit at its split); a hello past it gets busy', defaultText: "half this machine's memory" }),
     'max-connections': opt.int({ min: 1, description: 'most WebSocket connections open at once; an upgrade past it gets HTTP 503', defaultText: '2 × max-sessions + 16' }),
     'drain-timeout': opt.duration({ bare: 'ms', default: 30_000, defaultText: '30s', description: 'on SIGTERM/SIGINT: how long sessions may finish before they are told to move (close code 1001)' }),
@@ -57,6 +61,8 @@ export const cloudCommand = defineCommand({
   },
   async run(v) {
     const tenants = tenantsOf(v);
+    for (const b of v['back-bits'] ?? []) if (!isWeightBits(b)) throw new SplitLLMError('E_USAGE', `--back-bits ${b} is not a supported precision: use ${WEIGHT_BITS.join(', ')}`);
+    for (const b of v['block-sizes'] ?? []) if (!isBlockSize(b)) throw new SplitLLMError('E_USAGE', `--block-sizes ${b} is not a supported block: use ${BLOCK_SIZES.join(', ')}`);
     if ((v['tls-cert'] === undefined) !== (v['tls-key'] === undefined)) throw new SplitLLMError('E_USAGE', 'give --tls-cert and --tls-key together');
     const tls = v['tls-cert'] !== undefined && v['tls-key'] !== undefined ? { cert: readFileSync(v['tls-cert']), key: readFileSync(v['tls-key']) } : undefined;
     const pkg = await openModelOption(v);
@@ -70,6 +76,9 @@ export const cloudCommand = defineCommand({
       maxSessions: v['max-sessions'],
       maxConnections: v['max-connections'],
       kvBudgetBytes: v['kv-memory'],
+      backBits: v['back-bits'],
+      blockSizes: v['block-sizes'],
+      segmentIdleMs: v['segment-idle'],
       helloTimeoutMs: v['hello-timeout'],
       headersTimeoutMs: v['headers-timeout'],
       sessionTokenLimit: v['session-token-limit'],

@@ -63,9 +63,13 @@ export class SegmentRuntime {
   }
 
   /** A runtime with its own KV cache over a shared session (the weights are held once). */
-  static withSession(config: ModelConfig, seg: BuiltSegment, shared: SharedSession): SegmentRuntime {
-    return new SegmentRuntime(config, { ...seg, model: undefined }, shared.session, shared.backend, false);
+  /** `onRelease` is told (once) when this runtime is released: the owner of the shared session counts its users. */
+  static withSession(config: ModelConfig, seg: BuiltSegment, shared: SharedSession, onRelease?: () => void): SegmentRuntime {
+    const r = new SegmentRuntime(config, { ...seg, model: undefined }, shared.session, shared.backend, false);
+    r.onRelease = onRelease;
+    return r;
   }
+  private onRelease: (() => void) | undefined;
 
   /**
    * One decode step for several runtimes of the same segment and session, as one batch: caches of
@@ -260,6 +264,9 @@ export class SegmentRuntime {
 
   /** Releases the onnxruntime session when this runtime owns it (a shared one stays open). */
   async release(): Promise<void> {
+    const told = this.onRelease;
+    this.onRelease = undefined;
+    told?.();
     if (this.ownsSession) await this.session.release();
   }
 }

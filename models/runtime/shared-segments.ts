@@ -10,6 +10,9 @@ import { SegmentRuntime, type RuntimeOptions, type SharedSession } from './segme
 export interface SharedSegment {
   built: BuiltSegment;
   session: Promise<SharedSession>;
+  /** runtimes over it not yet released */
+  users: number;
+  evict?: ReturnType<typeof setTimeout>;
 }
 
 export class SharedSegments<K> {
@@ -19,7 +22,12 @@ export class SharedSegments<K> {
     private readonly config: ModelConfig,
     private readonly keyOf: (k: K) => string,
     private readonly build: (k: K) => BuiltSegment,
-    private readonly opts: RuntimeOptions = {},
+    private readonly opts: RuntimeOptions & {
+      /** a segment no runtime has used for this long is released (its weights freed); default: kept */
+      idleMs?: number;
+      /** keys never evicted (e.g. the edge's plan split) */
+      keep?: (k: K) => boolean;
+    } = {},
   ) {}
 
   /** segments built so far */
@@ -36,7 +44,7 @@ export class SharedSegments<K> {
       const session = SegmentRuntime.openSession(built, this.opts);
       // a failed build is not cached: the next user tries again and gets the error itself
       session.catch(() => this.entries.delete(key));
-      e = { built, session };
+      e = { built, session, users: 0 };
       this.entries.set(key, e);
     }
     return e;
@@ -45,13 +53,37 @@ export class SharedSegments<K> {
   /** A runtime with its own (empty) KV cache over the shared session of segment `k`. */
   async runtime(k: K): Promise<SegmentRuntime> {
     const e = this.entry(k);
-    return SegmentRuntime.withSession(this.config, e.built, await e.session);
+    e.users++;
+    clearTimeout(e.evict);
+    let shared: SharedSession;
+    try {
+      shared = await e.session;
+    } catch (err) {
+      e.users--;
+      throw err;
+    }
+    return SegmentRuntime.withSession(this.config, e.built, shared, () => this.released(k, e));
+  }
+
+  private released(k: K, e: SharedSegment): void {
+    e.users--;
+    const idle = this.opts.idleMs;
+    if (e.users > 0 || idle === undefined || this.opts.keep?.(k)) return;
+    clearTimeout(e.evict);
+    e.evict = setTimeout(() => {
+      const key = this.keyOf(k);
+      if (e.users > 0 || this.entries.get(key) !== e) return;
+      this.entries.delete(key);
+      void e.session.then((s) => s.session.release()).catch(() => undefined);
+    }, idle);
+    e.evict.unref?.();
   }
 
   async close(): Promise<void> {
     const all = [...this.entries.values()];
     this.entries.clear();
     for (const e of all) {
+      clearTimeout(e.evict);
       const s = await e.session.catch(() => undefined);
       await s?.session.release();
     }
