@@ -8,6 +8,7 @@ import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { SplitLLMError } from '../shared/errors.js';
 import { parseBandwidth, parseBytes, parseDuration, parsePercent } from './units.js';
+import { envFlag, envName, readConfigFile, type Source } from './settings.js';
 
 export interface Option<T, HasValue extends boolean = boolean> {
   readonly description: string;
@@ -21,6 +22,8 @@ export interface Option<T, HasValue extends boolean = boolean> {
   /** must be given */
   readonly required?: boolean;
   readonly flag: boolean;
+  /** with layered settings: the environment never sets it (a secret with a variable of its own) */
+  readonly noEnv?: boolean;
   /** present in the parsed values whenever the option has a default or is required (type-level) */
   readonly hasValue?: HasValue;
   parse(raw: string, name: string): T;
@@ -37,6 +40,7 @@ interface Spec<T> {
   short?: string;
   valueName?: string;
   defaultText?: string;
+  noEnv?: boolean;
 }
 type WithDefault<T> = Spec<T> & { default: T };
 type Required<T> = Spec<T> & { required: true };
@@ -166,6 +170,11 @@ export interface CommandSpec<O extends Options> {
   options: O;
   /** what the positional arguments are, when the command takes any */
   positionals?: string;
+  /**
+   * options may also come from $SPLITLLM_<NAME> and from `--config FILE` (flag > env > file > default),
+   * and `--print-config` prints the settings in effect with where each came from (cli/settings.ts)
+   */
+  layered?: boolean;
   run(values: Values<O>, positionals: string[]): Promise<number | void>;
 }
 
@@ -194,7 +203,9 @@ export function defineCommand<O extends Options>(spec: CommandSpec<O>): CliComma
       '',
       'options:',
       ...Object.entries(spec.options).map(([n, o]) => optionHelp(n, o)),
+      ...(spec.layered ? [optionHelp('config', opt.file({ description: 'YAML or JSON file of settings (keys as the options are named, or camelCase)' })), optionHelp('print-config', opt.flag({ description: 'print the settings in effect (and where each came from) as JSON, and exit' }))] : []),
       optionHelp('help', opt.flag({ description: 'show this help', short: 'h' })),
+      ...(spec.layered ? ['', `Every option can also be set as $SPLITLLM_<NAME> (e.g. ${envName(Object.keys(spec.options)[0] ?? 'port')}) or in --config; a flag wins over the environment, which wins over the file.`] : []),
       '',
       'examples:',
       ...spec.examples.map((e) => `  ${e}`),
@@ -205,6 +216,10 @@ export function defineCommand<O extends Options>(spec: CommandSpec<O>): CliComma
     help,
     async execute(argv, path) {
       const config: NonNullable<Parameters<typeof parseArgs>[0]>['options'] = { help: { type: 'boolean', short: 'h' } };
+      if (spec.layered) {
+        config['config'] = { type: 'string' };
+        config['print-config'] = { type: 'boolean' };
+      }
       for (const [n, o] of Object.entries(spec.options)) config[n] = o.short ? { type: o.flag ? 'boolean' : 'string', short: o.short } : { type: o.flag ? 'boolean' : 'string' };
       let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
       try {
@@ -221,13 +236,47 @@ export function defineCommand<O extends Options>(spec: CommandSpec<O>): CliComma
         return 0;
       }
       const values: Record<string, unknown> = {};
+      const sources: Record<string, Source> = {};
+      const configPath = parsed.values['config'];
+      const file =
+        spec.layered && typeof configPath === 'string'
+          ? readConfigFile(configPath, spec.options, (k) => didYouMean(k, Object.keys(spec.options)))
+          : new Map<string, string | boolean>();
       for (const [n, o] of Object.entries(spec.options)) {
-        const raw = parsed.values[n];
+        let raw = parsed.values[n];
+        let source: Source = 'flag';
+        let where = '';
+        const env = spec.layered && !o.noEnv ? process.env[envName(n)] : undefined;
+        if (raw === undefined && env !== undefined) {
+          raw = o.flag ? envFlag(n, env) : env;
+          source = 'env';
+          where = ` (from $${envName(n)})`;
+        } else if (raw === undefined && file.has(n)) {
+          raw = file.get(n);
+          source = 'file';
+          where = ` (from ${String(configPath)})`;
+        }
         if (raw === undefined) {
           if (o.required) throw new SplitLLMError('E_USAGE', `--${n} is required (see '${path} --help')`);
           values[n] = o.default;
-        } else if (typeof raw === 'boolean') values[n] = raw;
-        else values[n] = o.parse(raw, n);
+          sources[n] = 'default';
+          continue;
+        }
+        sources[n] = source;
+        if (typeof raw === 'boolean') values[n] = raw;
+        else {
+          try {
+            values[n] = o.parse(raw, n);
+          } catch (e) {
+            if (e instanceof SplitLLMError && where) throw new SplitLLMError(e.code, `${e.message}${where}`);
+            throw e;
+          }
+        }
+      }
+      if (spec.layered && parsed.values['print-config']) {
+        const shown = Object.fromEntries(Object.entries(values).map(([n, v]) => [n, { value: spec.options[n]?.noEnv && v !== undefined ? '(set, not shown)' : (v ?? null), source: sources[n] }]));
+        process.stdout.write(JSON.stringify({ command: path, config: configPath ?? null, settings: shown }, null, 2) + '\n');
+        return 0;
       }
       // the spec's option kinds make `values` a Values<O>: each key was parsed by its own option
       return (await spec.run(values as Values<O>, parsed.positionals)) ?? 0;
