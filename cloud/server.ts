@@ -155,7 +155,8 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
       openByTenant.set(who.tenant, (openByTenant.get(who.tenant) ?? 0) + 1);
       metrics.connectionsOpen.inc();
       const channel = wsChannel(socket, {
-        maxQueuedBytes: maxFrame,
+        // past a few MiB of unread frames the socket stops reading (TCP backpressure), whatever the frames' size
+        maxQueuedBytes: Math.min(maxFrame, 4 * 1024 * 1024),
         onError: (err) => metrics.countError('code' in err && err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'frame_too_large' : 'ws_protocol'),
       });
       const session = new CloudSession(channel, ctx, who);

@@ -38,11 +38,17 @@ export const RESUMABLE_CLOSE_CODES: readonly number[] = [1001, 1006, 1011, 1012,
  * frame comes. It reports the bytes it holds so that a transport can stop reading from the network
  * (backpressure) while a slow consumer catches up.
  */
+/** What a waiting event costs the queue: its bytes plus a fixed overhead, so that a flood of empty frames counts too. */
+const FRAME_OVERHEAD = 64;
+function cost(e: ChannelEvent): number {
+  return e.kind === 'binary' ? FRAME_OVERHEAD + e.data.length : e.kind === 'text' ? FRAME_OVERHEAD : 0;
+}
+
 export class ReceiveQueue {
   private queue: ChannelEvent[] = [];
   private waiting: ((e: ChannelEvent) => void) | undefined;
   private closed: ChannelEvent | undefined;
-  /** bytes of binary frames waiting to be read */
+  /** bytes of frames waiting to be read, each with a fixed overhead */
   queuedBytes = 0;
   constructor(private readonly onDrained?: () => void) {}
 
@@ -55,17 +61,15 @@ export class ReceiveQueue {
       w(e);
       return;
     }
-    if (e.kind === 'binary') this.queuedBytes += e.data.length;
+    this.queuedBytes += cost(e);
     this.queue.push(e);
   }
 
   next(): Promise<ChannelEvent> {
     const e = this.queue.shift();
     if (e) {
-      if (e.kind === 'binary') {
-        this.queuedBytes -= e.data.length;
-        if (this.queuedBytes === 0) this.onDrained?.();
-      }
+      this.queuedBytes -= cost(e);
+      if (this.queuedBytes === 0) this.onDrained?.();
       return Promise.resolve(e);
     }
     if (this.closed) return Promise.resolve(this.closed);
