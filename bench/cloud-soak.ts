@@ -44,7 +44,7 @@ const settle = async () => {
 const mb = (b: number) => b / 1e6;
 
 const pkg = await openModel(DEFAULT_MODEL_DIR);
-const idleMs = 1000;
+const idleMs = 5000;
 const cloud = await startCloud(pkg, { idleMs, maxSessions: Math.max(64, M + 8), kvBudgetBytes: 8e9 });
 const url = `${cloud.url}/v1/session`;
 const http = cloud.url.replace('ws', 'http');
@@ -93,12 +93,21 @@ try {
   // phase 2: held sessions that drop and expire
   await settle();
   const before = process.memoryUsage().rss;
-  for (let i = 0; i < M; i++) await session(P, 'drop');
-  await settle();
-  const held = process.memoryUsage().rss;
-  await new Promise((r) => setTimeout(r, idleMs + 500));
-  await settle();
-  const after = process.memoryUsage().rss;
+  const round = async () => {
+    for (let i = 0; i < M; i++) await session(P, 'drop');
+    await settle();
+    const heldRss = process.memoryUsage().rss;
+    const heldCount = Number(/^splitllm_sessions_held (\d+)/m.exec(await (await fetch(`${http}/metrics`)).text())?.[1]);
+    await new Promise((r) => setTimeout(r, idleMs + 500));
+    await settle();
+    const left = Number(/^splitllm_sessions_held (\d+)/m.exec(await (await fetch(`${http}/metrics`)).text())?.[1]);
+    return { heldRss, heldCount, left, after: process.memoryUsage().rss };
+  };
+  // two rounds: freed memory the allocator keeps for reuse shows as a flat second round, a leak as growth
+  const first = await round();
+  const second = await round();
+  const held = first.heldRss;
+  const after = first.after;
   const out = {
     sessions: N,
     seconds: (performance.now() - t0) / 1000,
@@ -109,7 +118,16 @@ try {
     rssRatio: atN.rss / at1k.rss,
     metricsBytes: [at1k.metrics.bytes, atN.metrics.bytes],
     metricsMs: [at1k.metrics.ms, atN.metrics.ms],
-    held: { sessions: M, positions: P, beforeMB: mb(before), heldMB: mb(held), afterExpiryMB: mb(after), afterOverBefore: after / before },
+    held: {
+      sessions: M,
+      positions: P,
+      beforeMB: mb(before),
+      heldMB: mb(held),
+      afterExpiryMB: mb(after),
+      afterOverBefore: after / before,
+      sessionsHeldThenLeft: [first.heldCount, first.left],
+      secondRound: { heldMB: mb(second.heldRss), afterExpiryMB: mb(second.after), overFirst: second.after / after },
+    },
   };
   if (values.json) process.stdout.write(JSON.stringify(out) + '\n');
   else {
@@ -118,7 +136,8 @@ try {
         `cloud soak (${gc ? 'with' : 'without'} --expose-gc; load ${out.loadavg.join(' ')})`,
         `${N} sessions in sequence in ${fmt(out.seconds)} s: RSS ${fmt(out.rssAfter1kMB)} MB after 1,000 → ${fmt(out.rssAfterAllMB)} MB after ${N} (×${out.rssRatio.toFixed(3)})`,
         `/metrics: ${out.metricsBytes[0]} → ${out.metricsBytes[1]} bytes, ${fmt(out.metricsMs[0]!, 2)} → ${fmt(out.metricsMs[1]!, 2)} ms`,
-        `${M} sessions × ${P} positions held then expired: RSS ${fmt(out.held.beforeMB)} MB before → ${fmt(out.held.heldMB)} MB held → ${fmt(out.held.afterExpiryMB)} MB after expiry (×${out.held.afterOverBefore.toFixed(3)} of before)`,
+        `${M} sessions × ${P} positions held (${first.heldCount} held, ${first.left} left after expiry): RSS ${fmt(out.held.beforeMB)} MB before → ${fmt(out.held.heldMB)} MB held → ${fmt(out.held.afterExpiryMB)} MB after expiry (×${out.held.afterOverBefore.toFixed(3)} of before)`,
+        `the same again: ${fmt(out.held.secondRound.heldMB)} MB held → ${fmt(out.held.secondRound.afterExpiryMB)} MB after expiry (×${out.held.secondRound.overFirst.toFixed(3)} of the first round's)`,
       ].join('\n') + '\n',
     );
   }
