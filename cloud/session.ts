@@ -426,6 +426,12 @@ export class CloudSession implements Attachment {
       throw e;
     }
     const len = s.runtime.length;
+    // KV the edge sent for a layer this re-split does not move is refused (and dropped), not kept
+    const stray = [...s.pendingKv.keys()].filter((l) => l < to || l >= from);
+    if (stray.length) {
+      s.pendingKv.clear();
+      throw protocolError('bad_resplit', `kv for layer(s) ${stray.join(', ')}, which a re-split from ${from} to ${to} does not move: send kv only for layers ${to}..${from - 1}`);
+    }
     const entries = s.runtime.exportKV(Math.max(from, to), c.nLayers);
     if (to < from) {
       // the edge gave us layers [to, from): their KV came first as kv frames

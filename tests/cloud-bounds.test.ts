@@ -144,3 +144,20 @@ it('back segments are built only at the precisions the server allows, and releas
     await c.close();
   }
 });
+
+it('kv for a layer the re-split does not move is refused (bad_resplit) and dropped; the session goes on at its split', async () => {
+  const c = pkg.config;
+  const s = cloud.connect();
+  const edge = await TestEdge.start(pkg, s, 3);
+  const first = await edge.round(prompt);
+  const len = edge.front.length;
+  // a re-split 3 → 2 moves layer 2 only; layer 0's KV is not part of it
+  for (const layer of [0, 2]) s.send({ type: 'kv', layer, length: len }, encodeLayerKv(fp32, edge.front.exportKV(layer, layer + 1)[0]!, c.nKvHeads, c.headDim));
+  s.send({ type: 'resplit', split: 2, kvCodec: 'fp32' });
+  expect(await expectError(s, 'bad_resplit')).toMatchObject({ message: expect.stringMatching(/kv for layer\(s\) 0, which a re-split from 3 to 2 does not move/) });
+  // still at split 3: the next step runs and gives the local token
+  s.send({ type: 'step', token: first }, await edge.feed([first]));
+  expect(await s.message()).toMatchObject({ type: 'token', id: local[1] });
+  s.send({ type: 'close' });
+  await s.done;
+});
