@@ -137,7 +137,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
           const found = tenants.identify(req.headers.authorization);
           if (!found) {
             req.log.warn({ remote: req.ip, code: 'unauthorized' }, 'refused upgrade: missing or wrong bearer token');
-            return refuseUpgrade(reply, 401, 'unauthorized', 'missing or wrong bearer token: pass the token the server was given (--token-file)');
+            return refuseUpgrade(reply, 401, 'unauthorized', 'missing or wrong bearer token');
           }
           who = found;
         }
