@@ -30,6 +30,8 @@ export interface HeldSession {
   generated: number;
   /** KV of layers the edge hands over before a `resplit` (at most one entry per layer below the split) */
   pendingKv: Map<number, LayerKvData>;
+  /** the prefill or step running now, if any (a resume waits for it) */
+  inflight?: Promise<unknown>;
   /** when its hello came (performance.now()), until its first token went out: time to first token */
   startedAt?: number;
   /** the last answer, sent again when a resume shows it was lost */

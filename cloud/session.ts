@@ -325,8 +325,16 @@ export class CloudSession implements Attachment {
       case 'resplit':
         return this.resplit(s, m);
       case 'prefill':
-      case 'step':
-        return this.forward(s, m.type, m.type === 'prefill' ? m.tokens : 1, frame.payload);
+      case 'step': {
+        // a resume on another connection waits for this to finish before it looks at the session
+        const run = this.forward(s, m.type, m.type === 'prefill' ? m.tokens : 1, frame.payload);
+        s.inflight = run.catch(() => undefined);
+        try {
+          return await run;
+        } finally {
+          s.inflight = undefined;
+        }
+      }
     }
   }
 
@@ -383,7 +391,7 @@ export class CloudSession implements Attachment {
     this.send({ type: 'ready', session: s.id, layers: c.nLayers, split: m.split, maxSeq: tokenLimit, length: 0, resumeSecret: s.secret });
   }
 
-  private resume(m: Resume): void {
+  private async resume(m: Resume): Promise<void> {
     const { store, metrics, tokenLimit, pkg } = this.ctx;
     if (this.held) throw protocolError('bad_hello', `this connection already has session ${this.held.id}`);
     const found = store.get(m.session);
@@ -393,6 +401,9 @@ export class CloudSession implements Attachment {
       throw protocolError('unknown_session', `session ${m.session.slice(0, 8)}… is unknown or expired: start a new one`, { closes: true });
     }
     if (found.attached?.open) throw protocolError('bad_hello', 'session is attached to another connection', { closes: true });
+    // a step of the dropped connection may still be running: its token is then what the resume answers
+    await found.inflight;
+    if (this.ctx.store.get(found.id) !== found) throw protocolError('unknown_session', `session ${m.session.slice(0, 8)}… is unknown or expired: start a new one`, { closes: true });
     this.attach(found);
     store.touch(found);
     metrics.resumes.inc();

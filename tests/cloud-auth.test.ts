@@ -108,6 +108,29 @@ describe('tokens on the upgrade', () => {
   });
 });
 
+it('past --max-connections an upgrade gets HTTP 503 busy with Retry-After, before any WebSocket', async () => {
+  const { default: WebSocket } = await import('ws');
+  const server = await startCloud(pkg, { maxConnections: 2 });
+  const open: InstanceType<typeof WebSocket>[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const ws = new WebSocket(`${server.url}/v1/session`);
+      await new Promise((r) => ws.once('open', r));
+      open.push(ws);
+    }
+    const third = await upgrade(server.url);
+    expect(third).toMatchObject({ status: 503, upgraded: false });
+    expect(JSON.parse(third.body)).toMatchObject({ error: { code: 'busy' } });
+    open[0]!.close();
+    await new Promise((r) => open[0]!.once('close', r));
+    for (let i = 0; i < 50 && (await upgrade(server.url)).status !== 101; i++) await new Promise((r) => setTimeout(r, 10));
+    expect((await upgrade(server.url)).status).toBe(101);
+  } finally {
+    for (const ws of open) ws.terminate();
+    await server.close();
+  }
+});
+
 describe('sessions', () => {
   let cloud: TestCloud;
   let local: number[];
@@ -151,6 +174,23 @@ describe('sessions', () => {
     expect(got).toEqual(local);
     owner.send({ type: 'close' });
     await owner.done;
+  });
+
+  it('a resume that races a step still running for the dropped connection waits for it: no step is lost or run twice', async () => {
+    const c = cloud.connect({ tenant: 'alice' });
+    const edge = await TestEdge.start(pkg, c, 2);
+    let next = await edge.round(prompt);
+    next = await edge.round([next]);
+    // the link drops the moment the step went out: the cloud is still running it when the resume comes
+    c.send({ type: 'step', token: next }, await edge.feed([next]));
+    c.channel.terminate();
+    const r = cloud.connect({ tenant: 'alice' });
+    r.send({ type: 'resume', session: edge.session, secret: edge.secret, position: edge.front.length });
+    expect(await r.message()).toMatchObject({ type: 'ready', length: edge.front.length });
+    expect(await r.message()).toMatchObject({ type: 'token', id: local[2] });
+    r.send({ type: 'close' });
+    await r.done;
+    await c.done;
   });
 
   it('--max-sessions counts held sessions: ten clients that hello, prefill and leave keep at most 4, the rest get busy', async () => {
