@@ -75,7 +75,7 @@ export function samplingFrom(v: { temperature: number; 'top-k': number; 'top-p':
 /** Options of the commands that talk to a cloud server. */
 export const cloudOptions = {
   cloud: opt.string({ required: true, description: 'the cloud server (ws://host:port, wss://…, or its /v1/session URL)', valueName: 'URL' }),
-  token: opt.string({ description: 'bearer token the cloud requires (visible in ps: prefer --token-file)', valueName: 'SECRET' }),
+  token: opt.string({ description: 'bearer token the cloud requires (visible in ps: prefer --token-file)', valueName: 'SECRET', noEnv: true }),
   'token-file': opt.file({ description: 'read the bearer token from a file (its first line), e.g. a systemd credential' }),
   'ca-file': opt.file({ description: "PEM certificate(s) to trust for a wss:// cloud: its self-signed certificate or a private CA", defaultText: "the system's CAs" }),
 };

@@ -60,3 +60,19 @@ it('deploy/systemd/splitllm-edge.service passes the token as a credential file, 
   expect(verify.stderr.trim(), verify.stderr).toBe('');
   expect(verify.status).toBe(0);
 });
+
+it('edge serve takes its settings from $SPLITLLM_* and --config too (the systemd unit uses them); a token never shows', () => {
+  const cfg = join(tmp, 'edge.yaml');
+  writeFileSync(cfg, 'split: 3\nport: 9090\ntoken: not-to-be-shown\n');
+  const r = spawnSync(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'edge', 'serve', '--cloud', 'ws://127.0.0.1:9', '--config', cfg, '--print-config'], {
+    encoding: 'utf8',
+    env: { ...process.env, SPLITLLM_MAX_CONCURRENT: '7', SPLITLLM_PORT: '9191', SPLITLLM_TOKEN: 'env-token' },
+  });
+  expect(r.status, r.stderr).toBe(0);
+  const s = (JSON.parse(r.stdout) as { settings: Record<string, { value: unknown; source: string }> }).settings;
+  expect(s['max-concurrent']).toEqual({ value: 7, source: 'env' });
+  expect(s['port']).toEqual({ value: 9191, source: 'env' });
+  expect(s['split']).toEqual({ value: 3, source: 'file' });
+  expect(s['token']).toEqual({ value: '(set, not shown)', source: 'file' });
+  expect(r.stdout).not.toMatch(/not-to-be-shown|env-token/);
+});

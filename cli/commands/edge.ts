@@ -180,6 +180,7 @@ const serveCommand = defineCommand({
     'splitllm edge serve --cloud wss://cloud.example:8443 --token-file /run/credentials/splitllm-edge.service/token --plan plan.json --port 8081',
     "curl -s localhost:8081/v1/completions -H 'content-type: application/json' -d '{\"prompt\":\"ROMEO:\",\"max_tokens\":40,\"temperature\":0}'",
   ],
+  layered: true,
   options: serveOptions,
   async run(v) {
     const r = await resolvePlan(v, undefined);
