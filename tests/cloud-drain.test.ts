@@ -54,3 +54,26 @@ it('splitllm cloud exits 0 on SIGTERM after draining, saying what it did', async
   expect(err).toMatch(/draining \(up to 1 s\)/);
   expect(err).toMatch(/stopped: 0 session\(s\) finished, 0 told to move, 0 idle connection\(s\) closed/);
 });
+
+it('a cloud restarted on the same port mid-generation: the edge retries, reaches the new process, and fails in one clear line', async () => {
+  const pkg = await defaultModel();
+  let cloud = await startCloud(pkg);
+  const port = Number(new URL(cloud.url).port);
+  const url = `${cloud.url}/v1/session`;
+  let n = 0;
+  const run = runEdge(pkg, { url, split: 2, prompt: 'ROMEO:', maxTokens: 240, stopIds: [], retryWindowMs: 5000, onToken: () => void n++ }).then(
+    () => 'finished',
+    (e: unknown) => (e instanceof Error ? e.message : String(e)),
+  );
+  while (n < 5) await new Promise((r) => setTimeout(r, 2));
+  // the process goes away at once (no drain) and a new one comes up on the same port a moment later
+  for (const c of cloud.app.websocketServer.clients) c.terminate();
+  await cloud.close();
+  await new Promise((r) => setTimeout(r, 300));
+  cloud = await startCloud(pkg, { port });
+  try {
+    expect(await run).toMatch(/^the cloud no longer holds session [0-9a-f]{8}… \(restarted or expired\): send the request again$/);
+  } finally {
+    await cloud.close();
+  }
+});
