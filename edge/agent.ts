@@ -5,14 +5,14 @@
  * memory-policy.ts, the re-split exchange in resplit.ts.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { PROTOCOL_VERSION, type SamplingParams } from '../shared/protocol/index.js';
+import { PROTOCOL_VERSION, type SamplingParams, type TokenMsg } from '../shared/protocol/index.js';
 import type { Connector } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { codecAtSplit, createCodec, type CodecEnv } from '../quantization/activations/registry.js';
 import { wsConnector } from './connect-node.js';
-import { CloudConnection } from './connection.js';
+import { CloudConnection, SessionLostError } from './connection.js';
 import { edgeBytes, splitBeforeStep, splitWithinBudget } from './memory-policy.js';
 import { resplitFront } from './resplit.js';
 
@@ -54,6 +54,12 @@ export interface EdgeOptions {
   resume?: boolean;
   /** how long one resume keeps retrying a cloud that does not answer (default 5 s) */
   retryWindowMs?: number;
+  /**
+   * when a resume reaches a cloud that no longer holds the session, rebuild it there by replaying the
+   * prompt and the tokens so far through the front segment as one prefill (default true; greedy output
+   * is unchanged; at most 3 per run)
+   */
+  failover?: boolean;
   /** opens the channel to the cloud (default: a WebSocket to `url` with `token`); called again for each resume */
   connect?: Connector;
   /**
@@ -110,6 +116,9 @@ export interface EdgeStats {
   resplits: { from: number; to: number; bytes: number; atToken: number }[];
   /** times the connection dropped and the session was resumed */
   resumes: number;
+  /** times the session was rebuilt on a cloud that had lost it, and the positions replayed for that */
+  failovers: number;
+  replayedPositions: number;
   /** generation was stopped by the caller's signal before it ended */
   interrupted: boolean;
   finish: FinishReason;
@@ -142,13 +151,21 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   const moves: EdgeStats['resplits'] = [];
   let peak = 0;
   let link: CloudConnection;
+  const connect = o.connect ?? wsConnector(o.url, o.token, { ca: o.ca });
+  const policy = { resume: o.resume, retryWindowMs: o.retryWindowMs };
   try {
-    link = await CloudConnection.open(o.connect ?? wsConnector(o.url, o.token, { ca: o.ca }), { resume: o.resume, retryWindowMs: o.retryWindowMs });
+    link = await CloudConnection.open(connect, policy);
   } catch (e) {
     await front.release();
     throw e;
   }
   const out: number[] = [];
+  let failovers = 0;
+  let replayed = 0;
+  // bytes of the links before a failover
+  let earlierIn = 0;
+  let earlierOut = 0;
+  let earlierResumes = 0;
   let edgeMs = 0;
   let cloudMs = 0;
   let roundMs = 0;
@@ -156,11 +173,31 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let firstTokenMs = 0;
   const t0 = performance.now();
   try {
-    link.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens: o.maxTokens, sampling: o.sampling, stopIds: o.stopIds, backBits: o.backBits, blockSize: o.blockSize });
-    const ready = (await link.expect('ready')).header;
-    if (ready.split !== split || ready.length !== 0) throw new SplitLLMError('E_PROTOCOL', `the cloud answered hello with split ${ready.split} and ${ready.length} positions, expected split ${split} and 0`);
-    link.session = ready.session;
-    link.secret = ready.resumeSecret ?? '';
+    const start = async (maxTokens: number) => {
+      link.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens, sampling: o.sampling, stopIds: o.stopIds, backBits: o.backBits, blockSize: o.blockSize });
+      const ready = (await link.expect('ready')).header;
+      if (ready.split !== split || ready.length !== 0) throw new SplitLLMError('E_PROTOCOL', `the cloud answered hello with split ${ready.split} and ${ready.length} positions, expected split ${split} and 0`);
+      link.session = ready.session;
+      link.secret = ready.resumeSecret ?? '';
+    };
+    /** The session is gone where the link now leads: rebuild it there from what the edge holds, and await the token it owed. */
+    const failover = async (lost: unknown): Promise<TokenMsg> => {
+      if (!(lost instanceof SessionLostError) || o.failover === false || failovers >= 3) throw lost;
+      failovers++;
+      const fed = [...ids, ...out];
+      front.reset();
+      const h = await front.run(fed, fed.length);
+      replayed += fed.length;
+      earlierIn += link.bytesIn;
+      earlierOut += link.bytesOut;
+      earlierResumes += link.resumes;
+      link.close();
+      link = await CloudConnection.open(connect, policy);
+      await start(o.maxTokens - out.length);
+      link.sendKept({ type: 'prefill', tokens: fed.length }, codec.encode(h.data, fed.length, c.dim));
+      return link.awaitToken(front.length);
+    };
+    await start(o.maxTokens);
     let input: number[] = ids;
     for (;;) {
       const e0 = performance.now();
@@ -172,11 +209,11 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       const e1 = performance.now();
       edgeMs += e1 - e0;
       const isStep = input !== ids;
-      const sent0 = link.bytesOut;
+      const sent0 = link.bytesOut + earlierOut;
       if (isStep) link.sendKept({ type: 'step', token: input[0]! }, payload);
       else link.sendKept({ type: 'prefill', tokens: ids.length }, payload);
-      const sent = link.bytesOut - sent0;
-      const t = await link.awaitToken(front.length);
+      const sent = link.bytesOut + earlierOut - sent0;
+      const t = await link.awaitToken(front.length).catch(failover);
       if (t.id >= c.vocabSize) throw new SplitLLMError('E_PROTOCOL', `the cloud sent token ${t.id}, outside the model's vocabulary of ${c.vocabSize}: is it serving another model?`);
       const e2 = performance.now();
       roundMs += e2 - e1;
@@ -233,10 +270,10 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       tokens: out.length,
       seconds,
       tokensPerSec: out.length / seconds,
-      bytesUp: link.bytesOut,
-      bytesDown: link.bytesIn,
-      bytesUpPerToken: link.bytesOut / n,
-      bytesDownPerToken: link.bytesIn / n,
+      bytesUp: link.bytesOut + earlierOut,
+      bytesDown: link.bytesIn + earlierIn,
+      bytesUpPerToken: (link.bytesOut + earlierOut) / n,
+      bytesDownPerToken: (link.bytesIn + earlierIn) / n,
       edgeMs: edgeMs / n,
       networkMs: (roundMs - cloudMs) / n,
       cloudMs: cloudMs / n,
@@ -251,7 +288,9 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       },
       peakEdgeBytes: peak,
       resplits: moves,
-      resumes: link.resumes,
+      resumes: link.resumes + earlierResumes,
+      failovers,
+      replayedPositions: replayed,
       interrupted: finish === 'interrupted',
       finish,
       split: { start: startSplit, end: split },

@@ -24,6 +24,14 @@ function cloudError(why: string): SplitLLMError {
   return new SplitLLMError('E_PROTOCOL', why);
 }
 
+/** The cloud reached on a resume does not hold the session (it restarted, or a balancer moved the id): a replay can rebuild it. */
+export class SessionLostError extends SplitLLMError {
+  constructor(message: string) {
+    super('E_CONNECTION', message);
+    this.name = 'SessionLostError';
+  }
+}
+
 function closedError(code: number, reason: string): SplitLLMError {
   return new SplitLLMError('E_CONNECTION', `the cloud closed the connection (${code}${reason ? `: ${reason}` : ''})`);
 }
@@ -129,7 +137,7 @@ export class CloudConnection {
     const m = ev.frame.header;
     if (m.type === 'error' && m.code === 'unknown_session') {
       // the cloud came back without the session (restarted, or it expired): this generation cannot go on
-      throw new SplitLLMError('E_CONNECTION', `the cloud no longer holds session ${this.session.slice(0, 8)}… (restarted or expired): send the request again`);
+      throw new SessionLostError(`the cloud no longer holds session ${this.session.slice(0, 8)}… (restarted or expired): send the request again`);
     }
     const r = this.expectFrame(ev.frame, 'ready').header;
     if (r.session !== this.session) throw cloudError(`the cloud resumed session ${r.session.slice(0, 8)}… instead of ${this.session.slice(0, 8)}…`);

@@ -55,25 +55,36 @@ it('splitllm cloud exits 0 on SIGTERM after draining, saying what it did', async
   expect(err).toMatch(/stopped: 0 session\(s\) finished, 0 told to move, 0 idle connection\(s\) closed/);
 });
 
-it('a cloud restarted on the same port mid-generation: the edge retries, reaches the new process, and fails in one clear line', async () => {
+it('a cloud restarted on the same port mid-generation: the edge replays the session there and finishes with the local tokens; without failover it says so in one line', async () => {
   const pkg = await defaultModel();
-  let cloud = await startCloud(pkg);
-  const port = Number(new URL(cloud.url).port);
-  const url = `${cloud.url}/v1/session`;
-  let n = 0;
-  const run = runEdge(pkg, { url, split: 2, prompt: 'ROMEO:', maxTokens: 240, stopIds: [], retryWindowMs: 5000, onToken: () => void n++ }).then(
-    () => 'finished',
-    (e: unknown) => (e instanceof Error ? e.message : String(e)),
-  );
-  while (n < 5) await new Promise((r) => setTimeout(r, 2));
-  // the process goes away at once (no drain) and a new one comes up on the same port a moment later
-  for (const c of cloud.app.websocketServer.clients) c.terminate();
-  await cloud.close();
-  await new Promise((r) => setTimeout(r, 300));
-  cloud = await startCloud(pkg, { port });
-  try {
-    expect(await run).toMatch(/^the cloud no longer holds session [0-9a-f]{8}… \(restarted or expired\): send the request again$/);
-  } finally {
+  const { generate, Pipeline } = await import('../models/runtime/pipeline.js');
+  const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode('ROMEO:', true), { maxTokens: 120, stopIds: [] });
+  for (const failover of [true, false]) {
+    let cloud = await startCloud(pkg);
+    const port = Number(new URL(cloud.url).port);
+    const url = `${cloud.url}/v1/session`;
+    let n = 0;
+    const run = runEdge(pkg, { url, split: 2, prompt: 'ROMEO:', maxTokens: 120, stopIds: [], retryWindowMs: 5000, failover, onToken: () => void n++ }).then(
+      (r) => r,
+      (e: unknown) => (e instanceof Error ? e.message : String(e)),
+    );
+    while (n < 5) await new Promise((r) => setTimeout(r, 2));
+    // the process goes away at once (no drain) and a new one comes up on the same port a moment later
+    for (const c of cloud.app.websocketServer.clients) c.terminate();
     await cloud.close();
+    await new Promise((r) => setTimeout(r, 300));
+    cloud = await startCloud(pkg, { port });
+    try {
+      const r = await run;
+      if (failover) {
+        if (typeof r === 'string') throw new Error(r);
+        expect(r.tokens).toEqual(local);
+        expect(r.stats.failovers).toBe(1);
+        expect(r.stats.replayedPositions).toBeGreaterThan(pkg.tokenizer().encode('ROMEO:', true).length);
+        process.stderr.write(`[failover] replayed ${r.stats.replayedPositions} positions after ${r.stats.resumes} resumes\n`);
+      } else expect(r).toMatch(/^the cloud no longer holds session [0-9a-f]{8}… \(restarted or expired\): send the request again$/);
+    } finally {
+      await cloud.close();
+    }
   }
 });
