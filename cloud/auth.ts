@@ -6,7 +6,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { SplitLLMError } from '../shared/errors.js';
-import { Fields } from '../shared/fields.js';
+import { Fields, failWith } from '../shared/fields.js';
 import type { Identity } from './session.js';
 
 export interface TenantSpec {
@@ -58,13 +58,10 @@ export class Tenants {
  * naming the field).
  */
 export function parseTenantsFile(raw: unknown, where: string): TenantSpec[] {
-  const f: Fields = Fields.of(raw, where, (message) => {
-    throw new SplitLLMError('E_BAD_CONFIG', message);
-  }, 'a JSON object {"tenants": [...]}');
+  const fail = failWith('E_BAD_CONFIG');
+  const f: Fields = Fields.of(raw, where, fail, 'a JSON object {"tenants": [...]}');
   return f.array('tenants', 10_000).map((entry, i) => {
-    const t = Fields.of(entry, `${where}: tenants[${i}]`, (message) => {
-      throw new SplitLLMError('E_BAD_CONFIG', message);
-    });
+    const t = Fields.of(entry, `${where}: tenants[${i}]`, fail);
     const spec: TenantSpec = { name: t.str('name', 64), token: t.str('token', 4096) };
     if (!/^[A-Za-z0-9_.-]+$/.test(spec.name)) t.fail(`name ${JSON.stringify(spec.name)} may hold only letters, digits, '_', '.', '-' (it labels metrics and logs)`);
     const cap = t.optInt('maxSessions', 1, 1 << 20);

@@ -86,6 +86,13 @@ export function kvReservation(c: { nLayers: number; nKvHeads: number; headDim: n
   return (c.nLayers - split) * 2 * c.nKvHeads * c.headDim * 4 * positions;
 }
 
+/** KV bytes all sessions of `store` reserve now, `except` one (a session about to change its split). */
+export function reservedKvBytes(store: SessionStore, c: { nLayers: number; nKvHeads: number; headDim: number }, tokenLimit: number, except?: HeldSession): number {
+  let n = 0;
+  for (const h of store.all()) if (h !== except) n += kvReservation(c, h.hello.split, tokenLimit);
+  return n;
+}
+
 /** Default cap of held sessions (each holds a KV cache of up to the model's context). */
 export const DEFAULT_MAX_SESSIONS = 64;
 
@@ -120,11 +127,7 @@ export function cloudContext(
   const tokenLimit = Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq);
   const kvBudgetBytes = opts.kvBudgetBytes ?? defaultKvBudget();
   metrics.kvBudget.set(kvBudgetBytes);
-  metrics.watch(() => {
-    let kvReserved = 0;
-    for (const h of store.all()) kvReserved += kvReservation(c, h.hello.split, tokenLimit);
-    return { ...store.counts(), kvReserved };
-  });
+  metrics.watch(() => ({ ...store.counts(), kvReserved: reservedKvBytes(store, c, tokenLimit) }));
   return {
     pkg,
     metrics,
@@ -415,9 +418,7 @@ export class CloudSession implements Attachment {
 
   /** KV bytes all held sessions reserve now, `except` one (the one about to change its split). */
   private reservedKv(except?: HeldSession): number {
-    let n = 0;
-    for (const h of this.ctx.store.all()) if (h !== except) n += kvReservation(this.ctx.pkg.config, h.hello.split, this.ctx.tokenLimit);
-    return n;
+    return reservedKvBytes(this.ctx.store, this.ctx.pkg.config, this.ctx.tokenLimit, except);
   }
 
 

@@ -5,7 +5,7 @@
  */
 import { decoderTensors, type DecoderShape, type RopeStyle } from '../shared/decoder.js';
 import { SplitLLMError } from '../shared/errors.js';
-import { Fields } from '../shared/fields.js';
+import { Fields, failWith } from '../shared/fields.js';
 import { ARCHITECTURES, isArchitecture, type Architecture } from './families/registry.js';
 
 export type { Architecture } from './families/registry.js';
@@ -42,9 +42,7 @@ export function expectedTensors(c: ModelConfig): Map<string, number[]> {
 
 /** Validates a config read from disk; throws E_BAD_CONFIG / E_UNKNOWN_ARCHITECTURE naming the field. */
 export function validateConfig(raw: unknown, where: string): ModelConfig {
-  const c: Fields = Fields.of(raw, where, (message) => {
-    throw new SplitLLMError('E_BAD_CONFIG', message);
-  }, 'a model config (re-import the model)');
+  const c: Fields = Fields.of(raw, where, failWith('E_BAD_CONFIG'), 'a model config (re-import the model)');
   const architecture = c.value('architecture');
   if (!isArchitecture(architecture)) {
     throw new SplitLLMError(

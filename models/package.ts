@@ -8,7 +8,7 @@ import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeF
 import { join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
 import { numel } from '../shared/tensor.js';
-import { Fields } from '../shared/fields.js';
+import { Fields, failWith } from '../shared/fields.js';
 import { expectedTensors, MANIFEST_FILE, type Manifest, type ModelConfig, validateConfig } from './manifest.js';
 import { SafetensorsFile, writeSafetensors } from './safetensors.js';
 import { parseTokenizerConfig, TextTokenizer, type TokenizerConfig } from './tokenizer/tokenizer.js';
@@ -138,9 +138,7 @@ export class ModelPackage {
 
 /** Checks a parsed manifest.json and builds a fresh `Manifest` (E_BAD_PACKAGE / E_BAD_CONFIG naming the field). */
 export function parseManifest(raw: unknown, where: string): Manifest {
-  const f: Fields = Fields.of(raw, where, (message) => {
-    throw new SplitLLMError('E_BAD_PACKAGE', `${message}: re-import the model`);
-  }, 'a splitllm manifest');
+  const f: Fields = Fields.of(raw, where, failWith('E_BAD_PACKAGE', 're-import the model'), 'a splitllm manifest');
   if (f.value('format') !== 'splitllm-model' || f.value('version') !== 1) f.fail('is not a version-1 splitllm manifest');
   // files of the package are named, not pathed: a manifest cannot point outside its folder
   const file = (k: string): string => {

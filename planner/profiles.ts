@@ -1,6 +1,5 @@
 /** Profile files (JSON) and their validation: a profile of another model, or a malformed one, is refused. */
-import { SplitLLMError } from '../shared/errors.js';
-import { Fields } from '../shared/fields.js';
+import { Fields, failWith } from '../shared/fields.js';
 import type { AccuracyProfile, ComputeProfile, LinkProfile } from './types.js';
 
 export type ProfileKind = 'compute' | 'link' | 'accuracy';
@@ -13,9 +12,7 @@ export interface ProfileFile<T> {
 }
 
 function header(raw: unknown, kind: ProfileKind, where: string): Fields {
-  const fail = (message: string): never => {
-    throw new SplitLLMError('E_BAD_CONFIG', message);
-  };
+  const fail = failWith('E_BAD_CONFIG');
   const f: Fields = Fields.of(raw, where, fail, `a splitllm profile (make it with 'splitllm profile ${kind === 'compute' ? 'device' : kind}')`);
   if (f.value('format') !== 'splitllm-profile') f.fail(`not a splitllm profile: make it with 'splitllm profile ${kind === 'compute' ? 'device' : kind}'`);
   if (f.value('kind') !== kind) f.fail(`is a ${String(f.value('kind'))} profile, a ${kind} profile is needed here`);

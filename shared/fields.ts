@@ -5,9 +5,18 @@
  * file); callers build fresh objects from what they read, so nothing past the boundary casts.
  */
 
+import { SplitLLMError, type ErrorCode } from './errors.js';
+
 export type Raw = Record<string, unknown>;
 /** Throws the caller's error for a message such as "where: field must be …". */
 export type Fail = (message: string) => never;
+
+/** The `Fail` of a file boundary: a typed error of `code`, with how to fix it appended when given. */
+export function failWith(code: ErrorCode, fix?: string): Fail {
+  return (message) => {
+    throw new SplitLLMError(code, fix ? `${message}: ${fix}` : message);
+  };
+}
 
 export function isPlainMap(v: unknown): v is Raw {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);

@@ -4,8 +4,7 @@
  * a family names the Hugging Face `model_type`s it reads and turns their config.json into the block's
  * flags. Adding a family whose block is the shared one is one file plus one line in registry.ts.
  */
-import { SplitLLMError } from '../../shared/errors.js';
-import { Fields } from '../../shared/fields.js';
+import { Fields, failWith } from '../../shared/fields.js';
 
 /** Block flags and limits a family decides from its Hugging Face config. */
 export interface FamilyFlags {
@@ -30,9 +29,7 @@ export interface ModelFamily {
 
 /** Checked reads of a parsed config.json: a wrong type is E_BAD_CONFIG naming the file and the field. */
 export function hfFields(raw: unknown, where: string): Fields {
-  return Fields.of(raw, where, (message) => {
-    throw new SplitLLMError('E_BAD_CONFIG', message);
-  }, 'a JSON object');
+  return Fields.of(raw, where, failWith('E_BAD_CONFIG'), 'a JSON object');
 }
 
 /** Refuses a config that turns on something the shared block does not compute. */

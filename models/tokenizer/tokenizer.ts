@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { PreTrainedTokenizer } from '@huggingface/transformers';
 import { SplitLLMError } from '../../shared/errors.js';
-import { Fields } from '../../shared/fields.js';
+import { Fields, failWith } from '../../shared/fields.js';
 
 export interface TokenizerOptions {
   bosId: number;
@@ -37,9 +37,7 @@ const SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'pad_token'] as c
  * field). Special tokens may be strings or {content} objects, as Hugging Face writes both.
  */
 export function parseTokenizerConfig(raw: unknown, where: string): TokenizerConfig {
-  const f: Fields = Fields.of(raw, where, (message) => {
-    throw new SplitLLMError('E_TOKENIZER', message);
-  }, 'a JSON object');
+  const f: Fields = Fields.of(raw, where, failWith('E_TOKENIZER'), 'a JSON object');
   const out: TokenizerConfig = {};
   const t = f.value('chat_template');
   if (typeof t === 'string') out.chat_template = t;

@@ -4,7 +4,7 @@
  * Pure TypeScript; reading and writing the file is the CLI's job (cli/calibration-io.ts).
  */
 import { SplitLLMError } from '../../shared/errors.js';
-import { Fields } from '../../shared/fields.js';
+import { Fields, failWith } from '../../shared/fields.js';
 import { CodecContext, type CodecContextData, type ContextSet } from './context.js';
 
 export interface SplitStats {
@@ -199,9 +199,7 @@ const MAX_BINS = 1 << 16;
  * naming the file and the field.
  */
 export function parseCalibration(raw: unknown, where: string): Calibration {
-  const fail = (message: string): never => {
-    throw new SplitLLMError('E_BAD_CONFIG', `${message}: run 'splitllm calibrate' again`);
-  };
+  const fail = failWith('E_BAD_CONFIG', "run 'splitllm calibrate' again");
   const f: Fields = Fields.of(raw, where, fail, 'a splitllm calibration file');
   if (f.value('format') !== 'splitllm-calibration' || f.value('version') !== 1) f.fail('is not a splitllm calibration file (format splitllm-calibration, version 1)');
   const choice = (c: Fields): SplitChoice => ({ codec: c.str('codec', 256), bitsPerValue: c.num('bitsPerValue', 0), ppl: c.num('ppl', 0), pplIncrease: c.num('pplIncrease') });
