@@ -10,7 +10,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { WireCode } from '../shared/protocol/index.js';
 
 /** The bounded label set of splitllm_errors_total: wire codes, socket errors and upgrade refusals. */
-export type ErrorLabel = WireCode | 'frame_too_large' | 'ws_protocol' | 'tenant_limit' | 'draining';
+export type ErrorLabel = WireCode | 'frame_too_large' | 'ws_protocol' | 'tenant_limit' | 'draining' | 'bad_session_id';
 
 /** What the scrape reads from the session store. */
 export interface SessionCounts {

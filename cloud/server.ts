@@ -13,6 +13,7 @@ import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import { listenError } from '../shared/listen.js';
 import { wsChannel } from '../shared/transport/ws.js';
+import { isSessionId } from '../shared/protocol/index.js';
 import type { ModelPackage } from '../models/package.js';
 import { WEIGHT_BITS } from '../quantization/weights/blockwise.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
@@ -145,6 +146,16 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
         if (open >= maxConnections) return refuseUpgrade(reply, 503, 'busy', `the server has its limit of ${maxConnections} connections open: retry shortly`);
         if (who.maxSessions !== undefined && (openByTenant.get(who.tenant) ?? 0) >= who.maxSessions) {
           return refuseUpgrade(reply, 403, 'tenant_limit', `tenant ${who.tenant} has its limit of ${who.maxSessions} connections open: end one first`);
+        }
+        // the edge-chosen session id (the balancer hashes on it): well formed, and not held by a live connection
+        const ids = new URL(req.url, 'http://x').searchParams.getAll('session');
+        if (ids.length > 0) {
+          const id = ids[0]!;
+          if (ids.length > 1 || !isSessionId(id)) {
+            return refuseUpgrade(reply, 400, 'bad_session_id', 'the session parameter must be one id of 22 base64url characters (128 random bits): let the edge choose it');
+          }
+          if (store.get(id)?.attached?.open) return refuseUpgrade(reply, 409, 'session_in_use', 'this session is attached to another live connection: close that one first');
+          who = { ...who, session: id };
         }
         identities.set(req.raw, who);
       },

@@ -6,7 +6,7 @@
  * session close the connection.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { encodeFrame, parseEdgeFrame, ProtocolError, protocolError, type EdgeMessage, type Frame, type Hello, type Message, type Resplit, type Resume } from '../shared/protocol/index.js';
+import { encodeFrame, newSessionId, parseEdgeFrame, ProtocolError, protocolError, type EdgeMessage, type Frame, type Hello, type Message, type Resplit, type Resume } from '../shared/protocol/index.js';
 import type { FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import { Sampler } from '../models/runtime/sampler.js';
@@ -15,7 +15,7 @@ import { BLOCK_SIZES, WEIGHT_BITS } from '../shared/precision.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { totalmem } from 'node:os';
 import { BackSegmentPool, type BackKey } from './segment-pool.js';
 import { CloudMetrics } from './metrics.js';
@@ -55,10 +55,15 @@ export interface SessionLog {
 
 const SILENT: SessionLog = { info: () => undefined, warn: () => undefined };
 
-/** Who opened a connection: the tenant of its token (`default` without auth), and that tenant's session cap. */
+/**
+ * Who opened a connection: the tenant of its token (`default` without auth), that tenant's session cap,
+ * and the session id the edge chose in the upgrade URL (`?session=ID`; without one, a hello gets a
+ * server-chosen id).
+ */
 export interface Identity {
   tenant: string;
   maxSessions?: number;
+  session?: string;
 }
 
 /** Constant-time comparison of two secrets (unequal lengths compare unequal, in constant time too). */
@@ -148,7 +153,7 @@ export function cloudContext(
     kvBudgetBytes,
     backPrecisions: { bits: opts.backBits ?? WEIGHT_BITS, blockSizes: opts.blockSizes ?? BLOCK_SIZES },
     helloTimeoutMs: opts.helloTimeoutMs ?? 10_000,
-    newSessionId: opts.newSessionId ?? randomUUID,
+    newSessionId: opts.newSessionId ?? newSessionId,
     log,
   };
 }
@@ -373,10 +378,18 @@ export class CloudSession implements Attachment {
     if (reserved + want > this.ctx.kvBudgetBytes) {
       throw protocolError('busy', `the KV budget (${this.ctx.kvBudgetBytes} bytes) has ${Math.max(0, this.ctx.kvBudgetBytes - reserved)} left, this session would reserve ${want}: retry later, or split deeper`);
     }
+    const id = this.who.session ?? this.ctx.newSessionId();
+    const taken = () => protocolError('session_in_use', `session ${id.slice(0, 8)}… is held already: resume it with its secret, or start with a new id`);
+    if (store.get(id)) throw taken();
     const helloAt = performance.now();
     const runtime = await this.ctx.pool.runtime(this.backKey(m));
+    // another connection may have opened the same id while the segment was built
+    if (store.get(id)) {
+      await runtime.release();
+      throw taken();
+    }
     const s: HeldSession = {
-      id: this.ctx.newSessionId(),
+      id,
       secret: randomBytes(16).toString('base64url'),
       tenant: this.who.tenant,
       hello: m,
@@ -397,6 +410,9 @@ export class CloudSession implements Attachment {
   private async resume(m: Resume): Promise<void> {
     const { store, metrics, tokenLimit, pkg } = this.ctx;
     if (this.held) throw protocolError('bad_hello', `this connection already has session ${this.held.id}`);
+    if (this.who.session !== undefined && m.session !== this.who.session) {
+      throw protocolError('bad_message', `resume of session ${m.session.slice(0, 8)}… on a connection opened for ${this.who.session.slice(0, 8)}…: put the session's id in the upgrade URL`, { closes: true });
+    }
     const found = store.get(m.session);
     if (!found) throw protocolError('unknown_session', `session ${m.session.slice(0, 8)}… is unknown or expired: start a new one`, { closes: true });
     // a wrong secret or another tenant is answered as an unknown session (nothing to learn), and the session is not touched

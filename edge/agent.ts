@@ -62,6 +62,8 @@ export interface EdgeOptions {
   failover?: boolean;
   /** opens the channel to the cloud (default: a WebSocket to `url` with `token`); called again for each resume */
   connect?: Connector;
+  /** the session's id (default: 128 random bits, base64url); it stays the same across resumes and failovers */
+  sessionId?: string;
   /**
    * called after every generated token with that token's round (edge + network + cloud, ms); a split
    * it returns other than the current one is moved to before the next step (the online planner)
@@ -154,7 +156,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   const connect = o.connect ?? wsConnector(o.url, o.token, { ca: o.ca });
   const policy = { resume: o.resume, retryWindowMs: o.retryWindowMs };
   try {
-    link = await CloudConnection.open(connect, policy);
+    link = await CloudConnection.open(connect, policy, o.sessionId);
   } catch (e) {
     await front.release();
     throw e;
@@ -177,7 +179,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       link.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens, sampling: o.sampling, stopIds: o.stopIds, backBits: o.backBits, blockSize: o.blockSize });
       const ready = (await link.expect('ready')).header;
       if (ready.split !== split || ready.length !== 0) throw new SplitLLMError('E_PROTOCOL', `the cloud answered hello with split ${ready.split} and ${ready.length} positions, expected split ${split} and 0`);
-      link.session = ready.session;
+      if (ready.session !== link.session) throw new SplitLLMError('E_PROTOCOL', `the cloud opened session ${ready.session.slice(0, 8)}… instead of the edge's ${link.session.slice(0, 8)}…: is it a splitllm cloud of this version?`);
       link.secret = ready.resumeSecret ?? '';
     };
     /** The session is gone where the link now leads: rebuild it there from what the edge holds, and await the token it owed. */
@@ -192,7 +194,8 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       earlierOut += link.bytesOut;
       earlierResumes += link.resumes;
       link.close();
-      link = await CloudConnection.open(connect, policy);
+      // the same id: a balancer routes it where the resume went, to the replica now serving it
+      link = await CloudConnection.open(connect, policy, link.session, true);
       await start(o.maxTokens - out.length);
       link.sendKept({ type: 'prefill', tokens: fed.length }, codec.encode(h.data, fed.length, c.dim));
       return link.awaitToken(front.length);

@@ -3,12 +3,16 @@ import WebSocket from 'ws';
 import { SplitLLMError } from '../shared/errors.js';
 import type { Connector } from '../shared/transport/channel.js';
 import { wsChannel } from '../shared/transport/ws.js';
+import { sessionUrl } from '../shared/protocol/index.js';
 
-/** `ca`: PEM certificates to trust for wss:// beside the system's (a self-signed or private CA). */
+/**
+ * `ca`: PEM certificates to trust for wss:// beside the system's (a self-signed or private CA). A
+ * connection for a session carries its id in the URL (`?session=ID`), where a balancer can hash on it.
+ */
 export function wsConnector(url: string, token?: string, opts: { maxPayload?: number; ca?: string | Buffer } = {}): Connector {
-  return () =>
+  return (session) =>
     new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, maxPayload: opts.maxPayload ?? 256 * 1024 * 1024, ...(opts.ca ? { ca: opts.ca } : {}) });
+      const ws = new WebSocket(session ? sessionUrl(url, session) : url, { headers: token ? { authorization: `Bearer ${token}` } : {}, maxPayload: opts.maxPayload ?? 256 * 1024 * 1024, ...(opts.ca ? { ca: opts.ca } : {}) });
       const channel = wsChannel(ws);
       let refused = false;
       ws.once('open', () => resolve(channel));

@@ -2,10 +2,12 @@
  * The edge's connection to the cloud: frames in and out through a `FrameChannel`, every frame from the
  * cloud checked at the trust boundary (`parseCloudFrame`), and the resume policy: when the link drops
  * (close codes in RESUMABLE_CLOSE_CODES) while a token is awaited, it reconnects, resumes the session
- * and sends the last prefill/step again if the cloud never got it. A refusal is final.
+ * and sends the last prefill/step again if the cloud never got it. A refusal is final. The edge chooses
+ * the session id (`newSessionId`) and every connection of the session carries it in its upgrade URL, so
+ * a balancer hashing on it sends them all to one replica.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { encodeFrame, parseCloudFrame, ProtocolError, type CloudMessage, type EdgeMessage, type Frame, type TokenMsg } from '../shared/protocol/index.js';
+import { encodeFrame, newSessionId, parseCloudFrame, ProtocolError, type CloudMessage, type EdgeMessage, type Frame, type TokenMsg } from '../shared/protocol/index.js';
 import { RESUMABLE_CLOSE_CODES, type Connector, type FrameChannel } from '../shared/transport/channel.js';
 
 export interface ResumePolicy {
@@ -42,7 +44,6 @@ export class CloudConnection {
   /** the last prefill/step frame, sent again when a resume shows the cloud never got it */
   private last: Uint8Array | undefined;
   resumes = 0;
-  session = '';
   /** the session's resume secret (from the cloud's first ready): a resume must show it */
   secret = '';
 
@@ -50,10 +51,18 @@ export class CloudConnection {
     private channel: FrameChannel,
     private readonly connect: Connector,
     private readonly policy: ResumePolicy,
+    /** the session id this connection is for, chosen by the edge, in every upgrade URL */
+    readonly session: string,
   ) {}
 
-  static async open(connect: Connector, policy: ResumePolicy = {}): Promise<CloudConnection> {
-    return new CloudConnection(await connect(), connect, policy);
+  /**
+   * Opens a connection for session `session` (default: a new random id). With `retry`, a cloud that
+   * refuses or does not answer is tried again with backoff within the policy's retry window (a failover
+   * reaching a replica that is starting or draining).
+   */
+  static async open(connect: Connector, policy: ResumePolicy = {}, session: string = newSessionId(), retry = false): Promise<CloudConnection> {
+    const channel = retry ? await connectWithin(connect, session, policy.retryWindowMs ?? 5000) : await connect(session);
+    return new CloudConnection(channel, connect, policy, session);
   }
 
   get bytesIn(): number {
@@ -114,23 +123,7 @@ export class CloudConnection {
     this.bytesInBefore += this.channel.bytesIn;
     this.bytesOutBefore += this.channel.bytesOut;
     this.channel.close();
-    // the cloud may be restarting or draining: retry with bounded exponential backoff within the window
-    const window = this.policy.retryWindowMs ?? 5000;
-    const t0 = Date.now();
-    let attempts = 0;
-    for (let wait = 100; ; wait = Math.min(1000, wait * 2)) {
-      attempts++;
-      try {
-        this.channel = await this.connect();
-        break;
-      } catch (e) {
-        if (Date.now() + wait - t0 > window) {
-          const why = e instanceof Error ? e.message : String(e);
-          throw new SplitLLMError('E_CONNECTION', `lost the cloud and could not resume after ${attempts} attempts over ${((Date.now() - t0) / 1000).toFixed(1)} s: ${why}`);
-        }
-        await new Promise((r) => setTimeout(r, wait));
-      }
-    }
+    this.channel = await connectWithin(this.connect, this.session, this.policy.retryWindowMs ?? 5000);
     this.send({ type: 'resume', session: this.session, secret: this.secret, position });
     const ev = await this.next();
     if (ev.kind === 'close') throw closedError(ev.code, ev.reason);
@@ -153,6 +146,24 @@ export class CloudConnection {
 
   close(): void {
     this.channel.close();
+  }
+}
+
+/** Connects for `session`, retrying with bounded exponential backoff (100 ms doubling to 1 s) for up to `windowMs`: the cloud may be restarting or draining. */
+async function connectWithin(connect: Connector, session: string, windowMs: number): Promise<FrameChannel> {
+  const t0 = Date.now();
+  let attempts = 0;
+  for (let wait = 100; ; wait = Math.min(1000, wait * 2)) {
+    attempts++;
+    try {
+      return await connect(session);
+    } catch (e) {
+      if (Date.now() + wait - t0 > windowMs) {
+        const why = e instanceof Error ? e.message : String(e);
+        throw new SplitLLMError('E_CONNECTION', `lost the cloud and could not resume after ${attempts} attempts over ${((Date.now() - t0) / 1000).toFixed(1)} s: ${why}`);
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
   }
 }
 

@@ -10,7 +10,7 @@
 import { get as httpGet } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import { SplitLLMError } from '../shared/errors.js';
-import type { SamplingParams } from '../shared/protocol/index.js';
+import { newSessionId, type SamplingParams } from '../shared/protocol/index.js';
 import type { Connector, FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
@@ -85,13 +85,21 @@ export interface GenerateResult {
   codec: string;
 }
 
+/** A connection opened ahead of a request, for the session id chosen with it. */
+interface Spare {
+  session: string;
+  channel: Promise<FrameChannel | undefined>;
+  taken: boolean;
+}
+
 export class EdgeAgent {
   private readonly fronts: SharedSegments<number>;
   private active = 0;
   private readonly held = new Map<number, number>();
   private nextId = 0;
   private readonly url: string;
-  private spare: Promise<FrameChannel | undefined> | undefined;
+  /** a connection opened ahead for the next request's session (its id chosen with it) */
+  private spare: Spare | undefined;
   private closed = false;
   readonly maxConcurrent: number;
   readonly maxSeq: number;
@@ -125,21 +133,38 @@ export class EdgeAgent {
     return this.options.connect ?? wsConnector(this.url, this.options.token, { ca: this.options.ca });
   }
 
-  /** Opens the spare connection in the background (a cloud that is down just leaves none). */
+  /** Opens the spare connection in the background, for a session id chosen now (a cloud that is down just leaves none). */
   private refill(): void {
-    this.spare = this.closed || this.options.spareConnection === false ? undefined : this.baseConnector().catch(() => undefined);
+    if (this.closed || this.options.spareConnection === false) {
+      this.spare = undefined;
+      return;
+    }
+    const session = newSessionId();
+    this.spare = { session, channel: this.baseConnector(session).catch(() => undefined), taken: false };
   }
 
-  /** A connection for a request or a resume: the spare when it is still open, else a new one; then a new spare. */
-  private readonly connect: Connector = async () => {
+  /**
+   * Takes the spare for a new request (its id becomes the session's) and opens the next one: replaced
+   * before any await, so that concurrent requests each take a different one and none leaks.
+   */
+  private takeSpare(): Spare | undefined {
     const spare = this.spare;
-    // replaced before any await, so that concurrent requests each take a different one and none leaks
     this.refill();
-    const ch = spare ? await spare : undefined;
-    if (ch?.open) return ch;
-    ch?.close();
-    return this.baseConnector();
-  };
+    return spare;
+  }
+
+  /** The connector of one request: its first connection is the spare when that is still open, every other a new one. */
+  private connectorFor(spare: Spare | undefined): Connector {
+    return async (session) => {
+      if (spare && !spare.taken && session === spare.session) {
+        spare.taken = true;
+        const ch = await spare.channel;
+        if (ch?.open) return ch;
+        ch?.close();
+      }
+      return this.baseConnector(session);
+    };
+  }
 
   get model(): ModelPackage {
     return this.options.model;
@@ -195,6 +220,7 @@ export class EdgeAgent {
       { echoPrompt: false },
     );
     const o = this.options;
+    const spare = this.takeSpare();
     try {
       const r = await runEdge(this.model, {
         url: this.url,
@@ -206,7 +232,8 @@ export class EdgeAgent {
         maxTokens,
         sampling: req.sampling,
         token: o.token,
-        connect: this.connect,
+        connect: this.connectorFor(spare),
+        sessionId: spare?.session,
         linearFor: o.linearFor,
         frontBits: o.frontBits,
         backBits: o.backBits,
@@ -225,6 +252,11 @@ export class EdgeAgent {
       const finishReason: FinishReason = stops.stopped ? 'stop' : req.signal?.aborted ? 'interrupted' : r.stats.finish;
       return { text: stops.all, tokens: r.tokens, promptTokens: ids.length, finishReason, stats: r.stats, split: r.stats.split.end, codec: o.codec ?? 'fp32' };
     } finally {
+      // a request that failed before it connected leaves its spare unused
+      if (spare && !spare.taken) {
+        spare.taken = true;
+        void spare.channel.then((ch) => ch?.close());
+      }
       req.signal?.removeEventListener('abort', onAbort);
       this.held.delete(id);
       this.active--;
@@ -292,7 +324,7 @@ export class EdgeAgent {
     this.closed = true;
     const spare = this.spare;
     this.spare = undefined;
-    (await spare)?.close();
+    (await spare?.channel)?.close();
     await this.fronts.close();
   }
 }

@@ -2,7 +2,6 @@
  * Who may use the cloud, and how much: tokens checked on the HTTP upgrade (never a 101 for a refused
  * client), tenants with caps, resume secrets, held-session admission and the hello timeout.
  */
-import { request } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +13,7 @@ import type { ModelPackage } from '../models/package.js';
 import { cli } from './helpers/cli.js';
 import { expectClosed, expectError, hello, testCloud, TestEdge, type TestCloud } from './helpers/cloud.js';
 import { defaultModel } from './helpers/models.js';
+import { upgrade } from './helpers/upgrade.js';
 
 let pkg: ModelPackage;
 const tmp = mkdtempSync(join(tmpdir(), 'splitllm-auth-'));
@@ -21,31 +21,6 @@ beforeAll(async () => {
   pkg = await defaultModel();
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-/** An upgrade request by hand: the HTTP status it got, and whether the server switched protocols. */
-function upgrade(url: string, headers: Record<string, string> = {}): Promise<{ status: number; upgraded: boolean; body: string }> {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url.replace(/^ws/, 'http') + '/v1/session');
-    const req = request({
-      agent: false, // a fresh socket each time: a refused upgrade's socket is not reused
-      host: u.hostname,
-      port: u.port,
-      path: u.pathname,
-      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', ...headers },
-    });
-    req.on('upgrade', (res, socket) => {
-      socket.destroy();
-      resolve({ status: res.statusCode ?? 0, upgraded: true, body: '' });
-    });
-    req.on('response', (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, upgraded: false, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe('tokens on the upgrade', () => {
   it('no token or a wrong one gets HTTP 401 and never a 101; the right one upgrades; failures are counted', async () => {

@@ -24,6 +24,7 @@ export const WIRE_CODES = {
   busy: true,
   hello_timeout: true,
   expired_session: true,
+  session_in_use: true,
   internal: true,
 } as const satisfies Record<string, boolean>;
 

@@ -3,7 +3,7 @@
  * code sees it once `parseFrame` (parse.ts) has checked every field. Browser-safe: no imports.
  */
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export interface SamplingParams {
   temperature?: number;

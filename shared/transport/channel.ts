@@ -27,8 +27,12 @@ export interface FrameChannel {
   readonly bytesOut: number;
 }
 
-/** Opens a new connection to the same peer: the first one, and one for every resume. */
-export type Connector = () => Promise<FrameChannel>;
+/**
+ * Opens a new connection to the same peer: the first one, and one for every resume. `session` is the
+ * edge-chosen session id the connection is for (the WebSocket connector puts it in the upgrade URL, for
+ * balancers that route on it); a link-measurement connection has none.
+ */
+export type Connector = (session?: string) => Promise<FrameChannel>;
 
 /** Close codes after which an edge may resume its session: the link dropped, the session did not end. */
 export const RESUMABLE_CLOSE_CODES: readonly number[] = [1001, 1006, 1011, 1012, 1013];

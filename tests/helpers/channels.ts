@@ -7,12 +7,12 @@ import type { Connector, FrameChannel } from '../../shared/transport/channel.js'
  * A WebSocket connector whose channels terminate right after sending the prefill/step frame that follows
  * `afterTokens[i]` generated tokens (counted over the session, resends excluded).
  */
-export function droppingConnector(url: string, afterTokens: number[]): Connector {
-  const inner = wsConnector(url);
+export function droppingConnector(url: string, afterTokens: number[], token?: string): Connector {
+  const inner = wsConnector(url, token);
   const seen = new WeakSet<Uint8Array>(); // the edge resends the very frame it kept
   let fed = 0; // prefill/step frames sent for the first time
-  return async () => {
-    const ch: FrameChannel = await inner();
+  return async (session) => {
+    const ch: FrameChannel = await inner(session);
     return {
       get open() {
         return ch.open;
