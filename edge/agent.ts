@@ -121,6 +121,8 @@ export interface EdgeStats {
   /** times the session was rebuilt on a cloud that had lost it, and the positions replayed for that */
   failovers: number;
   replayedPositions: number;
+  /** each failover: tokens generated before it, positions replayed, and ms of that round (loss detected, reconnect, replay and the owed token) */
+  failoverEvents: { atToken: number; replayed: number; ms: number }[];
   /** generation was stopped by the caller's signal before it ended */
   interrupted: boolean;
   finish: FinishReason;
@@ -164,6 +166,9 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   const out: number[] = [];
   let failovers = 0;
   let replayed = 0;
+  const failoverEvents: EdgeStats['failoverEvents'] = [];
+  /** a failover of the round in flight, its ms filled in when the owed token came */
+  let pendingFailover: EdgeStats['failoverEvents'][number] | undefined;
   // bytes of the links before a failover
   let earlierIn = 0;
   let earlierOut = 0;
@@ -190,6 +195,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       front.reset();
       const h = await front.run(fed, fed.length);
       replayed += fed.length;
+      pendingFailover = { atToken: out.length, replayed: fed.length, ms: 0 };
       earlierIn += link.bytesIn;
       earlierOut += link.bytesOut;
       earlierResumes += link.resumes;
@@ -219,6 +225,11 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       const t = await link.awaitToken(front.length).catch(failover);
       if (t.id >= c.vocabSize) throw new SplitLLMError('E_PROTOCOL', `the cloud sent token ${t.id}, outside the model's vocabulary of ${c.vocabSize}: is it serving another model?`);
       const e2 = performance.now();
+      if (pendingFailover) {
+        pendingFailover.ms = e2 - e1;
+        failoverEvents.push(pendingFailover);
+        pendingFailover = undefined;
+      }
       roundMs += e2 - e1;
       cloudMs += t.cloudMs;
       if (isStep) {
@@ -294,6 +305,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       resumes: link.resumes + earlierResumes,
       failovers,
       replayedPositions: replayed,
+      failoverEvents,
       interrupted: finish === 'interrupted',
       finish,
       split: { start: startSplit, end: split },
