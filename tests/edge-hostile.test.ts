@@ -11,7 +11,9 @@ import { cliAsync } from './helpers/cli.js';
 /** What the fake cloud does with each message it gets. */
 type Script = (ws: WebSocket, m: EdgeMessage) => void;
 
-const ready = (session = 'fake-session', length = 0, split = 2) => encodeFrame({ type: 'ready', session, layers: 6, split, maxSeq: 256, length, resumeSecret: 'fake-secret' });
+/** the session id the edge put in the URL of the connection being served (a faithful cloud echoes it) */
+let urlSession = '';
+const ready = (session = urlSession, length = 0, split = 2) => encodeFrame({ type: 'ready', session, layers: 6, split, maxSeq: 256, length, resumeSecret: 'fake-secret' });
 const token = (id: number, done = false) => encodeFrame({ type: 'token', id, done, cloudMs: 1 });
 const raw = (header: unknown) => lengthPrefixed(msgpack.pack(header), new Uint8Array(0));
 
@@ -21,6 +23,7 @@ const SCENARIOS: { name: string; script: Script; error: RegExp }[] = [
   { name: 'a text frame', script: (ws) => ws.send('{"type":"ready"}'), error: /\[E_PROTOCOL\]: the cloud sent a text frame/ },
   { name: 'a token before ready', script: (ws) => ws.send(token(5)), error: /\[E_PROTOCOL\]: expected ready from the cloud, got token/ },
   { name: 'ready with a session of the wrong type', script: (ws) => ws.send(raw({ type: 'ready', session: 5, layers: 6, split: 2, maxSeq: 256, length: 0 })), error: /\[E_PROTOCOL\]: .*bad_message: ready: session must be a string/ },
+  { name: 'ready for another session than the edge chose', script: (ws) => ws.send(ready('someone-else')), error: /\[E_PROTOCOL\]: the cloud opened session someone-… instead of the edge's [A-Za-z0-9_-]{8}…/ },
   { name: 'ready for another split', script: (ws) => ws.send(ready('s', 0, 4)), error: /\[E_PROTOCOL\]: the cloud answered hello with split 4/ },
   { name: 'an edge message type', script: (ws) => ws.send(raw({ type: 'hello', version: 1 })), error: /\[E_PROTOCOL\]: .*unknown_type: the cloud does not send "hello"/ },
   {
@@ -59,14 +62,14 @@ const SCENARIOS: { name: string; script: Script; error: RegExp }[] = [
       else if (m.type === 'prefill') ws.terminate(); // a dropped link: the edge resumes
       else if (m.type === 'resume') ws.send(ready('someone-else', 0));
     },
-    error: /\[E_PROTOCOL\]: the cloud resumed session someone-… instead of fake-ses…/,
+    error: /\[E_PROTOCOL\]: the cloud resumed session someone-… instead of [A-Za-z0-9_-]{8}…/,
   },
   {
     name: 'a resume that claims more positions than the edge fed',
     script: (ws, m) => {
       if (m.type === 'hello') ws.send(ready());
       else if (m.type === 'prefill') ws.terminate();
-      else if (m.type === 'resume') ws.send(ready('fake-session', m.position + 50));
+      else if (m.type === 'resume') ws.send(ready(undefined, m.position + 50));
     },
     error: /\[E_PROTOCOL\]: the cloud holds \d+ positions of a session the edge fed \d+/,
   },
@@ -74,7 +77,7 @@ const SCENARIOS: { name: string; script: Script; error: RegExp }[] = [
     name: 'a link that drops on every step (resumes run out)',
     script: (ws, m) => {
       if (m.type === 'hello') ws.send(ready());
-      else if (m.type === 'resume') ws.send(ready('fake-session', 0));
+      else if (m.type === 'resume') ws.send(ready(undefined, 0));
       else ws.terminate();
     },
     error: /\[E_CONNECTION\]: the cloud closed the connection \(1006\)/,
@@ -90,8 +93,10 @@ describe('splitllm edge against a hostile cloud', () => {
     await new Promise((r) => server.once('listening', r));
     const addr = server.address();
     url = `ws://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/v1/session`;
-    server.on('connection', (ws) => {
+    server.on('connection', (ws, req) => {
+      const session = new URL(req.url ?? '/', 'http://x').searchParams.get('session') ?? '';
       ws.on('message', (d: Buffer) => {
+        urlSession = session;
         try {
           script(ws, parseEdgeFrame(new Uint8Array(d)).header);
         } catch {
