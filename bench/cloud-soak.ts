@@ -42,6 +42,11 @@ const settle = async () => {
   }
 };
 const mb = (b: number) => b / 1e6;
+/** Where the memory is: V8's heap, buffers outside it, and the rest of RSS (native: onnxruntime, malloc). */
+const memParts = () => {
+  const m = process.memoryUsage();
+  return { heapMB: Number(mb(m.heapTotal).toFixed(1)), externalMB: Number(mb(m.external).toFixed(1)), nativeMB: Number(mb(m.rss - m.heapTotal - m.external).toFixed(1)) };
+};
 
 const pkg = await openModel(DEFAULT_MODEL_DIR);
 const idleMs = 5000;
@@ -93,15 +98,17 @@ try {
   // phase 2: held sessions that drop and expire
   await settle();
   const before = process.memoryUsage().rss;
+  const parts0 = memParts();
   const round = async () => {
     for (let i = 0; i < M; i++) await session(P, 'drop');
     await settle();
     const heldRss = process.memoryUsage().rss;
+    const heldParts = memParts();
     const heldCount = Number(/^splitllm_sessions_held (\d+)/m.exec(await (await fetch(`${http}/metrics`)).text())?.[1]);
     await new Promise((r) => setTimeout(r, idleMs + 500));
     await settle();
     const left = Number(/^splitllm_sessions_held (\d+)/m.exec(await (await fetch(`${http}/metrics`)).text())?.[1]);
-    return { heldRss, heldCount, left, after: process.memoryUsage().rss };
+    return { heldRss, heldCount, left, after: process.memoryUsage().rss, heldParts, afterParts: memParts() };
   };
   // two rounds: freed memory the allocator keeps for reuse shows as a flat second round, a leak as growth
   const first = await round();
@@ -127,6 +134,7 @@ try {
       afterOverBefore: after / before,
       sessionsHeldThenLeft: [first.heldCount, first.left],
       secondRound: { heldMB: mb(second.heldRss), afterExpiryMB: mb(second.after), overFirst: second.after / after },
+      parts: { before: parts0, held: first.heldParts, afterExpiry: first.afterParts, secondAfterExpiry: second.afterParts },
     },
   };
   if (values.json) process.stdout.write(JSON.stringify(out) + '\n');
@@ -137,6 +145,7 @@ try {
         `${N} sessions in sequence in ${fmt(out.seconds)} s: RSS ${fmt(out.rssAfter1kMB)} MB after 1,000 → ${fmt(out.rssAfterAllMB)} MB after ${N} (×${out.rssRatio.toFixed(3)})`,
         `/metrics: ${out.metricsBytes[0]} → ${out.metricsBytes[1]} bytes, ${fmt(out.metricsMs[0]!, 2)} → ${fmt(out.metricsMs[1]!, 2)} ms`,
         `${M} sessions × ${P} positions held (${first.heldCount} held, ${first.left} left after expiry): RSS ${fmt(out.held.beforeMB)} MB before → ${fmt(out.held.heldMB)} MB held → ${fmt(out.held.afterExpiryMB)} MB after expiry (×${out.held.afterOverBefore.toFixed(3)} of before)`,
+        `  where: before ${JSON.stringify(parts0)}, held ${JSON.stringify(first.heldParts)}, after expiry ${JSON.stringify(first.afterParts)}`,
         `the same again: ${fmt(out.held.secondRound.heldMB)} MB held → ${fmt(out.held.secondRound.afterExpiryMB)} MB after expiry (×${out.held.secondRound.overFirst.toFixed(3)} of the first round's)`,
       ].join('\n') + '\n',
     );

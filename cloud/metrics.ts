@@ -61,6 +61,7 @@ export class CloudMetrics {
   readonly bytesIn = new Counter({ name: 'splitllm_received_bytes_total', help: 'bytes of frames received from edges', registers: [this.registry] });
   readonly bytesOut = new Counter({ name: 'splitllm_sent_bytes_total', help: 'bytes of frames sent to edges', registers: [this.registry] });
   readonly resumes = new Counter({ name: 'splitllm_resumes_total', help: 'sessions resumed on a new connection', registers: [this.registry] });
+  readonly reclaims = new Counter({ name: 'splitllm_memory_reclaims_total', help: 'major garbage collections run to give back the memory of released sessions', registers: [this.registry] });
   readonly expired = new Counter({ name: 'splitllm_sessions_expired_total', help: 'sessions released after --idle-ms without a message', registers: [this.registry] });
   readonly batches = new Counter({ name: 'splitllm_step_batches_total', help: 'back-segment runs of decode steps', registers: [this.registry] });
   readonly batchedSteps = new Counter({ name: 'splitllm_batched_steps_total', help: 'decode steps run in those batches', registers: [this.registry] });

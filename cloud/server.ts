@@ -185,6 +185,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   );
 
   app.addHook('onClose', async () => {
+    ctx.reclaimer.close();
     store.releaseAll();
     await pool.close();
   });

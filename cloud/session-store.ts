@@ -45,7 +45,7 @@ export class SessionStore {
 
   constructor(
     readonly idleMs: number,
-    private readonly events: { onExpire?: (s: HeldSession) => void; onChange?: (held: number) => void } = {},
+    private readonly events: { onExpire?: (s: HeldSession) => void; onChange?: (held: number) => void; onRelease?: (s: HeldSession, remaining: number) => void } = {},
   ) {}
 
   get size(): number {
@@ -91,6 +91,8 @@ export class SessionStore {
     if (this.sessions.get(s.id) !== s) return;
     this.sessions.delete(s.id);
     s.attached = undefined;
+    // told before the runtime lets go of its KV cache, while its length still says what it held
+    this.events.onRelease?.(s, this.sessions.size);
     void s.runtime.release();
     this.events.onChange?.(this.sessions.size);
   }

@@ -20,6 +20,7 @@ import { totalmem } from 'node:os';
 import { BackSegmentPool, type BackKey } from './segment-pool.js';
 import { CloudMetrics } from './metrics.js';
 import { SessionStore, type Attachment, type HeldSession } from './session-store.js';
+import { MemoryReclaimer } from './reclaim.js';
 
 /** What every connection of one server shares. */
 export interface CloudContext {
@@ -27,6 +28,8 @@ export interface CloudContext {
   pool: BackSegmentPool;
   store: SessionStore;
   metrics: CloudMetrics;
+  /** runs a major GC after sessions' KV caches were released (closed with the server) */
+  reclaimer: MemoryReclaimer;
   calibration?: CalibrationContexts;
   /** most positions (prompt + generated) one session may hold */
   tokenLimit: number;
@@ -122,7 +125,15 @@ export function cloudContext(
   const c = pkg.config;
   const metrics = new CloudMetrics();
   const log = opts.log ?? SILENT;
+  const reclaimer = new MemoryReclaimer({
+    onCollect: (releasedBytes, ms) => {
+      metrics.reclaims.inc();
+      log.info({ event: 'memory_reclaim', releasedKvBytes: releasedBytes, gcMs: Number(ms.toFixed(1)) }, 'collected the memory of released sessions');
+    },
+  });
   const store = new SessionStore(opts.idleMs ?? 60_000, {
+    // the KV bytes a released session held: its back layers at the positions it had
+    onRelease: (s, remaining) => reclaimer.released(kvReservation(c, s.hello.split, s.runtime.length), remaining),
     onExpire: (s) => {
       metrics.expired.inc();
       log.info({ event: 'session_close', reason: 'expired', session: s.id, tenant: s.tenant, tokens: s.generated }, 'session expired');
@@ -137,6 +148,7 @@ export function cloudContext(
     pkg,
     metrics,
     store,
+    reclaimer,
     pool: new BackSegmentPool(
       pkg,
       (n, waits) => {

@@ -105,7 +105,7 @@ function optionNames(args: string[], env: Record<string, string> = {}): Set<stri
 const RUNTIME_VARS = new Set(['SPLITLLM_THREADS']);
 function expectOptions(vars: string[], names: Set<string>, where: string): void {
   for (const v of vars) {
-    if (RUNTIME_VARS.has(v)) continue;
+    if (RUNTIME_VARS.has(v) || !v.startsWith('SPLITLLM_')) continue;
     expect(names.has(v.replace(/^SPLITLLM_/, '').toLowerCase().replace(/_/g, '-')), `${where}: ${v} is not an option`).toBe(true);
   }
 }
@@ -208,6 +208,8 @@ describe('deploy/k8s', () => {
     const printed = JSON.parse(r.stdout) as { settings: Record<string, { value: unknown; source: string }> };
     for (const key of Object.keys(settings as Doc)) expect(printed.settings[key]?.source, key).toBe('file');
     expect(printed.settings['token-file']).toEqual({ value: token, source: 'env' });
+    // the allocator setting that lets freed KV caches go back to the OS, in every deployment (deploy/README.md, "Memory")
+    expect(str(list(container, 'env').find((e) => str(e, 'name') === 'MALLOC_MMAP_THRESHOLD_'), 'value')).toBe('32768');
     const envNames = list(container, 'env').map((e) => str(e, 'name'));
     expectOptions(envNames, optionNames(['cloud']), 'deployment.yaml');
 
@@ -240,6 +242,7 @@ describe('deploy/docker and deploy/haproxy', () => {
       expect(text).toMatch(/^FROM .* AS build$/m);
       expect(text).toMatch(/^FROM .* AS runtime$/m);
       expect(text).toMatch(/npm ci --omit=dev/);
+      expect(text).toMatch(/^\s+MALLOC_MMAP_THRESHOLD_=32768 \\$/m);
       const entry = /^ENTRYPOINT \[(.*)\]$/m.exec(text)?.[1];
       const script = entry && (JSON.parse(`[${entry}]`) as string[])[1];
       expect(script, f).toBe('/opt/splitllm/bin/splitllm.js');
@@ -286,5 +289,6 @@ describe('deploy/systemd', () => {
     const r = spawnSync(analyze, ['verify', join(dir, 'splitllm-cloud.service'), join(dir, 'splitllm-edge.service')], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr.trim()).toBe('');
+    for (const unit of ['splitllm-cloud.service', 'splitllm-edge.service']) expect(readFileSync(join(dir, unit), 'utf8')).toMatch(/^Environment=MALLOC_MMAP_THRESHOLD_=32768$/m);
   });
 });

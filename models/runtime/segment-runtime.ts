@@ -262,10 +262,13 @@ export class SegmentRuntime {
     return data;
   }
 
-  /** Releases the onnxruntime session when this runtime owns it (a shared one stays open). */
+  /** Drops the KV cache and releases the onnxruntime session when this runtime owns it (a shared one stays open). */
   async release(): Promise<void> {
     const told = this.onRelease;
     this.onRelease = undefined;
+    // the cache's buffers go now, whoever still holds this object
+    this.past.clear();
+    this.cached = 0;
     told?.();
     if (this.ownsSession) await this.session.release();
   }

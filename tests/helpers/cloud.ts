@@ -62,6 +62,7 @@ export function testCloud(
       };
     },
     async close() {
+      ctx.reclaimer.close();
       ctx.store.releaseAll();
       await ctx.pool.close();
     },
