@@ -4,7 +4,19 @@
  * with the edge's per-token split into edge compute, network and cloud compute.
  *
  *   node dist/bench/e2e.js [--tokens 64] [--split 2] [--codec fp32] [--skip-100m] [--json]
+ *   node dist/bench/e2e.js --pinned [--runs 3] [--tokens 128] [--skip-100m] [--json]
+ *
+ * --pinned: the fair stand-in for two machines — `splitllm cloud` and `splitllm edge` as separate
+ * processes, pinned to core 1 and core 0 (taskset), started with default options and no SPLITLLM_*
+ * variables, against a local whole-model generation pinned to core 0; decode tokens/s (after the first
+ * token) of each, min/median/max of the ratio over the runs.
  */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
+import { writePackage } from '../models/package.js';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startCloud } from '../cloud/server.js';
@@ -12,7 +24,7 @@ import { runEdge } from '../edge/agent.js';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { ModelPackage, openModel } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
-import { FIXTURES, fmt, haveFixtures } from './common.js';
+import { FIXTURES, fmt, haveFixtures, REPO } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -20,19 +32,110 @@ const { values } = parseArgs({
     split: { type: 'string' },
     codec: { type: 'string', default: 'fp32' },
     'skip-100m': { type: 'boolean' },
+    pinned: { type: 'boolean' },
+    runs: { type: 'string', default: '3' },
+    role: { type: 'string' },
+    model: { type: 'string' },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
   },
 });
 if (values.help) {
-  process.stdout.write('usage: node dist/bench/e2e.js [--tokens N] [--split K] [--codec SPEC] [--skip-100m] [--json]\n');
+  process.stdout.write('usage: node dist/bench/e2e.js [--tokens N] [--split K] [--codec SPEC] [--skip-100m] [--json]\n       node dist/bench/e2e.js --pinned [--runs N] [--tokens N] [--skip-100m] [--json]\n');
   process.exit(0);
 }
 const n = Number(values.tokens);
+const PROMPT = 'Once upon a time';
+
+/** --role local (a child of --pinned): whole-model decode tokens/s after the first token, as JSON. */
+if (values.role === 'local') {
+  const pkg = await openModel(values.model ?? DEFAULT_MODEL_DIR);
+  const p = await Pipeline.create(pkg);
+  const ids = pkg.tokenizer().encode(PROMPT, true);
+  await generate(p, ids, { maxTokens: 4, stopIds: [] });
+  const times: number[] = [];
+  await generate(p, ids, { maxTokens: n, stopIds: [], onToken: () => void times.push(performance.now()) });
+  process.stdout.write(JSON.stringify({ decodeTokensPerSec: (times.length - 1) / ((times[times.length - 1]! - times[0]!) / 1000) }) + '\n');
+  process.exit(0);
+}
+
+const BIN = join(REPO, 'bin', 'splitllm.js');
+/** The environment of a user who set nothing: no SPLITLLM_* variables. */
+const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SPLITLLM_')));
+
+/** Runs `taskset -c CORE node ARGS`, resolving with its stdout (rejecting on a non-zero exit). */
+function pinnedRun(core: number, args: string[]): Promise<string> {
+  return new Promise((res, rej) => {
+    const c = spawn('taskset', ['-c', String(core), process.execPath, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    c.once('exit', (code) => (code === 0 ? res(out) : rej(new Error(`${args.join(' ')} exited ${code}: ${err.slice(-500)}`))));
+  });
+}
+
+async function pinnedOnce(dir: string, split: number): Promise<{ local: number; split: number }> {
+  const local = (JSON.parse(await pinnedRun(0, [join(REPO, 'dist', 'bench', 'e2e.js'), '--role', 'local', '--model', dir, '--tokens', String(n)])) as { decodeTokensPerSec: number }).decodeTokensPerSec;
+  const cloud = spawn('taskset', ['-c', '1', process.execPath, BIN, 'cloud', '--model', dir, '--port', '0', '--json', '--log-level', 'silent'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((r) => cloud.once('exit', r));
+  try {
+    let out = '';
+    cloud.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    for (let i = 0; i < 1200 && !out.includes('\n'); i++) await new Promise((r) => setTimeout(r, 50));
+    const { url } = JSON.parse(out) as { url: string };
+    const edgeArgs = [BIN, 'edge', '--cloud', url, '--model', dir, '--split', String(split), '--codec', 'fp32', '--prompt', PROMPT, '--max-tokens', String(n), '--json'];
+    await pinnedRun(0, [...edgeArgs.slice(0, -3), '--max-tokens', '4', '--json']); // the cloud's back segment warm
+    const r = JSON.parse(await pinnedRun(0, edgeArgs)) as { stats: { decode: { edgeMs: number; networkMs: number; cloudMs: number } } };
+    const d = r.stats.decode;
+    return { local, split: 1000 / (d.edgeMs + d.networkMs + d.cloudMs) };
+  } finally {
+    cloud.kill('SIGKILL');
+    await exited;
+  }
+}
+
+if (values.pinned) {
+  const runs = Number(values.runs);
+  const models: { name: string; dir: string; split: number }[] = [{ name: 'default', dir: DEFAULT_MODEL_DIR, split: 3 }];
+  const tmp = mkdtempSync(join(tmpdir(), 'splitllm-e2e-'));
+  try {
+    if (!values['skip-100m']) {
+      process.stderr.write('writing the llama-100m synthetic preset to a temporary package…\n');
+      await writePackage(join(tmp, 'llama-100m'), syntheticModel('llama-100m'));
+      models.push({ name: 'synthetic llama-100m', dir: join(tmp, 'llama-100m'), split: 6 });
+    }
+    const stat = (xs: number[]) => {
+      const s = [...xs].sort((a, b) => a - b);
+      return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s[s.length - 1]! };
+    };
+    const rows = [];
+    for (const m of models) {
+      const got: { local: number; split: number }[] = [];
+      for (let i = 0; i < runs; i++) {
+        got.push(await pinnedOnce(m.dir, m.split));
+        if (!values.json) process.stderr.write(`  ${m.name} run ${i + 1}/${runs}: local ${fmt(got[i]!.local)} tok/s, split ${fmt(got[i]!.split)} tok/s\n`);
+      }
+      rows.push({ model: m.name, split: m.split, tokens: n, ratio: stat(got.map((g) => g.split / g.local)), localTokensPerSec: stat(got.map((g) => g.local)), splitTokensPerSec: stat(got.map((g) => g.split)) });
+    }
+    if (values.json) process.stdout.write(JSON.stringify(rows) + '\n');
+    else {
+      process.stdout.write(`bench/e2e --pinned: edge on core 0, cloud on core 1, local on core 0, default options, fp32 codec, ${n} tokens, ${runs} runs; load ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+      process.stdout.write('model                  split  local decode tok/s (min/med/max)  split decode tok/s (min/med/max)  ratio (min/med/max)\n');
+      for (const r of rows) {
+        const t = (x: { min: number; median: number; max: number }, d = 1) => `${fmt(x.min, d)} / ${fmt(x.median, d)} / ${fmt(x.max, d)}`;
+        process.stdout.write(`${r.model.padEnd(22)} ${String(r.split).padStart(5)}  ${t(r.localTokensPerSec).padEnd(33)} ${t(r.splitTokensPerSec).padEnd(33)} ${t(r.ratio, 2)}\n`);
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  process.exit(0);
+}
 
 async function measure(name: string, pkg: ModelPackage): Promise<Record<string, number | string>> {
   const split = values.split ? Number(values.split) : Math.floor(pkg.config.nLayers / 2);
-  const prompt = 'Once upon a time';
+  const prompt = PROMPT;
   const stopIds: number[] = [];
   const p = await Pipeline.create(pkg);
   await generate(p, pkg.tokenizer().encode(prompt), { maxTokens: 4, stopIds }); // warm-up

@@ -42,6 +42,8 @@ export class BackSegmentPool {
     private readonly onBatch: (size: number, waitsSeconds: number[]) => void = () => undefined,
     /** a back segment no session has used for this long is released (default 60 s) */
     idleMs = 60_000,
+    /** onnxruntime intra-op threads of each back segment (default: $SPLITLLM_THREADS, else the cores this process may use) */
+    threads?: number,
   ) {
     const c = pkg.config;
     this.segments = new SharedSegments(
@@ -51,7 +53,7 @@ export class BackSegmentPool {
         const lin = linearFor(k.bits, k.blockSize);
         return buildSegment(c, pkg.weights, k.split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin });
       },
-      { idleMs },
+      { idleMs, threads },
     );
   }
 

@@ -41,6 +41,8 @@ export interface CloudOptions {
   blockSizes?: readonly number[];
   /** a back segment no session has used for this long is released (default 60 s) */
   segmentIdleMs?: number;
+  /** onnxruntime intra-op threads of each back segment (default: $SPLITLLM_THREADS, else the cores this process may use) */
+  threads?: number;
   /** largest accepted frame in bytes */
   maxFrameBytes?: number;
   /** most positions (prompt + generated) one session may hold */

@@ -120,6 +120,7 @@ export function cloudContext(
     backBits?: readonly number[];
     blockSizes?: readonly number[];
     segmentIdleMs?: number;
+    threads?: number;
   } = {},
 ): CloudContext {
   const c = pkg.config;
@@ -156,6 +157,7 @@ export function cloudContext(
         for (const w of waits) metrics.queueWait.observe(w);
       },
       opts.segmentIdleMs,
+      opts.threads,
     ),
     calibration: opts.calibration,
     tokenLimit,

@@ -31,6 +31,8 @@ export interface EdgeOptions {
   /** PEM certificates to trust for a wss:// cloud (self-signed or a private CA) */
   ca?: string | Buffer;
   linearFor?: (layer: number) => LinearEmitter;
+  /** onnxruntime intra-op threads of the front segment built for this run (default: $SPLITLLM_THREADS, else the usable cores) */
+  threads?: number;
   onToken?: (id: number) => void;
   /** move the split after this many generated tokens (KV of the moving layers is streamed) */
   resplits?: { afterTokens: number; split: number }[];
@@ -148,7 +150,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let split = atStart === undefined ? o.split : splitWithinBudget(c, frontBits, atStart, ids.length + 1, o.split);
   const startSplit = split;
   let codec = codecAtSplit(o.codec ?? 'fp32', split, o.codecEnv);
-  const fronts: FrontSource = o.fronts ?? ((k) => SegmentRuntime.create(pkg, 0, k, { embed: true, head: false, linearFor: o.linearFor }));
+  const fronts: FrontSource = o.fronts ?? ((k) => SegmentRuntime.create(pkg, 0, k, { embed: true, head: false, linearFor: o.linearFor, threads: o.threads }));
   let front = await fronts(split);
   let finish: FinishReason = 'length';
   const resplits = [...(o.resplits ?? [])].sort((a, b) => a.afterTokens - b.afterTokens);

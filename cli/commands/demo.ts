@@ -44,6 +44,7 @@ export const demoCommand = defineCommand({
     split: opt.int({ short: 's', description: 'fix the split point; the planner chooses the rest', valueName: 'K' }),
     'accuracy-profile': opt.string({ description: 'accuracy profile of --model', valueName: 'F', defaultText: `${ACCURACY_PROFILE_FILE} in the model's directory` }),
     ...calibrationOption,
+    threads: opt.int({ min: 1, description: 'onnxruntime intra-op threads of each segment, edge and cloud (idle workers stop spinning when a run returns)', defaultText: 'the cores this process may use' }),
     json: opt.flag({ description: 'print {"plan":…,"text":…,"stats":…} instead of streaming text and the table' }),
   },
   async run(v) {
@@ -69,7 +70,7 @@ export const demoCommand = defineCommand({
     const shape = v.loopback ? undefined : { bytesPerSec: v.bandwidth, rttMs: v.rtt };
     // the model's calibration (codec contexts of ts-tabq:cal=K) serves both sides, as in a deployment
     const contexts = calibrationContexts(v, pkg);
-    const cloud = await startCloud(pkg, { port: 0, host: '127.0.0.1', calibration: contexts });
+    const cloud = await startCloud(pkg, { port: 0, host: '127.0.0.1', calibration: contexts, threads: v.threads });
     let link: EmulatedLink | undefined;
     try {
       const t0 = performance.now();
@@ -117,7 +118,7 @@ export const demoCommand = defineCommand({
       say(`cloud at ${cloud.url}/v1/session; the edge connects ${link ? 'through the emulated link' : 'directly'}\n`);
       // one token first, untimed: the cloud builds its back segment on a split's first session
       const codec = codecAtSplit(plan.codec, plan.split, contexts).spec; // what a bare 'ts-tabq' means at this split
-      const session = { url, split: plan.split, codec: plan.codec, codecEnv: contexts, prompt, promptIds, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize };
+      const session = { url, split: plan.split, codec: plan.codec, codecEnv: contexts, prompt, promptIds, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize, threads: v.threads };
       await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), { breakIds: [c.eosId] });

@@ -73,12 +73,15 @@ async function resolvePlan(v: PlanValues, split: number | undefined) {
   };
 }
 
+const threadsOption = opt.int({ min: 1, description: 'onnxruntime intra-op threads per front segment (idle workers stop spinning when a run returns)', defaultText: 'the cores this process may use (affinity, cgroup quota)' });
+
 const edgeOptions = {
     ...planOptions,
     ...generationOptions,
     resplit: opt.list({ item: resplitItem, description: 'move the split after N tokens, e.g. 10:4,30:1', valueName: 'N:K,…' }),
     'adapt-splits': opt.list({ item: items.int(), description: 'online planner: learn the fastest of these splits from observed per-token latency (Thompson sampling), re-splitting as it goes', valueName: 'K,K,…' }),
     'adapt-window': opt.int({ min: 1, default: 8, description: 'tokens per choice of the online planner' }),
+    threads: threadsOption,
     json: opt.flag({ description: 'print {"tokens":[…],"text":…,"stats":{…}} at the end' }),
   };
 
@@ -132,6 +135,7 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
       token: r0.token,
       ca: r0.ca,
       linearFor: weights.linearFor,
+      threads: v.threads,
       frontBits: weights.plan?.frontBits,
       backBits: weights.plan?.backBits,
       blockSize: weights.plan?.blockSize,
@@ -165,7 +169,7 @@ const serveOptions = {
   host: opt.string({ default: '127.0.0.1', description: 'address to listen on (apps on this device: keep 127.0.0.1)' }),
   port: opt.port({ default: 8081, description: 'HTTP port of the OpenAI-compatible API' }),
   'max-concurrent': opt.int({ min: 1, max: 1024, default: 4, description: 'requests served at once (each with its own cloud session); more get 429' }),
-  threads: opt.int({ min: 1, description: 'onnxruntime intra-op threads per front segment', defaultText: "onnxruntime's choice" }),
+  threads: threadsOption,
   'model-id': opt.string({ description: 'the model id /v1/models reports and requests must name', defaultText: "the package's name" }),
   log: opt.flag({ description: 'log every request as a JSON line (pino) on stdout' }),
 };

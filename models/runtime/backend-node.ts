@@ -1,14 +1,21 @@
-/** The onnxruntime-node backend (CPU). Intra-op threads: the option, else $SPLITLLM_THREADS, else onnxruntime's choice. */
+/** The onnxruntime-node backend (CPU), with the thread policy of threads.ts: an explicit pool, spinning that stops when a run returns. */
 import ort from 'onnxruntime-node';
 import { SplitLLMError } from '../../shared/errors.js';
 import type { BackendSessionOptions, InferenceBackend } from './backend.js';
+import { spinConfig, threadPolicy } from './threads.js';
 
 export const nodeBackend: InferenceBackend = {
   name: 'onnxruntime-node',
   async createSession(model: Uint8Array | string, opts: BackendSessionOptions = {}) {
-    const so: ort.InferenceSession.SessionOptions = { executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
-    const threads = opts.threads ?? Number(process.env['SPLITLLM_THREADS'] ?? 0);
-    if (Number.isInteger(threads) && threads > 0) so.intraOpNumThreads = threads;
+    const policy = threadPolicy(opts.threads, opts.spin);
+    const so: ort.InferenceSession.SessionOptions = {
+      executionProviders: ['cpu'],
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      intraOpNumThreads: policy.intraOpThreads,
+      interOpNumThreads: 1,
+      extra: spinConfig(policy.spin),
+    };
     try {
       return typeof model === 'string' ? await ort.InferenceSession.create(model, so) : await ort.InferenceSession.create(model, so);
     } catch (e) {

@@ -9,9 +9,14 @@ import { SplitLLMError } from '../../shared/errors.js';
 
 export type { InferenceSession, Tensor } from 'onnxruntime-common';
 
+/** How idle intra-op workers wait (models/runtime/threads.ts on Node). */
+export type SpinMode = 'alone' | 'turns' | 'off';
+
 export interface BackendSessionOptions {
-  /** intra-op threads (default: the backend's choice, or $SPLITLLM_THREADS on Node) */
+  /** intra-op threads (default on Node: $SPLITLLM_THREADS, else the cores this process may use; models/runtime/threads.ts) */
   threads?: number;
+  /** how idle workers wait (threads.ts): 'turns' (default) where sessions take turns, 'alone' for the only session */
+  spin?: SpinMode;
 }
 
 export interface InferenceBackend {

@@ -29,7 +29,8 @@ export class Pipeline {
     const segs: SegmentRuntime[] = [];
     const n = points.length - 1;
     for (let i = 0; i < n; i++) {
-      segs.push(await SegmentRuntime.create(pkg, points[i]!, points[i + 1]!, { ...opts, embed: i === 0, head: i === n - 1 }));
+      // one session running alone may spin between ops; several take turns and must not
+      segs.push(await SegmentRuntime.create(pkg, points[i]!, points[i + 1]!, { spin: n === 1 ? 'alone' : 'turns', ...opts, embed: i === 0, head: i === n - 1 }));
     }
     return new Pipeline(pkg, segs);
   }

@@ -5,7 +5,7 @@
  * a browser.
  */
 import { SplitLLMError } from '../../shared/errors.js';
-import { float32Of, inferenceBackend, type InferenceBackend, type InferenceSession, type Tensor } from './backend.js';
+import { float32Of, inferenceBackend, type InferenceBackend, type InferenceSession, type SpinMode, type Tensor } from './backend.js';
 import type { ModelConfig } from '../manifest.js';
 import type { ModelPackage } from '../package.js';
 import { buildSegment, type BuiltSegment, type SegmentOptions } from '../onnx/segment.js';
@@ -26,8 +26,10 @@ export interface SegmentOutput {
 }
 
 export interface RuntimeOptions extends SegmentOptions {
-  /** onnxruntime intra-op threads (default: onnxruntime's choice) */
+  /** onnxruntime intra-op threads (default: $SPLITLLM_THREADS, else the cores this process may use) */
   threads?: number;
+  /** how idle intra-op workers wait: 'alone' (spin between runs) for a session that runs by itself, 'turns' (default) where sessions take turns */
+  spin?: SpinMode;
 }
 
 /** An onnxruntime session shared by the runtimes of one segment, with the backend that made it. */
@@ -56,7 +58,7 @@ export class SegmentRuntime {
     const model = seg.modelPath ?? seg.model;
     if (model === undefined) throw new SplitLLMError('E_RUNTIME', `segment [${seg.from}, ${seg.to}) has no model bytes left to load`);
     try {
-      return { session: await backend.createSession(model, { threads: opts.threads }), backend };
+      return { session: await backend.createSession(model, { threads: opts.threads, spin: opts.spin }), backend };
     } catch (e) {
       throw new SplitLLMError('E_RUNTIME', `segment [${seg.from}, ${seg.to}): ${e instanceof Error ? e.message : String(e)}`);
     }
