@@ -134,6 +134,13 @@ export async function startBalancer(haproxy: string, replicaPorts: number[]): Pr
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+  // servers the run does not use must be checked down before a session hashes to them (HAProxy says so on stderr)
+  for (let i = replicaPorts.length + 1; i <= 3; i++) {
+    for (let t = 0; !err.includes(`clouds/cloud${i} is DOWN`); t++) {
+      if (t > 200) throw new Error(`haproxy did not mark the unused server cloud${i} down within 10 s: ${err.slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
   return {
     url: `ws://127.0.0.1:${port}/v1/session`,
     child,

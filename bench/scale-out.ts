@@ -4,7 +4,7 @@
  * each as a ratio against one replica measured in the same run. Configurations are interleaved run by
  * run (1, 2, 3, 1, 2, 3, …) so that the machine's drift hits them alike; min/median/max over the runs.
  *
- *   node dist/bench/scale-out.js [--sessions 24] [--tokens 64] [--runs 3] [--split 1] [--threads 1] [--json]
+ *   node dist/bench/scale-out.js [--sessions 24] [--tokens 64] [--runs 3] [--split 1] [--threads 1] [--replicas 1,2,3] [--json]
  *
  * Threads: each replica's onnxruntime sessions get --threads intra-op threads ($SPLITLLM_THREADS); the
  * edges run in this process (front segment [0, split), one thread each). The CPU seconds each side used
@@ -26,13 +26,14 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     split: { type: 'string', default: '1' },
     threads: { type: 'string', default: '1' },
+    replicas: { type: 'string', default: '1,2,3' },
     model: { type: 'string', default: DEFAULT_MODEL_DIR },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
   },
 });
 if (values.help) {
-  process.stdout.write('usage: node dist/bench/scale-out.js [--sessions N] [--tokens N] [--runs N] [--split K] [--threads N] [--model PATH] [--json]\n');
+  process.stdout.write('usage: node dist/bench/scale-out.js [--sessions N] [--tokens N] [--runs N] [--split K] [--threads N] [--replicas 1,2,3] [--model PATH] [--json]\n');
   process.exit(0);
 }
 const haproxy = findHaproxy();
@@ -45,6 +46,11 @@ const sessions = Number(values.sessions);
 const tokens = Number(values.tokens);
 const runs = Number(values.runs);
 const split = Number(values.split);
+const counts = values.replicas.split(',').map(Number);
+if (!counts.length || counts.some((c) => !Number.isInteger(c) || c < 1 || c > 3)) {
+  process.stderr.write('bench/scale-out: --replicas lists counts of 1 to 3 (the config names three servers), e.g. 1,2,3\n');
+  process.exit(1);
+}
 const pkg = await openModel(values.model);
 const PROMPTS = ['Once upon a time', 'The little dog', 'One day, a girl', 'Tom and Sam went', 'The sun was', 'A big red ball', 'Mom said', 'The cat sat'];
 
@@ -128,15 +134,15 @@ async function once(n: number): Promise<RunResult> {
 
 const results: RunResult[] = [];
 for (let r = 0; r < runs; r++) {
-  for (const n of [1, 2, 3]) {
+  for (const n of counts) {
     const res = await once(n);
     results.push(res);
     if (!values.json) process.stderr.write(`run ${r + 1}/${runs}, ${n} replica(s): ${fmt(res.tokensPerSec)} tok/s, p50 ${fmt(res.p50Ms)} ms, p95 ${fmt(res.p95Ms)} ms, sessions per replica ${JSON.stringify(res.perReplica)}\n`);
   }
 }
 const by = (n: number) => results.filter((x) => x.replicas === n);
-const base = stats(by(1).map((x) => x.tokensPerSec)).median;
-const rows = [1, 2, 3].map((n) => {
+const base = stats(by(counts[0]!).map((x) => x.tokensPerSec)).median;
+const rows = counts.map((n) => {
   const xs = by(n);
   const tps = stats(xs.map((x) => x.tokensPerSec));
   return {
@@ -155,7 +161,7 @@ if (values.json) {
   process.stdout.write(JSON.stringify({ sessions, tokens, split, runs, machine, rows }, null, 2) + '\n');
 } else {
   process.stdout.write(`bench/scale-out: ${sessions} sessions × ${tokens} tokens, split ${split}, ${pkg.manifest.name}; ${machine.cores} cores, load ${machine.load.join(' ')}, ${values.threads} onnxruntime thread(s) per replica, edges in this process\n`);
-  process.stdout.write('replicas  tok/s min/median/max        ×1 replica  p50 ms (median)  p95 ms (median)  cloud CPU ms/token  edge CPU cores  cloud CPU cores\n');
+  process.stdout.write('replicas  tok/s min/median/max        × first  p50 ms (median)  p95 ms (median)  cloud CPU ms/token  edge CPU cores  cloud CPU cores\n');
   for (const r of rows) {
     process.stdout.write(
       `${String(r.replicas).padEnd(9)} ${`${fmt(r.tokensPerSec.min)} / ${fmt(r.tokensPerSec.median)} / ${fmt(r.tokensPerSec.max)}`.padEnd(26)} ${fmt(r.ratio, 2).padEnd(11)} ${fmt(r.p50Ms.median).padEnd(16)} ${fmt(r.p95Ms.median).padEnd(16)} ${fmt(r.cloudCpuPerToken.median, 2).padEnd(19)} ${fmt(r.edgeCpuShare.median, 2).padEnd(15)} ${fmt(r.cloudCpuShare.median, 2)}\n`,
