@@ -404,7 +404,7 @@ export class CloudSession implements Attachment {
     }
     const s: HeldSession = {
       id,
-      secret: randomBytes(16).toString('base64url'),
+      secret: m.resumeSecret ?? randomBytes(16).toString('base64url'),
       tenant: this.who.tenant,
       hello: m,
       runtime,

@@ -5,7 +5,7 @@
  * memory-policy.ts, the re-split exchange in resplit.ts.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { PROTOCOL_VERSION, type SamplingParams, type TokenMsg } from '../shared/protocol/index.js';
+import { newSessionId, PROTOCOL_VERSION, type Ready, type SamplingParams, type TokenMsg } from '../shared/protocol/index.js';
 import type { Connector } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
@@ -182,12 +182,22 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let firstTokenMs = 0;
   const t0 = performance.now();
   try {
-    const start = async (maxTokens: number) => {
-      link.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens, sampling: o.sampling, stopIds: o.stopIds, backBits: o.backBits, blockSize: o.blockSize });
-      const ready = (await link.expect('ready')).header;
+    /**
+     * Sends the hello and returns what awaits its ready: the prompt's prefill goes right behind the hello
+     * (the cloud handles one message at a time, so it sees them in order), and the front prefill runs
+     * while the hello is on its round trip. A refused hello is answered with an error before any token.
+     */
+    const start = (maxTokens: number): ((position: number) => Promise<void>) => {
+      // the edge draws the resume secret: a link that drops before the ready comes can still be resumed
+      link.secret = newSessionId();
+      link.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens, sampling: o.sampling, stopIds: o.stopIds, backBits: o.backBits, blockSize: o.blockSize, resumeSecret: link.secret });
+      const on = link;
+      return (position) => on.awaitReady(position, (ready) => confirm(on, ready));
+    };
+    const confirm = (on: CloudConnection, ready: Ready) => {
       if (ready.split !== split || ready.length !== 0) throw new SplitLLMError('E_PROTOCOL', `the cloud answered hello with split ${ready.split} and ${ready.length} positions, expected split ${split} and 0`);
-      if (ready.session !== link.session) throw new SplitLLMError('E_PROTOCOL', `the cloud opened session ${ready.session.slice(0, 8)}… instead of the edge's ${link.session.slice(0, 8)}…: is it a splitllm cloud of this version?`);
-      link.secret = ready.resumeSecret ?? '';
+      if (ready.session !== on.session) throw new SplitLLMError('E_PROTOCOL', `the cloud opened session ${ready.session.slice(0, 8)}… instead of the edge's ${on.session.slice(0, 8)}…: is it a splitllm cloud of this version?`);
+      if (ready.resumeSecret !== undefined) on.secret = ready.resumeSecret;
     };
     /** The session is gone where the link now leads: rebuild it there from what the edge holds, and await the token it owed. */
     const failover = async (lost: unknown): Promise<TokenMsg> => {
@@ -204,11 +214,12 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       link.close();
       // the same id: a balancer routes it where the resume went, to the replica now serving it
       link = await CloudConnection.open(connect, policy, link.session, true);
-      await start(o.maxTokens - out.length);
+      const ready = start(o.maxTokens - out.length);
       link.sendKept({ type: 'prefill', tokens: fed.length }, codec.encode(h.data, fed.length, c.dim));
+      await ready(front.length);
       return link.awaitToken(front.length);
     };
-    await start(o.maxTokens);
+    let awaitReady: ((position: number) => Promise<void>) | undefined = start(o.maxTokens);
     let input: number[] = ids;
     for (;;) {
       const e0 = performance.now();
@@ -224,7 +235,9 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       if (isStep) link.sendKept({ type: 'step', token: input[0]! }, payload);
       else link.sendKept({ type: 'prefill', tokens: ids.length }, payload);
       const sent = link.bytesOut + earlierOut - sent0;
-      const t = await link.awaitToken(front.length).catch(failover);
+      const ready = awaitReady;
+      awaitReady = undefined;
+      const t = await (ready ? ready(front.length).then(() => link.awaitToken(front.length)) : link.awaitToken(front.length)).catch(failover);
       if (t.id >= c.vocabSize) throw new SplitLLMError('E_PROTOCOL', `the cloud sent token ${t.id}, outside the model's vocabulary of ${c.vocabSize}: is it serving another model?`);
       const e2 = performance.now();
       if (pendingFailover) {

@@ -7,7 +7,7 @@
  * a balancer hashing on it sends them all to one replica.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { encodeFrame, newSessionId, parseCloudFrame, ProtocolError, type CloudMessage, type EdgeMessage, type Frame, type TokenMsg } from '../shared/protocol/index.js';
+import { encodeFrame, newSessionId, parseCloudFrame, ProtocolError, type CloudMessage, type EdgeMessage, type Frame, type Ready, type TokenMsg } from '../shared/protocol/index.js';
 import { RESUMABLE_CLOSE_CODES, type Connector, type FrameChannel } from '../shared/transport/channel.js';
 
 export interface ResumePolicy {
@@ -108,13 +108,30 @@ export class CloudConnection {
     return { header: m, payload: frame.payload };
   }
 
+  /**
+   * The ready answering the hello, resuming the session if the link drops first (the edge chose the
+   * secret, so it can): after a resume its ready stands for the hello's. `check` sees the hello's ready.
+   */
+  async awaitReady(position: number, check: (r: Ready) => void): Promise<void> {
+    for (;;) {
+      const ev = await this.next();
+      if (ev.kind === 'message') return check(this.expectFrame(ev.frame, 'ready').header);
+      if (!this.resumable(ev.code)) throw closedError(ev.code, ev.reason);
+      await this.reconnect(position);
+      return;
+    }
+  }
+
+  private resumable(code: number): boolean {
+    return RESUMABLE_CLOSE_CODES.includes(code) && this.policy.resume !== false && this.resumes < (this.policy.maxResumes ?? 5) && this.session !== '' && this.secret !== '';
+  }
+
   /** The token answering the last prefill/step, resuming the session across dropped links. */
   async awaitToken(position: number): Promise<TokenMsg> {
     for (;;) {
       const ev = await this.next();
       if (ev.kind === 'message') return this.expectFrame(ev.frame, 'token').header;
-      const resumable = RESUMABLE_CLOSE_CODES.includes(ev.code) && this.policy.resume !== false && this.resumes < (this.policy.maxResumes ?? 5);
-      if (!resumable || !this.session || !this.secret) throw closedError(ev.code, ev.reason);
+      if (!this.resumable(ev.code)) throw closedError(ev.code, ev.reason);
       await this.reconnect(position);
     }
   }

@@ -48,6 +48,8 @@ describe('every field of every message type, wrong or out of range', () => {
       { name: 'hello.version of a newer edge', header: h({ version: PROTOCOL_VERSION + 1 }), code: 'bad_version' },
       { name: 'hello.version 1 (an old edge)', header: h({ version: 1 }), code: 'bad_version' },
       { name: 'hello.modelHash a number', header: h({ modelHash: 42 }), code: 'bad_hello' },
+      { name: 'hello.resumeSecret too short to be 128 bits', header: h({ resumeSecret: 'abc' }), code: 'bad_hello' },
+      { name: 'hello.resumeSecret a number', header: h({ resumeSecret: 7 }), code: 'bad_hello' },
       { name: 'hello.modelHash empty', header: h({ modelHash: '' }), code: 'bad_hello' },
       { name: 'hello.modelHash too long', header: h({ modelHash: long(129) }), code: 'bad_hello' },
       { name: 'hello.modelHash another model', header: h({ modelHash: 'ab'.repeat(32) }), code: 'bad_model' },

@@ -25,6 +25,8 @@ export interface Hello {
   /** weight bits of the cloud's back segment (OPSC; default 32) and their quantization block */
   backBits?: number;
   blockSize?: number;
+  /** the secret a resume of this session must carry, chosen by the edge (128 random bits, base64url) so that it can resume before the ready arrives; default: the cloud draws one */
+  resumeSecret?: string;
 }
 export interface Ready {
   type: 'ready';

@@ -6,6 +6,7 @@
  * (closes) for a hello, `bad_resplit` for a resplit or kv frame, `bad_tensor` for a prefill's token
  * count, `bad_message` for the rest.
  */
+import { isSessionId } from './session-id.js';
 import { PROTOCOL_VERSION, CLOUD_MESSAGES, EDGE_MESSAGES, type CloudMessage, type EdgeMessage, type Frame, type Message, type SamplingParams } from './messages.js';
 import { msgpack, splitFrame } from './frame.js';
 import { ProtocolError, type WireCode } from './errors.js';
@@ -75,6 +76,12 @@ function checkMessage(raw: Raw, type: string): Message {
       if (f.has('stopIds')) m.stopIds = f.intArray('stopIds', LIMITS.stopIds, 0, LIMITS.tokenId);
       if (f.has('backBits')) m.backBits = f.int('backBits', 1, LIMITS.weightBits);
       if (f.has('blockSize')) m.blockSize = f.int('blockSize', 1, LIMITS.blockSize);
+      if (f.has('resumeSecret')) {
+        // the edge's own secret: as strong as the one the cloud would draw (128 bits, base64url)
+        const secret = f.str('resumeSecret', LIMITS.resumeSecret);
+        if (!isSessionId(secret)) throw new ProtocolError('bad_hello', 'hello: resumeSecret must be 22 base64url characters (128 random bits)');
+        m.resumeSecret = secret;
+      }
       return m;
     }
     case 'resume': {
