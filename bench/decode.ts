@@ -1,28 +1,33 @@
 /**
- * bench/decode: decode tokens/s of the full model (one segment, float32 weights), next to the roofline
- * bound measured in the same run: memory bandwidth ÷ weight bytes read per token.
+ * bench/decode: decode tokens/s of the full model (one segment) at each weight precision (every linear
+ * layer at B bits, RTN blockwise, block 32; the head and embedding stay float32), next to the roofline
+ * bound measured in the same run: memory bandwidth ÷ weight bytes read per token; and each precision's
+ * speed as a ratio to float32's in the same run.
  *
- *   node dist/bench/decode.js [--tokens 64] [--json] [--skip-100m]
+ *   node dist/bench/decode.js [--tokens 64] [--bits 32,8,4] [--json] [--skip-100m]
  */
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { ModelPackage, openModel } from '../models/package.js';
 import { Pipeline } from '../models/runtime/pipeline.js';
+import { linearFor } from '../models/onnx/linear.js';
 import { argmax } from '../models/runtime/sampler.js';
 import { FIXTURES, fmt, haveFixtures, memoryBandwidth } from './common.js';
 
 const { values } = parseArgs({
-  options: { tokens: { type: 'string', default: '64' }, json: { type: 'boolean' }, 'skip-100m': { type: 'boolean' }, help: { type: 'boolean' } },
+  options: { tokens: { type: 'string', default: '64' }, bits: { type: 'string', default: '32,8,4' }, json: { type: 'boolean' }, 'skip-100m': { type: 'boolean' }, help: { type: 'boolean' } },
 });
 if (values.help) {
-  process.stdout.write('usage: node dist/bench/decode.js [--tokens N] [--json] [--skip-100m]\n');
+  process.stdout.write('usage: node dist/bench/decode.js [--tokens N] [--bits 32,8,4] [--json] [--skip-100m]\n');
   process.exit(0);
 }
 const steps = Number(values.tokens);
+const precisions = values.bits.split(',').map(Number);
 
-async function measure(name: string, pkg: ModelPackage): Promise<Record<string, number | string>> {
-  const p = await Pipeline.create(pkg);
+async function measure(name: string, pkg: ModelPackage, bits: number): Promise<Record<string, number | string>> {
+  const lin = linearFor(bits, 32);
+  const p = await Pipeline.create(pkg, [], { linearFor: () => lin });
   const weightBytes = p.segments.reduce((a, s) => a + s.segment.weightBytes, 0);
   const V = pkg.config.vocabSize;
   const prompt = [pkg.config.bosId, ...Array.from({ length: 15 }, (_, i) => 3 + ((i * 31) % (V - 3)))];
@@ -38,19 +43,24 @@ async function measure(name: string, pkg: ModelPackage): Promise<Record<string, 
   }
   const secs = (performance.now() - t0) / 1000;
   await p.release();
-  return { model: name, weightBytes, tokensPerSec: steps / secs, msPerToken: (1000 * secs) / steps };
+  return { model: name, bits, weightBytes, tokensPerSec: steps / secs, msPerToken: (1000 * secs) / steps };
 }
 
 const bw = memoryBandwidth();
 const rows: Record<string, number | string>[] = [];
-if (haveFixtures) {
-  rows.push(await measure('stories260K', await openModel(resolve(FIXTURES, 'stories260K', 'stories260K.bin'))));
-} else {
-  process.stderr.write(`stories260K skipped: fixtures not found at ${FIXTURES}\n`);
-}
+const models: [string, ModelPackage][] = [];
+if (haveFixtures) models.push(['stories260K', await openModel(resolve(FIXTURES, 'stories260K', 'stories260K.bin'))]);
+else process.stderr.write(`stories260K skipped: fixtures not found at ${FIXTURES}\n`);
 if (!values['skip-100m']) {
   process.stderr.write('building the llama-100m synthetic preset in memory…\n');
-  rows.push(await measure('synthetic llama-100m', ModelPackage.fromImported(syntheticModel('llama-100m'))));
+  models.push(['synthetic llama-100m', ModelPackage.fromImported(syntheticModel('llama-100m'))]);
+}
+for (const [name, pkg] of models) {
+  const own: Record<string, number | string>[] = [];
+  for (const bits of precisions) own.push(await measure(name, pkg, bits));
+  const f32 = own.find((r) => r['bits'] === 32);
+  for (const r of own) if (f32) r['vsFloat32'] = (r['tokensPerSec'] as number) / (f32['tokensPerSec'] as number);
+  rows.push(...own);
 }
 for (const r of rows) {
   const bound = bw / (r['weightBytes'] as number);
@@ -61,10 +71,11 @@ if (values.json) {
   process.stdout.write(JSON.stringify({ memoryBandwidthGBs: bw / 1e9, rows }) + '\n');
 } else {
   process.stdout.write(`memory bandwidth (copy, read+write): ${fmt(bw / 1e9, 2)} GB/s\n`);
-  process.stdout.write('model                   weights MB   tokens/s   bound tokens/s   of bound\n');
+  process.stdout.write('model                  bits   weights MB   tokens/s   bound tokens/s   of bound   × float32\n');
   for (const r of rows) {
+    const vs = r['vsFloat32'];
     process.stdout.write(
-      `${String(r['model']).padEnd(22)} ${fmt((r['weightBytes'] as number) / 1e6, 1).padStart(10)} ${fmt(r['tokensPerSec'] as number).padStart(10)} ${fmt(r['boundTokensPerSec'] as number).padStart(16)} ${(100 * (r['fractionOfBound'] as number)).toFixed(1).padStart(9)}%\n`,
+      `${String(r['model']).padEnd(22)} ${String(r['bits']).padStart(4)} ${fmt((r['weightBytes'] as number) / 1e6, 1).padStart(12)} ${fmt(r['tokensPerSec'] as number).padStart(10)} ${fmt(r['boundTokensPerSec'] as number).padStart(16)} ${(100 * (r['fractionOfBound'] as number)).toFixed(1).padStart(9)}%   ${typeof vs === 'number' ? fmt(vs, 2) : '-'}\n`,
     );
   }
 }
