@@ -10,7 +10,7 @@ import { findHaproxy, freePort, holders, logged, startBalancer, startReplica, st
 import { runEdge, type EdgeStats } from '../edge/agent.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import type { FrameChannel } from '../shared/transport/channel.js';
-import { droppingConnector } from './helpers/channels.js';
+import { droppingConnector, withSend } from './helpers/channels.js';
 import { defaultModel } from './helpers/models.js';
 
 const haproxy = findHaproxy();
@@ -37,22 +37,7 @@ const TOKENS = 96;
 function slowed(inner: (session?: string) => Promise<FrameChannel>, delayMs: number): (session?: string) => Promise<FrameChannel> {
   return async (session) => {
     const ch = await inner(session);
-    return {
-      get open() {
-        return ch.open;
-      },
-      get bytesIn() {
-        return ch.bytesIn;
-      },
-      get bytesOut() {
-        return ch.bytesOut;
-      },
-      next: () => ch.next(),
-      drain: (n, t) => ch.drain(n, t),
-      close: (c, r) => ch.close(c, r),
-      terminate: () => ch.terminate(),
-      send: (frame) => void setTimeout(() => ch.send(frame), delayMs),
-    };
+    return withSend(ch, (frame) => void setTimeout(() => ch.send(frame), delayMs));
   };
 }
 

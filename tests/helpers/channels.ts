@@ -13,30 +13,35 @@ export function droppingConnector(url: string, afterTokens: number[], token?: st
   let fed = 0; // prefill/step frames sent for the first time
   return async (session) => {
     const ch: FrameChannel = await inner(session);
-    return {
-      get open() {
-        return ch.open;
-      },
-      get bytesIn() {
-        return ch.bytesIn;
-      },
-      get bytesOut() {
-        return ch.bytesOut;
-      },
-      next: () => ch.next(),
-      drain: (n, t) => ch.drain(n, t),
-      close: (c, r) => ch.close(c, r),
-      terminate: () => ch.terminate(),
-      send(frame) {
-        ch.send(frame);
-        const m = parseEdgeFrame(frame).header;
-        if (m.type !== 'prefill' && m.type !== 'step') return;
-        if (seen.has(frame)) return;
-        seen.add(frame);
-        const tokensBefore = fed;
-        fed++;
-        if (afterTokens.includes(tokensBefore)) ch.terminate();
-      },
-    };
+    return withSend(ch, (frame) => {
+      ch.send(frame);
+      const m = parseEdgeFrame(frame).header;
+      if (m.type !== 'prefill' && m.type !== 'step') return;
+      if (seen.has(frame)) return;
+      seen.add(frame);
+      const tokensBefore = fed;
+      fed++;
+      if (afterTokens.includes(tokensBefore)) ch.terminate();
+    });
+  };
+}
+
+/** `ch` with its `send` replaced (everything else passed through): for connectors that cut or delay a link. */
+export function withSend(ch: FrameChannel, send: (frame: Uint8Array) => void): FrameChannel {
+  return {
+    get open() {
+      return ch.open;
+    },
+    get bytesIn() {
+      return ch.bytesIn;
+    },
+    get bytesOut() {
+      return ch.bytesOut;
+    },
+    next: () => ch.next(),
+    drain: (n, t) => ch.drain(n, t),
+    close: (c, r) => ch.close(c, r),
+    terminate: () => ch.terminate(),
+    send,
   };
 }
