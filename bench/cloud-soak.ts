@@ -10,12 +10,10 @@
  */
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import WebSocket from 'ws';
 import { startCloud } from '../cloud/server.js';
 import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
 import { openModel } from '../models/package.js';
-import { createCodec } from '../quantization/activations/registry.js';
-import { encodeFrame, parseCloudFrame, PROTOCOL_VERSION, type CloudMessage, type EdgeMessage } from '../shared/protocol/index.js';
+import { lightSession } from './light-session.js';
 import { fmt } from './common.js';
 
 const { values } = parseArgs({
@@ -53,27 +51,9 @@ const idleMs = 5000;
 const cloud = await startCloud(pkg, { idleMs, maxSessions: Math.max(64, M + 8), kvBudgetBytes: 8e9 });
 const url = `${cloud.url}/v1/session`;
 const http = cloud.url.replace('ws', 'http');
-const fp32 = createCodec('fp32');
-const D = pkg.config.dim;
 
 /** One session: hello, a prefill of `positions` zero states, its token; then close, or drop the connection. */
-function session(positions: number, end: 'close' | 'drop'): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    const send = (m: EdgeMessage, payload?: Uint8Array) => ws.send(encodeFrame(m, payload));
-    ws.on('error', reject);
-    ws.on('open', () => send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split: 2, codec: 'fp32', maxTokens: 1, stopIds: [] }));
-    ws.on('message', (d: Buffer) => {
-      const m: CloudMessage = parseCloudFrame(new Uint8Array(d)).header;
-      if (m.type === 'ready') send({ type: 'prefill', tokens: positions }, fp32.encode(new Float32Array(positions * D), positions, D));
-      else if (m.type === 'token') {
-        if (end === 'close') send({ type: 'close' });
-        else ws.terminate();
-        resolve();
-      } else reject(new Error(JSON.stringify(m)));
-    });
-  });
-}
+const session = (positions: number, end: 'close' | 'drop') => lightSession(url, pkg, positions, end);
 
 async function scrape(): Promise<{ bytes: number; ms: number }> {
   const t0 = performance.now();

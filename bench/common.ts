@@ -28,3 +28,9 @@ export function memoryBandwidth(bytes = 256 * 1024 * 1024, reps = 5): number {
 export function fmt(n: number, digits = 1): string {
   return n.toFixed(digits);
 }
+
+/** Min, median and max of several runs (the figures every bench reports). */
+export function minMedMax(xs: number[]): { min: number; median: number; max: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s[s.length - 1]! };
+}

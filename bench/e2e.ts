@@ -24,7 +24,7 @@ import { runEdge } from '../edge/agent.js';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { ModelPackage, openModel } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
-import { FIXTURES, fmt, haveFixtures, REPO } from './common.js';
+import { FIXTURES, fmt, haveFixtures, minMedMax, REPO } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -105,10 +105,6 @@ if (values.pinned) {
       await writePackage(join(tmp, 'llama-100m'), syntheticModel('llama-100m'));
       models.push({ name: 'synthetic llama-100m', dir: join(tmp, 'llama-100m'), split: 6 });
     }
-    const stat = (xs: number[]) => {
-      const s = [...xs].sort((a, b) => a - b);
-      return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s[s.length - 1]! };
-    };
     const rows = [];
     for (const m of models) {
       const got: { local: number; split: number }[] = [];
@@ -116,7 +112,7 @@ if (values.pinned) {
         got.push(await pinnedOnce(m.dir, m.split));
         if (!values.json) process.stderr.write(`  ${m.name} run ${i + 1}/${runs}: local ${fmt(got[i]!.local)} tok/s, split ${fmt(got[i]!.split)} tok/s\n`);
       }
-      rows.push({ model: m.name, split: m.split, tokens: n, ratio: stat(got.map((g) => g.split / g.local)), localTokensPerSec: stat(got.map((g) => g.local)), splitTokensPerSec: stat(got.map((g) => g.split)) });
+      rows.push({ model: m.name, split: m.split, tokens: n, ratio: minMedMax(got.map((g) => g.split / g.local)), localTokensPerSec: minMedMax(got.map((g) => g.local)), splitTokensPerSec: minMedMax(got.map((g) => g.split)) });
     }
     if (values.json) process.stdout.write(JSON.stringify(rows) + '\n');
     else {

@@ -18,7 +18,7 @@ import { EdgeAgent } from '../edge/edge-agent.js';
 import { startEdgeService } from '../edge/service.js';
 import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
 import { openModel } from '../models/package.js';
-import { fmt, REPO } from './common.js';
+import { fmt, minMedMax, REPO } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,10 +39,7 @@ const runs = Number(values.runs);
 const split = Number(values.split);
 const prompt = values.prompt;
 
-const stats = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s[s.length - 1]!, runs: s.length };
-};
+const stats = (xs: number[]) => ({ ...minMedMax(xs), runs: xs.length });
 
 /** ms from sending the request to the first streamed text of the reply. */
 async function warmTtft(url: string): Promise<number> {

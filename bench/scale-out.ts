@@ -17,7 +17,7 @@ import { runEdge } from '../edge/agent.js';
 import { openModel } from '../models/package.js';
 import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
 import { findHaproxy, freePort, startBalancer, startReplica, stopAll, type Replica } from './cluster.js';
-import { fmt } from './common.js';
+import { fmt, minMedMax } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -67,10 +67,6 @@ function cpuSeconds(pid: number | undefined): number {
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
-};
-const stats = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s[s.length - 1]! };
 };
 
 interface RunResult {
@@ -141,19 +137,19 @@ for (let r = 0; r < runs; r++) {
   }
 }
 const by = (n: number) => results.filter((x) => x.replicas === n);
-const base = stats(by(counts[0]!).map((x) => x.tokensPerSec)).median;
+const base = minMedMax(by(counts[0]!).map((x) => x.tokensPerSec)).median;
 const rows = counts.map((n) => {
   const xs = by(n);
-  const tps = stats(xs.map((x) => x.tokensPerSec));
+  const tps = minMedMax(xs.map((x) => x.tokensPerSec));
   return {
     replicas: n,
     tokensPerSec: tps,
     ratio: tps.median / base,
-    p50Ms: stats(xs.map((x) => x.p50Ms)),
-    p95Ms: stats(xs.map((x) => x.p95Ms)),
-    cloudCpuPerToken: stats(xs.map((x) => (1000 * x.cloudCpuSeconds) / (sessions * tokens))),
-    edgeCpuShare: stats(xs.map((x) => x.edgeCpuSeconds / x.wallSeconds)),
-    cloudCpuShare: stats(xs.map((x) => x.cloudCpuSeconds / x.wallSeconds)),
+    p50Ms: minMedMax(xs.map((x) => x.p50Ms)),
+    p95Ms: minMedMax(xs.map((x) => x.p95Ms)),
+    cloudCpuPerToken: minMedMax(xs.map((x) => (1000 * x.cloudCpuSeconds) / (sessions * tokens))),
+    edgeCpuShare: minMedMax(xs.map((x) => x.edgeCpuSeconds / x.wallSeconds)),
+    cloudCpuShare: minMedMax(xs.map((x) => x.cloudCpuSeconds / x.wallSeconds)),
   };
 });
 const machine = { cores: cpus().length, load: loadavg().map((l) => Number(l.toFixed(2))), threadsPerReplica: Number(values.threads) };

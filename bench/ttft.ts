@@ -13,7 +13,7 @@ import { startCloud } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
 import { openModel } from '../models/package.js';
-import { fmt } from './common.js';
+import { fmt, minMedMax } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -34,10 +34,6 @@ const cloud = await startCloud(pkg);
 const link = await emulateLink({ host: '127.0.0.1', port: Number(new URL(cloud.url).port) }, { rttMs: Number(values.rtt), bytesPerSec: Number(values.bandwidth) });
 const url = `ws://127.0.0.1:${link.port}/v1/session`;
 const ids = pkg.tokenizer().encode('Once upon a time there was a little girl who liked to play in the park with her dog. '.repeat(12), true).slice(0, 200);
-const stat = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s[s.length - 1]! };
-};
 try {
   const codecs = ['fp16', 'ts-tabq'];
   const ttft = new Map<string, number[]>(codecs.map((c) => [c, []]));
@@ -51,7 +47,7 @@ try {
   }
   const fp16 = ttft.get('fp16')!;
   const tabq = ttft.get('ts-tabq')!;
-  const out = { promptTokens: ids.length, rttMs: Number(values.rtt), bytesPerSec: Number(values.bandwidth), fp16: stat(fp16), tsTabq: stat(tabq), ratio: stat(tabq.map((t, i) => t / fp16[i]!)), load: loadavg().map((l) => Number(l.toFixed(2))) };
+  const out = { promptTokens: ids.length, rttMs: Number(values.rtt), bytesPerSec: Number(values.bandwidth), fp16: minMedMax(fp16), tsTabq: minMedMax(tabq), ratio: minMedMax(tabq.map((t, i) => t / fp16[i]!)), load: loadavg().map((l) => Number(l.toFixed(2))) };
   if (values.json) process.stdout.write(JSON.stringify(out) + '\n');
   else {
     const t = (x: { min: number; median: number; max: number }, d = 1) => `${fmt(x.min, d)} / ${fmt(x.median, d)} / ${fmt(x.max, d)}`;

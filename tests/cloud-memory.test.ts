@@ -9,9 +9,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MemoryReclaimer } from '../cloud/reclaim.js';
-import WebSocket from 'ws';
-import { createCodec } from '../quantization/activations/registry.js';
-import { encodeFrame, newSessionId, parseCloudFrame, PROTOCOL_VERSION, type CloudMessage, type EdgeMessage } from '../shared/protocol/index.js';
+import { newSessionId } from '../shared/protocol/index.js';
+import { lightSession } from '../bench/light-session.js';
 import { REPO } from './helpers/fixtures.js';
 import { defaultModel } from './helpers/models.js';
 
@@ -31,25 +30,8 @@ it('after 200 dropped sessions of 200 positions expire, RSS is back within 15% o
     for (let i = 0; i < 600 && !out.includes('\n'); i++) await new Promise((r) => setTimeout(r, 50));
     const { url } = JSON.parse(out) as { url: string };
     const http = url.replace('ws', 'http').replace('/v1/session', '');
-    const D = pkg.config.dim;
-    const fp32 = createCodec('fp32');
     /** hello, a prefill of `positions` zero states, its token; then close, or drop the connection */
-    const session = (positions: number, end: 'close' | 'drop') =>
-      new Promise<void>((resolve, reject) => {
-        const ws = new WebSocket(`${url}?session=${newSessionId()}`);
-        const send = (m: EdgeMessage, payload?: Uint8Array) => ws.send(encodeFrame(m, payload));
-        ws.on('error', reject);
-        ws.on('open', () => send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split: 2, codec: 'fp32', maxTokens: 1, stopIds: [] }));
-        ws.on('message', (d: Buffer) => {
-          const m: CloudMessage = parseCloudFrame(new Uint8Array(d)).header;
-          if (m.type === 'ready') send({ type: 'prefill', tokens: positions }, fp32.encode(new Float32Array(positions * D), positions, D));
-          else if (m.type === 'token') {
-            if (end === 'close') send({ type: 'close' });
-            else ws.terminate();
-            resolve();
-          } else reject(new Error(JSON.stringify(m)));
-        });
-      });
+    const session = (positions: number, end: 'close' | 'drop') => lightSession(`${url}?session=${newSessionId()}`, pkg, positions, end);
     const parts = async () => {
       const m = await (await fetch(`${http}/metrics`)).text();
       const g = (n: string) => (Number(new RegExp(`^${n} (\\S+)$`, 'm').exec(m)?.[1]) / 1e6).toFixed(1);
