@@ -68,7 +68,7 @@ const baseline = holdRss(g.serialize(), [{ name: 'x', type: 'float32', dims: [1]
 
 const memRows: Record<string, number | string>[] = [];
 for (const bits of [32, 4]) {
-  const seg = buildSegment(c, pkg.weights, 0, half, { linearFor: () => linearFor(bits, 32), embed: true, head: false });
+  const seg = buildSegment(c, pkg.weights, 0, half, { linearFor: () => linearFor(bits, 32), embed: true, head: false, attention: 'reference' });
   const predicted = segmentBytes(c, 0, half, { bitsOf: () => bits, blockSize: 32, embed: true, head: false });
   const rss = holdRss(seg.model!, [
     { name: 'input_ids', type: 'int64', dims: [1, 1] },

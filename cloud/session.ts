@@ -397,6 +397,8 @@ export class CloudSession implements Attachment {
     if (store.get(id)) throw taken();
     const helloAt = performance.now();
     const runtime = await this.ctx.pool.runtime(this.backKey(m));
+    // its KV buffers never grow past the positions the session reserved
+    runtime.limitPositions(tokenLimit);
     // another connection may have opened the same id while the segment was built
     if (store.get(id)) {
       await runtime.release();
@@ -492,6 +494,7 @@ export class CloudSession implements Attachment {
     s.pendingKv.clear();
     const hello = { ...s.hello, split: to };
     const next = await this.ctx.pool.runtime(this.backKey(hello));
+    next.limitPositions(this.ctx.tokenLimit);
     next.importKV(entries, len);
     await s.runtime.release();
     s.runtime = next;

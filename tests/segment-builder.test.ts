@@ -18,7 +18,10 @@ const ids = [1, 70, 71, 72, 90, 91, 100, 120, 33, 34];
 it('segment inputs and outputs name only their own layers', () => {
   const io = segmentIO(pkg.config, 1, 3);
   expect(io.inputNames).toEqual(['hidden_states', 'position_ids', 'past_key_1', 'past_value_1', 'past_key_2', 'past_value_2']);
-  expect(io.outputNames).toEqual(['hidden_out', 'present_key_1', 'present_value_1', 'present_key_2', 'present_value_2']);
+  expect(io.outputNames).toEqual(['hidden_out', 'new_key_1', 'new_value_1', 'new_key_2', 'new_value_2']);
+  const ref = segmentIO(pkg.config, 1, 3, { attention: 'reference', keyPositions: true });
+  expect(ref.inputNames).toEqual(['hidden_states', 'position_ids', 'key_positions', 'past_key_1', 'past_value_1', 'past_key_2', 'past_value_2']);
+  expect(ref.outputNames).toEqual(['hidden_out', 'present_key_1', 'present_value_1', 'present_key_2', 'present_value_2']);
   expect(segmentIO(pkg.config, 0, 0).inputNames).toEqual(['input_ids']);
   expect(segmentIO(pkg.config, 4, 4, { embed: false }).outputNames).toEqual(['logits']);
   expect(() => segmentIO(pkg.config, 2, 5)).toThrow(/outside the model's 4 layers/);

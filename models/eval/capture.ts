@@ -26,7 +26,7 @@ export async function captureLinearInputs(pkg: ModelPackage, windows: number[][]
       return float32Linear.linear(g, x, w);
     },
   };
-  const seg = buildSegment(pkg.config, pkg.weights, 0, pkg.config.nLayers, { linearFor: () => capturing });
+  const seg = buildSegment(pkg.config, pkg.weights, 0, pkg.config.nLayers, { linearFor: () => capturing, attention: 'reference' });
   const bk = await inferenceBackend();
   const session = await bk.createSession(seg.modelPath ?? seg.model ?? new Uint8Array(0));
   const { nKvHeads: KV, headDim: hd } = pkg.config;

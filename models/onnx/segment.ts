@@ -4,8 +4,24 @@
  *   inputs   input_ids int64 [B,T]            (from = 0)     | hidden_states float [B,T,D] (from > 0)
  *            position_ids int64 [B,T]         (when the segment has layers)
  *            past_key_i, past_value_i float [B,KV,P,hd] for each own layer i
+ *            seqlens_k int32 [B], total_sequence_length int32 []   (attention 'gqa': see below)
  *   outputs  logits float [B,T,V]             (to = L)       | hidden_out float [B,T,D]    (to < L)
- *            present_key_i, present_value_i float [B,KV,P+T,hd]
+ *            present_key_i, present_value_i float [B,KV,P+T,hd] ('reference') | [B,KV,C,hd] ('gqa')
+ *
+ * Attention comes in two forms that compute the same function (tested equal within 1e-4):
+ * - 'resident' (default): the KV cache stays in the runtime's buffers and the graph only reads it.
+ *   past_key_i is [B,KV,hd,C] (keys stored transposed, so scores are one MatMul) and past_value_i
+ *   [B,KV,C,hd], for a capacity C ≥ P; row b holds position_ids[b,0] valid positions and the rest is
+ *   masked. The outputs new_key_i / new_value_i [B,KV,T,hd] carry only the T new positions, which the
+ *   runtime writes into its buffers (models/runtime/kv-cache.ts): no per-step copy of the cache, and
+ *   sessions of different lengths batch without padding. Attention over the cache and over the new
+ *   positions are scored apart and share one softmax.
+ * - 'reference': standard ONNX ops in the textbook form (present = Concat(past, new) [B,KV,P+T,hd],
+ *   a mask from position_ids or key_positions), the plain graph the other form is checked against.
+ *
+ * (onnxruntime's GroupQueryAttention with a shared past/present buffer was measured and not kept:
+ * onnxruntime-node copies every output it returns, so a present buffer of C positions costs an
+ * O(C) copy per layer and step — slower than the reference graph at position 1000.)
  *
  * Whether a segment starts from input_ids (`embed`) and ends with the final norm and LM head (`head`)
  * defaults to from = 0 and to = L; a chain sets them explicitly so that [0,0) is the embedding alone
@@ -54,7 +70,13 @@ export const float32Linear: LinearEmitter = {
   },
 };
 
+/** How a segment computes attention (see the header). */
+export const ATTENTION_KINDS = ['resident', 'reference'] as const;
+export type AttentionKind = (typeof ATTENTION_KINDS)[number];
+
 export interface SegmentOptions {
+  /** attention form (default 'resident'; 'reference' is the textbook graph) */
+  attention?: AttentionKind;
   /** the segment starts from input_ids through the embedding (default: from = 0) */
   embed?: boolean;
   /** the segment ends with the final norm and LM head (default: to = L) */
@@ -81,6 +103,7 @@ export interface SegmentIO {
   inputNames: string[];
   outputNames: string[];
   keyPositions: boolean;
+  attention: AttentionKind;
 }
 
 export interface BuiltSegment extends SegmentIO {
@@ -91,7 +114,7 @@ export interface BuiltSegment extends SegmentIO {
   weightBytes: number;
 }
 
-export function segmentIO(c: ModelConfig, from: number, to: number, opts: { embed?: boolean; head?: boolean; keyPositions?: boolean } = {}): SegmentIO {
+export function segmentIO(c: ModelConfig, from: number, to: number, opts: { embed?: boolean; head?: boolean; keyPositions?: boolean; attention?: AttentionKind } = {}): SegmentIO {
   checkRange(c, from, to);
   const first = opts.embed ?? from === 0;
   const last = opts.head ?? to === c.nLayers;
@@ -100,12 +123,15 @@ export function segmentIO(c: ModelConfig, from: number, to: number, opts: { embe
   const inputNames = [first ? 'input_ids' : 'hidden_states'];
   const outputNames = [last ? 'logits' : 'hidden_out'];
   if (to > from) inputNames.push('position_ids');
-  if (to > from && opts.keyPositions) inputNames.push('key_positions');
+  const attention = opts.attention ?? 'resident';
+  const keyPositions = to > from && attention === 'reference' && !!opts.keyPositions;
+  if (keyPositions) inputNames.push('key_positions');
+  const out = attention === 'resident' ? 'new' : 'present';
   for (let i = from; i < to; i++) {
     inputNames.push(`past_key_${i}`, `past_value_${i}`);
-    outputNames.push(`present_key_${i}`, `present_value_${i}`);
+    outputNames.push(`${out}_key_${i}`, `${out}_value_${i}`);
   }
-  return { from, to, nLayers: c.nLayers, first, last, inputNames, outputNames, keyPositions: to > from && !!opts.keyPositions };
+  return { from, to, nLayers: c.nLayers, first, last, inputNames, outputNames, keyPositions, attention };
 }
 
 export function checkRange(c: ModelConfig, from: number, to: number): void {
@@ -159,7 +185,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
 
   if (to > from) {
     g.input('position_ids', DT.INT64, ['batch', 'tokens']);
-    if (opts.keyPositions) g.input('key_positions', DT.INT64, ['batch', 'total']);
+    if (io.keyPositions) g.input('key_positions', DT.INT64, ['batch', 'total']);
     const { cos, sin } = ropeTables(c);
     const cosT = g.f32('rope_cos', [c.maxSeq, hd / 2], cos);
     const sinT = g.f32('rope_sin', [c.maxSeq, hd / 2], sin);
@@ -186,6 +212,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     };
 
     let mask: string | undefined;
+    let newMask: string | undefined;
     const scale = g.scalar(1 / Math.sqrt(hd));
 
     for (let i = from; i < to; i++) {
@@ -196,8 +223,9 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         return l.bias ? g.op('Add', [y, g.f32(l.bias, [l.out], weights.get(l.bias))]) : y;
       };
       const L = layer.linears;
-      g.input(`past_key_${i}`, DT.FLOAT, ['batch', KV, 'past', hd]);
-      g.input(`past_value_${i}`, DT.FLOAT, ['batch', KV, 'past', hd]);
+      const resident = io.attention === 'resident';
+      g.input(`past_key_${i}`, DT.FLOAT, resident ? ['batch', KV, hd, 'capacity'] : ['batch', KV, 'past', hd]);
+      g.input(`past_value_${i}`, DT.FLOAT, ['batch', KV, resident ? 'capacity' : 'past', hd]);
 
       const h = rms(x, layer.attnNorm, lin);
       let q = linear(h, L.q);
@@ -205,36 +233,68 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       const v = linear(h, L.v);
       q = rope(g.op('Reshape', [q, g.i64([0, 0, c.nHeads, hd])]), c.nHeads);
       k = rope(g.op('Reshape', [k, g.i64([0, 0, KV, hd])]), KV);
-      // q → [B,KV,G,T,hd] (head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
-      const q5 = g.op('Transpose', [g.op('Mul', [g.op('Reshape', [q, g.i64([0, 0, KV, G, hd])]), scale])], { perm: [0, 2, 3, 1, 4] });
-      const kT = g.op('Transpose', [k], { perm: [0, 2, 1, 3] });
-      const vT = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] });
-      const presentK = g.op('Concat', [`past_key_${i}`, kT], { axis: 2 }, { outputs: [`present_key_${i}`] });
-      const presentV = g.op('Concat', [`past_value_${i}`, vT], { axis: 2 }, { outputs: [`present_value_${i}`] });
-      g.output(`present_key_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
-      g.output(`present_value_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
-
-      if (!mask) {
-        // mask [B,1,1,T,S]: a key is visible to a query at position p when its position is ≤ p. Keys sit at
-        // their positions (key j at position j) unless the segment takes key_positions [B,S] — batches of
-        // sessions with different lengths pad their caches and mark padding with −1.
-        const queryPos = g.op('Unsqueeze', ['position_ids', g.i64([-1])]); // [B,T,1]
-        let visible: string;
-        if (opts.keyPositions) {
-          const kp = g.op('Unsqueeze', ['key_positions', g.i64([1])]); // [B,1,S]
-          visible = g.op('And', [g.op('LessOrEqual', [kp, queryPos]), g.op('GreaterOrEqual', [kp, g.i64([0], true)])]);
-        } else {
-          const S = g.op('Gather', [g.op('Shape', [presentK]), g.i64([2], true)], { axis: 0 });
-          visible = g.op('LessOrEqual', [g.op('Range', [g.i64([0], true), S, g.i64([1], true)]), queryPos]);
+      let merged: string;
+      if (resident) {
+        // q → [B,KV,G·T,hd] (rows g-major; head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
+        const q5 = g.op('Transpose', [g.op('Mul', [g.op('Reshape', [q, g.i64([0, 0, KV, G, hd])]), scale])], { perm: [0, 2, 3, 1, 4] });
+        const q4 = g.op('Reshape', [q5, g.i64([0, KV, -1, hd])]);
+        const newK = g.op('Transpose', [k], { perm: [0, 2, 1, 3] }, { outputs: [`new_key_${i}`] }); // [B,KV,T,hd]
+        const newV = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] }, { outputs: [`new_value_${i}`] });
+        g.output(`new_key_${i}`, DT.FLOAT, ['batch', KV, 'tokens', hd]);
+        g.output(`new_value_${i}`, DT.FLOAT, ['batch', KV, 'tokens', hd]);
+        if (!mask) {
+          // cached position j is visible when j < the row's length (position_ids[b,0]): [B,1,1,C];
+          // new position u to new position t when u ≤ t, rows g-major: [G·T,T]
+          const C = g.op('Gather', [g.op('Shape', [`past_key_${i}`]), g.i64([3], true)], { axis: 0 });
+          const T = g.op('Gather', [g.op('Shape', ['position_ids']), g.i64([1], true)], { axis: 0 });
+          const len = g.op('Slice', ['position_ids', g.i64([0]), g.i64([1]), g.i64([1])]); // [B,1]
+          const cached = g.op('Less', [g.op('Range', [g.i64([0], true), C, g.i64([1], true)]), len]); // [B,C]
+          mask = g.op('Unsqueeze', [g.op('Where', [cached, g.scalar(0), g.scalar(-Infinity)]), g.i64([1, 2])]);
+          const steps = g.op('Range', [g.i64([0], true), T, g.i64([1], true)]);
+          const causal = g.op('LessOrEqual', [steps, g.op('Unsqueeze', [steps, g.i64([1])])]); // [T,T]
+          newMask = g.op('Tile', [g.op('Where', [causal, g.scalar(0), g.scalar(-Infinity)]), g.i64([G, 1])]);
         }
-        const bias = g.op('Where', [visible, g.scalar(0), g.scalar(-Infinity)]);
-        mask = g.op('Unsqueeze', [bias, g.i64([1, 2])]);
+        const scoresPast = g.op('Add', [g.op('MatMul', [q4, `past_key_${i}`]), mask]); // [B,KV,G·T,C]
+        const scoresNew = g.op('Add', [g.op('MatMul', [q4, g.op('Transpose', [newK], { perm: [0, 1, 3, 2] })]), newMask!]); // [B,KV,G·T,T]
+        const probs = g.op('Softmax', [g.op('Concat', [scoresPast, scoresNew], { axis: 3 })], { axis: -1 }); // [B,KV,G·T,C+T]
+        const Cp = g.op('Gather', [g.op('Shape', [`past_key_${i}`]), g.i64([3])], { axis: 0 });
+        const pPast = g.op('Slice', [probs, g.i64([0]), Cp, g.i64([3])]);
+        const pNew = g.op('Slice', [probs, Cp, g.i64([Number.MAX_SAFE_INTEGER]), g.i64([3])]);
+        const ctx = g.op('Add', [g.op('MatMul', [pPast, `past_value_${i}`]), g.op('MatMul', [pNew, newV])]); // [B,KV,G·T,hd]
+        const ctx5 = g.op('Reshape', [ctx, g.i64([0, KV, G, -1, hd])]); // [B,KV,G,T,hd]
+        merged = g.op('Reshape', [g.op('Transpose', [ctx5], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
+      } else {
+        // q → [B,KV,G,T,hd] (head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
+        const q5 = g.op('Transpose', [g.op('Mul', [g.op('Reshape', [q, g.i64([0, 0, KV, G, hd])]), scale])], { perm: [0, 2, 3, 1, 4] });
+        const kT = g.op('Transpose', [k], { perm: [0, 2, 1, 3] });
+        const vT = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] });
+        const presentK = g.op('Concat', [`past_key_${i}`, kT], { axis: 2 }, { outputs: [`present_key_${i}`] });
+        const presentV = g.op('Concat', [`past_value_${i}`, vT], { axis: 2 }, { outputs: [`present_value_${i}`] });
+        g.output(`present_key_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
+        g.output(`present_value_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
+
+        if (!mask) {
+          // mask [B,1,1,T,S]: a key is visible to a query at position p when its position is ≤ p. Keys sit at
+          // their positions (key j at position j) unless the segment takes key_positions [B,S] — batches of
+          // sessions with different lengths pad their caches and mark padding with −1.
+          const queryPos = g.op('Unsqueeze', ['position_ids', g.i64([-1])]); // [B,T,1]
+          let visible: string;
+          if (io.keyPositions) {
+            const kp = g.op('Unsqueeze', ['key_positions', g.i64([1])]); // [B,1,S]
+            visible = g.op('And', [g.op('LessOrEqual', [kp, queryPos]), g.op('GreaterOrEqual', [kp, g.i64([0], true)])]);
+          } else {
+            const S = g.op('Gather', [g.op('Shape', [presentK]), g.i64([2], true)], { axis: 0 });
+            visible = g.op('LessOrEqual', [g.op('Range', [g.i64([0], true), S, g.i64([1], true)]), queryPos]);
+          }
+          const bias = g.op('Where', [visible, g.scalar(0), g.scalar(-Infinity)]);
+          mask = g.op('Unsqueeze', [bias, g.i64([1, 2])]);
+        }
+        const keys = g.op('Unsqueeze', [g.op('Transpose', [presentK], { perm: [0, 1, 3, 2] }), g.i64([2])]); // [B,KV,1,hd,S]
+        const scores = g.op('Add', [g.op('MatMul', [q5, keys]), mask]); // [B,KV,G,T,S]
+        const probs = g.op('Softmax', [scores], { axis: -1 });
+        const ctx = g.op('MatMul', [probs, g.op('Unsqueeze', [presentV, g.i64([2])])]); // [B,KV,G,T,hd]
+        merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
       }
-      const keys = g.op('Unsqueeze', [g.op('Transpose', [presentK], { perm: [0, 1, 3, 2] }), g.i64([2])]); // [B,KV,1,hd,S]
-      const scores = g.op('Add', [g.op('MatMul', [q5, keys]), mask]); // [B,KV,G,T,S]
-      const probs = g.op('Softmax', [scores], { axis: -1 });
-      const ctx = g.op('MatMul', [probs, g.op('Unsqueeze', [presentV, g.i64([2])])]); // [B,KV,G,T,hd]
-      const merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
       x = g.op('Add', [x, linear(merged, L.o)]);
 
       const f = rms(x, layer.ffnNorm, lin);

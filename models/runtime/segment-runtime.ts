@@ -9,14 +9,9 @@ import { float32Of, inferenceBackend, type InferenceBackend, type InferenceSessi
 import type { ModelConfig } from '../manifest.js';
 import type { ModelPackage } from '../package.js';
 import { buildSegment, type BuiltSegment, type SegmentOptions } from '../onnx/segment.js';
+import { KvCache, type LayerKV } from './kv-cache.js';
 
-export interface LayerKV {
-  layer: number;
-  /** [KV, length, headDim] (batch 1) */
-  key: Float32Array;
-  value: Float32Array;
-  length: number;
-}
+export type { LayerKV } from './kv-cache.js';
 
 export interface SegmentOutput {
   /** logits [T, V] for the last segment, hidden states [T, D] otherwise */
@@ -39,8 +34,7 @@ export interface SharedSession {
 }
 
 export class SegmentRuntime {
-  private past = new Map<number, { key: Tensor; value: Tensor }>();
-  private cached = 0;
+  private readonly kv: KvCache;
 
   private constructor(
     readonly config: ModelConfig,
@@ -49,7 +43,11 @@ export class SegmentRuntime {
     private readonly backend: InferenceBackend,
     private readonly ownsSession = true,
   ) {
-    this.reset();
+    this.kv = new KvCache(segment.attention === 'resident' ? 'capacity' : 'concat', segment.from, segment.to, config.nKvHeads, config.headDim, config.maxSeq, backend);
+  }
+
+  private get cached(): number {
+    return this.kv.length;
   }
 
   /** An onnxruntime session for a built segment, to share between runtimes (one per client session). */
@@ -74,14 +72,16 @@ export class SegmentRuntime {
   private onRelease: (() => void) | undefined;
 
   /**
-   * One decode step for several runtimes of the same segment and session, as one batch: caches of
-   * different lengths are padded (key_positions marks the padding), and each runtime gets back its own
-   * cache and output row. The segment must take hidden states and key_positions.
+   * One decode step for several runtimes of the same segment and session, as one batch. A
+   * GroupQueryAttention segment takes each row's length in seqlens_k (no mask); the reference graph
+   * takes key_positions, −1 marking the padding. The caches are gathered into one [B, KV, S, hd] batch
+   * (S = the longest + 1), and each runtime gets back only its new position and its output row.
    */
   static async runBatch(rts: SegmentRuntime[], xs: Float32Array[]): Promise<SegmentOutput[]> {
     const first = rts[0]!;
     const c = first.config;
-    if (!first.segment.keyPositions || first.segment.first) throw new SplitLLMError('E_RUNTIME', 'batched steps need a hidden-state segment built with key positions');
+    const resident = first.segment.attention === 'resident';
+    if (first.segment.first || (!resident && !first.segment.keyPositions)) throw new SplitLLMError('E_RUNTIME', 'batched steps need a hidden-state segment with resident attention or key positions');
     if (rts.some((r) => r.session !== first.session)) throw new SplitLLMError('E_RUNTIME', 'a batch must share one onnxruntime session');
     const B = rts.length;
     const { nKvHeads: KV, headDim: hd, dim: D } = c;
@@ -93,48 +93,57 @@ export class SegmentRuntime {
     const hidden = new Float32Array(B * D);
     xs.forEach((x, b) => hidden.set(x, b * D));
     const pos = new BigInt64Array(B);
-    const kp = new BigInt64Array(B * S).fill(-1n);
-    rts.forEach((r, b) => {
-      pos[b] = BigInt(r.cached);
-      for (let j = 0; j < r.cached; j++) kp[b * S + j] = BigInt(j);
-      kp[b * S + Pmax] = BigInt(r.cached);
-    });
+    rts.forEach((r, b) => (pos[b] = BigInt(r.cached)));
     const bk = first.backend;
     const feeds: Record<string, Tensor> = {
       hidden_states: bk.float32(hidden, [B, 1, D]),
       position_ids: bk.int64(pos, [B, 1]),
-      key_positions: bk.int64(kp, [B, S]),
     };
+    // resident: the batch's cache holds the past only (masked per row by position_ids); reference: key_positions mark padding
+    const W = resident ? Math.max(Pmax, 1) : Pmax;
+    if (!resident) {
+      const kp = new BigInt64Array(B * S).fill(-1n);
+      rts.forEach((r, b) => {
+        for (let j = 0; j < r.cached; j++) kp[b * S + j] = BigInt(j);
+        kp[b * S + Pmax] = BigInt(r.cached);
+      });
+      feeds['key_positions'] = bk.int64(kp, [B, S]);
+    }
     for (let i = first.from; i < first.to; i++) {
-      for (const which of ['key', 'value'] as const) {
-        const padded = new Float32Array(B * KV * Pmax * hd);
-        rts.forEach((r, b) => {
-          const src = r.pastData(i, which);
-          const P = r.cached;
-          for (let h = 0; h < KV; h++) padded.set(src.subarray(h * P * hd, (h + 1) * P * hd), ((b * KV + h) * Pmax) * hd);
-        });
-        feeds[`past_${which}_${i}`] = bk.float32(padded, [B, KV, Pmax, hd]);
-      }
+      const key = new Float32Array(B * KV * W * hd);
+      const value = new Float32Array(B * KV * W * hd);
+      rts.forEach((r, b) => {
+        const own = r.kv.raw(i);
+        const P = r.cached;
+        for (let h = 0; h < KV; h++) {
+          const src = h * own.stride * hd;
+          const dst = (b * KV + h) * W * hd;
+          value.set(own.value.subarray(src, src + P * hd), dst);
+          if (own.keysTransposed) {
+            for (let d = 0; d < hd; d++) key.set(own.key.subarray((h * hd + d) * own.stride, (h * hd + d) * own.stride + P), dst + d * W);
+          } else key.set(own.key.subarray(src, src + P * hd), dst);
+        }
+      });
+      feeds[`past_key_${i}`] = bk.float32(key, resident ? [B, KV, hd, W] : [B, KV, W, hd]);
+      feeds[`past_value_${i}`] = bk.float32(value, [B, KV, W, hd]);
     }
     const out = await first.session.run(feeds);
     const main = float32Of(out, first.segment.last ? 'logits' : 'hidden_out').data;
     const width = first.segment.last ? c.vocabSize : D;
     return rts.map((r, b) => {
-      const P = r.cached;
-      for (let i = r.from; i < r.to; i++) {
-        const own = (which: 'key' | 'value'): Tensor => {
-          const present = float32Of(out, `present_${which}_${i}`).data; // [B, KV, S, hd]
-          const mine = new Float32Array(KV * (P + 1) * hd);
+      if (resident) r.kv.appendRow(out, b);
+      else {
+        // present [B, KV, S, hd]: row b's new position sits at index Pmax
+        r.kv.append((i, key, value) => {
+          const pk = float32Of(out, `present_key_${i}`).data;
+          const pv = float32Of(out, `present_value_${i}`).data;
           for (let h = 0; h < KV; h++) {
-            const base = (b * KV + h) * S * hd;
-            mine.set(present.subarray(base, base + P * hd), h * (P + 1) * hd);
-            mine.set(present.subarray(base + Pmax * hd, base + S * hd), (h * (P + 1) + P) * hd);
+            const at = ((b * KV + h) * S + Pmax) * hd;
+            key(h).set(pk.subarray(at, at + hd));
+            value(h).set(pv.subarray(at, at + hd));
           }
-          return bk.float32(mine, [1, KV, P + 1, hd]);
-        };
-        r.past.set(i, { key: own('key'), value: own('value') });
+        });
       }
-      r.cached = P + 1;
       return { data: main.slice(b * width, (b + 1) * width), tokens: 1, width };
     });
   }
@@ -160,16 +169,28 @@ export class SegmentRuntime {
     return this.cached;
   }
 
+  /** Positions the KV buffers have room for before they grow. */
+  get capacity(): number {
+    return this.kv.capacity;
+  }
+
+  /** Bytes of KV buffers this runtime holds. */
+  get kvBytes(): number {
+    return this.kv.bytes;
+  }
+
+  /** Caps the KV cache's growth at `positions` (a cloud session's position limit). */
+  limitPositions(positions: number): void {
+    this.kv.limitPositions(positions);
+  }
+
   reset(): void {
-    const { nKvHeads: KV, headDim: hd } = this.config;
-    this.past.clear();
-    for (let i = this.from; i < this.to; i++) {
-      this.past.set(i, {
-        key: this.backend.float32(new Float32Array(0), [1, KV, 0, hd]),
-        value: this.backend.float32(new Float32Array(0), [1, KV, 0, hd]),
-      });
-    }
-    this.cached = 0;
+    this.kv.clear();
+  }
+
+  /** Drops the positions from `length` on (the rejected drafts of a speculative step): a length change, no copy. */
+  truncate(length: number): void {
+    this.kv.truncate(length);
   }
 
   /**
@@ -209,25 +230,18 @@ export class SegmentRuntime {
         feeds['key_positions'] = this.backend.int64(kp, [1, kp.length]);
       }
     }
-    for (const [i, kv] of this.past) {
-      feeds[`past_key_${i}`] = kv.key;
-      feeds[`past_value_${i}`] = kv.value;
-    }
+    this.kv.feed(feeds, tokens);
+    const mainName = this.segment.last ? 'logits' : 'hidden_out';
     const out = await this.session.run(feeds);
-    if (opts.keepCache !== false) {
-      for (const i of this.past.keys()) this.past.set(i, { key: float32Of(out, `present_key_${i}`).tensor, value: float32Of(out, `present_value_${i}`).tensor });
-      this.cached += tokens;
-    }
-    const main = float32Of(out, this.segment.last ? 'logits' : 'hidden_out');
+    this.kv.advance(out, tokens, opts.keepCache !== false);
+    const main = float32Of(out, mainName);
     return { data: main.data, tokens, width: this.segment.last ? c.vocabSize : c.dim };
   }
 
   /** Copies out the KV cache of layers [from, to) ∩ own layers (for streaming to the other side). */
   exportKV(from = this.from, to = this.to): LayerKV[] {
     const out: LayerKV[] = [];
-    for (let i = Math.max(from, this.from); i < Math.min(to, this.to); i++) {
-      out.push({ layer: i, key: this.pastData(i, 'key').slice(), value: this.pastData(i, 'value').slice(), length: this.cached });
-    }
+    for (let i = Math.max(from, this.from); i < Math.min(to, this.to); i++) out.push({ layer: i, ...this.kv.compact(i), length: this.cached });
     return out;
   }
 
@@ -239,29 +253,15 @@ export class SegmentRuntime {
     const { nKvHeads: KV, headDim: hd } = this.config;
     const byLayer = new Map(entries.map((e) => [e.layer, e]));
     if (entries.some((e) => e.length !== length)) throw new SplitLLMError('E_BAD_ARGUMENT', `KV entries disagree on the sequence length (${length} expected)`);
-    const len = length;
     for (let i = this.from; i < this.to; i++) {
       const e = byLayer.get(i);
       if (!e) throw new SplitLLMError('E_BAD_ARGUMENT', `KV for layer ${i} is missing: segment [${this.from}, ${this.to}) needs all its layers`);
-      if (e.key.length !== KV * len * hd || e.value.length !== KV * len * hd) {
-        throw new SplitLLMError('E_BAD_ARGUMENT', `KV for layer ${i} has ${e.key.length} values, expected ${KV}×${len}×${hd}`);
+      if (e.key.length !== KV * length * hd || e.value.length !== KV * length * hd) {
+        throw new SplitLLMError('E_BAD_ARGUMENT', `KV for layer ${i} has ${e.key.length} values, expected ${KV}×${length}×${hd}`);
       }
     }
-    for (let i = this.from; i < this.to; i++) {
-      const e = byLayer.get(i)!;
-      this.past.set(i, {
-        key: this.backend.float32(e.key, [1, KV, len, hd]),
-        value: this.backend.float32(e.value, [1, KV, len, hd]),
-      });
-    }
-    this.cached = len;
-  }
-
-  /** The cached keys or values of one own layer, [KV, length, headDim]. */
-  private pastData(layer: number, which: 'key' | 'value'): Float32Array {
-    const data = this.past.get(layer)?.[which].data;
-    if (!(data instanceof Float32Array)) throw new SplitLLMError('E_RUNTIME', `no float32 KV cache for layer ${layer}`);
-    return data;
+    if (length > this.config.maxSeq) throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `KV of ${length} positions is past the model's maximum of ${this.config.maxSeq}`);
+    this.kv.load(byLayer, length);
   }
 
   /** Drops the KV cache and releases the onnxruntime session when this runtime owns it (a shared one stays open). */
@@ -269,8 +269,7 @@ export class SegmentRuntime {
     const told = this.onRelease;
     this.onRelease = undefined;
     // the cache's buffers go now, whoever still holds this object
-    this.past.clear();
-    this.cached = 0;
+    this.kv.clear();
     told?.();
     if (this.ownsSession) await this.session.release();
   }
