@@ -24,7 +24,6 @@ export interface InferenceBackend {
   createSession(model: Uint8Array | string, opts?: BackendSessionOptions): Promise<InferenceSession>;
   float32(data: Float32Array, dims: readonly number[]): Tensor;
   int64(data: BigInt64Array, dims: readonly number[]): Tensor;
-  int32(data: Int32Array, dims: readonly number[]): Tensor;
 }
 
 let current: InferenceBackend | undefined;
