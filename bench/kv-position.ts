@@ -4,7 +4,7 @@
  * same run. With the KV cache written in place the ratio is the attention's own O(position) reads; with
  * a cache copied every step (the reference graph) it grows with the copies too.
  *
- *   node dist/bench/kv-position.js [--positions 16,1000] [--steps 16] [--runs 3] [--attention gqa,reference] [--json]
+ *   node dist/bench/kv-position.js [--positions 16,1000] [--steps 16] [--runs 3] [--attention resident,reference] [--json]
  */
 import { parseArgs } from 'node:util';
 import { syntheticModel } from '../models/importers/synthetic.js';
@@ -20,7 +20,7 @@ const { values } = parseArgs({
     positions: { type: 'string', default: '16,1000' },
     steps: { type: 'string', default: '16' },
     runs: { type: 'string', default: '3' },
-    attention: { type: 'string', default: 'gqa,reference' },
+    attention: { type: 'string', default: 'resident,reference' },
     bits: { type: 'string', default: '32' },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
@@ -28,7 +28,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   process.stdout.write(
-    'usage: node dist/bench/kv-position.js [--positions 16,1000] [--steps N] [--runs N] [--attention gqa,reference] [--json]\n' +
+    'usage: node dist/bench/kv-position.js [--positions 16,1000] [--steps N] [--runs N] [--attention resident,reference] [--json]\n' +
       'example: node dist/bench/kv-position.js --positions 16,500,1000 --runs 5\n',
   );
   process.exit(0);
