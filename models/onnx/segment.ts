@@ -3,10 +3,9 @@
  *
  *   inputs   input_ids int64 [B,T]            (from = 0)     | hidden_states float [B,T,D] (from > 0)
  *            position_ids int64 [B,T]         (when the segment has layers)
- *            past_key_i, past_value_i float [B,KV,P,hd] for each own layer i
- *            seqlens_k int32 [B], total_sequence_length int32 []   (attention 'gqa': see below)
+ *            past_key_i, past_value_i float [B,KV,P,hd] for each own layer i ('resident': see below)
  *   outputs  logits float [B,T,V]             (to = L)       | hidden_out float [B,T,D]    (to < L)
- *            present_key_i, present_value_i float [B,KV,P+T,hd] ('reference') | [B,KV,C,hd] ('gqa')
+ *            present_key_i, present_value_i float [B,KV,P+T,hd] ('reference') | new_key_i, new_value_i [B,KV,T,hd] ('resident')
  *
  * Attention comes in two forms that compute the same function (tested equal within 1e-4):
  * - 'resident' (default): the KV cache stays in the runtime's buffers and the graph only reads it.

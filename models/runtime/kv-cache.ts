@@ -226,11 +226,6 @@ export class KvCache {
   }
 }
 
-function sameRow(a: Float32Array, b: Float32Array, at: number, n: number): boolean {
-  for (let j = at; j < at + n; j++) if (!Object.is(a[j], b[j])) return false;
-  return true;
-}
-
 /** The first `length` positions of a [heads, stride, hd] buffer as [heads, length, hd]. */
 function rows(src: Float32Array, heads: number, hd: number, stride: number, length: number): Float32Array {
   const out = new Float32Array(heads * length * hd);

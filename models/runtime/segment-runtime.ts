@@ -72,10 +72,10 @@ export class SegmentRuntime {
   private onRelease: (() => void) | undefined;
 
   /**
-   * One decode step for several runtimes of the same segment and session, as one batch. A
-   * GroupQueryAttention segment takes each row's length in seqlens_k (no mask); the reference graph
-   * takes key_positions, −1 marking the padding. The caches are gathered into one [B, KV, S, hd] batch
-   * (S = the longest + 1), and each runtime gets back only its new position and its output row.
+   * One decode step for several runtimes of the same segment and session, as one batch. A resident
+   * segment masks each row by its own length (position_ids); the reference graph takes key_positions,
+   * −1 marking the padding. The caches are gathered into one batch tensor as long as the longest, and
+   * each runtime gets back only its new position and its output row.
    */
   static async runBatch(rts: SegmentRuntime[], xs: Float32Array[]): Promise<SegmentOutput[]> {
     const first = rts[0]!;
