@@ -212,6 +212,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
 
     let mask: string | undefined;
     let newMask: string | undefined;
+    let capacity: string | undefined;
     const scale = g.scalar(1 / Math.sqrt(hd));
 
     for (let i = from; i < to; i++) {
@@ -244,7 +245,9 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         if (!mask) {
           // cached position j is visible when j < the row's length (position_ids[b,0]): [B,1,1,C];
           // new position u to new position t when u ≤ t, rows g-major: [G·T,T]
-          const C = g.op('Gather', [g.op('Shape', [`past_key_${i}`]), g.i64([3], true)], { axis: 0 });
+          // every layer's cache has the same capacity C (one KvCache): its Shape is read once
+          capacity = g.op('Gather', [g.op('Shape', [`past_key_${i}`]), g.i64([3])], { axis: 0 }); // [1]
+          const C = g.op('Squeeze', [capacity, g.i64([0])]);
           const T = g.op('Gather', [g.op('Shape', ['position_ids']), g.i64([1], true)], { axis: 0 });
           const len = g.op('Slice', ['position_ids', g.i64([0]), g.i64([1]), g.i64([1])]); // [B,1]
           const cached = g.op('Less', [g.op('Range', [g.i64([0], true), C, g.i64([1], true)]), len]); // [B,C]
@@ -256,9 +259,8 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         const scoresPast = g.op('Add', [g.op('MatMul', [q4, `past_key_${i}`]), mask]); // [B,KV,G·T,C]
         const scoresNew = g.op('Add', [g.op('MatMul', [q4, g.op('Transpose', [newK], { perm: [0, 1, 3, 2] })]), newMask!]); // [B,KV,G·T,T]
         const probs = g.op('Softmax', [g.op('Concat', [scoresPast, scoresNew], { axis: 3 })], { axis: -1 }); // [B,KV,G·T,C+T]
-        const Cp = g.op('Gather', [g.op('Shape', [`past_key_${i}`]), g.i64([3])], { axis: 0 });
-        const pPast = g.op('Slice', [probs, g.i64([0]), Cp, g.i64([3])]);
-        const pNew = g.op('Slice', [probs, Cp, g.i64([Number.MAX_SAFE_INTEGER]), g.i64([3])]);
+        const pPast = g.op('Slice', [probs, g.i64([0]), capacity!, g.i64([3])]);
+        const pNew = g.op('Slice', [probs, capacity!, g.i64([Number.MAX_SAFE_INTEGER]), g.i64([3])]);
         const ctx = g.op('Add', [g.op('MatMul', [pPast, `past_value_${i}`]), g.op('MatMul', [pNew, newV])]); // [B,KV,G·T,hd]
         const ctx5 = g.op('Reshape', [ctx, g.i64([0, KV, G, -1, hd])]); // [B,KV,G,T,hd]
         merged = g.op('Reshape', [g.op('Transpose', [ctx5], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);

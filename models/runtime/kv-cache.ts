@@ -61,11 +61,6 @@ export class KvCache {
     return this.layout === 'capacity' ? this.cap : this.len;
   }
 
-  /** Bytes of float32 keys and values the buffers hold now. */
-  get bytes(): number {
-    return (this.to - this.from) * 2 * this.kvHeads * this.headDim * 4 * this.capacity;
-  }
-
   /** Caps growth at `positions` (a cloud session's position limit, so it never holds more than it reserved). */
   limitPositions(positions: number): void {
     this.limit = Math.max(1, Math.min(this.maxSeq, Math.floor(positions)));

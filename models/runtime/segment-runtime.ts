@@ -174,11 +174,6 @@ export class SegmentRuntime {
     return this.kv.capacity;
   }
 
-  /** Bytes of KV buffers this runtime holds. */
-  get kvBytes(): number {
-    return this.kv.bytes;
-  }
-
   /** Caps the KV cache's growth at `positions` (a cloud session's position limit). */
   limitPositions(positions: number): void {
     this.kv.limitPositions(positions);
