@@ -1,6 +1,7 @@
 /** Shared bench helpers: baselines measured in the same run, and fixture lookup. */
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -33,4 +34,41 @@ export function fmt(n: number, digits = 1): string {
 export function minMedMax(xs: number[]): { min: number; median: number; max: number } {
   const s = [...xs].sort((a, b) => a - b);
   return { min: s[0]!, median: s[Math.floor(s.length / 2)]!, max: s[s.length - 1]! };
+}
+
+/** The `splitllm` CLI of this checkout. */
+export const BIN = join(REPO, 'bin', 'splitllm.js');
+
+/** The environment of a user who set nothing: no SPLITLLM_* variables. */
+export const cleanEnv = (): NodeJS.ProcessEnv => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SPLITLLM_')));
+
+/** Runs `taskset -c CORE node ARGS` with a clean environment, resolving with its stdout (rejecting on a non-zero exit). */
+export function pinnedRun(core: number, args: string[]): Promise<string> {
+  return new Promise((res, rej) => {
+    const c = spawn('taskset', ['-c', String(core), process.execPath, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    c.once('exit', (code) => (code === 0 ? res(out) : rej(new Error(`${args.join(' ')} exited ${code}: ${err.slice(-500)}`))));
+  });
+}
+
+/** `splitllm cloud --model DIR` with default options pinned to `core`, once it prints its URL; `stop` kills it. */
+export async function pinnedCloud(core: number, dir: string): Promise<{ url: string; stop: () => Promise<void> }> {
+  const cloud = spawn('taskset', ['-c', String(core), process.execPath, BIN, 'cloud', '--model', dir, '--port', '0', '--json', '--log-level', 'silent'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((r) => cloud.once('exit', r));
+  const stop = async () => {
+    cloud.kill('SIGKILL');
+    await exited;
+  };
+  let out = '';
+  cloud.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  for (let i = 0; i < 1200 && !out.includes('\n'); i++) await new Promise((r) => setTimeout(r, 50));
+  try {
+    return { url: (JSON.parse(out) as { url: string }).url, stop };
+  } catch {
+    await stop();
+    throw new Error(`splitllm cloud --model ${dir} did not start: ${out.slice(0, 200)}`);
+  }
 }

@@ -11,7 +11,6 @@
  * variables, against a local whole-model generation pinned to core 0; decode tokens/s (after the first
  * token) of each, min/median/max of the ratio over the runs.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +23,7 @@ import { runEdge } from '../edge/agent.js';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { ModelPackage, openModel } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
-import { FIXTURES, fmt, haveFixtures, minMedMax, REPO } from './common.js';
+import { BIN, FIXTURES, fmt, haveFixtures, minMedMax, pinnedCloud, pinnedRun, REPO } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -59,39 +58,18 @@ if (values.role === 'local') {
   process.exit(0);
 }
 
-const BIN = join(REPO, 'bin', 'splitllm.js');
-/** The environment of a user who set nothing: no SPLITLLM_* variables. */
-const cleanEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SPLITLLM_')));
-
-/** Runs `taskset -c CORE node ARGS`, resolving with its stdout (rejecting on a non-zero exit). */
-function pinnedRun(core: number, args: string[]): Promise<string> {
-  return new Promise((res, rej) => {
-    const c = spawn('taskset', ['-c', String(core), process.execPath, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    c.once('exit', (code) => (code === 0 ? res(out) : rej(new Error(`${args.join(' ')} exited ${code}: ${err.slice(-500)}`))));
-  });
-}
-
 async function pinnedOnce(dir: string, split: number): Promise<{ local: number; split: number }> {
   const local = (JSON.parse(await pinnedRun(0, [join(REPO, 'dist', 'bench', 'e2e.js'), '--role', 'local', '--model', dir, '--tokens', String(n)])) as { decodeTokensPerSec: number }).decodeTokensPerSec;
-  const cloud = spawn('taskset', ['-c', '1', process.execPath, BIN, 'cloud', '--model', dir, '--port', '0', '--json', '--log-level', 'silent'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = new Promise((r) => cloud.once('exit', r));
+  const cloud = await pinnedCloud(1, dir);
   try {
-    let out = '';
-    cloud.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    for (let i = 0; i < 1200 && !out.includes('\n'); i++) await new Promise((r) => setTimeout(r, 50));
-    const { url } = JSON.parse(out) as { url: string };
+    const url = cloud.url;
     const edgeArgs = [BIN, 'edge', '--cloud', url, '--model', dir, '--split', String(split), '--codec', 'fp32', '--prompt', PROMPT, '--max-tokens', String(n), '--json'];
     await pinnedRun(0, [...edgeArgs.slice(0, -3), '--max-tokens', '4', '--json']); // the cloud's back segment warm
     const r = JSON.parse(await pinnedRun(0, edgeArgs)) as { stats: { decode: { edgeMs: number; networkMs: number; cloudMs: number } } };
     const d = r.stats.decode;
     return { local, split: 1000 / (d.edgeMs + d.networkMs + d.cloudMs) };
   } finally {
-    cloud.kill('SIGKILL');
-    await exited;
+    await cloud.stop();
   }
 }
 

@@ -271,6 +271,7 @@ export class CloudSession implements Attachment {
       tenant: s.tenant,
       split: s.hello.split,
       backBits: s.hello.backBits ?? 32,
+      headBits: s.hello.headBits ?? 32,
       blockSize: s.hello.blockSize ?? 32,
       codec: s.hello.codec,
       tokens: s.generated,
@@ -361,7 +362,7 @@ export class CloudSession implements Attachment {
   }
 
   private backKey(h: Hello): BackKey {
-    return { split: h.split, bits: h.backBits ?? 32, blockSize: h.blockSize ?? 32 };
+    return { split: h.split, bits: h.backBits ?? 32, headBits: h.headBits ?? 32, blockSize: h.blockSize ?? 32 };
   }
 
   private async hello(m: Hello): Promise<void> {
@@ -375,6 +376,7 @@ export class CloudSession implements Attachment {
       createCodec(m.codec, this.ctx.calibration);
       sampler = new Sampler(m.sampling ?? {});
       checkWeightBits(m.backBits ?? 32, m.blockSize ?? 32);
+      checkWeightBits(m.headBits ?? 32, m.blockSize ?? 32);
     } catch (e) {
       if (e instanceof SplitLLMError) throw protocolError('bad_hello', e.message);
       throw e;
@@ -383,6 +385,7 @@ export class CloudSession implements Attachment {
     if (!allowed.bits.includes(m.backBits ?? 32) || ((m.backBits ?? 32) < 16 && !allowed.blockSizes.includes(m.blockSize ?? 32))) {
       throw protocolError('bad_hello', `this server runs back layers at ${allowed.bits.join(', ')} bits (blocks ${allowed.blockSizes.join(', ')}), not ${m.backBits ?? 32} bits / block ${m.blockSize ?? 32}: plan for one of those`);
     }
+    if (!allowed.bits.includes(m.headBits ?? 32)) throw protocolError('bad_hello', `this server runs the LM head at ${allowed.bits.join(', ')} bits, not ${m.headBits ?? 32}: plan for one of those`);
     // admission: held sessions (connected or dropped, each with its KV) count, the server's and the tenant's
     if (store.size >= this.ctx.maxSessions) throw protocolError('busy', `the server holds its limit of ${this.ctx.maxSessions} sessions: retry in a few seconds`);
     const cap = this.who.maxSessions;
@@ -534,13 +537,14 @@ export class CloudSession implements Attachment {
     if (!isStop) s.generated++;
     const done = isStop || s.generated >= s.hello.maxTokens || s.runtime.length + 1 > tokenLimit;
     const cloudMs = performance.now() - t0;
+    s.lastToken = { type: 'token', id: isStop ? -1 : id, done, cloudMs };
+    this.send(s.lastToken);
+    // the token is on its way: the bookkeeping is off the edge's critical path
     metrics.stepSeconds.observe(cloudMs / 1000);
     if (type === 'prefill' && s.startedAt !== undefined) {
       metrics.firstToken.observe((performance.now() - s.startedAt) / 1000);
       s.startedAt = undefined;
     }
     if (!isStop) metrics.tokens.inc();
-    s.lastToken = { type: 'token', id: isStop ? -1 : id, done, cloudMs };
-    this.send(s.lastToken);
   }
 }

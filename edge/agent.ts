@@ -51,6 +51,8 @@ export interface EdgeOptions {
   frontBits?: number;
   /** weight bits the cloud runs the back layers at (default 32) and the quantization block */
   backBits?: number;
+  /** the LM head's bits on the cloud (default 32) */
+  headBits?: number;
   blockSize?: number;
   /** reconnect and resume the session when the connection drops (default true) */
   resume?: boolean;
@@ -190,7 +192,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
     const start = (maxTokens: number): ((position: number) => Promise<void>) => {
       // the edge draws the resume secret: a link that drops before the ready comes can still be resumed
       link.secret = newSessionId();
-      link.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens, sampling: o.sampling, stopIds: o.stopIds, backBits: o.backBits, blockSize: o.blockSize, resumeSecret: link.secret });
+      link.send({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: codec.spec, maxTokens, sampling: o.sampling, stopIds: o.stopIds, backBits: o.backBits, headBits: o.headBits, blockSize: o.blockSize, resumeSecret: link.secret });
       const on = link;
       return (position) => on.awaitReady(position, (ready) => confirm(on, ready));
     };
@@ -220,6 +222,8 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       return link.awaitToken(front.length);
     };
     let awaitReady: ((position: number) => Promise<void>) | undefined = start(o.maxTokens);
+    /** the last token, not yet given to onToken (it is, once the next step has gone out) */
+    let owed: number | undefined;
     let input: number[] = ids;
     for (;;) {
       const e0 = performance.now();
@@ -231,10 +235,26 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       const e1 = performance.now();
       edgeMs += e1 - e0;
       const isStep = input !== ids;
+      // stopped while the front ran: no step goes out for a token nobody will read
+      if (isStep && o.signal?.aborted) {
+        if (owed !== undefined) o.onToken?.(owed);
+        finish = 'interrupted';
+        break;
+      }
       const sent0 = link.bytesOut + earlierOut;
       if (isStep) link.sendKept({ type: 'step', token: input[0]! }, payload);
       else link.sendKept({ type: 'prefill', tokens: ids.length }, payload);
       const sent = link.bytesOut + earlierOut - sent0;
+      // the token before this step is handed on while the cloud works on this one (text decoding and
+      // stop strings off the critical path); a stop it finds ends the loop without awaiting the answer
+      if (owed !== undefined) {
+        o.onToken?.(owed);
+        owed = undefined;
+        if (o.signal?.aborted) {
+          finish = 'interrupted';
+          break;
+        }
+      }
       const ready = awaitReady;
       awaitReady = undefined;
       const t = await (ready ? ready(front.length).then(() => link.awaitToken(front.length)) : link.awaitToken(front.length)).catch(failover);
@@ -255,11 +275,13 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         dec.payloadBytes += payload.byteLength;
         dec.wireBytes += sent;
       } else firstTokenMs = e2 - t0;
+      if (t.id >= 0) out.push(t.id);
+      const last = t.done || out.length >= o.maxTokens || o.signal?.aborted;
       if (t.id >= 0) {
-        out.push(t.id);
-        o.onToken?.(t.id);
+        if (last) o.onToken?.(t.id);
+        else owed = t.id;
       }
-      if (t.done || out.length >= o.maxTokens || o.signal?.aborted) {
+      if (last) {
         // the cloud ends with id -1 on a stop token; a full budget or sequence is 'length'
         finish = o.signal?.aborted ? 'interrupted' : t.id < 0 ? 'stop' : 'length';
         break;

@@ -38,6 +38,8 @@ export interface EdgeAgentOptions {
   linearFor?: (layer: number) => LinearEmitter;
   frontBits?: number;
   backBits?: number;
+  /** the LM head's bits on the cloud (default 32) */
+  headBits?: number;
   blockSize?: number;
   kvCodec?: string;
   /** memory the model may take on this device (front weights + the KV of every open request) */
@@ -237,6 +239,7 @@ export class EdgeAgent {
         linearFor: o.linearFor,
         frontBits: o.frontBits,
         backBits: o.backBits,
+        headBits: o.headBits,
         blockSize: o.blockSize,
         kvCodec: o.kvCodec,
         edgeMemory: o.edgeMemory,

@@ -1,6 +1,6 @@
 /**
  * The plan: what the planner chooses and what edge, cloud and planner all read.
- * `{split, frontBits, backBits, codec, kvCodec, maxSeq, predicted: {memory, latency, accuracy}}`.
+ * `{split, frontBits, backBits, headBits?, codec, kvCodec, maxSeq, predicted: {memory, latency, accuracy}}`.
  * `validatePlan` is the boundary for plan files: it checks every field and builds a fresh object.
  */
 import { SplitLLMError } from './errors.js';
@@ -12,6 +12,8 @@ export interface Plan {
   split: number;
   frontBits: number;
   backBits: number;
+  /** the LM head's weight bits (default 32) */
+  headBits?: number;
   /** weight strategy of the quantized layers (default rtn) */
   strategy?: string;
   blockSize?: number;
@@ -53,6 +55,7 @@ export function validatePlan(raw: unknown, where = 'plan', strategies?: readonly
     plan.strategy = str('strategy', 'a weight strategy name');
     if (strategies && !strategies.includes(plan.strategy)) bad(`strategy "${plan.strategy}" is unknown (known: ${strategies.join(', ')})`);
   }
+  if (raw['headBits'] !== undefined) plan.headBits = int('headBits', isWeightBits, bitsMsg);
   if (raw['blockSize'] !== undefined) plan.blockSize = int('blockSize', isBlockSize, `is not ${BLOCK_SIZES.join(', ')}`);
   const predicted = raw['predicted'];
   if (isRecord(predicted)) {

@@ -80,6 +80,8 @@ describe('every field of every message type, wrong or out of range', () => {
       { name: 'hello.stopIds too many', header: h({ stopIds: Array.from({ length: 2000 }, (_, i) => i) }), code: 'bad_hello' },
       { name: 'hello.backBits unsupported', header: h({ backBits: 5 }), code: 'bad_hello' },
       { name: 'hello.backBits a string', header: h({ backBits: 'eight' }), code: 'bad_hello' },
+      { name: 'hello.headBits unsupported', header: h({ headBits: 5 }), code: 'bad_hello' },
+      { name: 'hello.headBits fractional', header: h({ headBits: 4.5 }), code: 'bad_hello' },
       { name: 'hello.blockSize unsupported', header: h({ backBits: 4, blockSize: 48 }), code: 'bad_hello' },
       { name: 'hello.blockSize 0', header: h({ blockSize: 0 }), code: 'bad_hello' },
       { name: 'resume.session a number', header: { type: 'resume', session: 42, secret: 's', position: 0 }, code: 'bad_message' },

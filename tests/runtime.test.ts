@@ -9,6 +9,7 @@ import { createCodec, decodeMessage } from '../quantization/activations/registry
 import { CalibrationContexts, contextData, type Calibration } from '../quantization/activations/calibration.js';
 import { describeWithFixtures } from './helpers/fixtures.js';
 import { defaultModel, storiesModel } from './helpers/models.js';
+import { maxAbsDiff } from '../shared/tensor.js';
 
 const PROMPT = 'Once upon a time, there was a little cat named Tom.';
 
@@ -130,6 +131,32 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
     const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 48, stopIds: [], linearFor: () => f4, frontBits: 4, backBits: 8 });
     expect(r.tokens).toEqual(local);
     await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 4, backBits: 5 })).rejects.toThrow(/bad_hello: weight bits 5/);
+  });
+
+  it('a quantized LM head (4 and 8 bits) over the wire equals the same head run locally, and its logits move from the float32 head', async () => {
+    const pkg = await model();
+    const { linearFor } = await import('../models/onnx/linear.js');
+    const ids = pkg.tokenizer().encode(PROMPT);
+    const logits = async (headLinear?: ReturnType<typeof linearFor>) => {
+      const p = await Pipeline.create(pkg, [], { headLinear });
+      const out = (await p.forward(ids)).data;
+      await p.release();
+      return out;
+    };
+    const f32 = await logits();
+    const moved: number[] = [];
+    for (const headBits of [8, 4]) {
+      moved.push(maxAbsDiff(await logits(linearFor(headBits, 32)), f32));
+      const p = await Pipeline.create(pkg, [2], { headLinear: linearFor(headBits, 32) });
+      const local = await generate(p, ids, { maxTokens: 48, stopIds: [] });
+      await p.release();
+      const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 48, stopIds: [], headBits });
+      expect(r.tokens, `${headBits}-bit head`).toEqual(local);
+    }
+    // the head really is quantized, and 8 bits stays closer to float32 than 4
+    expect(moved[0]).toBeGreaterThan(1e-6);
+    expect(moved[0]).toBeLessThan(moved[1]!);
+    await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: 2, prompt: PROMPT, maxTokens: 4, headBits: 5 })).rejects.toThrow(/bad_hello: weight bits 5/);
   });
 
   it('a calibrated codec (ts-tabq:cal=K) over the wire gives the tokens of the same codec run locally; a cloud without the calibration refuses it', async () => {

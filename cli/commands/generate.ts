@@ -29,7 +29,7 @@ export const generateCommand = defineCommand({
     const prompt = readPrompt(v);
     const { ids: promptIds, maxTokens } = promptAndLength(tok, prompt, pkg.config.maxSeq, v);
     const weights = await weightEmitters(v, pkg, split);
-    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: v.threads, linearFor: weights.linearFor });
+    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: v.threads, linearFor: weights.linearFor, headLinear: weights.headLinear });
     const stream = new TextStream(tok, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
     const t0 = performance.now();
     const out = await generate(pipeline, promptIds, { maxTokens, ...samplingFrom(v), onToken: (id) => stream.push(id) });

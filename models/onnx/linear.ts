@@ -20,6 +20,7 @@ export interface ChannelTransform {
 
 export const float16Linear: LinearEmitter = {
   id: 'fp16',
+  stackable: true,
   linear(g, x, w) {
     const { outDim: O, inDim: I, data } = w;
     const t = new Float32Array(data.length);
@@ -44,6 +45,8 @@ export function nbitsLinear(bits: number, blockSize: number, transforms?: Map<st
   if (bits > 8) throw new SplitLLMError('E_BAD_ARGUMENT', `MatMulNBits takes 2–8 bits, not ${bits}`);
   return {
     id: `nbits${bits}b${blockSize}${transforms ? '+t' : ''}${accuracyLevel === NBITS_ACCURACY_LEVEL ? '' : `a${accuracyLevel}`}`,
+    // blockwise quantization is per output row: stacked rows quantize as they would apart
+    stackable: transforms === undefined,
     linear(g: GraphBuilder, x: string, w: LinearWeight): string {
       const tr = transforms?.get(w.name);
       let data = w.data;

@@ -50,6 +50,12 @@ export interface LinearWeight {
 /** Emits y = x · Wᵀ for x [B,T,in]; returns y's value name. */
 export interface LinearEmitter {
   readonly id: string;
+  /**
+   * Linears that read the same input may run as one (the rows of their weights stacked, the output
+   * split): true for emitters whose weight handling is per output row and keyed by nothing but the rows
+   * (float, plain blockwise), not for those with per-weight transforms or folds.
+   */
+  readonly stackable?: boolean;
   linear(g: GraphBuilder, x: string, w: LinearWeight): string;
   /**
    * A vector s to fold into an RMSNorm: the norm's weight is divided by s (SmoothQuant moves activation
@@ -61,6 +67,7 @@ export interface LinearEmitter {
 /** float32 weights: one MatMul against the transposed [in, out] initializer. */
 export const float32Linear: LinearEmitter = {
   id: 'fp32',
+  stackable: true,
   linear(g, x, w) {
     const t = new Float32Array(w.data.length);
     const { outDim: O, inDim: I, data } = w;
@@ -84,6 +91,11 @@ export interface SegmentOptions {
   keyPositions?: boolean;
   /** Emitter for linear layers of each layer index (default float32). */
   linearFor?: (layer: number) => LinearEmitter;
+  /**
+   * Emitter of the LM head (default float32; with tied embeddings a float32 head shares the embedding's
+   * initializer). A quantized head (MatMulNBits) reads a quarter or an eighth of the bytes per token.
+   */
+  headLinear?: LinearEmitter;
   /**
    * Write initializers to external data when the segment's weights pass this many bytes (default
    * 1.9 GB, below protobuf's 2 GB limit). Requires `dir`.
@@ -172,13 +184,17 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     x = g.input('hidden_states', DT.FLOAT, ['batch', 'tokens', D]);
   }
 
+  // the default graph uses onnxruntime's fused kernels where they are faster (measured: bench/kv-position
+  // and bench/decode); the reference graph stays in plain ONNX ops, the form the fused one is tested against
+  const fused = io.attention === 'resident';
   const rms = (v: string, wname: string, fold?: LinearEmitter): string => {
-    const sq = g.op('Mul', [v, v]);
-    const mean = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
-    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, g.scalar(c.normEps)])])]);
     let nw = weights.get(wname);
     const s = fold?.normScale?.(wname);
     if (s) nw = nw.map((v, i) => v / s[i]!);
+    if (fused) return g.op('SimplifiedLayerNormalization', [v, g.f32(wname, [D], nw)], { axis: -1, epsilon: { float: c.normEps }, stash_type: 1 });
+    const sq = g.op('Mul', [v, v]);
+    const mean = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
+    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, g.scalar(c.normEps)])])]);
     return g.op('Mul', [g.op('Mul', [v, inv]), g.f32(wname, [D], nw)]);
   };
 
@@ -189,11 +205,17 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     const cosT = g.f32('rope_cos', [c.maxSeq, hd / 2], cos);
     const sinT = g.f32('rope_sin', [c.maxSeq, hd / 2], sin);
     // [B,T,1,hd/2]: broadcast over heads
-    const cosP = g.op('Unsqueeze', [g.op('Gather', [cosT, 'position_ids'], { axis: 0 }), g.i64([2])]);
-    const sinP = g.op('Unsqueeze', [g.op('Gather', [sinT, 'position_ids'], { axis: 0 }), g.i64([2])]);
+    const cosP = fused ? '' : g.op('Unsqueeze', [g.op('Gather', [cosT, 'position_ids'], { axis: 0 }), g.i64([2])]);
+    const sinP = fused ? '' : g.op('Unsqueeze', [g.op('Gather', [sinT, 'position_ids'], { axis: 0 }), g.i64([2])]);
 
-    const rope = (v: string, heads: number): string => {
-      // v: [B,T,heads,hd]
+    /** rotates the heads of a projection [B,T,heads·hd]; returns [B,T,heads,hd] */
+    const rope = (flat: string, heads: number): string => {
+      if (fused) {
+        // com.microsoft RotaryEmbedding with the same tables
+        const r = g.op('RotaryEmbedding', [flat, 'position_ids', cosT, sinT], { interleaved: c.ropeStyle === 'interleaved' ? 1 : 0, num_heads: heads }, { domain: 'com.microsoft' });
+        return g.op('Reshape', [r, g.i64([0, 0, heads, hd])]);
+      }
+      const v = g.op('Reshape', [flat, g.i64([0, 0, heads, hd])]);
       if (c.ropeStyle === 'interleaved') {
         const pairs = g.op('Reshape', [v, g.i64([0, 0, heads, hd / 2, 2])]);
         const x0 = g.op('Gather', [pairs, g.i64([0], true)], { axis: 4 });
@@ -222,17 +244,37 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         const y = lin.linear(g, v, { name: l.name, data: weights.get(l.name), outDim: l.out, inDim: l.in, layer: i });
         return l.bias ? g.op('Add', [y, g.f32(l.bias, [l.out], weights.get(l.bias))]) : y;
       };
+      /** linears reading the same input: one stacked MatMul and a Split in the fused graph, else one each */
+      const linears = (v: string, ls: LinearSpec[]): string[] => {
+        if (!fused || !lin.stackable) return ls.map((l) => linear(v, l));
+        const out = ls.reduce((n, l) => n + l.out, 0);
+        const data = new Float32Array(out * ls[0]!.in);
+        let row = 0;
+        for (const l of ls) {
+          data.set(weights.get(l.name), row * l.in);
+          row += l.out;
+        }
+        let y = lin.linear(g, v, { name: ls.map((l) => l.name).join('+'), data, outDim: out, inDim: ls[0]!.in, layer: i });
+        if (ls.some((l) => l.bias)) {
+          const bias = new Float32Array(out);
+          let at = 0;
+          for (const l of ls) {
+            if (l.bias) bias.set(weights.get(l.bias), at);
+            at += l.out;
+          }
+          y = g.op('Add', [y, g.f32(ls.map((l) => l.bias ?? 'none').join('+'), [out], bias)]);
+        }
+        return g.opMulti('Split', [y, g.i64(ls.map((l) => l.out))], { axis: -1 }, { outputs: ls.map((l) => g.fresh(`${l.name}.out`)) });
+      };
       const L = layer.linears;
       const resident = io.attention === 'resident';
       g.input(`past_key_${i}`, DT.FLOAT, resident ? ['batch', KV, hd, 'capacity'] : ['batch', KV, 'past', hd]);
       g.input(`past_value_${i}`, DT.FLOAT, ['batch', KV, resident ? 'capacity' : 'past', hd]);
 
       const h = rms(x, layer.attnNorm, lin);
-      let q = linear(h, L.q);
-      let k = linear(h, L.k);
-      const v = linear(h, L.v);
-      q = rope(g.op('Reshape', [q, g.i64([0, 0, c.nHeads, hd])]), c.nHeads);
-      k = rope(g.op('Reshape', [k, g.i64([0, 0, KV, hd])]), KV);
+      const [qLin, kLin, v] = linears(h, [L.q, L.k, L.v]) as [string, string, string];
+      const q = rope(qLin, c.nHeads);
+      const k = rope(kLin, KV);
       let merged: string;
       if (resident) {
         // q → [B,KV,G·T,hd] (rows g-major; head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
@@ -299,8 +341,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       x = g.op('Add', [x, linear(merged, L.o)]);
 
       const f = rms(x, layer.ffnNorm, lin);
-      const gate = linear(f, L.gate);
-      const up = linear(f, L.up);
+      const [gate, up] = linears(f, [L.gate, L.up]) as [string, string];
       const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
       x = g.op('Add', [x, linear(act, L.down)]);
     }
@@ -308,7 +349,13 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
 
   if (io.last) {
     const h = rms(x, W.norm);
-    if (c.tiedEmbeddings) {
+    const headLinear = opts.headLinear ?? float32Linear;
+    if (headLinear !== float32Linear) {
+      // a head at its own precision: its own initializers, also when tied to the embedding
+      const name = c.tiedEmbeddings ? W.embed : W.lmHead;
+      const head = headLinear.linear(g, h, { name, data: weights.get(name), outDim: c.vocabSize, inDim: D, layer: c.nLayers });
+      g.op('Identity', [head], {}, { outputs: ['logits'] });
+    } else if (c.tiedEmbeddings) {
       // Gemm with transB shares the [V,D] embedding initializer instead of storing a transposed copy
       const embed = io.first ? W.embed : g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
       const flat = g.op('Reshape', [h, g.i64([-1, D])]);

@@ -7,6 +7,11 @@
  *   and `truncate` rolls the cache back without touching its data (speculative decoding drops
  *   rejected drafts that way).
  * - 'concat' (the reference graph): the present tensors a step returns become the next past.
+ *
+ * A 'capacity' cache either owns its buffers or lives in a slot of a `KvSlab`, the buffers the caches of
+ * one shared segment's sessions hold together ([S, KV, hd, C] keys, [S, KV, C, hd] values): a slot is
+ * one contiguous batch row, so a single run feeds a view of its slot and a batched run of the slab's
+ * sessions feeds the slab itself, without gathering any cache.
  */
 import { SplitLLMError } from '../../shared/errors.js';
 import type { InferenceBackend, InferenceSession, Tensor } from './backend.js';
@@ -46,9 +51,32 @@ export class KvCache {
     private readonly headDim: number,
     private readonly maxSeq: number,
     private readonly backend: InferenceBackend,
+    /** the shared buffers this cache takes a slot of ('capacity' layout) */
+    readonly slab?: KvSlab,
   ) {
+    if (slab && layout !== 'capacity') throw new SplitLLMError('E_RUNTIME', 'a KV slab holds capacity-layout caches only');
     this.limit = maxSeq;
+    slab?.attach(this);
     this.clear();
+  }
+
+  /** Gives the slab slot back (a cache of its own just clears). */
+  dispose(): void {
+    this.clear();
+    this.slab?.detach(this);
+  }
+
+  /** One layer's buffers with the stride of their positions (the capacity). */
+  private buf(layer: number): { key: Float32Array; value: Float32Array } {
+    if (this.slab) return this.slab.view(layer, this);
+    const b = this.layers.get(layer);
+    if (!b) throw new SplitLLMError('E_RUNTIME', `no KV cache for layer ${layer}`);
+    return b;
+  }
+
+  /** positions each (head, dim) row of keys and each head of values has room for */
+  private get stride(): number {
+    return this.slab ? this.slab.capacity : this.cap;
   }
 
   /** Positions held. */
@@ -58,7 +86,7 @@ export class KvCache {
 
   /** Positions the buffers have room for ('concat': the length). */
   get capacity(): number {
-    return this.layout === 'capacity' ? this.cap : this.len;
+    return this.layout === 'capacity' ? this.stride : this.len;
   }
 
   /** Caps growth at `positions` (a cloud session's position limit, so it never holds more than it reserved). */
@@ -70,6 +98,7 @@ export class KvCache {
     this.len = 0;
     this.cap = 0;
     this.layers.clear();
+    if (this.slab) return;
     for (let i = this.from; i < this.to; i++) this.layers.set(i, this.buffers(new Float32Array(0), new Float32Array(0), 0));
   }
 
@@ -88,6 +117,7 @@ export class KvCache {
   /** Adds past_* feeds for a step of `tokens` new positions (growing the buffers first when they are full). */
   feed(feeds: Record<string, Tensor>, tokens: number): void {
     if (this.layout === 'capacity') this.reserve(this.len + tokens);
+    if (this.slab) return this.slab.feed(feeds, this.slab.slotOf(this), 1);
     for (const [i, b] of this.layers) {
       feeds[`past_key_${i}`] = b.keyT;
       feeds[`past_value_${i}`] = b.valueT;
@@ -104,10 +134,10 @@ export class KvCache {
         this.layers.set(i, { key: k.data, value: v.data, keyT: k.tensor, valueT: v.tensor });
       }
     } else {
-      for (const [i, b] of this.layers) {
+      for (let i = this.from; i < this.to; i++) {
         const k = float32Of(out, `new_key_${i}`).data; // [1, KV, T, hd]
         const v = float32Of(out, `new_value_${i}`).data;
-        this.put(b, k, v, 0, tokens, this.len);
+        this.put(this.buf(i), k, v, 0, tokens, this.len);
       }
     }
     this.len += tokens;
@@ -117,8 +147,9 @@ export class KvCache {
    * Writes `tokens` positions from new rows [rows, KV, T, hd] (row `row`) into a layer's buffers at
    * position `at` ('capacity' layout: keys transposed).
    */
-  private put(b: LayerBuffers, k: Float32Array, v: Float32Array, row: number, tokens: number, at: number): void {
-    const { kvHeads: KV, headDim: hd, cap } = this;
+  private put(b: { key: Float32Array; value: Float32Array }, k: Float32Array, v: Float32Array, row: number, tokens: number, at: number): void {
+    const { kvHeads: KV, headDim: hd } = this;
+    const cap = this.stride;
     for (let h = 0; h < KV; h++) {
       const src = (row * KV + h) * tokens * hd;
       b.value.set(v.subarray(src, src + tokens * hd), (h * cap + at) * hd);
@@ -134,26 +165,25 @@ export class KvCache {
   appendRow(out: InferenceSession.OnnxValueMapType, row: number): void {
     if (this.layout !== 'capacity') throw new SplitLLMError('E_RUNTIME', 'appendRow needs the capacity layout');
     this.reserve(this.len + 1);
-    for (const [i, b] of this.layers) this.put(b, float32Of(out, `new_key_${i}`).data, float32Of(out, `new_value_${i}`).data, row, 1, this.len);
+    for (let i = this.from; i < this.to; i++) this.put(this.buf(i), float32Of(out, `new_key_${i}`).data, float32Of(out, `new_value_${i}`).data, row, 1, this.len);
     this.len += 1;
   }
 
   /** Keys and values of one layer at [0, length), [KV, length, hd], as a copy. */
   compact(layer: number, length = this.len): { key: Float32Array; value: Float32Array } {
-    const b = this.layers.get(layer);
-    if (!b) throw new SplitLLMError('E_RUNTIME', `no KV cache for layer ${layer}`);
+    const b = this.buf(layer);
     const { kvHeads: KV, headDim: hd } = this;
     if (this.layout === 'concat') return { key: rows(b.key, KV, hd, this.len, length), value: rows(b.value, KV, hd, this.len, length) };
+    const cap = this.stride;
     const key = new Float32Array(KV * length * hd);
-    for (let h = 0; h < KV; h++) for (let p = 0; p < length; p++) for (let d = 0; d < hd; d++) key[(h * length + p) * hd + d] = b.key[(h * hd + d) * this.cap + p]!;
-    return { key, value: rows(b.value, KV, hd, this.cap, length) };
+    for (let h = 0; h < KV; h++) for (let p = 0; p < length; p++) for (let d = 0; d < hd; d++) key[(h * length + p) * hd + d] = b.key[(h * hd + d) * cap + p]!;
+    return { key, value: rows(b.value, KV, hd, cap, length) };
   }
 
   /** One layer's buffers as they are, with the positions' stride (the capacity) and whether keys are transposed. */
   raw(layer: number): { key: Float32Array; value: Float32Array; stride: number; keysTransposed: boolean } {
-    const b = this.layers.get(layer);
-    if (!b) throw new SplitLLMError('E_RUNTIME', `no KV cache for layer ${layer}`);
-    return { key: b.key, value: b.value, stride: this.layout === 'capacity' ? this.cap : this.len, keysTransposed: this.layout === 'capacity' };
+    const b = this.buf(layer);
+    return { key: b.key, value: b.value, stride: this.layout === 'capacity' ? this.stride : this.len, keysTransposed: this.layout === 'capacity' };
   }
 
   /**
@@ -191,25 +221,22 @@ export class KvCache {
     for (let i = this.from; i < this.to; i++) {
       const e = entries.get(i)!;
       // [KV, length, hd] → [1, KV, length, hd] new rows, written at 0
-      this.put(this.layers.get(i)!, e.key, e.value, 0, length, 0);
+      this.put(this.buf(i), e.key, e.value, 0, length, 0);
     }
     this.len = length;
   }
 
   /** Room for `positions` ('capacity' layout): a quarter more (at least 64), within the position limit. */
   reserve(positions: number): void {
-    if (positions <= this.cap) return;
+    if (positions <= this.stride) return;
     if (positions > this.maxSeq) throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `sequence would reach ${positions} positions, past the model's maximum of ${this.maxSeq}`);
-    const grown = Math.max(positions, this.cap + Math.max(MIN_CAPACITY, Math.ceil(this.cap / 4)));
-    const next = Math.min(Math.max(this.limit, positions), Math.ceil(grown / 16) * 16);
+    if (this.slab) return this.slab.grow(positions, this.limit);
+    const next = grownCapacity(this.cap, positions, this.limit);
     const { kvHeads: KV, headDim: hd } = this;
     for (const [i, b] of this.layers) {
-      const key = new Float32Array(KV * next * hd);
-      const value = new Float32Array(KV * next * hd);
-      // keys [KV, hd, cap]: each (head, dim) row of positions moves to the wider stride
-      for (let r = 0; r < KV * hd; r++) key.set(b.key.subarray(r * this.cap, r * this.cap + this.len), r * next);
-      copyRows(b.value, this.cap, value, next, KV, hd, this.len);
-      this.layers.set(i, this.buffers(key, value, next));
+      const grown = { key: new Float32Array(KV * next * hd), value: new Float32Array(KV * next * hd) };
+      moveRows(b, grown, this.cap, next, KV, hd, this.len);
+      this.layers.set(i, this.buffers(grown.key, grown.value, next));
     }
     this.cap = next;
   }
@@ -218,6 +245,151 @@ export class KvCache {
     const dims = [1, this.kvHeads, positions, this.headDim];
     const keyDims = this.layout === 'capacity' ? [1, this.kvHeads, this.headDim, positions] : dims;
     return { key, value, keyT: this.backend.float32(key, keyDims), valueT: this.backend.float32(value, dims) };
+  }
+}
+
+/** Capacity after growing from `cap` to hold `positions`: a quarter more (at least 64), in steps of 16, within `limit`. */
+function grownCapacity(cap: number, positions: number, limit: number): number {
+  const grown = Math.max(positions, cap + Math.max(MIN_CAPACITY, Math.ceil(cap / 4)));
+  return Math.min(Math.max(limit, positions), Math.ceil(grown / 16) * 16);
+}
+
+/** Copies the first `length` positions of one cache's layer from buffers of capacity `from` to buffers of capacity `to` (keys [KV, hd, C]: each (head, dim) row of positions moves to the wider stride; values [KV, C, hd]). */
+function moveRows(src: { key: Float32Array; value: Float32Array }, dst: { key: Float32Array; value: Float32Array }, from: number, to: number, kvHeads: number, hd: number, length: number): void {
+  for (let r = 0; r < kvHeads * hd; r++) dst.key.set(src.key.subarray(r * from, r * from + length), r * to);
+  copyRows(src.value, from, dst.value, to, kvHeads, hd, length);
+}
+
+/**
+ * The capacity buffers of one shared segment's KV caches: per layer keys [S, KV, hd, C] and values
+ * [S, KV, C, hd] for S slots of C positions. Slots stay dense — [0, n) are the n attached caches — so a
+ * batch of all of them feeds the buffers' first n rows with no copy; a cache that leaves hands its slot
+ * to the last one (a copy of that one cache). C grows as the caches' growth rule asks, S doubles.
+ */
+export class KvSlab {
+  private keys = new Map<number, Float32Array>();
+  private values = new Map<number, Float32Array>();
+  private cap = 0;
+  private rows = 0;
+  private readonly caches: KvCache[] = [];
+  private readonly slots = new Map<KvCache, number>();
+
+  constructor(
+    private readonly from: number,
+    private readonly to: number,
+    private readonly kvHeads: number,
+    private readonly headDim: number,
+    private readonly backend: InferenceBackend,
+  ) {}
+
+  /** positions each slot has room for */
+  get capacity(): number {
+    return this.cap;
+  }
+  /** caches attached (slots [0, size) in use) */
+  get size(): number {
+    return this.caches.length;
+  }
+  /** bytes the buffers hold */
+  get bytes(): number {
+    return 2 * (this.to - this.from) * this.rows * this.slotFloats * 4;
+  }
+  private get slotFloats(): number {
+    return this.kvHeads * this.headDim * this.cap;
+  }
+
+  has(c: KvCache): boolean {
+    return this.slots.has(c);
+  }
+
+  slotOf(c: KvCache): number {
+    const s = this.slots.get(c);
+    if (s === undefined) throw new SplitLLMError('E_RUNTIME', 'this KV cache has no slot in the slab (released?)');
+    return s;
+  }
+
+  attach(c: KvCache): void {
+    if (this.slots.has(c)) return;
+    if (this.caches.length === this.rows && this.cap > 0) this.realloc(Math.max(4, this.rows * 2), this.cap);
+    this.slots.set(c, this.caches.length);
+    this.caches.push(c);
+  }
+
+  /** Frees a cache's slot: the last cache moves into it; the buffers go when no cache is left. */
+  detach(c: KvCache): void {
+    const s = this.slots.get(c);
+    if (s === undefined) return;
+    this.slots.delete(c);
+    const last = this.caches.pop()!;
+    if (last !== c) {
+      this.caches[s] = last;
+      this.slots.set(last, s);
+      const n = this.slotFloats;
+      for (let i = this.from; i < this.to; i++) {
+        this.keys.get(i)!.copyWithin(s * n, this.caches.length * n, (this.caches.length + 1) * n);
+        this.values.get(i)!.copyWithin(s * n, this.caches.length * n, (this.caches.length + 1) * n);
+      }
+    }
+    if (this.caches.length === 0) {
+      this.keys.clear();
+      this.values.clear();
+      this.cap = 0;
+      this.rows = 0;
+    }
+  }
+
+  /** Room for `positions` in every slot (a cache's growth rule, within its `limit`). */
+  grow(positions: number, limit: number): void {
+    if (positions <= this.cap) return;
+    this.realloc(Math.max(this.rows, this.caches.length, 1), grownCapacity(this.cap, positions, limit));
+  }
+
+  private realloc(rows: number, cap: number): void {
+    const { kvHeads: KV, headDim: hd } = this;
+    const n = KV * hd * cap;
+    const old = this.slotFloats;
+    for (let i = this.from; i < this.to; i++) {
+      const key = new Float32Array(rows * n);
+      const value = new Float32Array(rows * n);
+      const ok = this.keys.get(i);
+      const ov = this.values.get(i);
+      if (ok && ov) {
+        this.caches.forEach((c, s) =>
+          moveRows({ key: ok.subarray(s * old, (s + 1) * old), value: ov.subarray(s * old, (s + 1) * old) }, { key: key.subarray(s * n, (s + 1) * n), value: value.subarray(s * n, (s + 1) * n) }, this.cap, cap, KV, hd, Math.min(c.length, this.cap)),
+        );
+      }
+      this.keys.set(i, key);
+      this.values.set(i, value);
+    }
+    this.rows = rows;
+    this.cap = cap;
+  }
+
+  /** One layer's buffers of a cache's slot. */
+  view(layer: number, c: KvCache): { key: Float32Array; value: Float32Array } {
+    const s = this.slotOf(c);
+    const n = this.slotFloats;
+    const key = this.keys.get(layer);
+    const value = this.values.get(layer);
+    if (!key || !value) return { key: new Float32Array(0), value: new Float32Array(0) };
+    return { key: key.subarray(s * n, (s + 1) * n), value: value.subarray(s * n, (s + 1) * n) };
+  }
+
+  /** past_* feeds of slots [first, first + count) as one batch: views of the buffers, no copy. */
+  feed(feeds: Record<string, Tensor>, first: number, count: number): void {
+    const n = this.slotFloats;
+    const { kvHeads: KV, headDim: hd, cap } = this;
+    for (let i = this.from; i < this.to; i++) {
+      const key = this.keys.get(i) ?? new Float32Array(0);
+      const value = this.values.get(i) ?? new Float32Array(0);
+      feeds[`past_key_${i}`] = this.backend.float32(key.subarray(first * n, (first + count) * n), [count, KV, hd, cap]);
+      feeds[`past_value_${i}`] = this.backend.float32(value.subarray(first * n, (first + count) * n), [count, KV, cap, hd]);
+    }
+  }
+
+  /** The attached caches in slot order. */
+  get members(): readonly KvCache[] {
+    return this.caches;
   }
 }
 

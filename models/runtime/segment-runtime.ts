@@ -9,7 +9,7 @@ import { float32Of, inferenceBackend, type InferenceBackend, type InferenceSessi
 import type { ModelConfig } from '../manifest.js';
 import type { ModelPackage } from '../package.js';
 import { buildSegment, type BuiltSegment, type SegmentOptions } from '../onnx/segment.js';
-import { KvCache, type LayerKV } from './kv-cache.js';
+import { KvCache, KvSlab, type LayerKV } from './kv-cache.js';
 
 export type { LayerKV } from './kv-cache.js';
 
@@ -42,8 +42,14 @@ export class SegmentRuntime {
     private readonly session: InferenceSession,
     private readonly backend: InferenceBackend,
     private readonly ownsSession = true,
+    slab?: KvSlab,
   ) {
-    this.kv = new KvCache(segment.attention === 'resident' ? 'capacity' : 'concat', segment.from, segment.to, config.nKvHeads, config.headDim, config.maxSeq, backend);
+    this.kv = new KvCache(segment.attention === 'resident' ? 'capacity' : 'concat', segment.from, segment.to, config.nKvHeads, config.headDim, config.maxSeq, backend, slab);
+  }
+
+  /** Buffers for the KV caches of the runtimes of one resident segment, to batch their steps without gathering (`withSession`). */
+  static slabFor(config: ModelConfig, seg: BuiltSegment, shared: SharedSession): KvSlab | undefined {
+    return seg.attention === 'resident' ? new KvSlab(seg.from, seg.to, config.nKvHeads, config.headDim, shared.backend) : undefined;
   }
 
   private get cached(): number {
@@ -64,8 +70,8 @@ export class SegmentRuntime {
 
   /** A runtime with its own KV cache over a shared session (the weights are held once). */
   /** `onRelease` is told (once) when this runtime is released: the owner of the shared session counts its users. */
-  static withSession(config: ModelConfig, seg: BuiltSegment, shared: SharedSession, onRelease?: () => void): SegmentRuntime {
-    const r = new SegmentRuntime(config, { ...seg, model: undefined }, shared.session, shared.backend, false);
+  static withSession(config: ModelConfig, seg: BuiltSegment, shared: SharedSession, onRelease?: () => void, slab?: KvSlab): SegmentRuntime {
+    const r = new SegmentRuntime(config, { ...seg, model: undefined }, shared.session, shared.backend, false, slab);
     r.onRelease = onRelease;
     return r;
   }
@@ -83,6 +89,8 @@ export class SegmentRuntime {
     const resident = first.segment.attention === 'resident';
     if (first.segment.first || (!resident && !first.segment.keyPositions)) throw new SplitLLMError('E_RUNTIME', 'batched steps need a hidden-state segment with resident attention or key positions');
     if (rts.some((r) => r.session !== first.session)) throw new SplitLLMError('E_RUNTIME', 'a batch must share one onnxruntime session');
+    const slab = first.kv.slab;
+    if (slab && rts.every((r) => r.kv.slab === slab)) return SegmentRuntime.runSlab(slab, rts, xs);
     const B = rts.length;
     const { nKvHeads: KV, headDim: hd, dim: D } = c;
     const Pmax = Math.max(...rts.map((r) => r.cached));
@@ -144,6 +152,40 @@ export class SegmentRuntime {
           }
         });
       }
+      return { data: main.slice(b * width, (b + 1) * width), tokens: 1, width };
+    });
+  }
+
+  /**
+   * A batched step over every slot of a slab: the steps' runtimes at their slots, the slab's other
+   * caches as padding rows (their outputs dropped, their caches untouched). The slab's buffers are fed as
+   * they are.
+   */
+  private static async runSlab(slab: KvSlab, rts: SegmentRuntime[], xs: Float32Array[]): Promise<SegmentOutput[]> {
+    const first = rts[0]!;
+    const c = first.config;
+    const D = c.dim;
+    for (const r of rts) {
+      if (r.cached + 1 > c.maxSeq) throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `sequence would pass the model's maximum of ${c.maxSeq}`);
+      r.kv.reserve(r.cached + 1);
+    }
+    const members = slab.members;
+    const n = members.length;
+    const hidden = new Float32Array(n * D);
+    const pos = new BigInt64Array(n);
+    members.forEach((m, b) => (pos[b] = BigInt(Math.min(m.length, c.maxSeq - 1))));
+    const rows = rts.map((r) => slab.slotOf(r.kv));
+    rows.forEach((b, j) => hidden.set(xs[j]!, b * D));
+    const bk = first.backend;
+    const feeds: Record<string, Tensor> = { hidden_states: bk.float32(hidden, [n, 1, D]), position_ids: bk.int64(pos, [n, 1]) };
+    slab.feed(feeds, 0, n);
+    const out = await first.session.run(feeds);
+    const main = float32Of(out, first.segment.last ? 'logits' : 'hidden_out').data;
+    const width = first.segment.last ? c.vocabSize : D;
+    return rts.map((r, j) => {
+      const b = rows[j]!;
+      // a runtime released while the batch ran has no slot left to write to
+      if (slab.has(r.kv)) r.kv.appendRow(out, b);
       return { data: main.slice(b * width, (b + 1) * width), tokens: 1, width };
     });
   }
@@ -263,8 +305,8 @@ export class SegmentRuntime {
   async release(): Promise<void> {
     const told = this.onRelease;
     this.onRelease = undefined;
-    // the cache's buffers go now, whoever still holds this object
-    this.kv.clear();
+    // the cache's buffers (or its slab slot) go now, whoever still holds this object
+    this.kv.dispose();
     told?.();
     if (this.ownsSession) await this.session.release();
   }

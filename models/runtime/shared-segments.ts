@@ -5,6 +5,7 @@
  */
 import type { ModelConfig } from '../manifest.js';
 import type { BuiltSegment } from '../onnx/segment.js';
+import type { KvSlab } from './kv-cache.js';
 import { SegmentRuntime, type RuntimeOptions, type SharedSession } from './segment-runtime.js';
 
 export interface SharedSegment {
@@ -12,6 +13,8 @@ export interface SharedSegment {
   session: Promise<SharedSession>;
   /** runtimes over it not yet released */
   users: number;
+  /** the KV buffers its runtimes share (with `sharedKv`) */
+  slab?: KvSlab;
   evict?: ReturnType<typeof setTimeout>;
 }
 
@@ -27,12 +30,19 @@ export class SharedSegments<K> {
       idleMs?: number;
       /** keys never evicted (e.g. the edge's plan split) */
       keep?: (k: K) => boolean;
+      /** the runtimes of a segment keep their KV caches in one slab, so that their steps batch without gathering (the cloud's back segments) */
+      sharedKv?: boolean;
     } = {},
   ) {}
 
   /** segments built so far */
   get size(): number {
     return this.entries.size;
+  }
+
+  /** runtimes of segment `k` not yet released (0 when it is not built) */
+  users(k: K): number {
+    return this.entries.get(this.keyOf(k))?.users ?? 0;
   }
 
   /** The segment of `k`, built and its session opened on first use. */
@@ -62,7 +72,8 @@ export class SharedSegments<K> {
       e.users--;
       throw err;
     }
-    return SegmentRuntime.withSession(this.config, e.built, shared, () => this.released(k, e));
+    if (this.opts.sharedKv) e.slab ??= SegmentRuntime.slabFor(this.config, e.built, shared);
+    return SegmentRuntime.withSession(this.config, e.built, shared, () => this.released(k, e), e.slab);
   }
 
   private released(k: K, e: SharedSegment): void {

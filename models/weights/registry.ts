@@ -38,6 +38,17 @@ export function validateWeightPlan(p: WeightPlan, nLayers: number): WeightStrate
   return s;
 }
 
+/**
+ * The LM head's emitter for a plan: undefined for a float32 head (the default), else float16 or RTN
+ * blockwise MatMulNBits at the plan's block size — the head is quantized by RTN under every strategy
+ * (calibrated strategies capture the layers' inputs, not the head's).
+ */
+export function headEmitterFor(plan: Pick<WeightPlan, 'headBits' | 'blockSize'>): LinearEmitter | undefined {
+  const bits = plan.headBits ?? 32;
+  checkWeightBits(bits, plan.blockSize);
+  return bits === 32 ? undefined : linearFor(bits, plan.blockSize);
+}
+
 /** Per-layer emitters for a plan; `calibration` windows (or captured inputs) are needed by calibrated strategies. */
 export async function emittersFor(
   pkg: ModelPackage,

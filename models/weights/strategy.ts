@@ -14,6 +14,8 @@ export interface WeightPlan {
   backBits: number;
   blockSize: number;
   strategy: string;
+  /** the LM head's bits (default 32; quantized heads are RTN blockwise, whatever the strategy) */
+  headBits?: number;
 }
 
 export interface StrategyInput {

@@ -24,6 +24,8 @@ export interface Hello {
   stopIds?: number[];
   /** weight bits of the cloud's back segment (OPSC; default 32) and their quantization block */
   backBits?: number;
+  /** weight bits of the LM head on the cloud (default 32; RTN blockwise below 16, at blockSize) */
+  headBits?: number;
   blockSize?: number;
   /** the secret a resume of this session must carry, chosen by the edge (128 random bits, base64url) so that it can resume before the ready arrives; default: the cloud draws one */
   resumeSecret?: string;

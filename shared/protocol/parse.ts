@@ -75,6 +75,7 @@ function checkMessage(raw: Raw, type: string): Message {
       if (f.has('sampling')) m.sampling = sampling(f.map('sampling'));
       if (f.has('stopIds')) m.stopIds = f.intArray('stopIds', LIMITS.stopIds, 0, LIMITS.tokenId);
       if (f.has('backBits')) m.backBits = f.int('backBits', 1, LIMITS.weightBits);
+      if (f.has('headBits')) m.headBits = f.int('headBits', 1, LIMITS.weightBits);
       if (f.has('blockSize')) m.blockSize = f.int('blockSize', 1, LIMITS.blockSize);
       if (f.has('resumeSecret')) {
         // the edge's own secret: as strong as the one the cloud would draw (128 bits, base64url)
