@@ -4,12 +4,15 @@
  * 1e-4 through prefill, decode, capacity growth, chunked prefill, batched steps of different lengths,
  * KV export/import and truncation.
  */
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { ModelPackage } from '../models/package.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import { maxAbsDiff } from '../shared/tensor.js';
+import { linearFor, nbitsLinear } from '../models/onnx/linear.js';
+import { describeWithFixtures } from './helpers/fixtures.js';
+import { defaultModel, storiesModel } from './helpers/models.js';
 
 const pkg = ModelPackage.fromImported(syntheticModel('tiny', 7));
 const c = pkg.config;
@@ -111,4 +114,41 @@ it('batched steps of sessions at different lengths equal their single steps, in 
     for (const r of [...batch, ...solo, front]) await r.release();
     await shared.session.release();
   }
+});
+
+/**
+ * The fused kernels of the resident graph (SimplifiedLayerNormalization, RotaryEmbedding in either
+ * style, stacked q/k/v and gate/up linears) against the plain reference graph, on real weights: the
+ * default model (halves RoPE, GQA 6:2) and stories260K (interleaved RoPE), float32 and 4-bit weights
+ * (blockwise rows quantize the same stacked or apart). The 4-bit check runs MatMulNBits at accuracy level
+ * 0 (dequantized weights, float math): level 4 rounds each activation block to int8, so a last-bit
+ * difference of the fused norm can flip a rounding and move logits by ~0.1 — a property of the kernel,
+ * not of the stacking.
+ */
+const REAL = [
+  { name: 'the default model', load: defaultModel, describeIt: describe },
+  { name: 'stories260K', load: storiesModel, describeIt: describeWithFixtures },
+];
+for (const { name, load, describeIt } of REAL) describeIt(`fused kernels on ${name}`, () => {
+  it(`fused and plain graphs agree at 32 and 4 bits through prefill and decode`, async () => {
+    const real = await load();
+    const { nLayers, vocabSize } = real.config;
+    const tokens = Array.from({ length: 40 }, (_, i) => 3 + ((i * 53) % (vocabSize - 3)));
+    for (const bits of [32, 4]) {
+      const lin = bits === 32 ? linearFor(32) : nbitsLinear(bits, 32, undefined, 0);
+      const res = await SegmentRuntime.create(real, 0, nLayers, { attention: 'resident', linearFor: () => lin });
+      const ref = await SegmentRuntime.create(real, 0, nLayers, { attention: 'reference', linearFor: () => lin });
+      let worst = 0;
+      let at = 0;
+      for (const T of [24, ...Array<number>(16).fill(1)]) {
+        const a = await res.run(tokens.slice(at, at + T), T);
+        const b = await ref.run(tokens.slice(at, at + T), T);
+        worst = Math.max(worst, maxAbsDiff(a.data, b.data));
+        at += T;
+      }
+      expect(worst, `${name}, ${bits}-bit`).toBeLessThan(1e-4);
+      await res.release();
+      await ref.release();
+    }
+  });
 });
