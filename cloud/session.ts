@@ -350,7 +350,7 @@ export class CloudSession implements Attachment {
       case 'prefill':
       case 'step': {
         // a resume on another connection waits for this to finish before it looks at the session
-        const run = this.forward(s, m.type, m.type === 'prefill' ? m.tokens : 1, frame.payload);
+        const run = this.forward(s, m.type, m.type === 'prefill' ? m.tokens : 1, frame.payload, m.type === 'prefill' && m.more === true);
         s.inflight = run.catch(() => undefined);
         try {
           return await run;
@@ -505,7 +505,8 @@ export class CloudSession implements Attachment {
     this.send({ type: 'ready', session: s.id, layers: c.nLayers, split: to, maxSeq: this.ctx.tokenLimit, length: len });
   }
 
-  private async forward(s: HeldSession, type: 'prefill' | 'step', tokens: number, payload: Uint8Array): Promise<void> {
+  /** Runs a prefill (or a chunk of one: `more`, answered by nothing) or a step through the back segment, and sends the token. */
+  private async forward(s: HeldSession, type: 'prefill' | 'step', tokens: number, payload: Uint8Array, more = false): Promise<void> {
     const { pkg, tokenLimit, metrics, pool, calibration } = this.ctx;
     const c = pkg.config;
     if (type === 'step' && !s.prefilled) throw protocolError('step_before_prefill', 'step before prefill: send the prompt first');
@@ -522,6 +523,8 @@ export class CloudSession implements Attachment {
     refuseHuge(x, 'hidden state');
     if (s.runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${s.runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
     const out = type === 'step' ? await pool.step(this.backKey(s.hello), s.runtime, x) : await s.runtime.run(x, tokens);
+    // a chunk of the prompt: the next one (already on the wire) runs as soon as it is read
+    if (more) return;
     s.prefilled = true;
     const row = (tokens - 1) * c.vocabSize;
     for (let i = row; i < row + c.vocabSize; i++) {

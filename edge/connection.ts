@@ -41,8 +41,8 @@ function closedError(code: number, reason: string): SplitLLMError {
 export class CloudConnection {
   private bytesInBefore = 0;
   private bytesOutBefore = 0;
-  /** the last prefill/step frame, sent again when a resume shows the cloud never got it */
-  private last: Uint8Array | undefined;
+  /** the prefill/step frames not yet answered by a token, with the position each starts at: sent again when a resume shows the cloud never got them */
+  private kept: { start: number; frame: Uint8Array }[] = [];
   resumes = 0;
   /** the session's resume secret (from the cloud's first ready): a resume must show it */
   secret = '';
@@ -75,10 +75,11 @@ export class CloudConnection {
   send(m: EdgeMessage, payload?: Uint8Array): void {
     this.channel.send(encodeFrame(m, payload));
   }
-  /** Sends a prefill or step, kept to be sent again after a resume. */
-  sendKept(m: EdgeMessage, payload: Uint8Array): void {
-    this.last = encodeFrame(m, payload);
-    this.channel.send(this.last);
+  /** Sends a prefill (or a chunk of one) or a step that feeds positions from `start` on, kept until its token comes to be sent again after a resume. */
+  sendKept(m: EdgeMessage, payload: Uint8Array, start: number): void {
+    const frame = encodeFrame(m, payload);
+    this.kept.push({ start, frame });
+    this.channel.send(frame);
   }
 
   /** The next event from the cloud: a checked message, or the close. A frame that fails the checks fails the edge. */
@@ -130,7 +131,11 @@ export class CloudConnection {
   async awaitToken(position: number): Promise<TokenMsg> {
     for (;;) {
       const ev = await this.next();
-      if (ev.kind === 'message') return this.expectFrame(ev.frame, 'token').header;
+      if (ev.kind === 'message') {
+        const t = this.expectFrame(ev.frame, 'token').header;
+        this.kept = [];
+        return t;
+      }
       if (!this.resumable(ev.code)) throw closedError(ev.code, ev.reason);
       await this.reconnect(position);
     }
@@ -153,7 +158,12 @@ export class CloudConnection {
     if (r.session !== this.session) throw cloudError(`the cloud resumed session ${r.session.slice(0, 8)}… instead of ${this.session.slice(0, 8)}…`);
     if (r.length > position) throw cloudError(`the cloud holds ${r.length} positions of a session the edge fed ${position}`);
     this.resumes++;
-    if (r.length < position && this.last) this.channel.send(this.last); // the cloud never got the last step
+    if (r.length < position) {
+      // the cloud never got these frames: send them again from the first position it lacks
+      const from = this.kept.findIndex((k) => k.start === r.length);
+      if (from < 0) throw cloudError(`the cloud holds ${r.length} positions, which is not where a frame the edge sent begins: start a new session`);
+      for (const k of this.kept.slice(from)) this.channel.send(k.frame);
+    }
   }
 
   /** Waits until the send buffer holds at most `maxBytes`; a cloud that does not read for 30 s is an error. */

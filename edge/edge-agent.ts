@@ -41,6 +41,8 @@ export interface EdgeAgentOptions {
   /** the LM head's bits on the cloud (default 32) */
   headBits?: number;
   blockSize?: number;
+  /** prompt positions per prefill message (default DEFAULT_PREFILL_CHUNK) */
+  prefillChunk?: number;
   kvCodec?: string;
   /** memory the model may take on this device (front weights + the KV of every open request) */
   edgeMemory?: number;
@@ -241,6 +243,7 @@ export class EdgeAgent {
         backBits: o.backBits,
         headBits: o.headBits,
         blockSize: o.blockSize,
+        prefillChunk: o.prefillChunk,
         kvCodec: o.kvCodec,
         edgeMemory: o.edgeMemory,
         fronts: (k) => this.fronts.runtime(k),

@@ -6,9 +6,12 @@
  *              and a decode step holds the past KV it reads next to the present KV it returns
  *              (measured on the 100M synthetic preset by bench/planner: one copy predicts 11–55 MB low)
  *   latency  = edge compute + encoded bytes ÷ bandwidth + RTT + cloud compute (per decode token)
- *   first token (prompt of n tokens) = RTT (hello, ready) + edge prefill of n + n encoded positions ÷
- *              bandwidth + RTT + cloud prefill of n + LM head; a layer's prefill of n tokens costs one
- *              decode step (the per-run overhead) plus n − 1 times its per-token prefill rate
+ *   first token (prompt of n tokens, sent in chunks of c) = 2 RTT + the three-stage pipeline of the
+ *              chunks — edge prefill of c, c encoded positions ÷ bandwidth, cloud prefill of c — which
+ *              takes one chunk through every stage plus (chunks − 1) times the slowest stage, + LM head;
+ *              a layer's prefill of c tokens costs one decode step (the per-run overhead) plus c − 1
+ *              times its per-token prefill rate. c is the one among 1, 2, 3, 4, 6, 8, 12, … and n that minimizes it
+ *              (`prefillChunk`)
  *   accuracy = weights' ppl increase + codec's ppl increase (both measured; added)
  */
 import { SplitLLMError } from '../shared/errors.js';
@@ -47,14 +50,36 @@ export function predict(pr: Problem, c: Config): Prediction {
   const cloudMs = (m.nLayers - c.split) * layerMs(pr.cloud, c.backBits) + pr.cloud.headMs;
   const latency = edgeMs + (1000 * bytesPerToken) / pr.link.bytesPerSec + pr.link.rttMs + cloudMs;
   const n = pr.budgets.promptTokens ?? 1;
-  const firstTokenMs =
-    2 * pr.link.rttMs +
-    pr.edge.embedMs +
-    c.split * (layerMs(pr.edge, c.frontBits) + (n - 1) * prefillMs(pr.edge, c.frontBits)) +
-    (1000 * ((n * bitsPerValue * m.dim) / 8 + HEADER_BYTES)) / pr.link.bytesPerSec +
-    (m.nLayers - c.split) * (layerMs(pr.cloud, c.backBits) + (n - 1) * prefillMs(pr.cloud, c.backBits)) +
-    pr.cloud.headMs;
+  const stages = (t: number): [number, number, number] => [
+    pr.edge.embedMs + c.split * (layerMs(pr.edge, c.frontBits) + (t - 1) * prefillMs(pr.edge, c.frontBits)),
+    (1000 * ((t * bitsPerValue * m.dim) / 8 + HEADER_BYTES)) / pr.link.bytesPerSec,
+    (m.nLayers - c.split) * (layerMs(pr.cloud, c.backBits) + (t - 1) * prefillMs(pr.cloud, c.backBits)),
+  ];
+  const { chunk: prefillChunk, ms: pipelineMs } = bestPrefillChunk(n, stages);
+  const firstTokenMs = 2 * pr.link.rttMs + pipelineMs + pr.cloud.headMs;
   const w = pr.accuracy.weights[`${c.split}/${c.frontBits}/${c.backBits}`];
   const accuracy = (w ?? NaN) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN));
-  return { memory, latency, accuracy, bytesPerToken, firstTokenMs };
+  return { memory, latency, accuracy, bytesPerToken, firstTokenMs, prefillChunk };
+}
+
+/**
+ * The chunk size (positions) that gets a prompt of `n` through a pipeline of stages soonest, and that
+ * time: with chunks of c, ⌈n/c⌉ − 1 full chunks and a last one of the rest; the first chunk goes through
+ * every stage, each later one adds the slowest stage of its size (stages overlap across chunks).
+ */
+export function bestPrefillChunk(n: number, stages: (tokens: number) => readonly number[]): { chunk: number; ms: number } {
+  let best = { chunk: n, ms: Infinity };
+  // the whole prompt, and chunks of 1, 2, 3, 4, 6, 8, 12, 16, … positions below it
+  const candidates = [n];
+  for (let p = 1; p < n; p *= 2) candidates.push(p, Math.floor(p * 1.5));
+  for (const c of candidates) {
+    if (c < 1 || c > n) continue;
+    const full = Math.ceil(n / c) - 1;
+    const rest = n - full * c;
+    const first = stages(full > 0 ? c : rest);
+    const slowest = Math.max(...stages(c));
+    const ms = first.reduce((a, b) => a + b, 0) + Math.max(0, full - 1) * slowest + (full > 0 ? Math.max(...stages(rest)) : 0);
+    if (ms < best.ms) best = { chunk: c, ms };
+  }
+  return best;
 }

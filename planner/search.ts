@@ -42,6 +42,7 @@ export function toRanked(pr: Problem, s: Scored): RankedPlan {
     kvCodec: 'fp32',
     maxSeq: s.c.maxSeq,
     blockSize: pr.blockSize ?? 32,
+    prefillChunk: s.p.prefillChunk,
     predicted: { memory: s.p.memory, latency: s.p.latency, accuracy: s.p.accuracy, bytesPerToken: s.p.bytesPerToken, firstTokenMs: s.p.firstTokenMs },
   };
   return { plan, predicted: s.p, tight: slack[0]![0] };

@@ -68,6 +68,8 @@ export interface Prediction {
   bytesPerToken: number;
   /** ms from the session's hello to the first token, for budgets.promptTokens prompt tokens */
   firstTokenMs: number;
+  /** the prompt positions per prefill chunk that first-token time assumes */
+  prefillChunk: number;
 }
 
 export interface RankedPlan {

@@ -1,6 +1,6 @@
 /**
  * The plan: what the planner chooses and what edge, cloud and planner all read.
- * `{split, frontBits, backBits, headBits?, codec, kvCodec, maxSeq, predicted: {memory, latency, accuracy}}`.
+ * `{split, frontBits, backBits, headBits?, codec, kvCodec, maxSeq, prefillChunk?, predicted: {memory, latency, accuracy}}`.
  * `validatePlan` is the boundary for plan files: it checks every field and builds a fresh object.
  */
 import { SplitLLMError } from './errors.js';
@@ -20,6 +20,8 @@ export interface Plan {
   codec: string;
   kvCodec: string;
   maxSeq: number;
+  /** prompt positions per prefill message (the planner's choice for its prompt length) */
+  prefillChunk?: number;
   predicted?: Record<string, number>;
 }
 
@@ -55,6 +57,7 @@ export function validatePlan(raw: unknown, where = 'plan', strategies?: readonly
     plan.strategy = str('strategy', 'a weight strategy name');
     if (strategies && !strategies.includes(plan.strategy)) bad(`strategy "${plan.strategy}" is unknown (known: ${strategies.join(', ')})`);
   }
+  if (raw['prefillChunk'] !== undefined) plan.prefillChunk = int('prefillChunk', (n) => n > 0, 'must be a positive integer');
   if (raw['headBits'] !== undefined) plan.headBits = int('headBits', isWeightBits, bitsMsg);
   if (raw['blockSize'] !== undefined) plan.blockSize = int('blockSize', isBlockSize, `is not ${BLOCK_SIZES.join(', ')}`);
   const predicted = raw['predicted'];

@@ -197,6 +197,10 @@ describe('CloudSession over an in-memory channel (default model)', () => {
     await TestEdge.start(pkg, s, 2, { maxTokens: 500 });
     s.send({ type: 'step', token: 5 }, tensor(1));
     await expectError(s, 'step_before_prefill');
+    // a chunk of the prompt is answered by nothing; the session is prefilled only by its last chunk
+    s.send({ type: 'prefill', tokens: 1, more: true }, tensor(1));
+    s.send({ type: 'step', token: 5 }, tensor(1));
+    await expectError(s, 'step_before_prefill');
     s.send({ type: 'prefill', tokens: 2 }, tensor(3));
     await expectError(s, 'bad_tensor');
     const nan = tensor(1);

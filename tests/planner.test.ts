@@ -1,7 +1,7 @@
 import { expect, it } from 'vitest';
 import { SYNTHETIC_PRESETS } from '../models/importers/synthetic.js';
 import { rng } from '../models/runtime/sampler.js';
-import { predict } from '../planner/cost.js';
+import { bestPrefillChunk, predict } from '../planner/cost.js';
 import { coordinate, exhaustive } from '../planner/strategies/index.js';
 import { syntheticProblem } from '../planner/synthetic.js';
 
@@ -24,19 +24,39 @@ it('exhaustive covers split × front bits × back bits × codec × sequence leng
   }
 });
 
-it('time to first token: two round trips, the prefill of every prompt token on both sides, and its bytes', () => {
+it('time to first token: two round trips and the prompt through the edge → link → cloud pipeline in the chunk size that is fastest', () => {
+  // stages linear in the chunk's tokens with no per-run cost: one token per chunk is best, and the
+  // pipeline takes the first chunk's three stages plus n − 1 times the slowest
+  const linear = (t: number) => [2.5 * t, 2 * t, 1 * t];
+  expect(bestPrefillChunk(101, linear)).toEqual({ chunk: 1, ms: 5.5 + 100 * 2.5 });
+  // a per-run cost that dwarfs the per-token ones: one message is best
+  expect(bestPrefillChunk(101, (t) => [50 + 0.01 * t, 0.01 * t, 50 + 0.01 * t]).chunk).toBe(101);
+  // in between: a chunk that balances the fixed cost against the overlap, and never slower than one message
+  const mid = (t: number) => [5 + 0.5 * t, 0.4 * t, 5 + 0.1 * t];
+  const best = bestPrefillChunk(200, mid);
+  expect(best.chunk).toBeGreaterThan(1);
+  expect(best.chunk).toBeLessThan(200);
+  expect(best.ms).toBeLessThan(mid(200).reduce((x, y) => x + y, 0));
+
   const pr = syntheticProblem(tiny, 4);
   pr.edge = { ...pr.edge, layerPrefillMsPerToken: { '4': 0.5, '8': 0.6, '32': 1 } };
   pr.cloud = { ...pr.cloud, layerPrefillMsPerToken: { '4': 0.05, '8': 0.06, '32': 0.1 } };
   pr.link = { rttMs: 40, bytesPerSec: 1e6 };
   const c = { split: 5, frontBits: 4, backBits: 8, codec: 'fp16', maxSeq: 256 };
   pr.budgets = { ...pr.budgets, promptTokens: 1 };
-  const one = predict(pr, c).firstTokenMs;
+  const one = predict(pr, c);
+  expect(one.prefillChunk).toBe(1);
+  expect(one.firstTokenMs).toBeGreaterThan(2 * 40);
   pr.budgets = { ...pr.budgets, promptTokens: 101 };
-  const many = predict(pr, c).firstTokenMs;
-  // 100 more prompt tokens: 100 × (5 edge layers × 0.5 ms + 17 cloud layers × 0.06 ms + 2048 fp16 bytes at 1 MB/s)
-  expect(many - one).toBeCloseTo(100 * (5 * 0.5 + 17 * 0.06 + (tiny.dim * 2 * 1000) / 1e6), 6);
-  expect(one).toBeGreaterThan(2 * 40);
+  const many = predict(pr, c);
+  // per prompt token: 5 edge layers × 0.5 ms, 2048 fp16 bytes at 1 MB/s, 17 cloud layers × 0.06 ms
+  const perToken = [5 * 0.5, (tiny.dim * 2 * 1000) / 1e6, 17 * 0.06];
+  const serial = 100 * perToken.reduce((x, y) => x + y, 0);
+  // pipelined: faster than one message, never faster than the slowest stage's share of the prompt
+  expect(many.firstTokenMs - one.firstTokenMs).toBeLessThan(serial);
+  expect(many.firstTokenMs - one.firstTokenMs).toBeGreaterThan(100 * Math.max(...perToken) - 1e-9);
+  expect(many.prefillChunk).toBeGreaterThan(1);
+  expect(many.prefillChunk).toBeLessThan(101);
 });
 
 it('coordinate descent reaches within 5% of the exhaustive optimum on 100 random budget settings', () => {

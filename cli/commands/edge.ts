@@ -1,7 +1,7 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import { validatePlan, type Plan } from '../../shared/plan.js';
 import { WEIGHT_STRATEGY_NAMES } from '../../models/weights/registry.js';
-import { runEdge } from '../../edge/agent.js';
+import { DEFAULT_PREFILL_CHUNK, runEdge } from '../../edge/agent.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
 import { startEdgeService } from '../../edge/service.js';
 import { SplitBandit } from '../../planner/bandit.js';
@@ -28,6 +28,7 @@ const planOptions = {
   ...calibrationOption,
   'kv-codec': opt.string({ description: 'codec of KV streamed on a re-split: fp32 (lossless) or int8', valueName: 'SPEC', defaultText: "the plan's, else fp32" }),
   'edge-memory': opt.bytes({ description: 'memory the model may take on the edge (front weights + KV cache): re-split before the KV cache outgrows it' }),
+  'prefill-chunk': opt.int({ min: 1, description: 'prompt positions per prefill message: the prompt leaves in chunks as the front segment produces them and the cloud runs each as it arrives (a prompt of at most N goes in one)', valueName: 'N', defaultText: `the plan's, else ${DEFAULT_PREFILL_CHUNK}` }),
   ...weightOptions,
 };
 
@@ -67,6 +68,7 @@ async function resolvePlan(v: PlanValues, split: number | undefined) {
     codec: v.codec ?? plan?.codec ?? 'fp32', // a bare 'ts-tabq' is each split's calibrated default
     codecEnv: calibrationContexts(v, pkg),
     kvCodec: v['kv-codec'] ?? plan?.kvCodec ?? 'fp32',
+    prefillChunk: v['prefill-chunk'] ?? plan?.prefillChunk,
     maxSeq: plan ? Math.min(plan.maxSeq, pkg.config.maxSeq) : pkg.config.maxSeq,
     token: tokenOf(v),
     ca: caOf(v),
@@ -142,6 +144,7 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
       headBits: weights.plan?.headBits,
       blockSize: weights.plan?.blockSize,
       kvCodec: r0.kvCodec,
+      prefillChunk: r0.prefillChunk,
       edgeMemory: v['edge-memory'],
       resplits: v.resplit,
       adapt: bandit ? (info) => bandit.step(info.latencyMs) : undefined,
@@ -204,6 +207,7 @@ const serveCommand = defineCommand({
       headBits: r.weights.plan?.headBits,
       blockSize: r.weights.plan?.blockSize,
       kvCodec: r.kvCodec,
+      prefillChunk: r.prefillChunk,
       edgeMemory: v['edge-memory'],
       maxSeq: r.maxSeq,
       maxConcurrent: v['max-concurrent'],

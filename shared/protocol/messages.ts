@@ -3,7 +3,7 @@
  * code sees it once `parseFrame` (parse.ts) has checked every field. Browser-safe: no imports.
  */
 
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 export interface SamplingParams {
   temperature?: number;
@@ -58,7 +58,10 @@ export interface Resume {
 /** hidden state [tokens, dim] of the prompt (prefill) or of one new token (step); payload: codec message */
 export interface Prefill {
   type: 'prefill';
+  /** positions in this frame */
   tokens: number;
+  /** more of the prompt follows in further prefill frames (a chunk, run as it arrives; no token answers it) */
+  more?: boolean;
 }
 export interface Step {
   type: 'step';

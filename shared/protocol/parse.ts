@@ -89,8 +89,12 @@ function checkMessage(raw: Raw, type: string): Message {
       const f = fields(raw, type, 'bad_message');
       return { type, session: f.str('session', LIMITS.sessionId), secret: f.str('secret', LIMITS.resumeSecret), position: f.int('position', 0, LIMITS.positions) };
     }
-    case 'prefill':
-      return { type, tokens: fields(raw, type, 'bad_tensor').int('tokens', 1, LIMITS.positions) };
+    case 'prefill': {
+      const f = fields(raw, type, 'bad_tensor');
+      const m: Message = { type, tokens: f.int('tokens', 1, LIMITS.positions) };
+      if (f.has('more') && f.bool('more')) m.more = true;
+      return m;
+    }
     case 'step':
       return { type, token: fields(raw, type, 'bad_message').int('token', 0, LIMITS.tokenId) };
     case 'close':

@@ -5,7 +5,8 @@ import type { Connector, FrameChannel } from '../../shared/transport/channel.js'
 
 /**
  * A WebSocket connector whose channels terminate right after sending the prefill/step frame that follows
- * `afterTokens[i]` generated tokens (counted over the session, resends excluded).
+ * `afterTokens[i]` generated tokens (counted over the session, resends excluded; of a prompt sent in
+ * chunks, its last chunk counts).
  */
 export function droppingConnector(url: string, afterTokens: number[], token?: string): Connector {
   const inner = wsConnector(url, token);
@@ -17,6 +18,8 @@ export function droppingConnector(url: string, afterTokens: number[], token?: st
       ch.send(frame);
       const m = parseEdgeFrame(frame).header;
       if (m.type !== 'prefill' && m.type !== 'step') return;
+      // chunks of a prompt before its last are answered by no token: they do not count
+      if (m.type === 'prefill' && m.more) return;
       if (seen.has(frame)) return;
       seen.add(frame);
       const tokensBefore = fed;
