@@ -14,6 +14,10 @@ export function decodeContinuation(tok: { decode(ids: readonly number[]): string
 /**
  * Streams generated text as tokens arrive: the prompt is written with the first token, and a token's
  * text is written once decoding it together with the rest cannot change it (multi-byte characters).
+ * Decoding is incremental — each token decodes a window of a few ids, not the whole text — so a token
+ * costs the same at position 2,000 as at 20: the window starts a few ids back (the prompt's last ones for
+ * the first tokens, so that spacing is what decoding the whole text gives) and moves on once its text is
+ * written. `finish` decodes the whole text once and writes whatever is still held back.
  */
 export class TextStream {
   private readonly ids: number[] = [];
@@ -21,6 +25,11 @@ export class TextStream {
 
   private readonly breakIds: readonly number[];
   private readonly echoPrompt: boolean;
+  /** the paragraph being decoded: context ids (the prompt's tail, for the first one) and its own */
+  private seq: number[];
+  /** window [prefix, read) is the text written last; [prefix, end) the text with the new ids */
+  private prefix: number;
+  private read: number;
 
   constructor(
     private readonly tok: { decode(ids: readonly number[]): string },
@@ -36,6 +45,10 @@ export class TextStream {
   ) {
     this.breakIds = opts.breakIds ?? [];
     this.echoPrompt = opts.echoPrompt ?? true;
+    // as decodeContinuation: the first paragraph is decoded after the prompt, when there is one
+    this.seq = prompt ? promptIds.slice(-CONTEXT_IDS) : [];
+    this.prefix = 0;
+    this.read = this.seq.length;
   }
 
   private text(): string {
@@ -47,14 +60,37 @@ export class TextStream {
     return [decodeContinuation(this.tok, this.promptIds, parts[0]!, this.prompt), ...parts.slice(1).map((p) => this.tok.decode(p))].join('\n\n');
   }
 
+  private emit(s: string): void {
+    if (!s) return;
+    this.printed += s;
+    this.write?.(s);
+  }
+
+  /** The text of the window's new ids: what decoding [prefix, end) adds to [prefix, read). */
+  private pending(): string | undefined {
+    const before = this.tok.decode(this.seq.slice(this.prefix, this.read));
+    const now = this.tok.decode(this.seq.slice(this.prefix));
+    return now.length > before.length && now.startsWith(before) ? now.slice(before.length) : undefined;
+  }
+
   push(id: number): void {
     if (this.ids.length === 0 && this.prompt && this.echoPrompt) this.write?.(this.prompt);
     this.ids.push(id);
-    const text = this.text();
-    if (text.startsWith(this.printed)) {
-      this.write?.(text.slice(this.printed.length));
-      this.printed = text;
+    if (this.breakIds.includes(id)) {
+      // the paragraph ends: what it still held back, then the blank line; the next starts without context
+      this.emit(this.pending() ?? '');
+      this.emit('\n\n');
+      this.seq = [];
+      this.prefix = this.read = 0;
+      return;
     }
+    this.seq.push(id);
+    const add = this.pending();
+    // a character still incomplete (U+FFFD at the end) waits for the ids that finish it
+    if (add === undefined || add.endsWith('\uFFFD')) return;
+    this.emit(add);
+    this.prefix = this.read;
+    this.read = this.seq.length;
   }
 
   /** Writes what is left and returns the whole continuation. */
@@ -66,6 +102,9 @@ export class TextStream {
     return text;
   }
 }
+
+/** Ids of context a streaming decode window starts with (the prompt's last ones): enough for spacing and merges at the boundary. */
+const CONTEXT_IDS = 4;
 
 /**
  * Stop strings over streamed text (the OpenAI API's `stop`): text is released only once no stop string
