@@ -21,6 +21,8 @@ interface Case {
   header: Record<string, unknown> | unknown;
   payload?: Uint8Array;
   code: string;
+  /** the frame's bytes as they are (a compact frame), instead of a msgpack header */
+  raw?: Uint8Array;
 }
 
 describe('every field of every message type, wrong or out of range', () => {
@@ -121,13 +123,16 @@ describe('every field of every message type, wrong or out of range', () => {
       { name: 'kv.length negative', header: { type: 'kv', layer: 0, length: -1 }, code: 'bad_resplit' },
       { name: 'kv.length not the session length', header: { type: 'kv', layer: 0, length: 10_000 }, code: 'bad_resplit' },
       { name: 'kv payload garbage', header: { type: 'kv', layer: 0, length: 0 }, payload: kvGarbage, code: 'bad_tensor' },
+      { name: 'compact step with a negative token', header: null, raw: new Uint8Array([0xff, 0xff, 0xff, 0xff, 2, 0xfb, 0xff, 0xff, 0xff]), code: 'bad_message' },
+      { name: 'compact frame of an unknown kind', header: null, raw: new Uint8Array([0xff, 0xff, 0xff, 0xff, 7, 0, 0, 0, 0]), code: 'bad_frame' },
+      { name: 'compact token from the edge', header: null, raw: encodeFrame({ type: 'token', id: 1, done: false, cloudMs: 1 }), code: 'unknown_type' },
     ];
     expect(fresh.length + inSession.length).toBeGreaterThanOrEqual(60);
 
     const healthy = await TestEdge.start(pkg, cloud.connect(), 3, { maxTokens: 200 });
     let next = await healthy.round(prompt);
     const answer = async (c: TestClient, k: Case) => {
-      c.sendRaw(rawFrame(k.header, k.payload));
+      c.sendRaw(k.raw ?? rawFrame(k.header, k.payload));
       const m = await c.message();
       expect(m.type, k.name).toBe('error');
       if (m.type !== 'error') return;
@@ -190,5 +195,49 @@ describe('the edge side of the boundary: frames from the cloud', () => {
     const f = parseEdgeFrame(rawFrame({ type: 'step', token: 3, extra: { deep: 1 }, ['__proto__']: { polluted: true } }));
     expect(f.header).toEqual({ type: 'step', token: 3 });
     expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+});
+
+describe('compact token and step frames', () => {
+  /** a compact frame of `kind` with the given body bytes */
+  const compact = (kind: number, body: number[]): Uint8Array => new Uint8Array([0xff, 0xff, 0xff, 0xff, kind, ...body]);
+  const code = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      expect(e).toBeInstanceOf(ProtocolError);
+      return e instanceof ProtocolError ? e.wireCode : 'none';
+    }
+    return 'accepted';
+  };
+  it('a token is 14 bytes and a step 9 + its payload, and both round-trip exactly', () => {
+    const t = encodeFrame({ type: 'token', id: 31_999, done: true, cloudMs: 0.75 });
+    expect(t.length).toBe(14);
+    expect(parseCloudFrame(t).header).toEqual({ type: 'token', id: 31_999, done: true, cloudMs: 0.75 });
+    expect(parseCloudFrame(encodeFrame({ type: 'token', id: -1, done: false, cloudMs: 0 })).header).toEqual({ type: 'token', id: -1, done: false, cloudMs: 0 });
+    const payload = fp32.encode(new Float32Array([1, 2, 3]), 1, 3);
+    const s = encodeFrame({ type: 'step', token: 7 }, payload);
+    expect(s.length).toBe(9 + payload.length);
+    const back = parseEdgeFrame(s);
+    expect(back.header).toEqual({ type: 'step', token: 7 });
+    expect([...back.payload]).toEqual([...payload]);
+    // the msgpack forms are still read
+    expect(parseEdgeFrame(rawFrame({ type: 'step', token: 7 }, payload)).header).toEqual({ type: 'step', token: 7 });
+  });
+  it('refuses malformed compact frames with their codes', () => {
+    const i32 = (n: number) => [...new Uint8Array(new Int32Array([n]).buffer)];
+    const f32 = (n: number) => [...new Uint8Array(new Float32Array([n]).buffer)];
+    expect(code(() => parseCloudFrame(compact(1, [...i32(3), 0, ...f32(1)])))).toBe('accepted');
+    expect(code(() => parseCloudFrame(compact(1, [...i32(3), 0, ...f32(1), 0])))).toBe('bad_frame'); // a byte too many
+    expect(code(() => parseCloudFrame(compact(1, [...i32(3), 0])))).toBe('bad_frame'); // cut short
+    expect(code(() => parseCloudFrame(compact(1, [...i32(3), 2, ...f32(1)])))).toBe('bad_message'); // done 2
+    expect(code(() => parseCloudFrame(compact(1, [...i32(-2), 0, ...f32(1)])))).toBe('bad_message'); // id below −1
+    expect(code(() => parseCloudFrame(compact(1, [...i32(3), 0, ...f32(NaN)])))).toBe('bad_message');
+    expect(code(() => parseCloudFrame(compact(1, [...i32(3), 0, ...f32(-1)])))).toBe('bad_message');
+    expect(code(() => parseCloudFrame(compact(9, [0, 0, 0, 0])))).toBe('bad_frame'); // unknown kind
+    expect(code(() => parseEdgeFrame(compact(2, [0, 0])))).toBe('bad_frame'); // step cut short
+    expect(code(() => parseEdgeFrame(compact(2, i32(-5))))).toBe('bad_message'); // negative token
+    expect(code(() => parseCloudFrame(compact(2, i32(5))))).toBe('unknown_type'); // the cloud sends no step
+    expect(code(() => parseEdgeFrame(compact(1, [...i32(3), 0, ...f32(1)])))).toBe('unknown_type'); // nor the edge a token
   });
 });

@@ -3,6 +3,13 @@
  *
  *   u32 little-endian header length H | H bytes msgpack header {type, …} | raw payload bytes
  *
+ * except the two frames of every token, which are compact and fixed-layout (no msgpack):
+ *
+ *   token: u32 0xFFFFFFFF | u8 1 | i32 id | u8 done (0/1) | f32 cloudMs          (14 bytes)
+ *   step:  u32 0xFFFFFFFF | u8 2 | i32 token | raw payload bytes                   (9 + payload)
+ *
+ * (0xFFFFFFFF is never a header length: headers are at most MAX_HEADER_BYTES.) All little-endian.
+ *
  * Control fields travel in the msgpack header; tensors (codec messages) travel as the raw payload, never
  * re-encoded. `kv` payloads pack a layer's key and value messages behind a u32 length.
  */
@@ -24,7 +31,35 @@ export function lengthPrefixed(first: Uint8Array, rest: Uint8Array): Uint8Array 
   return out;
 }
 
+/** The first u32 of a compact frame. */
+export const COMPACT_MARK = 0xffffffff;
+/** The kind byte of each compact frame. */
+export const COMPACT_KIND = { token: 1, step: 2 } as const;
+/** Bytes of a compact token frame. */
+export const COMPACT_TOKEN_BYTES = 14;
+/** Bytes before a compact step frame's payload. */
+export const COMPACT_STEP_HEADER = 9;
+
 export function encodeFrame(header: Message, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  if (header.type === 'token') {
+    const out = new Uint8Array(COMPACT_TOKEN_BYTES);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, COMPACT_MARK, true);
+    out[4] = COMPACT_KIND.token;
+    v.setInt32(5, header.id, true);
+    out[9] = header.done ? 1 : 0;
+    v.setFloat32(10, header.cloudMs, true);
+    return out;
+  }
+  if (header.type === 'step') {
+    const out = new Uint8Array(COMPACT_STEP_HEADER + payload.length);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, COMPACT_MARK, true);
+    out[4] = COMPACT_KIND.step;
+    v.setInt32(5, header.token, true);
+    out.set(payload, COMPACT_STEP_HEADER);
+    return out;
+  }
   return lengthPrefixed(msgpack.pack(header), payload);
 }
 

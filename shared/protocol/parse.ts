@@ -8,7 +8,7 @@
  */
 import { isSessionId } from './session-id.js';
 import { PROTOCOL_VERSION, CLOUD_MESSAGES, EDGE_MESSAGES, type CloudMessage, type EdgeMessage, type Frame, type Message, type SamplingParams } from './messages.js';
-import { msgpack, splitFrame } from './frame.js';
+import { COMPACT_KIND, COMPACT_MARK, COMPACT_STEP_HEADER, COMPACT_TOKEN_BYTES, msgpack, splitFrame } from './frame.js';
 import { ProtocolError, type WireCode } from './errors.js';
 import { describe, Fields, isPlainMap, type Raw } from '../fields.js';
 
@@ -138,7 +138,31 @@ function checkMessage(raw: Raw, type: string): Message {
   }
 }
 
+/** A compact token or step frame (frame.ts), checked as its msgpack form would be; undefined when `data` is not one. */
+function parseCompact(data: Uint8Array): { raw: Raw; type: string; payload: Uint8Array } | undefined {
+  if (data.length < 5) return undefined;
+  const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  if (v.getUint32(0, true) !== COMPACT_MARK) return undefined;
+  const kind = data[4];
+  if (kind === COMPACT_KIND.token) {
+    if (data.length !== COMPACT_TOKEN_BYTES) throw new ProtocolError('bad_frame', `a compact token frame is ${COMPACT_TOKEN_BYTES} bytes, this one ${data.length}`);
+    const done = data[9];
+    if (done !== 0 && done !== 1) throw new ProtocolError('bad_message', `token.done must be 0 or 1, got ${done}`);
+    return { raw: { type: 'token', id: v.getInt32(5, true), done: done === 1, cloudMs: v.getFloat32(10, true) }, type: 'token', payload: new Uint8Array(0) };
+  }
+  if (kind === COMPACT_KIND.step) {
+    if (data.length < COMPACT_STEP_HEADER) throw new ProtocolError('bad_frame', `a compact step frame has at least ${COMPACT_STEP_HEADER} bytes, this one ${data.length}`);
+    return { raw: { type: 'step', token: v.getInt32(5, true) }, type: 'step', payload: data.subarray(COMPACT_STEP_HEADER) };
+  }
+  throw new ProtocolError('bad_frame', `compact frame kind ${kind} is unknown (1 token, 2 step)`);
+}
+
 function parse(data: Uint8Array, allowed: readonly string[], from: string): Frame {
+  const compact = parseCompact(data);
+  if (compact) {
+    if (!allowed.includes(compact.type)) throw new ProtocolError('unknown_type', `the ${from} does not send "${compact.type}"`);
+    return { header: checkMessage(compact.raw, compact.type), payload: compact.payload };
+  }
   const { header, payload } = splitFrame(data);
   let raw: unknown;
   try {
