@@ -11,6 +11,7 @@
  *   network together join it), and the step of a segment's only session runs at once.
  * A batch holds at most `maxBatch` steps.
  */
+import { SplitLLMError } from '../shared/errors.js';
 import type { ModelPackage } from '../models/package.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import { linearFor } from '../models/onnx/linear.js';
@@ -150,8 +151,11 @@ export class BackSegmentPool {
   }
 
   private start(q: StepQueue): void {
-    const batch = q.queue.splice(0, this.maxBatch);
-    if (!batch.length) return;
+    const taken = q.queue.splice(0, this.maxBatch);
+    // a step whose session was released while it waited fails alone, not the batch it would have joined
+    for (const p of taken) if (!p.runtime.live) p.reject(new SplitLLMError('E_RUNTIME', 'the session was released before its step ran'));
+    const batch = taken.filter((p) => p.runtime.live);
+    if (!batch.length) return this.pump(q, false);
     q.running = true;
     const t0 = performance.now();
     this.onBatch(batch.length, batch.map((p) => (t0 - p.queuedAt) / 1000));

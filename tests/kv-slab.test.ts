@@ -115,3 +115,20 @@ function concat(xs: Float32Array[]): Float32Array {
   }
   return out;
 }
+
+it('a step whose session is released while it waits fails alone; the batch it would have joined runs', async () => {
+  const hs = await hiddenStates(8);
+  const pool = new BackSegmentPool(pkg);
+  const key = { split: 1, bits: 32, blockSize: 32 };
+  const rts = await Promise.all([0, 1, 2].map(() => pool.runtime(key)));
+  for (const r of rts) await r.run(hs[0]!, 1);
+  const steps = rts.map((r) => pool.step(key, r, hs[1]!));
+  await rts[1]!.release(); // before the batch starts (it waits for the end of this turn)
+  await expect(steps[1]).rejects.toThrow(/released before its step ran/);
+  const [a, c] = await Promise.all([steps[0]!, steps[2]!]);
+  expect(maxAbsDiff(a.data, c.data)).toBe(0); // the same inputs at the same length
+  expect(rts[0]!.length).toBe(2);
+  expect(rts[2]!.length).toBe(2);
+  for (const r of [rts[0]!, rts[2]!]) await r.release();
+  await pool.close();
+});

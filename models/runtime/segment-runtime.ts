@@ -301,8 +301,15 @@ export class SegmentRuntime {
     this.kv.load(byLayer, length);
   }
 
+  /** false once `release` was called */
+  get live(): boolean {
+    return !this.released;
+  }
+  private released = false;
+
   /** Drops the KV cache and releases the onnxruntime session when this runtime owns it (a shared one stays open). */
   async release(): Promise<void> {
+    this.released = true;
     const told = this.onRelease;
     this.onRelease = undefined;
     // the cache's buffers (or its slab slot) go now, whoever still holds this object
