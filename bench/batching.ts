@@ -6,7 +6,9 @@
  * each session's ms per step ÷ the solo ms per step (the worst of them), and the mean batch the cloud
  * ran (from its /metrics), min/median/max over the runs.
  *
- *   node dist/bench/batching.js [--sessions 16] [--steps 128] [--positions 16] [--runs 3] [--skip-100m] [--json]
+ *   node dist/bench/batching.js [--sessions 16] [--steps 128] [--positions 16] [--runs 3] [--kv-slab] [--skip-100m] [--json]
+ *
+ * --kv-slab: the cloud keeps each back segment's session caches in one slab (`splitllm cloud --kv-slab`).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -25,6 +27,7 @@ const { values } = parseArgs({
     positions: { type: 'string', default: '16' },
     runs: { type: 'string', default: '3' },
     'skip-100m': { type: 'boolean' },
+    'kv-slab': { type: 'boolean' },
     role: { type: 'string' },
     url: { type: 'string' },
     model: { type: 'string' },
@@ -34,7 +37,7 @@ const { values } = parseArgs({
   },
 });
 if (values.help) {
-  process.stdout.write('usage: node dist/bench/batching.js [--sessions N] [--steps N] [--positions P] [--runs N] [--skip-100m] [--json]\n');
+  process.stdout.write('usage: node dist/bench/batching.js [--sessions N] [--steps N] [--positions P] [--runs N] [--kv-slab] [--skip-100m] [--json]\n');
   process.exit(0);
 }
 const steps = Number(values.steps);
@@ -85,7 +88,7 @@ interface Row {
 
 async function measure(name: string, dir: string, split: number): Promise<Row> {
   const n = Number(values.sessions);
-  const cloud = await pinnedCloud(1, dir);
+  const cloud = await pinnedCloud(1, dir, values['kv-slab'] ? ['--kv-slab'] : []);
   try {
     const url = cloud.url;
     const base = url.replace(/^ws/, 'http').replace(/\/v1\/session$/, '');
@@ -127,7 +130,7 @@ try {
   if (values.json) process.stdout.write(JSON.stringify({ rows }) + '\n');
   else {
     const t = (x: { min: number; median: number; max: number }, d = 1) => `${fmt(x.min, d)} / ${fmt(x.median, d)} / ${fmt(x.max, d)}`;
-    process.stdout.write(`bench/batching: cloud on core 1 (default options), light clients on core 0, ${steps} steps after a ${positions}-position prefill, ${values.runs} runs; load ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+    process.stdout.write(`bench/batching: cloud on core 1 (${values['kv-slab'] ? '--kv-slab' : 'default options'}), light clients on core 0, ${steps} steps after a ${positions}-position prefill, ${values.runs} runs; load ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
     process.stdout.write('model                  split  sessions  solo tok/s (min/med/max)   aggregate tok/s            × solo (min/med/max)  worst latency × solo  mean batch\n');
     for (const r of rows) {
       process.stdout.write(`${r.model.padEnd(22)} ${String(r.split).padStart(5)} ${String(r.sessions).padStart(9)}  ${t(r.soloTokensPerSec).padEnd(26)} ${t(r.aggregateTokensPerSec).padEnd(26)} ${t(r.ratio, 2).padEnd(21)} ${t(r.worstLatencyRatio, 2).padEnd(21)} ${t(r.meanBatch)}\n`);

@@ -54,9 +54,9 @@ export function pinnedRun(core: number, args: string[]): Promise<string> {
   });
 }
 
-/** `splitllm cloud --model DIR` with default options pinned to `core`, once it prints its URL; `stop` kills it. */
-export async function pinnedCloud(core: number, dir: string): Promise<{ url: string; stop: () => Promise<void> }> {
-  const cloud = spawn('taskset', ['-c', String(core), process.execPath, BIN, 'cloud', '--model', dir, '--port', '0', '--json', '--log-level', 'silent'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
+/** `splitllm cloud --model DIR` with default options (and `extra` flags) pinned to `core`, once it prints its URL; `stop` kills it. */
+export async function pinnedCloud(core: number, dir: string, extra: string[] = []): Promise<{ url: string; stop: () => Promise<void> }> {
+  const cloud = spawn('taskset', ['-c', String(core), process.execPath, BIN, 'cloud', '--model', dir, '--port', '0', '--json', '--log-level', 'silent', ...extra], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise((r) => cloud.once('exit', r));
   const stop = async () => {
     cloud.kill('SIGKILL');

@@ -9,7 +9,8 @@
  *   halves, each waiting for the other), and a slow or finished session delays the rest by at most that;
  * - a step that finds the segment idle waits only for the current event-loop turn (steps read from the
  *   network together join it), and the step of a segment's only session runs at once.
- * A batch holds at most `maxBatch` steps.
+ * A batch holds at most `maxBatch` steps. With `kvSlab` the sessions' caches live in one slab per segment
+ * and a batch reads them in place; without (the default) each batched step gathers them.
  */
 import { SplitLLMError } from '../shared/errors.js';
 import type { ModelPackage } from '../models/package.js';
@@ -73,6 +74,8 @@ export class BackSegmentPool {
     threads?: number,
     /** most decode steps in one batch (default DEFAULT_MAX_BATCH) */
     private readonly maxBatch = DEFAULT_MAX_BATCH,
+    /** the sessions of a back segment keep their KV in one slab (batches read it in place; default false) */
+    kvSlab = false,
   ) {
     const c = pkg.config;
     this.segments = new SharedSegments(
@@ -83,7 +86,7 @@ export class BackSegmentPool {
         const headLinear = headEmitterFor({ headBits: k.headBits, blockSize: k.blockSize });
         return buildSegment(c, pkg.weights, k.split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin, headLinear });
       },
-      { idleMs, threads, sharedKv: true },
+      { idleMs, threads, sharedKv: kvSlab },
     );
   }
 

@@ -41,6 +41,12 @@ export interface CloudOptions {
   blockSizes?: readonly number[];
   /** a back segment no session has used for this long is released (default 60 s) */
   segmentIdleMs?: number;
+  /**
+   * keep the KV caches of a back segment's sessions in one slab, so that batched decode steps read them
+   * in place instead of gathering them (default false: after a burst of sessions the slab's process was
+   * measured to keep ~36 MB more of empty V8 heap resident, which V8 returns only later)
+   */
+  kvSlab?: boolean;
   /** onnxruntime intra-op threads of each back segment (default: $SPLITLLM_THREADS, else the cores this process may use) */
   threads?: number;
   /** largest accepted frame in bytes */

@@ -121,6 +121,7 @@ export function cloudContext(
     blockSizes?: readonly number[];
     segmentIdleMs?: number;
     threads?: number;
+    kvSlab?: boolean;
   } = {},
 ): CloudContext {
   const c = pkg.config;
@@ -158,6 +159,8 @@ export function cloudContext(
       },
       opts.segmentIdleMs,
       opts.threads,
+      undefined,
+      opts.kvSlab,
     ),
     calibration: opts.calibration,
     tokenLimit,

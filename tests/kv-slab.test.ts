@@ -2,8 +2,10 @@
  * The cloud's shared KV slab and its continuous batching: runtimes of one back segment keep their caches
  * in slots of one buffer, a batched step feeds it as is (no gather), and the results equal each
  * session's own single steps within 1e-4 — through slot moves when a session leaves, capacity growth
- * and padding rows of sessions that did not step. The pool batches the steps of the sessions it just
- * served together again, and a lone session's step runs without waiting for a batch.
+ * and padding rows of sessions that did not step, and the slab shrinks as sessions leave. The pool (with
+ * and without the slab, `splitllm cloud --kv-slab`) batches the steps of the sessions it just served
+ * together again, a lone session's step runs without waiting for a batch, and a step of a released
+ * session fails alone.
  */
 import { expect, it } from 'vitest';
 import { BackSegmentPool } from '../cloud/segment-pool.js';
@@ -80,10 +82,10 @@ it('batched steps over the slab equal single steps of own caches, through slot m
   await own.session.release();
 });
 
-it('the pool batches the sessions it just served together again, and a lone session steps at once', async () => {
+for (const kvSlab of [false, true]) it(`the pool batches the sessions it just served together again, and a lone session steps at once (KV slab ${kvSlab ? 'on' : 'off'})`, async () => {
   const hs = await hiddenStates(40);
   const sizes: number[] = [];
-  const pool = new BackSegmentPool(pkg, (n) => sizes.push(n));
+  const pool = new BackSegmentPool(pkg, (n) => sizes.push(n), undefined, undefined, undefined, kvSlab);
   const key = { split: 1, bits: 32, blockSize: 32 };
   const lone = await pool.runtime(key);
   await lone.run(hs[0]!, 1);
@@ -116,9 +118,9 @@ function concat(xs: Float32Array[]): Float32Array {
   return out;
 }
 
-it('a step whose session is released while it waits fails alone; the batch it would have joined runs', async () => {
+for (const kvSlab of [false, true]) it(`a step whose session is released while it waits fails alone; the batch it would have joined runs (KV slab ${kvSlab ? 'on' : 'off'})`, async () => {
   const hs = await hiddenStates(8);
-  const pool = new BackSegmentPool(pkg);
+  const pool = new BackSegmentPool(pkg, undefined, undefined, undefined, undefined, kvSlab);
   const key = { split: 1, bits: 32, blockSize: 32 };
   const rts = await Promise.all([0, 1, 2].map(() => pool.runtime(key)));
   for (const r of rts) await r.run(hs[0]!, 1);
@@ -131,4 +133,43 @@ it('a step whose session is released while it waits fails alone; the batch it wo
   expect(rts[2]!.length).toBe(2);
   for (const r of [rts[0]!, rts[2]!]) await r.release();
   await pool.close();
+});
+
+it('the slab gives memory back as sessions leave, and the sessions left go on exactly', async () => {
+  const hs = await hiddenStates(120);
+  const slabbed = new SharedSegments(c, (k: number) => String(k), (k) => buildSegment(c, pkg.weights, k, L, { embed: false, head: true }), { sharedKv: true });
+  const own = await SegmentRuntime.openSession(buildSegment(c, pkg.weights, 1, L, { embed: false, head: true }));
+  const twin = (): SegmentRuntime => SegmentRuntime.withSession(c, buildSegment(c, pkg.weights, 1, L, { embed: false, head: true }), own);
+  const a: SegmentRuntime[] = [];
+  const b: SegmentRuntime[] = [];
+  for (let i = 0; i < 12; i++) {
+    const n = i === 0 ? 100 : 3 + i; // one long session makes the capacity grow
+    const r = await slabbed.runtime(1);
+    const t = twin();
+    await r.run(concat(hs.slice(0, n)), n);
+    await t.run(concat(hs.slice(0, n)), n);
+    a.push(r);
+    b.push(t);
+  }
+  const slab = slabbed.entry(1).slab!;
+  expect(slab.size).toBe(12);
+  const full = slab.bytes;
+  // the long one and nine others leave: two short sessions stay
+  for (const k of [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]) {
+    await a[k]!.release();
+    await b[k]!.release();
+  }
+  expect(slab.size).toBe(2);
+  expect(slab.bytes).toBeLessThan(full / 4);
+  expect(slab.capacity).toBeLessThan(100);
+  const outs = await SegmentRuntime.runBatch([a[10]!, a[11]!], [hs[a[10]!.length]!, hs[a[11]!.length]!]);
+  for (const [j, k] of [10, 11].entries()) {
+    const want = await b[k]!.run(hs[b[k]!.length]!, 1);
+    expect(maxAbsDiff(outs[j]!.data, want.data)).toBeLessThan(1e-4);
+  }
+  for (const r of [a[10]!, a[11]!]) await r.release();
+  expect(slab.bytes).toBe(0);
+  for (const r of [b[10]!, b[11]!]) await r.release();
+  await slabbed.close();
+  await own.session.release();
 });

@@ -36,6 +36,8 @@ interface LayerBuffers {
 
 /** The smallest capacity a buffer is given (positions). */
 const MIN_CAPACITY = 64;
+/** The fewest slots a slab's buffers have room for. */
+const MIN_SLAB_ROWS = 4;
 
 export class KvCache {
   private layers = new Map<number, LayerBuffers>();
@@ -264,7 +266,10 @@ function moveRows(src: { key: Float32Array; value: Float32Array }, dst: { key: F
  * The capacity buffers of one shared segment's KV caches: per layer keys [S, KV, hd, C] and values
  * [S, KV, C, hd] for S slots of C positions. Slots stay dense — [0, n) are the n attached caches — so a
  * batch of all of them feeds the buffers' first n rows with no copy; a cache that leaves hands its slot
- * to the last one (a copy of that one cache). C grows as the caches' growth rule asks, S doubles.
+ * to the last one (a copy of that one cache). C grows as the caches' growth rule asks, S doubles; both
+ * shrink as sessions leave (S by half at a quarter in use, C to twice the longest cache when all hold at
+ * most a quarter of it), and the buffers go with the last cache, so a burst of sessions does not keep
+ * its memory.
  */
 export class KvSlab {
   private keys = new Map<number, Float32Array>();
@@ -310,7 +315,7 @@ export class KvSlab {
 
   attach(c: KvCache): void {
     if (this.slots.has(c)) return;
-    if (this.caches.length === this.rows && this.cap > 0) this.realloc(Math.max(4, this.rows * 2), this.cap);
+    if (this.caches.length === this.rows && this.cap > 0) this.realloc(Math.max(MIN_SLAB_ROWS, this.rows * 2), this.cap);
     this.slots.set(c, this.caches.length);
     this.caches.push(c);
   }
@@ -335,7 +340,14 @@ export class KvSlab {
       this.values.clear();
       this.cap = 0;
       this.rows = 0;
+      return;
     }
+    // memory follows the sessions down: at a quarter of the rows in use, half of them go; when every
+    // cache holds at most a quarter of the capacity, the capacity shrinks to twice the longest
+    const longest = Math.max(...this.caches.map((m) => m.length));
+    const rows = this.caches.length <= this.rows / 4 && this.rows > MIN_SLAB_ROWS ? Math.max(MIN_SLAB_ROWS, this.rows / 2) : this.rows;
+    const cap = longest <= this.cap / 4 && this.cap > MIN_CAPACITY ? Math.max(MIN_CAPACITY, Math.ceil((2 * longest) / 16) * 16) : this.cap;
+    if (rows !== this.rows || cap !== this.cap) this.realloc(rows, cap);
   }
 
   /** Room for `positions` in every slot (a cache's growth rule, within its `limit`). */
