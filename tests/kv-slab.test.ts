@@ -173,3 +173,16 @@ it('the slab gives memory back as sessions leave, and the sessions left go on ex
   await slabbed.close();
   await own.session.release();
 });
+
+it('a session that leaves the slab before any session ran (no buffers yet) leaves it working', async () => {
+  const hs = await hiddenStates(4);
+  const slabbed = new SharedSegments(c, (k: number) => String(k), (k) => buildSegment(c, pkg.weights, k, L, { embed: false, head: true }), { sharedKv: true });
+  const [a, b] = [await slabbed.runtime(1), await slabbed.runtime(1)];
+  await a.release(); // its slot goes to b before the slab has allocated anything
+  const own = await SegmentRuntime.create(pkg, 1, L, { embed: false, head: true });
+  expect(maxAbsDiff((await b.run(hs[0]!, 1)).data, (await own.run(hs[0]!, 1)).data)).toBeLessThan(1e-4);
+  expect(slabbed.entry(1).slab!.size).toBe(1);
+  await b.release();
+  await own.release();
+  await slabbed.close();
+});

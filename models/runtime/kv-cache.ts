@@ -329,11 +329,9 @@ export class KvSlab {
     if (last !== c) {
       this.caches[s] = last;
       this.slots.set(last, s);
+      // (before the first reserve there are no buffers and nothing to move)
       const n = this.slotFloats;
-      for (let i = this.from; i < this.to; i++) {
-        this.keys.get(i)!.copyWithin(s * n, this.caches.length * n, (this.caches.length + 1) * n);
-        this.values.get(i)!.copyWithin(s * n, this.caches.length * n, (this.caches.length + 1) * n);
-      }
+      for (const buffer of [...this.keys.values(), ...this.values.values()]) buffer.copyWithin(s * n, this.caches.length * n, (this.caches.length + 1) * n);
     }
     if (this.caches.length === 0) {
       this.keys.clear();
