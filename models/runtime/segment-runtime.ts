@@ -89,15 +89,15 @@ export class SegmentRuntime {
     const resident = first.segment.attention === 'resident';
     if (first.segment.first || (!resident && !first.segment.keyPositions)) throw new SplitLLMError('E_RUNTIME', 'batched steps need a hidden-state segment with resident attention or key positions');
     if (rts.some((r) => r.session !== first.session)) throw new SplitLLMError('E_RUNTIME', 'a batch must share one onnxruntime session');
+    for (const r of rts) {
+      if (r.cached + 1 > c.maxSeq) throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `sequence would pass the model's maximum of ${c.maxSeq}`);
+    }
     const slab = first.kv.slab;
     if (slab && rts.every((r) => r.kv.slab === slab)) return SegmentRuntime.runSlab(slab, rts, xs);
     const B = rts.length;
     const { nKvHeads: KV, headDim: hd, dim: D } = c;
     const Pmax = Math.max(...rts.map((r) => r.cached));
     const S = Pmax + 1;
-    for (const r of rts) {
-      if (r.cached + 1 > c.maxSeq) throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `sequence would pass the model's maximum of ${c.maxSeq}`);
-    }
     const hidden = new Float32Array(B * D);
     xs.forEach((x, b) => hidden.set(x, b * D));
     const pos = new BigInt64Array(B);
@@ -165,10 +165,8 @@ export class SegmentRuntime {
     const first = rts[0]!;
     const c = first.config;
     const D = c.dim;
-    for (const r of rts) {
-      if (r.cached + 1 > c.maxSeq) throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `sequence would pass the model's maximum of ${c.maxSeq}`);
-      r.kv.reserve(r.cached + 1);
-    }
+    // (runBatch checked the model's maximum) room for each step's new position, before the feeds view the buffers
+    for (const r of rts) r.kv.reserve(r.cached + 1);
     const members = slab.members;
     const n = members.length;
     const hidden = new Float32Array(n * D);
