@@ -4,7 +4,7 @@
  * are imported in memory.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
 import { numel } from '../shared/tensor.js';
@@ -234,9 +234,20 @@ export interface OpenOptions {
   tokenizer?: string;
 }
 
-/** Opens a package directory, a Hugging Face directory or a llama2.c checkpoint. */
+/** Whether a file starts with GGUF's magic (llama.cpp's format). */
+export function isGguf(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    return readSync(fd, b, 0, 4, 0) === 4 && b.toString('latin1') === 'GGUF';
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Opens a package directory, a Hugging Face directory, a GGUF file or a llama2.c checkpoint. */
 export async function openModel(path: string, opts: OpenOptions = {}): Promise<ModelPackage> {
-  if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `model ${path} does not exist: pass a package directory or a llama2.c .bin with --model`);
+  if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `model ${path} does not exist: pass a package directory, a GGUF file or a llama2.c .bin with --model`);
   if (statSync(path).isDirectory()) {
     if (existsSync(join(path, MANIFEST_FILE))) return ModelPackage.load(path);
     if (existsSync(join(path, 'config.json'))) {
@@ -244,6 +255,10 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<M
       return ModelPackage.fromImported(await importHuggingFace(path));
     }
     throw new SplitLLMError('E_BAD_PACKAGE', `${path} holds neither ${MANIFEST_FILE} nor config.json: pass a splitllm package or a Hugging Face model directory`);
+  }
+  if (isGguf(path)) {
+    const { importGguf } = await import('./importers/gguf.js');
+    return ModelPackage.fromImported(await importGguf(path));
   }
   const { importLlama2c, findLlama2cTokenizer } = await import('./importers/llama2c.js');
   const tok = opts.tokenizer ?? findLlama2cTokenizer(path);

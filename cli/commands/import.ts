@@ -3,22 +3,23 @@ import { resolve } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { DEFAULT_MODEL_DIR } from '../../models/default-model.js';
 import { parameterCount } from '../../models/manifest.js';
-import { writePackage, type ImportedModel } from '../../models/package.js';
+import { isGguf, writePackage, type ImportedModel } from '../../models/package.js';
 import { SYNTHETIC_PRESETS, syntheticModel, syntheticPreset } from '../../models/importers/synthetic.js';
 import { defineCommand, opt } from '../options.js';
 
 export const importCommand = defineCommand({
   name: 'import',
   summary:
-    'Writes a model package. The package is a folder with manifest.json, model.safetensors and tokenizer.json, made from a llama2.c checkpoint, ' +
+    'Writes a model package. The package is a folder with manifest.json, model.safetensors and tokenizer.json, made from a llama2.c checkpoint, a llama-architecture GGUF file (dequantized to float), ' +
     `a Hugging Face Llama/Mistral/Qwen2 directory, or a synthetic preset (${Object.keys(SYNTHETIC_PRESETS).join(', ')}). An existing folder is not overwritten unless --force.`,
-  usage: 'splitllm import <checkpoint.bin | hf-dir> --out DIR [--tokenizer tok.bin] [--force] | splitllm import --synthetic PRESET --out DIR [--seed N]',
+  usage: 'splitllm import <checkpoint.bin | model.gguf | hf-dir> --out DIR [--tokenizer tok.bin] [--force] | splitllm import --synthetic PRESET --out DIR [--seed N]',
   examples: [
     'splitllm import ../shared/fixtures/stories260K/stories260K.bin --out models/stories260K',
     'splitllm import ./TinyLlama-1.1B --out models/tinyllama --dtype f16',
+    'splitllm import ../shared/fixtures/gguf/stories260K.gguf --out models/stories260K-gguf',
     'splitllm import --synthetic llama-100m --out /tmp/llama-100m --layers 4',
   ],
-  positionals: 'checkpoint or Hugging Face directory',
+  positionals: 'checkpoint, GGUF file or Hugging Face directory',
   options: {
     out: opt.string({ short: 'o', required: true, description: 'package directory to write', valueName: 'DIR' }),
     force: opt.flag({ description: 'write into a folder that already holds files (replacing a package there)' }),
@@ -47,6 +48,9 @@ export const importCommand = defineCommand({
       if (statSync(src).isDirectory()) {
         const { importHuggingFace } = await import('../../models/importers/hf.js');
         model = await importHuggingFace(src);
+      } else if (isGguf(src)) {
+        const { importGguf } = await import('../../models/importers/gguf.js');
+        model = await importGguf(src);
       } else {
         const { importLlama2c, findLlama2cTokenizer } = await import('../../models/importers/llama2c.js');
         model = await importLlama2c(src, v.tokenizer ?? findLlama2cTokenizer(src));

@@ -58,11 +58,30 @@ export function llama2cToTokenizerJson(v: Llama2cVocab, bosId = 1, eosId = 2): R
     if (i === eosId) return '</s>';
     return p.replaceAll(' ', SP);
   });
+  return sentencePieceTokenizerJson(names, v.scores, { bosId, special: (id) => id <= 2 || id === bosId || id === eosId });
+}
+
+export interface SentencePieceOptions {
+  bosId: number;
+  /** ids that never take part in a merge (unknown, control), besides the <0xXX> byte pieces */
+  special: (id: number) => boolean;
+  /** prepend "▁" to the text (SentencePiece's dummy prefix; llama2.c and Llama do) */
+  addSpacePrefix?: boolean;
+}
+
+/**
+ * A tokenizer.json for a SentencePiece-style BPE vocabulary with scores (pieces with "▁" for spaces,
+ * <0xXX> byte pieces): llama2.c's tokenizers and GGUF's `llama` vocabularies. Merges rank by the merged
+ * piece's score, as both encoders do.
+ */
+export function sentencePieceTokenizerJson(names: readonly string[], scores: readonly number[], o: SentencePieceOptions): Record<string, unknown> {
   const vocab: Record<string, number> = {};
   names.forEach((n, i) => {
     if (!(n in vocab)) vocab[n] = i;
   });
-  const mergeable = (id: number | undefined): id is number => id !== undefined && id > 2 && !BYTE_RE.test(names[id]!);
+  const bosName = names[o.bosId] ?? '<s>';
+  const unkId = names.indexOf('<unk>');
+  const mergeable = (id: number | undefined): id is number => id !== undefined && !o.special(id) && !BYTE_RE.test(names[id]!);
   const merges: { a: string; b: string; score: number; id: number; k: number }[] = [];
   names.forEach((n, id) => {
     if (!mergeable(id)) return;
@@ -70,7 +89,7 @@ export function llama2cToTokenizerJson(v: Llama2cVocab, bosId = 1, eosId = 2): R
     for (let k = 1; k < cps.length; k++) {
       const a = cps.slice(0, k).join('');
       const b = cps.slice(k).join('');
-      if (mergeable(vocab[a]) && mergeable(vocab[b])) merges.push({ a, b, score: v.scores[id]!, id, k });
+      if (mergeable(vocab[a]) && mergeable(vocab[b])) merges.push({ a, b, score: scores[id] ?? 0, id, k });
     }
   });
   merges.sort((x, y) => y.score - x.score || x.id - y.id || x.k - y.k);
@@ -82,21 +101,21 @@ export function llama2cToTokenizerJson(v: Llama2cVocab, bosId = 1, eosId = 2): R
     normalizer: {
       type: 'Sequence',
       normalizers: [
-        { type: 'Prepend', prepend: SP },
+        ...(o.addSpacePrefix === false ? [] : [{ type: 'Prepend', prepend: SP }]),
         { type: 'Replace', pattern: { String: ' ' }, content: SP },
       ],
     },
     pre_tokenizer: null,
     post_processor: {
       type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      single: [{ SpecialToken: { id: bosName, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
       pair: [
-        { SpecialToken: { id: '<s>', type_id: 0 } },
+        { SpecialToken: { id: bosName, type_id: 0 } },
         { Sequence: { id: 'A', type_id: 0 } },
-        { SpecialToken: { id: '<s>', type_id: 1 } },
+        { SpecialToken: { id: bosName, type_id: 1 } },
         { Sequence: { id: 'B', type_id: 1 } },
       ],
-      special_tokens: { '<s>': { id: '<s>', ids: [bosId], tokens: ['<s>'] } },
+      special_tokens: { [bosName]: { id: bosName, ids: [o.bosId], tokens: [bosName] } },
     },
     decoder: {
       type: 'Sequence',
@@ -104,13 +123,13 @@ export function llama2cToTokenizerJson(v: Llama2cVocab, bosId = 1, eosId = 2): R
         { type: 'Replace', pattern: { String: SP }, content: ' ' },
         { type: 'ByteFallback' },
         { type: 'Fuse' },
-        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+        ...(o.addSpacePrefix === false ? [] : [{ type: 'Strip', content: ' ', start: 1, stop: 0 }]),
       ],
     },
     model: {
       type: 'BPE',
       dropout: null,
-      unk_token: '<unk>',
+      unk_token: unkId >= 0 ? '<unk>' : null,
       continuing_subword_prefix: null,
       end_of_word_suffix: null,
       fuse_unk: true,
