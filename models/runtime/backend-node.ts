@@ -24,4 +24,6 @@ export const nodeBackend: InferenceBackend = {
   },
   float32: (data, dims) => new ort.Tensor('float32', data, dims),
   int64: (data, dims) => new ort.Tensor('int64', data, dims),
+  int32: (data, dims) => new ort.Tensor('int32', data, dims),
+  float16: (data, dims) => new ort.Tensor('float16', data, dims),
 };

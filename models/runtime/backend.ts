@@ -24,6 +24,9 @@ export interface InferenceBackend {
   createSession(model: Uint8Array | string, opts?: BackendSessionOptions): Promise<InferenceSession>;
   float32(data: Float32Array, dims: readonly number[]): Tensor;
   int64(data: BigInt64Array, dims: readonly number[]): Tensor;
+  /** for imported exports (models/onnx-import): int32 ids and float16 caches */
+  int32(data: Int32Array, dims: readonly number[]): Tensor;
+  float16(data: Uint16Array, dims: readonly number[]): Tensor;
 }
 
 let current: InferenceBackend | undefined;
