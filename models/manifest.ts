@@ -4,6 +4,7 @@
  * (models/families/) that recorded them; weight names follow the block's layout.
  */
 import { decoderTensors, type DecoderShape, type RopeStyle } from '../shared/decoder.js';
+import type { ExportIO } from './onnx-import/analyze.js';
 import { SplitLLMError } from '../shared/errors.js';
 import { Fields, failWith } from '../shared/fields.js';
 import { ARCHITECTURES, isArchitecture, type Architecture } from './families/registry.js';
@@ -12,8 +13,11 @@ export type { Architecture } from './families/registry.js';
 export type { RopeStyle } from '../shared/decoder.js';
 export { TENSORS as W } from '../shared/decoder.js';
 
+/** "onnx": an imported ONNX export, whose graph holds the weights (models/onnx-import). */
+export type PackageArchitecture = Architecture | 'onnx';
+
 export interface ModelConfig extends DecoderShape {
-  architecture: Architecture;
+  architecture: PackageArchitecture;
   ropeTheta: number;
   ropeStyle: RopeStyle;
   normEps: number;
@@ -27,16 +31,21 @@ export interface Manifest {
   name: string;
   config: ModelConfig;
   weights: string;
+  /** tokenizer.json; '' for a model that runs on token ids only (an ONNX export without a tokenizer) */
   tokenizer: string;
   /** sha256 of the weights file: identifies the model on the wire. */
   weightsSha256: string;
   source?: Record<string, unknown>;
+  /** an imported ONNX export: its graph file (`weights` names it too) and how to drive it */
+  graph?: { file: string; io: ExportIO };
 }
 
 export const MANIFEST_FILE = 'manifest.json';
 
 /** Every tensor a package must hold, with its shape. */
 export function expectedTensors(c: ModelConfig): Map<string, number[]> {
+  // an ONNX export keeps its weights in its graph, under its own names
+  if (c.architecture === 'onnx') return new Map();
   return decoderTensors(c);
 }
 
@@ -44,7 +53,7 @@ export function expectedTensors(c: ModelConfig): Map<string, number[]> {
 export function validateConfig(raw: unknown, where: string): ModelConfig {
   const c: Fields = Fields.of(raw, where, failWith('E_BAD_CONFIG'), 'a model config (re-import the model)');
   const architecture = c.value('architecture');
-  if (!isArchitecture(architecture)) {
+  if (!isArchitecture(architecture) && architecture !== 'onnx') {
     throw new SplitLLMError(
       'E_UNKNOWN_ARCHITECTURE',
       `${where}: unknown architecture "${String(architecture)}": supported are ${ARCHITECTURES.join(', ')}`,

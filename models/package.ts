@@ -4,13 +4,17 @@
  * are imported in memory.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
 import { numel } from '../shared/tensor.js';
 import { Fields, failWith } from '../shared/fields.js';
 import { expectedTensors, MANIFEST_FILE, type Manifest, type ModelConfig, validateConfig } from './manifest.js';
 import { SafetensorsFile, writeSafetensors } from './safetensors.js';
+import type { BuiltSegment, SegmentOptions } from './onnx/segment.js';
+import { checkExportIO, parseExportIO } from './onnx-import/analyze.js';
+import { loadOnnx } from './onnx-import/load.js';
+import { copyExportFiles, importOnnx, OnnxExportWeights, type OnnxImport } from './onnx-import/package.js';
 import { parseTokenizerConfig, TextTokenizer, type TokenizerConfig } from './tokenizer/tokenizer.js';
 
 /** Read access to a model's float weights by package tensor name. */
@@ -18,6 +22,10 @@ export interface WeightSource {
   has(name: string): boolean;
   get(name: string): Float32Array;
   shape(name: string): number[];
+  /** a source that is a whole graph (an imported ONNX export) makes its own segments */
+  buildSegment?(c: ModelConfig, from: number, to: number, opts: SegmentOptions): BuiltSegment;
+  /** such a source's linear weights of a layer (the LM head at L) by its own names, [out, in] sizes */
+  linears?(layer: number): { name: string; out: number; in: number }[];
 }
 
 export class MemoryWeights implements WeightSource {
@@ -69,11 +77,13 @@ export class ModelPackage {
   constructor(
     readonly manifest: Manifest,
     readonly weights: WeightSource,
-    readonly tokenizerJson: Record<string, unknown>,
+    /** absent for a model that runs on token ids only (an ONNX export imported without a tokenizer) */
+    readonly tokenizerJson: Record<string, unknown> | undefined,
     readonly dir?: string,
     readonly tokenizerConfig?: TokenizerConfig,
   ) {
     checkWeights(manifest.config, weights, dir ?? manifest.name);
+    if (!tokenizerJson) return;
     const tokenizer = this.tokenizer(); // validates the tokenizer now: fail early, not mid-generation
     if (tokenizer.vocabSize > manifest.config.vocabSize) {
       throw new SplitLLMError(
@@ -92,22 +102,28 @@ export class ModelPackage {
     return this.manifest.weightsSha256;
   }
 
+  get hasTokenizer(): boolean {
+    return this.tokenizerJson !== undefined;
+  }
+
   tokenizer(): TextTokenizer {
+    if (!this.tokenizerJson) {
+      throw new SplitLLMError('E_TOKENIZER', `model ${this.manifest.name} has no tokenizer (it was imported without tokenizer.json): give the prompt as token ids with --prompt-ids`);
+    }
     this.tok ??= new TextTokenizer(this.tokenizerJson, { bosId: this.config.bosId, eosId: this.config.eosId, config: this.tokenizerConfig });
     return this.tok;
   }
 
+  /** An ONNX export read in memory (`openModel` on an .onnx file or its folder). */
+  static fromOnnx(m: OnnxImport, sha256: string): ModelPackage {
+    const file = basename(m.modelFile);
+    const manifest: Manifest = { ...memoryManifest(m.name, m.config, sha256, { format: 'onnx', file }), tokenizer: m.tokenizerJson ? '(memory)' : '', graph: { file, io: m.io } };
+    const tc = m.tokenizerConfigDir ? readTokenizerConfig(m.tokenizerConfigDir) : undefined;
+    return new ModelPackage(manifest, new OnnxExportWeights(m.graph, m.io, m.modelFile), m.tokenizerJson, undefined, tc);
+  }
+
   static fromImported(m: ImportedModel): ModelPackage {
-    const manifest: Manifest = {
-      format: 'splitllm-model',
-      version: 1,
-      name: m.name,
-      config: m.config,
-      weights: '(memory)',
-      tokenizer: '(memory)',
-      weightsSha256: m.sha256 ?? 'unknown',
-      source: m.source,
-    };
+    const manifest = memoryManifest(m.name, m.config, m.sha256 ?? 'unknown', m.source);
     return new ModelPackage(manifest, new MemoryWeights(m.tensors), m.tokenizerJson, undefined, m.tokenizerConfig);
   }
 
@@ -123,17 +139,30 @@ export class ModelPackage {
       throw new SplitLLMError('E_BAD_PACKAGE', `${mpath} is not valid JSON: re-import the model`);
     }
     const manifest = parseManifest(raw, mpath);
-    const weights = new SafetensorsWeights(new SafetensorsFile(join(dir, manifest.weights)));
-    const tpath = join(dir, manifest.tokenizer);
-    if (!existsSync(tpath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${tpath} is missing: re-import the model`);
-    let tokenizerJson: Record<string, unknown>;
-    try {
-      tokenizerJson = JSON.parse(readFileSync(tpath, 'utf8')) as Record<string, unknown>;
-    } catch {
-      throw new SplitLLMError('E_TOKENIZER', `${tpath} is not valid JSON: re-import the model`);
+    let weights: WeightSource;
+    if (manifest.graph) {
+      const gpath = join(dir, manifest.graph.file);
+      const graph = loadOnnx(gpath);
+      checkExportIO(graph, manifest.graph.io, gpath);
+      weights = new OnnxExportWeights(graph, manifest.graph.io, gpath);
+    } else weights = new SafetensorsWeights(new SafetensorsFile(join(dir, manifest.weights)));
+    let tokenizerJson: Record<string, unknown> | undefined;
+    if (manifest.tokenizer !== '') {
+      const tpath = join(dir, manifest.tokenizer);
+      if (!existsSync(tpath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${tpath} is missing: re-import the model`);
+      try {
+        tokenizerJson = JSON.parse(readFileSync(tpath, 'utf8')) as Record<string, unknown>;
+      } catch {
+        throw new SplitLLMError('E_TOKENIZER', `${tpath} is not valid JSON: re-import the model`);
+      }
     }
     return new ModelPackage(manifest, weights, tokenizerJson, dir, readTokenizerConfig(dir));
   }
+}
+
+/** The manifest of a model held in memory (not written as a package). */
+function memoryManifest(name: string, config: ModelConfig, sha256: string, source: Record<string, unknown>): Manifest {
+  return { format: 'splitllm-model', version: 1, name, config, weights: '(memory)', tokenizer: '(memory)', weightsSha256: sha256, source };
 }
 
 /** Checks a parsed manifest.json and builds a fresh `Manifest` (E_BAD_PACKAGE / E_BAD_CONFIG naming the field). */
@@ -149,15 +178,21 @@ export function parseManifest(raw: unknown, where: string): Manifest {
   const config = validateConfig(f.value('config'), where);
   const sha = f.str('weightsSha256', 64);
   if (!/^[0-9a-f]{64}$/.test(sha)) f.fail('weightsSha256 must be 64 hex digits');
+  const graph = f.optMap('graph');
   const m: Manifest = {
     format: 'splitllm-model',
     version: 1,
     name: f.str('name', 256, 0),
     config,
     weights: file('weights'),
-    tokenizer: file('tokenizer'),
+    // a model imported without a tokenizer records none
+    tokenizer: f.value('tokenizer') === '' && graph ? '' : file('tokenizer'),
     weightsSha256: sha,
   };
+  if (graph) {
+    if ((config.architecture === 'onnx') !== true) f.fail('graph is recorded but config.architecture is not "onnx"');
+    m.graph = { file: ((v) => (/^[^/\\]+$/.test(v) && v !== '..' ? v : graph.fail(`file ${JSON.stringify(v)} must be a file name inside the package`)))(graph.str('file', 255)), io: parseExportIO(graph.map('io')) };
+  } else if (config.architecture === 'onnx') f.fail('config.architecture is "onnx" but no graph is recorded');
   const source = f.optMap('source');
   if (source) m.source = { ...source.raw };
   return m;
@@ -229,6 +264,42 @@ export async function writePackage(dir: string, m: ImportedModel, dtype: 'F32' |
   return manifest;
 }
 
+/** sha256 over the export's files in order (the model file, then its external data): its identity on the wire. */
+export async function sha256Files(paths: string[]): Promise<string> {
+  const h = createHash('sha256');
+  for (const p of paths) for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** Writes an imported ONNX export as a package: its files as they are, the tokenizer, and how to drive it. */
+export async function writeOnnxPackage(dir: string, m: OnnxImport): Promise<Manifest> {
+  copyExportFiles(m, dir);
+  if (m.tokenizerJson) writeFileSync(join(dir, TOKENIZER_FILE), JSON.stringify(m.tokenizerJson));
+  const tc = m.tokenizerConfigDir ? readTokenizerConfig(m.tokenizerConfigDir) : undefined;
+  if (tc) writeFileSync(join(dir, TOKENIZER_CONFIG_FILE), JSON.stringify(tc, null, 2) + '\n');
+  const file = basename(m.modelFile);
+  const manifest: Manifest = {
+    format: 'splitllm-model',
+    version: 1,
+    name: m.name,
+    config: m.config,
+    weights: file,
+    tokenizer: m.tokenizerJson ? TOKENIZER_FILE : '',
+    weightsSha256: await sha256Files(m.files.map((f) => join(dir, basename(f)))),
+    source: { format: 'onnx', files: m.files.map((f) => basename(f)), warnings: m.warnings },
+    graph: { file, io: m.io },
+  };
+  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  return manifest;
+}
+
+/** A path that is an ONNX export: an .onnx file, or a folder holding one (and no package manifest). */
+export function isOnnxExport(path: string): boolean {
+  if (!existsSync(path)) return false;
+  if (!statSync(path).isDirectory()) return path.endsWith('.onnx');
+  return !existsSync(join(path, MANIFEST_FILE)) && readdirSync(path).some((f) => f.endsWith('.onnx'));
+}
+
 export interface OpenOptions {
   /** llama2.c tokenizer (tok*.bin) for a .bin checkpoint. */
   tokenizer?: string;
@@ -248,6 +319,10 @@ export function isGguf(path: string): boolean {
 /** Opens a package directory, a Hugging Face directory, a GGUF file or a llama2.c checkpoint. */
 export async function openModel(path: string, opts: OpenOptions = {}): Promise<ModelPackage> {
   if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `model ${path} does not exist: pass a package directory, a GGUF file or a llama2.c .bin with --model`);
+  if (isOnnxExport(path)) {
+    const m = importOnnx(path);
+    return ModelPackage.fromOnnx(m, await sha256Files(m.files));
+  }
   if (statSync(path).isDirectory()) {
     if (existsSync(join(path, MANIFEST_FILE))) return ModelPackage.load(path);
     if (existsSync(join(path, 'config.json'))) {

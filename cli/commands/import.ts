@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { DEFAULT_MODEL_DIR } from '../../models/default-model.js';
 import { parameterCount } from '../../models/manifest.js';
-import { isGguf, writePackage, type ImportedModel } from '../../models/package.js';
+import { isGguf, isOnnxExport, writeOnnxPackage, writePackage, type ImportedModel } from '../../models/package.js';
 import { SYNTHETIC_PRESETS, syntheticModel, syntheticPreset } from '../../models/importers/synthetic.js';
 import { defineCommand, opt } from '../options.js';
 
@@ -11,12 +11,14 @@ export const importCommand = defineCommand({
   name: 'import',
   summary:
     'Writes a model package. The package is a folder with manifest.json, model.safetensors and tokenizer.json, made from a llama2.c checkpoint, a llama-architecture GGUF file (dequantized to float), ' +
+    'a decoder-only ONNX export (an .onnx file or its folder: onnxruntime-genai, optimum/transformers.js layouts; cut at any layer at run time), ' +
     `a Hugging Face Llama/Mistral/Qwen2 directory, or a synthetic preset (${Object.keys(SYNTHETIC_PRESETS).join(', ')}). An existing folder is not overwritten unless --force.`,
-  usage: 'splitllm import <checkpoint.bin | model.gguf | hf-dir> --out DIR [--tokenizer tok.bin] [--force] | splitllm import --synthetic PRESET --out DIR [--seed N]',
+  usage: 'splitllm import <checkpoint.bin | model.gguf | model.onnx | onnx-dir | hf-dir> --out DIR [--tokenizer tok.bin] [--force] | splitllm import --synthetic PRESET --out DIR [--seed N]',
   examples: [
     'splitllm import ../shared/fixtures/stories260K/stories260K.bin --out models/stories260K',
     'splitllm import ./TinyLlama-1.1B --out models/tinyllama --dtype f16',
     'splitllm import ../shared/fixtures/gguf/stories260K.gguf --out models/stories260K-gguf',
+    'splitllm import ../shared/fixtures/onnx/ortgenai-tiny-random-llama-fp16 --out models/tiny-genai',
     'splitllm import --synthetic llama-100m --out /tmp/llama-100m --layers 4',
   ],
   positionals: 'checkpoint, GGUF file or Hugging Face directory',
@@ -42,6 +44,18 @@ export const importCommand = defineCommand({
       throw new SplitLLMError('E_USAGE', `--out ${out} already exists${bundled}: choose another folder or pass --force to replace it`);
     }
     let model: ImportedModel;
+    if (src && !v.synthetic && isOnnxExport(src)) {
+      const { importOnnx } = await import('../../models/onnx-import/package.js');
+      const m = importOnnx(src);
+      for (const w of m.warnings) process.stderr.write(`warning: ${w}\n`);
+      process.stderr.write(`writing ${m.name} (ONNX export, ${m.io.nLayers} layers, ${m.io.floatType}) to ${out}\n`);
+      const manifest = await writeOnnxPackage(out, m);
+      const { ModelPackage } = await import('../../models/package.js');
+      ModelPackage.load(out);
+      if (v.json) process.stdout.write(JSON.stringify(manifest) + '\n');
+      else process.stdout.write(`wrote ${out}: ONNX export, ${m.io.nLayers} layers, hidden ${m.io.hiddenSize}, vocab ${m.io.vocabSize}, ${m.io.past ? 'KV inputs' : 'no KV inputs (recomputes)'}, sha256 ${manifest.weightsSha256.slice(0, 16)}…\n`);
+      return;
+    }
     if (v.synthetic) {
       model = syntheticModel(v.synthetic, v.seed, v.layers ? { nLayers: v.layers } : {});
     } else if (src) {

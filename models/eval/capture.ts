@@ -13,12 +13,12 @@ export interface CapturedInputs {
 }
 
 export async function captureLinearInputs(pkg: ModelPackage, windows: number[][], maxTokens = 512): Promise<CapturedInputs> {
-  const inputOf = new Map<string, string>(); // weight name → value name
+  const inputOf = new Map<string, { x: string; K: number }>(); // weight name → value name and its width
   const exposed = new Set<string>();
   const capturing: LinearEmitter = {
     id: 'capture',
     linear(g, x, w) {
-      inputOf.set(w.name, x);
+      inputOf.set(w.name, { x, K: w.inDim });
       if (!exposed.has(x)) {
         exposed.add(x);
         g.output(x, DT.FLOAT, ['batch', 'tokens', w.inDim]);
@@ -40,7 +40,11 @@ export async function captureLinearInputs(pkg: ModelPackage, windows: number[][]
       input_ids: bk.int64(BigInt64Array.from(ids.slice(0, T).map(BigInt)), [1, T]),
       position_ids: bk.int64(BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]),
     };
-    for (let i = 0; i < pkg.config.nLayers; i++) {
+    // an imported export's graph masks by key positions (models/onnx-import/segment.ts)
+    if (seg.keyPositions) feeds['key_positions'] = bk.int64(BigInt64Array.from({ length: T }, (_, i) => BigInt(i)), [1, T]);
+    if (seg.recompute) {
+      // no caches to feed
+    } else for (let i = 0; i < pkg.config.nLayers; i++) {
       feeds[`past_key_${i}`] = bk.float32(new Float32Array(0), [1, KV, 0, hd]);
       feeds[`past_value_${i}`] = bk.float32(new Float32Array(0), [1, KV, 0, hd]);
     }
@@ -58,7 +62,7 @@ export async function captureLinearInputs(pkg: ModelPackage, windows: number[][]
   await session.release();
   const rows = new Map<string, { X: Float32Array; T: number; K: number }>();
   const joined = new Map<string, Float32Array>();
-  for (const [name, x] of inputOf) {
+  for (const [name, { x, K }] of inputOf) {
     let X = joined.get(x);
     if (!X) {
       const parts = chunks.get(x) ?? [];
@@ -70,7 +74,6 @@ export async function captureLinearInputs(pkg: ModelPackage, windows: number[][]
       }
       joined.set(x, X);
     }
-    const K = pkg.weights.shape(name)[1]!;
     rows.set(name, { X, T: X.length / K, K });
   }
   return { rows };

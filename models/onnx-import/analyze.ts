@@ -10,6 +10,7 @@
  * (onnxruntime-genai names its final norm `layers.L`) is epilogue.
  */
 import { SplitLLMError } from '../../shared/errors.js';
+import type { Fields } from '../../shared/fields.js';
 import { DT, nameOf, tensorTypeOf, type OnnxGraph, type OnnxNode } from './load.js';
 
 export type IdDtype = 'int64' | 'int32';
@@ -31,6 +32,8 @@ export interface ExportIO {
   hiddenSize: number;
   nLayers: number;
   floatType: FloatType;
+  /** rows of a learned position table (GPT-2's wpe), the context the export can take, when it has one */
+  positionRows?: number;
 }
 
 export type Region = { kind: 'layer'; layer: number } | { kind: 'const' } | { kind: 'prologue' } | { kind: 'epilogue' };
@@ -147,6 +150,11 @@ export function analyzeExport(g: OnnxGraph, where: string, names: GenaiNames = {
     .find((d) => d?.length === 2 && (typeof vocabDim !== 'number' || d[0] === vocabDim));
   const [vocabSize, hiddenSize] = embedShape ?? [0, 0];
   if (!vocabSize || !hiddenSize) throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${where}: no token-embedding Gather over a [vocab, hidden] initializer found`);
+  // a second [rows, hidden] table gathered by position (learned absolute positions) bounds the context
+  const positionTable = g.nodes
+    .filter((n) => n.opType === 'Gather')
+    .map((n) => initShape.get(n.input[0] ?? ''))
+    .find((d) => d?.length === 2 && d[1] === hiddenSize && d !== embedShape);
 
   const kvInfo = past ? tensorTypeOf(input(past.key[0]!)!) : present ? tensorTypeOf(g.outputs.find((v) => v.name === present.key[0])!) : undefined;
   const kvHeads = typeof kvInfo?.dims[1] === 'number' ? kvInfo.dims[1] : 0;
@@ -169,6 +177,7 @@ export function analyzeExport(g: OnnxGraph, where: string, names: GenaiNames = {
     hiddenSize,
     nLayers,
     floatType,
+    ...(positionTable ? { positionRows: positionTable[0]! } : {}),
   };
 }
 
@@ -212,4 +221,60 @@ function firstNumbered(n: OnnxNode): number | undefined {
     if (l !== undefined) return l;
   }
   return undefined;
+}
+
+/** An `ExportIO` read back from a package manifest (every field checked; names checked against the graph by `checkExportIO`). */
+export function parseExportIO(f: Fields): ExportIO {
+  const id = (k: string): { name: string; dtype: IdDtype } | undefined => {
+    const m = f.optMap(k);
+    if (!m) return undefined;
+    const d = m.str('dtype', 8);
+    const dtype: IdDtype = d === 'int64' || d === 'int32' ? d : m.fail(`dtype must be int64 or int32, got ${JSON.stringify(d)}`);
+    return { name: m.str('name', 1024), dtype };
+  };
+  const names = (k: string): { key: string[]; value: string[] } | undefined => {
+    const m = f.optMap(k);
+    if (!m) return undefined;
+    const list = (x: string) => m.array(x, 4096).map((v, i) => (typeof v === 'string' && v.length > 0 ? v : m.fail(`${x}[${i}] must be a tensor name`)));
+    return { key: list('key'), value: list('value') };
+  };
+  const ft = f.str('floatType', 8);
+  const floatType: FloatType = ft === 'float32' || ft === 'float16' ? ft : f.fail(`floatType must be float32 or float16, got ${JSON.stringify(ft)}`);
+  const inputIds = id('inputIds') ?? f.fail('lacks inputIds');
+  const attentionMask = id('attentionMask');
+  const positionIds = id('positionIds');
+  const past = names('past');
+  const present = names('present');
+  const nLayers = f.int('nLayers', 1, 4096);
+  for (const [k, v] of [['past', past], ['present', present]] as const) {
+    if (v && (v.key.length !== nLayers || v.value.length !== nLayers)) f.fail(`${k} must name ${nLayers} keys and values`);
+  }
+  return {
+    inputIds,
+    ...(attentionMask ? { attentionMask } : {}),
+    ...(positionIds ? { positionIds } : {}),
+    ...(past ? { past } : {}),
+    ...(present ? { present } : {}),
+    kvHeads: f.int('kvHeads', 0, 1 << 16),
+    headDim: f.int('headDim', 0, 1 << 16),
+    logits: f.str('logits', 1024),
+    vocabSize: f.int('vocabSize', 1, 1 << 24),
+    hiddenSize: f.int('hiddenSize', 1, 1 << 20),
+    nLayers,
+    floatType,
+    ...(f.has('positionRows') ? { positionRows: f.int('positionRows', 1, 1 << 24) } : {}),
+  };
+}
+
+/** Every tensor `io` names is an input or output of `g` (a package whose graph file was swapped is refused). */
+export function checkExportIO(g: OnnxGraph, io: ExportIO, where: string): void {
+  const ins = new Set(g.inputs.map(nameOf));
+  const outs = new Set(g.outputs.map(nameOf));
+  const need: [string, Set<string>][] = [[io.inputIds.name, ins], [io.logits, outs]];
+  if (io.attentionMask) need.push([io.attentionMask.name, ins]);
+  if (io.positionIds) need.push([io.positionIds.name, ins]);
+  for (const n of [...(io.past?.key ?? []), ...(io.past?.value ?? [])]) need.push([n, ins]);
+  for (const n of [...(io.present?.key ?? []), ...(io.present?.value ?? [])]) need.push([n, outs]);
+  const missing = need.find(([n, set]) => !set.has(n));
+  if (missing) throw new SplitLLMError('E_BAD_PACKAGE', `${where}: the graph has no ${missing[0]}, which the manifest records: re-import the model`);
 }

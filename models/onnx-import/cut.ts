@@ -45,148 +45,187 @@ const SKIP_NORMS = new Set(['Add', 'SkipSimplifiedLayerNormalization', 'SkipLaye
 /** Ops whose outputs say nothing about their input's values. */
 const SHAPE_OPS = new Set(['Shape', 'Size']);
 
+/** Front [0, K) from ids and back [K, L) to logits. */
 export function cutExport(g: OnnxGraph, io: ExportIO, K: number, where = 'the export'): { front: CutSegment; back: CutSegment } {
-  const L = io.nLayers;
-  if (!Number.isInteger(K) || K < 0 || K > L) throw new SplitLLMError('E_SPLIT_RANGE', `split ${K} is outside 0..${L} for this ${L}-layer model`);
-  const nodes = g.nodes;
-  const regions = nodeRegions(g, io);
-  const producer = new Map<string, number>();
-  nodes.forEach((n, i) => n.output.forEach((o) => o && producer.set(o, i)));
-  const consumers = new Map<string, number[]>();
-  nodes.forEach((n, i) => n.input.forEach((x) => x && consumers.set(x, [...(consumers.get(x) ?? []), i])));
-  const inits = g.initializers;
-  const graphInputs = new Map(g.inputs.map((v) => [nameOf(v), v]));
+  if (!Number.isInteger(K) || K < 0 || K > io.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `split ${K} is outside 0..${io.nLayers} for this ${io.nLayers}-layer model`);
+  const cut = new ExportCutter(g, io, where);
+  return { front: cut.segment(0, K, true, false), back: cut.segment(K, io.nLayers, false, true) };
+}
 
-  // value taint: which tensors depend on the ids' values (Shape/Size break the chain)
-  const tainted = new Set<string>([io.inputIds.name]);
-  for (const n of nodes) {
-    if (SHAPE_OPS.has(n.opType)) continue;
-    if (n.input.some((x) => x && tainted.has(x))) for (const o of n.output) if (o) tainted.add(o);
-  }
-  const side = (i: number): 'front' | 'back' | 'shared' => {
-    const r: Region = regions[i]!;
-    if (r.kind === 'layer') return r.layer < K ? 'front' : 'back';
-    if (r.kind === 'epilogue') return 'back';
-    if (r.kind === 'prologue' && nodes[i]!.output.some((o) => o && tainted.has(o))) return 'front';
-    return 'shared';
-  };
-  const sides = nodes.map((_, i) => side(i));
+/** One segment: layers [from, to), from ids (`embed`, from = 0) or the stream, to logits (`head`, to = L) or the stream. */
+export function cutSegment(g: OnnxGraph, io: ExportIO, from: number, to: number, embed: boolean, head: boolean, where = 'the export'): CutSegment {
+  return new ExportCutter(g, io, where).segment(from, to, embed, head);
+}
 
-  // the crossing: front-produced tensors read by back nodes
-  const crossing: string[] = [];
-  nodes.forEach((n, i) => {
-    if (sides[i] !== 'front') return;
-    for (const o of n.output) {
-      if (o && (consumers.get(o) ?? []).some((c) => sides[c] === 'back') && !crossing.includes(o)) crossing.push(o);
+interface Boundary {
+  /** the tensors that cross it (one, or a skip-norm's two inputs) */
+  tensors: string[];
+  /** the node reading both tensors, rewritten on the later side */
+  rewrite?: number;
+}
+
+/** The analysis shared by every cut of one export. */
+export class ExportCutter {
+  private readonly nodes: OnnxNode[];
+  private readonly regions: Region[];
+  private readonly producer = new Map<string, number>();
+  private readonly consumers = new Map<string, number[]>();
+  private readonly graphInputs: Map<string, ValueInfo>;
+  /** tensors whose values depend on the ids' values (Shape/Size break the chain) */
+  private readonly tainted = new Set<string>();
+
+  constructor(
+    private readonly g: OnnxGraph,
+    private readonly io: ExportIO,
+    private readonly where: string,
+  ) {
+    this.nodes = g.nodes;
+    this.regions = nodeRegions(g, io);
+    this.nodes.forEach((n, i) => n.output.forEach((o) => o && this.producer.set(o, i)));
+    this.nodes.forEach((n, i) => n.input.forEach((x) => x && this.consumers.set(x, [...(this.consumers.get(x) ?? []), i])));
+    this.graphInputs = new Map(g.inputs.map((v) => [nameOf(v), v]));
+    this.tainted.add(io.inputIds.name);
+    for (const n of this.nodes) {
+      if (SHAPE_OPS.has(n.opType)) continue;
+      if (n.input.some((x) => x && this.tainted.has(x))) for (const o of n.output) if (o) this.tainted.add(o);
     }
-  });
-  if (crossing.length === 0 || crossing.length > 2) {
-    throw new SplitLLMError(
-      'E_UNSUPPORTED_FORMAT',
-      `${where}: the cut before layer ${K} is crossed by ${crossing.length} tensors (${crossing.slice(0, 4).join(', ') || 'none'}): splitllm cuts where the residual stream is one tensor or the two inputs of a skip-norm`,
-    );
   }
-  let rewrite: { node: number; kind: string } | undefined;
-  if (crossing.length === 2) {
-    const users = new Set(crossing.flatMap((t) => (consumers.get(t) ?? []).filter((c) => sides[c] === 'back')));
+
+  /** Which side of boundary K node i is on ('shared': constants and what only reads graph inputs' shapes and non-id inputs). */
+  private sideOf(i: number, K: number): 'before' | 'after' | 'shared' {
+    const r = this.regions[i]!;
+    if (r.kind === 'layer') return r.layer < K ? 'before' : 'after';
+    if (r.kind === 'epilogue') return 'after';
+    if (r.kind === 'prologue' && this.nodes[i]!.output.some((o) => o && this.tainted.has(o))) return 'before';
+    return 'shared';
+  }
+
+  boundary(K: number): Boundary {
+    const { nodes, consumers, where } = this;
+    const crossing: string[] = [];
+    nodes.forEach((n, i) => {
+      if (this.sideOf(i, K) !== 'before') return;
+      for (const o of n.output) {
+        if (o && (consumers.get(o) ?? []).some((c) => this.sideOf(c, K) === 'after') && !crossing.includes(o)) crossing.push(o);
+      }
+    });
+    if (crossing.length === 0 || crossing.length > 2) {
+      throw new SplitLLMError(
+        'E_UNSUPPORTED_FORMAT',
+        `${where}: the cut before layer ${K} is crossed by ${crossing.length} tensors (${crossing.slice(0, 4).join(', ') || 'none'}): splitllm cuts where the residual stream is one tensor or the two inputs of a skip-norm`,
+      );
+    }
+    if (crossing.length === 1) return { tensors: crossing };
+    const users = new Set(crossing.flatMap((t) => (consumers.get(t) ?? []).filter((c) => this.sideOf(c, K) === 'after')));
     const [only] = [...users];
     const n = only === undefined ? undefined : nodes[only];
     const ok =
       users.size === 1 && n !== undefined && SKIP_NORMS.has(n.opType) &&
       new Set([n.input[0], n.input[1]]).size === 2 && crossing.every((t) => t === n.input[0] || t === n.input[1]) &&
       !(n.opType === 'SkipLayerNormalization' && n.input[4]);
-    if (!ok || only === undefined || n === undefined) {
+    if (!ok || only === undefined) {
       throw new SplitLLMError(
         'E_UNSUPPORTED_FORMAT',
         `${where}: the cut before layer ${K} is crossed by ${crossing.join(' and ')}, which are not the two inputs of one skip-norm or Add: this export cannot be cut there`,
       );
     }
-    rewrite = { node: only, kind: n.opType };
+    return { tensors: crossing, rewrite: only };
   }
-  const floatElem = io.floatType === 'float16' ? DT.FLOAT16 : DT.FLOAT;
 
-  // ---- back
-  // without past inputs the caches are recomputed every step: the segments return none
-  const cache = io.past && io.present ? { past: io.past, present: io.present } : undefined;
-  const backOutputs = [io.logits, ...(cache ? ownNames(cache.present, K, L) : [])];
-  const backPast = io.past ? { key: io.past.key.slice(K), value: io.past.value.slice(K) } : { key: [], value: [] };
-  const backNodes: OnnxNode[] = [];
-  const backIn = closure(backOutputs, new Set(crossing), 'back');
-  // the stream in: cast to the export's float type under the name the back reads
-  const streamName = crossing.length === 1 ? crossing[0]! : '__splitllm_stream';
-  const backPre: OnnxNode[] = [];
-  if (floatElem === DT.FLOAT) backPre.push(node('Identity', [HIDDEN_IN], [streamName]));
-  else backPre.push(node('Cast', [HIDDEN_IN], [streamName], [{ name: 'to', type: 2, i: floatElem }]));
-  for (const i of backIn.nodes) {
-    const n = nodes[i]!;
-    if (rewrite && i === rewrite.node) backNodes.push(...rewriteSkipNorm(n, streamName));
-    else backNodes.push(substitute(n, backIn.rename));
+  segment(from: number, to: number, embed: boolean, head: boolean): CutSegment {
+    const { io, where, nodes } = this;
+    const L = io.nLayers;
+    if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > L || from > to) {
+      throw new SplitLLMError('E_SPLIT_RANGE', `segment [${from}, ${to}) is outside the export's ${L} layers`);
+    }
+    if (embed && from !== 0) throw new SplitLLMError('E_SPLIT_RANGE', `segment [${from}, ${to}) cannot start from token ids`);
+    if (head && to !== L) throw new SplitLLMError('E_SPLIT_RANGE', `segment [${from}, ${to}) cannot end in logits`);
+    const floatElem = io.floatType === 'float16' ? DT.FLOAT16 : DT.FLOAT;
+    const cache = io.past && io.present ? { past: io.past, present: io.present } : undefined;
+    const inB = embed ? undefined : this.boundary(from);
+    const outB = head ? undefined : this.boundary(to);
+    const pre: OnnxNode[] = [];
+    const post: OnnxNode[] = [];
+    const stream = inB ? (inB.tensors.length === 1 ? inB.tensors[0]! : '__splitllm_stream') : undefined;
+    if (stream) {
+      pre.push(floatElem === DT.FLOAT ? node('Identity', [HIDDEN_IN], [stream]) : node('Cast', [HIDDEN_IN], [stream], [castTo(floatElem)]));
+    }
+    const outputs: ValueInfo[] = [];
+    const targets: string[] = [];
+    if (head) {
+      targets.push(io.logits);
+      outputs.push(this.outputInfo(io.logits));
+    } else {
+      const t = outB!.tensors;
+      // an empty segment [K, K) between two cuts passes the stream through
+      const src = from === to && stream ? [stream] : t;
+      if (!(from === to && stream)) targets.push(...t);
+      const sum = src.length === 2 ? '__splitllm_stream_sum' : src[0]!;
+      if (src.length === 2) post.push(node('Add', [src[0]!, src[1]!], [sum]));
+      post.push(floatElem === DT.FLOAT ? node('Identity', [sum], [HIDDEN_OUT]) : node('Cast', [sum], [HIDDEN_OUT], [castTo(DT.FLOAT)]));
+      outputs.push(valueInfo(HIDDEN_OUT, DT.FLOAT, ['batch_size', 'sequence_length', io.hiddenSize]));
+    }
+    const present = cache ? ownNames(cache.present, from, to) : [];
+    targets.push(...present);
+    outputs.push(...present.map((o) => this.outputInfo(o)));
+    const cl = this.closure(targets, new Set(inB?.tensors ?? []), from, to, embed, head);
+    const body = cl.nodes.map((i) => (inB?.rewrite === i && stream ? rewriteSkipNorm(nodes[i]!, stream) : [substitute(nodes[i]!, cl.rename)])).flat();
+    const inputs: ValueInfo[] = [];
+    if (stream) inputs.push(valueInfo(HIDDEN_IN, DT.FLOAT, ['batch_size', 'sequence_length', io.hiddenSize]));
+    inputs.push(...[...this.graphInputs.keys()].filter((n) => cl.inputs.has(n)).map((n) => this.graphInputs.get(n)!));
+    const graph: OnnxGraph = {
+      name: `${this.g.name}_${from}_${to}`,
+      irVersion: this.g.irVersion,
+      opsets: this.g.opsets,
+      nodes: [...pre, ...body, ...post],
+      initializers: cl.initializers,
+      inputs,
+      outputs,
+    };
+    const segIO: SegmentIO = {
+      from,
+      to,
+      ...(stream ? { hiddenIn: HIDDEN_IN } : {}),
+      ...(head ? { logits: io.logits } : { hiddenOut: HIDDEN_OUT }),
+      past: cache ? { key: cache.past.key.slice(from, to), value: cache.past.value.slice(from, to) } : { key: [], value: [] },
+      present: cache ? { key: cache.present.key.slice(from, to), value: cache.present.value.slice(from, to) } : { key: [], value: [] },
+      ...(io.attentionMask && cl.inputs.has(io.attentionMask.name) ? { attentionMask: io.attentionMask } : {}),
+      ...(io.positionIds && cl.inputs.has(io.positionIds.name) ? { positionIds: io.positionIds } : {}),
+    };
+    if (cl.inputs.has(io.inputIds.name)) segIO.ids = { ...io.inputIds, shapeOnly: !embed };
+    return { graph, io: segIO };
   }
-  const back = segmentGraph(g, 'back', [...backPre, ...backNodes], [
-    valueInfo(HIDDEN_IN, DT.FLOAT, ['batch_size', 'sequence_length', io.hiddenSize]),
-    ...inputInfos(backIn.inputs),
-  ], backOutputs.map((o) => outputInfo(o)), backIn.initializers);
-  const backIO: SegmentIO = {
-    from: K,
-    to: L,
-    hiddenIn: HIDDEN_IN,
-    logits: io.logits,
-    past: backPast,
-    present: cache ? { key: cache.present.key.slice(K), value: cache.present.value.slice(K) } : { key: [], value: [] },
-    ...commonInputs(backIn.inputs),
-  };
-  if (backIn.inputs.has(io.inputIds.name)) backIO.ids = { ...io.inputIds, shapeOnly: true };
 
-  // ---- front
-  const frontPresent = cache ? ownNames(cache.present, 0, K) : [];
-  const frontIn = closure([...crossing, ...frontPresent], new Set(), 'front');
-  const frontNodes = frontIn.nodes.map((i) => substitute(nodes[i]!, frontIn.rename));
-  const sum = crossing.length === 2 ? [node('Add', [crossing[0]!, crossing[1]!], ['__splitllm_stream_sum'])] : [];
-  const streamOut = crossing.length === 2 ? '__splitllm_stream_sum' : crossing[0]!;
-  const outCast = floatElem === DT.FLOAT ? node('Identity', [streamOut], [HIDDEN_OUT]) : node('Cast', [streamOut], [HIDDEN_OUT], [{ name: 'to', type: 2, i: DT.FLOAT }]);
-  const front = segmentGraph(g, 'front', [...frontNodes, ...sum, outCast], inputInfos(frontIn.inputs), [
-    valueInfo(HIDDEN_OUT, DT.FLOAT, ['batch_size', 'sequence_length', io.hiddenSize]),
-    ...frontPresent.map((o) => outputInfo(o)),
-  ], frontIn.initializers);
-  const frontIO: SegmentIO = {
-    from: 0,
-    to: K,
-    ids: { ...io.inputIds, shapeOnly: false },
-    hiddenOut: HIDDEN_OUT,
-    past: io.past ? { key: io.past.key.slice(0, K), value: io.past.value.slice(0, K) } : { key: [], value: [] },
-    present: cache ? { key: cache.present.key.slice(0, K), value: cache.present.value.slice(0, K) } : { key: [], value: [] },
-    ...commonInputs(frontIn.inputs),
-  };
-  return { front: { graph: front, io: frontIO }, back: { graph: back, io: backIO } };
-
-  /** The nodes (in graph order) a side needs for `targets`, the graph inputs it reads and initializers it uses. */
-  function closure(targets: string[], stops: Set<string>, which: 'front' | 'back') {
+  /** The nodes (in graph order) a segment needs for `targets`, the graph inputs it reads and the initializers it uses. */
+  private closure(targets: string[], stops: Set<string>, from: number, to: number, embed: boolean, head: boolean) {
+    const { nodes, io, where, consumers } = this;
     const need = new Set<number>();
     const inputs = new Set<string>();
     const initNames = new Set<string>();
     const rename = new Map<string, string>();
-    const own = which === 'front' ? [0, K] : [K, L];
     const stack = [...targets];
     const seen = new Set<string>();
+    const ownLayer = (l: number) => l >= from && l < to;
     while (stack.length) {
       const t = stack.pop()!;
       if (!t || seen.has(t) || stops.has(t)) continue;
       seen.add(t);
-      if (inits.has(t)) {
+      if (this.g.initializers.has(t)) {
         initNames.add(t);
         continue;
       }
-      if (graphInputs.has(t)) {
-        const layer = pastLayerOf(t);
-        if (layer !== undefined && (layer < own[0]! || layer >= own[1]!)) {
-          // another side's cache, read for its shape only: read our own first layer's instead
-          const other = which === 'front' ? 'back' : 'front';
-          const uses = (consumers.get(t) ?? []).filter((c) => sides[c] !== other);
-          if (!uses.every((c) => SHAPE_OPS.has(nodes[c]!.opType)) || own[0] === own[1] || !io.past) {
-            throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${where}: the ${which} segment of a cut at ${K} needs ${t}, a cache of the other side`);
+      if (this.graphInputs.has(t)) {
+        const layer = this.pastLayerOf(t);
+        if (layer !== undefined && !ownLayer(layer)) {
+          // another segment's cache, read for its shape only: read our own first layer's instead
+          const uses = (consumers.get(t) ?? []).filter((c) => {
+            const r = this.regions[c]!;
+            return r.kind !== 'layer' || ownLayer(r.layer);
+          });
+          if (!uses.every((c) => SHAPE_OPS.has(nodes[c]!.opType)) || from === to || !io.past) {
+            throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${where}: segment [${from}, ${to}) needs ${t}, the cache of another segment`);
           }
-          const isKey = io.past.key.includes(t);
-          const mine = (isKey ? io.past.key : io.past.value)[own[0]!]!;
+          const mine = (io.past.key.includes(t) ? io.past.key : io.past.value)[from]!;
           rename.set(t, mine);
           stack.push(mine);
           continue;
@@ -194,20 +233,21 @@ export function cutExport(g: OnnxGraph, io: ExportIO, K: number, where = 'the ex
         inputs.add(t);
         continue;
       }
-      const p = producer.get(t);
+      const p = this.producer.get(t);
       if (p === undefined) throw new SplitLLMError('E_CHECKPOINT_CORRUPT', `${where}: tensor ${t} has no producer, initializer or graph input`);
-      const s = sides[p]!;
-      if (which === 'front' && s === 'back') throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${where}: the front of a cut at ${K} needs ${t} from a later layer`);
-      const r = regions[p];
-      if (which === 'back' && s === 'front' && r?.kind === 'layer') {
-        throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${where}: the back of a cut at ${K} needs ${t} from layer ${r.layer} besides the residual stream`);
+      const r = this.regions[p]!;
+      if (r.kind === 'layer' && r.layer < from) {
+        throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${where}: segment [${from}, ${to}) needs ${t} from layer ${r.layer} besides the residual stream`);
+      }
+      if ((r.kind === 'layer' && r.layer >= to) || (r.kind === 'epilogue' && !head)) {
+        throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${where}: segment [${from}, ${to}) needs ${t} from a later layer`);
       }
       need.add(p);
       for (const x of nodes[p]!.input) if (x) stack.push(x);
     }
     const ordered = [...need].sort((a, b) => a - b);
-    // the back reads the ids as zeros: none of its outputs may depend on their values
-    if (which === 'back') {
+    // a segment that does not embed reads the ids as zeros: none of its outputs may depend on their values
+    if (!embed) {
       const local = new Set([io.inputIds.name]);
       for (const i of ordered) {
         const n = nodes[i]!;
@@ -215,41 +255,33 @@ export function cutExport(g: OnnxGraph, io: ExportIO, K: number, where = 'the ex
         if (n.input.some((x) => x && !stops.has(x) && local.has(x))) for (const o of n.output) if (o) local.add(o);
       }
       const leak = targets.find((o) => local.has(o));
-      if (leak) throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${where}: ${leak} would depend on the token ids' values on the back side of a cut at ${K}`);
+      if (leak) throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${where}: ${leak} of segment [${from}, ${to}) would depend on the token ids' values`);
     }
     const initializers = new Map<string, TensorProto>();
     for (const n of initNames) {
-      const t = inits.get(n);
+      const t = this.g.initializers.get(n);
       if (t) initializers.set(n, t);
     }
     return { nodes: ordered, inputs, initializers, rename };
   }
 
-  function pastLayerOf(name: string): number | undefined {
-    if (!io.past) return undefined;
-    const k = io.past.key.indexOf(name);
+  private pastLayerOf(name: string): number | undefined {
+    const past = this.io.past;
+    if (!past) return undefined;
+    const k = past.key.indexOf(name);
     if (k >= 0) return k;
-    const v = io.past.value.indexOf(name);
+    const v = past.value.indexOf(name);
     return v >= 0 ? v : undefined;
   }
 
-  function inputInfos(names: Set<string>): ValueInfo[] {
-    return [...graphInputs.keys()].filter((n) => names.has(n)).map((n) => graphInputs.get(n)!);
-  }
-
-  function outputInfo(name: string): ValueInfo {
-    const v = g.outputs.find((o) => o.name === name);
+  private outputInfo(name: string): ValueInfo {
+    const v = this.g.outputs.find((o) => o.name === name);
     if (!v) throw new SplitLLMError('E_RUNTIME', `graph output ${name} not found`);
     return v;
   }
-
-  function commonInputs(names: Set<string>): Pick<SegmentIO, 'attentionMask' | 'positionIds'> {
-    return {
-      ...(io.attentionMask && names.has(io.attentionMask.name) ? { attentionMask: io.attentionMask } : {}),
-      ...(io.positionIds && names.has(io.positionIds.name) ? { positionIds: io.positionIds } : {}),
-    };
-  }
 }
+
+const castTo = (to: number): Attribute => ({ name: 'to', type: 2, i: to });
 
 function ownNames(p: { key: string[]; value: string[] }, from: number, to: number): string[] {
   const out: string[] = [];
@@ -281,8 +313,4 @@ function rewriteSkipNorm(n: OnnxNode, stream: string): OnnxNode[] {
   if (outs[3]) out.push(node('Identity', [stream], [outs[3]]));
   if (outs[1] || outs[2]) throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `${n.name}: a skip-norm whose mean/variance outputs are used cannot be rewritten`);
   return out;
-}
-
-function segmentGraph(src: OnnxGraph, suffix: string, nodes: OnnxNode[], inputs: ValueInfo[], outputs: ValueInfo[], initializers: Map<string, TensorProto>): OnnxGraph {
-  return { name: `${src.name}_${suffix}`, irVersion: src.irVersion, opsets: src.opsets, nodes, initializers, inputs, outputs };
 }

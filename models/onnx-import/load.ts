@@ -34,6 +34,8 @@ export interface OnnxGraph {
   initializers: Map<string, TensorProto>;
   inputs: ValueInfo[];
   outputs: ValueInfo[];
+  /** the external data files the model file named (paths), now inlined */
+  external?: string[];
 }
 
 /** Ops whose subgraphs make a cut at a layer boundary undefined. */
@@ -110,6 +112,7 @@ export function loadOnnx(path: string): OnnxGraph {
     initializers,
     inputs: (g.input ?? []).filter((v) => !initializers.has(v.name ?? '')),
     outputs: g.output ?? [],
+    external: [...files.keys()],
   };
 }
 

@@ -123,6 +123,8 @@ export interface BuiltSegment extends SegmentIO {
   /** the model file path when the weights went to external data */
   modelPath?: string;
   weightBytes: number;
+  /** an imported export without past inputs (models/onnx-import): the runtime feeds every position each step */
+  recompute?: boolean;
 }
 
 export function segmentIO(c: ModelConfig, from: number, to: number, opts: { embed?: boolean; head?: boolean; keyPositions?: boolean; attention?: AttentionKind } = {}): SegmentIO {
@@ -168,6 +170,8 @@ export function ropeTables(c: ModelConfig): { cos: Float32Array; sin: Float32Arr
 }
 
 export function buildSegment(c: ModelConfig, weights: WeightSource, from: number, to: number, opts: SegmentOptions = {}): BuiltSegment {
+  // an imported ONNX export cuts its own graph (models/onnx-import)
+  if (weights.buildSegment) return weights.buildSegment(c, from, to, opts);
   const io = segmentIO(c, from, to, opts);
   const g = new GraphBuilder(`splitllm_${from}_${to}`);
   const D = c.dim;

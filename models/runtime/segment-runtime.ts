@@ -53,8 +53,11 @@ export class SegmentRuntime {
   }
 
   private get cached(): number {
-    return this.kv.length;
+    return this.segment.recompute ? this.history.length : this.kv.length;
   }
+
+  /** a recompute segment's inputs so far: token ids, or hidden-state rows [D] each */
+  private history: (number | Float32Array)[] = [];
 
   /** An onnxruntime session for a built segment, to share between runtimes (one per client session). */
   static async openSession(seg: BuiltSegment, opts: RuntimeOptions = {}): Promise<SharedSession> {
@@ -86,6 +89,12 @@ export class SegmentRuntime {
   static async runBatch(rts: SegmentRuntime[], xs: Float32Array[]): Promise<SegmentOutput[]> {
     const first = rts[0]!;
     const c = first.config;
+    // an export without past inputs cannot batch: its steps run one after another
+    if (first.segment.recompute) {
+      const outs: SegmentOutput[] = [];
+      for (let b = 0; b < rts.length; b++) outs.push(await rts[b]!.run(xs[b]!, 1));
+      return outs;
+    }
     const resident = first.segment.attention === 'resident';
     if (first.segment.first || (!resident && !first.segment.keyPositions)) throw new SplitLLMError('E_RUNTIME', 'batched steps need a hidden-state segment with resident attention or key positions');
     if (rts.some((r) => r.session !== first.session)) throw new SplitLLMError('E_RUNTIME', 'a batch must share one onnxruntime session');
@@ -221,11 +230,13 @@ export class SegmentRuntime {
 
   reset(): void {
     this.kv.clear();
+    this.history = [];
   }
 
   /** Drops the positions from `length` on (the rejected drafts of a speculative step): a length change, no copy. */
   truncate(length: number): void {
-    this.kv.truncate(length);
+    if (this.segment.recompute) this.history.length = Math.min(this.history.length, length);
+    else this.kv.truncate(length);
   }
 
   /**
@@ -238,6 +249,7 @@ export class SegmentRuntime {
     if (this.cached + tokens > c.maxSeq) {
       throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `sequence would reach ${this.cached + tokens} positions, past the model's maximum of ${c.maxSeq}: shorten the prompt or --max-tokens`);
     }
+    if (this.segment.recompute) return this.runRecompute(input, tokens, opts.keepCache !== false);
     const feeds: Record<string, Tensor> = {};
     if (this.segment.first) {
       if (input.length !== tokens) throw new SplitLLMError('E_BAD_ARGUMENT', `expected ${tokens} token ids, got ${input.length}`);
@@ -273,8 +285,47 @@ export class SegmentRuntime {
     return { data: main.data, tokens, width: this.segment.last ? c.vocabSize : c.dim };
   }
 
+  /** An export without past inputs: every position so far runs again, the last `tokens` rows are returned. */
+  private async runRecompute(input: ArrayLike<number> | Float32Array, tokens: number, keep: boolean): Promise<SegmentOutput> {
+    const c = this.config;
+    const D = c.dim;
+    const fresh: (number | Float32Array)[] = [];
+    if (this.segment.first) {
+      if (input.length !== tokens) throw new SplitLLMError('E_BAD_ARGUMENT', `expected ${tokens} token ids, got ${input.length}`);
+      for (let i = 0; i < tokens; i++) {
+        const id = input[i]!;
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new SplitLLMError('E_BAD_ARGUMENT', `token id ${id} is outside the vocabulary of ${c.vocabSize}`);
+        fresh.push(id);
+      }
+    } else {
+      if (input.length !== tokens * D) throw new SplitLLMError('E_BAD_ARGUMENT', `hidden state has ${input.length} values, expected ${tokens}×${D}`);
+      const h = input instanceof Float32Array ? input : Float32Array.from(input);
+      for (let i = 0; i < tokens; i++) fresh.push(h.slice(i * D, (i + 1) * D));
+    }
+    const all = [...this.history, ...fresh];
+    const n = all.length;
+    const feeds: Record<string, Tensor> = {};
+    if (this.segment.first) feeds['input_ids'] = this.backend.int64(BigInt64Array.from(all, (v) => BigInt(typeof v === 'number' ? v : 0)), [1, n]);
+    else {
+      const rows = new Float32Array(n * D);
+      all.forEach((v, i) => typeof v !== 'number' && rows.set(v, i * D));
+      feeds['hidden_states'] = this.backend.float32(rows, [1, n, D]);
+    }
+    if (this.to > this.from) {
+      const pos = BigInt64Array.from({ length: n }, (_, i) => BigInt(i));
+      feeds['position_ids'] = this.backend.int64(pos, [1, n]);
+      feeds['key_positions'] = this.backend.int64(pos.slice(), [1, n]);
+    }
+    const out = await this.session.run(feeds);
+    if (keep) this.history = all;
+    const width = this.segment.last ? c.vocabSize : D;
+    const main = float32Of(out, this.segment.last ? 'logits' : 'hidden_out').data;
+    return { data: main.slice((n - tokens) * width), tokens, width };
+  }
+
   /** Copies out the KV cache of layers [from, to) ∩ own layers (for streaming to the other side). */
   exportKV(from = this.from, to = this.to): LayerKV[] {
+    if (this.segment.recompute) throw new SplitLLMError('E_UNSUPPORTED_FORMAT', 'this model is an ONNX export without past inputs: it has no KV cache to move (re-split and resume need an export with past_key_values inputs)');
     const out: LayerKV[] = [];
     for (let i = Math.max(from, this.from); i < Math.min(to, this.to); i++) out.push({ layer: i, ...this.kv.compact(i), length: this.cached });
     return out;
@@ -285,6 +336,7 @@ export class SegmentRuntime {
    * at that length. A segment without layers (the embedding alone) keeps only the length.
    */
   importKV(entries: LayerKV[], length = entries[0]?.length ?? 0): void {
+    if (this.segment.recompute) throw new SplitLLMError('E_UNSUPPORTED_FORMAT', 'this model is an ONNX export without past inputs: it takes no KV cache (re-split and resume need an export with past_key_values inputs)');
     const { nKvHeads: KV, headDim: hd } = this.config;
     const byLayer = new Map(entries.map((e) => [e.layer, e]));
     if (entries.some((e) => e.length !== length)) throw new SplitLLMError('E_BAD_ARGUMENT', `KV entries disagree on the sequence length (${length} expected)`);

@@ -18,7 +18,8 @@ export const awqStrategy: WeightStrategy = {
     for (let i = 0; i < pkg.config.nLayers; i++) {
       const bits = bitsOf(i);
       if (bits > 8) continue;
-      for (const { name, out: N, in: K } of layerLinears(pkg.config, i)) {
+      // an imported ONNX export names its own linears (models/onnx-import)
+      for (const { name, out: N, in: K } of pkg.weights.linears?.(i) ?? layerLinears(pkg.config, i)) {
         const { X, T } = capturedRows(captured, name);
         const r = awqTransform(pkg.weights.get(name), N, K, X, T, bits, plan.blockSize);
         transforms.set(name, { scale: r.scale, clip: r.clip });

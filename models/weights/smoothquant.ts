@@ -4,6 +4,7 @@
  * attention RMSNorm and gate/up the FFN RMSNorm: their s is folded into the norm; o and down divide x by s.
  */
 import { smoothingFactors } from '../../quantization/weights/smoothquant.js';
+import { SplitLLMError } from '../../shared/errors.js';
 import { layerLinears, normGroups } from '../../shared/decoder.js';
 import { w8a8Linear } from '../onnx/linear.js';
 import { capturedRows } from './captured.js';
@@ -17,6 +18,9 @@ export const smoothquantStrategy: WeightStrategy = {
   // int8 codes, per-row scales, and the smoothing vector unless it is folded into the norm before
   linearBytes: (N, K, _bits, _blockSize, afterNorm) => N * K + N * 4 + (afterNorm ? 0 : K * 4),
   async prepare({ pkg, captured }) {
+    if (pkg.config.architecture === 'onnx') {
+      throw new SplitLLMError('E_BAD_ARGUMENT', 'smoothquant folds its smoothing into the RMSNorms of the shared block, which an imported ONNX export does not expose: use --weight-strategy rtn or awq');
+    }
     const smoothing = new Map<string, Float32Array>();
     const normFolds = new Map<string, Float32Array>();
     const folded = new Set<string>();
