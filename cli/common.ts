@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../shared/errors.js';
 import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
 import { openModel, type ModelPackage } from '../models/package.js';
+import { TextStream } from '../models/tokenizer/text-stream.js';
 import { opt } from './options.js';
 
 export const modelOptions = {
@@ -23,6 +24,7 @@ export function openModelOption(v: { model?: string; tokenizer?: string }): Prom
 /** Prompt options of every command that takes a prompt. */
 export const promptOptions = {
   prompt: opt.string({ short: 'p', description: "prompt text; '-' reads it from standard input", defaultText: 'empty: generate from BOS alone' }),
+  'prompt-ids': opt.string({ description: 'the prompt as token ids, comma-separated and used as given (no BOS added), for a model without a tokenizer', valueName: 'ID,ID,…' }),
   'prompt-file': opt.file({ description: 'read the prompt from a file' }),
   truncate: opt.choice({ choices: ['none', 'left'] as const, default: 'none', description: "a prompt longer than the model's context: 'none' refuses it, 'left' keeps its last tokens" }),
 };
@@ -37,7 +39,38 @@ export const generationOptions = {
   seed: opt.int({ description: 'sampling seed' }),
 };
 
-type PromptValues = { prompt?: string; 'prompt-file'?: string; truncate: 'none' | 'left' };
+type PromptValues = { prompt?: string; 'prompt-file'?: string; 'prompt-ids'?: string; truncate: 'none' | 'left' };
+
+/** --prompt-ids as ids inside the vocabulary (one-line E_USAGE naming the bad entry). */
+export function parsePromptIds(spec: string, vocabSize: number): number[] {
+  const parts = spec.split(',').map((x) => x.trim());
+  const ids = parts.map((x) => (/^\d+$/.test(x) ? Number(x) : NaN));
+  const bad = ids.findIndex((id) => !Number.isSafeInteger(id) || id >= vocabSize);
+  if (spec.trim() === '' || bad >= 0) {
+    throw new SplitLLMError('E_USAGE', `--prompt-ids ${JSON.stringify(spec)}: ${spec.trim() === '' ? 'give at least one id' : `entry ${bad + 1} (${JSON.stringify(parts[bad])}) is not a token id in 0..${vocabSize - 1}`}`);
+  }
+  return ids;
+}
+
+/**
+ * The prompt of a command as text and ids: --prompt-ids as given, else the text of --prompt /
+ * --prompt-file encoded with BOS; then fitted to the model as `promptAndLength` does.
+ */
+export function promptOf(pkg: ModelPackage, v: PromptValues & { 'max-tokens'?: number }, maxSeq = pkg.config.maxSeq, fallback = ''): { text: string; ids: number[]; maxTokens: number } {
+  if (v['prompt-ids'] !== undefined) {
+    if (v.prompt !== undefined || v['prompt-file'] !== undefined) throw new SplitLLMError('E_USAGE', 'give --prompt-ids or a text prompt (--prompt, --prompt-file), not both');
+    const ids = parsePromptIds(v['prompt-ids'], pkg.config.vocabSize);
+    return { text: '', ...promptAndLength({ encode: () => ids }, '', maxSeq, v) };
+  }
+  const text = readPrompt(v, fallback);
+  return { text, ...promptAndLength(pkg.tokenizer(), text, maxSeq, v) };
+}
+
+/** Streams generated tokens as text (a model with a tokenizer) or as ids (one without). */
+export function tokenPrinter(pkg: ModelPackage, promptIds: number[], prompt: string, write: ((s: string) => void) | undefined): { push(id: number): void; finish(): string } {
+  if (pkg.hasTokenizer) return new TextStream(pkg.tokenizer(), promptIds, prompt, write);
+  return { push: (id) => write?.(`${id} `), finish: () => '' };
+}
 
 /** The prompt text: --prompt, --prompt - (standard input) or --prompt-file. */
 export function readPrompt(v: PromptValues, fallback = ''): string {

@@ -13,7 +13,7 @@ import { exhaustive } from '../../planner/strategies/index.js';
 import type { ComputeProfile, LinkProfile, RankedPlan } from '../../planner/types.js';
 import { SplitLLMError } from '../../shared/errors.js';
 import { emulateLink, type EmulatedLink } from '../link-emulator.js';
-import { generationOptions, modelOptions, modelPath, openModelOption, promptAndLength, readJsonFile, readPrompt, samplingFrom } from '../common.js';
+import { generationOptions, modelOptions, modelPath, openModelOption, promptOf, readJsonFile, samplingFrom } from '../common.js';
 import { defineCommand, opt } from '../options.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
@@ -62,8 +62,7 @@ export const demoCommand = defineCommand({
     const bits = profileBits(accuracy);
 
     const budgets = { edgeMemory: v['edge-memory'], latencyMs: v.latency, maxPplIncrease: v['max-ppl-increase'] };
-    const prompt = readPrompt(v, 'ROMEO:');
-    const { ids: promptIds, maxTokens } = promptAndLength(pkg.tokenizer(), prompt, c.maxSeq, v);
+    const { text: prompt, ids: promptIds, maxTokens } = promptOf(pkg, v, c.maxSeq, 'ROMEO:');
     const split = v.split;
     if (split !== undefined && split > c.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `--split ${split} is past the model's ${c.nLayers} layers: use 0..${c.nLayers}`);
 

@@ -5,9 +5,8 @@ import { DEFAULT_PREFILL_CHUNK, runEdge } from '../../edge/agent.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
 import { startEdgeService } from '../../edge/service.js';
 import { SplitBandit } from '../../planner/bandit.js';
-import { cloudOptions, generationOptions, modelOptions, openModelOption, promptAndLength, readJsonFile, readPrompt, samplingFrom, sessionUrl, tokenOf, caOf } from '../common.js';
+import { cloudOptions, generationOptions, modelOptions, openModelOption, promptOf, readJsonFile, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
 import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
-import { TextStream } from '../../models/tokenizer/text-stream.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 
@@ -122,10 +121,8 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
   const r0 = await resolvePlan(v, bandit?.first);
   const { pkg, split, weights } = r0;
   if (arms?.some((k) => k > pkg.config.nLayers)) throw new SplitLLMError('E_USAGE', `--adapt-splits ${arms.join(',')} must list splits in 0..${pkg.config.nLayers}`);
-  const tok = pkg.tokenizer();
-  const prompt = readPrompt(v);
-  const { ids: promptIds, maxTokens } = promptAndLength(tok, prompt, r0.maxSeq, v);
-  const stream = new TextStream(tok, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
+  const { text: prompt, ids: promptIds, maxTokens } = promptOf(pkg, v, r0.maxSeq);
+  const stream = tokenPrinter(pkg, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
   const r = await runEdge(pkg, {
       url: r0.url,
       split,

@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
-import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
+import { PPL_WINDOW, pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
 import { Pipeline } from '../../models/runtime/pipeline.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
-import { modelOptions, progress, openModelOption } from '../common.js';
+import { modelOptions, parsePromptIds, progress, openModelOption } from '../common.js';
 import { commandGroup, defineCommand, opt } from '../options.js';
 
 const pplCommand = defineCommand({
@@ -14,7 +14,7 @@ const pplCommand = defineCommand({
   summary:
     'Perplexity of a text under the project protocol: paragraphs split on blank lines, BOS prepended, windows of 256+1 ids. ' +
     'With --split K the hidden state crosses from [0,K) to [K,L) as it would on the wire.',
-  usage: 'splitllm eval ppl --model M [--tokenizer T] --text FILE [--split K [--codec SPEC]] [--limit N] [--json]',
+  usage: 'splitllm eval ppl --model M [--tokenizer T] (--text FILE | --prompt-ids 5,17,3,…) [--split K [--codec SPEC]] [--limit N] [--json]',
   examples: [
     'splitllm eval ppl --text heldout.txt',
     'splitllm eval ppl --model models/stories260K --text tinystories_eval.txt --split 2 --codec ts-tabq --json',
@@ -22,7 +22,8 @@ const pplCommand = defineCommand({
   ],
   options: {
     ...modelOptions,
-    text: opt.file({ required: true, description: 'text file to score' }),
+    text: opt.file({ description: 'text file to score (or --prompt-ids)' }),
+    'prompt-ids': opt.string({ description: 'score these token ids instead of a text (comma-separated, used as given, in windows of 256+1): for a model without a tokenizer', valueName: 'ID,ID,…' }),
     split: opt.int({ short: 's', description: 'split point K', valueName: 'K' }),
     codec: opt.string({ short: 'c', description: "hidden-state codec at the split (e.g. ts-tabq, ts-tabq:eps=0.1, uniform:4, fp16); bare 'ts-tabq' takes the calibrated default", valueName: 'SPEC' }),
     ...calibrationOption,
@@ -33,6 +34,7 @@ const pplCommand = defineCommand({
   },
   async run(v) {
     const textPath = v.text;
+    if ((textPath === undefined) === (v['prompt-ids'] === undefined)) throw new SplitLLMError('E_USAGE', 'give the text to score: --text FILE or --prompt-ids ID,ID,… (one of them)');
     const pkg = await openModelOption(v);
     const split = v.split;
     const weights = await weightEmitters(v, pkg, split);
@@ -47,9 +49,14 @@ const pplCommand = defineCommand({
       const m = meter;
       pipeline.between = (h, tokens) => m.roundTrip(h, tokens, pkg.config.dim);
     }
-    let windows = pplWindows(pkg.tokenizer(), readFileSync(textPath, 'utf8'));
+    let windows: number[][];
+    if (v['prompt-ids'] !== undefined) {
+      const ids = parsePromptIds(v['prompt-ids'], pkg.config.vocabSize);
+      windows = [];
+      for (let s = 0; s + 1 < ids.length; s += PPL_WINDOW) windows.push(ids.slice(s, s + PPL_WINDOW + 1));
+    } else windows = pplWindows(pkg.tokenizer(), readFileSync(textPath ?? '', 'utf8'));
     if (v.limit !== undefined) windows = windows.slice(0, v.limit);
-    if (windows.length === 0) throw new SplitLLMError('E_BAD_ARGUMENT', `${textPath} holds no paragraph with two or more tokens: nothing to score`);
+    if (windows.length === 0) throw new SplitLLMError('E_BAD_ARGUMENT', `${textPath ?? '--prompt-ids'} holds no paragraph with two or more tokens: nothing to score`);
     const r = await pipelinePerplexity(pipeline, windows, progress('eval ppl'));
     await pipeline.release();
     if (v.json) {
