@@ -17,8 +17,12 @@ export function modelPath(v: { model?: string }): string {
 }
 
 /** Opens the model the options name (--model, --tokenizer). */
-export function openModelOption(v: { model?: string; tokenizer?: string }): Promise<ModelPackage> {
-  return openModel(modelPath(v), { tokenizer: v.tokenizer });
+export async function openModelOption(v: { model?: string; tokenizer?: string }): Promise<ModelPackage> {
+  const pkg = await openModel(modelPath(v), { tokenizer: v.tokenizer });
+  // an ONNX export opened as it is: what `splitllm import` would have said, said here once
+  const warnings = pkg.manifest.weights === '(memory)' ? pkg.manifest.source?.['warnings'] : undefined;
+  if (Array.isArray(warnings)) for (const w of warnings) process.stderr.write(`warning: ${String(w)}\n`);
+  return pkg;
 }
 
 /** Prompt options of every command that takes a prompt. */

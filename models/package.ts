@@ -117,7 +117,7 @@ export class ModelPackage {
   /** An ONNX export read in memory (`openModel` on an .onnx file or its folder). */
   static fromOnnx(m: OnnxImport, sha256: string): ModelPackage {
     const file = basename(m.modelFile);
-    const manifest: Manifest = { ...memoryManifest(m.name, m.config, sha256, { format: 'onnx', file }), tokenizer: m.tokenizerJson ? '(memory)' : '', graph: { file, io: m.io } };
+    const manifest: Manifest = { ...memoryManifest(m.name, m.config, sha256, { format: 'onnx', file, warnings: m.warnings }), tokenizer: m.tokenizerJson ? '(memory)' : '', graph: { file, io: m.io } };
     const tc = m.tokenizerConfigDir ? readTokenizerConfig(m.tokenizerConfigDir) : undefined;
     return new ModelPackage(manifest, new OnnxExportWeights(m.graph, m.io, m.modelFile), m.tokenizerJson, undefined, tc);
   }

@@ -9,6 +9,7 @@ import { W, expectedTensors } from '../models/manifest.js';
 import { ModelPackage, openModel, type ImportedModel } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { SplitLLMError } from '../shared/errors.js';
+import { dequantizeBlockwise, quantizeBlockwise } from '../quantization/weights/blockwise.js';
 import { cli } from './helpers/cli.js';
 import { CORPUS, FIXTURES, REFERENCE_TEXT } from './helpers/fixtures.js';
 import {
@@ -214,6 +215,33 @@ describeGguf('stories260K.gguf imports to the same model as stories260K.bin', ()
       expect(Math.abs(rel)).toBeLessThan(limit);
     }, 60_000);
   }
+
+  it('Q4_0 / Q8_0 blocks become MatMulNBits blocks at 4 / 8 bits (block 32) without loss; float weights still get the min/max fit', async () => {
+    for (const [name, q, type, bits] of [
+      ['Q4_0', quantizeQ4_0, GGML.Q4_0, 4],
+      ['Q8_0', quantizeQ8_0, GGML.Q8_0, 8],
+    ] as const) {
+      const path = join(tmp, `grid-${name}.gguf`);
+      storiesVariant(path, q, type);
+      const m = await importGguf(path);
+      let checked = 0;
+      for (const [tname, t] of m.tensors) {
+        if (t.shape.length !== 2 || t.shape[1]! % 32 !== 0) continue;
+        const [N, K] = t.shape as [number, number];
+        const back = dequantizeBlockwise(quantizeBlockwise(t.data, N, K, bits, 32));
+        expect(back, `${name} ${tname}`).toEqual(t.data);
+        checked++;
+      }
+      expect(checked).toBe(5 * 6 + 1);
+    }
+    // the original float weights are not on such a grid: quantizing them loses something
+    const w = bin.weights.get('model.layers.0.self_attn.q_proj.weight');
+    const back = dequantizeBlockwise(quantizeBlockwise(w, 64, 64, 4, 32));
+    expect(back).not.toEqual(w);
+    let err = 0;
+    for (let i = 0; i < w.length; i++) err = Math.max(err, Math.abs(back[i]! - w[i]!));
+    expect(err).toBeGreaterThan(0);
+  });
 
   it('the CLI imports it into a package that opens and generates the reference story', () => {
     const out = join(tmp, 'pkg');

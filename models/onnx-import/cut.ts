@@ -15,7 +15,7 @@
  */
 import { SplitLLMError } from '../../shared/errors.js';
 import { nodeRegions, type ExportIO, type IdDtype, type Region } from './analyze.js';
-import { DT, nameOf, valueInfo, type Attribute, type OnnxGraph, type OnnxNode, type TensorProto, type ValueInfo } from './load.js';
+import { castTo, DT, nameOf, node, valueInfo, type OnnxGraph, type OnnxNode, type TensorProto, type ValueInfo } from './load.js';
 
 export const HIDDEN_IN = 'hidden_states';
 export const HIDDEN_OUT = 'hidden_out';
@@ -41,6 +41,7 @@ export interface CutSegment {
   io: SegmentIO;
 }
 
+const AXIS_LAST = { name: 'axis', type: 2, i: -1 };
 const SKIP_NORMS = new Set(['Add', 'SkipSimplifiedLayerNormalization', 'SkipLayerNormalization']);
 /** Ops whose outputs say nothing about their input's values. */
 const SHAPE_OPS = new Set(['Shape', 'Size']);
@@ -281,17 +282,12 @@ export class ExportCutter {
   }
 }
 
-const castTo = (to: number): Attribute => ({ name: 'to', type: 2, i: to });
-
 function ownNames(p: { key: string[]; value: string[] }, from: number, to: number): string[] {
   const out: string[] = [];
   for (let i = from; i < to; i++) out.push(p.key[i]!, p.value[i]!);
   return out;
 }
 
-function node(opType: string, input: string[], output: string[], attribute: Attribute[] = [], domain = ''): OnnxNode {
-  return { opType, input, output, attribute, domain, name: `splitllm/${opType}/${output[0]}` };
-}
 
 function substitute(n: OnnxNode, rename: Map<string, string>): OnnxNode {
   if (rename.size === 0) return n;
@@ -306,8 +302,8 @@ function rewriteSkipNorm(n: OnnxNode, stream: string): OnnxNode[] {
   if (n.opType === 'Add') return [node('Identity', [stream], [outs[0]!])];
   const gamma = n.input[2] ?? '';
   if (outs[0]) {
-    if (n.opType === 'SkipSimplifiedLayerNormalization') out.push(node('SimplifiedLayerNormalization', [stream, gamma], [outs[0]], [...attrs, { name: 'axis', type: 2, i: -1 }]));
-    else out.push(node('LayerNormalization', [stream, gamma, ...(n.input[3] ? [n.input[3]] : [])], [outs[0]], [...attrs, { name: 'axis', type: 2, i: -1 }]));
+    if (n.opType === 'SkipSimplifiedLayerNormalization') out.push(node('SimplifiedLayerNormalization', [stream, gamma], [outs[0]], [...attrs, AXIS_LAST]));
+    else out.push(node('LayerNormalization', [stream, gamma, ...(n.input[3] ? [n.input[3]] : [])], [outs[0]], [...attrs, AXIS_LAST]));
   }
   // outputs 1 and 2 (mean, inverse std) are training outputs; 3 is input + skip
   if (outs[3]) out.push(node('Identity', [stream], [outs[3]]));

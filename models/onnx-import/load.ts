@@ -128,6 +128,16 @@ export function encodeOnnx(g: OnnxGraph): Uint8Array {
   return onnx.ModelProto.encode(model).finish();
 }
 
+/** A node the importer adds (named after its first output). */
+export function node(opType: string, input: string[], output: string[], attribute: Attribute[] = []): OnnxNode {
+  return { opType, input, output, attribute, domain: '', name: `splitllm/${opType}/${output[0]}` };
+}
+
+/** Cast's `to` attribute. */
+export function castTo(to: number): Attribute {
+  return { name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: to };
+}
+
 export function nameOf(v: ValueInfo): string {
   return v.name ?? '';
 }

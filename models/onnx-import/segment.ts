@@ -22,17 +22,8 @@ import { float32Linear, segmentIO, type BuiltSegment, type LinearEmitter, type S
 import type { ExportIO } from './analyze.js';
 import { nodeRegions } from './analyze.js';
 import { ExportCutter, HIDDEN_IN, HIDDEN_OUT } from './cut.js';
-import { DT, encodeOnnx, valueInfo, type Attribute, type OnnxGraph, type OnnxNode, type TensorProto, type ValueInfo } from './load.js';
+import { castTo, DT, encodeOnnx, node, valueInfo, type OnnxGraph, type OnnxNode, type TensorProto, type ValueInfo } from './load.js';
 
-const castTo = (to: number): Attribute => ({ name: 'to', type: 2, i: to });
-const node = (opType: string, input: string[], output: string[], attribute: Attribute[] = []): OnnxNode => ({
-  opType,
-  input,
-  output,
-  attribute,
-  domain: '',
-  name: `splitllm/${opType}/${output[0]}`,
-});
 
 /** The float32 values of a float32 or float16 initializer. */
 export function initializerF32(t: TensorProto, name: string): Float32Array {
@@ -58,7 +49,7 @@ export function buildImportedSegment(c: ModelConfig, cutter: ExportCutter, io: E
   const floatElem = io.floatType === 'float16' ? DT.FLOAT16 : DT.FLOAT;
 
   // names the contract uses that the export's own tensors may also carry move aside
-  const reserved = new Set(['input_ids', 'position_ids', 'key_positions', 'logits', 'attention_mask_splitllm']);
+  const reserved = new Set(['input_ids', 'position_ids', 'key_positions', 'logits']);
   for (let i = from; i < to; i++) for (const k of ['past_key_', 'past_value_', 'present_key_', 'present_value_']) reserved.add(`${k}${i}`);
   const x = (n: string) => (reserved.has(n) ? `x/${n}` : n);
   let nodes = seg.nodes.map((n) => ({ ...n, input: n.input.map((t) => (t ? x(t) : t)), output: n.output.map((t) => (t ? x(t) : t)) }));

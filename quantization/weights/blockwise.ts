@@ -78,10 +78,12 @@ export function quantizeBlockwise(w: Float32Array, N: number, K: number, bits: n
         if (v > mx) mx = v;
       }
       const r = clip ? clip[n * kb + b]! : 1;
+      // a block already on a symmetric grid (a GGUF Q4_0 / Q8_0 block, dequantized) keeps its exact values
+      const grid = r === 1 ? symmetricGrid(w, n * K + k0, n * K + k1, Math.max(-mn, mx), bits) : undefined;
       mn *= r;
       mx *= r;
-      const scale = mx > mn ? Math.fround((mx - mn) / levels) : 1;
-      const z = Math.min(levels, Math.max(0, Math.round(-mn / scale)));
+      const scale = grid?.scale ?? (mx > mn ? Math.fround((mx - mn) / levels) : 1);
+      const z = grid?.zp ?? Math.min(levels, Math.max(0, Math.round(-mn / scale)));
       scales[n * kb + b] = scale;
       zp[n * kb + b] = z;
       const base = (n * kb + b) * blockSize;
@@ -98,6 +100,35 @@ export function quantizeBlockwise(w: Float32Array, N: number, K: number, bits: n
   const zeroPoints = new Uint8Array(N * zpRow);
   for (let n = 0; n < N; n++) packLowFirst(zp.subarray(n * kb, (n + 1) * kb), c, zeroPoints.subarray(n * zpRow, (n + 1) * zpRow), kb, 1, zpRow);
   return { N, K, bits, blockSize, packed, scales, zeroPoints, codes, zp };
+}
+
+/**
+ * When every value of w[k0, k1) is an integer multiple of one scale with at most 2^(b−1) steps on one side
+ * (amax / 2^(b−1) or amax / (2^(b−1) − 1): the grids of ggml's Q4_0 and Q8_0), the scale and zero point
+ * that reproduce the values exactly; undefined otherwise (the min/max fit applies).
+ */
+function symmetricGrid(w: Float32Array, k0: number, k1: number, amax: number, bits: number): { scale: number; zp: number } | undefined {
+  if (!(amax > 0)) return undefined;
+  const half = 1 << (bits - 1);
+  for (const steps of [half, half - 1]) {
+    const scale = Math.fround(amax / steps);
+    let lo = 0;
+    let hi = 0;
+    let exact = true;
+    for (let k = k0; k < k1; k++) {
+      const q = Math.round(w[k]! / scale);
+      if (Math.fround(q * scale) !== w[k]) {
+        exact = false;
+        break;
+      }
+      if (q < lo) lo = q;
+      if (q > hi) hi = q;
+    }
+    if (!exact) continue;
+    if (lo >= -half && hi <= half - 1) return { scale, zp: half };
+    if (lo >= -(half - 1) && hi <= half) return { scale, zp: half - 1 };
+  }
+  return undefined;
 }
 
 /** Packs `rows` runs of `count` codes of `bits` bits, low bits first, each run into `stride` bytes. */
