@@ -3,7 +3,7 @@
  * KV cache). A session idle for `idleMs` (no message, connected or not) is released; the connection it
  * is attached to, if any, is told so that it can answer `expired_session`.
  */
-import type { Hello, TokenMsg } from '../shared/protocol/index.js';
+import type { Hello, TokenMsg, Verified } from '../shared/protocol/index.js';
 import type { Sampler } from '../models/runtime/sampler.js';
 import type { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import type { LayerKvData } from '../quantization/kv/stream.js';
@@ -36,6 +36,8 @@ export interface HeldSession {
   startedAt?: number;
   /** the last answer, sent again when a resume shows it was lost */
   lastToken?: TokenMsg;
+  /** the answer to the last draft and the positions the edge had fed with it (a resume at that position gets it again) */
+  lastVerified?: { fedEnd: number; answer: Verified };
   attached?: Attachment;
 }
 

@@ -6,10 +6,11 @@
  * session close the connection.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { encodeFrame, newSessionId, parseEdgeFrame, ProtocolError, protocolError, type EdgeMessage, type Frame, type Hello, type Message, type Resplit, type Resume } from '../shared/protocol/index.js';
+import { encodeFrame, newSessionId, parseEdgeFrame, ProtocolError, protocolError, type EdgeMessage, type Frame, type Hello, type Message, type Draft, type Resplit, type Resume, type Verified } from '../shared/protocol/index.js';
 import type { FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import { Sampler } from '../models/runtime/sampler.js';
+import { verifyDrafts } from '../models/runtime/verify.js';
 import { checkWeightBits } from '../quantization/weights/blockwise.js';
 import { BLOCK_SIZES, WEIGHT_BITS } from '../shared/precision.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
@@ -351,9 +352,10 @@ export class CloudSession implements Attachment {
       case 'resplit':
         return this.resplit(s, m);
       case 'prefill':
-      case 'step': {
+      case 'step':
+      case 'draft': {
         // a resume on another connection waits for this to finish before it looks at the session
-        const run = this.forward(s, m.type, m.type === 'prefill' ? m.tokens : 1, frame.payload, m.type === 'prefill' && m.more === true);
+        const run = m.type === 'draft' ? this.draft(s, m, frame.payload) : this.forward(s, m.type, m.type === 'prefill' ? m.tokens : 1, frame.payload, m.type === 'prefill' && m.more === true);
         s.inflight = run.catch(() => undefined);
         try {
           return await run;
@@ -451,7 +453,8 @@ export class CloudSession implements Attachment {
     this.ctx.log.info({ event: 'session_resume', ...this.facts(found), position: m.position }, 'session resumed');
     this.send({ type: 'ready', session: found.id, layers: pkg.config.nLayers, split: found.hello.split, maxSeq: tokenLimit, length: found.runtime.length });
     // the edge fed `position` tokens; when the cloud holds as many, the last answer may have been lost
-    if (found.lastToken && found.runtime.length === m.position) this.send(found.lastToken);
+    if (found.lastVerified && found.lastVerified.fedEnd === m.position) this.send(found.lastVerified.answer);
+    else if (found.lastToken && found.runtime.length === m.position) this.send(found.lastToken);
   }
 
   /** KV bytes all held sessions reserve now, `except` one (the one about to change its split). */
@@ -508,6 +511,64 @@ export class CloudSession implements Attachment {
     this.send({ type: 'ready', session: s.id, layers: c.nLayers, split: to, maxSeq: this.ctx.tokenLimit, length: len });
   }
 
+  /**
+   * A speculative step: the fed token and its drafts run through the back segment in one pass; the drafts
+   * that stand (verify.ts) and the token after them go back in `verified`, and the cache drops the rest.
+   */
+  private async draft(s: HeldSession, m: Draft, payload: Uint8Array): Promise<void> {
+    const { pkg, tokenLimit, metrics, calibration } = this.ctx;
+    const c = pkg.config;
+    if (!s.prefilled) throw protocolError('step_before_prefill', 'draft before prefill: send the prompt first');
+    const bad = m.drafts.find((id) => id >= c.vocabSize);
+    if (bad !== undefined) throw protocolError('bad_draft', `draft token ${bad} is outside the model's vocabulary of ${c.vocabSize}`);
+    const P = s.runtime.length;
+    if (P + m.tokens > tokenLimit) throw protocolError('bad_draft', `the draft would take the session to ${P + m.tokens} positions, over its limit of ${tokenLimit}: draft fewer tokens`);
+    const t0 = performance.now();
+    let x: Float32Array;
+    try {
+      const d = decodeMessage(payload, { contexts: calibration?.contexts });
+      if (d.dim !== c.dim) throw protocolError('bad_tensor', `hidden state has dim ${d.dim}, the model's is ${c.dim}`);
+      if (d.tokens !== m.tokens) throw protocolError('bad_draft', `the draft says ${m.tokens} positions, its tensor holds ${d.tokens}`);
+      x = d.x;
+    } catch (e) {
+      throw tensorError(e);
+    }
+    refuseHuge(x, 'hidden state');
+    const out = await s.runtime.run(x, m.tokens);
+    for (let i = 0; i < out.data.length; i++) {
+      if (!Number.isFinite(out.data[i]!)) {
+        this.ctx.store.release(s);
+        this.held = undefined;
+        throw protocolError('bad_tensor', 'the model produced non-finite logits from this hidden state: the session is ended, start a new one', { closes: true });
+      }
+    }
+    const v = verifyDrafts(s.sampler, out.data, c.vocabSize, m.drafts);
+    // the cache keeps the fed token and the drafts that stand
+    s.runtime.truncate(P + 1 + v.accepted);
+    const stops = s.hello.stopIds ?? [c.eosId, c.bosId];
+    const ids: number[] = [];
+    let done = false;
+    for (const id of [...m.drafts.slice(0, v.accepted), v.next]) {
+      if (stops.includes(id)) {
+        done = true;
+        break;
+      }
+      ids.push(id);
+      s.generated++;
+      if (s.generated >= s.hello.maxTokens || s.runtime.length + 1 > tokenLimit) {
+        done = true;
+        break;
+      }
+    }
+    const cloudMs = performance.now() - t0;
+    const answer: Verified = { type: 'verified', accepted: v.accepted, ids, done, cloudMs };
+    s.lastVerified = { fedEnd: P + m.tokens, answer };
+    s.lastToken = undefined;
+    this.send(answer);
+    metrics.stepSeconds.observe(cloudMs / 1000);
+    if (ids.length) metrics.tokens.inc(ids.length);
+  }
+
   /** Runs a prefill (or a chunk of one: `more`, answered by nothing) or a step through the back segment, and sends the token. */
   private async forward(s: HeldSession, type: 'prefill' | 'step', tokens: number, payload: Uint8Array, more = false): Promise<void> {
     const { pkg, tokenLimit, metrics, pool, calibration } = this.ctx;
@@ -544,6 +605,7 @@ export class CloudSession implements Attachment {
     const done = isStop || s.generated >= s.hello.maxTokens || s.runtime.length + 1 > tokenLimit;
     const cloudMs = performance.now() - t0;
     s.lastToken = { type: 'token', id: isStop ? -1 : id, done, cloudMs };
+    s.lastVerified = undefined;
     this.send(s.lastToken);
     // the token is on its way: the bookkeeping is off the edge's critical path
     metrics.stepSeconds.observe(cloudMs / 1000);

@@ -5,7 +5,8 @@
  * memory-policy.ts, the re-split exchange in resplit.ts.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { newSessionId, PROTOCOL_VERSION, type Ready, type SamplingParams, type TokenMsg } from '../shared/protocol/index.js';
+import { MAX_DRAFT, newSessionId, PROTOCOL_VERSION, type Ready, type SamplingParams, type TokenMsg, type Verified } from '../shared/protocol/index.js';
+import type { DraftProposer } from './draft/proposer.js';
 import type { Connector } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
@@ -68,6 +69,12 @@ export interface EdgeOptions {
    * its own, and the cloud runs each as it arrives, so edge compute, transfer and cloud compute overlap
    */
   prefillChunk?: number;
+  /**
+   * Speculative decoding: `proposer` drafts up to `maxDraft` tokens per step, the cloud verifies them in one
+   * pass (docs/PROTOCOL.md, `draft`); the output is the one without speculation (exactly at temperature 0,
+   * in distribution when sampling).
+   */
+  speculate?: { proposer: DraftProposer; maxDraft: number };
   /** reconnect and resume the session when the connection drops (default true) */
   resume?: boolean;
   /** how long one resume keeps retrying a cloud that does not answer (default 5 s) */
@@ -146,6 +153,8 @@ export interface EdgeStats {
   finish: FinishReason;
   /** the split the session started at (the memory policy may start below the one asked for) and ended at */
   split: { start: number; end: number };
+  /** with speculation: draft steps, tokens drafted and accepted, tokens per round trip after the prompt */
+  speculation?: { proposer: string; draftSteps: number; drafted: number; accepted: number; acceptance: number; tokensPerRound: number };
 }
 
 export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ tokens: number[]; stats: EdgeStats }> {
@@ -195,6 +204,8 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let cloudMs = 0;
   let roundMs = 0;
   const dec = { steps: 0, edgeMs: 0, roundMs: 0, cloudMs: 0, payloadBytes: 0, wireBytes: 0 };
+  const spec = o.speculate;
+  const specStats = { draftSteps: 0, drafted: 0, accepted: 0 };
   let firstTokenMs = 0;
   const t0 = performance.now();
   try {
@@ -253,7 +264,14 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       const isStep = input !== ids;
       let payload: Uint8Array;
       let sent = 0;
-      if (isStep) payload = await feed(input);
+      // speculation: drafts to follow the token being fed, within the budget and the model's positions
+      let drafts: number[] = [];
+      if (isStep && spec) {
+        const room = Math.min(spec.maxDraft, MAX_DRAFT, o.maxTokens - out.length - 1, c.maxSeq - front.length - 2);
+        if (room > 0) drafts = (await spec.proposer.propose([...ids, ...out], room)).slice(0, room);
+      }
+      const fedInput = drafts.length ? [...input, ...drafts] : input;
+      if (isStep) payload = await feed(fedInput);
       else {
         // the prompt in chunks, each sent as soon as it is encoded; the last one is answered by the first token
         const sent0 = link.bytesOut;
@@ -276,7 +294,8 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       }
       if (isStep) {
         const sent0 = link.bytesOut;
-        link.sendKept({ type: 'step', token: input[0]! }, payload, front.length - 1);
+        if (drafts.length) link.sendKept({ type: 'draft', tokens: fedInput.length, token: input[0]!, drafts }, payload, front.length - fedInput.length);
+        else link.sendKept({ type: 'step', token: input[0]! }, payload, front.length - 1);
         sent = link.bytesOut - sent0;
       }
       // the token before this step is handed on while the cloud works on this one (text decoding and
@@ -291,8 +310,37 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       }
       const ready = awaitReady;
       awaitReady = undefined;
-      const t = await (ready ? ready(front.length).then(() => link.awaitToken(front.length)) : link.awaitToken(front.length)).catch(failover);
-      if (t.id >= c.vocabSize) throw new SplitLLMError('E_PROTOCOL', `the cloud sent token ${t.id}, outside the model's vocabulary of ${c.vocabSize}: is it serving another model?`);
+      const answer: TokenMsg | Verified = await (drafts.length
+        ? link.awaitVerified(front.length)
+        : ready
+          ? ready(front.length).then(() => link.awaitToken(front.length))
+          : link.awaitToken(front.length)
+      ).catch(failover);
+      // what came back: one token, or the drafts that stood and the token after them
+      let got: number[];
+      let done: boolean;
+      let stopped: boolean;
+      if (answer.type === 'verified') {
+        if (answer.accepted > drafts.length || answer.ids.length > answer.accepted + 1 || answer.ids.some((id, i) => i < answer.accepted && id !== drafts[i])) {
+          throw new SplitLLMError('E_PROTOCOL', `the cloud's verdict (${answer.accepted} of ${drafts.length} drafts, ids ${answer.ids.join(',')}) does not match the draft sent`);
+        }
+        // the front's cache keeps the fed token and the drafts that stood, as the cloud's does
+        front.truncate(front.length - fedInput.length + 1 + answer.accepted);
+        specStats.draftSteps++;
+        specStats.drafted += drafts.length;
+        specStats.accepted += answer.accepted;
+        got = answer.ids;
+        done = answer.done;
+        stopped = answer.done && out.length + got.length < o.maxTokens && got.length <= answer.accepted;
+      } else {
+        got = answer.id >= 0 ? [answer.id] : [];
+        done = answer.done;
+        stopped = answer.id < 0;
+      }
+      const t = { cloudMs: answer.cloudMs };
+      for (const id of got) {
+        if (id >= c.vocabSize) throw new SplitLLMError('E_PROTOCOL', `the cloud sent token ${id}, outside the model's vocabulary of ${c.vocabSize}: is it serving another model?`);
+      }
       const e2 = performance.now();
       if (pendingFailover) {
         pendingFailover.ms = e2 - e1;
@@ -309,18 +357,19 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         dec.payloadBytes += payload.byteLength;
         dec.wireBytes += sent;
       } else firstTokenMs = e2 - t0;
-      if (t.id >= 0) out.push(t.id);
-      const last = t.done || out.length >= o.maxTokens || o.signal?.aborted;
-      if (t.id >= 0) {
-        if (last) o.onToken?.(t.id);
-        else owed = t.id;
-      }
+      out.push(...got);
+      const last = done || out.length >= o.maxTokens || o.signal?.aborted || got.length === 0;
+      // every token but the newest is final now; the newest is handed on once the next step is out
+      got.forEach((id, i) => {
+        if (i < got.length - 1 || last) o.onToken?.(id);
+        else owed = id;
+      });
       if (last) {
-        // the cloud ends with id -1 on a stop token; a full budget or sequence is 'length'
-        finish = o.signal?.aborted ? 'interrupted' : t.id < 0 ? 'stop' : 'length';
+        // the cloud ends with id -1 (or a verdict cut) on a stop token; a full budget or sequence is 'length'
+        finish = o.signal?.aborted ? 'interrupted' : stopped ? 'stop' : 'length';
         break;
       }
-      input = [t.id];
+      input = [got[got.length - 1]!];
       const want = o.adapt?.({ token: out.length, latencyMs: e2 - e0, split });
       if (want !== undefined && want !== split) {
         if (!Number.isInteger(want) || want < 0 || want > c.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `adapt asked for split ${want}: use 0..${c.nLayers}`);
@@ -380,6 +429,18 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       interrupted: finish === 'interrupted',
       finish,
       split: { start: startSplit, end: split },
+      ...(spec
+        ? {
+            speculation: {
+              proposer: spec.proposer.name,
+              draftSteps: specStats.draftSteps,
+              drafted: specStats.drafted,
+              accepted: specStats.accepted,
+              acceptance: specStats.drafted ? specStats.accepted / specStats.drafted : 0,
+              tokensPerRound: Math.max(0, out.length - 1) / Math.max(1, dec.steps),
+            },
+          }
+        : {}),
     },
   };
 }

@@ -7,7 +7,7 @@
  * a balancer hashing on it sends them all to one replica.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { encodeFrame, newSessionId, parseCloudFrame, ProtocolError, type CloudMessage, type EdgeMessage, type Frame, type Ready, type TokenMsg } from '../shared/protocol/index.js';
+import { encodeFrame, newSessionId, parseCloudFrame, ProtocolError, type CloudMessage, type EdgeMessage, type Frame, type Ready, type TokenMsg, type Verified } from '../shared/protocol/index.js';
 import { RESUMABLE_CLOSE_CODES, type Connector, type FrameChannel } from '../shared/transport/channel.js';
 
 export interface ResumePolicy {
@@ -42,7 +42,7 @@ export class CloudConnection {
   private bytesInBefore = 0;
   private bytesOutBefore = 0;
   /** the prefill/step frames not yet answered by a token, with the position each starts at: sent again when a resume shows the cloud never got them */
-  private kept: { start: number; frame: Uint8Array }[] = [];
+  private kept: { start: number; end: number; frame: Uint8Array }[] = [];
   resumes = 0;
   /** the session's resume secret (from the cloud's first ready): a resume must show it */
   secret = '';
@@ -78,7 +78,8 @@ export class CloudConnection {
   /** Sends a prefill (or a chunk of one) or a step that feeds positions from `start` on, kept until its token comes to be sent again after a resume. */
   sendKept(m: EdgeMessage, payload: Uint8Array, start: number): void {
     const frame = encodeFrame(m, payload);
-    this.kept.push({ start, frame });
+    const positions = m.type === 'prefill' || m.type === 'draft' ? m.tokens : 1;
+    this.kept.push({ start, end: start + positions, frame });
     this.channel.send(frame);
   }
 
@@ -129,10 +130,19 @@ export class CloudConnection {
 
   /** The token answering the last prefill/step, resuming the session across dropped links. */
   async awaitToken(position: number): Promise<TokenMsg> {
+    return this.awaitAnswer(position, 'token');
+  }
+
+  /** The verdict answering the last draft, resuming the session across dropped links. */
+  async awaitVerified(position: number): Promise<Verified> {
+    return this.awaitAnswer(position, 'verified');
+  }
+
+  private async awaitAnswer<T extends 'token' | 'verified'>(position: number, type: T): Promise<Extract<CloudMessage, { type: T }>> {
     for (;;) {
       const ev = await this.next();
       if (ev.kind === 'message') {
-        const t = this.expectFrame(ev.frame, 'token').header;
+        const t = this.expectFrame(ev.frame, type).header;
         this.kept = [];
         return t;
       }
@@ -161,6 +171,9 @@ export class CloudConnection {
     if (r.length < position) {
       // the cloud never got these frames: send them again from the first position it lacks
       const from = this.kept.findIndex((k) => k.start === r.length);
+      // a draft the cloud ran, its rejected positions dropped: its verdict comes again, nothing to resend
+      const ran = this.kept.some((k) => k.start < r.length && r.length < k.end);
+      if (from < 0 && ran) return;
       if (from < 0) throw cloudError(`the cloud holds ${r.length} positions, which is not where a frame the edge sent begins: start a new session`);
       for (const k of this.kept.slice(from)) this.channel.send(k.frame);
     }

@@ -2,6 +2,8 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { validatePlan, type Plan } from '../../shared/plan.js';
 import { WEIGHT_STRATEGY_NAMES } from '../../models/weights/registry.js';
 import { DEFAULT_PREFILL_CHUNK, runEdge } from '../../edge/agent.js';
+import { PROPOSERS, proposerFor } from '../../edge/draft/registry.js';
+import { MAX_DRAFT } from '../../shared/protocol/index.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
 import { startEdgeService } from '../../edge/service.js';
 import { SplitBandit } from '../../planner/bandit.js';
@@ -83,6 +85,8 @@ const edgeOptions = {
     resplit: opt.list({ item: resplitItem, description: 'move the split after N tokens, e.g. 10:4,30:1', valueName: 'N:K,…' }),
     'adapt-splits': opt.list({ item: items.int(), description: 'online planner: learn the fastest of these splits from observed per-token latency (Thompson sampling), re-splitting as it goes', valueName: 'K,K,…' }),
     'adapt-window': opt.int({ min: 1, default: 8, description: 'tokens per choice of the online planner' }),
+    speculate: opt.string({ default: 'off', description: `speculative decoding: draft tokens on the edge, verified by the cloud in one pass (same output): ${PROPOSERS.map((p) => `${p.name} (${p.summary})`).join('; ')}; off`, valueName: 'PROPOSER' }),
+    'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, default: 4, description: 'most tokens drafted per step with --speculate' }),
     threads: threadsOption,
     json: opt.flag({ description: 'print {"tokens":[…],"text":…,"stats":{…}} at the end' }),
   };
@@ -96,6 +100,7 @@ const edgeRunCommand = defineCommand({
     'splitllm edge --cloud ws://127.0.0.1:8080 --split 2 --prompt "ROMEO:" --max-tokens 40',
     'splitllm edge --cloud ws://cloud.example:8080 --token "$SECRET" --plan plan.json --prompt-file prompt.txt',
     'splitllm edge --cloud ws://127.0.0.1:8080 --split 4 --codec ts-tabq --edge-memory 2MB --json --prompt "JULIET:"',
+    'splitllm edge --cloud ws://127.0.0.1:8080 --split 3 --speculate ngram --draft-tokens 6 --prompt-file scene.txt',
   ],
   options: edgeOptions,
   async run(v) {
@@ -123,7 +128,9 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
   if (arms?.some((k) => k > pkg.config.nLayers)) throw new SplitLLMError('E_USAGE', `--adapt-splits ${arms.join(',')} must list splits in 0..${pkg.config.nLayers}`);
   const { text: prompt, ids: promptIds, maxTokens } = promptOf(pkg, v, r0.maxSeq);
   const stream = tokenPrinter(pkg, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
+  const proposer = await proposerFor(v.speculate);
   const r = await runEdge(pkg, {
+      speculate: proposer ? { proposer, maxDraft: v['draft-tokens'] } : undefined,
       url: r0.url,
       split,
       codec: r0.codec,
@@ -161,6 +168,10 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
         `${s.bytesUpPerToken.toFixed(0)} B up, ${s.bytesDownPerToken.toFixed(0)} B down per token; ` +
         `per token: edge ${s.edgeMs.toFixed(2)} ms, network ${s.networkMs.toFixed(2)} ms, cloud ${s.cloudMs.toFixed(2)} ms\n`,
     );
+    if (s.speculation) {
+      const sp = s.speculation;
+      process.stderr.write(`speculation (${sp.proposer}): ${sp.tokensPerRound.toFixed(2)} tokens per round trip; ${sp.accepted} of ${sp.drafted} drafts accepted (${(sp.acceptance * 100).toFixed(0)}%) in ${sp.draftSteps} draft steps\n`);
+    }
     if (adapt) process.stderr.write(`online planner: splits by window ${adapt.splits.join(' ')}; fastest so far: split ${adapt.best}\n`);
   }
   return s.interrupted ? 130 : 0;

@@ -44,10 +44,43 @@ export class Sampler {
     this.random = rng(this.opts.seed);
   }
 
-  /** Picks a token from logits[offset .. offset+vocab). */
-  sample(logits: Float32Array, offset = 0, vocab = logits.length - offset): number {
+  get greedy(): boolean {
+    return this.opts.temperature === 0;
+  }
+
+  /** A uniform draw in [0, 1) from this sampler's seeded stream (speculative acceptance tests). */
+  uniform(): number {
+    return this.random();
+  }
+
+  /**
+   * The distribution `sample` draws from, over the whole vocabulary (zero outside top-k / top-p), for
+   * temperature > 0: what speculative verification compares drafts against.
+   */
+  probabilities(logits: Float32Array, offset = 0, vocab = logits.length - offset): Float64Array {
+    const { ids, probs, sum } = this.filtered(logits, offset, vocab);
+    const out = new Float64Array(vocab);
+    for (let j = 0; j < ids.length; j++) out[ids[j]!] = probs[j]! / sum;
+    return out;
+  }
+
+  /** Draws an id from unnormalized weights `w` (≥ 0, not all zero). */
+  draw(w: ArrayLike<number>): number {
+    let sum = 0;
+    for (let i = 0; i < w.length; i++) sum += w[i]!;
+    let r = this.random() * sum;
+    let last = 0;
+    for (let i = 0; i < w.length; i++) {
+      if (w[i]! <= 0) continue;
+      last = i;
+      r -= w[i]!;
+      if (r <= 0) return i;
+    }
+    return last;
+  }
+
+  private filtered(logits: Float32Array, offset: number, vocab: number): { ids: number[]; probs: number[]; sum: number } {
     const { temperature, topK, topP } = this.opts;
-    if (temperature === 0) return argmax(logits, offset, vocab);
     let ids = Array.from({ length: vocab }, (_, i) => i);
     ids.sort((a, b) => logits[offset + b]! - logits[offset + a]!);
     if (topK > 0) ids = ids.slice(0, topK);
@@ -68,6 +101,14 @@ export class Sampler {
       probs = probs.slice(0, cut);
       sum = probs.reduce((a, b) => a + b, 0);
     }
+    return { ids, probs, sum };
+  }
+
+  /** Picks a token from logits[offset .. offset+vocab). */
+  sample(logits: Float32Array, offset = 0, vocab = logits.length - offset): number {
+    const { temperature } = this.opts;
+    if (temperature === 0) return argmax(logits, offset, vocab);
+    const { ids, probs, sum } = this.filtered(logits, offset, vocab);
     let r = this.random() * sum;
     for (let j = 0; j < ids.length; j++) {
       r -= probs[j]!;

@@ -19,6 +19,7 @@ export const WIRE_CODES = {
   bad_tensor: false,
   nan_tensor: false,
   token_limit: false,
+  bad_draft: false,
   bad_resplit: false,
   unauthorized: true,
   busy: true,

@@ -3,7 +3,10 @@
  * code sees it once `parseFrame` (parse.ts) has checked every field. Browser-safe: no imports.
  */
 
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
+
+/** Most draft tokens one `draft` frame may carry (it feeds one more position: the last accepted token). */
+export const MAX_DRAFT = 16;
 
 export interface SamplingParams {
   temperature?: number;
@@ -68,6 +71,29 @@ export interface Step {
   /** the token the edge fed (for the cloud's bookkeeping) */
   token: number;
 }
+/**
+ * Speculative step: hidden states [tokens, dim] of the last accepted token (`token`) and the `drafts`
+ * proposed to follow it (tokens = drafts + 1). The cloud verifies all of them in one run and answers with
+ * `verified`; both sides then drop the positions of rejected drafts from their caches.
+ */
+export interface Draft {
+  type: 'draft';
+  tokens: number;
+  token: number;
+  drafts: number[];
+}
+/**
+ * The answer to a draft: `accepted` drafts were kept (the caches hold the fed token and those), and
+ * `ids` are the new tokens in order — the accepted drafts, then the token the cloud sampled after them —
+ * cut at a stop id (not included) or the token limit, in which case `done`.
+ */
+export interface Verified {
+  type: 'verified';
+  accepted: number;
+  ids: number[];
+  done: boolean;
+  cloudMs: number;
+}
 export interface TokenMsg {
   type: 'token';
   id: number;
@@ -102,12 +128,12 @@ export interface KvMsg {
   length: number;
 }
 
-export type Message = Hello | Ready | Probe | Resume | Prefill | Step | TokenMsg | ErrorMsg | Close | Resplit | KvMsg;
+export type Message = Hello | Ready | Probe | Resume | Prefill | Step | Draft | Verified | TokenMsg | ErrorMsg | Close | Resplit | KvMsg;
 export type MessageType = Message['type'];
 
 /** What each side sends: a message of another side's type is answered `unknown_type`. */
-export const EDGE_MESSAGES = ['hello', 'resume', 'prefill', 'step', 'close', 'probe', 'resplit', 'kv'] as const;
-export const CLOUD_MESSAGES = ['ready', 'token', 'error', 'probe', 'kv'] as const;
+export const EDGE_MESSAGES = ['hello', 'resume', 'prefill', 'step', 'draft', 'close', 'probe', 'resplit', 'kv'] as const;
+export const CLOUD_MESSAGES = ['ready', 'token', 'verified', 'error', 'probe', 'kv'] as const;
 export type EdgeMessage = Extract<Message, { type: (typeof EDGE_MESSAGES)[number] }>;
 export type CloudMessage = Extract<Message, { type: (typeof CLOUD_MESSAGES)[number] }>;
 

@@ -7,7 +7,7 @@
  * count, `bad_message` for the rest.
  */
 import { isSessionId } from './session-id.js';
-import { PROTOCOL_VERSION, CLOUD_MESSAGES, EDGE_MESSAGES, type CloudMessage, type EdgeMessage, type Frame, type Message, type SamplingParams } from './messages.js';
+import { MAX_DRAFT, PROTOCOL_VERSION, CLOUD_MESSAGES, EDGE_MESSAGES, type CloudMessage, type EdgeMessage, type Frame, type Message, type SamplingParams } from './messages.js';
 import { COMPACT_KIND, COMPACT_MARK, COMPACT_STEP_HEADER, COMPACT_TOKEN_BYTES, msgpack, splitFrame } from './frame.js';
 import { ProtocolError, type WireCode } from './errors.js';
 import { describe, Fields, isPlainMap, type Raw } from '../fields.js';
@@ -97,6 +97,20 @@ function checkMessage(raw: Raw, type: string): Message {
     }
     case 'step':
       return { type, token: fields(raw, type, 'bad_message').int('token', 0, LIMITS.tokenId) };
+    case 'draft': {
+      const f = fields(raw, type, 'bad_draft');
+      const tokens = f.int('tokens', 2, MAX_DRAFT + 1);
+      const drafts = f.intArray('drafts', MAX_DRAFT, 0, LIMITS.tokenId);
+      if (drafts.length !== tokens - 1) f.fail(`carries ${drafts.length} drafts for ${tokens} positions: a draft frame feeds the last token and its drafts (tokens = drafts + 1)`);
+      return { type, tokens, token: f.int('token', 0, LIMITS.tokenId), drafts };
+    }
+    case 'verified': {
+      const f = fields(raw, type, 'bad_message');
+      const accepted = f.int('accepted', 0, MAX_DRAFT);
+      const ids = f.intArray('ids', MAX_DRAFT + 1, 0, LIMITS.tokenId);
+      if (ids.length > accepted + 1) f.fail(`carries ${ids.length} ids for ${accepted} accepted drafts (at most accepted + 1)`);
+      return { type, accepted, ids, done: f.bool('done'), cloudMs: f.num('cloudMs', 0, LIMITS.cloudMs) };
+    }
     case 'close':
       return { type };
     case 'probe': {

@@ -1,0 +1,154 @@
+/**
+ * Speculative decoding across the split: the edge drafts (ngram proposer), the cloud verifies every draft
+ * in one pass and both sides drop rejected positions. Greedy output equals generation without
+ * speculation, token for token, at every split; the acceptance rule is the standard one; hostile drafts
+ * get `bad_draft` and the session goes on.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCloud, type CloudServer } from '../cloud/server.js';
+import { runEdge } from '../edge/agent.js';
+import { ngramPropose } from '../edge/draft/ngram.js';
+import { proposerFor } from '../edge/draft/registry.js';
+import type { ModelPackage } from '../models/package.js';
+import { generate, Pipeline } from '../models/runtime/pipeline.js';
+import { Sampler } from '../models/runtime/sampler.js';
+import { verifyDrafts } from '../models/runtime/verify.js';
+import { MAX_DRAFT, encodeFrame } from '../shared/protocol/index.js';
+import { describeWithFixtures } from './helpers/fixtures.js';
+import { defaultModel, storiesModel } from './helpers/models.js';
+import { expectError, fp32, testCloud, TestEdge } from './helpers/cloud.js';
+
+describe('the ngram proposer', () => {
+  it('continues the latest earlier occurrence of the longest repeated suffix (2..4 tokens), else nothing', () => {
+    expect(ngramPropose([1, 2, 3, 4, 9, 9, 1, 2, 3], 3)).toEqual([4, 9, 9]);
+    // the longest suffix wins over a shorter, later one
+    expect(ngramPropose([5, 6, 7, 1, 6, 7, 2, 5, 6, 7], 2)).toEqual([1, 6]);
+    // a suffix of 2 that repeats: its latest earlier occurrence
+    expect(ngramPropose([8, 9, 1, 8, 9, 2, 8, 9], 4)).toEqual([2, 8, 9]);
+    expect(ngramPropose([1, 2, 3, 4, 5], 4)).toEqual([]);
+    expect(ngramPropose([7], 4)).toEqual([]);
+    // k bounds the draft, and the history's end bounds it too
+    expect(ngramPropose([1, 2, 3, 1, 2], 8)).toEqual([3, 1, 2]);
+  });
+
+  it('--speculate names a proposer or off; anything else is a one-line usage error', async () => {
+    expect(await proposerFor('off')).toBeUndefined();
+    expect((await proposerFor('ngram'))?.name).toBe('ngram:4');
+    expect((await proposerFor('ngram:3'))?.name).toBe('ngram:3');
+    await expect(proposerFor('ngram:1')).rejects.toThrow(/n-gram length must be an integer in 2\.\.16/);
+    await expect(proposerFor('magic')).rejects.toThrow(/unknown proposer "magic": use ngram, off/);
+  });
+});
+
+describe('verification', () => {
+  const V = 5;
+  const rows = (...r: number[][]) => Float32Array.from(r.flat());
+
+  it('greedy: drafts stand while each is the argmax of the row before it; the next token is the argmax after them', () => {
+    const g = new Sampler({ temperature: 0 });
+    const logits = rows([0, 9, 0, 0, 0], [0, 0, 0, 9, 0], [9, 0, 0, 0, 0], [0, 0, 9, 0, 0]);
+    expect(verifyDrafts(g, logits, V, [1, 3, 0])).toEqual({ accepted: 3, next: 2 });
+    expect(verifyDrafts(g, logits, V, [1, 4, 0])).toEqual({ accepted: 1, next: 3 });
+    expect(verifyDrafts(g, logits, V, [2, 3, 0])).toEqual({ accepted: 0, next: 1 });
+  });
+
+  it('sampling with a one-hot draft: the draft stands with probability p(draft), and the emitted token is distributed as p', () => {
+    // p = softmax(log [0.1, 0.6, 0.3, 0, 0]) at temperature 1
+    const logits = rows([Math.log(0.1), Math.log(0.6), Math.log(0.3), -1e9, -1e9], [0, 0, 0, 0, 0]);
+    const s = new Sampler({ temperature: 1, seed: 11 });
+    const n = 20_000;
+    let stood = 0;
+    const first = new Array<number>(V).fill(0);
+    for (let i = 0; i < n; i++) {
+      const v = verifyDrafts(s, logits, V, [1]);
+      if (v.accepted === 1) stood++;
+      first[v.accepted === 1 ? 1 : v.next]!++;
+    }
+    expect(stood / n).toBeGreaterThan(0.58);
+    expect(stood / n).toBeLessThan(0.62);
+    // the token that follows the fed one: draft if it stood, else the residual's draw
+    expect(first[0]! / n).toBeCloseTo(0.1, 1);
+    expect(first[1]! / n).toBeCloseTo(0.6, 1);
+    expect(first[2]! / n).toBeCloseTo(0.3, 1);
+    expect(first[3]! + first[4]!).toBe(0);
+  });
+});
+
+const REPEAT =
+  'ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\nROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and';
+
+async function speculationMatches(pkg: ModelPackage, prompt: string, maxTokens: number): Promise<void> {
+  const server: CloudServer = await startCloud(pkg);
+  try {
+    const url = `${server.url}/v1/session`;
+    const ids = pkg.tokenizer().encode(prompt, true);
+    const p = await Pipeline.create(pkg);
+    const local = await generate(p, ids, { maxTokens, stopIds: [] });
+    await p.release();
+    const proposer = (await proposerFor('ngram'))!;
+    let accepted = 0;
+    for (let K = 0; K <= pkg.config.nLayers; K++) {
+      const r = await runEdge(pkg, { url, split: K, codec: 'fp32', prompt, maxTokens, stopIds: [], speculate: { proposer, maxDraft: 5 } });
+      expect(r.tokens, `split ${K}`).toEqual(local);
+      const sp = r.stats.speculation!;
+      expect(sp.draftSteps).toBeGreaterThan(0);
+      accepted += sp.accepted;
+      // fewer round trips than tokens when drafts stand
+      if (sp.accepted > 0) expect(sp.tokensPerRound).toBeGreaterThan(1);
+    }
+    expect(accepted).toBeGreaterThan(0);
+  } finally {
+    await server.close();
+  }
+}
+
+it('greedy output with --speculate ngram equals the output without, at every split, on the default model', async () => {
+  await speculationMatches(await defaultModel(), REPEAT, 48);
+}, 120_000);
+
+describeWithFixtures('speculation on stories260K', () => {
+  it('greedy output with --speculate ngram equals the output without, at every split', async () => {
+    await speculationMatches(await storiesModel(), 'Once upon a time, there was a little girl named Lily. She loved to play outside. Once upon a time, there was a little', 60);
+  }, 120_000);
+});
+
+describe('hostile drafts', () => {
+  let pkg: ModelPackage;
+  beforeAll(async () => {
+    pkg = await defaultModel();
+  });
+  const cloudClosers: (() => Promise<void>)[] = [];
+  afterAll(async () => {
+    for (const c of cloudClosers) await c();
+  });
+
+  it('too many positions, a wrong count, ids outside the vocabulary, positions past the limit, a short tensor: bad_draft, and the session goes on', async () => {
+    const cloud = testCloud(pkg, { tokenLimit: 16 });
+    cloudClosers.push(() => cloud.close());
+    const client = cloud.connect();
+    const edge = await TestEdge.start(pkg, client, 2, { maxTokens: 8 });
+    const prompt = pkg.tokenizer().encode('ROMEO:', true);
+    let next = await edge.round(prompt);
+    const D = pkg.config.dim;
+    const zeros = (n: number) => fp32.encode(new Float32Array(n * D), n, D);
+    const raw = (header: Record<string, unknown>, payload: Uint8Array) => client.sendRaw(encodeFrame(header as never, payload));
+    // more drafts than a frame may carry
+    raw({ type: 'draft', tokens: MAX_DRAFT + 2, token: next, drafts: new Array(MAX_DRAFT + 1).fill(1) }, zeros(MAX_DRAFT + 2));
+    await expectError(client, 'bad_draft');
+    // tokens ≠ drafts + 1
+    raw({ type: 'draft', tokens: 3, token: next, drafts: [1] }, zeros(3));
+    await expectError(client, 'bad_draft');
+    // an id outside the vocabulary
+    client.send({ type: 'draft', tokens: 2, token: next, drafts: [pkg.config.vocabSize] }, zeros(2));
+    await expectError(client, 'bad_draft');
+    // the tensor holds fewer positions than the frame says
+    client.send({ type: 'draft', tokens: 3, token: next, drafts: [1, 2] }, zeros(2));
+    await expectError(client, 'bad_draft');
+    // past the session's position limit (16)
+    client.send({ type: 'draft', tokens: 16, token: next, drafts: new Array(15).fill(1) }, zeros(16));
+    await expectError(client, 'bad_draft');
+    // none of that touched the session: a plain step still gives the next token
+    next = await edge.round([next]);
+    expect(next).toBeGreaterThanOrEqual(0);
+  });
+});
