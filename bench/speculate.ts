@@ -1,7 +1,7 @@
 /**
  * bench/speculate: speculative decoding across the split over the project's link emulator (256 kbit/s,
  * 30 ms RTT by default), default model, split 3, the split's calibrated ts-tabq (or --codec), greedy, 200 tokens, in the same run:
- * tokens/s with `--speculate ngram` ÷ without, on a prompt the model continues verbatim in part (a passage
+ * tokens/s with `--speculate ngram` and `early-exit` ÷ without, on a prompt the model continues verbatim in part (a passage
  * of the play given twice) and on one without repetition; tokens per round trip and acceptance.
  * Decode tokens/s counts from the first token (the prompt's transfer is the same with or without).
  * min/median/max over the runs; the machine's load beside them.
@@ -28,6 +28,8 @@ const { values } = parseArgs({
     split: { type: 'string', default: '3' },
     draft: { type: 'string', default: '4' },
     codec: { type: 'string', default: 'ts-tabq' },
+    'repetition-prompt': { type: 'string' },
+    'plain-prompt': { type: 'string' },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
   },
@@ -48,14 +50,15 @@ const link = await emulateLink({ host: '127.0.0.1', port: Number(new URL(cloud.u
 const url = `ws://127.0.0.1:${link.port}/v1/session`;
 // the default model holds 256 positions: prompts of ≤ 56 tokens leave room for 200
 const prompts = {
-  // a passage of the play the model was trained on: it continues it, repeating itself in part
-  repetition: 'ROMEO:\nBut soft, what light through yonder window breaks?\n',
-  none: 'KING HENRY:\nWhat news from the north, my lord?\n',
+  // a passage of the play given twice, the second time cut short: the model goes on copying it
+  repetition: values['repetition-prompt'] ?? 'ROMEO:\nO, she doth teach the torches to burn bright!\nROMEO:\nO, she doth',
+  none: values['plain-prompt'] ?? 'ROMEO:\nBut soft, what light through yonder window breaks?\n',
 };
-const proposer = (await proposerFor('ngram'))!;
+const proposers = [(await proposerFor('ngram'))!, (await proposerFor('early-exit', { pkg }))!];
 
 interface Row {
   prompt: string;
+  proposer: string;
   baseTokensPerSec: { min: number; median: number; max: number };
   specTokensPerSec: { min: number; median: number; max: number };
   ratio: { min: number; median: number; max: number };
@@ -64,36 +67,38 @@ interface Row {
   sameTokens: boolean;
 }
 const rows: Row[] = [];
-for (const [name, prompt] of Object.entries(prompts)) {
-  const base: number[] = [];
-  const spec: number[] = [];
-  const ratios: number[] = [];
-  let perRound = 0;
-  let acceptance = 0;
-  let same = true;
-  for (let r = 0; r < runs; r++) {
-    const decodeRate = (s: { tokens: number; seconds: number; prefill: { firstTokenMs: number } }) => (s.tokens - 1) / (s.seconds - s.prefill.firstTokenMs / 1000);
-    const a = await runEdge(pkg, { url, split, codec, codecEnv, prompt, maxTokens, stopIds: [] });
-    const b = await runEdge(pkg, { url, split, codec, codecEnv, prompt, maxTokens, stopIds: [], speculate: { proposer, maxDraft } });
-    same &&= a.tokens.join(',') === b.tokens.join(',');
-    base.push(decodeRate(a.stats));
-    spec.push(decodeRate(b.stats));
-    ratios.push(spec[spec.length - 1]! / base[base.length - 1]!);
-    perRound = b.stats.speculation!.tokensPerRound;
-    acceptance = b.stats.speculation!.acceptance;
+for (const proposer of proposers) {
+  for (const [name, prompt] of Object.entries(prompts)) {
+    const base: number[] = [];
+    const spec: number[] = [];
+    const ratios: number[] = [];
+    let perRound = 0;
+    let acceptance = 0;
+    let same = true;
+    for (let r = 0; r < runs; r++) {
+      const decodeRate = (s: { tokens: number; seconds: number; prefill: { firstTokenMs: number } }) => (s.tokens - 1) / (s.seconds - s.prefill.firstTokenMs / 1000);
+      const a = await runEdge(pkg, { url, split, codec, codecEnv, prompt, maxTokens, stopIds: [] });
+      const b = await runEdge(pkg, { url, split, codec, codecEnv, prompt, maxTokens, stopIds: [], speculate: { proposer, maxDraft } });
+      same &&= a.tokens.join(',') === b.tokens.join(',');
+      base.push(decodeRate(a.stats));
+      spec.push(decodeRate(b.stats));
+      ratios.push(spec[spec.length - 1]! / base[base.length - 1]!);
+      perRound = b.stats.speculation!.tokensPerRound;
+      acceptance = b.stats.speculation!.acceptance;
+    }
+    rows.push({ prompt: name, proposer: proposer.name, baseTokensPerSec: minMedMax(base), specTokensPerSec: minMedMax(spec), ratio: minMedMax(ratios), tokensPerRound: perRound, acceptance, sameTokens: same });
   }
-  rows.push({ prompt: name, baseTokensPerSec: minMedMax(base), specTokensPerSec: minMedMax(spec), ratio: minMedMax(ratios), tokensPerRound: perRound, acceptance, sameTokens: same });
 }
 await link.close();
 await cloud.close();
 const load = loadavg()[0]!;
 if (values.json) process.stdout.write(JSON.stringify({ rows, load, runs, maxTokens, split, maxDraft }) + '\n');
 else {
-  process.stdout.write(`speculative decoding (ngram, ≤ ${maxDraft} drafts), ${maxTokens} tokens, split ${split}, codec ${codec}, ${values.bandwidth} B/s, ${values.rtt} ms RTT, ${runs} runs (load ${fmt(load, 2)})\n`);
+  process.stdout.write(`speculative decoding (≤ ${maxDraft} drafts, adaptive length), ${maxTokens} tokens, split ${split}, codec ${codec}, ${values.bandwidth} B/s, ${values.rtt} ms RTT, ${runs} runs (load ${fmt(load, 2)})\n`);
   for (const r of rows) {
     const m = (x: { min: number; median: number; max: number }, d = 1) => `${fmt(x.min, d)} / ${fmt(x.median, d)} / ${fmt(x.max, d)}`;
     process.stdout.write(
-      `  ${r.prompt.padEnd(10)} without ${m(r.baseTokensPerSec)} tokens/s, with ${m(r.specTokensPerSec)}: ratio ${m(r.ratio, 2)}; ${fmt(r.tokensPerRound, 2)} tokens per round trip, ${fmt(r.acceptance * 100, 0)}% of drafts accepted; same tokens: ${r.sameTokens}\n`,
+      `  ${r.proposer.padEnd(10)} ${r.prompt.padEnd(10)} without ${m(r.baseTokensPerSec)} tokens/s, with ${m(r.specTokensPerSec)}: ratio ${m(r.ratio, 2)}; ${fmt(r.tokensPerRound, 2)} tokens per round trip, ${fmt(r.acceptance * 100, 0)}% of drafts accepted; same tokens: ${r.sameTokens}\n`,
     );
   }
 }

@@ -36,6 +36,8 @@ export interface HeldSession {
   startedAt?: number;
   /** the last answer, sent again when a resume shows it was lost */
   lastToken?: TokenMsg;
+  /** the final norm and LM head alone, float32: the early-exit distribution of drafts (`draft.exit`), made at the first such draft */
+  exitHead?: SegmentRuntime;
   /** the answer to the last draft and the positions the edge had fed with it (a resume at that position gets it again) */
   lastVerified?: { fedEnd: number; answer: Verified };
   attached?: Attachment;
@@ -96,6 +98,7 @@ export class SessionStore {
     // told before the runtime lets go of its KV cache, while its length still says what it held
     this.events.onRelease?.(s, this.sessions.size);
     void s.runtime.release();
+    void s.exitHead?.release();
     this.events.onChange?.(this.sessions.size);
   }
   releaseAll(): void {

@@ -516,7 +516,7 @@ export class CloudSession implements Attachment {
    * that stand (verify.ts) and the token after them go back in `verified`, and the cache drops the rest.
    */
   private async draft(s: HeldSession, m: Draft, payload: Uint8Array): Promise<void> {
-    const { pkg, tokenLimit, metrics, calibration } = this.ctx;
+    const { pkg, tokenLimit, metrics, calibration, pool } = this.ctx;
     const c = pkg.config;
     if (!s.prefilled) throw protocolError('step_before_prefill', 'draft before prefill: send the prompt first');
     const bad = m.drafts.find((id) => id >= c.vocabSize);
@@ -542,7 +542,18 @@ export class CloudSession implements Attachment {
         throw protocolError('bad_tensor', 'the model produced non-finite logits from this hidden state: the session is ended, start a new one', { closes: true });
       }
     }
-    const v = verifyDrafts(s.sampler, out.data, c.vocabSize, m.drafts);
+    // early-exit drafts: their distribution is the head's on the states received (the greedy test needs none)
+    let q: Float64Array[] | undefined;
+    if (m.exit && !s.sampler.greedy) {
+      s.exitHead ??= await pool.runtime({ split: c.nLayers, bits: 32, headBits: 32, blockSize: s.hello.blockSize ?? 32 });
+      q = [];
+      for (let i = 0; i < m.drafts.length; i++) {
+        s.exitHead.reset();
+        const l = await s.exitHead.run(x.subarray(i * c.dim, (i + 1) * c.dim), 1);
+        q.push(s.sampler.probabilities(l.data, 0, c.vocabSize));
+      }
+    }
+    const v = verifyDrafts(s.sampler, out.data, c.vocabSize, m.drafts, q);
     // the cache keeps the fed token and the drafts that stand
     s.runtime.truncate(P + 1 + v.accepted);
     const stops = s.hello.stopIds ?? [c.eosId, c.bosId];

@@ -7,6 +7,7 @@
 import { SplitLLMError } from '../shared/errors.js';
 import { MAX_DRAFT, newSessionId, PROTOCOL_VERSION, type Ready, type SamplingParams, type TokenMsg, type Verified } from '../shared/protocol/index.js';
 import type { DraftProposer } from './draft/proposer.js';
+import { DraftLength } from './draft/adaptive.js';
 import type { Connector } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
@@ -74,7 +75,7 @@ export interface EdgeOptions {
    * pass (docs/PROTOCOL.md, `draft`); the output is the one without speculation (exactly at temperature 0,
    * in distribution when sampling).
    */
-  speculate?: { proposer: DraftProposer; maxDraft: number };
+  speculate?: { proposer: DraftProposer; maxDraft: number; /** a fixed draft length instead of the adaptive one (benches, tests) */ fixed?: boolean };
   /** reconnect and resume the session when the connection drops (default true) */
   resume?: boolean;
   /** how long one resume keeps retrying a cloud that does not answer (default 5 s) */
@@ -206,6 +207,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   const dec = { steps: 0, edgeMs: 0, roundMs: 0, cloudMs: 0, payloadBytes: 0, wireBytes: 0 };
   const spec = o.speculate;
   const specStats = { draftSteps: 0, drafted: 0, accepted: 0 };
+  const draftLength = spec && !spec.fixed ? new DraftLength(Math.min(spec.maxDraft, MAX_DRAFT)) : undefined;
   let firstTokenMs = 0;
   const t0 = performance.now();
   try {
@@ -266,12 +268,25 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       let sent = 0;
       // speculation: drafts to follow the token being fed, within the budget and the model's positions
       let drafts: number[] = [];
+      let drafted: Float32Array | undefined;
       if (isStep && spec) {
-        const room = Math.min(spec.maxDraft, MAX_DRAFT, o.maxTokens - out.length - 1, c.maxSeq - front.length - 2);
-        if (room > 0) drafts = (await spec.proposer.propose([...ids, ...out], room)).slice(0, room);
+        const want = draftLength ? draftLength.next() : spec.maxDraft;
+        const room = Math.min(want, MAX_DRAFT, o.maxTokens - out.length - 1, c.maxSeq - front.length - 2);
+        if (room > 0 && spec.proposer.draftWithFront) {
+          // early exit: the drafts come with the front's states of the fed positions
+          const enc = codec;
+          const r = await spec.proposer.draftWithFront(front, input[0]!, room, (h) => enc.decode(enc.encode(h, 1, c.dim)).x);
+          drafts = r.drafts;
+          drafted = r.hidden;
+        } else if (room > 0) drafts = (await spec.proposer.propose([...ids, ...out], room)).slice(0, room);
       }
       const fedInput = drafts.length ? [...input, ...drafts] : input;
-      if (isStep) payload = await feed(fedInput);
+      if (isStep && drafted) {
+        const holding = edgeBytes(c, frontBits, split, front.length);
+        peak = Math.max(peak, holding);
+        o.onHold?.(holding - edgeBytes(c, frontBits, split, 0));
+        payload = codec.encode(drafted, fedInput.length, c.dim);
+      } else if (isStep) payload = await feed(fedInput);
       else {
         // the prompt in chunks, each sent as soon as it is encoded; the last one is answered by the first token
         const sent0 = link.bytesOut;
@@ -294,7 +309,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       }
       if (isStep) {
         const sent0 = link.bytesOut;
-        if (drafts.length) link.sendKept({ type: 'draft', tokens: fedInput.length, token: input[0]!, drafts }, payload, front.length - fedInput.length);
+        if (drafts.length) link.sendKept({ type: 'draft', tokens: fedInput.length, token: input[0]!, drafts, ...(spec?.proposer.exit ? { exit: true } : {}) }, payload, front.length - fedInput.length);
         else link.sendKept({ type: 'step', token: input[0]! }, payload, front.length - 1);
         sent = link.bytesOut - sent0;
       }
@@ -329,6 +344,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         specStats.draftSteps++;
         specStats.drafted += drafts.length;
         specStats.accepted += answer.accepted;
+        draftLength?.observe(drafts.length, answer.accepted, performance.now() - e0);
         got = answer.ids;
         done = answer.done;
         stopped = answer.done && out.length + got.length < o.maxTokens && got.length <= answer.accepted;
@@ -336,6 +352,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         got = answer.id >= 0 ? [answer.id] : [];
         done = answer.done;
         stopped = answer.id < 0;
+        if (isStep) draftLength?.observe(0, 0, performance.now() - e0);
       }
       const t = { cloudMs: answer.cloudMs };
       for (const id of got) {

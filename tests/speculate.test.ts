@@ -10,7 +10,9 @@ import { runEdge } from '../edge/agent.js';
 import { ngramPropose } from '../edge/draft/ngram.js';
 import { proposerFor } from '../edge/draft/registry.js';
 import type { ModelPackage } from '../models/package.js';
+import { buildSegment } from '../models/onnx/segment.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
+import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { Sampler } from '../models/runtime/sampler.js';
 import { verifyDrafts } from '../models/runtime/verify.js';
 import { MAX_DRAFT, encodeFrame } from '../shared/protocol/index.js';
@@ -36,7 +38,7 @@ describe('the ngram proposer', () => {
     expect((await proposerFor('ngram'))?.name).toBe('ngram:4');
     expect((await proposerFor('ngram:3'))?.name).toBe('ngram:3');
     await expect(proposerFor('ngram:1')).rejects.toThrow(/n-gram length must be an integer in 2\.\.16/);
-    await expect(proposerFor('magic')).rejects.toThrow(/unknown proposer "magic": use ngram, off/);
+    await expect(proposerFor('magic')).rejects.toThrow(/unknown proposer "magic": use ngram, early-exit, off/);
   });
 });
 
@@ -85,32 +87,152 @@ async function speculationMatches(pkg: ModelPackage, prompt: string, maxTokens: 
     const p = await Pipeline.create(pkg);
     const local = await generate(p, ids, { maxTokens, stopIds: [] });
     await p.release();
-    const proposer = (await proposerFor('ngram'))!;
-    let accepted = 0;
-    for (let K = 0; K <= pkg.config.nLayers; K++) {
-      const r = await runEdge(pkg, { url, split: K, codec: 'fp32', prompt, maxTokens, stopIds: [], speculate: { proposer, maxDraft: 5 } });
-      expect(r.tokens, `split ${K}`).toEqual(local);
-      const sp = r.stats.speculation!;
-      expect(sp.draftSteps).toBeGreaterThan(0);
-      accepted += sp.accepted;
-      // fewer round trips than tokens when drafts stand
-      if (sp.accepted > 0) expect(sp.tokensPerRound).toBeGreaterThan(1);
+    for (const spec of ['ngram', 'early-exit']) {
+      const proposer = (await proposerFor(spec, { pkg }))!;
+      let accepted = 0;
+      for (let K = 0; K <= pkg.config.nLayers; K++) {
+        const r = await runEdge(pkg, { url, split: K, codec: 'fp32', prompt, maxTokens, stopIds: [], speculate: { proposer, maxDraft: 5 } });
+        expect(r.tokens, `${spec}, split ${K}`).toEqual(local);
+        const sp = r.stats.speculation!;
+        expect(sp.draftSteps).toBeGreaterThan(0);
+        accepted += sp.accepted;
+        // fewer round trips than tokens when drafts stand
+        if (sp.accepted > 0) expect(sp.tokensPerRound).toBeGreaterThan(1);
+        // the early exit of the last layer is the model itself: every draft stands
+        if (spec === 'early-exit' && K === pkg.config.nLayers) expect(sp.acceptance).toBe(1);
+      }
+      expect(accepted, spec).toBeGreaterThan(0);
+      await proposer.release?.();
     }
-    expect(accepted).toBeGreaterThan(0);
   } finally {
     await server.close();
   }
 }
 
-it('greedy output with --speculate ngram equals the output without, at every split, on the default model', async () => {
+it('greedy output with --speculate ngram and early-exit equals the output without, at every split, on the default model', async () => {
   await speculationMatches(await defaultModel(), REPEAT, 48);
 }, 120_000);
 
 describeWithFixtures('speculation on stories260K', () => {
-  it('greedy output with --speculate ngram equals the output without, at every split', async () => {
+  it('greedy output with --speculate ngram and early-exit equals the output without, at every split', async () => {
     await speculationMatches(await storiesModel(), 'Once upon a time, there was a little girl named Lily. She loved to play outside. Once upon a time, there was a little', 60);
   }, 120_000);
 });
+
+/** P(X ≥ x) for X ~ χ²(k): the regularized upper incomplete gamma Q(k/2, x/2) (series / continued fraction). */
+function chiSquareSurvival(x: number, k: number): number {
+  const a = k / 2;
+  const z = x / 2;
+  if (z <= 0) return 1;
+  const lnGamma = (v: number): number => {
+    const c = [76.18009172947146, -86.50532032941677, 24.01409824083091, -1.231739572450155, 0.1208650973866179e-2, -0.5395239384953e-5];
+    let y = v;
+    const t = v + 5.5 - (v + 0.5) * Math.log(v + 5.5);
+    let ser = 1.000000000190015;
+    for (const ci of c) ser += ci / ++y;
+    return -t + Math.log((2.5066282746310005 * ser) / v);
+  };
+  const g = lnGamma(a);
+  if (z < a + 1) {
+    let sum = 1 / a;
+    let term = sum;
+    for (let n = 1; n < 500; n++) {
+      term *= z / (a + n);
+      sum += term;
+      if (Math.abs(term) < Math.abs(sum) * 1e-12) break;
+    }
+    return 1 - sum * Math.exp(-z + a * Math.log(z) - g);
+  }
+  let b = z + 1 - a;
+  let cc = 1 / 1e-300;
+  let d = 1 / b;
+  let h = d;
+  for (let i = 1; i < 500; i++) {
+    const an = -i * (i - a);
+    b += 2;
+    d = an * d + b;
+    if (Math.abs(d) < 1e-300) d = 1e-300;
+    cc = b + an / cc;
+    if (Math.abs(cc) < 1e-300) cc = 1e-300;
+    d = 1 / d;
+    const del = d * cc;
+    h *= del;
+    if (Math.abs(del - 1) < 1e-12) break;
+  }
+  return Math.exp(-z + a * Math.log(z) - g) * h;
+}
+
+/** Two-sample χ² test of homogeneity (bins with fewer than 10 samples in both together pooled): its p-value. */
+function homogeneity(a: number[], b: number[]): number {
+  const count = (xs: number[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<number, number>());
+  const ca = count(a);
+  const cb = count(b);
+  const bins: [number, number][] = [];
+  let rest: [number, number] = [0, 0];
+  for (const key of new Set([...ca.keys(), ...cb.keys()])) {
+    const x = ca.get(key) ?? 0;
+    const y = cb.get(key) ?? 0;
+    if (x + y >= 10) bins.push([x, y]);
+    else rest = [rest[0] + x, rest[1] + y];
+  }
+  if (rest[0] + rest[1] > 0) bins.push(rest);
+  const na = a.length;
+  const nb = b.length;
+  let chi = 0;
+  for (const [x, y] of bins) {
+    const e = (x + y) / (na + nb);
+    chi += (x - e * na) ** 2 / (e * na) + (y - e * nb) ** 2 / (e * nb);
+  }
+  return chiSquareSurvival(chi, Math.max(1, bins.length - 1));
+}
+
+it('the χ² helper gives known p-values', () => {
+  expect(chiSquareSurvival(3.841, 1)).toBeCloseTo(0.05, 3);
+  expect(chiSquareSurvival(9.21, 2)).toBeCloseTo(0.01, 3);
+  expect(chiSquareSurvival(18.307, 10)).toBeCloseTo(0.05, 3);
+});
+
+it('sampling at temperature 0.8: the first 3 tokens with early-exit speculation are distributed as without (2,000 seeded runs each, χ² p > 0.01)', async () => {
+  const pkg = await defaultModel();
+  const cloud = testCloud(pkg);
+  try {
+    // the session id the edge chose is the one the upgrade URL would carry
+    const connect = async (session?: string) => cloud.connect({ tenant: 'default', ...(session ? { session } : {}) }).channel;
+    // one front session for all runs (each run gets its own cache over it)
+    const seg = buildSegment(pkg.config, pkg.weights, 0, 3, { embed: true, head: false });
+    const shared = await SegmentRuntime.openSession(seg);
+    const fronts = async () => SegmentRuntime.withSession(pkg.config, seg, shared);
+    const proposer = (await proposerFor('early-exit', { pkg, sampling: { temperature: 0.8 } }))!;
+    const runs = 2000;
+    const plain: number[][] = [[], [], []];
+    const spec: number[][] = [[], [], []];
+    let drafted = 0;
+    let accepted = 0;
+    for (let i = 0; i < runs; i++) {
+      const base = { url: 'memory', split: 3, codec: 'fp32', prompt: 'ROMEO:', maxTokens: 3, stopIds: [] as number[], connect, fronts };
+      const a = await runEdge(pkg, { ...base, sampling: { temperature: 0.8, seed: i } });
+      const b = await runEdge(pkg, { ...base, sampling: { temperature: 0.8, seed: runs + i }, speculate: { proposer, maxDraft: 3, fixed: true } });
+      a.tokens.forEach((t, j) => plain[j]!.push(t));
+      b.tokens.forEach((t, j) => spec[j]!.push(t));
+      drafted += b.stats.speculation!.drafted;
+      accepted += b.stats.speculation!.accepted;
+    }
+    await proposer.release?.();
+    await shared.session.release();
+    expect(drafted).toBeGreaterThan(runs / 2);
+    // some drafts stand and some fall: both sides of the acceptance rule ran
+    expect(accepted).toBeGreaterThan(drafted * 0.05);
+    expect(accepted).toBeLessThan(drafted * 0.95);
+    for (let j = 0; j < 3; j++) {
+      expect(spec[j]!.length).toBe(runs);
+      const p = homogeneity(plain[j]!, spec[j]!);
+      process.stderr.write(`[speculate] token ${j + 1}: χ² homogeneity p = ${p.toFixed(3)} (${runs} runs each; ${accepted}/${drafted} drafts stood)\n`);
+      expect(p, `token ${j + 1}`).toBeGreaterThan(0.01);
+    }
+  } finally {
+    await cloud.close();
+  }
+}, 300_000);
 
 describe('hostile drafts', () => {
   let pkg: ModelPackage;

@@ -128,7 +128,7 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
   if (arms?.some((k) => k > pkg.config.nLayers)) throw new SplitLLMError('E_USAGE', `--adapt-splits ${arms.join(',')} must list splits in 0..${pkg.config.nLayers}`);
   const { text: prompt, ids: promptIds, maxTokens } = promptOf(pkg, v, r0.maxSeq);
   const stream = tokenPrinter(pkg, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
-  const proposer = await proposerFor(v.speculate);
+  const proposer = await proposerFor(v.speculate, { pkg, sampling: samplingFrom(v), threads: v.threads });
   const r = await runEdge(pkg, {
       speculate: proposer ? { proposer, maxDraft: v['draft-tokens'] } : undefined,
       url: r0.url,

@@ -3,8 +3,18 @@
  * `k` tokens likely to follow. A new proposer is one file exporting a `ProposerDefinition` and one entry
  * in registry.ts.
  */
+import type { SamplingParams } from '../../shared/protocol/index.js';
+import type { ModelPackage } from '../../models/package.js';
+import type { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
+
 export interface DraftProposer {
   readonly name: string;
+  /**
+   * Drafts from the split's hidden states (early exit): the drafts come with the front's states of the
+   * fed positions, and the cloud recomputes their distribution (`draft.exit`).
+   */
+  readonly exit?: boolean;
+  draftWithFront?(front: SegmentRuntime, first: number, k: number, roundTrip: (h: Float32Array) => Float32Array): Promise<{ drafts: number[]; hidden: Float32Array }>;
   /** up to `k` tokens to follow `history` (none when it has no guess) */
   propose(history: readonly number[], k: number): number[] | Promise<number[]>;
   /** the distribution each proposed token was drawn from (undefined: deterministic, a one-hot) */
@@ -12,9 +22,16 @@ export interface DraftProposer {
   release?(): Promise<void>;
 }
 
+/** What a proposer may need from the session it drafts for. */
+export interface ProposerContext {
+  pkg: ModelPackage;
+  sampling?: SamplingParams;
+  threads?: number;
+}
+
 export interface ProposerDefinition {
   /** the spec's name: `--speculate NAME[:ARG]` */
   name: string;
   summary: string;
-  create(arg: string | undefined): DraftProposer | Promise<DraftProposer>;
+  create(arg: string | undefined, ctx?: ProposerContext): DraftProposer | Promise<DraftProposer>;
 }

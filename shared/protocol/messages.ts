@@ -81,6 +81,8 @@ export interface Draft {
   tokens: number;
   token: number;
   drafts: number[];
+  /** the drafts were drawn from the model's final norm and LM head on these hidden states (early exit): the cloud recomputes that distribution for the acceptance test */
+  exit?: boolean;
 }
 /**
  * The answer to a draft: `accepted` drafts were kept (the caches hold the fed token and those), and

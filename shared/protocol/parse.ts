@@ -102,7 +102,9 @@ function checkMessage(raw: Raw, type: string): Message {
       const tokens = f.int('tokens', 2, MAX_DRAFT + 1);
       const drafts = f.intArray('drafts', MAX_DRAFT, 0, LIMITS.tokenId);
       if (drafts.length !== tokens - 1) f.fail(`carries ${drafts.length} drafts for ${tokens} positions: a draft frame feeds the last token and its drafts (tokens = drafts + 1)`);
-      return { type, tokens, token: f.int('token', 0, LIMITS.tokenId), drafts };
+      const m: Message = { type, tokens, token: f.int('token', 0, LIMITS.tokenId), drafts };
+      if (f.has('exit') && f.bool('exit')) m.exit = true;
+      return m;
     }
     case 'verified': {
       const f = fields(raw, type, 'bad_message');
