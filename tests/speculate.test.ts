@@ -16,6 +16,7 @@ import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { Sampler } from '../models/runtime/sampler.js';
 import { verifyDrafts } from '../models/runtime/verify.js';
 import { MAX_DRAFT, encodeFrame } from '../shared/protocol/index.js';
+import { droppingConnector } from './helpers/channels.js';
 import { describeWithFixtures } from './helpers/fixtures.js';
 import { defaultModel, storiesModel } from './helpers/models.js';
 import { expectError, fp32, testCloud, TestEdge } from './helpers/cloud.js';
@@ -233,6 +234,25 @@ it('sampling at temperature 0.8: the first 3 tokens with early-exit speculation 
     await cloud.close();
   }
 }, 300_000);
+
+it('a link cut right after a draft is resumed: the verdict comes again (or the draft goes again) and the output is unchanged', async () => {
+  const pkg = await defaultModel();
+  const server = await startCloud(pkg);
+  try {
+    const url = `${server.url}/v1/session`;
+    const p = await Pipeline.create(pkg);
+    const local = await generate(p, pkg.tokenizer().encode(REPEAT, true), { maxTokens: 40, stopIds: [] });
+    await p.release();
+    const proposer = (await proposerFor('ngram'))!;
+    const r = await runEdge(pkg, { url, split: 3, codec: 'fp32', prompt: REPEAT, maxTokens: 40, stopIds: [], speculate: { proposer, maxDraft: 4, fixed: true }, connect: droppingConnector(url, [0, 2], undefined, ['draft']) });
+    expect(r.tokens).toEqual(local);
+    // cut right after the 1st and 3rd drafts
+    expect(r.stats.resumes).toBe(2);
+    expect(r.stats.speculation!.accepted).toBeGreaterThan(0);
+  } finally {
+    await server.close();
+  }
+});
 
 describe('hostile drafts', () => {
   let pkg: ModelPackage;

@@ -4,11 +4,11 @@ import { parseEdgeFrame } from '../../shared/protocol/index.js';
 import type { Connector, FrameChannel } from '../../shared/transport/channel.js';
 
 /**
- * A WebSocket connector whose channels terminate right after sending the prefill/step frame that follows
+ * A WebSocket connector whose channels terminate right after sending the prefill/step/draft frame that follows
  * `afterTokens[i]` generated tokens (counted over the session, resends excluded; of a prompt sent in
- * chunks, its last chunk counts).
+ * chunks, its last chunk counts) — or, with `kinds`, the i-th frame of those kinds only.
  */
-export function droppingConnector(url: string, afterTokens: number[], token?: string): Connector {
+export function droppingConnector(url: string, afterTokens: number[], token?: string, kinds: readonly string[] = ['prefill', 'step', 'draft']): Connector {
   const inner = wsConnector(url, token);
   const seen = new WeakSet<Uint8Array>(); // the edge resends the very frame it kept
   let fed = 0; // prefill/step frames sent for the first time
@@ -17,7 +17,7 @@ export function droppingConnector(url: string, afterTokens: number[], token?: st
     return withSend(ch, (frame) => {
       ch.send(frame);
       const m = parseEdgeFrame(frame).header;
-      if (m.type !== 'prefill' && m.type !== 'step') return;
+      if (!kinds.includes(m.type)) return;
       // chunks of a prompt before its last are answered by no token: they do not count
       if (m.type === 'prefill' && m.more) return;
       if (seen.has(frame)) return;
