@@ -8,6 +8,7 @@ import { SplitLLMError } from '../shared/errors.js';
 import { MAX_DRAFT, newSessionId, PROTOCOL_VERSION, type Ready, type SamplingParams, type TokenMsg, type Verified } from '../shared/protocol/index.js';
 import type { DraftProposer } from './draft/proposer.js';
 import { DraftLength } from './draft/adaptive.js';
+import { Sampler } from '../models/runtime/sampler.js';
 import type { Connector } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
@@ -208,6 +209,8 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   const spec = o.speculate;
   const specStats = { draftSteps: 0, drafted: 0, accepted: 0 };
   const draftLength = spec && !spec.fixed ? new DraftLength(Math.min(spec.maxDraft, MAX_DRAFT)) : undefined;
+  // drafts are drawn with the session's settings from a stream of their own (the cloud's decides acceptance)
+  const draftSampler = new Sampler({ ...o.sampling, seed: (o.sampling?.seed ?? 0x5eed) ^ 0x9e3779b9 });
   let firstTokenMs = 0;
   const t0 = performance.now();
   try {
@@ -275,7 +278,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         if (room > 0 && spec.proposer.draftWithFront) {
           // early exit: the drafts come with the front's states of the fed positions
           const enc = codec;
-          const r = await spec.proposer.draftWithFront(front, input[0]!, room, (h) => enc.decode(enc.encode(h, 1, c.dim)).x);
+          const r = await spec.proposer.draftWithFront(front, input[0]!, room, (h) => enc.decode(enc.encode(h, 1, c.dim)).x, draftSampler);
           drafts = r.drafts;
           drafted = r.hidden;
         } else if (room > 0) drafts = (await spec.proposer.propose([...ids, ...out], room)).slice(0, room);

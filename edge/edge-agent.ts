@@ -7,6 +7,7 @@
  *   const agent = await EdgeAgent.create({ model: await openModel('models/default'), cloud: 'ws://127.0.0.1:8080', split: 2 });
  *   for await (const piece of agent.stream({ prompt: 'ROMEO:', maxTokens: 40 })) process.stdout.write(piece);
  */
+import type { DraftProposer } from './draft/proposer.js';
 import { get as httpGet } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import { SplitLLMError } from '../shared/errors.js';
@@ -43,6 +44,8 @@ export interface EdgeAgentOptions {
   blockSize?: number;
   /** prompt positions per prefill message (default DEFAULT_PREFILL_CHUNK) */
   prefillChunk?: number;
+  /** speculative decoding for every request (a proposer the requests share; adaptive draft length per request) */
+  speculate?: { proposer: DraftProposer; maxDraft: number };
   kvCodec?: string;
   /** memory the model may take on this device (front weights + the KV of every open request) */
   edgeMemory?: number;
@@ -244,6 +247,7 @@ export class EdgeAgent {
         headBits: o.headBits,
         blockSize: o.blockSize,
         prefillChunk: o.prefillChunk,
+        speculate: o.speculate,
         kvCodec: o.kvCodec,
         edgeMemory: o.edgeMemory,
         fronts: (k) => this.fronts.runtime(k),

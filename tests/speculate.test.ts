@@ -203,7 +203,7 @@ it('sampling at temperature 0.8: the first 3 tokens with early-exit speculation 
     const seg = buildSegment(pkg.config, pkg.weights, 0, 3, { embed: true, head: false });
     const shared = await SegmentRuntime.openSession(seg);
     const fronts = async () => SegmentRuntime.withSession(pkg.config, seg, shared);
-    const proposer = (await proposerFor('early-exit', { pkg, sampling: { temperature: 0.8 } }))!;
+    const proposer = (await proposerFor('early-exit', { pkg }))!;
     const runs = 2000;
     const plain: number[][] = [[], [], []];
     const spec: number[][] = [[], [], []];

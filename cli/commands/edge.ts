@@ -3,6 +3,8 @@ import { validatePlan, type Plan } from '../../shared/plan.js';
 import { WEIGHT_STRATEGY_NAMES } from '../../models/weights/registry.js';
 import { DEFAULT_PREFILL_CHUNK, runEdge } from '../../edge/agent.js';
 import { PROPOSERS, proposerFor } from '../../edge/draft/registry.js';
+import type { DraftProposer } from '../../edge/draft/proposer.js';
+import type { ModelPackage } from '../../models/package.js';
 import { MAX_DRAFT } from '../../shared/protocol/index.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
 import { startEdgeService } from '../../edge/service.js';
@@ -21,6 +23,8 @@ function resplitItem(part: string): { afterTokens: number; split: number } {
 
 /** What both `edge` and `edge serve` take: the model, the cloud and the plan. */
 const planOptions = {
+  speculate: opt.string({ default: 'off', description: `speculative decoding: draft tokens on the edge, verified by the cloud in one pass (same output): ${PROPOSERS.map((p) => `${p.name} (${p.summary})`).join('; ')}; off`, valueName: 'PROPOSER' }),
+  'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, default: 4, description: 'most tokens drafted per step with --speculate (the length adapts below it)' }),
   ...modelOptions,
   ...cloudOptions,
   plan: opt.string({ description: 'plan file (split, weight bits, codecs, max sequence); the flags below override it', valueName: 'FILE' }),
@@ -85,8 +89,6 @@ const edgeOptions = {
     resplit: opt.list({ item: resplitItem, description: 'move the split after N tokens, e.g. 10:4,30:1', valueName: 'N:K,…' }),
     'adapt-splits': opt.list({ item: items.int(), description: 'online planner: learn the fastest of these splits from observed per-token latency (Thompson sampling), re-splitting as it goes', valueName: 'K,K,…' }),
     'adapt-window': opt.int({ min: 1, default: 8, description: 'tokens per choice of the online planner' }),
-    speculate: opt.string({ default: 'off', description: `speculative decoding: draft tokens on the edge, verified by the cloud in one pass (same output): ${PROPOSERS.map((p) => `${p.name} (${p.summary})`).join('; ')}; off`, valueName: 'PROPOSER' }),
-    'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, default: 4, description: 'most tokens drafted per step with --speculate' }),
     threads: threadsOption,
     json: opt.flag({ description: 'print {"tokens":[…],"text":…,"stats":{…}} at the end' }),
   };
@@ -128,9 +130,8 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
   if (arms?.some((k) => k > pkg.config.nLayers)) throw new SplitLLMError('E_USAGE', `--adapt-splits ${arms.join(',')} must list splits in 0..${pkg.config.nLayers}`);
   const { text: prompt, ids: promptIds, maxTokens } = promptOf(pkg, v, r0.maxSeq);
   const stream = tokenPrinter(pkg, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
-  const proposer = await proposerFor(v.speculate, { pkg, sampling: samplingFrom(v), threads: v.threads });
   const r = await runEdge(pkg, {
-      speculate: proposer ? { proposer, maxDraft: v['draft-tokens'] } : undefined,
+      speculate: await speculationOf(v, pkg),
       url: r0.url,
       split,
       codec: r0.codec,
@@ -177,6 +178,12 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
   return s.interrupted ? 130 : 0;
 }
 
+/** --speculate / --draft-tokens as the agent's speculation (undefined: off). */
+async function speculationOf(v: { speculate: string; 'draft-tokens': number; threads?: number }, pkg: ModelPackage): Promise<{ proposer: DraftProposer; maxDraft: number } | undefined> {
+  const proposer = await proposerFor(v.speculate, { pkg, threads: v.threads });
+  return proposer ? { proposer, maxDraft: v['draft-tokens'] } : undefined;
+}
+
 const serveOptions = {
   ...planOptions,
   host: opt.string({ default: '127.0.0.1', description: 'address to listen on (apps on this device: keep 127.0.0.1)' }),
@@ -220,6 +227,7 @@ const serveCommand = defineCommand({
       maxSeq: r.maxSeq,
       maxConcurrent: v['max-concurrent'],
       threads: v.threads,
+      speculate: await speculationOf(v, r.pkg),
     });
     const service = await startEdgeService(agent, { host: v.host, port: v.port, modelId: v['model-id'], log: v.log });
     const reachable = await agent.cloudReachable();

@@ -10,9 +10,8 @@
  * the drafts are the argmax.
  */
 import { SplitLLMError } from '../../shared/errors.js';
-import type { SamplingParams } from '../../shared/protocol/index.js';
 import type { ModelPackage } from '../../models/package.js';
-import { Sampler } from '../../models/runtime/sampler.js';
+import type { Sampler } from '../../models/runtime/sampler.js';
 import { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
 import type { DraftProposer, ProposerDefinition, ProposerContext } from './proposer.js';
 
@@ -21,15 +20,13 @@ export class EarlyExitDrafter implements DraftProposer {
   readonly exit = true;
   private constructor(
     private readonly pkg: ModelPackage,
+    /** the final norm and head alone: no layers, no cache, so the requests of a service share it */
     private readonly head: SegmentRuntime,
-    private readonly sampler: Sampler,
   ) {}
 
-  static async create(pkg: ModelPackage, sampling: SamplingParams | undefined, threads?: number): Promise<EarlyExitDrafter> {
+  static async create(pkg: ModelPackage, threads?: number): Promise<EarlyExitDrafter> {
     const L = pkg.config.nLayers;
-    const head = await SegmentRuntime.create(pkg, L, L, { embed: false, head: true, threads });
-    // its own seeded stream: the cloud's sampler decides acceptance, this one only proposes
-    return new EarlyExitDrafter(pkg, head, new Sampler({ ...sampling, seed: (sampling?.seed ?? 0x5eed) ^ 0x9e3779b9 }));
+    return new EarlyExitDrafter(pkg, await SegmentRuntime.create(pkg, L, L, { embed: false, head: true, threads }));
   }
 
   /** Not used: early exit drafts through `draftWithFront`, which also yields the hidden states. */
@@ -39,9 +36,10 @@ export class EarlyExitDrafter implements DraftProposer {
 
   /**
    * Feeds `first` and then each draft through `front`, up to `k` drafts; returns the drafts and the hidden
-   * states of the k + 1 fed positions [k+1, D]. `roundTrip` is the codec's encode → decode of one row.
+   * states of the k + 1 fed positions [k+1, D]. `roundTrip` is the codec's encode → decode of one row;
+   * `sampler` draws the drafts (the session's settings, its own seeded stream).
    */
-  async draftWithFront(front: SegmentRuntime, first: number, k: number, roundTrip: (h: Float32Array) => Float32Array): Promise<{ drafts: number[]; hidden: Float32Array }> {
+  async draftWithFront(front: SegmentRuntime, first: number, k: number, roundTrip: (h: Float32Array) => Float32Array, sampler: Sampler): Promise<{ drafts: number[]; hidden: Float32Array }> {
     const D = this.pkg.config.dim;
     const V = this.pkg.config.vocabSize;
     const hidden = new Float32Array((k + 1) * D);
@@ -51,9 +49,8 @@ export class EarlyExitDrafter implements DraftProposer {
       const h = await front.run([token], 1);
       hidden.set(h.data, i * D);
       if (i === k) break;
-      this.head.reset();
-      const logits = await this.head.run(roundTrip(h.data), 1);
-      token = this.sampler.sample(logits.data, 0, V);
+      const logits = await this.head.run(roundTrip(h.data), 1, { keepCache: false });
+      token = sampler.sample(logits.data, 0, V);
       drafts.push(token);
     }
     return { drafts, hidden };
@@ -70,6 +67,6 @@ export const earlyExitProposer: ProposerDefinition = {
   async create(arg: string | undefined, ctx?: ProposerContext) {
     if (arg !== undefined) throw new SplitLLMError('E_USAGE', `--speculate early-exit takes no argument (got "${arg}")`);
     if (!ctx) throw new SplitLLMError('E_USAGE', '--speculate early-exit needs the model: it runs on the edge');
-    return EarlyExitDrafter.create(ctx.pkg, ctx.sampling, ctx.threads);
+    return EarlyExitDrafter.create(ctx.pkg, ctx.threads);
   },
 };

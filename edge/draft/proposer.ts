@@ -3,9 +3,9 @@
  * `k` tokens likely to follow. A new proposer is one file exporting a `ProposerDefinition` and one entry
  * in registry.ts.
  */
-import type { SamplingParams } from '../../shared/protocol/index.js';
 import type { ModelPackage } from '../../models/package.js';
 import type { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
+import type { Sampler } from '../../models/runtime/sampler.js';
 
 export interface DraftProposer {
   readonly name: string;
@@ -14,7 +14,7 @@ export interface DraftProposer {
    * fed positions, and the cloud recomputes their distribution (`draft.exit`).
    */
   readonly exit?: boolean;
-  draftWithFront?(front: SegmentRuntime, first: number, k: number, roundTrip: (h: Float32Array) => Float32Array): Promise<{ drafts: number[]; hidden: Float32Array }>;
+  draftWithFront?(front: SegmentRuntime, first: number, k: number, roundTrip: (h: Float32Array) => Float32Array, sampler: Sampler): Promise<{ drafts: number[]; hidden: Float32Array }>;
   /** up to `k` tokens to follow `history` (none when it has no guess) */
   propose(history: readonly number[], k: number): number[] | Promise<number[]>;
   /** the distribution each proposed token was drawn from (undefined: deterministic, a one-hot) */
@@ -25,7 +25,6 @@ export interface DraftProposer {
 /** What a proposer may need from the session it drafts for. */
 export interface ProposerContext {
   pkg: ModelPackage;
-  sampling?: SamplingParams;
   threads?: number;
 }
 
