@@ -1,3 +1,5 @@
+import { PROPOSERS, proposerFor } from '../../edge/draft/registry.js';
+import { MAX_DRAFT } from '../../shared/protocol/index.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCloud } from '../../cloud/server.js';
@@ -26,7 +28,7 @@ export const demoCommand = defineCommand({
   summary:
     "Shows the whole pipeline on this machine. It measures the machine, asks the planner for a plan that fits a small device's budgets, starts a cloud server and an edge agent on loopback (through an emulated device link), streams the generated text and ends with a summary: the plan, bytes per token against float16, tokens/s and where the time went.",
   usage: 'splitllm demo [--prompt P] [--max-tokens N] [--edge-memory 3MB] [--latency 100ms] [--max-ppl-increase 3%] [--bandwidth 256kbit] [--rtt 30ms | --loopback] [--split K] [--json]',
-  examples: ['splitllm demo', 'splitllm demo --prompt "JULIET:" --edge-memory 2MB --bandwidth 1mbit --rtt 40ms', 'splitllm demo --loopback --split 3 --json'],
+  examples: ['splitllm demo', 'splitllm demo --speculate ngram', 'splitllm demo --prompt "JULIET:" --edge-memory 2MB --bandwidth 1mbit --rtt 40ms', 'splitllm demo --loopback --split 3 --json'],
   options: {
     ...modelOptions,
     ...generationOptions,
@@ -42,6 +44,8 @@ export const demoCommand = defineCommand({
     rtt: opt.duration({ default: 30, defaultText: '30ms', description: "the device link's round trip, emulated on loopback" }),
     loopback: opt.flag({ description: 'no emulated link: plan for and run over plain loopback (measured)' }),
     split: opt.int({ short: 's', description: 'fix the split point; the planner chooses the rest', valueName: 'K' }),
+    speculate: opt.string({ default: 'off', description: `speculative decoding on the edge, verified by the cloud: ${PROPOSERS.map((p) => p.name).join(', ')} or off`, valueName: 'PROPOSER' }),
+    'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, default: 4, description: 'most tokens drafted per step with --speculate' }),
     'accuracy-profile': opt.string({ description: 'accuracy profile of --model', valueName: 'F', defaultText: `${ACCURACY_PROFILE_FILE} in the model's directory` }),
     ...calibrationOption,
     threads: opt.int({ min: 1, description: 'onnxruntime intra-op threads of each segment, edge and cloud (idle workers stop spinning when a run returns)', defaultText: 'the cores this process may use' }),
@@ -121,7 +125,9 @@ export const demoCommand = defineCommand({
       await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), { breakIds: [c.eosId] });
-      const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(v), stopIds: [], onToken: (id) => stream.push(id) });
+      const proposer = await proposerFor(v.speculate, { pkg, threads: v.threads });
+      const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(v), stopIds: [], onToken: (id) => stream.push(id), ...(proposer ? { speculate: { proposer, maxDraft: v['draft-tokens'] } } : {}) });
+      await proposer?.release?.();
       const text = stream.finish();
       const fp16Wire = c.dim * 2 + (r.stats.decode.wireBytes - r.stats.decode.payloadBytes);
       if (json) {
@@ -146,6 +152,7 @@ function summary(plan: RankedPlan['plan'], best: RankedPlan, s: EdgeStats, nLaye
     ['ppl change', `${best.predicted.accuracy >= 0 ? '+' : ''}${(100 * best.predicted.accuracy).toFixed(2)}% predicted from the accuracy profile`],
     ['bytes/token up', `${d.wireBytes.toFixed(0)} B (hidden state ${d.payloadBytes.toFixed(0)} B) vs ${fp16Wire.toFixed(0)} B as float16: ${(fp16Wire / d.wireBytes).toFixed(2)}× smaller`],
     ['speed', `${s.tokens} tokens in ${s.seconds.toFixed(2)} s: ${s.tokensPerSec.toFixed(1)} tokens/s; first token after ${s.prefill.firstTokenMs.toFixed(0)} ms (${best.predicted.firstTokenMs.toFixed(0)} ms predicted, ${s.prefill.tokens} prompt positions)`],
+    ...(s.speculation ? [['speculation', `${s.speculation.proposer}: ${s.speculation.tokensPerRound.toFixed(2)} tokens per round trip, ${(s.speculation.acceptance * 100).toFixed(0)}% of ${s.speculation.drafted} drafts accepted`] as [string, string]] : []),
     ['latency/token', `${total.toFixed(1)} ms measured (${best.predicted.latency.toFixed(1)} ms predicted) over ${d.steps} decode steps`],
     ['  edge', `${d.edgeMs.toFixed(2)} ms (${pct(d.edgeMs)})  embedding + ${plan.split} layers + encode`],
     ['  network', `${d.networkMs.toFixed(2)} ms (${pct(d.networkMs)})  link + framing + queueing`],
