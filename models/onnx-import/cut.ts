@@ -134,7 +134,7 @@ export class ExportCutter {
   }
 
   segment(from: number, to: number, embed: boolean, head: boolean): CutSegment {
-    const { io, where, nodes } = this;
+    const { io, nodes } = this;
     const L = io.nLayers;
     if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > L || from > to) {
       throw new SplitLLMError('E_SPLIT_RANGE', `segment [${from}, ${to}) is outside the export's ${L} layers`);
