@@ -511,12 +511,39 @@ export class CloudSession implements Attachment {
     this.send({ type: 'ready', session: s.id, layers: c.nLayers, split: to, maxSeq: this.ctx.tokenLimit, length: len });
   }
 
+  /** The hidden state [tokens, dim] of a payload, checked (its codec message, dim, count, magnitude). */
+  private hiddenOf(payload: Uint8Array, tokens: number, wrongCount: (got: number) => ProtocolError): Float32Array {
+    const { pkg, calibration } = this.ctx;
+    let x: Float32Array;
+    try {
+      const d = decodeMessage(payload, { contexts: calibration?.contexts });
+      if (d.dim !== pkg.config.dim) throw protocolError('bad_tensor', `hidden state has dim ${d.dim}, the model's is ${pkg.config.dim}`);
+      if (d.tokens !== tokens) throw wrongCount(d.tokens);
+      x = d.x;
+    } catch (e) {
+      throw tensorError(e);
+    }
+    refuseHuge(x, 'hidden state');
+    return x;
+  }
+
+  /** Logits [from, to) that came out non-finite end the session: its KV cache now holds what produced them. */
+  private refuseNonFinite(s: HeldSession, logits: Float32Array, from: number, to: number): void {
+    for (let i = from; i < to; i++) {
+      if (!Number.isFinite(logits[i]!)) {
+        this.ctx.store.release(s);
+        this.held = undefined;
+        throw protocolError('bad_tensor', 'the model produced non-finite logits from this hidden state: the session is ended, start a new one', { closes: true });
+      }
+    }
+  }
+
   /**
    * A speculative step: the fed token and its drafts run through the back segment in one pass; the drafts
    * that stand (verify.ts) and the token after them go back in `verified`, and the cache drops the rest.
    */
   private async draft(s: HeldSession, m: Draft, payload: Uint8Array): Promise<void> {
-    const { pkg, tokenLimit, metrics, calibration, pool } = this.ctx;
+    const { pkg, tokenLimit, metrics, pool } = this.ctx;
     const c = pkg.config;
     if (!s.prefilled) throw protocolError('step_before_prefill', 'draft before prefill: send the prompt first');
     const bad = m.drafts.find((id) => id >= c.vocabSize);
@@ -524,24 +551,9 @@ export class CloudSession implements Attachment {
     const P = s.runtime.length;
     if (P + m.tokens > tokenLimit) throw protocolError('bad_draft', `the draft would take the session to ${P + m.tokens} positions, over its limit of ${tokenLimit}: draft fewer tokens`);
     const t0 = performance.now();
-    let x: Float32Array;
-    try {
-      const d = decodeMessage(payload, { contexts: calibration?.contexts });
-      if (d.dim !== c.dim) throw protocolError('bad_tensor', `hidden state has dim ${d.dim}, the model's is ${c.dim}`);
-      if (d.tokens !== m.tokens) throw protocolError('bad_draft', `the draft says ${m.tokens} positions, its tensor holds ${d.tokens}`);
-      x = d.x;
-    } catch (e) {
-      throw tensorError(e);
-    }
-    refuseHuge(x, 'hidden state');
+    const x = this.hiddenOf(payload, m.tokens, (got) => protocolError('bad_draft', `the draft says ${m.tokens} positions, its tensor holds ${got}`));
     const out = await s.runtime.run(x, m.tokens);
-    for (let i = 0; i < out.data.length; i++) {
-      if (!Number.isFinite(out.data[i]!)) {
-        this.ctx.store.release(s);
-        this.held = undefined;
-        throw protocolError('bad_tensor', 'the model produced non-finite logits from this hidden state: the session is ended, start a new one', { closes: true });
-      }
-    }
+    this.refuseNonFinite(s, out.data, 0, out.data.length);
     // early-exit drafts: their distribution is the head's on the states received (the greedy test needs none)
     let q: Float64Array[] | undefined;
     if (m.exit && !s.sampler.greedy) {
@@ -582,34 +594,18 @@ export class CloudSession implements Attachment {
 
   /** Runs a prefill (or a chunk of one: `more`, answered by nothing) or a step through the back segment, and sends the token. */
   private async forward(s: HeldSession, type: 'prefill' | 'step', tokens: number, payload: Uint8Array, more = false): Promise<void> {
-    const { pkg, tokenLimit, metrics, pool, calibration } = this.ctx;
+    const { pkg, tokenLimit, metrics, pool } = this.ctx;
     const c = pkg.config;
     if (type === 'step' && !s.prefilled) throw protocolError('step_before_prefill', 'step before prefill: send the prompt first');
     const t0 = performance.now();
-    let x: Float32Array;
-    try {
-      const d = decodeMessage(payload, { contexts: calibration?.contexts });
-      if (d.dim !== c.dim) throw protocolError('bad_tensor', `hidden state has dim ${d.dim}, the model's is ${c.dim}`);
-      if (d.tokens !== tokens) throw protocolError('bad_tensor', type === 'prefill' ? `prefill says ${tokens} tokens, its tensor holds ${d.tokens}` : `a step carries one token, this one ${d.tokens}`);
-      x = d.x;
-    } catch (e) {
-      throw tensorError(e);
-    }
-    refuseHuge(x, 'hidden state');
+    const x = this.hiddenOf(payload, tokens, (got) => protocolError('bad_tensor', type === 'prefill' ? `prefill says ${tokens} tokens, its tensor holds ${got}` : `a step carries one token, this one ${got}`));
     if (s.runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${s.runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
     const out = type === 'step' ? await pool.step(this.backKey(s.hello), s.runtime, x) : await s.runtime.run(x, tokens);
     // a chunk of the prompt: the next one (already on the wire) runs as soon as it is read
     if (more) return;
     s.prefilled = true;
     const row = (tokens - 1) * c.vocabSize;
-    for (let i = row; i < row + c.vocabSize; i++) {
-      if (!Number.isFinite(out.data[i]!)) {
-        // the KV cache now holds what produced it: the session cannot go on
-        this.ctx.store.release(s);
-        this.held = undefined;
-        throw protocolError('bad_tensor', 'the model produced non-finite logits from this hidden state: the session is ended, start a new one', { closes: true });
-      }
-    }
+    this.refuseNonFinite(s, out.data, row, row + c.vocabSize);
     const id = s.sampler.sample(out.data, row, c.vocabSize);
     const isStop = (s.hello.stopIds ?? [c.eosId, c.bosId]).includes(id);
     if (!isStop) s.generated++;

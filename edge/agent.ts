@@ -255,9 +255,12 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
     /** the last token, not yet given to onToken (it is, once the next step has gone out) */
     let owed: number | undefined;
     let input: number[] = ids;
-    /** runs positions through the front segment (the memory policy told what it holds) and encodes their hidden states */
-    const feed = async (part: number[]): Promise<Uint8Array> => {
-      const h = await front.run(part, part.length);
+    /**
+     * runs positions through the front segment (the memory policy told what it holds) and encodes their
+     * hidden states; `ran`: the states of positions the front already ran (early-exit drafting)
+     */
+    const feed = async (part: number[], ran?: Float32Array): Promise<Uint8Array> => {
+      const h = ran ? { data: ran } : await front.run(part, part.length);
       const holding = edgeBytes(c, frontBits, split, front.length);
       peak = Math.max(peak, holding);
       o.onHold?.(holding - edgeBytes(c, frontBits, split, 0));
@@ -284,12 +287,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         } else if (room > 0) drafts = (await spec.proposer.propose([...ids, ...out], room)).slice(0, room);
       }
       const fedInput = drafts.length ? [...input, ...drafts] : input;
-      if (isStep && drafted) {
-        const holding = edgeBytes(c, frontBits, split, front.length);
-        peak = Math.max(peak, holding);
-        o.onHold?.(holding - edgeBytes(c, frontBits, split, 0));
-        payload = codec.encode(drafted, fedInput.length, c.dim);
-      } else if (isStep) payload = await feed(fedInput);
+      if (isStep) payload = await feed(fedInput, drafted);
       else {
         // the prompt in chunks, each sent as soon as it is encoded; the last one is answered by the first token
         const sent0 = link.bytesOut;

@@ -190,7 +190,7 @@ export function parseManifest(raw: unknown, where: string): Manifest {
     weightsSha256: sha,
   };
   if (graph) {
-    if ((config.architecture === 'onnx') !== true) f.fail('graph is recorded but config.architecture is not "onnx"');
+    if (config.architecture !== 'onnx') f.fail('graph is recorded but config.architecture is not "onnx"');
     m.graph = { file: ((v) => (/^[^/\\]+$/.test(v) && v !== '..' ? v : graph.fail(`file ${JSON.stringify(v)} must be a file name inside the package`)))(graph.str('file', 255)), io: parseExportIO(graph.map('io')) };
   } else if (config.architecture === 'onnx') f.fail('config.architecture is "onnx" but no graph is recorded');
   const source = f.optMap('source');

@@ -92,6 +92,22 @@ export class ExportCutter {
     }
   }
 
+  private layerByOutput?: Map<string, number>;
+
+  /** The layer of the node that makes `tensor` (the LM head's epilogue is L; −1: no layer, or not made by a node). */
+  layerOf(tensor: string): number {
+    if (!this.layerByOutput) {
+      const m = new Map<string, number>();
+      this.nodes.forEach((n, i) => {
+        const r = this.regions[i]!;
+        const l = r.kind === 'layer' ? r.layer : r.kind === 'epilogue' ? this.io.nLayers : -1;
+        for (const o of n.output) if (o) m.set(o, l);
+      });
+      this.layerByOutput = m;
+    }
+    return this.layerByOutput.get(tensor) ?? -1;
+  }
+
   /** Which side of boundary K node i is on ('shared': constants and what only reads graph inputs' shapes and non-id inputs). */
   private sideOf(i: number, K: number): 'before' | 'after' | 'shared' {
     const r = this.regions[i]!;

@@ -11,7 +11,7 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { Fields, failWith } from '../../shared/fields.js';
 import type { ModelConfig } from '../manifest.js';
 import type { BuiltSegment, SegmentOptions } from '../onnx/segment.js';
-import { analyzeExport, nodeRegions, type ExportIO, type GenaiNames } from './analyze.js';
+import { analyzeExport, type ExportIO, type GenaiNames } from './analyze.js';
 import { ExportCutter } from './cut.js';
 import { loadOnnx, type OnnxGraph } from './load.js';
 import { buildImportedSegment, initializerF32 } from './segment.js';
@@ -27,19 +27,22 @@ export class OnnxExportWeights {
     readonly where: string,
   ) {}
 
+  private get cut(): ExportCutter {
+    this.cutter ??= new ExportCutter(this.graph, this.io, this.where);
+    return this.cutter;
+  }
+
   /** MatMul weights (constant 2-D initializers) by layer (the LM head at L), with their [out, in] sizes. */
   linears(layer: number): { name: string; out: number; in: number }[] {
     if (!this.linearIndex) {
       const idx = new Map<number, { name: string; out: number; in: number }[]>();
-      const regions = nodeRegions(this.graph, this.io);
-      this.graph.nodes.forEach((n, i) => {
-        const r = regions[i]!;
-        const l = r.kind === 'layer' ? r.layer : r.kind === 'epilogue' ? this.io.nLayers : -1;
+      for (const n of this.graph.nodes) {
+        const l = this.cut.layerOf(n.output[0] ?? '');
         const w = n.opType === 'MatMul' ? this.graph.initializers.get(n.input[1] ?? '') : undefined;
         const dims = (w?.dims ?? []).map(Number);
-        if (l < 0 || !w || dims.length !== 2) return;
+        if (l < 0 || !w || dims.length !== 2) continue;
         idx.set(l, [...(idx.get(l) ?? []), { name: n.input[1]!, out: dims[1]!, in: dims[0]! }]);
-      });
+      }
       this.linearIndex = idx;
     }
     return this.linearIndex.get(layer) ?? [];
@@ -73,8 +76,7 @@ export class OnnxExportWeights {
   }
 
   buildSegment(c: ModelConfig, from: number, to: number, opts: SegmentOptions): BuiltSegment {
-    this.cutter ??= new ExportCutter(this.graph, this.io, this.where);
-    return buildImportedSegment(c, this.cutter, this.io, this.graph, from, to, opts);
+    return buildImportedSegment(c, this.cut, this.io, from, to, opts);
   }
 }
 

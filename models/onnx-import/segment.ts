@@ -20,7 +20,6 @@ import type { ModelConfig } from '../manifest.js';
 import { GraphBuilder } from '../onnx/graph.js';
 import { float32Linear, segmentIO, type BuiltSegment, type LinearEmitter, type SegmentOptions } from '../onnx/segment.js';
 import type { ExportIO } from './analyze.js';
-import { nodeRegions } from './analyze.js';
 import { ExportCutter, HIDDEN_IN, HIDDEN_OUT } from './cut.js';
 import { castTo, DT, encodeOnnx, node, valueInfo, type OnnxGraph, type OnnxNode, type TensorProto, type ValueInfo } from './load.js';
 
@@ -38,7 +37,7 @@ export function initializerF32(t: TensorProto, name: string): Float32Array {
   throw new SplitLLMError('E_UNSUPPORTED_FORMAT', `initializer ${name} has element type ${t.dataType}, not float32/float16`);
 }
 
-export function buildImportedSegment(c: ModelConfig, cutter: ExportCutter, io: ExportIO, g: OnnxGraph, from: number, to: number, opts: SegmentOptions = {}): BuiltSegment {
+export function buildImportedSegment(c: ModelConfig, cutter: ExportCutter, io: ExportIO, from: number, to: number, opts: SegmentOptions = {}): BuiltSegment {
   const embed = opts.embed ?? from === 0;
   const head = opts.head ?? to === c.nLayers;
   const recompute = io.past === undefined;
@@ -58,7 +57,7 @@ export function buildImportedSegment(c: ModelConfig, cutter: ExportCutter, io: E
   const opsets = [...seg.opsets];
   // an emitter may expose values as outputs (the calibration capture does)
   const exposed: ValueInfo[] = [];
-  if (opts.linearFor || opts.headLinear) nodes = quantizeLinears(nodes, inits, opsets, exposed, g, io, from, to, opts, floatElem);
+  if (opts.linearFor || opts.headLinear) nodes = quantizeLinears(nodes, inits, opsets, exposed, cutter, io, from, to, opts, floatElem);
 
   const pre: OnnxNode[] = [];
   const post: OnnxNode[] = [];
@@ -138,28 +137,21 @@ function quantizeLinears(
   inits: Map<string, TensorProto>,
   opsets: { domain: string; version: number }[],
   exposed: ValueInfo[],
-  g: OnnxGraph,
+  cutter: ExportCutter,
   io: ExportIO,
   from: number,
   to: number,
   opts: SegmentOptions,
   floatElem: number,
 ): OnnxNode[] {
-  // the layer of each original node, by its first output
-  const regions = nodeRegions(g, io);
-  const layerOf = new Map<string, number>();
-  g.nodes.forEach((n, i) => {
-    const r = regions[i]!;
-    const l = r.kind === 'layer' ? r.layer : r.kind === 'epilogue' ? io.nLayers : -1;
-    for (const o of n.output) if (o) layerOf.set(o, l);
-  });
   const out: OnnxNode[] = [];
   // how many inputs read each initializer: a weight goes once no node reads it any more
   const uses = new Map<string, number>();
   for (const n of nodes) for (const i of n.input) if (inits.has(i)) uses.set(i, (uses.get(i) ?? 0) + 1);
   for (const n of nodes) {
     const w = n.opType === 'MatMul' ? inits.get(n.input[1] ?? '') : undefined;
-    const layer = layerOf.get(n.output[0] ?? '') ?? layerOf.get((n.output[0] ?? '').replace(/^x\//, '')) ?? -1;
+    // the node's own output name (a contract name moved aside is prefixed x/)
+    const layer = cutter.layerOf((n.output[0] ?? '').replace(/^x\//, ''));
     let emitter: LinearEmitter | undefined;
     if (layer >= from && layer < to && layer < io.nLayers) emitter = opts.linearFor?.(layer);
     else if (layer === io.nLayers) emitter = opts.headLinear;
