@@ -55,7 +55,7 @@ export function hfToConfig(raw: unknown, where: string): ModelConfig {
 
 export async function importHuggingFace(dir: string): Promise<ImportedModel> {
   const cpath = join(dir, 'config.json');
-  if (!existsSync(cpath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${dir} has no config.json: pass a Hugging Face model directory`);
+  if (!existsSync(cpath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${dir} has no config.json and no .onnx file: pass a Hugging Face model directory, an ONNX export (its .onnx or its folder), a GGUF file or a llama2.c .bin`);
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(cpath, 'utf8'));
