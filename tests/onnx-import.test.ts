@@ -218,6 +218,23 @@ describeOnnx('an imported export is a package the edge and the cloud run like an
     const moved = await runEdge(pkg, { url, split: 1, codec: 'fp32', prompt, maxTokens: 12, stopIds: [], resplits: [{ afterTokens: 4, split: 2 }, { afterTokens: 8, split: 0 }] });
     expect(moved.tokens).toEqual(local);
     expect(moved.stats.resplits.map((x) => [x.from, x.to])).toEqual([[1, 2], [2, 0]]);
+    // this export runs several positions only from an empty cache: a prompt in chunks and speculative drafts
+    // (several positions after the first) go one position at a time, with the same tokens
+    const long = 'Once upon a time, there was a little robot who lived in a small town by the sea. '.repeat(3);
+    const longIds = pkg.tokenizer().encode(long, true);
+    expect(longIds.length).toBeGreaterThan(48);
+    const p2 = await Pipeline.create(pkg);
+    const longLocal = await generate(p2, longIds, { maxTokens: 10, stopIds: [] });
+    await p2.release();
+    const { proposerFor } = await import('../edge/draft/registry.js');
+    for (const spec of ['ngram', 'early-exit']) {
+      const proposer = (await proposerFor(spec, { pkg }))!;
+      const r = await runEdge(pkg, { url, split: 1, codec: 'fp32', prompt: long, maxTokens: 10, stopIds: [], prefillChunk: 16, speculate: { proposer, maxDraft: 3, fixed: true } });
+      expect(r.tokens, spec).toEqual(longLocal);
+      // (random weights repeat nothing, so ngram seldom drafts here; the early exit always does)
+      if (spec === 'early-exit') expect(r.stats.speculation!.draftSteps).toBeGreaterThan(0);
+      await proposer.release?.();
+    }
   }, 120_000);
 
   it('the cloud batches steps of sessions at different lengths through the export\'s attention mask: each row equals its own run', async () => {

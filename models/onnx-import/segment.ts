@@ -114,7 +114,7 @@ export function buildImportedSegment(c: ModelConfig, cutter: ExportCutter, io: E
   const model = encodeOnnx(graph);
   let weightBytes = 0;
   for (const t of inits.values()) weightBytes += t.rawData?.byteLength ?? 0;
-  const built: BuiltSegment = { ...contract, model, weightBytes, recompute };
+  const built: BuiltSegment = { ...contract, model, weightBytes, recompute, quirks: {} };
   if (recompute) {
     // no caches: inputs and outputs without past/present
     built.inputNames = contract.inputNames.filter((n) => !n.startsWith('past_'));

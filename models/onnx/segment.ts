@@ -125,6 +125,12 @@ export interface BuiltSegment extends SegmentIO {
   weightBytes: number;
   /** an imported export without past inputs (models/onnx-import): the runtime feeds every position each step */
   recompute?: boolean;
+  /**
+   * an imported export's quirks, learned at run time and shared by the runtimes of the segment:
+   * `onePositionAfterPrefill` — the export runs several positions only from an empty cache (onnxruntime-genai's
+   * mask subgraph), so later multi-position runs (prefill chunks, drafts) go one position at a time
+   */
+  quirks?: { onePositionAfterPrefill?: boolean };
 }
 
 export function segmentIO(c: ModelConfig, from: number, to: number, opts: { embed?: boolean; head?: boolean; keyPositions?: boolean; attention?: AttentionKind } = {}): SegmentIO {

@@ -250,6 +250,40 @@ export class SegmentRuntime {
       throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `sequence would reach ${this.cached + tokens} positions, past the model's maximum of ${c.maxSeq}: shorten the prompt or --max-tokens`);
     }
     if (this.segment.recompute) return this.runRecompute(input, tokens, opts.keepCache !== false);
+    const quirks = this.segment.quirks;
+    if (quirks && tokens > 1 && this.cached > 0) {
+      if (quirks.onePositionAfterPrefill) return this.runOneByOne(input, tokens, opts.keepCache !== false);
+      try {
+        return await this.runFeeds(input, tokens, opts);
+      } catch (e) {
+        // an export that takes several positions only from an empty cache: learn it once, then go one by one
+        // (onnxruntime's own failure; a typed error is the caller's and stands)
+        if (e instanceof SplitLLMError) throw e;
+        quirks.onePositionAfterPrefill = true;
+        return this.runOneByOne(input, tokens, opts.keepCache !== false);
+      }
+    }
+    return this.runFeeds(input, tokens, opts);
+  }
+
+  /** `tokens` positions as single-position runs (an imported export's quirk), outputs concatenated. */
+  private async runOneByOne(input: ArrayLike<number> | Float32Array, tokens: number, keep: boolean): Promise<SegmentOutput> {
+    const start = this.cached;
+    const per = input.length / tokens;
+    const parts: Float32Array[] = [];
+    for (let i = 0; i < tokens; i++) {
+      const slice = input instanceof Float32Array ? input.subarray(i * per, (i + 1) * per) : Array.from({ length: per }, (_, j) => input[i * per + j]!);
+      parts.push((await this.runFeeds(slice, 1, {})).data.slice());
+    }
+    if (!keep) this.truncate(start);
+    const width = parts[0]!.length;
+    const data = new Float32Array(width * tokens);
+    parts.forEach((p, i) => data.set(p, i * width));
+    return { data, tokens, width };
+  }
+
+  private async runFeeds(input: ArrayLike<number> | Float32Array, tokens: number, opts: { keepCache?: boolean }): Promise<SegmentOutput> {
+    const c = this.config;
     const feeds: Record<string, Tensor> = {};
     if (this.segment.first) {
       if (input.length !== tokens) throw new SplitLLMError('E_BAD_ARGUMENT', `expected ${tokens} token ids, got ${input.length}`);
