@@ -1,21 +1,23 @@
 /**
  * bench/speculate: speculative decoding across the split over the project's link emulator (256 kbit/s,
  * 30 ms RTT by default), default model, split 3, the split's calibrated ts-tabq (or --codec), greedy, 200 tokens, in the same run:
- * tokens/s with `--speculate ngram` and `early-exit` ÷ without, on a prompt the model continues verbatim in part (a passage
+ * tokens/s with `--speculate ngram`, `early-exit` and `model:models/draft` ÷ without, on a prompt the model continues verbatim in part (a passage
  * of the play given twice) and on one without repetition; tokens per round trip and acceptance.
  * Decode tokens/s counts from the first token (the prompt's transfer is the same with or without).
  * min/median/max over the runs; the machine's load beside them.
  *
- *   node dist/bench/speculate.js [--runs 3] [--tokens 200] [--rtt 30] [--bandwidth 32000] [--split 3] [--draft 4] [--codec ts-tabq] [--json]
+ *   node dist/bench/speculate.js [--runs 3] [--tokens 200] [--rtt 30] [--bandwidth 32000] [--split 3] [--draft 4] [--codec ts-tabq]
+ *     [--proposers ngram,early-exit,model:models/draft] [--json]
  */
 import { loadavg } from 'node:os';
+import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { calibrationContexts } from '../cli/calibration-io.js';
 import { emulateLink } from '../cli/link-emulator.js';
 import { startCloud } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { proposerFor } from '../edge/draft/registry.js';
-import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
+import { DEFAULT_DRAFT_DIR, DEFAULT_MODEL_DIR } from '../models/default-model.js';
 import { openModel } from '../models/package.js';
 import { fmt, minMedMax } from './common.js';
 
@@ -28,6 +30,7 @@ const { values } = parseArgs({
     split: { type: 'string', default: '3' },
     draft: { type: 'string', default: '4' },
     codec: { type: 'string', default: 'ts-tabq' },
+    proposers: { type: 'string', default: `ngram,early-exit,model:${relative(process.cwd(), DEFAULT_DRAFT_DIR) || '.'}` },
     'repetition-prompt': { type: 'string' },
     'plain-prompt': { type: 'string' },
     json: { type: 'boolean' },
@@ -35,7 +38,7 @@ const { values } = parseArgs({
   },
 });
 if (values.help) {
-  process.stdout.write('usage: node dist/bench/speculate.js [--runs N] [--tokens N] [--rtt MS] [--bandwidth BYTES_PER_S] [--split K] [--draft K] [--codec SPEC] [--json]\n');
+  process.stdout.write('usage: node dist/bench/speculate.js [--runs N] [--tokens N] [--rtt MS] [--bandwidth BYTES_PER_S] [--split K] [--draft K] [--codec SPEC] [--proposers LIST] [--json]\n');
   process.exit(0);
 }
 const runs = Number(values.runs);
@@ -54,7 +57,7 @@ const prompts = {
   repetition: values['repetition-prompt'] ?? 'ROMEO:\nO, she doth teach the torches to burn bright!\nROMEO:\nO, she doth',
   none: values['plain-prompt'] ?? 'ROMEO:\nBut soft, what light through yonder window breaks?\n',
 };
-const proposers = [(await proposerFor('ngram'))!, (await proposerFor('early-exit', { pkg }))!];
+const proposers = await Promise.all(values.proposers!.split(',').map(async (spec) => (await proposerFor(spec, { pkg }))!));
 
 interface Row {
   prompt: string;
@@ -89,6 +92,7 @@ for (const proposer of proposers) {
     rows.push({ prompt: name, proposer: proposer.name, baseTokensPerSec: minMedMax(base), specTokensPerSec: minMedMax(spec), ratio: minMedMax(ratios), tokensPerRound: perRound, acceptance, sameTokens: same });
   }
 }
+for (const p of proposers) await p.release?.();
 await link.close();
 await cloud.close();
 const load = loadavg()[0]!;
@@ -98,7 +102,7 @@ else {
   for (const r of rows) {
     const m = (x: { min: number; median: number; max: number }, d = 1) => `${fmt(x.min, d)} / ${fmt(x.median, d)} / ${fmt(x.max, d)}`;
     process.stdout.write(
-      `  ${r.proposer.padEnd(10)} ${r.prompt.padEnd(10)} without ${m(r.baseTokensPerSec)} tokens/s, with ${m(r.specTokensPerSec)}: ratio ${m(r.ratio, 2)}; ${fmt(r.tokensPerRound, 2)} tokens per round trip, ${fmt(r.acceptance * 100, 0)}% of drafts accepted; same tokens: ${r.sameTokens}\n`,
+      `  ${r.proposer.padEnd(18)} ${r.prompt.padEnd(10)} without ${m(r.baseTokensPerSec)} tokens/s, with ${m(r.specTokensPerSec)}: ratio ${m(r.ratio, 2)}; ${fmt(r.tokensPerRound, 2)} tokens per round trip, ${fmt(r.acceptance * 100, 0)}% of drafts accepted; same tokens: ${r.sameTokens}\n`,
     );
   }
 }

@@ -6,11 +6,11 @@
  * session close the connection.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { encodeFrame, newSessionId, parseEdgeFrame, ProtocolError, protocolError, type EdgeMessage, type Frame, type Hello, type Message, type Draft, type Resplit, type Resume, type Verified } from '../shared/protocol/index.js';
+import { DRAFT_Q_SCALE, encodeFrame, newSessionId, parseEdgeFrame, ProtocolError, protocolError, type EdgeMessage, type Frame, type Hello, type Message, type Draft, type Resplit, type Resume, type Verified } from '../shared/protocol/index.js';
 import type { FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import { Sampler } from '../models/runtime/sampler.js';
-import { verifyDrafts } from '../models/runtime/verify.js';
+import { denseDistribution, verifyDrafts } from '../models/runtime/verify.js';
 import { checkWeightBits } from '../quantization/weights/blockwise.js';
 import { BLOCK_SIZES, WEIGHT_BITS } from '../shared/precision.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
@@ -546,7 +546,7 @@ export class CloudSession implements Attachment {
     const { pkg, tokenLimit, metrics, pool } = this.ctx;
     const c = pkg.config;
     if (!s.prefilled) throw protocolError('step_before_prefill', 'draft before prefill: send the prompt first');
-    const bad = m.drafts.find((id) => id >= c.vocabSize);
+    const bad = [...m.drafts, ...(m.q ?? []).flatMap((d) => d.ids)].find((id) => id >= c.vocabSize);
     if (bad !== undefined) throw protocolError('bad_draft', `draft token ${bad} is outside the model's vocabulary of ${c.vocabSize}`);
     const P = s.runtime.length;
     if (P + m.tokens > tokenLimit) throw protocolError('bad_draft', `the draft would take the session to ${P + m.tokens} positions, over its limit of ${tokenLimit}: draft fewer tokens`);
@@ -554,9 +554,10 @@ export class CloudSession implements Attachment {
     const x = this.hiddenOf(payload, m.tokens, (got) => protocolError('bad_draft', `the draft says ${m.tokens} positions, its tensor holds ${got}`));
     const out = await s.runtime.run(x, m.tokens);
     this.refuseNonFinite(s, out.data, 0, out.data.length);
-    // early-exit drafts: their distribution is the head's on the states received (the greedy test needs none)
+    // a sampled draft's distribution came with it; early-exit drafts': the head's on the states received (the greedy test needs neither)
     let q: Float64Array[] | undefined;
-    if (m.exit && !s.sampler.greedy) {
+    if (m.q && !s.sampler.greedy) q = m.q.map((d) => denseDistribution(d, c.vocabSize, DRAFT_Q_SCALE));
+    else if (m.exit && !s.sampler.greedy) {
       s.exitHead ??= await pool.runtime({ split: c.nLayers, bits: 32, headBits: 32, blockSize: s.hello.blockSize ?? 32 });
       q = [];
       for (let i = 0; i < m.drafts.length; i++) {

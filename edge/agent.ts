@@ -9,6 +9,7 @@ import { MAX_DRAFT, newSessionId, PROTOCOL_VERSION, type Ready, type SamplingPar
 import type { DraftProposer } from './draft/proposer.js';
 import { DraftLength } from './draft/adaptive.js';
 import { Sampler } from '../models/runtime/sampler.js';
+import type { SparseDistribution } from '../models/runtime/verify.js';
 import type { Connector } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
@@ -211,9 +212,12 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   const draftLength = spec && !spec.fixed ? new DraftLength(Math.min(spec.maxDraft, MAX_DRAFT)) : undefined;
   // drafts are drawn with the session's settings from a stream of their own (the cloud's decides acceptance)
   const draftSampler = new Sampler({ ...o.sampling, seed: (o.sampling?.seed ?? 0x5eed) ^ 0x9e3779b9 });
+  // a proposer with state per generation (a draft model's cache) opens its own for this one
+  let drafter: DraftProposer | undefined;
   let firstTokenMs = 0;
   const t0 = performance.now();
   try {
+    drafter = spec && !spec.proposer.draftWithFront ? ((await spec.proposer.open?.()) ?? spec.proposer) : undefined;
     /**
      * Sends the hello and returns what awaits its ready: the prompt's prefill goes right behind the hello
      * (the cloud handles one message at a time, so it sees them in order), and the front prefill runs
@@ -275,6 +279,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       // speculation: drafts to follow the token being fed, within the budget and the model's positions
       let drafts: number[] = [];
       let drafted: Float32Array | undefined;
+      let q: SparseDistribution[] | undefined;
       if (isStep && spec) {
         const want = draftLength ? draftLength.next() : spec.maxDraft;
         const room = Math.min(want, MAX_DRAFT, o.maxTokens - out.length - 1, c.maxSeq - front.length - 2);
@@ -284,7 +289,11 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
           const r = await spec.proposer.draftWithFront(front, input[0]!, room, (h) => enc.decode(enc.encode(h, 1, c.dim)).x, draftSampler);
           drafts = r.drafts;
           drafted = r.hidden;
-        } else if (room > 0) drafts = (await spec.proposer.propose([...ids, ...out], room)).slice(0, room);
+        } else if (room > 0 && drafter) {
+          const r = await drafter.propose([...ids, ...out], room, draftSampler);
+          drafts = r.tokens.slice(0, room);
+          q = r.q?.slice(0, drafts.length);
+        }
       }
       const fedInput = drafts.length ? [...input, ...drafts] : input;
       if (isStep) payload = await feed(fedInput, drafted);
@@ -310,7 +319,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
       }
       if (isStep) {
         const sent0 = link.bytesOut;
-        if (drafts.length) link.sendKept({ type: 'draft', tokens: fedInput.length, token: input[0]!, drafts, ...(spec?.proposer.exit ? { exit: true } : {}) }, payload, front.length - fedInput.length);
+        if (drafts.length) link.sendKept({ type: 'draft', tokens: fedInput.length, token: input[0]!, drafts, ...(spec?.proposer.exit ? { exit: true } : {}), ...(q ? { q } : {}) }, payload, front.length - fedInput.length);
         else link.sendKept({ type: 'step', token: input[0]! }, payload, front.length - 1);
         sent = link.bytesOut - sent0;
       }
@@ -413,6 +422,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   } finally {
     link.close();
     await front.release();
+    if (drafter && drafter !== spec?.proposer) await drafter.release?.();
   }
   const seconds = (performance.now() - t0) / 1000;
   const n = Math.max(1, out.length);

@@ -6,5 +6,7 @@ import { fileURLToPath } from 'node:url';
 const candidates = ['../models/default', '../../models/default'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
 
 export const DEFAULT_MODEL_DIR = candidates.find((d) => existsSync(`${d}/manifest.json`)) ?? candidates[1]!;
+/** The default model's draft model (speculative decoding: `--speculate model:models/draft`), beside it. */
+export const DEFAULT_DRAFT_DIR = DEFAULT_MODEL_DIR.replace(/default$/, 'draft');
 /** The accuracy profile measured for the default model, shipped beside it. */
 export const ACCURACY_PROFILE_FILE = 'accuracy-profile.json';

@@ -9,6 +9,11 @@ libopenblas0-pthread for speed). Deterministic for a given seed, thread count an
     python3 scripts/train-default-model.py \
         --corpus ../shared/fixtures/corpus/tinyshakespeare.txt --out models/default
 
+The draft model of speculative decoding (models/draft: the same corpus, so the same tokenizer):
+
+    python3 scripts/train-default-model.py --out models/draft --name splitllm-shakespeare-draft \
+        --dim 128 --layers 2 --heads 4 --kv-heads 2 --ffn 384 --eval-every 0
+
 The last --holdout fraction of the text (cut at a blank line) is never trained on; the held-out
 perplexity printed at the end follows the fixtures' protocol (paragraphs, BOS, windows of 256+1).
 """
@@ -309,6 +314,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--corpus', default='../shared/fixtures/corpus/tinyshakespeare.txt')
     ap.add_argument('--out', default='models/default')
+    ap.add_argument('--name', default='splitllm-shakespeare', help="the package's name (manifest.json)")
     ap.add_argument('--holdout', type=float, default=0.1, help='fraction of the text (its tail) never trained on')
     ap.add_argument('--vocab', type=int, default=512)
     ap.add_argument('--dim', type=int, default=192)
@@ -423,7 +429,7 @@ def main():
         f.write('\n')
     sha = hashlib.sha256(open(wpath, 'rb').read()).hexdigest()
     manifest = {
-        'format': 'splitllm-model', 'version': 1, 'name': 'splitllm-shakespeare', 'config': cfg,
+        'format': 'splitllm-model', 'version': 1, 'name': args.name, 'config': cfg,
         'weights': 'model.safetensors', 'tokenizer': 'tokenizer.json', 'weightsSha256': sha,
         'source': {
             'trainer': 'scripts/train-default-model.py', 'corpus': os.path.basename(args.corpus),

@@ -49,6 +49,7 @@ describe('every field of every message type, wrong or out of range', () => {
       { name: 'hello.version missing', header: h({ version: undefined }), code: 'bad_version' },
       { name: 'hello.version of a newer edge', header: h({ version: PROTOCOL_VERSION + 1 }), code: 'bad_version' },
       { name: 'hello.version 1 (an old edge)', header: h({ version: 1 }), code: 'bad_version' },
+      { name: 'hello.version 5 (an edge from before sampled drafts carried q)', header: h({ version: 5 }), code: 'bad_version' },
       { name: 'hello.modelHash a number', header: h({ modelHash: 42 }), code: 'bad_hello' },
       { name: 'hello.resumeSecret too short to be 128 bits', header: h({ resumeSecret: 'abc' }), code: 'bad_hello' },
       { name: 'hello.resumeSecret a number', header: h({ resumeSecret: 7 }), code: 'bad_hello' },

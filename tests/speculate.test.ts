@@ -8,14 +8,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCloud, type CloudServer } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { ngramPropose } from '../edge/draft/ngram.js';
+import { DRAFT_SUPPORT, DraftModel } from '../edge/draft/model.js';
+import type { DraftProposer } from '../edge/draft/proposer.js';
 import { proposerFor } from '../edge/draft/registry.js';
-import type { ModelPackage } from '../models/package.js';
+import { DEFAULT_DRAFT_DIR } from '../models/default-model.js';
+import { ModelPackage, openModel } from '../models/package.js';
+import { syntheticModel } from '../models/importers/synthetic.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { Sampler } from '../models/runtime/sampler.js';
-import { verifyDrafts } from '../models/runtime/verify.js';
-import { MAX_DRAFT, encodeFrame } from '../shared/protocol/index.js';
+import { denseDistribution, drawSparse, sparseDistribution, verifyDrafts } from '../models/runtime/verify.js';
+import { DRAFT_Q_SCALE, MAX_DRAFT, encodeFrame } from '../shared/protocol/index.js';
 import { droppingConnector } from './helpers/channels.js';
 import { describeWithFixtures } from './helpers/fixtures.js';
 import { defaultModel, storiesModel } from './helpers/models.js';
@@ -39,7 +43,7 @@ describe('the ngram proposer', () => {
     expect((await proposerFor('ngram'))?.name).toBe('ngram:4');
     expect((await proposerFor('ngram:3'))?.name).toBe('ngram:3');
     await expect(proposerFor('ngram:1')).rejects.toThrow(/n-gram length must be an integer in 2\.\.16/);
-    await expect(proposerFor('magic')).rejects.toThrow(/unknown proposer "magic": use ngram, early-exit, off/);
+    await expect(proposerFor('magic')).rejects.toThrow(/unknown proposer "magic": use ngram, early-exit, model, off/);
   });
 });
 
@@ -80,7 +84,12 @@ describe('verification', () => {
 const REPEAT =
   'ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\nROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and';
 
-async function speculationMatches(pkg: ModelPackage, prompt: string, maxTokens: number): Promise<void> {
+/** The proposers every split is tested with: the two without weights and a draft model (`draft`: its package). */
+async function proposersFor(pkg: ModelPackage, draft: ModelPackage): Promise<DraftProposer[]> {
+  return [(await proposerFor('ngram'))!, (await proposerFor('early-exit', { pkg }))!, await DraftModel.fromPackage(draft, pkg)];
+}
+
+async function speculationMatches(pkg: ModelPackage, draft: ModelPackage, prompt: string, maxTokens: number): Promise<void> {
   const server: CloudServer = await startCloud(pkg);
   try {
     const url = `${server.url}/v1/session`;
@@ -88,11 +97,12 @@ async function speculationMatches(pkg: ModelPackage, prompt: string, maxTokens: 
     const p = await Pipeline.create(pkg);
     const local = await generate(p, ids, { maxTokens, stopIds: [] });
     await p.release();
-    for (const spec of ['ngram', 'early-exit']) {
-      const proposer = (await proposerFor(spec, { pkg }))!;
+    for (const proposer of await proposersFor(pkg, draft)) {
+      const spec = proposer.name;
       let accepted = 0;
       for (let K = 0; K <= pkg.config.nLayers; K++) {
-        const r = await runEdge(pkg, { url, split: K, codec: 'fp32', prompt, maxTokens, stopIds: [], speculate: { proposer, maxDraft: 5 } });
+        // a fixed draft length, so that every step drafts (the adaptive one follows this machine's timings)
+        const r = await runEdge(pkg, { url, split: K, codec: 'fp32', prompt, maxTokens, stopIds: [], speculate: { proposer, maxDraft: 5, fixed: true } });
         expect(r.tokens, `${spec}, split ${K}`).toEqual(local);
         const sp = r.stats.speculation!;
         expect(sp.draftSteps).toBeGreaterThan(0);
@@ -110,14 +120,67 @@ async function speculationMatches(pkg: ModelPackage, prompt: string, maxTokens: 
   }
 }
 
-it('greedy output with --speculate ngram and early-exit equals the output without, at every split, on the default model', async () => {
-  await speculationMatches(await defaultModel(), REPEAT, 48);
-}, 120_000);
+it('greedy output with --speculate ngram, early-exit and model:models/draft equals the output without, at every split, on the default model', async () => {
+  await speculationMatches(await defaultModel(), await openModel(DEFAULT_DRAFT_DIR), REPEAT, 48);
+}, 180_000);
 
 describeWithFixtures('speculation on stories260K', () => {
-  it('greedy output with --speculate ngram and early-exit equals the output without, at every split', async () => {
-    await speculationMatches(await storiesModel(), 'Once upon a time, there was a little girl named Lily. She loved to play outside. Once upon a time, there was a little', 60);
-  }, 120_000);
+  it('greedy output with --speculate ngram, early-exit and a 2-layer draft model equals the output without, at every split', async () => {
+    const pkg = await storiesModel();
+    // the draft: stories260K's own first two layers and head as a model of its own (the same tokenizer)
+    const draft = new ModelPackage({ ...pkg.manifest, name: 'stories260K-2-layers', config: { ...pkg.config, nLayers: 2 } }, pkg.weights, pkg.tokenizerJson);
+    await speculationMatches(pkg, draft, 'Once upon a time, there was a little girl named Lily. She loved to play outside. Once upon a time, there was a little', 60);
+  }, 180_000);
+});
+
+describe('the model proposer', () => {
+  it('refuses a draft with another vocabulary or tokenizer, a missing package and bad bits, in one line each', async () => {
+    const pkg = await defaultModel();
+    await expect(proposerFor('model', { pkg })).rejects.toThrow(/--speculate model needs the draft package: --speculate model:PATH/);
+    await expect(proposerFor('model:/nonexistent/draft', { pkg })).rejects.toThrow(/draft model \/nonexistent\/draft does not exist: pass a draft package/);
+    await expect(proposerFor(`model:${DEFAULT_DRAFT_DIR}@5`, { pkg })).rejects.toThrow(/weight bits must be one of 2, 3, 4, 8, 16, 32/);
+    const tiny = ModelPackage.fromImported(syntheticModel('tiny', 3));
+    await expect(DraftModel.fromPackage(tiny, pkg)).rejects.toThrow(new RegExp(`vocabulary of ${tiny.config.vocabSize}, the model 512: a draft model must share the model's tokenizer`));
+    const other = { ...pkg.tokenizerJson!, model: { type: 'BPE', vocab: {}, merges: [] } };
+    await expect(DraftModel.fromPackage(new ModelPackage(pkg.manifest, pkg.weights, other), pkg)).rejects.toThrow(/another tokenizer than the model/);
+  });
+
+  it('sampled drafts carry their distribution: integer weights that sum to the scale, the draft among them', async () => {
+    const pkg = await defaultModel();
+    const model = await DraftModel.fromPackage(await openModel(DEFAULT_DRAFT_DIR), pkg);
+    const s = await model.open();
+    const ids = pkg.tokenizer().encode('ROMEO:\n', true);
+    const r = await s.propose(ids, 4, new Sampler({ temperature: 0.8, seed: 3 }));
+    expect(r.tokens).toHaveLength(4);
+    expect(r.q).toHaveLength(4);
+    r.q!.forEach((d, i) => {
+      expect(d.weights.reduce((a, b) => a + b, 0)).toBe(DRAFT_Q_SCALE);
+      expect(d.ids).toContain(r.tokens[i]);
+      expect(d.ids.length).toBeLessThanOrEqual(DRAFT_SUPPORT);
+    });
+    // greedy: no distribution, and after a verdict the cache follows the history (the same drafts as a fresh session)
+    const g = await s.propose(ids, 3, new Sampler({ temperature: 0 }));
+    expect(g.q).toBeUndefined();
+    const fresh = await model.open();
+    expect((await fresh.propose(ids, 3, new Sampler({ temperature: 0 }))).tokens).toEqual(g.tokens);
+    const longer = [...ids, g.tokens[0]!, 7];
+    expect((await s.propose(longer, 3, new Sampler({ temperature: 0 }))).tokens).toEqual((await fresh.propose(longer, 3, new Sampler({ temperature: 0 }))).tokens);
+    await s.release?.();
+    await fresh.release?.();
+    await model.release();
+  });
+
+  it('sparseDistribution keeps the most likely tokens with integer weights summing to the scale; drawSparse inverts them', () => {
+    const d = sparseDistribution([0.5, 0.2, 0.3, 0, 1e-9], 3, 100);
+    expect(d).toEqual({ ids: [0, 2, 1], weights: [50, 30, 20] });
+    expect(drawSparse(d, 0, 100)).toBe(0);
+    expect(drawSparse(d, 0.5, 100)).toBe(2);
+    expect(drawSparse(d, 0.8, 100)).toBe(1);
+    expect(denseDistribution(d, 5, 100)).toEqual(Float64Array.from([0.5, 0.2, 0.3, 0, 0]));
+    // remainders go to the largest fractions; shares that round to nothing are left out
+    expect(sparseDistribution([1, 1, 1], 3, 10).weights).toEqual([4, 3, 3]);
+    expect(sparseDistribution([0.999, 0.001], 2, 100)).toEqual({ ids: [0], weights: [100] });
+  });
 });
 
 /** P(X ≥ x) for X ~ χ²(k): the regularized upper incomplete gamma Q(k/2, x/2) (series / continued fraction). */
@@ -193,7 +256,11 @@ it('the χ² helper gives known p-values', () => {
   expect(chiSquareSurvival(18.307, 10)).toBeCloseTo(0.05, 3);
 });
 
-it('sampling at temperature 0.8: the first 3 tokens with early-exit speculation are distributed as without (2,000 seeded runs each, χ² p > 0.01)', async () => {
+/**
+ * 2,000 seeded runs through edge and cloud with and without speculation (split 3, 3 tokens, 3 fixed drafts
+ * each step): the χ² homogeneity of tokens 1, 2 and 3 between the two, and both branches of the rule ran.
+ */
+async function samplingMatches(label: string, make: (pkg: ModelPackage) => Promise<DraftProposer>): Promise<void> {
   const pkg = await defaultModel();
   const cloud = testCloud(pkg);
   try {
@@ -203,7 +270,7 @@ it('sampling at temperature 0.8: the first 3 tokens with early-exit speculation 
     const seg = buildSegment(pkg.config, pkg.weights, 0, 3, { embed: true, head: false });
     const shared = await SegmentRuntime.openSession(seg);
     const fronts = async () => SegmentRuntime.withSession(pkg.config, seg, shared);
-    const proposer = (await proposerFor('early-exit', { pkg }))!;
+    const proposer = await make(pkg);
     const runs = 2000;
     const plain: number[][] = [[], [], []];
     const spec: number[][] = [[], [], []];
@@ -227,12 +294,20 @@ it('sampling at temperature 0.8: the first 3 tokens with early-exit speculation 
     for (let j = 0; j < 3; j++) {
       expect(spec[j]!.length).toBe(runs);
       const p = homogeneity(plain[j]!, spec[j]!);
-      process.stderr.write(`[speculate] token ${j + 1}: χ² homogeneity p = ${p.toFixed(3)} (${runs} runs each; ${accepted}/${drafted} drafts stood)\n`);
+      process.stderr.write(`[speculate] ${label}: token ${j + 1}: χ² homogeneity p = ${p.toFixed(3)} (${runs} runs each; ${accepted}/${drafted} drafts stood)\n`);
       expect(p, `token ${j + 1}`).toBeGreaterThan(0.01);
     }
   } finally {
     await cloud.close();
   }
+}
+
+it('sampling at temperature 0.8: the first 3 tokens with early-exit speculation are distributed as without (2,000 seeded runs each, χ² p > 0.01)', async () => {
+  await samplingMatches('early-exit', async (pkg) => (await proposerFor('early-exit', { pkg }))!);
+}, 300_000);
+
+it('sampling at temperature 0.8: the first 3 tokens with the draft model (models/draft, q sent with each draft) are distributed as without (2,000 seeded runs each, χ² p > 0.01)', async () => {
+  await samplingMatches('model:models/draft', async (pkg) => DraftModel.fromPackage(await openModel(DEFAULT_DRAFT_DIR), pkg));
 }, 300_000);
 
 it('a link cut right after a draft is resumed: the verdict comes again (or the draft goes again) and the output is unchanged', async () => {
@@ -290,6 +365,41 @@ describe('hostile drafts', () => {
     client.send({ type: 'draft', tokens: 16, token: next, drafts: new Array(15).fill(1) }, zeros(16));
     await expectError(client, 'bad_draft');
     // none of that touched the session: a plain step still gives the next token
+    next = await edge.round([next]);
+    expect(next).toBeGreaterThanOrEqual(0);
+  });
+
+  it('a sampled draft whose distribution is malformed (weights off the scale, the draft outside it, ids outside the vocabulary, a count that differs, with exit): bad_draft, and the session goes on', async () => {
+    const cloud = testCloud(pkg);
+    cloudClosers.push(() => cloud.close());
+    const client = cloud.connect();
+    const edge = await TestEdge.start(pkg, client, 2, { maxTokens: 8, sampling: { temperature: 0.8, seed: 1 } });
+    let next = await edge.round(pkg.tokenizer().encode('ROMEO:', true));
+    const D = pkg.config.dim;
+    const zeros = (n: number) => fp32.encode(new Float32Array(n * D), n, D);
+    const raw = (header: Record<string, unknown>) => client.sendRaw(encodeFrame(header as never, zeros(2)));
+    const draft = { type: 'draft', tokens: 2, token: next, drafts: [5] };
+    const cases: [unknown, RegExp][] = [
+      [[{ ids: [5, 6], weights: [100, 200] }], /weights sum to 300, not 65536/],
+      [[{ ids: [6], weights: [DRAFT_Q_SCALE] }], /gives draft 5 no weight/],
+      [[{ ids: [5, pkg.config.vocabSize], weights: [DRAFT_Q_SCALE - 1, 1] }], /outside the model's vocabulary/],
+      [[{ ids: [5, 5], weights: [DRAFT_Q_SCALE / 2, DRAFT_Q_SCALE / 2] }], /names an id twice/],
+      [[{ ids: [5], weights: [DRAFT_Q_SCALE] }, { ids: [5], weights: [DRAFT_Q_SCALE] }], /2 distributions for 1 drafts/],
+      [[{ ids: [5], weights: [0] }], /weights\[0\]/],
+      [['no map'], /q\[0\]: must be a map/],
+    ];
+    for (const [q, why] of cases) {
+      raw({ ...draft, q });
+      const e = await expectError(client, 'bad_draft');
+      expect(e.type === 'error' ? e.message : '').toMatch(why);
+    }
+    raw({ ...draft, exit: true, q: [{ ids: [5], weights: [DRAFT_Q_SCALE] }] });
+    const both = await expectError(client, 'bad_draft');
+    expect(both.type === 'error' ? both.message : '').toMatch(/both exit and q/);
+    // the session is untouched: a well-formed sampled draft is verified, then a plain step goes on
+    client.send({ type: 'draft', tokens: 2, token: next, drafts: [5], q: [{ ids: [5, 6], weights: [DRAFT_Q_SCALE - 1000, 1000] }] } as never, zeros(2));
+    const v = await client.message();
+    expect(v.type).toBe('verified');
     next = await edge.round([next]);
     expect(next).toBeGreaterThanOrEqual(0);
   });

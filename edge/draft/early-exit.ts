@@ -13,7 +13,7 @@ import { SplitLLMError } from '../../shared/errors.js';
 import type { ModelPackage } from '../../models/package.js';
 import type { Sampler } from '../../models/runtime/sampler.js';
 import { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
-import type { DraftProposer, ProposerDefinition, ProposerContext } from './proposer.js';
+import type { DraftProposer, Proposal, ProposerDefinition, ProposerContext } from './proposer.js';
 
 export class EarlyExitDrafter implements DraftProposer {
   readonly name = 'early-exit';
@@ -30,7 +30,7 @@ export class EarlyExitDrafter implements DraftProposer {
   }
 
   /** Not used: early exit drafts through `draftWithFront`, which also yields the hidden states. */
-  propose(): number[] {
+  propose(): Proposal {
     throw new SplitLLMError('E_RUNTIME', 'early-exit drafts run through the front segment (draftWithFront)');
   }
 

@@ -34,7 +34,7 @@ export const ngramProposer: ProposerDefinition = {
   create(arg) {
     const maxN = arg === undefined ? 4 : Number(arg);
     if (!Number.isInteger(maxN) || maxN < 2 || maxN > 16) throw new SplitLLMError('E_USAGE', `--speculate ngram:${arg}: the n-gram length must be an integer in 2..16`);
-    const p: DraftProposer = { name: `ngram:${maxN}`, propose: (history, k) => ngramPropose(history, k, maxN) };
+    const p: DraftProposer = { name: `ngram:${maxN}`, propose: (history, k) => ({ tokens: ngramPropose(history, k, maxN) }) };
     return p;
   },
 };

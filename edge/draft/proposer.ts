@@ -6,6 +6,14 @@
 import type { ModelPackage } from '../../models/package.js';
 import type { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
 import type { Sampler } from '../../models/runtime/sampler.js';
+import type { SparseDistribution } from '../../models/runtime/verify.js';
+
+/** The drafts of one step, with the distribution each was drawn from when it was sampled. */
+export interface Proposal {
+  tokens: number[];
+  /** one per token (absent: the drafts are deterministic, q one-hot); weights sum to DRAFT_Q_SCALE */
+  q?: SparseDistribution[];
+}
 
 export interface DraftProposer {
   readonly name: string;
@@ -15,10 +23,13 @@ export interface DraftProposer {
    */
   readonly exit?: boolean;
   draftWithFront?(front: SegmentRuntime, first: number, k: number, roundTrip: (h: Float32Array) => Float32Array, sampler: Sampler): Promise<{ drafts: number[]; hidden: Float32Array }>;
-  /** up to `k` tokens to follow `history` (none when it has no guess) */
-  propose(history: readonly number[], k: number): number[] | Promise<number[]>;
-  /** the distribution each proposed token was drawn from (undefined: deterministic, a one-hot) */
-  distributions?(): (ArrayLike<number> | undefined)[] | undefined;
+  /** up to `k` tokens to follow `history` (none when it has no guess), drawn with `sampler`'s settings */
+  propose(history: readonly number[], k: number, sampler: Sampler): Proposal | Promise<Proposal>;
+  /**
+   * A proposer with state per generation (a draft model's KV cache) opens one for each; the agent
+   * releases it when the generation ends. Without `open` the proposer itself serves every generation.
+   */
+  open?(): Promise<DraftProposer>;
   release?(): Promise<void>;
 }
 

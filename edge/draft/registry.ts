@@ -1,10 +1,11 @@
 /** The draft proposers `--speculate` names: one entry per file of this folder. */
 import { SplitLLMError } from '../../shared/errors.js';
 import { earlyExitProposer } from './early-exit.js';
+import { modelProposer } from './model.js';
 import { ngramProposer } from './ngram.js';
 import type { DraftProposer, ProposerContext, ProposerDefinition } from './proposer.js';
 
-export const PROPOSERS: readonly ProposerDefinition[] = [ngramProposer, earlyExitProposer];
+export const PROPOSERS: readonly ProposerDefinition[] = [ngramProposer, earlyExitProposer, modelProposer];
 
 /** `NAME[:ARG]` → a proposer; `off` → undefined. */
 export async function proposerFor(spec: string, ctx?: ProposerContext): Promise<DraftProposer | undefined> {

@@ -47,3 +47,55 @@ export function verifyDrafts(sampler: Sampler, logits: Float32Array, vocab: numb
   }
   return { accepted: k, next: sampler.sample(logits, k * vocab, vocab) };
 }
+
+/** A sparse draft distribution with integer weights (the wire's `draft.q`). */
+export interface SparseDistribution {
+  ids: number[];
+  weights: number[];
+}
+
+/**
+ * The `support` most likely tokens of `p`, as integer weights summing to `scale` (largest remainder): the
+ * distribution a sampling draft model draws from and sends, so that edge and cloud use the same q exactly.
+ * Tokens whose share rounds to nothing are left out.
+ */
+export function sparseDistribution(p: ArrayLike<number>, support: number, scale: number): SparseDistribution {
+  const order = Array.from({ length: p.length }, (_, i) => i)
+    .filter((i) => p[i]! > 0)
+    .sort((a, b) => p[b]! - p[a]! || a - b)
+    .slice(0, Math.max(1, support));
+  const mass = order.reduce((s, i) => s + p[i]!, 0);
+  const exact = order.map((i) => (p[i]! / mass) * scale);
+  const weights = exact.map(Math.floor);
+  let left = scale - weights.reduce((a, b) => a + b, 0);
+  const byRemainder = exact.map((x, j) => [x - Math.floor(x), j] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  for (let r = 0; left > 0; r = (r + 1) % byRemainder.length, left--) weights[byRemainder[r]![1]]!++;
+  const ids: number[] = [];
+  const kept: number[] = [];
+  order.forEach((id, j) => {
+    if (weights[j]! > 0) {
+      ids.push(id);
+      kept.push(weights[j]!);
+    }
+  });
+  return { ids, weights: kept };
+}
+
+/** The token a uniform draw `u` ∈ [0, 1) picks from a sparse distribution. */
+export function drawSparse(q: SparseDistribution, u: number, scale: number): number {
+  let at = u * scale;
+  for (let j = 0; j < q.ids.length; j++) {
+    at -= q.weights[j]!;
+    if (at < 0) return q.ids[j]!;
+  }
+  return q.ids[q.ids.length - 1]!;
+}
+
+/** A sparse distribution as a dense one over the vocabulary. */
+export function denseDistribution(q: SparseDistribution, vocab: number, scale: number): Float64Array {
+  const out = new Float64Array(vocab);
+  q.ids.forEach((id, j) => {
+    out[id] = q.weights[j]! / scale;
+  });
+  return out;
+}

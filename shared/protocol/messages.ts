@@ -3,7 +3,7 @@
  * code sees it once `parseFrame` (parse.ts) has checked every field. Browser-safe: no imports.
  */
 
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /** Most draft tokens one `draft` frame may carry (it feeds one more position: the last accepted token). */
 export const MAX_DRAFT = 16;
@@ -83,7 +83,21 @@ export interface Draft {
   drafts: number[];
   /** the drafts were drawn from the model's final norm and LM head on these hidden states (early exit): the cloud recomputes that distribution for the acceptance test */
   exit?: boolean;
+  /** the distribution each draft was drawn from (a draft model that samples), one per draft; absent: one-hot (a deterministic draft) */
+  q?: DraftDistribution[];
 }
+/**
+ * A draft's distribution, sparse and exact: q(ids[i]) = weights[i] / DRAFT_Q_SCALE, 0 elsewhere. The weights
+ * are positive integers summing to DRAFT_Q_SCALE, so edge and cloud hold the same q bit for bit.
+ */
+export interface DraftDistribution {
+  ids: number[];
+  weights: number[];
+}
+/** The total of a draft distribution's integer weights. */
+export const DRAFT_Q_SCALE = 65536;
+/** Most tokens one draft distribution may name. */
+export const MAX_DRAFT_SUPPORT = 32;
 /**
  * The answer to a draft: `accepted` drafts were kept (the caches hold the fed token and those), and
  * `ids` are the new tokens in order — the accepted drafts, then the token the cloud sampled after them —

@@ -7,7 +7,7 @@
  * count, `bad_message` for the rest.
  */
 import { isSessionId } from './session-id.js';
-import { MAX_DRAFT, PROTOCOL_VERSION, CLOUD_MESSAGES, EDGE_MESSAGES, type CloudMessage, type EdgeMessage, type Frame, type Message, type SamplingParams } from './messages.js';
+import { DRAFT_Q_SCALE, MAX_DRAFT, MAX_DRAFT_SUPPORT, PROTOCOL_VERSION, CLOUD_MESSAGES, EDGE_MESSAGES, type CloudMessage, type EdgeMessage, type Frame, type Message, type SamplingParams } from './messages.js';
 import { COMPACT_KIND, COMPACT_MARK, COMPACT_STEP_HEADER, COMPACT_TOKEN_BYTES, msgpack, splitFrame } from './frame.js';
 import { ProtocolError, type WireCode } from './errors.js';
 import { describe, Fields, isPlainMap, type Raw } from '../fields.js';
@@ -52,6 +52,18 @@ function sampling(f: Fields): SamplingParams {
   }
   if (f.has('seed')) out.seed = f.int('seed', -LIMITS.seed, LIMITS.seed);
   return out;
+}
+
+/** A sampled draft's distribution: distinct ids, positive integer weights summing to DRAFT_Q_SCALE, the draft among them. */
+function draftDistribution(f: Fields, draft: number): { ids: number[]; weights: number[] } {
+  const ids = f.intArray('ids', MAX_DRAFT_SUPPORT, 0, LIMITS.tokenId);
+  const weights = f.intArray('weights', MAX_DRAFT_SUPPORT, 1, DRAFT_Q_SCALE);
+  if (ids.length !== weights.length || ids.length === 0) f.fail(`names ${ids.length} ids and ${weights.length} weights: give one positive weight per id`);
+  if (new Set(ids).size !== ids.length) f.fail('names an id twice');
+  const total = weights.reduce((a, b) => a + b, 0);
+  if (total !== DRAFT_Q_SCALE) f.fail(`weights sum to ${total}, not ${DRAFT_Q_SCALE}`);
+  if (!ids.includes(draft)) f.fail(`gives draft ${draft} no weight: a draft is drawn from its own distribution`);
+  return { ids, weights };
 }
 
 /** Checks the fields of a header already known to be a map with a string type. */
@@ -104,6 +116,14 @@ function checkMessage(raw: Raw, type: string): Message {
       if (drafts.length !== tokens - 1) f.fail(`carries ${drafts.length} drafts for ${tokens} positions: a draft frame feeds the last token and its drafts (tokens = drafts + 1)`);
       const m: Message = { type, tokens, token: f.int('token', 0, LIMITS.tokenId), drafts };
       if (f.has('exit') && f.bool('exit')) m.exit = true;
+      if (f.has('q')) {
+        if (m.exit) f.fail('carries both exit and q: an early-exit draft has its distribution recomputed, a sampled draft sends it');
+        const q = f.array('q', MAX_DRAFT);
+        if (q.length !== drafts.length) f.fail(`carries ${q.length} distributions for ${drafts.length} drafts (one each)`);
+        m.q = q.map((raw, i) => draftDistribution(Fields.of(raw, `draft: q[${i}]`, (why) => {
+          throw new ProtocolError('bad_draft', why);
+        }), drafts[i]!));
+      }
       return m;
     }
     case 'verified': {
