@@ -13,6 +13,12 @@
  *              times its per-token prefill rate. c is the one among 1, 2, 3, 4, 6, 8, 12, … and n that minimizes it
  *              (`prefillChunk`)
  *   accuracy = weights' ppl increase + codec's ppl increase (both measured; added)
+ *   speculation (where the accuracy profile measured proposers): a round drafting k tokens costs the plain
+ *              step + k × (a position's front and back prefill share, its encoded bytes ÷ bandwidth, the
+ *              cloud's head on it, the proposer's own time) and yields 1 + α + … + α^k tokens where the
+ *              proposer drafts (its coverage), 1 where it does not; latency is then the best proposer's
+ *              and k's expected ms per token, when that beats the plain step and what the proposer holds
+ *              (a draft model, the early exit's head) still fits the memory budget — memory then includes it
  */
 import { SplitLLMError } from '../shared/errors.js';
 import { segmentBytes } from '../quantization/weights/memory.js';
@@ -59,7 +65,55 @@ export function predict(pr: Problem, c: Config): Prediction {
   const firstTokenMs = 2 * pr.link.rttMs + pipelineMs + pr.cloud.headMs;
   const w = pr.accuracy.weights[`${c.split}/${c.frontBits}/${c.backBits}`];
   const accuracy = (w ?? NaN) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN));
-  return { memory, latency, accuracy, bytesPerToken, firstTokenMs, prefillChunk };
+  // speculation: each drafted position adds its front and back prefill share, its bytes and the cloud's
+  // head on it, plus the proposer's own time (early exit: the head on the edge)
+  const perPosition =
+    c.split * prefillMs(pr.edge, c.frontBits) + (1000 * (bitsPerValue * m.dim)) / 8 / pr.link.bytesPerSec + (m.nLayers - c.split) * prefillMs(pr.cloud, c.backBits) + pr.cloud.headMs;
+  const speculation = bestSpeculation(pr, c, latency, perPosition, memory);
+  return {
+    memory: memory + (speculation?.edgeBytes ?? 0),
+    latency: speculation?.latency ?? latency,
+    accuracy,
+    bytesPerToken,
+    firstTokenMs,
+    prefillChunk,
+    ...(speculation ? { speculation: speculation.choice } : {}),
+  };
+}
+
+/** Expected tokens of a round that drafts k with per-draft acceptance α (the accepted drafts and the token after them). */
+export function expectedTokens(alpha: number, k: number): number {
+  return alpha >= 1 ? k + 1 : (1 - alpha ** (k + 1)) / (1 - alpha);
+}
+
+/**
+ * The proposer and draft length with the lowest expected per-token latency, where it beats a plain step:
+ * a round that drafts k costs plain + k × (per drafted position + the proposer's own time) and yields
+ * expectedTokens(α, k) where the proposer drafts (coverage), one token where it does not.
+ */
+export function bestSpeculation(
+  pr: Problem,
+  c: Config,
+  plain: number,
+  perPosition: number,
+  memory: number,
+): { latency: number; edgeBytes: number; choice: NonNullable<Prediction['speculation']> } | undefined {
+  let best: { latency: number; edgeBytes: number; choice: NonNullable<Prediction['speculation']> } | undefined;
+  const m = pr.model;
+  for (const s of pr.speculation ?? []) {
+    if (s.split !== undefined && s.split !== c.split) continue;
+    // what drafting holds on the edge: a draft model, or the early exit's float32 head (twice, as every segment)
+    const edgeBytes = s.proposer === 'early-exit' ? 2 * 4 * (m.vocabSize + 1) * m.dim : (s.edgeBytes ?? 0);
+    if (memory + edgeBytes > pr.budgets.edgeMemory) continue;
+    // early exit runs the front one draft at a time (a decode step, not a prefill share) and the head on the edge
+    const own = s.proposer === 'early-exit' ? c.split * (layerMs(pr.edge, c.frontBits) - prefillMs(pr.edge, c.frontBits)) + pr.edge.headMs : s.draftMsPerToken;
+    for (let k = 1; k <= (pr.maxDraft ?? 4); k++) {
+      const tokens = s.coverage * expectedTokens(s.acceptance, k) + (1 - s.coverage);
+      const ms = (plain + s.coverage * k * (perPosition + own)) / tokens;
+      if (ms < (best?.latency ?? plain)) best = { latency: ms, edgeBytes, choice: { proposer: s.proposer, draftTokens: k, tokensPerRound: tokens, plainLatency: plain } };
+    }
+  }
+  return best;
 }
 
 /**

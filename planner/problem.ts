@@ -13,7 +13,7 @@ export interface Profiles {
   accuracy: AccuracyProfile;
 }
 
-export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles, budgets: Budgets, opts: { minSplit?: number; splits?: number[] } = {}): Problem {
+export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles, budgets: Budgets, opts: { minSplit?: number; splits?: number[]; speculate?: boolean; maxDraft?: number } = {}): Problem {
   const codecs = [...new Set(Object.keys(p.accuracy.codecs).map((k) => k.slice(k.indexOf('/') + 1)))];
   const bits = [...new Set(Object.keys(p.edge.layerDecodeMs).map(Number))].filter((b) => p.cloud.layerDecodeMs[String(b)] !== undefined).sort((a, b) => a - b);
   const all = Array.from({ length: model.nLayers + 1 }, (_, i) => i);
@@ -21,6 +21,7 @@ export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles,
     model,
     ...p,
     budgets,
+    ...(opts.speculate !== false && p.accuracy.speculation?.length ? { speculation: p.accuracy.speculation, maxDraft: opts.maxDraft ?? 4 } : {}),
     candidates: {
       splits: opts.splits ?? all.filter((k) => k >= (opts.minSplit ?? 1)),
       bits,

@@ -1,6 +1,6 @@
 /** Profile files (JSON) and their validation: a profile of another model, or a malformed one, is refused. */
 import { Fields, failWith } from '../shared/fields.js';
-import type { AccuracyProfile, ComputeProfile, LinkProfile } from './types.js';
+import type { AccuracyProfile, ComputeProfile, LinkProfile, SpeculationProfile } from './types.js';
 
 export type ProfileKind = 'compute' | 'link' | 'accuracy';
 
@@ -52,7 +52,17 @@ export function accuracyProfile(raw: unknown, where: string, modelHash: string):
     const e = table.map(k);
     codecs[k] = { pplIncrease: e.num('pplIncrease'), bitsPerValue: e.num('bitsPerValue', 0) };
   }
-  return { model: sameModel(d, modelHash), weights: d.numberRecord('weights'), codecs };
+  const p: AccuracyProfile = { model: sameModel(d, modelHash), weights: d.numberRecord('weights'), codecs };
+  if (d.has('speculation')) {
+    p.speculation = d.array('speculation', 256).map((raw, i) => {
+      const e = Fields.of(raw, `${where}: speculation[${i}]`, failWith('E_BAD_CONFIG'));
+      const s: SpeculationProfile = { proposer: e.str('proposer', 4096), acceptance: e.num('acceptance', 0, 1), coverage: e.num('coverage', 0, 1), draftMsPerToken: e.num('draftMsPerToken', 0) };
+      if (e.has('split')) s.split = e.int('split', 0, 4096);
+      if (e.has('edgeBytes')) s.edgeBytes = e.num('edgeBytes', 0);
+      return s;
+    });
+  }
+  return p;
 }
 
 /** The weight precisions an accuracy profile covers (its keys are split/front/back). */

@@ -43,7 +43,15 @@ export function toRanked(pr: Problem, s: Scored): RankedPlan {
     maxSeq: s.c.maxSeq,
     blockSize: pr.blockSize ?? 32,
     prefillChunk: s.p.prefillChunk,
-    predicted: { memory: s.p.memory, latency: s.p.latency, accuracy: s.p.accuracy, bytesPerToken: s.p.bytesPerToken, firstTokenMs: s.p.firstTokenMs },
+    ...(s.p.speculation ? { speculate: s.p.speculation.proposer, draftTokens: s.p.speculation.draftTokens } : {}),
+    predicted: {
+      memory: s.p.memory,
+      latency: s.p.latency,
+      accuracy: s.p.accuracy,
+      bytesPerToken: s.p.bytesPerToken,
+      firstTokenMs: s.p.firstTokenMs,
+      ...(s.p.speculation ? { tokensPerRound: s.p.speculation.tokensPerRound, plainLatency: s.p.speculation.plainLatency } : {}),
+    },
   };
   return { plan, predicted: s.p, tight: slack[0]![0] };
 }

@@ -31,6 +31,25 @@ export interface AccuracyProfile {
   weights: Record<string, number>;
   /** key `${split}/${codec}` → {ppl increase of the codec alone, bits per value} */
   codecs: Record<string, { pplIncrease: number; bitsPerValue: number }>;
+  /** how often each draft proposer's next token is the model's (`splitllm profile speculation`) */
+  speculation?: SpeculationProfile[];
+}
+
+/**
+ * A draft proposer measured on text (teacher-forced): `acceptance` is the fraction of its drafts that are
+ * the model's greedy token, `coverage` the fraction of positions it drafts at all (ngram: where the text
+ * repeats). `proposer` is the `--speculate` spec; a draft model's path is relative to the model's package.
+ */
+export interface SpeculationProfile {
+  proposer: string;
+  /** early exit: the split it was measured at (its acceptance differs per split) */
+  split?: number;
+  acceptance: number;
+  coverage: number;
+  /** ms the proposer itself takes per drafted token (a draft model's decode step), measured beside the acceptance */
+  draftMsPerToken: number;
+  /** edge memory the proposer adds (a draft model: twice its weights plus its KV for its positions, as the cost model counts a segment) */
+  edgeBytes?: number;
 }
 
 export interface Budgets {
@@ -59,6 +78,10 @@ export interface Problem {
   budgets: Budgets;
   candidates: Candidates;
   blockSize?: number;
+  /** draft proposers the plan may use (from the accuracy profile); none: no speculation */
+  speculation?: SpeculationProfile[];
+  /** most drafts per step the plan may choose */
+  maxDraft?: number;
 }
 
 export interface Prediction {
@@ -70,6 +93,8 @@ export interface Prediction {
   firstTokenMs: number;
   /** the prompt positions per prefill chunk that first-token time assumes */
   prefillChunk: number;
+  /** speculative decoding where it lowers the per-token latency (which `latency` then is) */
+  speculation?: { proposer: string; draftTokens: number; tokensPerRound: number; plainLatency: number };
 }
 
 export interface RankedPlan {

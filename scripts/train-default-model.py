@@ -310,6 +310,32 @@ def write_safetensors(path, tensors):
             f.write(b)
 
 
+def read_safetensors(torch, path):
+    """The float32 tensors of a safetensors file (what write_safetensors writes)."""
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, m in header.items():
+        if name == '__metadata__':
+            continue
+        if m['dtype'] != 'F32':
+            raise SystemExit(f'{path}: tensor {name} is {m["dtype"]}, only F32 packages can be loaded')
+        a, b = m['data_offsets']
+        out[name] = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).reshape(m['shape'])
+    return out
+
+
+def load_package(torch, pkg_dir):
+    """A splitllm package this script wrote, as a PyTorch model, and its config."""
+    manifest = json.load(open(os.path.join(pkg_dir, 'manifest.json')))
+    cfg = manifest['config']
+    model = build_model(torch, cfg)
+    model.load_state_dict(read_safetensors(torch, os.path.join(pkg_dir, manifest['weights'])), strict=True)
+    return model, cfg
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--corpus', default='../shared/fixtures/corpus/tinyshakespeare.txt')
@@ -331,6 +357,8 @@ def main():
     ap.add_argument('--seed', type=int, default=1337)
     ap.add_argument('--threads', type=int, default=os.cpu_count() or 1)
     ap.add_argument('--eval-every', type=int, default=500)
+    ap.add_argument('--teacher', help='distill from this package (same corpus, so the same tokenizer): the loss is KL(teacher || model) at temperature 1, so a draft model learns the teacher\'s distribution')
+    ap.add_argument('--init', help='start from this package\'s weights (same shape) instead of random ones')
     args = ap.parse_args()
 
     import torch
@@ -361,6 +389,19 @@ def main():
         'normEps': 1e-5, 'tiedEmbeddings': True, 'qkvBias': False, 'bosId': BOS, 'eosId': EOS,
     }
     model = build_model(torch, cfg)
+    if args.init:
+        init, init_cfg = load_package(torch, args.init)
+        if any(init_cfg[k] != cfg[k] for k in ('dim', 'nLayers', 'nHeads', 'nKvHeads', 'ffnDim', 'vocabSize')):
+            raise SystemExit(f'--init {args.init}: its shape differs from the one asked for')
+        model.load_state_dict(init.state_dict())
+        log(f'starting from the weights of {args.init}')
+    teacher = None
+    if args.teacher:
+        teacher, teacher_cfg = load_package(torch, args.teacher)
+        teacher.eval()
+        if json.load(open(os.path.join(args.teacher, 'tokenizer.json'), encoding='utf-8'))['model']['vocab'] != tok.json()['model']['vocab']:
+            raise SystemExit(f'--teacher {args.teacher}: its tokenizer is not the one this corpus gives')
+        log(f'distilling from {args.teacher} ({teacher_cfg["nLayers"]} layers, dim {teacher_cfg["dim"]})')
     n_params = sum(p.numel() for p in model.parameters())
     log(f'model: {n_params} parameters, {json.dumps({k: cfg[k] for k in ("dim", "nLayers", "nHeads", "nKvHeads", "ffnDim", "vocabSize", "maxSeq")})}')
 
@@ -378,7 +419,12 @@ def main():
         starts = torch.randint(0, len(data) - args.seq - 1, (args.batch,), generator=gen)
         x = torch.stack([data[s:s + args.seq] for s in starts])
         y = torch.stack([data[s + 1:s + args.seq + 1] for s in starts])
-        loss = F.cross_entropy(model(x).view(-1, args.vocab), y.view(-1))
+        if teacher is None:
+            loss = F.cross_entropy(model(x).view(-1, args.vocab), y.view(-1))
+        else:
+            with torch.no_grad():
+                target = F.log_softmax(teacher(x).view(-1, args.vocab), dim=-1)
+            loss = F.kl_div(F.log_softmax(model(x).view(-1, args.vocab), dim=-1), target, log_target=True, reduction='batchmean')
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -437,6 +483,8 @@ def main():
             'seed': args.seed, 'steps': args.steps, 'batch': args.batch, 'seq': args.seq, 'lr': args.lr,
             'torch': torch.__version__, 'threads': args.threads, 'trainSeconds': round(train_s, 1),
             'heldOutPpl': round(ppl, 4), 'heldOutTokens': n,
+            **({'teacher': os.path.basename(os.path.normpath(args.teacher))} if args.teacher else {}),
+            **({'init': os.path.basename(os.path.normpath(args.init))} if args.init else {}),
         },
     }
     with open(os.path.join(args.out, 'manifest.json'), 'w') as f:

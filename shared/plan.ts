@@ -22,6 +22,10 @@ export interface Plan {
   maxSeq: number;
   /** prompt positions per prefill message (the planner's choice for its prompt length) */
   prefillChunk?: number;
+  /** speculative decoding the planner chose (`--speculate` spec; a draft model's path is relative to the model's package) */
+  speculate?: string;
+  /** most drafts per step with `speculate` */
+  draftTokens?: number;
   predicted?: Record<string, number>;
 }
 
@@ -58,6 +62,8 @@ export function validatePlan(raw: unknown, where = 'plan', strategies?: readonly
     if (strategies && !strategies.includes(plan.strategy)) bad(`strategy "${plan.strategy}" is unknown (known: ${strategies.join(', ')})`);
   }
   if (raw['prefillChunk'] !== undefined) plan.prefillChunk = int('prefillChunk', (n) => n > 0, 'must be a positive integer');
+  if (raw['speculate'] !== undefined) plan.speculate = str('speculate', "a --speculate spec (ngram, early-exit, model:PATH)");
+  if (raw['draftTokens'] !== undefined) plan.draftTokens = int('draftTokens', (n) => n >= 1 && n <= 16, 'must be 1..16');
   if (raw['headBits'] !== undefined) plan.headBits = int('headBits', isWeightBits, bitsMsg);
   if (raw['blockSize'] !== undefined) plan.blockSize = int('blockSize', isBlockSize, `is not ${BLOCK_SIZES.join(', ')}`);
   const predicted = raw['predicted'];

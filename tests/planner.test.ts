@@ -1,7 +1,7 @@
 import { expect, it } from 'vitest';
 import { SYNTHETIC_PRESETS } from '../models/importers/synthetic.js';
 import { rng } from '../models/runtime/sampler.js';
-import { bestPrefillChunk, predict } from '../planner/cost.js';
+import { bestPrefillChunk, expectedTokens, predict } from '../planner/cost.js';
 import { coordinate, exhaustive } from '../planner/strategies/index.js';
 import { syntheticProblem } from '../planner/synthetic.js';
 
@@ -216,4 +216,46 @@ it('bandit over 300 simulated sessions with noisy latencies ends within 10% of t
   process.stderr.write(`[planner] bandit cumulative regret (ms, by session): ${curve.join(' ')}; final choice ${bandit.best()} (best ${truth.indexOf(bestTrue)})\n`);
   expect(total / 300).toBeLessThanOrEqual(1.1 * bestTrue);
   expect(bandit.best()).toBe(truth.indexOf(bestTrue));
+});
+
+it('speculation: a measured proposer lowers the predicted per-token latency by the expected tokens per round, within the memory budget; a poor one or a slow draft is not chosen', () => {
+  const pr = syntheticProblem(tiny, 4);
+  // a long round trip against a drafted position's cost (4 KB of fp16 at 10 MB/s, the layers' prefill share)
+  pr.link = { rttMs: 100, bytesPerSec: 10e6 };
+  const c = { split: 5, frontBits: 4, backBits: 8, codec: 'fp16', maxSeq: 256 };
+  const plain = predict(pr, c);
+  expect(plain.speculation).toBeUndefined();
+  const draft = { proposer: 'model:../draft', acceptance: 0.6, coverage: 1, draftMsPerToken: 0.3, edgeBytes: 4e6 };
+  pr.speculation = [draft];
+  pr.maxDraft = 4;
+  pr.budgets = { ...pr.budgets, edgeMemory: plain.memory + 5e6 };
+  const spec = predict(pr, c);
+  const s = spec.speculation!;
+  expect(s.proposer).toBe('model:../draft');
+  expect(s.plainLatency).toBeCloseTo(plain.latency, 9);
+  expect(s.tokensPerRound).toBeCloseTo(expectedTokens(0.6, s.draftTokens), 9);
+  expect(spec.latency).toBeLessThan(plain.latency / 1.2);
+  // the draft model's memory is the plan's too
+  expect(spec.memory).toBeCloseTo(plain.memory + 4e6, 0);
+  // it does not fit: no speculation, the plain prediction
+  pr.budgets = { ...pr.budgets, edgeMemory: plain.memory + 1e6 };
+  expect(predict(pr, c)).toEqual(plain);
+  pr.budgets = { ...pr.budgets, edgeMemory: plain.memory + 5e6 };
+  // acceptance 0, or a draft that costs more than a round trip: plain steps win
+  pr.speculation = [{ ...draft, acceptance: 0 }];
+  expect(predict(pr, c).speculation).toBeUndefined();
+  pr.speculation = [{ ...draft, draftMsPerToken: 1000 }];
+  expect(predict(pr, c).speculation).toBeUndefined();
+  // early exit counts only at the split it was measured at; ngram drafts only where it covers
+  pr.speculation = [{ proposer: 'early-exit', split: 3, acceptance: 0.9, coverage: 1, draftMsPerToken: 0 }];
+  expect(predict(pr, c).speculation).toBeUndefined();
+  pr.speculation = [{ proposer: 'ngram', acceptance: 0.9, coverage: 0.5, draftMsPerToken: 0 }];
+  const ngram = predict(pr, c).speculation!;
+  expect(ngram.tokensPerRound).toBeCloseTo(0.5 * expectedTokens(0.9, ngram.draftTokens) + 0.5, 9);
+  // and the strategies carry the choice into the plan
+  pr.speculation = [draft];
+  const best = exhaustive.solve(pr, 1).plans[0]!;
+  expect(best.plan.speculate).toBe('model:../draft');
+  expect(best.plan.draftTokens).toBe(best.predicted.speculation!.draftTokens);
+  expect(best.plan.predicted!['tokensPerRound']).toBeCloseTo(best.predicted.speculation!.tokensPerRound, 9);
 });

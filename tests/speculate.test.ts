@@ -11,7 +11,15 @@ import { ngramPropose } from '../edge/draft/ngram.js';
 import { DRAFT_SUPPORT, DraftModel } from '../edge/draft/model.js';
 import type { DraftProposer } from '../edge/draft/proposer.js';
 import { proposerFor } from '../edge/draft/registry.js';
-import { DEFAULT_DRAFT_DIR } from '../models/default-model.js';
+import { DEFAULT_DRAFT_DIR, DEFAULT_MODEL_DIR } from '../models/default-model.js';
+import { accuracyProfile } from '../planner/profiles.js';
+import type { SpeculationProfile } from '../planner/types.js';
+import { validatePlan } from '../shared/plan.js';
+import { cli, cliAsync } from './helpers/cli.js';
+import { calibrationContexts } from '../cli/calibration-io.js';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ModelPackage, openModel } from '../models/package.js';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { buildSegment } from '../models/onnx/segment.js';
@@ -403,4 +411,62 @@ describe('hostile drafts', () => {
     next = await edge.round([next]);
     expect(next).toBeGreaterThanOrEqual(0);
   });
+});
+
+describe('the planner chooses speculation', () => {
+  it('profile speculation measures every proposer; plan chooses the draft model on a slow link where it fits, and the edge runs with the plan\'s choice (same tokens)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'splitllm-spec-'));
+    const acc = join(dir, 'acc.json');
+    copyFileSync(join(DEFAULT_MODEL_DIR, 'accuracy-profile.json'), acc);
+    const text = join(dir, 'calib.txt');
+    writeFileSync(text, `${REPEAT}\n\nJULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\nDeny thy father and refuse thy name.\n\n`.repeat(3));
+    const m = cli(['profile', 'speculation', '--text', text, '--profile', acc, '--speculate', `ngram,early-exit,model:${DEFAULT_DRAFT_DIR}`, '--json']);
+    expect(m.code, m.stderr).toBe(0);
+    const entries = JSON.parse(m.stdout) as SpeculationProfile[];
+    // one per proposer, early exit once per inner split; the draft's path is relative to the model
+    expect(entries.map((e) => `${e.proposer}${e.split ?? ''}`)).toEqual(['ngram', 'early-exit1', 'early-exit2', 'early-exit3', 'early-exit4', 'early-exit5', 'model:../draft']);
+    for (const e of entries) {
+      expect(e.acceptance).toBeGreaterThanOrEqual(0);
+      expect(e.acceptance).toBeLessThanOrEqual(1);
+    }
+    const draft = entries[6]!;
+    expect(draft.draftMsPerToken).toBeGreaterThan(0);
+    const d = (await openModel(DEFAULT_DRAFT_DIR)).config;
+    // twice the draft's float32 weights and its KV for 256 positions (and its small tables: rotary angles)
+    const weights = 4 * (d.vocabSize * d.dim + d.nLayers * (2 * d.dim + d.dim * d.nHeads * d.headDim * 2 + 2 * d.dim * d.nKvHeads * d.headDim + 3 * d.dim * d.ffnDim) + d.dim);
+    const counted = 2 * (weights + d.maxSeq * d.nLayers * 2 * d.nKvHeads * d.headDim * 4);
+    expect(draft.edgeBytes).toBeGreaterThanOrEqual(counted);
+    expect(draft.edgeBytes).toBeLessThan(counted * 1.02);
+    // the profile now holds them, and the accuracy profile reader takes them
+    expect(accuracyProfile(JSON.parse(readFileSync(acc, 'utf8')), acc, (await defaultModel()).hash).speculation).toHaveLength(7);
+    // on a 256 kbit/s, 30 ms link with room for the draft: the plan drafts with it
+    const out = join(dir, 'plan.json');
+    const base = ['plan', '--accuracy-profile', acc, '--bandwidth', '256kbit', '--rtt', '30ms', '--latency', '200ms', '--max-ppl-increase', '3%'];
+    const p = cli([...base, '--edge-memory', '8MB', '--json', '--out', out]);
+    expect(p.code, p.stderr).toBe(0);
+    const plan = validatePlan((JSON.parse(p.stdout) as { plan: unknown }).plan);
+    expect(plan.speculate).toBe('model:../draft');
+    expect(plan.draftTokens).toBeGreaterThanOrEqual(1);
+    expect(plan.predicted!['latency']).toBeLessThan(plan.predicted!['plainLatency']!);
+    // too little memory for the draft: not the draft; --speculate off: plain steps
+    const tight = validatePlan((JSON.parse(cli([...base, '--edge-memory', '3MB', '--json']).stdout) as { plan: unknown }).plan);
+    expect(tight.speculate).not.toBe('model:../draft');
+    expect(validatePlan((JSON.parse(cli([...base, '--edge-memory', '8MB', '--speculate', 'off', '--json']).stdout) as { plan: unknown }).plan).speculate).toBeUndefined();
+    // the edge takes the plan's proposer (its path from the model's directory) unless told otherwise (the CLI runs
+    // asynchronously: the cloud is in this process)
+    const pkg = await defaultModel();
+    const server = await startCloud(pkg, { calibration: calibrationContexts({}, pkg) });
+    try {
+      const cloud = server.url.replace(/^http/, 'ws');
+      const e = await cliAsync(['edge', '--cloud', cloud, '--plan', out, '--prompt', 'ROMEO:', '--max-tokens', '24', '--temperature', '0', '--json']);
+      expect(e.code, e.stderr).toBe(0);
+      const spec = JSON.parse(e.stdout) as { tokens: number[]; stats: { speculation?: { proposer: string; draftSteps: number } } };
+      expect(spec.stats.speculation?.proposer).toBe(`model:${join(DEFAULT_MODEL_DIR, '../draft')}`);
+      const off = JSON.parse((await cliAsync(['edge', '--cloud', cloud, '--plan', out, '--prompt', 'ROMEO:', '--max-tokens', '24', '--temperature', '0', '--speculate', 'off', '--json'])).stdout) as { tokens: number[]; stats: { speculation?: unknown } };
+      expect(off.stats.speculation).toBeUndefined();
+      expect(spec.tokens).toEqual(off.tokens);
+    } finally {
+      await server.close();
+    }
+  }, 180_000);
 });

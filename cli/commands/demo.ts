@@ -44,8 +44,8 @@ export const demoCommand = defineCommand({
     rtt: opt.duration({ default: 30, defaultText: '30ms', description: "the device link's round trip, emulated on loopback" }),
     loopback: opt.flag({ description: 'no emulated link: plan for and run over plain loopback (measured)' }),
     split: opt.int({ short: 's', description: 'fix the split point; the planner chooses the rest', valueName: 'K' }),
-    speculate: opt.string({ default: 'off', description: `speculative decoding on the edge, verified by the cloud: ${PROPOSERS.map((p) => p.name).join(', ')} or off`, valueName: 'PROPOSER' }),
-    'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, default: 4, description: 'most tokens drafted per step with --speculate' }),
+    speculate: opt.string({ description: `speculative decoding on the edge, verified by the cloud: ${PROPOSERS.map((p) => p.name).join(', ')} (model:PATH) or off`, valueName: 'PROPOSER', defaultText: "the plan's choice" }),
+    'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, description: 'most tokens drafted per step with --speculate', defaultText: "the plan's, else 4" }),
     'accuracy-profile': opt.string({ description: 'accuracy profile of --model', valueName: 'F', defaultText: `${ACCURACY_PROFILE_FILE} in the model's directory` }),
     ...calibrationOption,
     threads: opt.int({ min: 1, description: 'onnxruntime intra-op threads of each segment, edge and cloud (idle workers stop spinning when a run returns)', defaultText: 'the cores this process may use' }),
@@ -111,7 +111,8 @@ export const demoCommand = defineCommand({
       }
       const best: RankedPlan = result.plans[0]!;
       const plan = best.plan;
-      say(`plan: split ${plan.split} of ${c.nLayers}, weights ${plan.frontBits}-bit on the edge / ${plan.backBits}-bit in the cloud, codec ${plan.codec} (${result.evaluated} configurations searched)`);
+      const drafting = plan.speculate ? `, speculation ${plan.speculate} (≤ ${plan.draftTokens} drafts, ${best.predicted.speculation?.tokensPerRound.toFixed(2)} tokens per round predicted)` : '';
+      say(`plan: split ${plan.split} of ${c.nLayers}, weights ${plan.frontBits}-bit on the edge / ${plan.backBits}-bit in the cloud, codec ${plan.codec}${drafting} (${result.evaluated} configurations searched)`);
 
       const linearFor =
         plan.frontBits === 32 && plan.backBits === 32
@@ -125,8 +126,10 @@ export const demoCommand = defineCommand({
       await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), { breakIds: [c.eosId] });
-      const proposer = await proposerFor(v.speculate, { pkg, threads: v.threads });
-      const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(v), stopIds: [], onToken: (id) => stream.push(id), ...(proposer ? { speculate: { proposer, maxDraft: v['draft-tokens'] } } : {}) });
+      // the plan's speculation unless --speculate says otherwise (a plan's draft path is relative to the model)
+      const proposer = await proposerFor(v.speculate ?? plan.speculate ?? 'off', { pkg, threads: v.threads, ...(v.speculate === undefined ? { baseDir: modelPath(v) } : {}) });
+      const maxDraft = v['draft-tokens'] ?? plan.draftTokens ?? 4;
+      const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(v), stopIds: [], onToken: (id) => stream.push(id), ...(proposer ? { speculate: { proposer, maxDraft } } : {}) });
       await proposer?.release?.();
       const text = stream.finish();
       const fp16Wire = c.dim * 2 + (r.stats.decode.wireBytes - r.stats.decode.payloadBytes);

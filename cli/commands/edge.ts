@@ -9,7 +9,7 @@ import { MAX_DRAFT } from '../../shared/protocol/index.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
 import { startEdgeService } from '../../edge/service.js';
 import { SplitBandit } from '../../planner/bandit.js';
-import { cloudOptions, generationOptions, modelOptions, openModelOption, promptOf, readJsonFile, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
+import { cloudOptions, generationOptions, modelOptions, modelPath, openModelOption, promptOf, readJsonFile, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
 import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
@@ -23,8 +23,8 @@ function resplitItem(part: string): { afterTokens: number; split: number } {
 
 /** What both `edge` and `edge serve` take: the model, the cloud and the plan. */
 const planOptions = {
-  speculate: opt.string({ default: 'off', description: `speculative decoding: draft tokens on the edge, verified by the cloud in one pass (same output): ${PROPOSERS.map((p) => `${p.name} (${p.summary})`).join('; ')}; off`, valueName: 'PROPOSER' }),
-  'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, default: 4, description: 'most tokens drafted per step with --speculate (the length adapts below it)' }),
+  speculate: opt.string({ description: `speculative decoding: draft tokens on the edge, verified by the cloud in one pass (same output): ${PROPOSERS.map((p) => `${p.name} (${p.summary})`).join('; ')}; off`, valueName: 'PROPOSER', defaultText: "the plan's choice (--plan; a draft model's path there is relative to the model), else off" }),
+  'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, description: 'most tokens drafted per step with --speculate (the length adapts below it)', defaultText: "the plan's, else 4" }),
   ...modelOptions,
   ...cloudOptions,
   plan: opt.string({ description: 'plan file (split, weight bits, codecs, max sequence); the flags below override it', valueName: 'FILE' }),
@@ -131,7 +131,7 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
   const { text: prompt, ids: promptIds, maxTokens } = promptOf(pkg, v, r0.maxSeq);
   const stream = tokenPrinter(pkg, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
   const r = await runEdge(pkg, {
-      speculate: await speculationOf(v, pkg),
+      speculate: await speculationOf(v, pkg, r0.plan),
       url: r0.url,
       split,
       codec: r0.codec,
@@ -178,10 +178,15 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
   return s.interrupted ? 130 : 0;
 }
 
-/** --speculate / --draft-tokens as the agent's speculation (undefined: off). */
-async function speculationOf(v: { speculate: string; 'draft-tokens': number; threads?: number }, pkg: ModelPackage): Promise<{ proposer: DraftProposer; maxDraft: number } | undefined> {
-  const proposer = await proposerFor(v.speculate, { pkg, threads: v.threads });
-  return proposer ? { proposer, maxDraft: v['draft-tokens'] } : undefined;
+/** --speculate / --draft-tokens, else the plan's choice, as the agent's speculation (undefined: off). */
+async function speculationOf(
+  v: { speculate?: string; 'draft-tokens'?: number; threads?: number; model?: string },
+  pkg: ModelPackage,
+  plan: Plan | undefined,
+): Promise<{ proposer: DraftProposer; maxDraft: number } | undefined> {
+  const fromPlan = v.speculate === undefined && plan?.speculate !== undefined;
+  const proposer = await proposerFor(v.speculate ?? plan?.speculate ?? 'off', { pkg, threads: v.threads, ...(fromPlan ? { baseDir: modelPath(v) } : {}) });
+  return proposer ? { proposer, maxDraft: v['draft-tokens'] ?? plan?.draftTokens ?? 4 } : undefined;
 }
 
 const serveOptions = {
@@ -227,7 +232,7 @@ const serveCommand = defineCommand({
       maxSeq: r.maxSeq,
       maxConcurrent: v['max-concurrent'],
       threads: v.threads,
-      speculate: await speculationOf(v, r.pkg),
+      speculate: await speculationOf(v, r.pkg, r.plan),
     });
     const service = await startEdgeService(agent, { host: v.host, port: v.port, modelId: v['model-id'], log: v.log });
     const reachable = await agent.cloudReachable();

@@ -6,16 +6,22 @@ import { measureBaseline, measureCompute } from '../../planner/measure.js';
 import { accuracyProfile, computeProfile, linkProfile, profileBits } from '../../planner/profiles.js';
 import { plannerStrategy, PLANNER_STRATEGIES } from '../../planner/strategies/index.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
-import type { ComputeProfile, LinkProfile } from '../../planner/types.js';
+import type { ComputeProfile, LinkProfile, Prediction } from '../../planner/types.js';
 import { modelOptions, modelPath, openModelOption, readJsonFile } from '../common.js';
 import { defineCommand, opt } from '../options.js';
+
+/** A plan's speculation as the table shows it: proposer, drafts, tokens per round, the plain latency it beats. */
+function speculationText(p: Prediction): string {
+  const s = p.speculation;
+  return s ? `${s.proposer} ≤${s.draftTokens} drafts, ${s.tokensPerRound.toFixed(2)} tokens/round (plain ${s.plainLatency.toFixed(1)} ms)` : 'off';
+}
 
 export const planCommand = defineCommand({
   name: 'plan',
   summary:
     "Picks the split point, weight bits, codec and longest sequence that fit the device. It uses measured profiles (this machine's, measured now, when --edge-profile and --cloud-profile are not given), a memory budget for the model on the edge, a per-token latency budget and an accuracy budget; it prints the chosen plan, the runners-up and the tight constraint, or says which budget binds and how far to relax it (exit 3).",
   usage:
-    'splitllm plan [--model M] [--edge-profile F --cloud-profile F] [--accuracy-profile F] (--link-profile F | --bandwidth 10mbit --rtt 40ms) --edge-memory 40MB --latency 150ms [--max-ppl-increase 1%] [--prompt-tokens N] [--strategy exhaustive|coordinate] [--json] [--out plan.json]',
+    'splitllm plan [--model M] [--edge-profile F --cloud-profile F] [--accuracy-profile F] (--link-profile F | --bandwidth 10mbit --rtt 40ms) --edge-memory 40MB --latency 150ms [--max-ppl-increase 1%] [--prompt-tokens N] [--strategy exhaustive|coordinate] [--speculate auto|off] [--json] [--out plan.json]',
   examples: [
     'splitllm plan --bandwidth 1mbit --rtt 40ms --edge-memory 3MB --latency 100ms --max-ppl-increase 2%',
     'splitllm plan --edge-profile edge.json --cloud-profile cloud.json --link-profile link.json --edge-memory 40MB --latency 100ms --out plan.json',
@@ -34,6 +40,8 @@ export const planCommand = defineCommand({
     'max-ppl-increase': opt.percent({ default: 0.01, defaultText: '1%', description: 'accuracy budget (ppl increase against float32)' }),
     'prompt-tokens': opt.int({ min: 1, description: 'the plan must hold this many positions; the time to first token is predicted for a prompt this long' }),
     strategy: opt.choice({ choices: PLANNER_STRATEGIES.map((s) => s.name), default: 'exhaustive', description: 'planning strategy' }),
+    speculate: opt.choice({ choices: ['auto', 'off'], default: 'auto', description: "auto: predict speculative decoding with the proposers the accuracy profile measured ('splitllm profile speculation') and choose it where it lowers the per-token latency; off: plain steps only" }),
+    'draft-tokens': opt.int({ min: 1, max: 16, default: 4, description: 'most drafts per step the plan may choose' }),
     'min-split': opt.int({ default: 1, description: 'lowest split to consider; at 0 the edge would send token embeddings, which give the prompt away' }),
     json: opt.flag({ description: 'print {"plan":…,"alternatives":[…]} (or {"infeasible":…})' }),
     out: opt.string({ description: 'write the plan file that splitllm edge --plan reads', valueName: 'FILE' }),
@@ -71,7 +79,7 @@ export const planCommand = defineCommand({
       { ...pkg.config, hash },
       { edge, cloud, link, accuracy },
       { edgeMemory: v['edge-memory'] + runtime, latencyMs: v.latency, maxPplIncrease: v['max-ppl-increase'], minSeq: v['prompt-tokens'], promptTokens: v['prompt-tokens'] },
-      { minSplit: v['min-split'] },
+      { minSplit: v['min-split'], speculate: v.speculate === 'auto', maxDraft: v['draft-tokens'] },
     );
     const r = strategy.solve(problem, 5);
     if (r.infeasible) {
@@ -92,11 +100,11 @@ export const planCommand = defineCommand({
       return;
     }
     process.stdout.write(`memory below is the whole edge process: the model's share plus the runtime's ${(runtime / 1e6).toFixed(1)} MB\n`);
-    process.stdout.write('split  front/back bits  codec                  max seq   memory MB   latency ms   first token ms   ppl change   tight\n');
+    process.stdout.write('split  front/back bits  codec                  max seq   memory MB   latency ms   first token ms   ppl change   tight      speculation\n');
     for (const p of r.plans) {
       const q = p.plan;
       process.stdout.write(
-        `${String(q.split).padStart(5)}  ${`${q.frontBits}/${q.backBits}`.padStart(15)}  ${q.codec.padEnd(22)} ${String(q.maxSeq).padStart(7)} ${(p.predicted.memory / 1e6).toFixed(1).padStart(11)} ${p.predicted.latency.toFixed(1).padStart(12)} ${p.predicted.firstTokenMs.toFixed(1).padStart(16)} ${((100 * p.predicted.accuracy).toFixed(2) + '%').padStart(12)}   ${p.tight}\n`,
+        `${String(q.split).padStart(5)}  ${`${q.frontBits}/${q.backBits}`.padStart(15)}  ${q.codec.padEnd(22)} ${String(q.maxSeq).padStart(7)} ${(p.predicted.memory / 1e6).toFixed(1).padStart(11)} ${p.predicted.latency.toFixed(1).padStart(12)} ${p.predicted.firstTokenMs.toFixed(1).padStart(16)} ${((100 * p.predicted.accuracy).toFixed(2) + '%').padStart(12)}   ${p.tight.padEnd(9)}  ${speculationText(p.predicted)}\n`,
       );
     }
     if (v.out) process.stdout.write(`wrote ${v.out}\n`);

@@ -1,6 +1,8 @@
 import { cpus } from 'node:os';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { relative, resolve } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
+import { isPlainMap } from '../../shared/fields.js';
 import { measureBaseline, measureCompute } from '../../planner/measure.js';
 import { measureLink } from '../../edge/measure-link.js';
 import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
@@ -9,7 +11,10 @@ import { Pipeline } from '../../models/runtime/pipeline.js';
 import { WireMeter } from '../../quantization/activations/meter.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
-import { caOf, cloudOptions, modelOptions, openModelOption, sessionUrl, tokenOf } from '../common.js';
+import { caOf, cloudOptions, modelOptions, modelPath, openModelOption, readJsonFile, sessionUrl, tokenOf } from '../common.js';
+import { DraftModel } from '../../edge/draft/model.js';
+import { measureSpeculation, type MeasuredDraftModel } from '../../planner/measure-speculation.js';
+import { accuracyProfile } from '../../planner/profiles.js';
 import { commandGroup, defineCommand, items, opt } from '../options.js';
 
 /** Fewest predicted tokens for an accuracy profile: over fewer, ppl changes of a few tenths of a percent are noise. */
@@ -132,8 +137,61 @@ const accuracyCommand = defineCommand({
   },
 });
 
+const speculationCommand = defineCommand({
+  name: 'speculation',
+  summary:
+    "Measures how often each draft proposer's next token is the model's greedy one (teacher-forced on calibration text; the model's own output drafts better, so this is a floor), and a draft model's decode time, and adds it to an accuracy profile: 'splitllm plan' then predicts speculative decoding and may choose it. A draft model's path is recorded relative to the model's package.",
+  usage: 'splitllm profile speculation --model M --text CALIB.txt --profile ACCURACY.json [--speculate ngram,early-exit,model:PATH] [--windows 60] [--json]',
+  examples: [
+    'splitllm profile speculation --text train.txt --profile models/default/accuracy-profile.json --speculate ngram,early-exit,model:models/draft',
+    'splitllm profile speculation --model models/stories260K --text tinystories_calib.txt --profile acc.json --speculate ngram,early-exit',
+  ],
+  options: {
+    ...modelOptions,
+    text: opt.file({ required: true, description: 'calibration text' }),
+    profile: opt.string({ required: true, description: "accuracy profile to add the measurement to ('splitllm profile accuracy'); rewritten in place", valueName: 'F' }),
+    speculate: opt.list({ item: items.string, default: ['ngram', 'early-exit'], description: 'proposers to measure: ngram, early-exit, model:PATH' }),
+    windows: opt.int({ min: 1, default: 60, description: 'windows of the text to use' }),
+    json: opt.flag({ description: 'print the measured entries as JSON' }),
+  },
+  async run(v) {
+    const pkg = await openModelOption(v);
+    const raw = readJsonFile(v.profile, 'accuracy profile', "make one with 'splitllm profile accuracy'");
+    accuracyProfile(raw, v.profile, pkg.hash); // the boundary: a profile of this model
+    if (/eval/i.test(v.text)) process.stderr.write(`warning: ${v.text} looks like an evaluation text; profile on calibration data only\n`);
+    const drafts: MeasuredDraftModel[] = [];
+    let ngram = false;
+    let earlyExit = false;
+    for (const spec of v.speculate) {
+      if (spec === 'ngram') ngram = true;
+      else if (spec === 'early-exit') earlyExit = true;
+      else if (spec.startsWith('model:')) {
+        const path = spec.slice('model:'.length);
+        const draft = await DraftModel.create(path, pkg); // the same checks as --speculate
+        await draft.release();
+        drafts.push({ proposer: `model:${relative(resolve(modelPath(v)), resolve(path))}`, pkg: draft.pkg });
+      } else throw new SplitLLMError('E_USAGE', `--speculate ${spec}: measure ngram, early-exit or model:PATH`);
+    }
+    const maxSeq = Math.min(pkg.config.maxSeq, ...drafts.map((d) => d.pkg.config.maxSeq));
+    const windows = pplWindows(pkg.tokenizer(), readFileSync(v.text, 'utf8'))
+      .slice(0, v.windows)
+      .map((w) => w.slice(0, maxSeq));
+    const entries = await measureSpeculation(pkg, windows, { ngram, earlyExit, drafts, onProgress: (m) => process.stderr.write(m + '\n') });
+    const data = isPlainMap(raw) ? raw['data'] : undefined;
+    if (!isPlainMap(raw) || !isPlainMap(data)) throw new SplitLLMError('E_BAD_CONFIG', `${v.profile}: not an accuracy profile`);
+    writeFileSync(v.profile, JSON.stringify({ ...raw, data: { ...data, speculation: entries } }, null, 2) + '\n');
+    if (v.json) process.stdout.write(JSON.stringify(entries) + '\n');
+    else {
+      for (const e of entries) {
+        process.stdout.write(`${(e.proposer + (e.split !== undefined ? ` (split ${e.split})` : '')).padEnd(28)} acceptance ${(100 * e.acceptance).toFixed(1)}%, coverage ${(100 * e.coverage).toFixed(1)}%${e.draftMsPerToken ? `, ${e.draftMsPerToken.toFixed(2)} ms per drafted token` : ''}\n`);
+      }
+      process.stdout.write(`added to ${v.profile} (${windows.length} windows)\n`);
+    }
+  },
+});
+
 export const profileCommand = commandGroup({
   name: 'profile',
-  summary: 'Measures what the planner needs. Subcommands: device (compute and memory of this machine), link (round trip and throughput to a cloud), accuracy (ppl change per configuration).',
-  subcommands: [deviceCommand, linkCommand, accuracyCommand],
+  summary: 'Measures what the planner needs. Subcommands: device (compute and memory of this machine), link (round trip and throughput to a cloud), accuracy (ppl change per configuration), speculation (how often draft proposers are right).',
+  subcommands: [deviceCommand, linkCommand, accuracyCommand, speculationCommand],
 });

@@ -10,6 +10,7 @@
  * (`draft.q`): the cloud's acceptance test uses that same q, so the output is the target's distribution.
  */
 import { existsSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { DRAFT_Q_SCALE } from '../../shared/protocol/index.js';
 import { linearFor } from '../../models/onnx/linear.js';
@@ -134,7 +135,8 @@ export const modelProposer: ProposerDefinition = {
     if (!arg) throw new SplitLLMError('E_USAGE', '--speculate model needs the draft package: --speculate model:PATH (e.g. model:models/draft)');
     if (!ctx) throw new SplitLLMError('E_USAGE', '--speculate model needs the model: the draft must share its tokenizer');
     const at = arg.lastIndexOf('@');
-    const path = at > 0 ? arg.slice(0, at) : arg;
+    const given = at > 0 ? arg.slice(0, at) : arg;
+    const path = ctx.baseDir && !isAbsolute(given) ? join(ctx.baseDir, given) : given;
     const bits = at > 0 ? Number(arg.slice(at + 1)) : 32;
     if (![2, 3, 4, 8, 16, 32].includes(bits)) throw new SplitLLMError('E_USAGE', `--speculate model:${arg}: the draft's weight bits must be one of 2, 3, 4, 8, 16, 32`);
     return DraftModel.create(path, ctx.pkg, bits, ctx.threads);

@@ -37,6 +37,8 @@ export interface DraftProposer {
 export interface ProposerContext {
   pkg: ModelPackage;
   threads?: number;
+  /** where a relative draft-model path is taken from (a plan's or profile's: the model's package); default the working directory */
+  baseDir?: string;
 }
 
 export interface ProposerDefinition {
