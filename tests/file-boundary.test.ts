@@ -65,7 +65,14 @@ describe('profiles', () => {
   const acc = json(ACCURACY_PROFILE_FILE);
   const model = (acc['data'] as { model: string }).model;
   it('the default accuracy profile parses to the same tables', () => {
-    expect(accuracyProfile(acc, 'a', model)).toEqual({ model, weights: (acc['data'] as any).weights, codecs: (acc['data'] as any).codecs });
+    expect(accuracyProfile(acc, 'a', model)).toEqual({ model, weights: (acc['data'] as any).weights, codecs: (acc['data'] as any).codecs, speculation: (acc['data'] as any).speculation });
+  });
+  it('a speculation entry with an acceptance past 1 or without a proposer is refused', () => {
+    const entry = { proposer: 'ngram', acceptance: 0.5, coverage: 0.1, draftMsPerToken: 0 };
+    const bad = (e: unknown) => userErrorOf(() => accuracyProfile({ ...acc, data: { ...(acc['data'] as object), speculation: [e] } }, 'a.json', model)).message;
+    expect(bad({ ...entry, acceptance: 1.5 })).toMatch(/a\.json: speculation\[0\]: acceptance 1\.5 is outside 0\.\.1/);
+    expect(bad({ ...entry, proposer: undefined })).toMatch(/speculation\[0\]: proposer must be/);
+    expect(bad('ngram')).toMatch(/speculation\[0\]: must be a map/);
   });
   it('a codec entry without numbers and a compute profile with a string latency are refused', () => {
     const data = { ...(acc['data'] as object), codecs: { '0/fp16': { pplIncrease: 'low' } } };
