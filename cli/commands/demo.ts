@@ -156,7 +156,10 @@ function summary(plan: RankedPlan['plan'], best: RankedPlan, s: EdgeStats, nLaye
     ['bytes/token up', `${d.wireBytes.toFixed(0)} B (hidden state ${d.payloadBytes.toFixed(0)} B) vs ${fp16Wire.toFixed(0)} B as float16: ${(fp16Wire / d.wireBytes).toFixed(2)}× smaller`],
     ['speed', `${s.tokens} tokens in ${s.seconds.toFixed(2)} s: ${s.tokensPerSec.toFixed(1)} tokens/s; first token after ${s.prefill.firstTokenMs.toFixed(0)} ms (${best.predicted.firstTokenMs.toFixed(0)} ms predicted, ${s.prefill.tokens} prompt positions)`],
     ...(s.speculation ? [['speculation', `${s.speculation.proposer}: ${s.speculation.tokensPerRound.toFixed(2)} tokens per round trip, ${(s.speculation.acceptance * 100).toFixed(0)}% of ${s.speculation.drafted} drafts accepted`] as [string, string]] : []),
-    ['latency/token', `${total.toFixed(1)} ms measured (${best.predicted.latency.toFixed(1)} ms predicted) over ${d.steps} decode steps`],
+    // with speculation a decode step (a round trip) yields tokensPerRound tokens; without, the plan's plain prediction is the one to compare
+    ['latency/token', s.speculation
+      ? `${(total / Math.max(1, s.speculation.tokensPerRound)).toFixed(1)} ms measured (${best.predicted.latency.toFixed(1)} ms predicted): ${total.toFixed(1)} ms per round trip over ${d.steps} rounds`
+      : `${total.toFixed(1)} ms measured (${(best.predicted.speculation?.plainLatency ?? best.predicted.latency).toFixed(1)} ms predicted) over ${d.steps} decode steps`],
     ['  edge', `${d.edgeMs.toFixed(2)} ms (${pct(d.edgeMs)})  embedding + ${plan.split} layers + encode`],
     ['  network', `${d.networkMs.toFixed(2)} ms (${pct(d.networkMs)})  link + framing + queueing`],
     ['  cloud', `${d.cloudMs.toFixed(2)} ms (${pct(d.cloudMs)})  decode + ${nLayers - plan.split} layers + LM head + sampling`],

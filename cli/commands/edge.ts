@@ -103,6 +103,7 @@ const edgeRunCommand = defineCommand({
     'splitllm edge --cloud ws://cloud.example:8080 --token "$SECRET" --plan plan.json --prompt-file prompt.txt',
     'splitllm edge --cloud ws://127.0.0.1:8080 --split 4 --codec ts-tabq --edge-memory 2MB --json --prompt "JULIET:"',
     'splitllm edge --cloud ws://127.0.0.1:8080 --split 3 --speculate ngram --draft-tokens 6 --prompt-file scene.txt',
+    'splitllm edge --cloud ws://127.0.0.1:8080 --split 3 --codec ts-tabq --speculate model:models/draft --prompt ROMEO:',
   ],
   options: edgeOptions,
   async run(v) {
