@@ -28,7 +28,7 @@ export const demoCommand = defineCommand({
   summary:
     "Shows the whole pipeline on this machine. It measures the machine, asks the planner for a plan that fits a small device's budgets, starts a cloud server and an edge agent on loopback (through an emulated device link), streams the generated text and ends with a summary: the plan, bytes per token against float16, tokens/s and where the time went.",
   usage: 'splitllm demo [--prompt P] [--max-tokens N] [--edge-memory 3MB] [--latency 100ms] [--max-ppl-increase 3%] [--bandwidth 256kbit] [--rtt 30ms | --loopback] [--split K] [--json]',
-  examples: ['splitllm demo', 'splitllm demo --speculate ngram', 'splitllm demo --prompt "JULIET:" --edge-memory 2MB --bandwidth 1mbit --rtt 40ms', 'splitllm demo --loopback --split 3 --json'],
+  examples: ['splitllm demo', 'splitllm demo --edge-memory 8MB   # room for the draft model: the plan speculates with it', 'splitllm demo --speculate ngram', 'splitllm demo --prompt "JULIET:" --edge-memory 2MB --bandwidth 1mbit --rtt 40ms', 'splitllm demo --loopback --split 3 --json'],
   options: {
     ...modelOptions,
     ...generationOptions,
