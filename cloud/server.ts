@@ -8,6 +8,7 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createHttpsServer } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import { SplitLLMError } from '../shared/errors.js';
+import { registerWebEdge } from './web-edge.js';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
@@ -67,6 +68,8 @@ export interface CloudOptions {
   headersTimeoutMs?: number;
   /** serve https/wss with this certificate chain and private key (PEM) */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** serve the browser edge at /edge/ (cloud/web-edge.ts): a page that runs the front segment and connects back here */
+  webEdge?: boolean;
 }
 
 export interface CloudServer {
@@ -121,6 +124,11 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   app.get('/v1/models', async () => ({
     models: [{ id: pkg.manifest.name, hash: pkg.hash, layers: c.nLayers, dim: c.dim, vocab: c.vocabSize, maxSeq: c.maxSeq, precisions: [...WEIGHT_BITS] }],
   }));
+  if (opts.webEdge) {
+    // a page cannot put a bearer token on its WebSocket upgrade
+    if (tenants.enabled) throw new SplitLLMError('E_USAGE', '--web-edge serves a page that connects without a bearer token: run that cloud without --token/--tenants (put your own authenticating proxy in front of it)');
+    registerWebEdge(app, pkg, { calibration: opts.calibration?.calibration });
+  }
   app.get('/metrics', async (_req, reply) => {
     reply.type(metrics.contentType);
     return metrics.text();

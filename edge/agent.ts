@@ -11,7 +11,9 @@ import { DraftLength } from './draft/adaptive.js';
 import { Sampler } from '../models/runtime/sampler.js';
 import type { SparseDistribution } from '../models/runtime/verify.js';
 import type { Connector } from '../shared/transport/channel.js';
+import type { ModelConfig } from '../models/manifest.js';
 import type { ModelPackage } from '../models/package.js';
+import type { TextTokenizer } from '../models/tokenizer/tokenizer.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { codecAtSplit, createCodec, type CodecEnv } from '../quantization/activations/registry.js';
@@ -27,6 +29,29 @@ import { resplitFront } from './resplit.js';
  * 64 115 / 71–78, chunks of 32 109–112 / 68–71; on loopback chunks of 32 cost 2–3 ms more than one message.
  */
 export const DEFAULT_PREFILL_CHUNK = 32;
+
+/**
+ * What the token loop needs of the model: its shape, the weights' hash the hello carries and the
+ * tokenizer. A ModelPackage is one; the browser edge makes one from what the cloud serves (its front
+ * segments come through `fronts`).
+ */
+export interface EdgeModel {
+  readonly config: ModelConfig;
+  readonly hash: string;
+  tokenizer(): TextTokenizer;
+}
+
+/** One round of the token loop as it happened: the prompt's (`prefill`) or a decode step's. */
+export interface StepTiming {
+  prefill: boolean;
+  /** tokens it produced (more than one when drafts stood) */
+  tokens: number;
+  edgeMs: number;
+  networkMs: number;
+  cloudMs: number;
+  /** bytes it sent up, frames included */
+  bytesUp: number;
+}
 
 export interface EdgeOptions {
   url: string;
@@ -46,6 +71,8 @@ export interface EdgeOptions {
   /** onnxruntime intra-op threads of the front segment built for this run (default: $SPLITLLM_THREADS, else the usable cores) */
   threads?: number;
   onToken?: (id: number) => void;
+  /** told after every round (the prompt's and each step's), for live statistics */
+  onStep?: (s: StepTiming) => void;
   /** move the split after this many generated tokens (KV of the moving layers is streamed) */
   resplits?: { afterTokens: number; split: number }[];
   /** codec of streamed KV (fp32: lossless) */
@@ -160,7 +187,7 @@ export interface EdgeStats {
   speculation?: { proposer: string; draftSteps: number; drafted: number; accepted: number; acceptance: number; tokensPerRound: number };
 }
 
-export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ tokens: number[]; stats: EdgeStats }> {
+export async function runEdge(pkg: ModelPackage | EdgeModel, o: EdgeOptions): Promise<{ tokens: number[]; stats: EdgeStats }> {
   const c = pkg.config;
   if (!Number.isInteger(o.split) || o.split < 0 || o.split > c.nLayers) {
     throw new SplitLLMError('E_SPLIT_RANGE', `split ${o.split} is out of range for a model with ${c.nLayers} layers: use 0..${c.nLayers}`);
@@ -178,7 +205,9 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
   let split = atStart === undefined ? o.split : splitWithinBudget(c, frontBits, atStart, ids.length + 1, o.split);
   const startSplit = split;
   let codec = codecAtSplit(o.codec ?? 'fp32', split, o.codecEnv);
-  const fronts: FrontSource = o.fronts ?? ((k) => SegmentRuntime.create(pkg, 0, k, { embed: true, head: false, linearFor: o.linearFor, threads: o.threads }));
+  const own = 'weights' in pkg ? pkg : undefined;
+  const fronts: FrontSource | undefined = o.fronts ?? (own && ((k) => SegmentRuntime.create(own, 0, k, { embed: true, head: false, linearFor: o.linearFor, threads: o.threads })));
+  if (!fronts) throw new SplitLLMError('E_USAGE', 'a model without its weights here (the browser edge) runs its front segments through `fronts`');
   let front = await fronts(split);
   let finish: FinishReason = 'length';
   const resplits = [...(o.resplits ?? [])].sort((a, b) => a.afterTokens - b.afterTokens);
@@ -384,6 +413,7 @@ export async function runEdge(pkg: ModelPackage, o: EdgeOptions): Promise<{ toke
         dec.payloadBytes += payload.byteLength;
         dec.wireBytes += sent;
       } else firstTokenMs = e2 - t0;
+      o.onStep?.({ prefill: !isStep, tokens: got.length, edgeMs: e1 - e0, networkMs: e2 - e1 - t.cloudMs, cloudMs: t.cloudMs, bytesUp: sent });
       out.push(...got);
       const last = done || out.length >= o.maxTokens || o.signal?.aborted || got.length === 0;
       // every token but the newest is final now; the newest is handed on once the next step is out

@@ -5,7 +5,7 @@
  * and a new front segment holding the KV the edge now owns.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import type { ModelPackage } from '../models/package.js';
+import type { EdgeModel } from './agent.js';
 import type { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import type { Codec } from '../quantization/activations/codec.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
@@ -17,7 +17,7 @@ export interface ResplitResult {
   bytes: number;
 }
 
-export async function resplitFront(pkg: ModelPackage, link: CloudConnection, front: SegmentRuntime, to: number, kvCodec: Codec, fronts: (split: number) => Promise<SegmentRuntime>): Promise<ResplitResult> {
+export async function resplitFront(pkg: EdgeModel, link: CloudConnection, front: SegmentRuntime, to: number, kvCodec: Codec, fronts: (split: number) => Promise<SegmentRuntime>): Promise<ResplitResult> {
   const c = pkg.config;
   const split = front.to;
   const r0 = link.bytesOut + link.bytesIn;

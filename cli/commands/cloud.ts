@@ -26,7 +26,7 @@ export const cloudCommand = defineCommand({
   name: 'cloud',
   summary:
     'Runs the cloud server. Edge agents connect to ws://HOST:PORT/v1/session; GET /healthz, /v1/models and /metrics (Prometheus) are served beside it.',
-  usage: 'splitllm cloud [--model M] [--port 8080] [--host 127.0.0.1] [--token-file F | --tenants-file F] [--max-sessions N] [--session-token-limit N] [--idle-ms 60s] [--calibration FILE]',
+  usage: 'splitllm cloud [--model M] [--port 8080] [--host 127.0.0.1] [--token-file F | --tenants-file F] [--max-sessions N] [--session-token-limit N] [--idle-ms 60s] [--calibration FILE] [--web-edge]',
   examples: [
     'splitllm cloud',
     'splitllm cloud --port 8080 --host 0.0.0.0 --token-file /run/secrets/splitllm-token --max-sessions 64',
@@ -34,6 +34,7 @@ export const cloudCommand = defineCommand({
     'splitllm cloud --host 0.0.0.0 --tenants-file tenants.json',
     'SPLITLLM_MAX_SESSIONS=128 splitllm cloud --config /etc/splitllm/cloud.yaml --print-config',
     'splitllm cloud --model models/stories260K --idle-ms 5m --max-frame-bytes 16MB --json',
+    'splitllm cloud --web-edge   # then open http://127.0.0.1:8080/edge/?prompt=ROMEO:&split=3',
   ],
   layered: true,
   options: {
@@ -45,6 +46,7 @@ export const cloudCommand = defineCommand({
     'tenants-file': opt.file({ description: 'JSON {"tenants":[{"name","token","maxSessions"}]}: several tokens, each a named tenant with its own session cap' }),
     'tls-cert': opt.file({ description: 'serve https/wss with this PEM certificate chain (with --tls-key)' }),
     'tls-key': opt.file({ description: 'the PEM private key of --tls-cert' }),
+    'web-edge': opt.flag({ description: 'also serve the browser edge at /edge/: a page that runs the front layers in WebAssembly and connects back here (no bearer token: not with --token)' }),
     'max-sessions': opt.int({ min: 1, default: DEFAULT_MAX_SESSIONS, description: 'most sessions held at once, connected or waiting for a resume (each holds a KV cache); a hello past it is refused with busy' }),
     'back-bits': opt.list({ item: items.int(), description: 'back-layer weight bits edges may ask for (each builds its own back segment)', valueName: 'B,B,…', defaultText: '2,3,4,8,16,32' }),
     'block-sizes': opt.list({ item: items.int(), description: 'quantization blocks edges may ask for', valueName: 'N,N,…', defaultText: '16,32,64,128' }),
@@ -91,12 +93,13 @@ export const cloudCommand = defineCommand({
       maxFrameBytes: v['max-frame-bytes'],
       idleMs: v['idle-ms'],
       calibration: calibrationContexts(v, pkg),
+      webEdge: v['web-edge'],
     });
     if (tenants.length === 0 && v.host !== '127.0.0.1' && v.host !== 'localhost' && v.host !== '::1') {
       process.stderr.write(`splitllm cloud: warning: listening on ${v.host} without a token: anyone who can reach it may use it (give --token-file)\n`);
     }
     if (v.json) process.stdout.write(JSON.stringify({ url: `${server.url}/v1/session`, model: pkg.hash }) + '\n');
-    else process.stdout.write(`splitllm cloud serving ${pkg.manifest.name} (${pkg.config.nLayers} layers) at ${server.url}/v1/session\n`);
+    else process.stdout.write(`splitllm cloud serving ${pkg.manifest.name} (${pkg.config.nLayers} layers) at ${server.url}/v1/session${v['web-edge'] ? `; the browser edge at ${server.url.replace(/^ws/, 'http')}/edge/` : ''}\n`);
     // SIGTERM (Kubernetes, systemd) or Ctrl-C: drain, then exit 0; a second signal ends at once
     await new Promise<void>((resolve) => {
       const stop = () => {

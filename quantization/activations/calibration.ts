@@ -61,6 +61,10 @@ export class CalibrationContexts {
       this.byId.set(ctx.id, ctx);
     }
   }
+  /** the calibration these contexts come from (the browser edge is sent it) */
+  get calibration(): Calibration | undefined {
+    return this.cal;
+  }
   context = (split: number): CodecContext | undefined => this.bySplit.get(split);
   defaultCodec = (split: number): string | undefined => this.cal?.splits[String(split)]?.choice?.codec;
   get contexts(): ContextSet {

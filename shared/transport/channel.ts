@@ -80,3 +80,44 @@ export class ReceiveQueue {
     return new Promise((resolve) => (this.waiting = resolve));
   }
 }
+
+/** The part of a WebSocket (the `ws` package's or the browser's) that sending and draining use. */
+export interface SendingSocket {
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  send(data: Uint8Array): void;
+}
+
+/**
+ * What the WebSocket channels (ws.ts in Node, browser-ws.ts in a page) share: frames counted as they are
+ * sent, the receive queue read by `next`, `drain` polling the socket's send buffer. Each adds how its
+ * socket receives, closes and is cut.
+ */
+export abstract class SocketChannel implements FrameChannel {
+  bytesIn = 0;
+  bytesOut = 0;
+  protected abstract readonly socket: SendingSocket;
+  protected abstract readonly queue: ReceiveQueue;
+
+  get open(): boolean {
+    return this.socket.readyState === 1;
+  }
+  send(frame: Uint8Array): void {
+    if (!this.open) return;
+    this.bytesOut += frame.length;
+    this.socket.send(frame);
+  }
+  next(): Promise<ChannelEvent> {
+    return this.queue.next();
+  }
+  async drain(maxBytes: number, timeoutMs: number): Promise<boolean> {
+    const t0 = Date.now();
+    while (this.socket.bufferedAmount > maxBytes && this.open) {
+      if (Date.now() - t0 > timeoutMs) return false;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    return true;
+  }
+  abstract close(code?: number, reason?: string): void;
+  abstract terminate(): void;
+}

@@ -6,7 +6,7 @@
  * bounded by `maxQueuedBytes`, past which the socket stops reading from the network (TCP then slows the
  * peer) until the reader catches up.
  */
-import { ReceiveQueue, type ChannelEvent, type FrameChannel } from './channel.js';
+import { ReceiveQueue, SocketChannel, type ChannelEvent, type FrameChannel } from './channel.js';
 
 type RawData = Uint8Array | ArrayBuffer | Uint8Array[];
 
@@ -45,16 +45,16 @@ function bytesOf(data: RawData): Uint8Array {
   return out;
 }
 
-class WsChannel implements FrameChannel {
-  private readonly queue: ReceiveQueue;
+class WsChannel extends SocketChannel {
+  protected readonly queue: ReceiveQueue;
   private paused = false;
-  bytesIn = 0;
-  bytesOut = 0;
 
   constructor(
-    private readonly ws: WsSocket,
+    protected readonly socket: WsSocket,
     opts: WsChannelOptions,
   ) {
+    super();
+    const ws = socket;
     const maxQueued = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
     this.queue = new ReceiveQueue(() => {
       if (this.paused) {
@@ -76,30 +76,11 @@ class WsChannel implements FrameChannel {
     ws.on('error', (err) => opts.onError?.(err));
   }
 
-  get open(): boolean {
-    return this.ws.readyState === OPEN;
-  }
-  send(frame: Uint8Array): void {
-    if (!this.open) return;
-    this.bytesOut += frame.length;
-    this.ws.send(frame);
-  }
-  next(): Promise<ChannelEvent> {
-    return this.queue.next();
-  }
-  async drain(maxBytes: number, timeoutMs: number): Promise<boolean> {
-    const t0 = Date.now();
-    while (this.ws.bufferedAmount > maxBytes && this.open) {
-      if (Date.now() - t0 > timeoutMs) return false;
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    return true;
-  }
   close(code = 1000, reason = ''): void {
-    if (this.ws.readyState <= OPEN) this.ws.close(code, reason);
+    if (this.socket.readyState <= OPEN) this.socket.close(code, reason);
   }
   terminate(): void {
-    this.ws.terminate();
+    this.socket.terminate();
   }
 }
 

@@ -1,0 +1,117 @@
+/**
+ * The browser edge (`splitllm cloud --web-edge`): the cloud serves a page that runs the front segment
+ * in WebAssembly (onnxruntime-web) and connects back to this server's /v1/session, and everything the
+ * page needs — nothing comes from anywhere else:
+ *   GET /edge/                       the page (edge/web/index.html)
+ *   GET /edge/edge.js                its script (bundled by scripts/build-web.mjs from the edge's own sources)
+ *   GET /edge/ort/<file>.wasm        onnxruntime-web's WebAssembly, from the installed package
+ *   GET /edge/model                  the model's name, hash, shape, tokenizer, calibration and the page's defaults
+ *   GET /edge/segment?split=K&bits=B the front segment [0, K) at B-bit weights (RTN, as `splitllm edge --front-bits B`
+ *                                    builds it), built once and cached (msgpack: {modelHash, io, model})
+ * The prompt stays in the page: the server only ever sees hidden states, as from any edge.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import { SplitLLMError } from '../shared/errors.js';
+import { Fields } from '../shared/fields.js';
+import { msgpack } from '../shared/protocol/frame.js';
+import { isWeightBits, WEIGHT_BITS } from '../shared/precision.js';
+import type { ModelPackage } from '../models/package.js';
+import { linearFor } from '../models/onnx/linear.js';
+import { buildSegment } from '../models/onnx/segment.js';
+import type { Calibration } from '../quantization/activations/calibration.js';
+
+/** Built front segments kept for later pages (each is the front's weights at its precision). */
+export const WEB_SEGMENT_CACHE = 8;
+
+export interface WebEdgeOptions {
+  /** the calibration the page's calibrated codecs (ts-tabq) encode with: the cloud's own */
+  calibration?: Calibration;
+  /** segments kept built (default WEB_SEGMENT_CACHE) */
+  cachedSegments?: number;
+}
+
+// this file runs compiled from dist/cloud/ and, under vitest, from cloud/: the bundle is in dist/web either way
+const WEB_DIRS = ['../web', '../dist/web'].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+const WASM_FILES = ['ort-wasm-simd-threaded.wasm'];
+
+/** The built page's folder, or a one-line error saying how to build it. */
+export function webEdgeDir(): string {
+  const dir = WEB_DIRS.find((d) => existsSync(`${d}/edge.js`) && existsSync(`${d}/index.html`));
+  if (!dir) throw new SplitLLMError('E_FILE_NOT_FOUND', "the browser edge is not built (dist/web/edge.js is missing): run 'npm run build'");
+  return dir;
+}
+
+export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: WebEdgeOptions = {}): void {
+  const dir = webEdgeDir();
+  const c = pkg.config;
+  const require = createRequire(import.meta.url);
+  const wasm = new Map(WASM_FILES.map((f) => [f, require.resolve(`onnxruntime-web/${f}`)]));
+  const page = readFileSync(`${dir}/index.html`);
+  const script = readFileSync(`${dir}/edge.js`);
+  const cal = opts.calibration;
+  // the page's defaults: the middle split, float weights, the calibrated codec where there is one
+  const split = Math.max(1, Math.floor(c.nLayers / 2));
+  const model = {
+    name: pkg.manifest.name,
+    hash: pkg.hash,
+    config: c,
+    tokenizer: pkg.tokenizerJson ?? null,
+    tokenizerConfig: pkg.tokenizerConfig ?? null,
+    calibration: cal ?? null,
+    defaults: { split, bits: 32, codec: cal?.splits[String(split)]?.choice ? 'ts-tabq' : 'fp32' },
+    bits: [...WEIGHT_BITS],
+  };
+  const modelJson = JSON.stringify(model);
+
+  const cache = new Map<string, Promise<Uint8Array>>();
+  const limit = opts.cachedSegments ?? WEB_SEGMENT_CACHE;
+  const segment = (k: number, bits: number): Promise<Uint8Array> => {
+    const key = `${k}/${bits}`;
+    let p = cache.get(key);
+    if (p) {
+      // most recently used last
+      cache.delete(key);
+      cache.set(key, p);
+      return p;
+    }
+    p = (async () => {
+      const seg = buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, ...(bits < 32 ? { linearFor: () => linearFor(bits, 32) } : {}) });
+      if (!seg.model) throw new SplitLLMError('E_RUNTIME', `front segment [0, ${k}) is too large for a page (its weights went to external data)`);
+      const { model: bytes, modelPath: _path, ...io } = seg;
+      return msgpack.pack({ modelHash: pkg.hash, io, model: bytes });
+    })();
+    cache.set(key, p);
+    p.catch(() => cache.delete(key));
+    while (cache.size > limit) cache.delete(cache.keys().next().value!);
+    return p;
+  };
+
+  app.get('/edge', async (_req, reply) => reply.redirect('/edge/'));
+  app.get('/edge/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(page));
+  app.get('/edge/edge.js', async (_req, reply) => reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(script));
+  app.get('/edge/model', async (_req, reply) => reply.type('application/json').send(modelJson));
+  app.get<{ Params: { file: string } }>('/edge/ort/:file', async (req, reply) => {
+    const path = wasm.get(req.params.file);
+    if (!path) return reply.code(404).send({ error: { code: 'not_found', message: `no such file: the page needs only ${WASM_FILES.join(', ')}` } });
+    return reply.type('application/wasm').header('cache-control', 'max-age=86400').send(readFileSync(path));
+  });
+  app.get('/edge/segment', async (req, reply) => {
+    let k = 0;
+    let bits = 32;
+    try {
+      const q = Fields.of(req.query, 'segment', (why) => {
+        throw new SplitLLMError('E_USAGE', why);
+      });
+      // split 0 would send the token embeddings: they give the prompt away
+      k = q.int('split', 1, Math.max(1, c.nLayers - 1), Number(q.value('split')));
+      bits = q.int('bits', 2, 32, q.has('bits') ? Number(q.value('bits')) : 32);
+      if (!isWeightBits(bits)) throw new SplitLLMError('E_USAGE', `segment: bits ${bits} is not one of ${WEIGHT_BITS.join(', ')}`);
+    } catch (e) {
+      return reply.code(400).send({ error: { code: 'bad_request', message: `${e instanceof Error ? e.message : String(e)}: ask for /edge/segment?split=1..${c.nLayers - 1}&bits=${WEIGHT_BITS.join('|')}` } });
+    }
+    return reply.type('application/msgpack').header('x-splitllm-model-hash', pkg.hash).send(Buffer.from(await segment(k, bits)));
+  });
+}

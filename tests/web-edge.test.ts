@@ -1,0 +1,155 @@
+/**
+ * The browser edge: `splitllm cloud --web-edge` serves a page that runs the front segment in headless
+ * Chromium (onnxruntime-web, WebAssembly) and connects back. Its tokens equal `generate`'s (fp32 codec,
+ * every inner split) and the Node edge's (calibrated ts-tabq, 4-bit front); everything it loads comes
+ * from the server; a wrong or closed cloud shows its error. Screenshots go to test-results/.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { calibrationContexts } from '../cli/calibration-io.js';
+import { startCloud, type CloudServer } from '../cloud/server.js';
+import { runEdge } from '../edge/agent.js';
+import { ModelPackage } from '../models/package.js';
+import { syntheticModel } from '../models/importers/synthetic.js';
+import { linearFor } from '../models/onnx/linear.js';
+import { generate, Pipeline } from '../models/runtime/pipeline.js';
+import { describeWithBrowser, guardRequests, launchBrowser } from './helpers/browser.js';
+import { REPO } from './helpers/fixtures.js';
+import { defaultModel } from './helpers/models.js';
+
+const SHOTS = join(REPO, 'test-results');
+type Result = { tokens: number[]; text: string; stats: { decode: { edgeMs: number } } } | { error: { code: string; message: string } };
+
+describeWithBrowser('the browser edge', () => {
+  let pkg: ModelPackage;
+  let server: CloudServer;
+  let http: string;
+  let browser: Browser;
+  let context: BrowserContext;
+  let requests: { all: string[]; foreign: string[] };
+
+  beforeAll(async () => {
+    pkg = await defaultModel();
+    server = await startCloud(pkg, { webEdge: true, calibration: calibrationContexts({}, pkg) });
+    http = server.url.replace(/^ws/, 'http');
+    browser = await launchBrowser();
+    context = await browser.newContext({ viewport: { width: 1100, height: 640 } });
+    requests = await guardRequests(context, [http, server.url]);
+    mkdirSync(SHOTS, { recursive: true });
+  }, 60_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  /** Runs the page with these query parameters (autorun) and returns window.splitllmResult. */
+  async function runPage(params: Record<string, string | number>, page?: Page): Promise<Result> {
+    const p = page ?? (await context.newPage());
+    const q = new URLSearchParams(Object.entries({ ...params, autorun: 1 }).map(([k, v]) => [k, String(v)]));
+    await p.goto(`${http}/edge/?${q}`);
+    await p.waitForFunction(() => window.splitllmResult !== undefined, undefined, { timeout: 60_000 });
+    const r = (await p.evaluate(() => window.splitllmResult)) as Result;
+    if (!page) await p.close();
+    return r;
+  }
+
+  it('fp32 codec, temperature 0: the page gives generate\'s tokens at every split 1..L−1; it loads only what the server serves', async () => {
+    const prompt = 'ROMEO:';
+    const ids = pkg.tokenizer().encode(prompt, true);
+    const p = await Pipeline.create(pkg);
+    const local = await generate(p, ids, { maxTokens: 24, stopIds: [pkg.config.eosId, pkg.config.bosId] });
+    await p.release();
+    for (let k = 1; k < pkg.config.nLayers; k++) {
+      const r = await runPage({ prompt, maxTokens: 24, split: k, bits: 32, codec: 'fp32', temperature: 0 });
+      if ('error' in r) throw new Error(`split ${k}: ${r.error.code}: ${r.error.message}`);
+      expect(r.tokens, `split ${k}`).toEqual(local);
+    }
+    expect(requests.foreign).toEqual([]);
+    // the page, its script, the model, the segments, onnxruntime-web's wasm and the session: nothing else
+    const paths = new Set(requests.all.map((u) => new URL(u).pathname));
+    expect([...paths].sort()).toEqual(['/edge/', '/edge/edge.js', '/edge/model', '/edge/ort/ort-wasm-simd-threaded.wasm', '/edge/segment', '/v1/session']);
+  }, 180_000);
+
+  it('calibrated ts-tabq with a 4-bit front: the page gives the Node edge\'s tokens with the same options, at every split', async () => {
+    const prompt = 'JULIET:\nO Romeo, Romeo!';
+    for (let k = 1; k < pkg.config.nLayers; k++) {
+      const r = await runPage({ prompt, maxTokens: 24, split: k, bits: 4, codec: 'ts-tabq', temperature: 0 });
+      if ('error' in r) throw new Error(`split ${k}: ${r.error.code}: ${r.error.message}`);
+      const node = await runEdge(pkg, { url: `${server.url}/v1/session`, split: k, codec: 'ts-tabq', codecEnv: calibrationContexts({}, pkg), prompt, maxTokens: 24, frontBits: 4, linearFor: () => linearFor(4, 32) });
+      expect(r.tokens, `split ${k}`).toEqual(node.tokens);
+    }
+    expect(requests.foreign).toEqual([]);
+  }, 180_000);
+
+  it('mid-generation the page shows the streamed text, the live panel and the chart (screenshot in test-results/)', async () => {
+    const page = await context.newPage();
+    const q = new URLSearchParams({ prompt: 'ROMEO:', maxTokens: '200', split: '3', bits: '4', codec: 'ts-tabq', temperature: '0', stop: 'none', autorun: '1' });
+    await page.goto(`${http}/edge/?${q}`);
+    // some tokens in, the generation still running
+    await page.waitForFunction(() => (document.getElementById('text')?.textContent ?? '').length > 80, undefined, { timeout: 60_000 });
+    const running = await page.evaluate(() => window.splitllmResult === undefined);
+    await page.screenshot({ path: join(SHOTS, 'web-edge-mid-generation.png') });
+    const panel = await page.locator('#panel').innerText();
+    expect(panel).toMatch(/bytes up \/ token\s+\d+ B/);
+    expect(panel).toMatch(/edge \/ token\s+[\d.]+ ms/);
+    await page.waitForFunction(() => window.splitllmResult !== undefined, undefined, { timeout: 60_000 });
+    const r = (await page.evaluate(() => window.splitllmResult)) as Result;
+    if ('error' in r) throw new Error(`${r.error.code}: ${r.error.message}`);
+    expect(r.tokens.length).toBeGreaterThan(20);
+    await page.screenshot({ path: join(SHOTS, 'web-edge-done.png') });
+    process.stderr.write(`[web-edge] screenshots: ${join(SHOTS, 'web-edge-mid-generation.png')} (taken ${running ? 'while generating' : 'after the end'}), web-edge-done.png\n`);
+    expect(running).toBe(true);
+    await page.close();
+  }, 120_000);
+
+  it('a page pointed at a cloud serving another model, or at a closed one, shows the error code and message', async () => {
+    const other = await startCloud(ModelPackage.fromImported(syntheticModel('tiny', 9)));
+    try {
+      const page = await context.newPage();
+      const r = await runPage({ prompt: 'ROMEO:', maxTokens: 8, split: 2, bits: 32, codec: 'fp32', cloud: `${other.url}/v1/session` }, page);
+      expect('error' in r && r.error.code).toBe('bad_model');
+      const shown = await page.locator('#error').innerText();
+      expect(shown).toMatch(/^bad_model: cloud: bad_model: /);
+      await page.close();
+    } finally {
+      await other.close();
+    }
+    const closed = `ws://127.0.0.1:${new URL(server.url).port === '1' ? 2 : 1}/v1/session`;
+    const page = await context.newPage();
+    const r = await runPage({ prompt: 'ROMEO:', maxTokens: 8, split: 2, cloud: closed }, page);
+    expect('error' in r && r.error.code).toBe('E_CONNECTION');
+    expect(await page.locator('#error').innerText()).toMatch(/E_CONNECTION: cannot reach the cloud at ws:\/\/127\.0\.0\.1:1/);
+    await page.close();
+  }, 60_000);
+});
+
+it('the server refuses what the page must not get: split 0 or past the back, unknown bits, other files; --web-edge with a token', async () => {
+  const pkg = await defaultModel();
+  const server = await startCloud(pkg, { webEdge: true });
+  try {
+    const http = server.url.replace(/^ws/, 'http');
+    const get = async (p: string) => {
+      const res = await fetch(`${http}${p}`);
+      return { status: res.status, body: await res.text(), type: res.headers.get('content-type') };
+    };
+    for (const q of ['split=0', `split=${pkg.config.nLayers}`, 'split=2&bits=5', 'split=x', '']) {
+      const r = await get(`/edge/segment?${q}`);
+      expect(r.status, q).toBe(400);
+      expect(JSON.parse(r.body).error.message).toMatch(/ask for \/edge\/segment\?split=1\.\.5&bits=2\|3\|4\|8\|16\|32/);
+    }
+    expect((await get('/edge/ort/..%2F..%2Fpackage.json')).status).toBe(404);
+    expect((await get('/edge/ort/ort-wasm-simd-threaded.jsep.wasm')).status).toBe(404);
+    const ok = await get('/edge/segment?split=2&bits=4');
+    expect(ok.status).toBe(200);
+    expect(ok.type).toBe('application/msgpack');
+    const model = JSON.parse((await get('/edge/model')).body);
+    expect(model).toMatchObject({ hash: pkg.hash, name: pkg.manifest.name, config: { nLayers: 6 } });
+    expect((await get('/edge/')).type).toMatch(/^text\/html/);
+  } finally {
+    await server.close();
+  }
+  await expect(startCloud(pkg, { webEdge: true, token: 's3cret' })).rejects.toThrow(/--web-edge serves a page that connects without a bearer token/);
+});
