@@ -1,4 +1,6 @@
 /** What the subcommands share: option groups (model, prompt, sampling, cloud), file readers, progress. */
+import { validatePlan, type Plan } from '../shared/plan.js';
+import { WEIGHT_STRATEGY_NAMES } from '../models/weights/registry.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../shared/errors.js';
 import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
@@ -139,6 +141,15 @@ export function sessionUrl(url: string): string {
 }
 
 /** Reads a JSON file; a missing file or bad JSON is a one-line typed error (`hint` says how to make one). */
+/** A plan file ('splitllm plan --out', `{plan}` or the plan itself), checked against the model it is for. */
+export function readPlanFile(path: string, pkg: { hash: string; config: { nLayers: number } }): Plan {
+  const raw = readJsonFile(path, 'plan', "make one with 'splitllm plan --out FILE'");
+  const plan = validatePlan(typeof raw === 'object' && raw !== null && 'plan' in raw ? raw.plan : raw, path, WEIGHT_STRATEGY_NAMES);
+  if (plan.model && plan.model !== pkg.hash) throw new SplitLLMError('E_BAD_CONFIG', `${path} was made for another model: plan for this one`);
+  if (plan.split > pkg.config.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `${path}: split ${plan.split} is past the model's ${pkg.config.nLayers} layers`);
+  return plan;
+}
+
 export function readJsonFile(path: string, what: string, hint = 'check the path'): unknown {
   if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${what} ${path} does not exist: ${hint}`);
   try {

@@ -68,8 +68,8 @@ export interface CloudOptions {
   headersTimeoutMs?: number;
   /** serve https/wss with this certificate chain and private key (PEM) */
   tls?: { cert: string | Buffer; key: string | Buffer };
-  /** serve the browser edge at /edge/ (cloud/web-edge.ts): a page that runs the front segment and connects back here */
-  webEdge?: boolean;
+  /** serve the browser edge at /edge/ (cloud/web-edge.ts): a page that runs the front segment and connects back here; `plan` sets the page's defaults */
+  webEdge?: boolean | { plan?: { split: number; frontBits: number; codec: string } };
 }
 
 export interface CloudServer {
@@ -127,7 +127,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   if (opts.webEdge) {
     // a page cannot put a bearer token on its WebSocket upgrade
     if (tenants.enabled) throw new SplitLLMError('E_USAGE', '--web-edge serves a page that connects without a bearer token: run that cloud without --token/--tenants (put your own authenticating proxy in front of it)');
-    registerWebEdge(app, pkg, { calibration: opts.calibration?.calibration });
+    registerWebEdge(app, pkg, { calibration: opts.calibration?.calibration, ...(typeof opts.webEdge === 'object' ? opts.webEdge : {}) });
   }
   app.get('/metrics', async (_req, reply) => {
     reply.type(metrics.contentType);

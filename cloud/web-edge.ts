@@ -31,6 +31,8 @@ export interface WebEdgeOptions {
   calibration?: Calibration;
   /** segments kept built (default WEB_SEGMENT_CACHE) */
   cachedSegments?: number;
+  /** the page's defaults: this plan's split, front bits and codec (`splitllm cloud --web-edge --plan FILE`) */
+  plan?: { split: number; frontBits: number; codec: string };
 }
 
 // this file runs compiled from dist/cloud/ and, under vitest, from cloud/: the bundle is in dist/web either way
@@ -52,8 +54,8 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
   const page = readFileSync(`${dir}/index.html`);
   const script = readFileSync(`${dir}/edge.js`);
   const cal = opts.calibration;
-  // the page's defaults: the middle split, float weights, the calibrated codec where there is one
-  const split = Math.max(1, Math.floor(c.nLayers / 2));
+  // the page's defaults: the plan's, else the middle split, float weights, the calibrated codec where there is one
+  const split = Math.min(Math.max(1, opts.plan?.split ?? Math.floor(c.nLayers / 2)), Math.max(1, c.nLayers - 1));
   const model = {
     name: pkg.manifest.name,
     hash: pkg.hash,
@@ -61,7 +63,7 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
     tokenizer: pkg.tokenizerJson ?? null,
     tokenizerConfig: pkg.tokenizerConfig ?? null,
     calibration: cal ?? null,
-    defaults: { split, bits: 32, codec: cal?.splits[String(split)]?.choice ? 'ts-tabq' : 'fp32' },
+    defaults: opts.plan ? { split, bits: opts.plan.frontBits, codec: opts.plan.codec } : { split, bits: 32, codec: cal?.splits[String(split)]?.choice ? 'ts-tabq' : 'fp32' },
     bits: [...WEIGHT_BITS],
   };
   const modelJson = JSON.stringify(model);

@@ -152,4 +152,12 @@ it('the server refuses what the page must not get: split 0 or past the back, unk
     await server.close();
   }
   await expect(startCloud(pkg, { webEdge: true, token: 's3cret' })).rejects.toThrow(/--web-edge serves a page that connects without a bearer token/);
+  // a plan sets the page's defaults
+  const planned = await startCloud(pkg, { webEdge: { plan: { split: 2, frontBits: 4, codec: 'int8' } } });
+  try {
+    const model = (await (await fetch(`${planned.url.replace(/^ws/, 'http')}/edge/model`)).json()) as { defaults: unknown };
+    expect(model.defaults).toEqual({ split: 2, bits: 4, codec: 'int8' });
+  } finally {
+    await planned.close();
+  }
 });

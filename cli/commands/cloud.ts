@@ -5,7 +5,7 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { BLOCK_SIZES, isBlockSize, isWeightBits, WEIGHT_BITS } from '../../shared/precision.js';
 import { parseTenantsFile, type TenantSpec } from '../../cloud/auth.js';
 import { DEFAULT_MAX_SESSIONS } from '../../cloud/session.js';
-import { modelOptions, openModelOption, readJsonFile, tokenOf } from '../common.js';
+import { modelOptions, openModelOption, readJsonFile, readPlanFile, tokenOf } from '../common.js';
 import { defineCommand, items, opt } from '../options.js';
 
 /** The tenants of --token, --token-file, --tenants-file or $SPLITLLM_TOKEN (at most one of them); none: no auth. */
@@ -35,6 +35,7 @@ export const cloudCommand = defineCommand({
     'SPLITLLM_MAX_SESSIONS=128 splitllm cloud --config /etc/splitllm/cloud.yaml --print-config',
     'splitllm cloud --model models/stories260K --idle-ms 5m --max-frame-bytes 16MB --json',
     'splitllm cloud --web-edge   # then open http://127.0.0.1:8080/edge/?prompt=ROMEO:&split=3',
+    'splitllm cloud --web-edge --plan plan.json   # the page starts from the plan\'s split, bits and codec',
   ],
   layered: true,
   options: {
@@ -47,6 +48,7 @@ export const cloudCommand = defineCommand({
     'tls-cert': opt.file({ description: 'serve https/wss with this PEM certificate chain (with --tls-key)' }),
     'tls-key': opt.file({ description: 'the PEM private key of --tls-cert' }),
     'web-edge': opt.flag({ description: 'also serve the browser edge at /edge/: a page that runs the front layers in WebAssembly and connects back here (no bearer token: not with --token)' }),
+    plan: opt.string({ description: "with --web-edge: the page's default split, front bits and codec from this plan ('splitllm plan --out FILE')", valueName: 'FILE', defaultText: 'the middle split, float weights, the calibrated ts-tabq' }),
     'max-sessions': opt.int({ min: 1, default: DEFAULT_MAX_SESSIONS, description: 'most sessions held at once, connected or waiting for a resume (each holds a KV cache); a hello past it is refused with busy' }),
     'back-bits': opt.list({ item: items.int(), description: 'back-layer weight bits edges may ask for (each builds its own back segment)', valueName: 'B,B,…', defaultText: '2,3,4,8,16,32' }),
     'block-sizes': opt.list({ item: items.int(), description: 'quantization blocks edges may ask for', valueName: 'N,N,…', defaultText: '16,32,64,128' }),
@@ -72,6 +74,7 @@ export const cloudCommand = defineCommand({
     if ((v['tls-cert'] === undefined) !== (v['tls-key'] === undefined)) throw new SplitLLMError('E_USAGE', 'give --tls-cert and --tls-key together');
     const tls = v['tls-cert'] !== undefined && v['tls-key'] !== undefined ? { cert: readFileSync(v['tls-cert']), key: readFileSync(v['tls-key']) } : undefined;
     const pkg = await openModelOption(v);
+    if (v.plan !== undefined && !v['web-edge']) throw new SplitLLMError('E_USAGE', "--plan sets the browser edge's defaults: give it with --web-edge");
     const server = await startCloud(pkg, {
       port: v.port,
       host: v.host,
@@ -93,7 +96,7 @@ export const cloudCommand = defineCommand({
       maxFrameBytes: v['max-frame-bytes'],
       idleMs: v['idle-ms'],
       calibration: calibrationContexts(v, pkg),
-      webEdge: v['web-edge'],
+      webEdge: v['web-edge'] ? (v.plan ? { plan: readPlanFile(v.plan, pkg) } : true) : false,
     });
     if (tenants.length === 0 && v.host !== '127.0.0.1' && v.host !== 'localhost' && v.host !== '::1') {
       process.stderr.write(`splitllm cloud: warning: listening on ${v.host} without a token: anyone who can reach it may use it (give --token-file)\n`);

@@ -1,6 +1,5 @@
 import { SplitLLMError } from '../../shared/errors.js';
-import { validatePlan, type Plan } from '../../shared/plan.js';
-import { WEIGHT_STRATEGY_NAMES } from '../../models/weights/registry.js';
+import type { Plan } from '../../shared/plan.js';
 import { DEFAULT_PREFILL_CHUNK, runEdge } from '../../edge/agent.js';
 import { PROPOSERS, proposerFor } from '../../edge/draft/registry.js';
 import type { DraftProposer } from '../../edge/draft/proposer.js';
@@ -9,7 +8,7 @@ import { MAX_DRAFT } from '../../shared/protocol/index.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
 import { startEdgeService } from '../../edge/service.js';
 import { SplitBandit } from '../../planner/bandit.js';
-import { cloudOptions, generationOptions, modelOptions, modelPath, openModelOption, promptOf, readJsonFile, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
+import { cloudOptions, generationOptions, modelOptions, modelPath, openModelOption, promptOf, readPlanFile, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
 import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
@@ -43,13 +42,7 @@ type PlanValues = Values<typeof planOptions>;
 async function resolvePlan(v: PlanValues, split: number | undefined) {
   const pkg = await openModelOption(v);
   let plan: Plan | undefined;
-  if (v.plan) {
-    const path = v.plan;
-    const raw = readJsonFile(path, 'plan', "make one with 'splitllm plan --out FILE'");
-    plan = validatePlan(typeof raw === 'object' && raw !== null && 'plan' in raw ? raw.plan : raw, path, WEIGHT_STRATEGY_NAMES);
-    if (plan.model && plan.model !== pkg.hash) throw new SplitLLMError('E_BAD_CONFIG', `${path} was made for another model: plan for this one`);
-    if (plan.split > pkg.config.nLayers) throw new SplitLLMError('E_SPLIT_RANGE', `${path}: split ${plan.split} is past the model's ${pkg.config.nLayers} layers`);
-  }
+  if (v.plan) plan = readPlanFile(v.plan, pkg);
   const k = split ?? v.split ?? plan?.split;
   if (k === undefined) throw new SplitLLMError('E_USAGE', "--split K or --plan FILE is required (see --help)");
   // the plan fills the weight options it covers; flags given on the command line win
