@@ -8,7 +8,7 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createHttpsServer } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import { SplitLLMError } from '../shared/errors.js';
-import { registerWebEdge } from './web-edge.js';
+import { registerWebEdge, type WebEdgeOptions } from './web-edge.js';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
@@ -69,7 +69,7 @@ export interface CloudOptions {
   /** serve https/wss with this certificate chain and private key (PEM) */
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** serve the browser edge at /edge/ (cloud/web-edge.ts): a page that runs the front segment and connects back here; `plan` sets the page's defaults */
-  webEdge?: boolean | { plan?: { split: number; frontBits: number; codec: string } };
+  webEdge?: boolean | Omit<WebEdgeOptions, 'calibration'>;
 }
 
 export interface CloudServer {

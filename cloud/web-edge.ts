@@ -70,14 +70,19 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
 
   const cache = new Map<string, Promise<Uint8Array>>();
   const limit = opts.cachedSegments ?? WEB_SEGMENT_CACHE;
-  const segment = (k: number, bits: number): Promise<Uint8Array> => {
+  /**
+   * The segment's response body and whether it was cached. A build runs on the event loop (it is
+   * synchronous: tens of ms for the default model, more for large ones); the cache keeps the last
+   * `limit`, and there are at most (L − 1) × 6 distinct ones.
+   */
+  const segment = (k: number, bits: number): { body: Promise<Uint8Array>; hit: boolean } => {
     const key = `${k}/${bits}`;
     let p = cache.get(key);
     if (p) {
       // most recently used last
       cache.delete(key);
       cache.set(key, p);
-      return p;
+      return { body: p, hit: true };
     }
     p = (async () => {
       const seg = buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, ...(bits < 32 ? { linearFor: () => linearFor(bits, 32) } : {}) });
@@ -88,7 +93,7 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
     cache.set(key, p);
     p.catch(() => cache.delete(key));
     while (cache.size > limit) cache.delete(cache.keys().next().value!);
-    return p;
+    return { body: p, hit: false };
   };
 
   app.get('/edge', async (_req, reply) => reply.redirect('/edge/'));
@@ -114,6 +119,11 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
     } catch (e) {
       return reply.code(400).send({ error: { code: 'bad_request', message: `${e instanceof Error ? e.message : String(e)}: ask for /edge/segment?split=1..${c.nLayers - 1}&bits=${WEIGHT_BITS.join('|')}` } });
     }
-    return reply.type('application/msgpack').header('x-splitllm-model-hash', pkg.hash).send(Buffer.from(await segment(k, bits)));
+    const got = segment(k, bits);
+    return reply
+      .type('application/msgpack')
+      .header('x-splitllm-model-hash', pkg.hash)
+      .header('x-splitllm-segment-cache', got.hit ? 'hit' : 'miss')
+      .send(Buffer.from(await got.body));
   });
 }

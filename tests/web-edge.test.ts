@@ -152,11 +152,20 @@ it('the server refuses what the page must not get: split 0 or past the back, unk
     await server.close();
   }
   await expect(startCloud(pkg, { webEdge: true, token: 's3cret' })).rejects.toThrow(/--web-edge serves a page that connects without a bearer token/);
-  // a plan sets the page's defaults
-  const planned = await startCloud(pkg, { webEdge: { plan: { split: 2, frontBits: 4, codec: 'int8' } } });
+  // a plan sets the page's defaults; built segments are bounded (here 2, least recently used out)
+  const planned = await startCloud(pkg, { webEdge: { plan: { split: 2, frontBits: 4, codec: 'int8' }, cachedSegments: 2 } });
   try {
-    const model = (await (await fetch(`${planned.url.replace(/^ws/, 'http')}/edge/model`)).json()) as { defaults: unknown };
+    const base = planned.url.replace(/^ws/, 'http');
+    const model = (await (await fetch(`${base}/edge/model`)).json()) as { defaults: unknown };
     expect(model.defaults).toEqual({ split: 2, bits: 4, codec: 'int8' });
+    const cache: string[] = [];
+    for (const q of ['1/32', '2/32', '1/32', '3/32', '1/32', '2/32']) {
+      const [k, b] = q.split('/');
+      const res = await fetch(`${base}/edge/segment?split=${k}&bits=${b}`);
+      expect(res.status).toBe(200);
+      cache.push(res.headers.get('x-splitllm-segment-cache') ?? '');
+    }
+    expect(cache).toEqual(['miss', 'miss', 'hit', 'miss', 'hit', 'miss']);
   } finally {
     await planned.close();
   }
