@@ -12,7 +12,7 @@
  *              a layer's prefill of c tokens costs one decode step (the per-run overhead) plus c − 1
  *              times its per-token prefill rate. c is the one among 1, 2, 3, 4, 6, 8, 12, … and n that minimizes it
  *              (`prefillChunk`)
- *   accuracy = weights' ppl increase + codec's ppl increase (both measured; added)
+ *   accuracy = weights' ppl increase + codec's ppl increase + the LM head's at its bits (all measured; added)
  *   speculation (where the accuracy profile measured proposers): a round drafting k tokens costs the plain
  *              step + k × (a position's front and back prefill share, its encoded bytes ÷ bandwidth, the
  *              cloud's head on it, the proposer's own time) and yields 1 + α + … + α^k tokens where the
@@ -30,12 +30,22 @@ export interface Config {
   backBits: number;
   codec: string;
   maxSeq: number;
+  /** the LM head's weight bits (default 32) */
+  headBits?: number;
 }
 
 const HEADER_BYTES = 4 + 64; // frame length prefix + msgpack step header, generous
 
 function prefillMs(p: Problem['edge'], bits: number): number {
   return p.layerPrefillMsPerToken?.[String(bits)] ?? layerMs(p, bits);
+}
+
+/** The cloud's final norm + LM head at `bits` (32: the float one every profile has). */
+function headMs(p: Problem['cloud'], bits: number): number {
+  if (bits === 32) return p.headMs;
+  const v = p.headMsByBits?.[String(bits)];
+  if (v === undefined) throw new SplitLLMError('E_BAD_CONFIG', `profile has no LM head latency for ${bits}-bit weights: profile that precision`);
+  return v;
 }
 
 function layerMs(p: Problem['edge'], bits: number): number {
@@ -53,7 +63,9 @@ export function predict(pr: Problem, c: Config): Prediction {
   const bitsPerValue = codec?.bitsPerValue ?? (c.codec === 'fp32' ? 32 : c.codec === 'fp16' ? 16 : NaN);
   const bytesPerToken = (bitsPerValue * m.dim) / 8 + HEADER_BYTES;
   const edgeMs = pr.edge.embedMs + c.split * layerMs(pr.edge, c.frontBits);
-  const cloudMs = (m.nLayers - c.split) * layerMs(pr.cloud, c.backBits) + pr.cloud.headMs;
+  const hb = c.headBits ?? 32;
+  const head = headMs(pr.cloud, hb);
+  const cloudMs = (m.nLayers - c.split) * layerMs(pr.cloud, c.backBits) + head;
   const latency = edgeMs + (1000 * bytesPerToken) / pr.link.bytesPerSec + pr.link.rttMs + cloudMs;
   const n = pr.budgets.promptTokens ?? 1;
   const stages = (t: number): [number, number, number] => [
@@ -62,13 +74,13 @@ export function predict(pr: Problem, c: Config): Prediction {
     (m.nLayers - c.split) * (layerMs(pr.cloud, c.backBits) + (t - 1) * prefillMs(pr.cloud, c.backBits)),
   ];
   const { chunk: prefillChunk, ms: pipelineMs } = bestPrefillChunk(n, stages);
-  const firstTokenMs = 2 * pr.link.rttMs + pipelineMs + pr.cloud.headMs;
+  const firstTokenMs = 2 * pr.link.rttMs + pipelineMs + head;
   const w = pr.accuracy.weights[`${c.split}/${c.frontBits}/${c.backBits}`];
-  const accuracy = (w ?? NaN) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN));
+  const accuracy = (w ?? NaN) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN)) + (hb === 32 ? 0 : (pr.accuracy.heads?.[String(hb)] ?? NaN));
   // speculation: each drafted position adds its front and back prefill share, its bytes and the cloud's
   // head on it, plus the proposer's own time (early exit: the head on the edge)
   const perPosition =
-    c.split * prefillMs(pr.edge, c.frontBits) + (1000 * (bitsPerValue * m.dim)) / 8 / pr.link.bytesPerSec + (m.nLayers - c.split) * prefillMs(pr.cloud, c.backBits) + pr.cloud.headMs;
+    c.split * prefillMs(pr.edge, c.frontBits) + (1000 * (bitsPerValue * m.dim)) / 8 / pr.link.bytesPerSec + (m.nLayers - c.split) * prefillMs(pr.cloud, c.backBits) + head;
   const speculation = bestSpeculation(pr, c, latency, perPosition, memory);
   return {
     memory: memory + (speculation?.edgeBytes ?? 0),

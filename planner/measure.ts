@@ -21,7 +21,11 @@ async function timeSteps(rt: SegmentRuntime, input: (i: number) => ArrayLike<num
   return (performance.now() - t0) / steps;
 }
 
-export async function measureCompute(pkg: ModelPackage, bitsList: number[], opts: { steps?: number; context?: number; onProgress?: (m: string) => void } = {}): Promise<ComputeProfile & { layerPrefillMsPerToken: Record<string, number> }> {
+export async function measureCompute(
+  pkg: ModelPackage,
+  bitsList: number[],
+  opts: { steps?: number; context?: number; onProgress?: (m: string) => void } = {},
+): Promise<ComputeProfile & { layerPrefillMsPerToken: Record<string, number>; headMsByBits: Record<string, number> }> {
   const c = pkg.config;
   const steps = opts.steps ?? 20;
   const ctx = Math.min(opts.context ?? 64, c.maxSeq - steps - 8);
@@ -51,7 +55,14 @@ export async function measureCompute(pkg: ModelPackage, bitsList: number[], opts
   const head = await SegmentRuntime.create(pkg, c.nLayers, c.nLayers, { embed: false, head: true });
   const headMs = await timeSteps(head, () => hidden(1), steps);
   await head.release();
-  return { model: pkg.hash, layerDecodeMs, layerPrefillMsPerToken, embedMs, headMs, baselineBytes: 0 };
+  // the LM head at the lower precisions too (the plan may quantize it: --head-bits)
+  const headMsByBits: Record<string, number> = {};
+  for (const bits of bitsList.filter((b) => b < 32)) {
+    const q = await SegmentRuntime.create(pkg, c.nLayers, c.nLayers, { embed: false, head: true, headLinear: linearFor(bits, 32) });
+    headMsByBits[String(bits)] = await timeSteps(q, () => hidden(1), steps);
+    await q.release();
+  }
+  return { model: pkg.hash, layerDecodeMs, layerPrefillMsPerToken, embedMs, headMs, headMsByBits, baselineBytes: 0 };
 }
 
 /**

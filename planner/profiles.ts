@@ -36,6 +36,7 @@ export function computeProfile(raw: unknown, where: string, modelHash: string): 
     baselineBytes: d.num('baselineBytes', 0),
   };
   if (d.has('layerPrefillMsPerToken')) p.layerPrefillMsPerToken = d.numberRecord('layerPrefillMsPerToken', 0);
+  if (d.has('headMsByBits')) p.headMsByBits = d.numberRecord('headMsByBits', 0);
   return p;
 }
 
@@ -53,6 +54,7 @@ export function accuracyProfile(raw: unknown, where: string, modelHash: string):
     codecs[k] = { pplIncrease: e.num('pplIncrease'), bitsPerValue: e.num('bitsPerValue', 0) };
   }
   const p: AccuracyProfile = { model: sameModel(d, modelHash), weights: d.numberRecord('weights'), codecs };
+  if (d.has('heads')) p.heads = d.numberRecord('heads');
   if (d.has('speculation')) {
     p.speculation = d.array('speculation', 256).map((raw, i) => {
       const e = Fields.of(raw, `${where}: speculation[${i}]`, failWith('E_BAD_CONFIG'));

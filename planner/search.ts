@@ -42,6 +42,7 @@ export function toRanked(pr: Problem, s: Scored): RankedPlan {
     kvCodec: 'fp32',
     maxSeq: s.c.maxSeq,
     blockSize: pr.blockSize ?? 32,
+    ...(s.c.headBits !== undefined && s.c.headBits !== 32 ? { headBits: s.c.headBits } : {}),
     prefillChunk: s.p.prefillChunk,
     ...(s.p.speculation ? { speculate: s.p.speculation.proposer, draftTokens: s.p.speculation.draftTokens } : {}),
     predicted: {
@@ -82,6 +83,7 @@ export function diagnose(pr: Problem, all: Scored[]): Infeasible {
 /** All configurations with the longest fitting sequence per (split, bits, codec); `evaluated` counts every one. */
 export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
   const { splits, bits, codecs, seqLens } = pr.candidates;
+  const heads = pr.candidates.headBits ?? [32];
   const seqs = [...seqLens].sort((a, b) => b - a);
   const all: Scored[] = [];
   let evaluated = 0;
@@ -91,17 +93,20 @@ export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
     for (const frontBits of split === 0 ? [top] : bits) {
       for (const backBits of split === pr.model.nLayers ? [top] : bits) {
         for (const codec of codecs) {
-          let chosen: Scored | undefined;
-          for (const maxSeq of seqs) {
-            const s = { c: { split, frontBits, backBits, codec, maxSeq }, p: predict(pr, { split, frontBits, backBits, codec, maxSeq }) };
-            evaluated++;
-            chosen ??= s; // the longest, kept for diagnosis when none fits
-            if (s.p.memory <= pr.budgets.edgeMemory) {
-              chosen = s;
-              break;
+          for (const headBits of heads) {
+            let chosen: Scored | undefined;
+            for (const maxSeq of seqs) {
+              const c: Config = { split, frontBits, backBits, codec, maxSeq, ...(headBits !== 32 ? { headBits } : {}) };
+              const s = { c, p: predict(pr, c) };
+              evaluated++;
+              chosen ??= s; // the longest, kept for diagnosis when none fits
+              if (s.p.memory <= pr.budgets.edgeMemory) {
+                chosen = s;
+                break;
+              }
             }
+            if (chosen) all.push(chosen);
           }
-          if (chosen) all.push(chosen);
         }
       }
     }

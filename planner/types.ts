@@ -13,6 +13,8 @@ export interface ComputeProfile {
   /** ms per decode token of the embedding (edge) and of the final norm + LM head (cloud) */
   embedMs: number;
   headMs: number;
+  /** ms per decode token of the final norm + LM head by the head's weight bits (headMs is the float32 one) */
+  headMsByBits?: Record<string, number>;
   /** ms per prompt token of one decoder layer in a prefill, by weight bits (decode latency stands in when absent) */
   layerPrefillMsPerToken?: Record<string, number>;
   /** resident bytes of the runtime before any segment is loaded */
@@ -31,6 +33,8 @@ export interface AccuracyProfile {
   weights: Record<string, number>;
   /** key `${split}/${codec}` → {ppl increase of the codec alone, bits per value} */
   codecs: Record<string, { pplIncrease: number; bitsPerValue: number }>;
+  /** key `${headBits}` → ppl increase of the LM head at that precision alone (float32 layers) */
+  heads?: Record<string, number>;
   /** how often each draft proposer's next token is the model's (`splitllm profile speculation`) */
   speculation?: SpeculationProfile[];
 }
@@ -67,6 +71,8 @@ export interface Candidates {
   bits: number[];
   codecs: string[];
   seqLens: number[];
+  /** the LM head's weight bits to consider (32 and those both the accuracy and the cloud's compute profile measured) */
+  headBits?: number[];
 }
 
 export interface Problem {

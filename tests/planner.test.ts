@@ -259,3 +259,24 @@ it('speculation: a measured proposer lowers the predicted per-token latency by t
   expect(best.plan.draftTokens).toBe(best.predicted.speculation!.draftTokens);
   expect(best.plan.predicted!['tokensPerRound']).toBeCloseTo(best.predicted.speculation!.tokensPerRound, 9);
 });
+
+it('the LM head\'s precision: the plan quantizes the head where the profiles measured it faster and its ppl cost fits the budget, and keeps it at 32 bits where it does not', () => {
+  const pr = syntheticProblem(tiny, 4);
+  const base = exhaustive.solve(pr, 1).plans[0]!;
+  expect(base.plan.headBits).toBeUndefined();
+  // the cloud's head at 4 bits takes 0.2 ms instead of 1, for +0.01% ppl: chosen (no other plan changes)
+  pr.cloud = { ...pr.cloud, headMsByBits: { '4': 0.2, '8': 0.5 } };
+  pr.accuracy = { ...pr.accuracy, heads: { '4': 0.0001, '8': 0.00001 } };
+  pr.candidates = { ...pr.candidates, headBits: [32, 8, 4] };
+  const q = exhaustive.solve(pr, 1).plans[0]!;
+  expect(q.plan.headBits).toBe(4);
+  expect(q.predicted.latency).toBeCloseTo(base.predicted.latency - 0.8, 6);
+  expect(q.predicted.accuracy).toBeCloseTo(base.predicted.accuracy + 0.0001, 9);
+  // coordinate descent finds it too
+  expect(coordinate.solve(pr, 1).plans[0]!.plan.headBits).toBe(4);
+  // a head whose ppl cost leaves no room in the budget is not taken
+  pr.accuracy = { ...pr.accuracy, heads: { '4': 0.5, '8': 0.4 } };
+  expect(exhaustive.solve(pr, 1).plans[0]!.plan.headBits).toBeUndefined();
+  // a precision the cloud's compute profile did not measure is refused by name
+  expect(() => predict(pr, { split: 5, frontBits: 4, backBits: 8, codec: 'fp16', maxSeq: 256, headBits: 2 })).toThrow(/no LM head latency for 2-bit weights/);
+});

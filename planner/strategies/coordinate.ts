@@ -27,6 +27,7 @@ export const coordinate: Strategy = {
       { key: 'backBits', values: bits },
       { key: 'codec', values: codecs },
       { key: 'maxSeq', values: seqLens },
+      ...((pr.candidates.headBits?.length ?? 0) > 1 ? [{ key: 'headBits' as const, values: pr.candidates.headBits! }] : []),
     ];
     let evaluated = 0;
     const score = (c: Config): Scored => {
@@ -49,7 +50,7 @@ export const coordinate: Strategy = {
         let bestMove: Scored | undefined;
         for (const blk of blocks) {
           for (const v of blk.values) {
-            if (cur.c[blk.key] === v) continue;
+            if ((cur.c[blk.key] ?? (blk.key === 'headBits' ? 32 : undefined)) === v) continue;
             const cand = score({ ...cur.c, [blk.key]: v } as Config);
             if (penalty(pr, cand) < penalty(pr, bestMove ?? cur)) bestMove = cand;
           }
