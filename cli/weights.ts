@@ -5,6 +5,7 @@ import { pplWindows } from '../models/eval/ppl.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
 import type { ModelPackage } from '../models/package.js';
 import { emittersFor, headEmitterFor, WEIGHT_STRATEGIES, type WeightPlan } from '../models/weights/registry.js';
+import { checkEmbedBits } from '../models/onnx/embedding.js';
 import { opt } from './options.js';
 
 
@@ -13,19 +14,26 @@ export const weightOptions = {
   'back-bits': opt.int({ description: 'weight bits of layers [K, L) (needs --split)', valueName: 'B' }),
   'weight-bits': opt.int({ description: 'weight bits of every layer', valueName: 'B' }),
   'head-bits': opt.int({ default: 32, description: 'weight bits of the LM head (it runs where the last layer does: the cloud when split): 2, 3, 4, 8 (RTN blockwise, whatever --weight-strategy), 16 or 32', valueName: 'B' }),
+  'embed-bits': opt.int({ default: 32, description: 'weight bits of the token embedding (on the edge): 8 or 4 (blockwise codes, block 32) or 32', valueName: 'B' }),
   'weight-strategy': opt.string({ default: 'rtn', description: `how quantized layers are made: ${WEIGHT_STRATEGIES.map((s) => `${s.name} (${s.summary})`).join('; ')}`, valueName: 'S' }),
   'block-size': opt.int({ default: 32, description: 'quantization block along the input dimension: 16, 32, 64 or 128' }),
   'calib-text': opt.file({ description: 'calibration text for awq and smoothquant (never the evaluation text)' }),
 };
 
-type WeightValues = { 'front-bits'?: number; 'back-bits'?: number; 'weight-bits'?: number; 'head-bits': number; 'weight-strategy': string; 'block-size': number; 'calib-text'?: string };
+type WeightValues = { 'front-bits'?: number; 'back-bits'?: number; 'weight-bits'?: number; 'head-bits': number; 'embed-bits': number; 'weight-strategy': string; 'block-size': number; 'calib-text'?: string };
 
 /** The per-layer emitters and the LM head's the options ask for, or undefined for plain float32. */
 export async function weightEmitters(
   v: WeightValues,
   pkg: ModelPackage,
   split: number | undefined,
-): Promise<{ linearFor?: (layer: number) => LinearEmitter; headLinear?: LinearEmitter; plan?: WeightPlan }> {
+): Promise<{ linearFor?: (layer: number) => LinearEmitter; headLinear?: LinearEmitter; plan?: WeightPlan; embedBits?: number }> {
+  checkEmbedBits(v['embed-bits']);
+  const embed = v['embed-bits'] < 32 ? { embedBits: v['embed-bits'] } : {};
+  return { ...(await layerEmitters(v, pkg, split)), ...embed };
+}
+
+async function layerEmitters(v: WeightValues, pkg: ModelPackage, split: number | undefined): Promise<{ linearFor?: (layer: number) => LinearEmitter; headLinear?: LinearEmitter; plan?: WeightPlan }> {
   const all = v['weight-bits'];
   const front = v['front-bits'];
   const back = v['back-bits'];

@@ -68,6 +68,8 @@ export interface EdgeOptions {
   /** PEM certificates to trust for a wss:// cloud (self-signed or a private CA) */
   ca?: string | Buffer;
   linearFor?: (layer: number) => LinearEmitter;
+  /** the front's token embedding at 8 or 4 bits (default 32: float; models/onnx/embedding.ts) */
+  embedBits?: number;
   /** onnxruntime intra-op threads of the front segment built for this run (default: $SPLITLLM_THREADS, else the usable cores) */
   threads?: number;
   onToken?: (id: number) => void;
@@ -206,7 +208,7 @@ export async function runEdge(pkg: ModelPackage | EdgeModel, o: EdgeOptions): Pr
   const startSplit = split;
   let codec = codecAtSplit(o.codec ?? 'fp32', split, o.codecEnv);
   const own = 'weights' in pkg ? pkg : undefined;
-  const fronts: FrontSource | undefined = o.fronts ?? (own && ((k) => SegmentRuntime.create(own, 0, k, { embed: true, head: false, linearFor: o.linearFor, threads: o.threads })));
+  const fronts: FrontSource | undefined = o.fronts ?? (own && ((k) => SegmentRuntime.create(own, 0, k, { embed: true, head: false, linearFor: o.linearFor, embedBits: o.embedBits, threads: o.threads })));
   if (!fronts) throw new SplitLLMError('E_USAGE', 'a model without its weights here (the browser edge) runs its front segments through `fronts`');
   let front = await fronts(split);
   let finish: FinishReason = 'length';

@@ -37,6 +37,8 @@ export interface EdgeAgentOptions {
   codecEnv?: CodecEnv;
   /** the plan's weights: emitters of the front layers and the bits the memory policy and the cloud use */
   linearFor?: (layer: number) => LinearEmitter;
+  /** the fronts' token embedding at 8 or 4 bits (default 32) */
+  embedBits?: number;
   frontBits?: number;
   backBits?: number;
   /** the LM head's bits on the cloud (default 32) */
@@ -123,7 +125,7 @@ export class EdgeAgent {
     this.fronts = new SharedSegments(
       c,
       (k) => String(k),
-      (k) => buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, linearFor: options.linearFor }),
+      (k) => buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, linearFor: options.linearFor, embedBits: options.embedBits }),
       { threads: options.threads },
     );
   }

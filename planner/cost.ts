@@ -12,7 +12,8 @@
  *              a layer's prefill of c tokens costs one decode step (the per-run overhead) plus c − 1
  *              times its per-token prefill rate. c is the one among 1, 2, 3, 4, 6, 8, 12, … and n that minimizes it
  *              (`prefillChunk`)
- *   accuracy = weights' ppl increase + codec's ppl increase + the LM head's at its bits (all measured; added)
+ *   accuracy = weights' ppl increase + codec's ppl increase + the LM head's and the embedding's at their bits
+ *              (all measured; added)
  *   speculation (where the accuracy profile measured proposers): a round drafting k tokens costs the plain
  *              step + k × (a position's front and back prefill share, its encoded bytes ÷ bandwidth, the
  *              cloud's head on it, the proposer's own time) and yields 1 + α + … + α^k tokens where the
@@ -32,6 +33,8 @@ export interface Config {
   maxSeq: number;
   /** the LM head's weight bits (default 32) */
   headBits?: number;
+  /** the token embedding's weight bits on the edge (default 32) */
+  embedBits?: number;
 }
 
 const HEADER_BYTES = 4 + 64; // frame length prefix + msgpack step header, generous
@@ -56,7 +59,8 @@ function layerMs(p: Problem['edge'], bits: number): number {
 
 export function predict(pr: Problem, c: Config): Prediction {
   const m = pr.model;
-  const seg = segmentBytes(m, 0, c.split, { embed: true, head: false, bitsOf: () => c.frontBits, blockSize: pr.blockSize ?? 32 });
+  const eb = c.embedBits ?? 32;
+  const seg = segmentBytes(m, 0, c.split, { embed: true, head: false, bitsOf: () => c.frontBits, blockSize: pr.blockSize ?? 32, embedBits: eb });
   const buffers = 4 * m.dim * 4 + 4 * m.ffnDim * 4; // one decode step's activations, a few live at once
   const memory = 2 * (seg.total + c.maxSeq * seg.kvPerToken) + buffers + pr.edge.baselineBytes;
   const codec = pr.accuracy.codecs[`${c.split}/${c.codec}`];
@@ -76,7 +80,7 @@ export function predict(pr: Problem, c: Config): Prediction {
   const { chunk: prefillChunk, ms: pipelineMs } = bestPrefillChunk(n, stages);
   const firstTokenMs = 2 * pr.link.rttMs + pipelineMs + head;
   const w = pr.accuracy.weights[`${c.split}/${c.frontBits}/${c.backBits}`];
-  const accuracy = (w ?? NaN) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN)) + (hb === 32 ? 0 : (pr.accuracy.heads?.[String(hb)] ?? NaN));
+  const accuracy = (w ?? NaN) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN)) + (hb === 32 ? 0 : (pr.accuracy.heads?.[String(hb)] ?? NaN)) + (eb === 32 ? 0 : (pr.accuracy.embeds?.[String(eb)] ?? NaN));
   // speculation: each drafted position adds its front and back prefill share, its bytes and the cloud's
   // head on it, plus the proposer's own time (early exit: the head on the edge)
   const perPosition =

@@ -29,6 +29,7 @@ export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles,
       seqLens: Array.from({ length: 10 }, (_, i) => Math.round(((i + 1) * model.maxSeq) / 10)),
       // the head's precisions both the accuracy profile and the cloud's compute profile measured
       headBits: [32, ...Object.keys(p.accuracy.heads ?? {}).map(Number).filter((b) => b !== 32 && p.cloud.headMsByBits?.[String(b)] !== undefined)].sort((a, b) => b - a),
+      embedBits: [32, ...Object.keys(p.accuracy.embeds ?? {}).map(Number).filter((b) => b !== 32)].sort((a, b) => b - a),
     },
   };
 }

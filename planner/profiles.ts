@@ -55,6 +55,7 @@ export function accuracyProfile(raw: unknown, where: string, modelHash: string):
   }
   const p: AccuracyProfile = { model: sameModel(d, modelHash), weights: d.numberRecord('weights'), codecs };
   if (d.has('heads')) p.heads = d.numberRecord('heads');
+  if (d.has('embeds')) p.embeds = d.numberRecord('embeds');
   if (d.has('speculation')) {
     p.speculation = d.array('speculation', 256).map((raw, i) => {
       const e = Fields.of(raw, `${where}: speculation[${i}]`, failWith('E_BAD_CONFIG'));

@@ -43,6 +43,7 @@ export function toRanked(pr: Problem, s: Scored): RankedPlan {
     maxSeq: s.c.maxSeq,
     blockSize: pr.blockSize ?? 32,
     ...(s.c.headBits !== undefined && s.c.headBits !== 32 ? { headBits: s.c.headBits } : {}),
+    ...(s.c.embedBits !== undefined && s.c.embedBits !== 32 ? { embedBits: s.c.embedBits } : {}),
     prefillChunk: s.p.prefillChunk,
     ...(s.p.speculation ? { speculate: s.p.speculation.proposer, draftTokens: s.p.speculation.draftTokens } : {}),
     predicted: {
@@ -84,6 +85,7 @@ export function diagnose(pr: Problem, all: Scored[]): Infeasible {
 export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
   const { splits, bits, codecs, seqLens } = pr.candidates;
   const heads = pr.candidates.headBits ?? [32];
+  const embeds = pr.candidates.embedBits ?? [32];
   const seqs = [...seqLens].sort((a, b) => b - a);
   const all: Scored[] = [];
   let evaluated = 0;
@@ -94,18 +96,20 @@ export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
       for (const backBits of split === pr.model.nLayers ? [top] : bits) {
         for (const codec of codecs) {
           for (const headBits of heads) {
-            let chosen: Scored | undefined;
-            for (const maxSeq of seqs) {
-              const c: Config = { split, frontBits, backBits, codec, maxSeq, ...(headBits !== 32 ? { headBits } : {}) };
-              const s = { c, p: predict(pr, c) };
-              evaluated++;
-              chosen ??= s; // the longest, kept for diagnosis when none fits
-              if (s.p.memory <= pr.budgets.edgeMemory) {
-                chosen = s;
-                break;
+            for (const embedBits of embeds) {
+              let chosen: Scored | undefined;
+              for (const maxSeq of seqs) {
+                const c: Config = { split, frontBits, backBits, codec, maxSeq, ...(headBits !== 32 ? { headBits } : {}), ...(embedBits !== 32 ? { embedBits } : {}) };
+                const s = { c, p: predict(pr, c) };
+                evaluated++;
+                chosen ??= s; // the longest, kept for diagnosis when none fits
+                if (s.p.memory <= pr.budgets.edgeMemory) {
+                  chosen = s;
+                  break;
+                }
               }
+              if (chosen) all.push(chosen);
             }
-            if (chosen) all.push(chosen);
           }
         }
       }

@@ -35,6 +35,8 @@ export interface AccuracyProfile {
   codecs: Record<string, { pplIncrease: number; bitsPerValue: number }>;
   /** key `${headBits}` → ppl increase of the LM head at that precision alone (float32 layers) */
   heads?: Record<string, number>;
+  /** key `${embedBits}` → ppl increase of the token embedding at that precision alone (float32 layers) */
+  embeds?: Record<string, number>;
   /** how often each draft proposer's next token is the model's (`splitllm profile speculation`) */
   speculation?: SpeculationProfile[];
 }
@@ -73,6 +75,8 @@ export interface Candidates {
   seqLens: number[];
   /** the LM head's weight bits to consider (32 and those both the accuracy and the cloud's compute profile measured) */
   headBits?: number[];
+  /** the token embedding's weight bits to consider (32 and those the accuracy profile measured) */
+  embedBits?: number[];
 }
 
 export interface Problem {

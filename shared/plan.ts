@@ -14,6 +14,8 @@ export interface Plan {
   backBits: number;
   /** the LM head's weight bits (default 32) */
   headBits?: number;
+  /** the token embedding's weight bits on the edge (default 32; 8 or 4) */
+  embedBits?: number;
   /** weight strategy of the quantized layers (default rtn) */
   strategy?: string;
   blockSize?: number;
@@ -64,6 +66,7 @@ export function validatePlan(raw: unknown, where = 'plan', strategies?: readonly
   if (raw['prefillChunk'] !== undefined) plan.prefillChunk = int('prefillChunk', (n) => n > 0, 'must be a positive integer');
   if (raw['speculate'] !== undefined) plan.speculate = str('speculate', "a --speculate spec (ngram, early-exit, model:PATH)");
   if (raw['draftTokens'] !== undefined) plan.draftTokens = int('draftTokens', (n) => n >= 1 && n <= 16, 'must be 1..16');
+  if (raw['embedBits'] !== undefined) plan.embedBits = int('embedBits', (n) => n === 4 || n === 8 || n === 32, 'is not 4, 8 or 32');
   if (raw['headBits'] !== undefined) plan.headBits = int('headBits', isWeightBits, bitsMsg);
   if (raw['blockSize'] !== undefined) plan.blockSize = int('blockSize', isBlockSize, `is not ${BLOCK_SIZES.join(', ')}`);
   const predicted = raw['predicted'];

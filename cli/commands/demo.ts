@@ -112,7 +112,7 @@ export const demoCommand = defineCommand({
       const best: RankedPlan = result.plans[0]!;
       const plan = best.plan;
       const drafting = plan.speculate ? `, speculation ${plan.speculate} (≤ ${plan.draftTokens} drafts, ${best.predicted.speculation?.tokensPerRound.toFixed(2)} tokens per round predicted)` : '';
-      say(`plan: split ${plan.split} of ${c.nLayers}, weights ${plan.frontBits}-bit on the edge / ${plan.backBits}-bit in the cloud${plan.headBits ? ` (LM head ${plan.headBits}-bit)` : ''}, codec ${plan.codec}${drafting} (${result.evaluated} configurations searched)`);
+      say(`plan: split ${plan.split} of ${c.nLayers}, weights ${plan.frontBits}-bit on the edge / ${plan.backBits}-bit in the cloud${plan.headBits ? ` (LM head ${plan.headBits}-bit)` : ''}${plan.embedBits ? ` (embedding ${plan.embedBits}-bit)` : ''}, codec ${plan.codec}${drafting} (${result.evaluated} configurations searched)`);
 
       const linearFor =
         plan.frontBits === 32 && plan.backBits === 32
@@ -122,7 +122,7 @@ export const demoCommand = defineCommand({
       say(`cloud at ${cloud.url}/v1/session; the edge connects ${link ? 'through the emulated link' : 'directly'}\n`);
       // one token first, untimed: the cloud builds its back segment on a split's first session
       const codec = codecAtSplit(plan.codec, plan.split, contexts).spec; // what a bare 'ts-tabq' means at this split
-      const session = { url, split: plan.split, codec: plan.codec, codecEnv: contexts, prompt, promptIds, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, headBits: plan.headBits, blockSize: plan.blockSize, threads: v.threads };
+      const session = { url, split: plan.split, codec: plan.codec, codecEnv: contexts, prompt, promptIds, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, headBits: plan.headBits, embedBits: plan.embedBits, blockSize: plan.blockSize, threads: v.threads };
       await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), { breakIds: [c.eosId] });

@@ -38,7 +38,7 @@ const pplCommand = defineCommand({
     const pkg = await openModelOption(v);
     const split = v.split;
     const weights = await weightEmitters(v, pkg, split);
-    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: v.threads, linearFor: weights.linearFor, headLinear: weights.headLinear });
+    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: v.threads, linearFor: weights.linearFor, headLinear: weights.headLinear, embedBits: weights.embedBits });
     let meter: WireMeter | undefined;
     if (v.codec !== undefined) {
       if (split === undefined) throw new SplitLLMError('E_USAGE', '--codec needs --split K: the codec sits on the hidden state at the split');

@@ -27,7 +27,7 @@ export const generateCommand = defineCommand({
     const split = v.split;
     const { text: prompt, ids: promptIds, maxTokens } = promptOf(pkg, v);
     const weights = await weightEmitters(v, pkg, split);
-    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: v.threads, linearFor: weights.linearFor, headLinear: weights.headLinear });
+    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: v.threads, linearFor: weights.linearFor, headLinear: weights.headLinear, embedBits: weights.embedBits });
     const stream = tokenPrinter(pkg, promptIds, prompt, v.json ? undefined : (s) => process.stdout.write(s));
     const t0 = performance.now();
     const out = await generate(pipeline, promptIds, { maxTokens, ...samplingFrom(v), onToken: (id) => stream.push(id) });

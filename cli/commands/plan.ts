@@ -100,11 +100,11 @@ export const planCommand = defineCommand({
       return;
     }
     process.stdout.write(`memory below is the whole edge process: the model's share plus the runtime's ${(runtime / 1e6).toFixed(1)} MB\n`);
-    process.stdout.write('split  front/back/head bits  codec                  max seq   memory MB   latency ms   first token ms   ppl change   tight      speculation\n');
+    process.stdout.write('split  front/back/head/embed bits  codec                  max seq   memory MB   latency ms   first token ms   ppl change   tight      speculation\n');
     for (const p of r.plans) {
       const q = p.plan;
       process.stdout.write(
-        `${String(q.split).padStart(5)}  ${`${q.frontBits}/${q.backBits}/${q.headBits ?? 32}`.padStart(20)}  ${q.codec.padEnd(22)} ${String(q.maxSeq).padStart(7)} ${(p.predicted.memory / 1e6).toFixed(1).padStart(11)} ${p.predicted.latency.toFixed(1).padStart(12)} ${p.predicted.firstTokenMs.toFixed(1).padStart(16)} ${((100 * p.predicted.accuracy).toFixed(2) + '%').padStart(12)}   ${p.tight.padEnd(9)}  ${speculationText(p.predicted)}\n`,
+        `${String(q.split).padStart(5)}  ${`${q.frontBits}/${q.backBits}/${q.headBits ?? 32}/${q.embedBits ?? 32}`.padStart(26)}  ${q.codec.padEnd(22)} ${String(q.maxSeq).padStart(7)} ${(p.predicted.memory / 1e6).toFixed(1).padStart(11)} ${p.predicted.latency.toFixed(1).padStart(12)} ${p.predicted.firstTokenMs.toFixed(1).padStart(16)} ${((100 * p.predicted.accuracy).toFixed(2) + '%').padStart(12)}   ${p.tight.padEnd(9)}  ${speculationText(p.predicted)}\n`,
       );
     }
     if (v.out) process.stdout.write(`wrote ${v.out}\n`);

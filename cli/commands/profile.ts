@@ -77,7 +77,7 @@ const linkCommand = defineCommand({
 const accuracyCommand = defineCommand({
   name: 'accuracy',
   summary:
-    'Measures the ppl change of each configuration on calibration text: weights (rtn) per split × front bits × back bits, hidden-state codecs per split (float weights), and the LM head at each lower precision. Never run it on the evaluation text.',
+    'Measures the ppl change of each configuration on calibration text: weights (rtn) per split × front bits × back bits, hidden-state codecs per split (float weights), and the LM head at each lower precision and the token embedding at 8 and 4 bits. Never run it on the evaluation text.',
   usage: 'splitllm profile accuracy --model M --text CALIB.txt --out F [--bits 4,8,32] [--codecs fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1,ts-tabq] [--calibration FILE] [--windows 60] [--json]',
   examples: ['splitllm profile accuracy --text train.txt --out acc.json', 'splitllm profile accuracy --model models/stories260K --text tinystories_calib.txt --bits 4,32 --codecs fp16,ts-tabq --windows 20 --out acc.json'],
   options: {
@@ -136,7 +136,14 @@ const accuracyCommand = defineCommand({
       heads[String(b)] = (await score(p)) / base - 1;
       await p.release();
     }
-    const data = { model: pkg.hash, baselinePpl: base, windows: windows.length, weights, codecs: codecTable, heads };
+    // the token embedding at 8 and 4 bits alone: what `--embed-bits` costs
+    const embeds: Record<string, number> = {};
+    for (const b of [8, 4]) {
+      const p = await Pipeline.create(pkg, [], { embedBits: b });
+      embeds[String(b)] = (await score(p)) / base - 1;
+      await p.release();
+    }
+    const data = { model: pkg.hash, baselinePpl: base, windows: windows.length, weights, codecs: codecTable, heads, embeds };
     const file = { format: 'splitllm-profile', kind: 'accuracy', data, machine: machine() };
     writeFileSync(out, JSON.stringify(file, null, 2) + '\n');
     if (v.json) process.stdout.write(JSON.stringify(file) + '\n');

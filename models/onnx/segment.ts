@@ -35,6 +35,7 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { layerLayout, type LinearSpec, TENSORS as W } from '../../shared/decoder.js';
 import type { ModelConfig } from '../manifest.js';
 import type { WeightSource } from '../package.js';
+import { quantizedEmbedding } from './embedding.js';
 import { DT, GraphBuilder } from './graph.js';
 
 export interface LinearWeight {
@@ -85,6 +86,8 @@ export interface SegmentOptions {
   attention?: AttentionKind;
   /** the segment starts from input_ids through the embedding (default: from = 0) */
   embed?: boolean;
+  /** the token embedding's weight bits (default 32: float; 8 or 4: blockwise codes in blocks of 32, models/onnx/embedding.ts) */
+  embedBits?: number;
   /** the segment ends with the final norm and LM head (default: to = L) */
   head?: boolean;
   /** take key_positions [B, P+T] (−1 = padding), so that sessions of different lengths run as one batch */
@@ -189,7 +192,10 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
   let x: string;
   if (io.first) {
     g.input('input_ids', DT.INT64, ['batch', 'tokens']);
-    x = g.op('Gather', [g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed)), 'input_ids'], { axis: 0 });
+    x =
+      (opts.embedBits ?? 32) < 32
+        ? quantizedEmbedding(g, W.embed, weights.get(W.embed), c.vocabSize, D, opts.embedBits!, 32, 'input_ids')
+        : g.op('Gather', [g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed)), 'input_ids'], { axis: 0 });
   } else {
     x = g.input('hidden_states', DT.FLOAT, ['batch', 'tokens', D]);
   }
@@ -367,7 +373,8 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       g.op('Identity', [head], {}, { outputs: ['logits'] });
     } else if (c.tiedEmbeddings) {
       // Gemm with transB shares the [V,D] embedding initializer instead of storing a transposed copy
-      const embed = io.first ? W.embed : g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
+      // (a quantized embedding leaves no float table to share)
+      const embed = io.first && (opts.embedBits ?? 32) >= 32 ? W.embed : g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
       const flat = g.op('Reshape', [h, g.i64([-1, D])]);
       const y = g.op('Gemm', [flat, embed], { transB: 1 });
       const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [h]), g.i64([0]), g.i64([2])]), g.i64([c.vocabSize])], { axis: 0 });

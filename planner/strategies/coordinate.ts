@@ -28,6 +28,7 @@ export const coordinate: Strategy = {
       { key: 'codec', values: codecs },
       { key: 'maxSeq', values: seqLens },
       ...((pr.candidates.headBits?.length ?? 0) > 1 ? [{ key: 'headBits' as const, values: pr.candidates.headBits! }] : []),
+      ...((pr.candidates.embedBits?.length ?? 0) > 1 ? [{ key: 'embedBits' as const, values: pr.candidates.embedBits! }] : []),
     ];
     let evaluated = 0;
     const score = (c: Config): Scored => {
@@ -50,7 +51,7 @@ export const coordinate: Strategy = {
         let bestMove: Scored | undefined;
         for (const blk of blocks) {
           for (const v of blk.values) {
-            if ((cur.c[blk.key] ?? (blk.key === 'headBits' ? 32 : undefined)) === v) continue;
+            if ((cur.c[blk.key] ?? (blk.key === 'headBits' || blk.key === 'embedBits' ? 32 : undefined)) === v) continue;
             const cand = score({ ...cur.c, [blk.key]: v } as Config);
             if (penalty(pr, cand) < penalty(pr, bestMove ?? cur)) bestMove = cand;
           }

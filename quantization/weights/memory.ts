@@ -3,7 +3,7 @@
  * cache per token. The planner calls these; tests hold them to the builder's own byte counts.
  */
 import { type DecoderShape, layerLinears } from '../../shared/decoder.js';
-import { blockwiseBytes } from './blockwise.js';
+import { blockwiseBytes, kBlocks } from './blockwise.js';
 
 /** The parts of a model config the accounting needs (the decoder block's shape; a models/ ModelConfig is one). */
 export type ShapeConfig = DecoderShape;
@@ -37,7 +37,7 @@ export function segmentBytes(
   c: ShapeConfig,
   from: number,
   to: number,
-  opts: { embed?: boolean; head?: boolean; bitsOf: (layer: number) => number; blockSize?: number; quantized?: QuantizedBytes },
+  opts: { embed?: boolean; head?: boolean; bitsOf: (layer: number) => number; blockSize?: number; quantized?: QuantizedBytes; embedBits?: number },
 ): SegmentBytes {
   const embed = opts.embed ?? from === 0;
   const head = opts.head ?? to === c.nLayers;
@@ -54,7 +54,9 @@ export function segmentBytes(
     }
     norms += 2 * c.dim * 4;
   }
-  const embedding = embed || (head && c.tiedEmbeddings) ? c.vocabSize * c.dim * 4 : 0;
+  // a quantized embedding is held as codes; a tied head in the same segment still needs the float table
+  const embedBits = embed ? (opts.embedBits ?? 32) : 32;
+  const embedding = (embed ? embeddingBytes(c.vocabSize, c.dim, embedBits, 32) : 0) + ((head && c.tiedEmbeddings && (!embed || embedBits < 32)) ? c.vocabSize * c.dim * 4 : 0);
   const headBytes = head ? c.dim * 4 + (c.tiedEmbeddings ? 0 : c.vocabSize * c.dim * 4) : 0;
   const rope = to > from ? 2 * c.maxSeq * (c.headDim / 2) * 4 : 0;
   return {
@@ -67,4 +69,11 @@ export function segmentBytes(
     total: linear + embedding + headBytes + norms + rope + other,
     kvPerToken: (to - from) * 2 * kvd * 4,
   };
+}
+
+/** Bytes of a [V, D] token embedding at `bits` (models/onnx/embedding.ts): codes, float32 scales and one zero-point byte per row and block. */
+export function embeddingBytes(V: number, D: number, bits: number, blockSize: number): number {
+  if (bits >= 32) return V * D * 4;
+  const kb = kBlocks(D, blockSize);
+  return V * kb * ((blockSize * bits) / 8) + V * kb * 4 + V * kb;
 }

@@ -1,0 +1,94 @@
+/**
+ * The token embedding at 8 and 4 bits (models/onnx/embedding.ts): the graph gathers exactly the rows of
+ * the dequantized table, holds the bytes the accounting says, and a split run with it equals the local
+ * pipeline with it; the planner takes it where memory binds and its ppl cost fits.
+ */
+import { expect, it } from 'vitest';
+import { startCloud } from '../cloud/server.js';
+import { runEdge } from '../edge/agent.js';
+import { checkEmbedBits } from '../models/onnx/embedding.js';
+import { buildSegment } from '../models/onnx/segment.js';
+import { generate, Pipeline } from '../models/runtime/pipeline.js';
+import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
+import { SYNTHETIC_PRESETS } from '../models/importers/synthetic.js';
+import { exhaustive } from '../planner/strategies/index.js';
+import { syntheticProblem } from '../planner/synthetic.js';
+import { dequantizeBlockwise, quantizeBlockwise } from '../quantization/weights/blockwise.js';
+import { embeddingBytes, segmentBytes } from '../quantization/weights/memory.js';
+import { defaultModel } from './helpers/models.js';
+
+it('an 8- or 4-bit embedding gathers exactly the dequantized rows, and holds the bytes the accounting counts', async () => {
+  const pkg = await defaultModel();
+  const c = pkg.config;
+  const table = pkg.weights.get('model.embed_tokens.weight');
+  const ids = [0, 1, 5, 17, 300, 511, 17];
+  for (const bits of [8, 4]) {
+    const rt = await SegmentRuntime.create(pkg, 0, 0, { embed: true, head: false, embedBits: bits });
+    const out = (await rt.run(ids, ids.length)).data;
+    const deq = dequantizeBlockwise(quantizeBlockwise(table, c.vocabSize, c.dim, bits, 32));
+    let max = 0;
+    let moved = 0;
+    ids.forEach((id, t) => {
+      for (let d = 0; d < c.dim; d++) {
+        max = Math.max(max, Math.abs(out[t * c.dim + d]! - deq[id * c.dim + d]!));
+        moved = Math.max(moved, Math.abs(out[t * c.dim + d]! - table[id * c.dim + d]!));
+      }
+    });
+    expect(max, `${bits}-bit`).toBe(0);
+    expect(moved, `${bits}-bit`).toBeGreaterThan(0);
+    // codes + scales + zero points: 512 × 6 blocks × (32·bits/8 + 4 + 1) bytes, and a few bytes of constants
+    expect(embeddingBytes(c.vocabSize, c.dim, bits, 32)).toBe(512 * 6 * ((32 * bits) / 8 + 5));
+    expect(rt.segment.weightBytes - embeddingBytes(c.vocabSize, c.dim, bits, 32)).toBeGreaterThanOrEqual(0);
+    expect(rt.segment.weightBytes - embeddingBytes(c.vocabSize, c.dim, bits, 32)).toBeLessThan(128);
+    await rt.release();
+  }
+  // the front's accounting: the float table replaced by the codes
+  const f = segmentBytes(c, 0, 3, { embed: true, head: false, bitsOf: () => 32 });
+  const q = segmentBytes(c, 0, 3, { embed: true, head: false, bitsOf: () => 32, embedBits: 4 });
+  expect(f.embedding - q.embedding).toBe(c.vocabSize * c.dim * 4 - embeddingBytes(c.vocabSize, c.dim, 4, 32));
+  // a whole model with a tied head keeps a float table for the head beside the codes
+  const whole = buildSegment(c, pkg.weights, 0, c.nLayers, { embed: true, head: true, embedBits: 8 });
+  expect(whole.weightBytes).toBeGreaterThan(buildSegment(c, pkg.weights, 0, c.nLayers, { embed: true, head: true }).weightBytes);
+  expect(() => checkEmbedBits(6)).toThrow(/embedding bits 6 are not supported: use one of 4, 8, 32/);
+});
+
+it('edge against cloud with a 4-bit embedding gives the local pipeline\'s tokens with the same embedding, at every split', async () => {
+  const pkg = await defaultModel();
+  const ids = pkg.tokenizer().encode('ROMEO:\nBut soft,', true);
+  const p = await Pipeline.create(pkg, [], { embedBits: 4 });
+  const local = await generate(p, ids, { maxTokens: 24, stopIds: [] });
+  await p.release();
+  const plain = await Pipeline.create(pkg);
+  const float = await generate(plain, ids, { maxTokens: 24, stopIds: [] });
+  await plain.release();
+  const server = await startCloud(pkg);
+  try {
+    for (let k = 1; k < pkg.config.nLayers; k++) {
+      const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: k, codec: 'fp32', promptIds: ids, prompt: '', maxTokens: 24, stopIds: [], embedBits: 4 });
+      expect(r.tokens, `split ${k}`).toEqual(local);
+    }
+  } finally {
+    await server.close();
+  }
+  process.stderr.write(`[embedding] 4-bit embedding: ${local.filter((t, i) => t === float[i]).length}/24 greedy tokens as with the float one\n`);
+});
+
+it('the planner quantizes the embedding where the edge memory binds and its measured ppl cost fits, not where it does not', () => {
+  const tiny = { ...SYNTHETIC_PRESETS['tinyllama-1.1b']!.config, hash: 'tinyllama-shaped' };
+  const pr = syntheticProblem(tiny, 4);
+  pr.accuracy = { ...pr.accuracy, embeds: { '8': 0.0001, '4': 0.002 } };
+  pr.candidates = { ...pr.candidates, embedBits: [32, 8, 4] };
+  const free = exhaustive.solve(pr, 1).plans[0]!;
+  // the embedding is 32000 × 2048 floats (262 MB): at 8 bits it frees ~190 MB of the edge's budget
+  const at8 = segmentBytes(tiny, 0, free.plan.split, { embed: true, head: false, bitsOf: () => free.plan.frontBits, embedBits: 8 });
+  expect(at8.embedding).toBe(embeddingBytes(32000, 2048, 8, 32));
+  // tight memory: a plan that only fits with a quantized embedding
+  pr.budgets = { ...pr.budgets, edgeMemory: free.predicted.memory - 150e6 };
+  const tight = exhaustive.solve(pr, 1).plans[0]!;
+  expect(tight.plan.embedBits === 8 || tight.plan.embedBits === 4).toBe(true);
+  expect(tight.predicted.memory).toBeLessThanOrEqual(pr.budgets.edgeMemory);
+  // its ppl cost past the budget: not taken, whatever the memory
+  pr.accuracy = { ...pr.accuracy, embeds: { '8': 0.5, '4': 0.9 } };
+  const r = exhaustive.solve(pr, 1);
+  expect(r.plans[0]?.plan.embedBits).toBeUndefined();
+});
