@@ -52,7 +52,8 @@ describe('the default model (models/default)', () => {
   });
 
   it('splitllm demo plans (here with the split fixed), streams through an emulated link and reports (--json)', () => {
-    const r = cli(['demo', '--max-tokens', '24', '--json', '--split', '2'], { timeoutMs: 180_000 });
+    // plain steps: one decode step per token (the plan may otherwise speculate)
+    const r = cli(['demo', '--max-tokens', '24', '--json', '--split', '2', '--speculate', 'off'], { timeoutMs: 180_000 });
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout) as {
       plan: { split: number; frontBits: number; codec: string };

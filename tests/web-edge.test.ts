@@ -68,6 +68,12 @@ describeWithBrowser('the browser edge', () => {
       expect(r.tokens, `split ${k}`).toEqual(local);
     }
     expect(requests.foreign).toEqual([]);
+    // TAB-Q's WebAssembly kernels run in the page too, not the TypeScript fallback
+    const page = await context.newPage();
+    await page.goto(`${http}/edge/`);
+    await page.waitForFunction(() => window.splitllmInfo !== undefined);
+    expect(await page.evaluate(() => window.splitllmInfo)).toEqual({ codecKernels: 'wasm-simd', inference: 'onnxruntime-web (WebAssembly, 1 thread)' });
+    await page.close();
     // the page, its script, the model, the segments, onnxruntime-web's wasm and the session: nothing else
     const paths = new Set(requests.all.map((u) => new URL(u).pathname));
     expect([...paths].sort()).toEqual(['/edge/', '/edge/edge.js', '/edge/model', '/edge/ort/ort-wasm-simd-threaded.wasm', '/edge/segment', '/v1/session']);

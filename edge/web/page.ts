@@ -22,10 +22,13 @@ import { SegmentRuntime } from '../../models/runtime/segment-runtime.js';
 import { parseTokenizerConfig, TextTokenizer } from '../../models/tokenizer/tokenizer.js';
 import { TextStream } from '../../models/tokenizer/text-stream.js';
 import { CalibrationContexts, parseCalibration } from '../../quantization/activations/calibration.js';
+import { wasmKernels } from '../../quantization/activations/wasm/kernels.js';
 
 declare global {
   interface Window {
     splitllmResult?: { tokens: number[]; text: string; stats: EdgeStats } | { error: { code: string; message: string } };
+    /** what runs in this page: the codecs' kernels (TAB-Q's WebAssembly SIMD ones, or the TypeScript loops) */
+    splitllmInfo?: { codecKernels: 'wasm-simd' | 'typescript'; inference: string };
   }
 }
 
@@ -288,7 +291,10 @@ async function generate(m: ServedModel, s: RunSettings): Promise<{ tokens: numbe
 }
 
 async function main(): Promise<void> {
-  useBackend(webBackend(new URL('/edge/ort/', location.href).href));
+  const backend = webBackend(new URL('/edge/ort/', location.href).href);
+  useBackend(backend);
+  window.splitllmInfo = { codecKernels: wasmKernels() ? 'wasm-simd' : 'typescript', inference: `${backend.name} (WebAssembly, 1 thread)` };
+  $('runtime', HTMLElement).textContent = `front segment: ${window.splitllmInfo.inference}; codec kernels: ${window.splitllmInfo.codecKernels}`;
   const q = new URLSearchParams(location.search);
   const button = $('run', HTMLButtonElement);
   let m: ServedModel;
