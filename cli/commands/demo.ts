@@ -112,7 +112,7 @@ export const demoCommand = defineCommand({
       const best: RankedPlan = result.plans[0]!;
       const plan = best.plan;
       const drafting = plan.speculate ? `, speculation ${plan.speculate} (≤ ${plan.draftTokens} drafts, ${best.predicted.speculation?.tokensPerRound.toFixed(2)} tokens per round predicted)` : '';
-      say(`plan: split ${plan.split} of ${c.nLayers}, weights ${plan.frontBits}-bit on the edge / ${plan.backBits}-bit in the cloud${plan.headBits ? ` (LM head ${plan.headBits}-bit)` : ''}${plan.embedBits ? ` (embedding ${plan.embedBits}-bit)` : ''}, codec ${plan.codec}${drafting} (${result.evaluated} configurations searched)`);
+      say(`plan: split ${plan.split} of ${c.nLayers}, weights ${plan.frontBits}-bit on the edge / ${plan.backBits}-bit in the cloud${extraBits(plan)}, codec ${plan.codec}${drafting} (${result.evaluated} configurations searched)`);
 
       const linearFor =
         plan.frontBits === 32 && plan.backBits === 32
@@ -145,12 +145,18 @@ export const demoCommand = defineCommand({
   },
 });
 
+/** The head's and the embedding's precision when the plan quantizes them: " (LM head 8-bit, embedding 8-bit)". */
+function extraBits(plan: RankedPlan['plan']): string {
+  const parts = [...(plan.headBits ? [`LM head ${plan.headBits}-bit`] : []), ...(plan.embedBits ? [`embedding ${plan.embedBits}-bit`] : [])];
+  return parts.length ? ` (${parts.join(', ')})` : '';
+}
+
 function summary(plan: RankedPlan['plan'], best: RankedPlan, s: EdgeStats, nLayers: number, fp16Wire: number, budget: number): string {
   const d = s.decode;
   const total = d.edgeMs + d.networkMs + d.cloudMs;
   const pct = (v: number) => `${((100 * v) / total).toFixed(0)}%`;
   const rows: [string, string][] = [
-    ['plan', `split ${plan.split}/${nLayers} · weights ${plan.frontBits}-bit edge, ${plan.backBits}-bit cloud · codec ${plan.codec}`],
+    ['plan', `split ${plan.split}/${nLayers} · weights ${plan.frontBits}-bit edge, ${plan.backBits}-bit cloud${extraBits(plan)} · codec ${plan.codec}`],
     ['edge memory', `${mb(best.predicted.memory)} predicted at the peak (budget ${mb(budget)}): ${mb(s.peakEdgeBytes)} of weights + KV, resident twice while onnxruntime loads and steps`],
     ['ppl change', `${best.predicted.accuracy >= 0 ? '+' : ''}${(100 * best.predicted.accuracy).toFixed(2)}% predicted from the accuracy profile`],
     ['bytes/token up', `${d.wireBytes.toFixed(0)} B (hidden state ${d.payloadBytes.toFixed(0)} B) vs ${fp16Wire.toFixed(0)} B as float16: ${(fp16Wire / d.wireBytes).toFixed(2)}× smaller`],

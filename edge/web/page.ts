@@ -101,6 +101,8 @@ async function loadSegment(m: ServedModel, split: number, bits: number): Promise
     attention,
     weightBytes: io.num('weightBytes', 0),
     model,
+    // what the runtime learns about an imported export's graph as it runs (models/onnx/segment.ts)
+    quirks: {},
   };
   if (io.has('recompute') && io.bool('recompute')) seg.recompute = true;
   return seg;
