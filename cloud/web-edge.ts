@@ -6,8 +6,9 @@
  *   GET /edge/edge.js                its script (bundled by scripts/build-web.mjs from the edge's own sources)
  *   GET /edge/ort/<file>.wasm        onnxruntime-web's WebAssembly, from the installed package
  *   GET /edge/model                  the model's name, hash, shape, tokenizer, calibration and the page's defaults
- *   GET /edge/segment?split=K&bits=B the front segment [0, K) at B-bit weights (RTN, as `splitllm edge --front-bits B`
- *                                    builds it), built once and cached (msgpack: {modelHash, io, model})
+ *   GET /edge/segment?split=K&bits=B[&embed=E] the front segment [0, K) at B-bit weights (RTN, as `splitllm edge
+ *                                    --front-bits B` builds it) and an E-bit embedding (8, 4; default 32), built once
+ *                                    and cached (msgpack: {modelHash, io, model})
  * The prompt stays in the page: the server only ever sees hidden states, as from any edge.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -20,6 +21,7 @@ import { msgpack } from '../shared/protocol/frame.js';
 import { isWeightBits, WEIGHT_BITS } from '../shared/precision.js';
 import type { ModelPackage } from '../models/package.js';
 import { linearFor } from '../models/onnx/linear.js';
+import { checkEmbedBits } from '../models/onnx/embedding.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import type { Calibration } from '../quantization/activations/calibration.js';
 
@@ -75,8 +77,8 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
    * synchronous: tens of ms for the default model, more for large ones); the cache keeps the last
    * `limit`, and there are at most (L − 1) × 6 distinct ones.
    */
-  const segment = (k: number, bits: number): { body: Promise<Uint8Array>; hit: boolean } => {
-    const key = `${k}/${bits}`;
+  const segment = (k: number, bits: number, embedBits: number): { body: Promise<Uint8Array>; hit: boolean } => {
+    const key = `${k}/${bits}/${embedBits}`;
     let p = cache.get(key);
     if (p) {
       // most recently used last
@@ -85,7 +87,7 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
       return { body: p, hit: true };
     }
     p = (async () => {
-      const seg = buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, ...(bits < 32 ? { linearFor: () => linearFor(bits, 32) } : {}) });
+      const seg = buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, ...(bits < 32 ? { linearFor: () => linearFor(bits, 32) } : {}), ...(embedBits < 32 ? { embedBits } : {}) });
       if (!seg.model) throw new SplitLLMError('E_RUNTIME', `front segment [0, ${k}) is too large for a page (its weights went to external data)`);
       const { model: bytes, modelPath: _path, ...io } = seg;
       return msgpack.pack({ modelHash: pkg.hash, io, model: bytes });
@@ -108,6 +110,7 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
   app.get('/edge/segment', async (req, reply) => {
     let k = 0;
     let bits = 32;
+    let embedBits = 32;
     try {
       const q = Fields.of(req.query, 'segment', (why) => {
         throw new SplitLLMError('E_USAGE', why);
@@ -116,10 +119,12 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
       k = q.int('split', 1, Math.max(1, c.nLayers - 1), Number(q.value('split')));
       bits = q.int('bits', 2, 32, q.has('bits') ? Number(q.value('bits')) : 32);
       if (!isWeightBits(bits)) throw new SplitLLMError('E_USAGE', `segment: bits ${bits} is not one of ${WEIGHT_BITS.join(', ')}`);
+      embedBits = q.has('embed') ? q.int('embed', 4, 32, Number(q.value('embed'))) : 32;
+      checkEmbedBits(embedBits);
     } catch (e) {
-      return reply.code(400).send({ error: { code: 'bad_request', message: `${e instanceof Error ? e.message : String(e)}: ask for /edge/segment?split=1..${c.nLayers - 1}&bits=${WEIGHT_BITS.join('|')}` } });
+      return reply.code(400).send({ error: { code: 'bad_request', message: `${e instanceof Error ? e.message : String(e)}: ask for /edge/segment?split=1..${c.nLayers - 1}&bits=${WEIGHT_BITS.join('|')}[&embed=8|4]` } });
     }
-    const got = segment(k, bits);
+    const got = segment(k, bits, embedBits);
     return reply
       .type('application/msgpack')
       .header('x-splitllm-model-hash', pkg.hash)

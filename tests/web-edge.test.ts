@@ -87,6 +87,11 @@ describeWithBrowser('the browser edge', () => {
       const node = await runEdge(pkg, { url: `${server.url}/v1/session`, split: k, codec: 'ts-tabq', codecEnv: calibrationContexts({}, pkg), prompt, maxTokens: 24, frontBits: 4, linearFor: () => linearFor(4, 32) });
       expect(r.tokens, `split ${k}`).toEqual(node.tokens);
     }
+    // and with the embedding at 4 bits too (plain ONNX ops: onnxruntime-web runs them as Node does)
+    const r = await runPage({ prompt, maxTokens: 24, split: 3, bits: 4, embed: 4, codec: 'ts-tabq', temperature: 0 });
+    if ('error' in r) throw new Error(`${r.error.code}: ${r.error.message}`);
+    const node = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 3, codec: 'ts-tabq', codecEnv: calibrationContexts({}, pkg), prompt, maxTokens: 24, frontBits: 4, linearFor: () => linearFor(4, 32), embedBits: 4 });
+    expect(r.tokens).toEqual(node.tokens);
     expect(requests.foreign).toEqual([]);
   }, 180_000);
 
@@ -141,10 +146,10 @@ it('the server refuses what the page must not get: split 0 or past the back, unk
       const res = await fetch(`${http}${p}`);
       return { status: res.status, body: await res.text(), type: res.headers.get('content-type') };
     };
-    for (const q of ['split=0', `split=${pkg.config.nLayers}`, 'split=2&bits=5', 'split=x', '']) {
+    for (const q of ['split=0', `split=${pkg.config.nLayers}`, 'split=2&bits=5', 'split=x', '', 'split=2&embed=6']) {
       const r = await get(`/edge/segment?${q}`);
       expect(r.status, q).toBe(400);
-      expect(JSON.parse(r.body).error.message).toMatch(/ask for \/edge\/segment\?split=1\.\.5&bits=2\|3\|4\|8\|16\|32/);
+      expect(JSON.parse(r.body).error.message).toMatch(/ask for \/edge\/segment\?split=1\.\.5&bits=2\|3\|4\|8\|16\|32\[&embed=8\|4\]/);
     }
     expect((await get('/edge/ort/..%2F..%2Fpackage.json')).status).toBe(404);
     expect((await get('/edge/ort/ort-wasm-simd-threaded.jsep.wasm')).status).toBe(404);

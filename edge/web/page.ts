@@ -4,7 +4,7 @@
  * hidden states go to the cloud that served the page — the same token loop (`runEdge`), codecs and
  * protocol as the Node edge.
  *
- * Query parameters: prompt, maxTokens, split, bits, codec, temperature, seed, stop (eos: the model's end
+ * Query parameters: prompt, maxTokens, split, bits, embed (the embedding's bits: 32, 8, 4), codec, temperature, seed, stop (eos: the model's end
  * of text ends the reply, the default; none: it runs on to maxTokens, EOS shown as a paragraph break), cloud
  * (a ws:// URL; default this server's /v1/session), autorun=1. When an autorun generation ends the page sets
  * `window.splitllmResult = {tokens, text, stats}`, or `{error: {code, message}}` when it fails.
@@ -73,8 +73,8 @@ async function loadModel(): Promise<ServedModel> {
 }
 
 /** A front segment [0, split) as the server built it, checked. */
-async function loadSegment(m: ServedModel, split: number, bits: number): Promise<BuiltSegment> {
-  const res = await fetch(`/edge/segment?split=${split}&bits=${bits}`);
+async function loadSegment(m: ServedModel, split: number, bits: number, embedBits: number): Promise<BuiltSegment> {
+  const res = await fetch(`/edge/segment?split=${split}&bits=${bits}${embedBits < 32 ? `&embed=${embedBits}` : ''}`);
   if (!res.ok) {
     const body: unknown = await res.json().catch(() => undefined);
     const msg = isPlainMap(body) && isPlainMap(body['error']) && typeof body['error']['message'] === 'string' ? body['error']['message'] : `HTTP ${res.status}`;
@@ -121,6 +121,8 @@ interface RunSettings {
   maxTokens: number;
   split: number;
   bits: number;
+  /** the token embedding's bits (32, 8, 4) */
+  embed: number;
   codec: string;
   temperature: number;
   seed?: number;
@@ -143,6 +145,7 @@ function settingsFrom(m: ServedModel, q: URLSearchParams): RunSettings {
     maxTokens: num('maxTokens', 64),
     split: num('split', m.defaults.split),
     bits: num('bits', m.defaults.bits),
+    embed: num('embed', 32),
     codec: q.get('codec') ?? m.defaults.codec,
     temperature: num('temperature', 0),
     ...(seed !== null ? { seed: num('seed', 0) } : {}),
@@ -159,6 +162,7 @@ function fillControls(m: ServedModel, s: RunSettings): void {
   };
   options('split', Array.from({ length: Math.max(1, m.config.nLayers - 1) }, (_, i) => i + 1), s.split);
   options('bits', [...m.bits].reverse(), s.bits);
+  options('embed', [32, 8, 4], s.embed);
   options('codec', [...new Set(['fp32', 'fp16', 'int8', 'ts-tabq', s.codec])], s.codec);
   $('prompt', HTMLTextAreaElement).value = s.prompt;
   $('temperature', HTMLInputElement).value = String(s.temperature);
@@ -171,6 +175,7 @@ function settingsFromControls(s: RunSettings): RunSettings {
     prompt: $('prompt', HTMLTextAreaElement).value,
     split: Number($('split', HTMLSelectElement).value),
     bits: Number($('bits', HTMLSelectElement).value),
+    embed: Number($('embed', HTMLSelectElement).value),
     codec: $('codec', HTMLSelectElement).value,
     temperature: Number($('temperature', HTMLInputElement).value),
     maxTokens: Number($('maxTokens', HTMLInputElement).value),
@@ -271,7 +276,7 @@ async function generate(m: ServedModel, s: RunSettings): Promise<{ tokens: numbe
   const ids = tok.encode(s.prompt, true);
   const stream = new TextStream(tok, ids, s.prompt, (t) => out.append(t), s.stopAtEos ? {} : { breakIds: [m.config.eosId] });
   const panel = new Panel();
-  const seg = await loadSegment(m, s.split, s.bits);
+  const seg = await loadSegment(m, s.split, s.bits, s.embed);
   const r = await runEdge(m.model, {
     url: s.cloud,
     connect: browserConnector(s.cloud),
@@ -284,7 +289,7 @@ async function generate(m: ServedModel, s: RunSettings): Promise<{ tokens: numbe
     ...(s.stopAtEos ? {} : { stopIds: [] }),
     sampling: { temperature: s.temperature, ...(s.seed !== undefined ? { seed: s.seed } : {}) },
     frontBits: s.bits,
-    fronts: async (k) => SegmentRuntime.fromBuilt(m.config, k === s.split ? seg : await loadSegment(m, k, s.bits)),
+    fronts: async (k) => SegmentRuntime.fromBuilt(m.config, k === s.split ? seg : await loadSegment(m, k, s.bits, s.embed)),
     onToken: (id) => stream.push(id),
     onStep: (t) => panel.add(t),
   });
