@@ -1,5 +1,7 @@
 /** What the subcommands share: option groups (model, prompt, sampling, cloud), file readers, progress. */
 import { validatePlan, type Plan } from '../shared/plan.js';
+import { proposerFor } from '../edge/draft/registry.js';
+import type { DraftProposer } from '../edge/draft/proposer.js';
 import { WEIGHT_STRATEGY_NAMES } from '../models/weights/registry.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../shared/errors.js';
@@ -170,4 +172,15 @@ export function progress(label: string, everyMs = 2000): (done: number, total: n
     const secs = ((now - t0) / 1000).toFixed(1);
     process.stderr.write(`${label}: ${done}/${total} (${secs}s)\n`);
   };
+}
+
+/** --speculate / --draft-tokens, else the plan's choice, as the agent's speculation (undefined: off). */
+export async function speculationOf(
+  v: { speculate?: string; 'draft-tokens'?: number; threads?: number; model?: string },
+  pkg: ModelPackage,
+  plan: Plan | undefined,
+): Promise<{ proposer: DraftProposer; maxDraft: number } | undefined> {
+  const fromPlan = v.speculate === undefined && plan?.speculate !== undefined;
+  const proposer = await proposerFor(v.speculate ?? plan?.speculate ?? 'off', { pkg, threads: v.threads, ...(fromPlan ? { baseDir: modelPath(v) } : {}) });
+  return proposer ? { proposer, maxDraft: v['draft-tokens'] ?? plan?.draftTokens ?? 4 } : undefined;
 }

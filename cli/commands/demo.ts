@@ -1,4 +1,4 @@
-import { PROPOSERS, proposerFor } from '../../edge/draft/registry.js';
+import { PROPOSERS } from '../../edge/draft/registry.js';
 import { MAX_DRAFT } from '../../shared/protocol/index.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { exhaustive } from '../../planner/strategies/index.js';
 import type { ComputeProfile, LinkProfile, RankedPlan } from '../../planner/types.js';
 import { SplitLLMError } from '../../shared/errors.js';
 import { emulateLink, type EmulatedLink } from '../link-emulator.js';
-import { generationOptions, modelOptions, modelPath, openModelOption, promptOf, readJsonFile, samplingFrom } from '../common.js';
+import { generationOptions, modelOptions, modelPath, openModelOption, promptOf, readJsonFile, samplingFrom, speculationOf } from '../common.js';
 import { defineCommand, opt } from '../options.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
@@ -127,10 +127,9 @@ export const demoCommand = defineCommand({
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), { breakIds: [c.eosId] });
       // the plan's speculation unless --speculate says otherwise (a plan's draft path is relative to the model)
-      const proposer = await proposerFor(v.speculate ?? plan.speculate ?? 'off', { pkg, threads: v.threads, ...(v.speculate === undefined ? { baseDir: modelPath(v) } : {}) });
-      const maxDraft = v['draft-tokens'] ?? plan.draftTokens ?? 4;
-      const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(v), stopIds: [], onToken: (id) => stream.push(id), ...(proposer ? { speculate: { proposer, maxDraft } } : {}) });
-      await proposer?.release?.();
+      const speculate = await speculationOf(v, pkg, plan);
+      const r = await runEdge(pkg, { ...session, maxTokens, sampling: samplingFrom(v), stopIds: [], onToken: (id) => stream.push(id), ...(speculate ? { speculate } : {}) });
+      await speculate?.proposer.release?.();
       const text = stream.finish();
       const fp16Wire = c.dim * 2 + (r.stats.decode.wireBytes - r.stats.decode.payloadBytes);
       if (json) {

@@ -1,14 +1,12 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import type { Plan } from '../../shared/plan.js';
 import { DEFAULT_PREFILL_CHUNK, runEdge } from '../../edge/agent.js';
-import { PROPOSERS, proposerFor } from '../../edge/draft/registry.js';
-import type { DraftProposer } from '../../edge/draft/proposer.js';
-import type { ModelPackage } from '../../models/package.js';
+import { PROPOSERS } from '../../edge/draft/registry.js';
 import { MAX_DRAFT } from '../../shared/protocol/index.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
 import { startEdgeService } from '../../edge/service.js';
 import { SplitBandit } from '../../planner/bandit.js';
-import { cloudOptions, generationOptions, modelOptions, modelPath, openModelOption, promptOf, readPlanFile, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
+import { cloudOptions, generationOptions, modelOptions, openModelOption, promptOf, readPlanFile, speculationOf, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
 import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
@@ -174,16 +172,6 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
   return s.interrupted ? 130 : 0;
 }
 
-/** --speculate / --draft-tokens, else the plan's choice, as the agent's speculation (undefined: off). */
-async function speculationOf(
-  v: { speculate?: string; 'draft-tokens'?: number; threads?: number; model?: string },
-  pkg: ModelPackage,
-  plan: Plan | undefined,
-): Promise<{ proposer: DraftProposer; maxDraft: number } | undefined> {
-  const fromPlan = v.speculate === undefined && plan?.speculate !== undefined;
-  const proposer = await proposerFor(v.speculate ?? plan?.speculate ?? 'off', { pkg, threads: v.threads, ...(fromPlan ? { baseDir: modelPath(v) } : {}) });
-  return proposer ? { proposer, maxDraft: v['draft-tokens'] ?? plan?.draftTokens ?? 4 } : undefined;
-}
 
 const serveOptions = {
   ...planOptions,
