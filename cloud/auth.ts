@@ -53,6 +53,24 @@ export class Tenants {
   }
 }
 
+/** The subprotocol a page offers with its bearer token (a page cannot set headers on its upgrade). */
+export const TOKEN_SUBPROTOCOL_PREFIX = 'base64url.bearer.authorization.splitllm.';
+/** The subprotocol the server selects when a page offers its token that way (the token one is never echoed). */
+export const SPLITLLM_SUBPROTOCOL = 'splitllm';
+
+/**
+ * The credential of an upgrade: its `Authorization` header, else a bearer token offered as the subprotocol
+ * `base64url.bearer.authorization.splitllm.<base64url token>` (the convention Kubernetes uses for browsers).
+ */
+export function upgradeCredential(authorization: string | undefined, protocols: string | undefined): string | undefined {
+  if (authorization) return authorization;
+  const offered = (protocols ?? '').split(',').map((p) => p.trim());
+  const t = offered.find((p) => p.startsWith(TOKEN_SUBPROTOCOL_PREFIX));
+  if (!t) return undefined;
+  const token = Buffer.from(t.slice(TOKEN_SUBPROTOCOL_PREFIX.length), 'base64url').toString('utf8');
+  return token ? `Bearer ${token}` : undefined;
+}
+
 /**
  * A tenants file: `{"tenants": [{"name": "alice", "token": "…", "maxSessions": 8}, …]}` (E_BAD_CONFIG
  * naming the field).

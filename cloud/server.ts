@@ -18,7 +18,7 @@ import { isSessionId } from '../shared/protocol/index.js';
 import type { ModelPackage } from '../models/package.js';
 import { WEIGHT_BITS } from '../quantization/weights/blockwise.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
-import { Tenants, type TenantSpec } from './auth.js';
+import { SPLITLLM_SUBPROTOCOL, Tenants, upgradeCredential, type TenantSpec } from './auth.js';
 import type { ErrorLabel } from './metrics.js';
 import { CloudSession, cloudContext, type Identity } from './session.js';
 
@@ -114,7 +114,8 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
   const ctx = cloudContext(pkg, { ...opts, log: app.log });
   const { metrics, store, pool } = ctx;
   const maxConnections = opts.maxConnections ?? 2 * ctx.maxSessions + 16;
-  await app.register(websocket, { options: { maxPayload: maxFrame } });
+  // a page offers its token as a subprotocol beside 'splitllm' (auth.ts): the server selects 'splitllm'
+  await app.register(websocket, { options: { maxPayload: maxFrame, handleProtocols: (offered: Set<string>) => (offered.has(SPLITLLM_SUBPROTOCOL) ? SPLITLLM_SUBPROTOCOL : false) } });
   let draining = false;
   const live = new Set<CloudSession>();
   // liveness: the process answers; readiness: it takes new sessions (not while draining)
@@ -125,9 +126,9 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
     models: [{ id: pkg.manifest.name, hash: pkg.hash, layers: c.nLayers, dim: c.dim, vocab: c.vocabSize, maxSeq: c.maxSeq, precisions: [...WEIGHT_BITS] }],
   }));
   if (opts.webEdge) {
-    // a page cannot put a bearer token on its WebSocket upgrade
-    if (tenants.enabled) throw new SplitLLMError('E_USAGE', '--web-edge serves a page that connects without a bearer token: run that cloud without --token/--tenants (put your own authenticating proxy in front of it)');
-    registerWebEdge(app, pkg, { calibration: opts.calibration?.calibration, ...(typeof opts.webEdge === 'object' ? opts.webEdge : {}) });
+    // with tokens, the model's description and its front segments need one too (the page sends it)
+    const allowed = tenants.enabled ? (authorization: string | undefined) => tenants.identify(authorization) !== undefined : undefined;
+    registerWebEdge(app, pkg, { calibration: opts.calibration?.calibration, ...(allowed ? { allowed } : {}), ...(typeof opts.webEdge === 'object' ? opts.webEdge : {}) });
   }
   app.get('/metrics', async (_req, reply) => {
     reply.type(metrics.contentType);
@@ -151,7 +152,7 @@ export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Pr
       preValidation: async (req, reply) => {
         let who: Identity = { tenant: 'default' };
         if (tenants.enabled) {
-          const found = tenants.identify(req.headers.authorization);
+          const found = tenants.identify(upgradeCredential(req.headers.authorization, req.headers['sec-websocket-protocol']));
           if (!found) {
             req.log.warn({ remote: req.ip, code: 'unauthorized' }, 'refused upgrade: missing or wrong bearer token');
             return refuseUpgrade(reply, 401, 'unauthorized', 'missing or wrong bearer token');

@@ -5,6 +5,8 @@
  *   GET /edge/                       the page (edge/web/index.html)
  *   GET /edge/edge.js                its script (bundled by scripts/build-web.mjs from the edge's own sources)
  *   GET /edge/ort/<file>.wasm        onnxruntime-web's WebAssembly, from the installed package
+ *   GET /edge/auth                   {auth}: whether the page needs the cloud's bearer token (it sends it on the
+ *                                    requests below and offers it as a WebSocket subprotocol on /v1/session)
  *   GET /edge/model                  the model's name, hash, shape, tokenizer, calibration and the page's defaults
  *   GET /edge/segment?split=K&bits=B[&embed=E] the front segment [0, K) at B-bit weights (RTN, as `splitllm edge
  *                                    --front-bits B` builds it) and an E-bit embedding (8, 4; default 32), built once
@@ -33,6 +35,8 @@ export interface WebEdgeOptions {
   calibration?: Calibration;
   /** segments kept built (default WEB_SEGMENT_CACHE) */
   cachedSegments?: number;
+  /** with tokens: whether a request's Authorization header may read the model and its segments (the page, its script and the .wasm stay public) */
+  allowed?: (authorization: string | undefined) => boolean;
   /** the page's defaults: this plan's split, front bits and codec (`splitllm cloud --web-edge --plan FILE`) */
   plan?: { split: number; frontBits: number; codec: string };
 }
@@ -101,13 +105,20 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
   app.get('/edge', async (_req, reply) => reply.redirect('/edge/'));
   app.get('/edge/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(page));
   app.get('/edge/edge.js', async (_req, reply) => reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(script));
-  app.get('/edge/model', async (_req, reply) => reply.type('application/json').send(modelJson));
+  // the weights and the tokenizer are the operator's: with tokens, only for a request that carries one
+  const refused = (authorization: string | undefined) => opts.allowed !== undefined && !opts.allowed(authorization);
+  const unauthorized = { error: { code: 'unauthorized', message: "missing or wrong bearer token: give the page the cloud's token" } };
+  app.get('/edge/auth', async (_req, reply) => reply.send({ auth: opts.allowed !== undefined }));
+  app.get('/edge/model', async (req, reply) =>
+    refused(req.headers.authorization) ? reply.code(401).header('www-authenticate', 'Bearer realm="splitllm"').send(unauthorized) : reply.type('application/json').send(modelJson),
+  );
   app.get<{ Params: { file: string } }>('/edge/ort/:file', async (req, reply) => {
     const path = wasm.get(req.params.file);
     if (!path) return reply.code(404).send({ error: { code: 'not_found', message: `no such file: the page needs only ${WASM_FILES.join(', ')}` } });
     return reply.type('application/wasm').header('cache-control', 'max-age=86400').send(readFileSync(path));
   });
   app.get('/edge/segment', async (req, reply) => {
+    if (refused(req.headers.authorization)) return reply.code(401).header('www-authenticate', 'Bearer realm="splitllm"').send(unauthorized);
     let k = 0;
     let bits = 32;
     let embedBits = 32;

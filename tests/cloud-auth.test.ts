@@ -43,6 +43,27 @@ describe('tokens on the upgrade', () => {
     }
   });
 
+  it('a page\'s token offered as the subprotocol base64url.bearer.authorization.splitllm.<token> beside splitllm upgrades, selecting splitllm; a wrong one gets 401', async () => {
+    const server = await startCloud(pkg, { token: 'correct horse battery' });
+    try {
+      const offer = (token: string) => ({ 'sec-websocket-protocol': `splitllm, base64url.bearer.authorization.splitllm.${Buffer.from(token).toString('base64url')}` });
+      expect(await upgrade(server.url, offer('correct horse battery'))).toMatchObject({ status: 101, upgraded: true });
+      expect(await upgrade(server.url, offer('wrong'))).toMatchObject({ status: 401, upgraded: false });
+      expect(await upgrade(server.url, { 'sec-websocket-protocol': 'splitllm' })).toMatchObject({ status: 401, upgraded: false });
+      // a ws client that offers it gets 'splitllm' selected (the token's protocol is never echoed)
+      const { default: WebSocket } = await import('ws');
+      const ws = new WebSocket(`${server.url}/v1/session`, ['splitllm', `base64url.bearer.authorization.splitllm.${Buffer.from('correct horse battery').toString('base64url')}`]);
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+      });
+      expect(ws.protocol).toBe('splitllm');
+      ws.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('an empty token refuses to start, from the flag, a file or the environment', () => {
     const empty = join(tmp, 'empty-token');
     writeFileSync(empty, '\n');

@@ -74,9 +74,9 @@ describeWithBrowser('the browser edge', () => {
     await page.waitForFunction(() => window.splitllmInfo !== undefined);
     expect(await page.evaluate(() => window.splitllmInfo)).toEqual({ codecKernels: 'wasm-simd', inference: 'onnxruntime-web (WebAssembly, 1 thread)' });
     await page.close();
-    // the page, its script, the model, the segments, onnxruntime-web's wasm and the session: nothing else
+    // the page, its script, whether it needs a token, the model, the segments, onnxruntime-web's wasm and the session: nothing else
     const paths = new Set(requests.all.map((u) => new URL(u).pathname));
-    expect([...paths].sort()).toEqual(['/edge/', '/edge/edge.js', '/edge/model', '/edge/ort/ort-wasm-simd-threaded.wasm', '/edge/segment', '/v1/session']);
+    expect([...paths].sort()).toEqual(['/edge/', '/edge/auth', '/edge/edge.js', '/edge/model', '/edge/ort/ort-wasm-simd-threaded.wasm', '/edge/segment', '/v1/session']);
   }, 180_000);
 
   it('calibrated ts-tabq with a 4-bit front: the page gives the Node edge\'s tokens with the same options, at every split', async () => {
@@ -116,6 +116,38 @@ describeWithBrowser('the browser edge', () => {
     await page.close();
   }, 120_000);
 
+  it('a cloud with a token: the page sends it (#token=…) on its requests and as a WebSocket subprotocol; without it, or a wrong one, it shows unauthorized', async () => {
+    const guarded = await startCloud(pkg, { webEdge: true, token: 's3cret', calibration: calibrationContexts({}, pkg) });
+    const origin = guarded.url.replace(/^ws/, 'http');
+    const ctx = await browser.newContext();
+    const seen = await guardRequests(ctx, [origin, guarded.url]);
+    try {
+      const open = async (hash: string) => {
+        const page = await ctx.newPage();
+        await page.goto(`${origin}/edge/?prompt=ROMEO:&maxTokens=8&split=2&codec=fp32&autorun=1${hash}`);
+        await page.waitForFunction(() => window.splitllmResult !== undefined, undefined, { timeout: 60_000 });
+        const r = (await page.evaluate(() => window.splitllmResult)) as Result;
+        const shown = await page.locator('#error').innerText();
+        await page.close();
+        return { r, shown };
+      };
+      const ok = await open('#token=s3cret');
+      if ('error' in ok.r) throw new Error(`${ok.r.error.code}: ${ok.r.error.message}`);
+      expect(ok.r.tokens).toHaveLength(8);
+      const none = await open('');
+      expect('error' in none.r && none.r.error.code).toBe('unauthorized');
+      expect(none.shown).toMatch(/^unauthorized: cloud: unauthorized: this cloud needs its bearer token/);
+      const wrong = await open('#token=nope');
+      expect('error' in wrong.r && wrong.r.error.code).toBe('unauthorized');
+      // the token went in a header and a subprotocol, never in a URL
+      expect(seen.all.filter((u) => u.includes('s3cret'))).toEqual([]);
+      expect(seen.foreign).toEqual([]);
+    } finally {
+      await ctx.close();
+      await guarded.close();
+    }
+  }, 90_000);
+
   it('a page pointed at a cloud serving another model, or at a closed one, shows the error code and message', async () => {
     const other = await startCloud(ModelPackage.fromImported(syntheticModel('tiny', 9)));
     try {
@@ -137,7 +169,7 @@ describeWithBrowser('the browser edge', () => {
   }, 60_000);
 });
 
-it('the server refuses what the page must not get: split 0 or past the back, unknown bits, other files; --web-edge with a token', async () => {
+it('the server refuses what the page must not get: split 0 or past the back, unknown bits, other files; with a token, the model to a request without it', async () => {
   const pkg = await defaultModel();
   const server = await startCloud(pkg, { webEdge: true });
   try {
@@ -162,7 +194,22 @@ it('the server refuses what the page must not get: split 0 or past the back, unk
   } finally {
     await server.close();
   }
-  await expect(startCloud(pkg, { webEdge: true, token: 's3cret' })).rejects.toThrow(/--web-edge serves a page that connects without a bearer token/);
+  // with a token: the page, its script and the .wasm are public; the model and its segments need the token
+  const guarded = await startCloud(pkg, { webEdge: true, token: 's3cret' });
+  try {
+    const base = guarded.url.replace(/^ws/, 'http');
+    const status = async (p: string, auth?: string) => (await fetch(`${base}${p}`, auth ? { headers: { authorization: `Bearer ${auth}` } } : {})).status;
+    expect(await status('/edge/')).toBe(200);
+    expect(await status('/edge/edge.js')).toBe(200);
+    expect(await (await fetch(`${base}/edge/auth`)).json()).toEqual({ auth: true });
+    expect(await status('/edge/model')).toBe(401);
+    expect(await status('/edge/model', 'wrong')).toBe(401);
+    expect(await status('/edge/model', 's3cret')).toBe(200);
+    expect(await status('/edge/segment?split=2', '')).toBe(401);
+    expect(await status('/edge/segment?split=2', 's3cret')).toBe(200);
+  } finally {
+    await guarded.close();
+  }
   // a plan sets the page's defaults; built segments are bounded (here 2, least recently used out)
   const planned = await startCloud(pkg, { webEdge: { plan: { split: 2, frontBits: 4, codec: 'int8' }, cachedSegments: 2 } });
   try {

@@ -47,7 +47,7 @@ export const cloudCommand = defineCommand({
     'tenants-file': opt.file({ description: 'JSON {"tenants":[{"name","token","maxSessions"}]}: several tokens, each a named tenant with its own session cap' }),
     'tls-cert': opt.file({ description: 'serve https/wss with this PEM certificate chain (with --tls-key)' }),
     'tls-key': opt.file({ description: 'the PEM private key of --tls-cert' }),
-    'web-edge': opt.flag({ description: 'also serve the browser edge at /edge/: a page that runs the front layers in WebAssembly and connects back here (no bearer token: not with --token)' }),
+    'web-edge': opt.flag({ description: 'also serve the browser edge at /edge/: a page that runs the front layers in WebAssembly and connects back here (with --token the page asks for it: /edge/#token=…)' }),
     plan: opt.string({ description: "with --web-edge: the page's default split, front bits and codec from this plan ('splitllm plan --out FILE')", valueName: 'FILE', defaultText: 'the middle split, float weights, the calibrated ts-tabq' }),
     'max-sessions': opt.int({ min: 1, default: DEFAULT_MAX_SESSIONS, description: 'most sessions held at once, connected or waiting for a resume (each holds a KV cache); a hello past it is refused with busy' }),
     'back-bits': opt.list({ item: items.int(), description: 'back-layer weight bits edges may ask for (each builds its own back segment)', valueName: 'B,B,…', defaultText: '2,3,4,8,16,32' }),

@@ -47,8 +47,15 @@ interface ServedModel {
   bits: number[];
 }
 
+/** The Authorization header of the page's requests: the token from the URL's fragment (#token=…, never sent to a server) or the token box. */
+let token: string | undefined;
+const authHeaders = (): Record<string, string> => (token ? { authorization: `Bearer ${token}` } : {});
+
 async function loadModel(): Promise<ServedModel> {
-  const res = await fetch('/edge/model');
+  const res = await fetch('/edge/model', { headers: authHeaders() });
+  if (res.status === 401) {
+    throw new SplitLLMError('E_CONNECTION', token ? "cloud: unauthorized: the cloud refused this token: give the page the cloud's token (the token box, or #token=… in the address)" : 'cloud: unauthorized: this cloud needs its bearer token: type it in the token box, or open the page with #token=… in the address');
+  }
   if (!res.ok) throw new SplitLLMError('E_CONNECTION', `the server answered /edge/model with HTTP ${res.status}: is it 'splitllm cloud --web-edge'?`);
   const raw: unknown = await res.json();
   const f = Fields.of(raw, '/edge/model', fail('/edge/model'));
@@ -74,7 +81,7 @@ async function loadModel(): Promise<ServedModel> {
 
 /** A front segment [0, split) as the server built it, checked. */
 async function loadSegment(m: ServedModel, split: number, bits: number, embedBits: number): Promise<BuiltSegment> {
-  const res = await fetch(`/edge/segment?split=${split}&bits=${bits}${embedBits < 32 ? `&embed=${embedBits}` : ''}`);
+  const res = await fetch(`/edge/segment?split=${split}&bits=${bits}${embedBits < 32 ? `&embed=${embedBits}` : ''}`, { headers: authHeaders() });
   if (!res.ok) {
     const body: unknown = await res.json().catch(() => undefined);
     const msg = isPlainMap(body) && isPlainMap(body['error']) && typeof body['error']['message'] === 'string' ? body['error']['message'] : `HTTP ${res.status}`;
@@ -279,7 +286,7 @@ async function generate(m: ServedModel, s: RunSettings): Promise<{ tokens: numbe
   const seg = await loadSegment(m, s.split, s.bits, s.embed);
   const r = await runEdge(m.model, {
     url: s.cloud,
-    connect: browserConnector(s.cloud),
+    connect: browserConnector(s.cloud, token),
     split: s.split,
     codec: s.codec,
     codecEnv: m.contexts,
@@ -304,31 +311,41 @@ async function main(): Promise<void> {
   $('runtime', HTMLElement).textContent = `front segment: ${window.splitllmInfo.inference}; codec kernels: ${window.splitllmInfo.codecKernels}`;
   const q = new URLSearchParams(location.search);
   const button = $('run', HTMLButtonElement);
-  let m: ServedModel;
-  let s: RunSettings;
-  try {
-    m = await loadModel();
-    s = settingsFrom(m, q);
+  const box = $('token', HTMLInputElement);
+  token = new URLSearchParams(location.hash.slice(1)).get('token') ?? (sessionStorage.getItem('splitllm-token') || undefined);
+  if (token) box.value = token;
+  const needs: unknown = await (await fetch('/edge/auth')).json().catch(() => undefined);
+  $('token-label', HTMLElement).hidden = !(isPlainMap(needs) && needs['auth'] === true);
+  const auto = q.get('autorun') === '1';
+  // the model is loaded again when it failed (a token typed in after a refusal)
+  let ready: { m: ServedModel; s: RunSettings } | undefined;
+  const prepare = async () => {
+    const m = await loadModel();
+    const s = settingsFrom(m, q);
     fillControls(m, s);
-  } catch (e) {
-    const error = showError(e);
-    if (q.get('autorun') === '1') window.splitllmResult = { error };
-    return;
-  }
-  const run = async (auto: boolean) => {
+    ready = { m, s };
+    return ready;
+  };
+  const run = async (fromQuery: boolean) => {
     button.disabled = true;
+    if (!fromQuery && box.value) {
+      token = box.value;
+      sessionStorage.setItem('splitllm-token', token);
+    }
     try {
-      const r = await generate(m, auto ? s : settingsFromControls(s));
-      if (auto) window.splitllmResult = r;
+      const { m, s } = ready ?? (await prepare());
+      const r = await generate(m, fromQuery ? s : settingsFromControls(s));
+      if (fromQuery) window.splitllmResult = r;
     } catch (e) {
       const error = showError(e);
-      if (auto) window.splitllmResult = { error };
+      if (fromQuery) window.splitllmResult = { error };
     } finally {
       button.disabled = false;
     }
   };
   button.addEventListener('click', () => void run(false));
-  if (q.get('autorun') === '1') await run(true);
+  if (auto) await run(true);
+  else await prepare().catch(showError);
 }
 
 void main();

@@ -41,17 +41,26 @@ class BrowserChannel extends SocketChannel {
   }
 }
 
+/** base64url of a string's UTF-8 bytes, without padding. */
+function base64url(s: string): string {
+  let bin = '';
+  for (const b of new TextEncoder().encode(s)) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
 /**
- * Connects to `url` (ws:// or wss://) from a page. A page cannot set headers on the upgrade, so no bearer
- * token: the browser edge talks to a cloud that serves it without one (its own origin). A connection for a
- * session carries its id in the URL, as the Node connector's does.
+ * Connects to `url` (ws:// or wss://) from a page. A page cannot set headers on the upgrade, so a bearer
+ * `token` is offered as the subprotocol `base64url.bearer.authorization.splitllm.<token>` beside `splitllm`,
+ * which the cloud selects (cloud/auth.ts). A connection for a session carries its id in the URL, as the Node
+ * connector's does.
  */
-export function browserConnector(url: string): Connector {
+export function browserConnector(url: string, token?: string): Connector {
   return (session) =>
     new Promise((resolve, reject) => {
       let ws: WebSocket;
       try {
-        ws = new WebSocket(session ? sessionUrl(url, session) : url);
+        const target = session ? sessionUrl(url, session) : url;
+        ws = token ? new WebSocket(target, ['splitllm', `base64url.bearer.authorization.splitllm.${base64url(token)}`]) : new WebSocket(target);
       } catch (e) {
         reject(new SplitLLMError('E_CONNECTION', `cannot open a WebSocket to ${url} (${e instanceof Error ? e.message : String(e)}): check the cloud address`));
         return;
