@@ -10,7 +10,7 @@
  */
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './browser.js';
 import { calibrationContexts } from '../cli/calibration-io.js';
 import { startCloud } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
@@ -42,10 +42,7 @@ const pkg = await openModel(DEFAULT_MODEL_DIR);
 const codecEnv = calibrationContexts({}, pkg);
 const cloud = await startCloud(pkg, { webEdge: true, calibration: codecEnv });
 const http = cloud.url.replace(/^ws/, 'http');
-const browser = await chromium.launch({
-  executablePath: values.chromium!,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium(values.chromium!);
 const page = await browser.newPage();
 const prompt = 'ROMEO:';
 

@@ -1,6 +1,7 @@
 /** Debian's Chromium driven by playwright-core (browser tests skip with a visible message where there is none). */
 import { existsSync } from 'node:fs';
-import { chromium, type Browser, type BrowserContext } from 'playwright-core';
+import type { Browser, BrowserContext } from 'playwright-core';
+import { launchChromium } from '../../bench/browser.js';
 import { describe } from 'vitest';
 
 export const CHROMIUM = process.env['SPLITLLM_CHROMIUM'] ?? '/usr/bin/chromium';
@@ -16,12 +17,9 @@ export function describeWithBrowser(name: string, fn: () => void): void {
   describe(name, fn);
 }
 
-/** Headless, and quiet: no background requests of Chromium's own (this machine reaches no other host). */
+/** Headless, and quiet (bench/browser.ts: the same launch as bench/web-edge's). */
 export function launchBrowser(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-default-apps', '--disable-extensions'],
-  });
+  return launchChromium(CHROMIUM);
 }
 
 /**
