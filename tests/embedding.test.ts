@@ -8,6 +8,7 @@ import { startCloud } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { checkEmbedBits } from '../models/onnx/embedding.js';
 import { buildSegment } from '../models/onnx/segment.js';
+import { linearFor } from '../models/onnx/linear.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { SYNTHETIC_PRESETS } from '../models/importers/synthetic.js';
@@ -49,6 +50,24 @@ it('an 8- or 4-bit embedding gathers exactly the dequantized rows, and holds the
   // a whole model with a tied head keeps a float table for the head beside the codes
   const whole = buildSegment(c, pkg.weights, 0, c.nLayers, { embed: true, head: true, embedBits: 8 });
   expect(whole.weightBytes).toBeGreaterThan(buildSegment(c, pkg.weights, 0, c.nLayers, { embed: true, head: true }).weightBytes);
+  // embedding and tied head both quantized in one segment (the whole model on a device): each has its own
+  // initializers (they once collided on a name), and the accounting counts codes for both, no float table
+  for (const [eb, hb] of [[8, 8], [4, 8], [8, 4], [32, 4], [8, 32]] as const) {
+    const seg = buildSegment(c, pkg.weights, 0, c.nLayers, { embed: true, head: true, embedBits: eb, headLinear: hb === 32 ? undefined : linearFor(hb, 32) });
+    const predicted = segmentBytes(c, 0, c.nLayers, { embed: true, head: true, bitsOf: () => 32, embedBits: eb, headBits: hb }).total;
+    expect(seg.weightBytes - predicted, `embedding ${eb}, head ${hb}`).toBeGreaterThanOrEqual(0);
+    expect(seg.weightBytes - predicted, `embedding ${eb}, head ${hb}`).toBeLessThan(1024);
+  }
+  const both = await Pipeline.create(pkg, [], { embedBits: 8, headLinear: linearFor(8, 32) });
+  const plain = await Pipeline.create(pkg);
+  const prompt = pkg.tokenizer().encode('ROMEO:\nBut soft,', true);
+  const [a, b] = [(await both.forward(prompt)).data, (await plain.forward(prompt)).data];
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+  expect(diff).toBeGreaterThan(0);
+  expect(diff).toBeLessThan(0.5);
+  await both.release();
+  await plain.release();
   expect(() => checkEmbedBits(6)).toThrow(/embedding bits 6 are not supported: use one of 4, 8, 32/);
 });
 

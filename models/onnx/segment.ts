@@ -368,8 +368,9 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     const headLinear = opts.headLinear ?? float32Linear;
     if (headLinear !== float32Linear) {
       // a head at its own precision: its own initializers, also when tied to the embedding
-      const name = c.tiedEmbeddings ? W.embed : W.lmHead;
-      const head = headLinear.linear(g, h, { name, data: weights.get(name), outDim: c.vocabSize, inDim: D, layer: c.nLayers });
+      // a tied head reads the embedding's table under the head's own name: a quantized embedding in the
+      // same segment has initializers of its own under the embedding's
+      const head = headLinear.linear(g, h, { name: W.lmHead, data: weights.get(c.tiedEmbeddings ? W.embed : W.lmHead), outDim: c.vocabSize, inDim: D, layer: c.nLayers });
       g.op('Identity', [head], {}, { outputs: ['logits'] });
     } else if (c.tiedEmbeddings) {
       // Gemm with transB shares the [V,D] embedding initializer instead of storing a transposed copy

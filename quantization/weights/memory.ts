@@ -37,7 +37,7 @@ export function segmentBytes(
   c: ShapeConfig,
   from: number,
   to: number,
-  opts: { embed?: boolean; head?: boolean; bitsOf: (layer: number) => number; blockSize?: number; quantized?: QuantizedBytes; embedBits?: number },
+  opts: { embed?: boolean; head?: boolean; bitsOf: (layer: number) => number; blockSize?: number; quantized?: QuantizedBytes; embedBits?: number; headBits?: number },
 ): SegmentBytes {
   const embed = opts.embed ?? from === 0;
   const head = opts.head ?? to === c.nLayers;
@@ -54,10 +54,13 @@ export function segmentBytes(
     }
     norms += 2 * c.dim * 4;
   }
-  // a quantized embedding is held as codes; a tied head in the same segment still needs the float table
+  // a quantized embedding is held as codes; a float tied head in the same segment still needs the float
+  // table, a quantized head (RTN blockwise, whatever the layers' strategy) has initializers of its own
   const embedBits = embed ? (opts.embedBits ?? 32) : 32;
-  const embedding = (embed ? embeddingBytes(c.vocabSize, c.dim, embedBits, 32) : 0) + ((head && c.tiedEmbeddings && (!embed || embedBits < 32)) ? c.vocabSize * c.dim * 4 : 0);
-  const headBytes = head ? c.dim * 4 + (c.tiedEmbeddings ? 0 : c.vocabSize * c.dim * 4) : 0;
+  const headBits = opts.headBits ?? 32;
+  const floatHead = head && headBits === 32;
+  const embedding = (embed ? embeddingBytes(c.vocabSize, c.dim, embedBits, 32) : 0) + ((floatHead && c.tiedEmbeddings && (!embed || embedBits < 32)) ? c.vocabSize * c.dim * 4 : 0);
+  const headBytes = head ? c.dim * 4 + (floatHead ? (c.tiedEmbeddings ? 0 : c.vocabSize * c.dim * 4) : linearBytes(c.vocabSize, c.dim, headBits, bs)) : 0;
   const rope = to > from ? 2 * c.maxSeq * (c.headDim / 2) * 4 : 0;
   return {
     linear,
