@@ -2,7 +2,9 @@
 import { validatePlan, type Plan } from '../shared/plan.js';
 import { proposerFor } from '../edge/draft/registry.js';
 import type { DraftProposer } from '../edge/draft/proposer.js';
-import { WEIGHT_STRATEGY_NAMES } from '../models/weights/registry.js';
+import { emittersFor, WEIGHT_STRATEGY_NAMES } from '../models/weights/registry.js';
+import type { CalibrationContexts } from '../quantization/activations/calibration.js';
+import type { LinearEmitter } from '../models/onnx/segment.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { SplitLLMError } from '../shared/errors.js';
 import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
@@ -142,7 +144,6 @@ export function sessionUrl(url: string): string {
   return /\/v1\/session$/.test(url) ? url : url.replace(/\/$/, '') + '/v1/session';
 }
 
-/** Reads a JSON file; a missing file or bad JSON is a one-line typed error (`hint` says how to make one). */
 /** A plan file ('splitllm plan --out', `{plan}` or the plan itself), checked against the model it is for. */
 export function readPlanFile(path: string, pkg: { hash: string; config: { nLayers: number } }): Plan {
   const raw = readJsonFile(path, 'plan', "make one with 'splitllm plan --out FILE'");
@@ -152,6 +153,7 @@ export function readPlanFile(path: string, pkg: { hash: string; config: { nLayer
   return plan;
 }
 
+/** Reads a JSON file; a missing file or bad JSON is a one-line typed error (`hint` says how to make one). */
 export function readJsonFile(path: string, what: string, hint = 'check the path'): unknown {
   if (!existsSync(path)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${what} ${path} does not exist: ${hint}`);
   try {
@@ -183,4 +185,15 @@ export async function speculationOf(
   const fromPlan = v.speculate === undefined && plan?.speculate !== undefined;
   const proposer = await proposerFor(v.speculate ?? plan?.speculate ?? 'off', { pkg, threads: v.threads, ...(fromPlan ? { baseDir: modelPath(v) } : {}) });
   return proposer ? { proposer, maxDraft: v['draft-tokens'] ?? plan?.draftTokens ?? 4 } : undefined;
+}
+
+/** What `runEdge` needs to run a plan besides the prompt and the cloud: split, codec, the front's emitters (the plan's strategy, RTN by default) and every precision. */
+export async function planEdgeSession(
+  pkg: ModelPackage,
+  plan: Plan,
+  codecEnv: CalibrationContexts,
+): Promise<{ split: number; codec: string; codecEnv: CalibrationContexts; linearFor?: (layer: number) => LinearEmitter; frontBits: number; backBits: number; headBits?: number; embedBits?: number; blockSize?: number; prefillChunk?: number }> {
+  const blockSize = plan.blockSize ?? 32;
+  const linearFor = plan.frontBits === 32 && plan.backBits === 32 ? undefined : await emittersFor(pkg, { split: plan.split, frontBits: plan.frontBits, backBits: plan.backBits, blockSize, strategy: plan.strategy ?? 'rtn' });
+  return { split: plan.split, codec: plan.codec, codecEnv, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, headBits: plan.headBits, embedBits: plan.embedBits, blockSize, prefillChunk: plan.prefillChunk };
 }

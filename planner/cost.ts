@@ -22,7 +22,7 @@
  *              (a draft model, the early exit's head) still fits the memory budget — memory then includes it
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { segmentBytes } from '../quantization/weights/memory.js';
+import { segmentBytes, type QuantizedBytes, type SegmentBytes, type ShapeConfig } from '../quantization/weights/memory.js';
 import type { Prediction, Problem } from './types.js';
 
 export interface Config {
@@ -57,12 +57,33 @@ function layerMs(p: Problem['edge'], bits: number): number {
   return v;
 }
 
+/**
+ * Memory a device holds to run `seg` for `maxSeq` positions, by the rule above: twice its weights and KV,
+ * a decode step's buffers, the runtime's baseline.
+ */
+export function heldMemory(m: ShapeConfig, seg: SegmentBytes, maxSeq: number, baselineBytes: number): number {
+  const buffers = 4 * m.dim * 4 + 4 * m.ffnDim * 4; // one decode step's activations, a few live at once
+  return 2 * (seg.total + maxSeq * seg.kvPerToken) + buffers + baselineBytes;
+}
+
+/**
+ * The whole model on the device (quantization alone, no split), by the same rule as a plan's front: every
+ * layer at `bits` under a weight strategy's accounting (`quantized`), the embedding and the LM head at
+ * their own bits.
+ */
+export function localMemory(
+  m: ShapeConfig,
+  o: { bits: number; maxSeq: number; baselineBytes: number; blockSize?: number; quantized?: QuantizedBytes; embedBits?: number; headBits?: number },
+): number {
+  const seg = segmentBytes(m, 0, m.nLayers, { embed: true, head: true, bitsOf: () => o.bits, blockSize: o.blockSize ?? 32, quantized: o.quantized, embedBits: o.embedBits, headBits: o.headBits });
+  return heldMemory(m, seg, o.maxSeq, o.baselineBytes);
+}
+
 export function predict(pr: Problem, c: Config): Prediction {
   const m = pr.model;
   const eb = c.embedBits ?? 32;
   const seg = segmentBytes(m, 0, c.split, { embed: true, head: false, bitsOf: () => c.frontBits, blockSize: pr.blockSize ?? 32, embedBits: eb });
-  const buffers = 4 * m.dim * 4 + 4 * m.ffnDim * 4; // one decode step's activations, a few live at once
-  const memory = 2 * (seg.total + c.maxSeq * seg.kvPerToken) + buffers + pr.edge.baselineBytes;
+  const memory = heldMemory(m, seg, c.maxSeq, pr.edge.baselineBytes);
   const codec = pr.accuracy.codecs[`${c.split}/${c.codec}`];
   const bitsPerValue = codec?.bitsPerValue ?? (c.codec === 'fp32' ? 32 : c.codec === 'fp16' ? 16 : NaN);
   const bytesPerToken = (bitsPerValue * m.dim) / 8 + HEADER_BYTES;

@@ -1,7 +1,7 @@
 /**
  * A planning problem for a model from its profiles and budgets: the candidate splits, the precisions
  * both compute profiles measured, the codecs the accuracy profile covers, and ten sequence lengths up
- * to the model's maximum.
+ * to the model's maximum. A baseline method narrows them: some codecs only, one precision for both segments.
  */
 import type { ModelConfig } from '../models/manifest.js';
 import type { AccuracyProfile, Budgets, ComputeProfile, Constraint, LinkProfile, Problem } from './types.js';
@@ -13,8 +13,11 @@ export interface Profiles {
   accuracy: AccuracyProfile;
 }
 
-export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles, budgets: Budgets, opts: { minSplit?: number; splits?: number[]; speculate?: boolean; maxDraft?: number } = {}): Problem {
-  const codecs = [...new Set(Object.keys(p.accuracy.codecs).map((k) => k.slice(k.indexOf('/') + 1)))];
+export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles, budgets: Budgets, opts: { minSplit?: number; splits?: number[]; speculate?: boolean; maxDraft?: number; codecs?: string[]; sameBits?: boolean } = {}): Problem {
+  const measured = [...new Set(Object.keys(p.accuracy.codecs).map((k) => k.slice(k.indexOf('/') + 1)))];
+  // a method restricted to some codecs (fp16 hidden states: a naive split) gets those the profile measured
+  const only = opts.codecs;
+  const codecs = only ? measured.filter((c) => only.includes(c)) : measured;
   const bits = [...new Set(Object.keys(p.edge.layerDecodeMs).map(Number))].filter((b) => p.cloud.layerDecodeMs[String(b)] !== undefined).sort((a, b) => a - b);
   const all = Array.from({ length: model.nLayers + 1 }, (_, i) => i);
   return {
@@ -30,6 +33,7 @@ export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles,
       // the head's precisions both the accuracy profile and the cloud's compute profile measured
       headBits: [32, ...Object.keys(p.accuracy.heads ?? {}).map(Number).filter((b) => b !== 32 && p.cloud.headMsByBits?.[String(b)] !== undefined)].sort((a, b) => b - a),
       embedBits: [32, ...Object.keys(p.accuracy.embeds ?? {}).map(Number).filter((b) => b !== 32)].sort((a, b) => b - a),
+      ...(opts.sameBits ? { sameBits: true } : {}),
     },
   };
 }

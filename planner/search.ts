@@ -81,7 +81,10 @@ export function diagnose(pr: Problem, all: Scored[]): Infeasible {
   return { binding, relaxation: { constraint: binding, from, to } };
 }
 
-/** All configurations with the longest fitting sequence per (split, bits, codec); `evaluated` counts every one. */
+/**
+ * All configurations with the longest fitting sequence per (split, bits, codec) — where none fits, the
+ * shortest that still holds the budgets' minSeq, for diagnosis; `evaluated` counts every one.
+ */
 export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
   const { splits, bits, codecs, seqLens } = pr.candidates;
   const heads = pr.candidates.headBits ?? [32];
@@ -93,7 +96,7 @@ export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
   for (const split of splits) {
     // with no front (or no back) layers the front (back) precision changes nothing: one value stands for all
     for (const frontBits of split === 0 ? [top] : bits) {
-      for (const backBits of split === pr.model.nLayers ? [top] : bits) {
+      for (const backBits of split === pr.model.nLayers ? [top] : pr.candidates.sameBits && split > 0 ? [frontBits] : bits) {
         for (const codec of codecs) {
           for (const headBits of heads) {
             for (const embedBits of embeds) {
@@ -102,7 +105,8 @@ export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
                 const c: Config = { split, frontBits, backBits, codec, maxSeq, ...(headBits !== 32 ? { headBits } : {}), ...(embedBits !== 32 ? { embedBits } : {}) };
                 const s = { c, p: predict(pr, c) };
                 evaluated++;
-                chosen ??= s; // the longest, kept for diagnosis when none fits
+                // kept for diagnosis when none fits: the shortest that still holds minSeq (the least memory a valid plan needs)
+                if (!chosen || c.maxSeq >= (pr.budgets.minSeq ?? 0)) chosen = s;
                 if (s.p.memory <= pr.budgets.edgeMemory) {
                   chosen = s;
                   break;

@@ -77,6 +77,8 @@ export interface Candidates {
   headBits?: number[];
   /** the token embedding's weight bits to consider (32 and those the accuracy profile measured) */
   embedBits?: number[];
+  /** one precision for the layers of both segments (a naive split, as Petals and exo deploy a model) */
+  sameBits?: boolean;
 }
 
 export interface Problem {

@@ -1,7 +1,7 @@
 import { expect, it } from 'vitest';
 import { SYNTHETIC_PRESETS } from '../models/importers/synthetic.js';
 import { rng } from '../models/runtime/sampler.js';
-import { bestPrefillChunk, expectedTokens, predict } from '../planner/cost.js';
+import { bestPrefillChunk, expectedTokens, localMemory, predict } from '../planner/cost.js';
 import { coordinate, exhaustive } from '../planner/strategies/index.js';
 import { syntheticProblem } from '../planner/synthetic.js';
 
@@ -178,6 +178,35 @@ describeWithFixtures('profile commands', () => {
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/\[E_CONNECTION\]/);
   });
+});
+
+it('baseline methods narrow the search: one precision for both segments (a naive split), fp16 hidden states only; the whole model on the device by the same memory rule', () => {
+  const pr = syntheticProblem(tiny, 4);
+  pr.budgets = { edgeMemory: 1e12, latencyMs: 1e6, maxPplIncrease: 10 };
+  const free = exhaustive.solve(pr, 100_000);
+  const naive = exhaustive.solve({ ...pr, candidates: { ...pr.candidates, sameBits: true, codecs: ['fp16'] } }, 100_000);
+  expect(free.plans.some((p) => p.plan.split > 0 && p.plan.split < tiny.nLayers && p.plan.frontBits !== p.plan.backBits)).toBe(true);
+  expect(naive.plans.length).toBeGreaterThan(0);
+  for (const p of naive.plans) {
+    expect(p.plan.codec).toBe('fp16');
+    if (p.plan.split > 0 && p.plan.split < tiny.nLayers) expect(p.plan.backBits).toBe(p.plan.frontBits);
+  }
+  // every (split, bits) once per codec, split 0 and L once per precision: (L − 1) × 6 + 6 + 6 configurations
+  const distinct = new Set(naive.plans.map((p) => `${p.plan.split}/${p.plan.frontBits}/${p.plan.backBits}`));
+  expect(distinct.size).toBe((tiny.nLayers - 1) * 6 + 12);
+  // coordinate descent keeps to the same narrowing
+  for (const p of coordinate.solve({ ...pr, candidates: { ...pr.candidates, sameBits: true, codecs: ['fp16'] } }, 10).plans) expect(p.plan.backBits).toBe(p.plan.frontBits);
+  // no plan of the narrowed search beats the free one
+  expect(naive.plans[0]!.predicted.latency).toBeGreaterThanOrEqual(free.plans[0]!.predicted.latency);
+  // the whole model on the device: the front's rule at split L plus the LM head; float32 at 4 bits ≈ 1/8 of the bytes
+  const base = pr.edge.baselineBytes;
+  const front = predict(pr, { split: tiny.nLayers, frontBits: 32, backBits: 32, codec: 'fp32', maxSeq: 512 }).memory;
+  const whole = localMemory(tiny, { bits: 32, maxSeq: 512, baselineBytes: base });
+  // the head adds the final norm and, untied, its float32 table (twice, as every weight)
+  expect(whole - front).toBe(2 * (tiny.dim * 4 + (tiny.tiedEmbeddings ? 0 : tiny.vocabSize * tiny.dim * 4)));
+  const at4 = localMemory(tiny, { bits: 4, maxSeq: 512, baselineBytes: base, embedBits: 8, headBits: 8 });
+  expect(at4).toBeLessThan(whole / 4);
+  expect(localMemory(tiny, { bits: 4, maxSeq: 1024, baselineBytes: base })).toBeGreaterThan(localMemory(tiny, { bits: 4, maxSeq: 512, baselineBytes: base }));
 });
 
 it('split 0 and split L do not multiply plans by precisions they do not use', () => {

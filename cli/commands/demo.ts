@@ -6,7 +6,6 @@ import { startCloud } from '../../cloud/server.js';
 import { runEdge, type EdgeStats } from '../../edge/agent.js';
 import { ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
 import { parameterCount } from '../../models/manifest.js';
-import { emittersFor } from '../../models/weights/registry.js';
 import { measureCompute } from '../../planner/measure.js';
 import { measureLink } from '../../edge/measure-link.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
@@ -15,7 +14,7 @@ import { exhaustive } from '../../planner/strategies/index.js';
 import type { ComputeProfile, LinkProfile, RankedPlan } from '../../planner/types.js';
 import { SplitLLMError } from '../../shared/errors.js';
 import { emulateLink, type EmulatedLink } from '../link-emulator.js';
-import { generationOptions, modelOptions, modelPath, openModelOption, promptOf, readJsonFile, samplingFrom, speculationOf } from '../common.js';
+import { generationOptions, modelOptions, modelPath, openModelOption, promptOf, planEdgeSession, readJsonFile, samplingFrom, speculationOf } from '../common.js';
 import { defineCommand, opt } from '../options.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
@@ -114,15 +113,11 @@ export const demoCommand = defineCommand({
       const drafting = plan.speculate ? `, speculation ${plan.speculate} (≤ ${plan.draftTokens} drafts, ${best.predicted.speculation?.tokensPerRound.toFixed(2)} tokens per round predicted)` : '';
       say(`plan: split ${plan.split} of ${c.nLayers}, weights ${plan.frontBits}-bit on the edge / ${plan.backBits}-bit in the cloud${extraBits(plan)}, codec ${plan.codec}${drafting} (${result.evaluated} configurations searched)`);
 
-      const linearFor =
-        plan.frontBits === 32 && plan.backBits === 32
-          ? undefined
-          : await emittersFor(pkg, { split: plan.split, frontBits: plan.frontBits, backBits: plan.backBits, blockSize: plan.blockSize ?? 32, strategy: 'rtn' });
       const url = link ? `ws://127.0.0.1:${link.port}/v1/session` : `${cloud.url}/v1/session`;
       say(`cloud at ${cloud.url}/v1/session; the edge connects ${link ? 'through the emulated link' : 'directly'}\n`);
       // one token first, untimed: the cloud builds its back segment on a split's first session
       const codec = codecAtSplit(plan.codec, plan.split, contexts).spec; // what a bare 'ts-tabq' means at this split
-      const session = { url, split: plan.split, codec: plan.codec, codecEnv: contexts, prompt, promptIds, linearFor, frontBits: plan.frontBits, backBits: plan.backBits, headBits: plan.headBits, embedBits: plan.embedBits, blockSize: plan.blockSize, threads: v.threads };
+      const session = { url, ...(await planEdgeSession(pkg, plan, contexts)), prompt, promptIds, threads: v.threads };
       await runEdge(pkg, { ...session, maxTokens: 1 });
       // a play runs on past the end of a speech: EOS is a paragraph break here, not the end
       const stream = new TextStream(pkg.tokenizer(), promptIds, prompt, json ? undefined : (s) => process.stdout.write(s), { breakIds: [c.eosId] });

@@ -1,9 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
-import { PPL_WINDOW, pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
-import { Pipeline } from '../../models/runtime/pipeline.js';
-import { WireMeter } from '../../quantization/activations/meter.js';
-import { codecAtSplit } from '../../quantization/activations/registry.js';
+import { PPL_WINDOW, pplWindows } from '../../models/eval/ppl.js';
+import { configPerplexity } from '../evaluate.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
 import { modelOptions, parsePromptIds, progress, openModelOption } from '../common.js';
@@ -38,17 +36,8 @@ const pplCommand = defineCommand({
     const pkg = await openModelOption(v);
     const split = v.split;
     const weights = await weightEmitters(v, pkg, split);
-    const pipeline = await Pipeline.create(pkg, split === undefined ? [] : [split], { threads: v.threads, linearFor: weights.linearFor, headLinear: weights.headLinear, embedBits: weights.embedBits });
-    let meter: WireMeter | undefined;
-    if (v.codec !== undefined) {
-      if (split === undefined) throw new SplitLLMError('E_USAGE', '--codec needs --split K: the codec sits on the hidden state at the split');
-      const contexts = calibrationContexts(v, pkg);
-      meter = new WireMeter(codecAtSplit(v.codec, split, contexts), { contexts: contexts.contexts });
-      const calibrated = meter.codec.spec === contexts.defaultCodec(split);
-      process.stderr.write(`codec at split ${split}: ${meter.codec.spec}${calibrated ? ' (calibrated default)' : ''}\n`);
-      const m = meter;
-      pipeline.between = (h, tokens) => m.roundTrip(h, tokens, pkg.config.dim);
-    }
+    if (v.codec !== undefined && split === undefined) throw new SplitLLMError('E_USAGE', '--codec needs --split K: the codec sits on the hidden state at the split');
+    const contexts = v.codec === undefined ? undefined : calibrationContexts(v, pkg);
     let windows: number[][];
     if (v['prompt-ids'] !== undefined) {
       const ids = parsePromptIds(v['prompt-ids'], pkg.config.vocabSize);
@@ -57,8 +46,11 @@ const pplCommand = defineCommand({
     } else windows = pplWindows(pkg.tokenizer(), readFileSync(textPath ?? '', 'utf8'));
     if (v.limit !== undefined) windows = windows.slice(0, v.limit);
     if (windows.length === 0) throw new SplitLLMError('E_BAD_ARGUMENT', `${textPath ?? '--prompt-ids'} holds no paragraph with two or more tokens: nothing to score`);
-    const r = await pipelinePerplexity(pipeline, windows, progress('eval ppl'));
-    await pipeline.release();
+    const r = await configPerplexity(pkg, windows, { split, ...weights, codec: v.codec, contexts, threads: v.threads }, progress('eval ppl'), (codec) => {
+      const calibrated = split !== undefined && codec === contexts?.defaultCodec(split);
+      process.stderr.write(`codec at split ${split}: ${codec}${calibrated ? ' (calibrated default)' : ''}\n`);
+    });
+    const meter = r.meter;
     if (v.json) {
       process.stdout.write(JSON.stringify(meter ? { ppl: r.ppl, tokens: r.tokens, bitsPerValue: meter.bitsPerValue, codec: meter.codec.spec } : { ppl: r.ppl, tokens: r.tokens }) + '\n');
     } else {

@@ -24,15 +24,17 @@ export const coordinate: Strategy = {
     const blocks: { key: keyof Config; values: (number | string)[] }[] = [
       { key: 'split', values: splits },
       { key: 'frontBits', values: bits },
-      { key: 'backBits', values: bits },
+      // one precision for both segments: a move of the front's bits moves the back's with it (`score`)
+      ...(pr.candidates.sameBits ? [] : [{ key: 'backBits' as const, values: bits }]),
       { key: 'codec', values: codecs },
       { key: 'maxSeq', values: seqLens },
       ...((pr.candidates.headBits?.length ?? 0) > 1 ? [{ key: 'headBits' as const, values: pr.candidates.headBits! }] : []),
       ...((pr.candidates.embedBits?.length ?? 0) > 1 ? [{ key: 'embedBits' as const, values: pr.candidates.embedBits! }] : []),
     ];
     let evaluated = 0;
-    const score = (c: Config): Scored => {
+    const score = (given: Config): Scored => {
       evaluated++;
+      const c = pr.candidates.sameBits ? { ...given, backBits: given.frontBits } : given;
       return { c, p: predict(pr, c) };
     };
     const seen = new Map<string, Scored>();
