@@ -440,12 +440,32 @@ function table(s: Setting, m: ModelSetup): string {
   return lines.join('\n');
 }
 
+/** One line per setting: the fastest feasible baseline against splitllm (total time, TTFT, bytes up). */
+function summary(all: Setting[]): string {
+  const lines = [
+    `summary: a ${promptTokens}-token prompt and ${genTokens} tokens; ratios are splitllm ÷ the fastest feasible baseline (speed-up: its inverse in total time)`,
+    `  ${'model'.padEnd(12)} ${'budget'.padEnd(16)} ${'link'.padEnd(14)} ${'fastest feasible baseline'.padEnd(28)} ${'splitllm'.padStart(9)} ${'speed-up'.padStart(8)} ${'TTFT'.padStart(6)} ${'bytes up'.padStart(8)}  splitllm's plan`,
+  ];
+  for (const s of all) {
+    const link = `${s.bandwidth >= 1e6 ? `${s.bandwidth / 1e6}mbit` : `${s.bandwidth / 1e3}kbit`}/${s.rttMs}ms`;
+    const ours = s.rows.find((r) => r.method === 'splitllm');
+    const base = s.rows.find((r) => r.method === s.bestBaseline);
+    const cell = (r: Row | undefined) => (r?.feasible && r.totalMs !== undefined ? `${r.method} ${r.totalMs.toFixed(0)} ms` : 'none feasible');
+    const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && b > 0 ? `${(a / b).toFixed(2)}×` : '-');
+    const budget = `${(s.edgeMemoryBytes / 1e6).toFixed(2)} MB (${s.budgetPercent}%)`;
+    lines.push(
+      `  ${s.model.padEnd(12)} ${budget.padEnd(16)} ${link.padEnd(14)} ${cell(base).padEnd(28)} ${(ours?.feasible && ours.totalMs !== undefined ? `${ours.totalMs.toFixed(0)} ms` : 'infeasible').padStart(9)} ${(s.speedupVsBestBaseline === null ? '-' : `${s.speedupVsBestBaseline.toFixed(2)}×`).padStart(8)} ${(base && ours?.feasible ? ratio(ours.ttftMs, base.ttftMs) : '-').padStart(6)} ${(base && ours?.feasible ? ratio(ours.bytesUp, base.bytesUp) : '-').padStart(8)}  ${[ours?.config, ours?.feasible ? undefined : ours?.why].filter((x) => x !== undefined).join(' — ')}`,
+    );
+  }
+  return lines.join('\n');
+}
+
 const load1 = loadavg();
 const minutes = (performance.now() - started) / 60000;
 if (values.json) {
   process.stdout.write(JSON.stringify({ settings, maxPplIncrease: maxPpl, promptTokens, tokens: genTokens, runs, minutes, load: [load0[0], load1[0]] }) + '\n');
 } else {
-  process.stdout.write(results.join('\n\n') + '\n');
+  process.stdout.write(results.join('\n\n') + '\n\n' + summary(settings) + '\n');
   process.stdout.write(`\n${settings.length} settings in ${minutes.toFixed(1)} min; load ${load0[0]!.toFixed(2)} → ${load1[0]!.toFixed(2)}; one onnxruntime thread per session\n`);
 }
 process.exit(0);

@@ -105,12 +105,14 @@ export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
                 const c: Config = { split, frontBits, backBits, codec, maxSeq, ...(headBits !== 32 ? { headBits } : {}), ...(embedBits !== 32 ? { embedBits } : {}) };
                 const s = { c, p: predict(pr, c) };
                 evaluated++;
-                // kept for diagnosis when none fits: the shortest that still holds minSeq (the least memory a valid plan needs)
-                if (!chosen || c.maxSeq >= (pr.budgets.minSeq ?? 0)) chosen = s;
+                const holds = c.maxSeq >= (pr.budgets.minSeq ?? 0);
                 if (s.p.memory <= pr.budgets.edgeMemory) {
-                  chosen = s;
+                  // a fit too short for minSeq does not replace the shortest one that holds it
+                  if (holds || !chosen) chosen = s;
                   break;
                 }
+                // kept for diagnosis when none fits: the shortest that still holds minSeq (the least memory a valid plan needs)
+                if (holds || !chosen) chosen = s;
               }
               if (chosen) all.push(chosen);
             }

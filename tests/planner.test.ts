@@ -102,6 +102,27 @@ it('impossible budgets name the binding constraint and the smallest relaxation t
   expect(exhaustive.solve(pr).plans.length).toBeGreaterThan(0);
 });
 
+it('with a minimum sequence the memory needed is that of the shortest sequence that holds it, whatever budget falls short of it', () => {
+  const pr = syntheticProblem(tiny, 3);
+  pr.candidates.splits = pr.candidates.splits.filter((k) => k > 0); // split 0 holds no KV: its memory ignores the sequence
+  pr.budgets = { edgeMemory: 1e6, latencyMs: 1e6, maxPplIncrease: 10, minSeq: 700 };
+  const needs = (budget: number) => {
+    pr.budgets.edgeMemory = budget;
+    const r = exhaustive.solve(pr);
+    expect(r.plans).toEqual([]);
+    expect(r.infeasible!.binding).toBe('memory');
+    return r.infeasible!.relaxation.to;
+  };
+  const need = needs(1e6);
+  // a byte short: the same configuration fits 512 positions but not 768; the memory it asks for is the same
+  expect(needs(need - 1)).toBe(need);
+  expect(needs(need * 0.5)).toBe(need);
+  pr.budgets.edgeMemory = need;
+  const plans = exhaustive.solve(pr, 1).plans;
+  expect(plans.length).toBe(1); // and that much is enough
+  expect(plans[0]!.plan.maxSeq).toBeGreaterThanOrEqual(700);
+});
+
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
