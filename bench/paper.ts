@@ -436,7 +436,9 @@ function table(s: Setting, m: ModelSetup): string {
         : `  break-even: an edge ${b.edgeSlowdown.toFixed(0)}× slower than this machine (cloud unchanged) — ${parts}`,
     );
   }
-  lines.push(s.speedupVsBestBaseline === null ? `  speed-up: none (${s.bestBaseline ? 'splitllm infeasible' : 'no baseline feasible'})` : `  splitllm speed-up over the fastest feasible baseline (${s.bestBaseline}): ${s.speedupVsBestBaseline.toFixed(2)}× in total time`);
+  const ours = s.rows.find((r) => r.method === 'splitllm');
+  const none = !s.rows.some((r) => r.feasible) ? 'no method is feasible in this setting' : !ours?.feasible ? 'splitllm is infeasible' : 'no baseline is feasible';
+  lines.push(s.speedupVsBestBaseline === null ? `  speed-up: none (${none})` : `  splitllm speed-up over the fastest feasible baseline (${s.bestBaseline}): ${s.speedupVsBestBaseline.toFixed(2)}× in total time`);
   return lines.join('\n');
 }
 
@@ -450,7 +452,7 @@ function summary(all: Setting[]): string {
     const link = `${s.bandwidth >= 1e6 ? `${s.bandwidth / 1e6}mbit` : `${s.bandwidth / 1e3}kbit`}/${s.rttMs}ms`;
     const ours = s.rows.find((r) => r.method === 'splitllm');
     const base = s.rows.find((r) => r.method === s.bestBaseline);
-    const cell = (r: Row | undefined) => (r?.feasible && r.totalMs !== undefined ? `${r.method} ${r.totalMs.toFixed(0)} ms` : 'none feasible');
+    const cell = (r: Row | undefined) => (r?.feasible && r.totalMs !== undefined ? `${r.method} ${r.totalMs.toFixed(0)} ms` : s.rows.some((x) => x.feasible) ? 'none feasible' : 'no method feasible');
     const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && b > 0 ? `${(a / b).toFixed(2)}×` : '-');
     const budget = `${(s.edgeMemoryBytes / 1e6).toFixed(2)} MB (${s.budgetPercent}%)`;
     lines.push(
