@@ -284,18 +284,13 @@ for (const name of modelNames) {
     const s = weightStrategy(strategyName);
     const method = `quant-only ${strategyName}`;
     const bitsList = strategyName === 'smoothquant' ? [8] : [4, 3, 2];
-    let chosen: { bits: number; eb: number; memory: number } | undefined;
-    let smallest = Infinity;
-    for (const bits of bitsList) {
-      for (const eb of [8, 4]) {
-        const memory = localMemory(c, { bits, maxSeq: positions, baselineBytes: 0, quantized: s.linearBytes, embedBits: eb, headBits: eb });
-        smallest = Math.min(smallest, memory);
-        if (!chosen && memory <= budget) chosen = { bits, eb, memory };
-      }
-    }
+    // settings from the most accurate down: the first that fits is chosen
+    const tried = bitsList.flatMap((bits) => [8, 4].map((eb) => ({ bits, eb, memory: localMemory(c, { bits, maxSeq: positions, baselineBytes: 0, quantized: s.linearBytes, embedBits: eb, headBits: eb }) })));
+    const chosen = tried.find((t) => t.memory <= budget);
+    const smallest = Math.min(...tried.map((t) => t.memory));
     // where nothing fits, the strategy's most accurate setting still runs, marked: the speed it would have
     const fits = chosen !== undefined;
-    const at = chosen ?? { bits: bitsList[0]!, eb: 8, memory: localMemory(c, { bits: bitsList[0]!, maxSeq: positions, baselineBytes: 0, quantized: s.linearBytes, embedBits: 8, headBits: 8 }) };
+    const at = chosen ?? tried[0]!;
     const key = `${strategyName} ${at.bits}-bit, emb/head ${at.eb}-bit`;
     const cached = local.get(key);
     const row = cached ? { ...cached } : await timeLocal(method, strategyName, at, key);

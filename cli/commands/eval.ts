@@ -36,7 +36,6 @@ const pplCommand = defineCommand({
     const pkg = await openModelOption(v);
     const split = v.split;
     const weights = await weightEmitters(v, pkg, split);
-    if (v.codec !== undefined && split === undefined) throw new SplitLLMError('E_USAGE', '--codec needs --split K: the codec sits on the hidden state at the split');
     const contexts = v.codec === undefined ? undefined : calibrationContexts(v, pkg);
     let windows: number[][];
     if (v['prompt-ids'] !== undefined) {
