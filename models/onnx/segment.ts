@@ -18,6 +18,10 @@
  * - 'reference': standard ONNX ops in the textbook form (present = Concat(past, new) [B,KV,P+T,hd],
  *   a mask from position_ids or key_positions), the plain graph the other form is checked against.
  *
+ * The resident graph uses onnxruntime's fused CPU kernels (SimplifiedLayerNormalization, its Skip form for
+ * the residual adds, RotaryEmbedding, stacked projections with q's 1/√hd folded in); the reference graph
+ * keeps plain ONNX ops.
+ *
  * (onnxruntime's GroupQueryAttention with a shared past/present buffer was measured and not kept:
  * onnxruntime-node copies every output it returns, so a present buffer of C positions costs an
  * O(C) copy per layer and step — slower than the reference graph at position 1000.)
@@ -203,15 +207,38 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
   // the default graph uses onnxruntime's fused kernels where they are faster (measured: bench/kv-position
   // and bench/decode); the reference graph stays in plain ONNX ops, the form the fused one is tested against
   const fused = io.attention === 'resident';
-  const rms = (v: string, wname: string, fold?: LinearEmitter): string => {
+  const normWeight = (wname: string, fold?: LinearEmitter): string => {
     let nw = weights.get(wname);
     const s = fold?.normScale?.(wname);
     if (s) nw = nw.map((v, i) => v / s[i]!);
-    if (fused) return g.op('SimplifiedLayerNormalization', [v, g.f32(wname, [D], nw)], { axis: -1, epsilon: { float: c.normEps }, stash_type: 1 });
+    return g.f32(wname, [D], nw);
+  };
+  const rms = (v: string, wname: string, fold?: LinearEmitter): string => {
+    if (fused) return g.op('SimplifiedLayerNormalization', [v, normWeight(wname, fold)], { axis: -1, epsilon: { float: c.normEps }, stash_type: 1 });
     const sq = g.op('Mul', [v, v]);
     const mean = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
     const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, g.scalar(c.normEps)])])]);
-    return g.op('Mul', [g.op('Mul', [v, inv]), g.f32(wname, [D], nw)]);
+    return g.op('Mul', [g.op('Mul', [v, inv]), normWeight(wname, fold)]);
+  };
+  /**
+   * The residual stream is x + `skip` (a sublayer's output not yet added): the fused graph adds it inside
+   * the next norm (SkipSimplifiedLayerNormalization, which also returns the sum), the plain one with an Add.
+   */
+  let skip: string | undefined;
+  const addSkip = (): void => {
+    if (skip) x = g.op('Add', [x, skip]);
+    skip = undefined;
+  };
+  const residualNorm = (wname: string, fold?: LinearEmitter): string => {
+    if (!fused || !skip) {
+      addSkip();
+      return rms(x, wname, fold);
+    }
+    const sum = g.fresh('residual');
+    const [n] = g.opMulti('SkipSimplifiedLayerNormalization', [x, skip, normWeight(wname, fold)], { epsilon: { float: c.normEps } }, { domain: 'com.microsoft', outputs: [g.fresh('norm'), '', '', sum] });
+    x = sum;
+    skip = undefined;
+    return n!;
   };
 
   if (to > from) {
@@ -224,12 +251,12 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     const cosP = fused ? '' : g.op('Unsqueeze', [g.op('Gather', [cosT, 'position_ids'], { axis: 0 }), g.i64([2])]);
     const sinP = fused ? '' : g.op('Unsqueeze', [g.op('Gather', [sinT, 'position_ids'], { axis: 0 }), g.i64([2])]);
 
-    /** rotates the heads of a projection [B,T,heads·hd]; returns [B,T,heads,hd] */
-    const rope = (flat: string, heads: number): string => {
+    /** rotates the heads of a projection [B,T,heads·hd]; returns [B,T,heads,hd] (the fused graph: `shape`, one Reshape) */
+    const rope = (flat: string, heads: number, shape: number[] = [0, 0, heads, hd]): string => {
       if (fused) {
         // com.microsoft RotaryEmbedding with the same tables
         const r = g.op('RotaryEmbedding', [flat, 'position_ids', cosT, sinT], { interleaved: c.ropeStyle === 'interleaved' ? 1 : 0, num_heads: heads }, { domain: 'com.microsoft' });
-        return g.op('Reshape', [r, g.i64([0, 0, heads, hd])]);
+        return g.op('Reshape', [r, g.i64(shape)]);
       }
       const v = g.op('Reshape', [flat, g.i64([0, 0, heads, hd])]);
       if (c.ropeStyle === 'interleaved') {
@@ -260,9 +287,13 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         const y = lin.linear(g, v, { name: l.name, data: weights.get(l.name), outDim: l.out, inDim: l.in, layer: i });
         return l.bias ? g.op('Add', [y, g.f32(l.bias, [l.out], weights.get(l.bias))]) : y;
       };
-      /** linears reading the same input: one stacked MatMul and a Split in the fused graph, else one each */
-      const linears = (v: string, ls: LinearSpec[]): string[] => {
-        if (!fused || !lin.stackable) return ls.map((l) => linear(v, l));
+      /**
+       * linears reading the same input: one stacked MatMul and a Split in the fused graph (the first one's
+       * rows and bias times `firstScale`), else one each
+       */
+      const stacked = fused && lin.stackable;
+      const linears = (v: string, ls: LinearSpec[], firstScale = 1): string[] => {
+        if (!stacked) return ls.map((l) => linear(v, l));
         const out = ls.reduce((n, l) => n + l.out, 0);
         const data = new Float32Array(out * ls[0]!.in);
         let row = 0;
@@ -270,12 +301,13 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
           data.set(weights.get(l.name), row * l.in);
           row += l.out;
         }
+        if (firstScale !== 1) for (let j = 0; j < ls[0]!.out * ls[0]!.in; j++) data[j]! *= firstScale;
         let y = lin.linear(g, v, { name: ls.map((l) => l.name).join('+'), data, outDim: out, inDim: ls[0]!.in, layer: i });
         if (ls.some((l) => l.bias)) {
           const bias = new Float32Array(out);
           let at = 0;
-          for (const l of ls) {
-            if (l.bias) bias.set(weights.get(l.bias), at);
+          for (const [j, l] of ls.entries()) {
+            if (l.bias) bias.set(j === 0 && firstScale !== 1 ? weights.get(l.bias).map((b) => b * firstScale) : weights.get(l.bias), at);
             at += l.out;
           }
           y = g.op('Add', [y, g.f32(ls.map((l) => l.bias ?? 'none').join('+'), [out], bias)]);
@@ -287,14 +319,15 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       g.input(`past_key_${i}`, DT.FLOAT, resident ? ['batch', KV, hd, 'capacity'] : ['batch', KV, 'past', hd]);
       g.input(`past_value_${i}`, DT.FLOAT, ['batch', KV, resident ? 'capacity' : 'past', hd]);
 
-      const h = rms(x, layer.attnNorm, lin);
-      const [qLin, kLin, v] = linears(h, [L.q, L.k, L.v]) as [string, string, string];
-      const q = rope(qLin, c.nHeads);
+      const h = residualNorm(layer.attnNorm, lin);
+      // the stacked projection carries the attention's 1/√hd in q's rows (rotation is linear, so it commutes)
+      const [qLin, kLin, v] = linears(h, [L.q, L.k, L.v], 1 / Math.sqrt(hd)) as [string, string, string];
       const k = rope(kLin, KV);
       let merged: string;
       if (resident) {
         // q → [B,KV,G·T,hd] (rows g-major; head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
-        const q5 = g.op('Transpose', [g.op('Mul', [g.op('Reshape', [q, g.i64([0, 0, KV, G, hd])]), scale])], { perm: [0, 2, 3, 1, 4] });
+        const qr = rope(qLin, c.nHeads, [0, 0, KV, G, hd]);
+        const q5 = g.op('Transpose', [stacked ? qr : g.op('Mul', [qr, scale])], { perm: [0, 2, 3, 1, 4] });
         const q4 = g.op('Reshape', [q5, g.i64([0, KV, -1, hd])]);
         const newK = g.op('Transpose', [k], { perm: [0, 2, 1, 3] }, { outputs: [`new_key_${i}`] }); // [B,KV,T,hd]
         const newV = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] }, { outputs: [`new_value_${i}`] });
@@ -324,6 +357,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         merged = g.op('Reshape', [g.op('Transpose', [ctx5], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
       } else {
         // q → [B,KV,G,T,hd] (head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
+        const q = rope(qLin, c.nHeads);
         const q5 = g.op('Transpose', [g.op('Mul', [g.op('Reshape', [q, g.i64([0, 0, KV, G, hd])]), scale])], { perm: [0, 2, 3, 1, 4] });
         const kT = g.op('Transpose', [k], { perm: [0, 2, 1, 3] });
         const vT = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] });
@@ -354,17 +388,17 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         const ctx = g.op('MatMul', [probs, g.op('Unsqueeze', [presentV, g.i64([2])])]); // [B,KV,G,T,hd]
         merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
       }
-      x = g.op('Add', [x, linear(merged, L.o)]);
+      skip = linear(merged, L.o);
 
-      const f = rms(x, layer.ffnNorm, lin);
+      const f = residualNorm(layer.ffnNorm, lin);
       const [gate, up] = linears(f, [L.gate, L.up]) as [string, string];
       const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
-      x = g.op('Add', [x, linear(act, L.down)]);
+      skip = linear(act, L.down);
     }
   }
 
   if (io.last) {
-    const h = rms(x, W.norm);
+    const h = residualNorm(W.norm);
     const headLinear = opts.headLinear ?? float32Linear;
     if (headLinear !== float32Linear) {
       // a head at its own precision: its own initializers, also when tied to the embedding
@@ -386,6 +420,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     }
     g.output('logits', DT.FLOAT, ['batch', 'tokens', c.vocabSize]);
   } else {
+    addSkip();
     g.op('Identity', [x], {}, { outputs: ['hidden_out'] });
     g.output('hidden_out', DT.FLOAT, ['batch', 'tokens', D]);
   }
