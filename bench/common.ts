@@ -54,21 +54,26 @@ export function pinnedRun(core: number, args: string[]): Promise<string> {
   });
 }
 
-/** `splitllm cloud --model DIR` with default options (and `extra` flags) pinned to `core`, once it prints its URL; `stop` kills it. */
-export async function pinnedCloud(core: number, dir: string, extra: string[] = []): Promise<{ url: string; stop: () => Promise<void> }> {
-  const cloud = spawn('taskset', ['-c', String(core), process.execPath, BIN, 'cloud', '--model', dir, '--port', '0', '--json', '--log-level', 'silent', ...extra], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = new Promise((r) => cloud.once('exit', r));
+/** `node ARGS` pinned to `core` with a clean environment, once it prints a JSON line with its `url`; `stop` kills it. */
+export async function pinnedServer(core: number, args: string[]): Promise<{ url: string; stop: () => Promise<void> }> {
+  const child = spawn('taskset', ['-c', String(core), process.execPath, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((r) => child.once('exit', r));
   const stop = async () => {
-    cloud.kill('SIGKILL');
+    child.kill('SIGKILL');
     await exited;
   };
   let out = '';
-  cloud.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   for (let i = 0; i < 1200 && !out.includes('\n'); i++) await new Promise((r) => setTimeout(r, 50));
   try {
     return { url: (JSON.parse(out) as { url: string }).url, stop };
   } catch {
     await stop();
-    throw new Error(`splitllm cloud --model ${dir} did not start: ${out.slice(0, 200)}`);
+    throw new Error(`${args.join(' ')} did not start: ${out.slice(0, 200)}`);
   }
+}
+
+/** `splitllm cloud --model DIR` with default options (and `extra` flags) pinned to `core`, once it prints its URL; `stop` kills it. */
+export function pinnedCloud(core: number, dir: string, extra: string[] = []): Promise<{ url: string; stop: () => Promise<void> }> {
+  return pinnedServer(core, [BIN, 'cloud', '--model', dir, '--port', '0', '--json', '--log-level', 'silent', ...extra]);
 }

@@ -9,7 +9,11 @@
  * --pinned: the fair stand-in for two machines — `splitllm cloud` and `splitllm edge` as separate
  * processes, pinned to core 1 and core 0 (taskset), started with default options and no SPLITLLM_*
  * variables, against a local whole-model generation pinned to core 0; decode tokens/s (after the first
- * token) of each, min/median/max of the ratio over the runs.
+ * token) of each, min/median/max of the ratio over the runs. Beside it, the ceiling the transport sets:
+ * a bare `ws` echo between two processes pinned the same way, each side busy for the split's measured
+ * edge and cloud ms per step and sending frames of the step's and the token's sizes, gives the network
+ * time no split over this socket can go below, and so the highest ratio this machine allows:
+ * local ms per token ÷ (edge + cloud + echo network).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -18,12 +22,14 @@ import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
 import { writePackage } from '../models/package.js';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { once } from 'node:events';
+import { WebSocket, WebSocketServer } from 'ws';
 import { startCloud } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { ModelPackage, openModel } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
-import { BIN, FIXTURES, fmt, haveFixtures, minMedMax, pinnedCloud, pinnedRun, REPO } from './common.js';
+import { BIN, FIXTURES, fmt, haveFixtures, minMedMax, pinnedCloud, pinnedRun, pinnedServer, REPO } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,14 +43,74 @@ const { values } = parseArgs({
     model: { type: 'string' },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
+    'work-ms': { type: 'string', default: '0' },
+    'edge-ms': { type: 'string', default: '0' },
+    bytes: { type: 'string', default: '789' },
+    url: { type: 'string' },
   },
 });
 if (values.help) {
-  process.stdout.write('usage: node dist/bench/e2e.js [--tokens N] [--split K] [--codec SPEC] [--skip-100m] [--json]\n       node dist/bench/e2e.js --pinned [--runs N] [--tokens N] [--skip-100m] [--json]\n');
+  process.stdout.write(
+    [
+      'usage: node dist/bench/e2e.js [--tokens N] [--split K] [--codec SPEC] [--skip-100m] [--json]',
+      '       node dist/bench/e2e.js --pinned [--runs N] [--tokens N] [--skip-100m] [--json]',
+      '',
+      '  one process (default): split generation over loopback against local generation, same run',
+      '  --pinned: edge and cloud as two processes pinned to a core each against local pinned to one,',
+      '            with the transport ceiling of a bare ws echo pinned the same way',
+      '',
+      'example: node dist/bench/e2e.js --pinned --runs 3 --tokens 128 --skip-100m',
+      '',
+    ].join('\n'),
+  );
   process.exit(0);
 }
 const n = Number(values.tokens);
 const PROMPT = 'Once upon a time';
+
+/** Keeps the core busy for `ms` (a stand-in for a segment's run). */
+const busy = (ms: number) => {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
+};
+
+/** --role echo-server (a child of --pinned): a ws server answering each message with a 14-byte frame after --work-ms of busy time. */
+if (values.role === 'echo-server') {
+  const work = Number(values['work-ms']);
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await once(wss, 'listening');
+  const reply = new Uint8Array(14);
+  wss.on('connection', (ws) =>
+    ws.on('message', () => {
+      busy(work);
+      ws.send(reply);
+    }),
+  );
+  const addr = wss.address();
+  process.stdout.write(JSON.stringify({ url: `ws://127.0.0.1:${addr && typeof addr === 'object' ? addr.port : 0}` }) + '\n');
+  await new Promise(() => {}); // serves until --pinned kills it
+}
+
+/** --role echo-client: --tokens rounds of (--edge-ms busy, a --bytes message, the reply); the mean round less the server's --work-ms, as JSON. */
+if (values.role === 'echo-client') {
+  const ws = new WebSocket(values.url!);
+  await once(ws, 'open');
+  const payload = new Uint8Array(Number(values.bytes));
+  const work = Number(values['work-ms']);
+  const edge = Number(values['edge-ms']);
+  let total = 0;
+  for (let i = -8; i < n; i++) {
+    busy(edge);
+    const t0 = performance.now();
+    const got = once(ws, 'message');
+    ws.send(payload);
+    await got;
+    if (i >= 0) total += performance.now() - t0 - work;
+  }
+  ws.close();
+  process.stdout.write(JSON.stringify({ networkMs: total / n }) + '\n');
+  process.exit(0);
+}
 
 /** --role local (a child of --pinned): whole-model decode tokens/s after the first token, as JSON. */
 if (values.role === 'local') {
@@ -58,16 +124,30 @@ if (values.role === 'local') {
   process.exit(0);
 }
 
-async function pinnedOnce(dir: string, split: number): Promise<{ local: number; split: number }> {
+/** The network ms per step of a bare ws echo between core 0 and core 1, each side busy for the split's own ms per step. */
+async function echoFloor(edgeMs: number, cloudMs: number, bytes: number): Promise<number> {
+  const e2e = join(REPO, 'dist', 'bench', 'e2e.js');
+  const server = await pinnedServer(1, [e2e, '--role', 'echo-server', '--work-ms', String(cloudMs)]);
+  try {
+    const out = await pinnedRun(0, [e2e, '--role', 'echo-client', '--url', server.url, '--work-ms', String(cloudMs), '--edge-ms', String(edgeMs), '--bytes', String(bytes), '--tokens', String(n)]);
+    return (JSON.parse(out) as { networkMs: number }).networkMs;
+  } finally {
+    await server.stop();
+  }
+}
+
+async function pinnedOnce(dir: string, split: number): Promise<{ local: number; split: number; edgeMs: number; networkMs: number; cloudMs: number; echoNetworkMs: number; ceiling: number }> {
   const local = (JSON.parse(await pinnedRun(0, [join(REPO, 'dist', 'bench', 'e2e.js'), '--role', 'local', '--model', dir, '--tokens', String(n)])) as { decodeTokensPerSec: number }).decodeTokensPerSec;
   const cloud = await pinnedCloud(1, dir);
   try {
     const url = cloud.url;
     const edgeArgs = [BIN, 'edge', '--cloud', url, '--model', dir, '--split', String(split), '--codec', 'fp32', '--prompt', PROMPT, '--max-tokens', String(n), '--json'];
     await pinnedRun(0, [...edgeArgs.slice(0, -3), '--max-tokens', '4', '--json']); // the cloud's back segment warm
-    const r = JSON.parse(await pinnedRun(0, edgeArgs)) as { stats: { decode: { edgeMs: number; networkMs: number; cloudMs: number } } };
+    const r = JSON.parse(await pinnedRun(0, edgeArgs)) as { stats: { decode: { edgeMs: number; networkMs: number; cloudMs: number; wireBytes: number } } };
     const d = r.stats.decode;
-    return { local, split: 1000 / (d.edgeMs + d.networkMs + d.cloudMs) };
+    await cloud.stop();
+    const echoNetworkMs = await echoFloor(d.edgeMs, d.cloudMs, Math.round(d.wireBytes));
+    return { local, split: 1000 / (d.edgeMs + d.networkMs + d.cloudMs), edgeMs: d.edgeMs, networkMs: d.networkMs, cloudMs: d.cloudMs, echoNetworkMs, ceiling: 1000 / (d.edgeMs + d.cloudMs + echoNetworkMs) / local };
   } finally {
     await cloud.stop();
   }
@@ -85,21 +165,36 @@ if (values.pinned) {
     }
     const rows = [];
     for (const m of models) {
-      const got: { local: number; split: number }[] = [];
+      const got: Awaited<ReturnType<typeof pinnedOnce>>[] = [];
       for (let i = 0; i < runs; i++) {
-        got.push(await pinnedOnce(m.dir, m.split));
-        if (!values.json) process.stderr.write(`  ${m.name} run ${i + 1}/${runs}: local ${fmt(got[i]!.local)} tok/s, split ${fmt(got[i]!.split)} tok/s\n`);
+        const g = await pinnedOnce(m.dir, m.split);
+        got.push(g);
+        if (!values.json) process.stderr.write(`  ${m.name} run ${i + 1}/${runs}: local ${fmt(g.local)} tok/s, split ${fmt(g.split)} tok/s (edge ${fmt(g.edgeMs, 3)} + network ${fmt(g.networkMs, 3)} + cloud ${fmt(g.cloudMs, 3)} ms; a bare ws echo: ${fmt(g.echoNetworkMs, 3)} ms)\n`);
       }
-      rows.push({ model: m.name, split: m.split, tokens: n, ratio: minMedMax(got.map((g) => g.split / g.local)), localTokensPerSec: minMedMax(got.map((g) => g.local)), splitTokensPerSec: minMedMax(got.map((g) => g.split)) });
+      const of = (f: (g: (typeof got)[number]) => number) => minMedMax(got.map(f));
+      rows.push({
+        model: m.name,
+        split: m.split,
+        tokens: n,
+        ratio: of((g) => g.split / g.local),
+        ceiling: of((g) => g.ceiling),
+        localTokensPerSec: of((g) => g.local),
+        splitTokensPerSec: of((g) => g.split),
+        edgeMs: of((g) => g.edgeMs),
+        networkMs: of((g) => g.networkMs),
+        cloudMs: of((g) => g.cloudMs),
+        echoNetworkMs: of((g) => g.echoNetworkMs),
+      });
     }
     if (values.json) process.stdout.write(JSON.stringify(rows) + '\n');
     else {
       process.stdout.write(`bench/e2e --pinned: edge on core 0, cloud on core 1, local on core 0, default options, fp32 codec, ${n} tokens, ${runs} runs; load ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
-      process.stdout.write('model                  split  local decode tok/s (min/med/max)  split decode tok/s (min/med/max)  ratio (min/med/max)\n');
+      process.stdout.write('model                  split  local decode tok/s (min/med/max)  split decode tok/s (min/med/max)  ratio (min/med/max)  ceiling (min/med/max)  network / bare echo ms (medians)\n');
       for (const r of rows) {
         const t = (x: { min: number; median: number; max: number }, d = 1) => `${fmt(x.min, d)} / ${fmt(x.median, d)} / ${fmt(x.max, d)}`;
-        process.stdout.write(`${r.model.padEnd(22)} ${String(r.split).padStart(5)}  ${t(r.localTokensPerSec).padEnd(33)} ${t(r.splitTokensPerSec).padEnd(33)} ${t(r.ratio, 2)}\n`);
+        process.stdout.write(`${r.model.padEnd(22)} ${String(r.split).padStart(5)}  ${t(r.localTokensPerSec).padEnd(33)} ${t(r.splitTokensPerSec).padEnd(33)} ${t(r.ratio, 2).padEnd(20)} ${t(r.ceiling, 2).padEnd(22)} ${fmt(r.networkMs.median, 3)} / ${fmt(r.echoNetworkMs.median, 3)}\n`);
       }
+      process.stdout.write('ceiling: local ms per token ÷ (the split\'s edge + cloud ms + a bare ws echo\'s network ms between the same two cores)\n');
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
