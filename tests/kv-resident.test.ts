@@ -111,6 +111,16 @@ it('batched steps of sessions at different lengths equal their single steps, in 
       const y = await solo[k]!.run(h, 1);
       expect(maxAbsDiff(x.data, y.data)).toBeLessThan(1e-4);
     }
+    // later batches reuse the gathered batch's buffers, stale from the one before: the same batch again
+    // (a little longer), then two of its sessions in another order, each equal to its single step
+    for (const order of [[0, 1, 2], [2, 1]]) {
+      const xs = await Promise.all(order.map(async (k) => (await hidden(batch[k]!.length + 1))[batch[k]!.length]!));
+      const outs = await SegmentRuntime.runBatch(order.map((k) => batch[k]!), xs);
+      for (const [j, k] of order.entries()) {
+        const want = await solo[k]!.run(xs[j]!, 1);
+        expect(maxAbsDiff(outs[j]!.data, want.data), `${attention}, batch ${order.join(',')}, session ${k}`).toBeLessThan(1e-4);
+      }
+    }
     for (const r of [...batch, ...solo, front]) await r.release();
     await shared.session.release();
   }

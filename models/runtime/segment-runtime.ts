@@ -27,6 +27,32 @@ export interface RuntimeOptions extends SegmentOptions {
   spin?: SpinMode;
 }
 
+/**
+ * The buffers a gathered batch copies its sessions' caches into, kept per onnxruntime session from one
+ * batch to the next: allocating them afresh every step (two per layer, as long as the batch's longest
+ * cache) made V8 collect external memory every few steps — at 16 sessions of the default model about as
+ * much time as the batched run itself. They follow the batch's size (a quarter more when they grow, cut
+ * when a step needs less than a quarter of them) and go when a runtime of the session is released, so a
+ * burst holds nothing once its sessions leave. One batch at a time uses them; another (there is none
+ * while the pool serializes its batches) gets fresh arrays.
+ */
+class GatherBuffers {
+  private bufs: Float32Array[] = [];
+  busy = false;
+  /** `n` zeroed floats in slot `slot` */
+  take(slot: number, n: number): Float32Array {
+    let b = this.bufs[slot];
+    if (!b || b.length < n || b.length > 4 * n) this.bufs[slot] = b = new Float32Array(Math.ceil(n * 1.25));
+    const v = b.subarray(0, n);
+    v.fill(0);
+    return v;
+  }
+  clear(): void {
+    this.bufs = [];
+  }
+}
+const gatherBuffers = new WeakMap<InferenceSession, GatherBuffers>();
+
 /** An onnxruntime session shared by the runtimes of one segment, with the backend that made it. */
 export interface SharedSession {
   session: InferenceSession;
@@ -104,7 +130,7 @@ export class SegmentRuntime {
     const slab = first.kv.slab;
     if (slab && rts.every((r) => r.kv.slab === slab)) return SegmentRuntime.runSlab(slab, rts, xs);
     const B = rts.length;
-    const { nKvHeads: KV, headDim: hd, dim: D } = c;
+    const D = c.dim;
     const Pmax = Math.max(...rts.map((r) => r.cached));
     const S = Pmax + 1;
     const hidden = new Float32Array(B * D);
@@ -126,9 +152,28 @@ export class SegmentRuntime {
       });
       feeds['key_positions'] = bk.int64(kp, [B, S]);
     }
+    let scratch = gatherBuffers.get(first.session);
+    if (!scratch) gatherBuffers.set(first.session, (scratch = new GatherBuffers()));
+    const own = !scratch.busy;
+    const buffer = (slot: number, n: number) => (own ? scratch.take(slot, n) : new Float32Array(n));
+    if (own) scratch.busy = true;
+    try {
+      return await SegmentRuntime.runGathered(rts, feeds, buffer, W, S, Pmax, resident);
+    } finally {
+      if (own) scratch.busy = false;
+    }
+  }
+
+  /** The gathered batch's caches copied into `buffer`s (padding rows and positions zero), run, and each runtime's new position and output row. */
+  private static async runGathered(rts: SegmentRuntime[], feeds: Record<string, Tensor>, buffer: (slot: number, n: number) => Float32Array, W: number, S: number, Pmax: number, resident: boolean): Promise<SegmentOutput[]> {
+    const first = rts[0]!;
+    const c = first.config;
+    const B = rts.length;
+    const { nKvHeads: KV, headDim: hd, dim: D } = c;
+    const bk = first.backend;
     for (let i = first.from; i < first.to; i++) {
-      const key = new Float32Array(B * KV * W * hd);
-      const value = new Float32Array(B * KV * W * hd);
+      const key = buffer(2 * (i - first.from), B * KV * W * hd);
+      const value = buffer(2 * (i - first.from) + 1, B * KV * W * hd);
       rts.forEach((r, b) => {
         const own = r.kv.raw(i);
         const P = r.cached;
@@ -398,6 +443,9 @@ export class SegmentRuntime {
     this.onRelease = undefined;
     // the cache's buffers (or its slab slot) go now, whoever still holds this object
     this.kv.dispose();
+    // and the batch buffers sized for it (the next batch sizes them anew)
+    const scratch = gatherBuffers.get(this.session);
+    if (scratch && !scratch.busy) scratch.clear();
     told?.();
     if (this.ownsSession) await this.session.release();
   }
