@@ -7,9 +7,10 @@
  *   run sent ÷ bandwidth) and cloud prefill (each prefill timed alone on this machine), against which the
  *   pipelined TTFT is compared.
  * TTFT counts from the session's hello (the connection open, as the edge service keeps one) to the first
- * token; min/median/max over the runs.
+ * token; min/median/max over the runs. `--codec SPEC` puts another codec in ts-tabq's place (e.g. a coarser
+ * step of the calibrated context: `ts-tabq:cal=3,step=0.84`), to see what the bytes buy.
  *
- *   node dist/bench/ttft.js [--runs 7] [--rtt 40] [--bandwidth 1250000] [--split 3] [--chunk N] [--json]
+ *   node dist/bench/ttft.js [--runs 7] [--rtt 40] [--bandwidth 1250000] [--split 3] [--chunk N] [--codec SPEC] [--json]
  */
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -29,12 +30,23 @@ const { values } = parseArgs({
     bandwidth: { type: 'string', default: '1250000' },
     split: { type: 'string', default: '3' },
     chunk: { type: 'string', default: String(DEFAULT_PREFILL_CHUNK) },
+    codec: { type: 'string', default: 'ts-tabq' },
     json: { type: 'boolean' },
     help: { type: 'boolean' },
   },
 });
 if (values.help) {
-  process.stdout.write('usage: node dist/bench/ttft.js [--runs N] [--rtt MS] [--bandwidth BYTES_PER_S] [--split K] [--chunk N] [--json]\n');
+  process.stdout.write(
+    [
+      'usage: node dist/bench/ttft.js [--runs N] [--rtt MS] [--bandwidth BYTES_PER_S] [--split K] [--chunk N] [--codec SPEC] [--json]',
+      '',
+      '  --codec SPEC   the codec compared with fp16 (default ts-tabq: the split\'s calibrated default)',
+      '',
+      'example: node dist/bench/ttft.js --runs 7',
+      '         node dist/bench/ttft.js --runs 7 --codec ts-tabq:cal=3,step=0.84',
+      '',
+    ].join('\n'),
+  );
   process.exit(0);
 }
 const split = Number(values.split);
@@ -66,9 +78,9 @@ async function prefillMs(from: number, to: number): Promise<number> {
 try {
   const variants = [
     { name: 'fp16', codec: 'fp16', chunk },
-    { name: 'ts-tabq', codec: 'ts-tabq', chunk },
+    { name: 'ts-tabq', codec: values.codec, chunk },
     { name: 'fp16, one message', codec: 'fp16', chunk: ids.length },
-    { name: 'ts-tabq, one message', codec: 'ts-tabq', chunk: ids.length },
+    { name: 'ts-tabq, one message', codec: values.codec, chunk: ids.length },
   ];
   const ttft = new Map<string, number[]>(variants.map((v) => [v.name, []]));
   const bytes = new Map<string, number>();
@@ -105,7 +117,7 @@ try {
   if (values.json) process.stdout.write(JSON.stringify(out) + '\n');
   else {
     const t = (x: { min: number; median: number; max: number }, d = 1) => `${fmt(x.min, d)} / ${fmt(x.median, d)} / ${fmt(x.max, d)}`;
-    process.stdout.write(`bench/ttft: ${ids.length}-token prompt, ${rttMs} ms RTT, ${fmt((bytesPerSec * 8) / 1e6)} Mbit/s, split ${split}, chunks of ${chunk}; ${values.runs} runs; load ${out.load.join(' ')}\n`);
+    process.stdout.write(`bench/ttft: ${ids.length}-token prompt, ${rttMs} ms RTT, ${fmt((bytesPerSec * 8) / 1e6)} Mbit/s, split ${split}, chunks of ${chunk}, "ts-tabq" = ${values.codec}; ${values.runs} runs; load ${out.load.join(' ')}\n`);
     process.stdout.write(`TTFT ms min/median/max, chunked:     fp16 ${t(out.fp16)}, ts-tabq ${t(out.tsTabq)}; ts-tabq ÷ fp16 ${t(out.ratio, 2)}\n`);
     process.stdout.write(`TTFT ms min/median/max, one message: fp16 ${t(out.oneMessage.fp16)}, ts-tabq ${t(out.oneMessage.tsTabq)}; ts-tabq ÷ fp16 ${t(out.oneMessage.ratio, 2)}\n`);
     process.stdout.write(`bytes up: ${[...bytes].map(([k, b]) => `${k} ${b}`).join(', ')}\n`);
