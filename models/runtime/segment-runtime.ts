@@ -30,8 +30,8 @@ export interface RuntimeOptions extends SegmentOptions {
 /**
  * The buffers a gathered batch copies its sessions' caches into, kept per onnxruntime session from one
  * batch to the next: allocating them afresh every step (two per layer, as long as the batch's longest
- * cache) made V8 collect external memory every few steps — at 16 sessions of the default model about as
- * much time as the batched run itself. They follow the batch's size (a quarter more when they grow, cut
+ * cache) made V8 collect external memory every few steps — at 16 sessions of the default model about
+ * two-thirds of the time of the batched run itself. They follow the batch's size (a quarter more when they grow, cut
  * when a step needs less than a quarter of them) and go when a runtime of the session is released, so a
  * burst holds nothing once its sessions leave. One batch at a time uses them; another (there is none
  * while the pool serializes its batches) gets fresh arrays.
