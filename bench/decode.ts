@@ -1,7 +1,7 @@
 /**
  * bench/decode: decode tokens/s of the full model (one segment) at each weight precision (every linear
- * layer at B bits, RTN blockwise, block 32 unless --block-size says otherwise; the LM head at B bits too unless --head-bits says otherwise;
- * the embedding stays float32), next to the roofline bound measured in the same run: memory bandwidth ÷
+ * layer at B bits, RTN blockwise, block 32 unless --block-size says otherwise; the LM head at B bits too
+ * unless --head-bits says otherwise; the embedding stays float32), next to the roofline bound measured in the same run: memory bandwidth ÷
  * weight bytes read per token (every initializer but the embedding table, of which a step reads one row,
  * unless the table is also the float32 head); and each precision's speed as a ratio to float32's in the
  * same run.
@@ -11,7 +11,7 @@
  * reading its own input, no attention, norms or KV), one onnxruntime run per token: its ms per token
  * and its own fraction of the bound. No runtime built on these kernels decodes faster than that.
  *
- *   node dist/bench/decode.js [--tokens 64] [--bits 32,8,4] [--head-bits same|32|8|4] [--json] [--skip-100m]
+ *   node dist/bench/decode.js [--tokens 64] [--bits 32,8,4] [--head-bits same|32|8|4] [--block-size 32] [--json] [--skip-100m] [--skip-ceiling]
  */
 import { parseArgs } from 'node:util';
 import { loadavg } from 'node:os';
@@ -26,7 +26,7 @@ import { headEmitterFor } from '../models/weights/registry.js';
 import { argmax } from '../models/runtime/sampler.js';
 import { nodeBackend } from '../models/runtime/backend-node.js';
 import { DT, GraphBuilder } from '../models/onnx/graph.js';
-import { layerLayout } from '../shared/decoder.js';
+import { layerLayout, layerLinears, normGroups } from '../shared/decoder.js';
 import type { ModelConfig } from '../models/manifest.js';
 import { FIXTURES, fmt, haveFixtures, memoryBandwidth, minMedMax } from './common.js';
 
@@ -116,8 +116,9 @@ async function kernelCeiling(c: ModelConfig, lin: LinearEmitter, head: LinearEmi
     g.output(`y${n++}`, DT.FLOAT, [1, outDim]);
   };
   for (let i = 0; i < c.nLayers; i++) {
+    // stacked as the graph stacks them: the linears reading one norm together, o and down alone
     const L = layerLayout(c, i).linears;
-    const groups = lin.stackable ? [[L.q, L.k, L.v], [L.o], [L.gate, L.up], [L.down]] : [[L.q], [L.k], [L.v], [L.o], [L.gate], [L.up], [L.down]];
+    const groups = lin.stackable ? [...normGroups(c, i).map((n) => n.linears), [L.o], [L.down]] : layerLinears(c, i).map((l) => [l]);
     for (const grp of groups) emit(lin, grp.map((l) => l.name).join('+'), grp[0]!.in, grp.reduce((a, l) => a + l.out, 0), i);
   }
   emit(head, 'lm_head', c.dim, c.vocabSize, c.nLayers);
