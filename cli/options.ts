@@ -7,6 +7,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { SplitLLMError } from '../shared/errors.js';
+import { BLOCK_SIZES, isBlockSize } from '../shared/precision.js';
 import { parseBandwidth, parseBytes, parseDuration, parsePercent } from './units.js';
 import { envFlag, envName, readConfigFile, type Source } from './settings.js';
 
@@ -131,6 +132,12 @@ function list<T>(spec: Spec<T[]> & { default?: T[]; item: (raw: string, name: st
 /** list item parsers */
 export const items = {
   int: (min = 0, max = Number.MAX_SAFE_INTEGER) => intIn(min, max),
+  /** a quantization block the runtime supports */
+  blockSize: (raw: string, name: string): number => {
+    const b = intIn(1, 1 << 16)(raw, name);
+    if (!isBlockSize(b)) throw new SplitLLMError('E_USAGE', `${flagName(name)} ${b} is not a supported block: use ${BLOCK_SIZES.join(', ')}`);
+    return b;
+  },
   string: (raw: string) => raw,
 };
 

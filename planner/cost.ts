@@ -14,6 +14,9 @@
  *              (`prefillChunk`)
  *   accuracy = weights' ppl increase + codec's ppl increase + the LM head's and the embedding's at their bits
  *              (all measured; added)
+ *   block    = the quantization block of the blockwise (below 16-bit) layers and head: each of the terms above
+ *              at the plan's block, from the profiles' tables for it (bigger blocks: fewer scales, faster
+ *              MatMulNBits, a larger ppl increase); the embedding keeps its own block of 32
  *   speculation (where the accuracy profile measured proposers): a round drafting k tokens costs the plain
  *              step + k × (a position's front and back prefill share, its encoded bytes ÷ bandwidth, the
  *              cloud's head on it, the proposer's own time) and yields 1 + α + … + α^k tokens where the
@@ -23,7 +26,8 @@
  */
 import { SplitLLMError } from '../shared/errors.js';
 import { segmentBytes, type QuantizedBytes, type SegmentBytes, type ShapeConfig } from '../quantization/weights/memory.js';
-import type { Prediction, Problem } from './types.js';
+import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
+import type { BlockComputeProfile, ComputeProfile, Prediction, Problem } from './types.js';
 
 export interface Config {
   split: number;
@@ -35,26 +39,62 @@ export interface Config {
   headBits?: number;
   /** the token embedding's weight bits on the edge (default 32) */
   embedBits?: number;
+  /** the quantization block of the blockwise layers and head (default: the problem's, else 32) */
+  blockSize?: number;
 }
 
 const HEADER_BYTES = 4 + 64; // frame length prefix + msgpack step header, generous
 
-function prefillMs(p: Problem['edge'], bits: number): number {
-  return p.layerPrefillMsPerToken?.[String(bits)] ?? layerMs(p, bits);
+/**
+ * A compute profile's latency table at a quantization block: the top-level one at the default block and for
+ * float layers (which have no block), else the profile's entry for that block.
+ */
+function timesAt(p: ComputeProfile, bits: number, block: number): BlockComputeProfile | undefined {
+  return !isBlockwise(bits) || block === DEFAULT_BLOCK_SIZE ? p : p.blocks?.[String(block)];
+}
+
+const atBlock = (bits: number, block: number) => (isBlockwise(bits) && block !== DEFAULT_BLOCK_SIZE ? ` at block ${block}` : '');
+
+function prefillMs(p: ComputeProfile, bits: number, block: number): number {
+  return timesAt(p, bits, block)?.layerPrefillMsPerToken?.[String(bits)] ?? layerMs(p, bits, block);
 }
 
 /** The cloud's final norm + LM head at `bits` (32: the float one every profile has). */
-function headMs(p: Problem['cloud'], bits: number): number {
+function headMs(p: ComputeProfile, bits: number, block: number): number {
   if (bits === 32) return p.headMs;
-  const v = p.headMsByBits?.[String(bits)];
-  if (v === undefined) throw new SplitLLMError('E_BAD_CONFIG', `profile has no LM head latency for ${bits}-bit weights: profile that precision`);
+  const v = timesAt(p, bits, block)?.headMsByBits?.[String(bits)];
+  if (v === undefined) throw new SplitLLMError('E_BAD_CONFIG', `profile has no LM head latency for ${bits}-bit weights${atBlock(bits, block)}: profile that precision`);
   return v;
 }
 
-function layerMs(p: Problem['edge'], bits: number): number {
-  const v = p.layerDecodeMs[String(bits)];
-  if (v === undefined) throw new SplitLLMError('E_BAD_CONFIG', `profile has no decode latency for ${bits}-bit layers: profile that precision`);
+function layerMs(p: ComputeProfile, bits: number, block: number): number {
+  const v = timesAt(p, bits, block)?.layerDecodeMs[String(bits)];
+  if (v === undefined) throw new SplitLLMError('E_BAD_CONFIG', `profile has no decode latency for ${bits}-bit layers${atBlock(bits, block)}: profile that precision`);
   return v;
+}
+
+/** The quantization block a configuration runs at. */
+export function blockOf(pr: Problem, c: Pick<Config, 'blockSize'>): number {
+  return c.blockSize ?? pr.blockSize ?? DEFAULT_BLOCK_SIZE;
+}
+
+/** Whether a configuration quantizes anything blockwise (a layer on either side, or the head): only then does its block matter. */
+export function quantizesBlockwise(m: ShapeConfig, c: Pick<Config, 'split' | 'frontBits' | 'backBits' | 'headBits'>): boolean {
+  return (c.split > 0 && isBlockwise(c.frontBits)) || (c.split < m.nLayers && isBlockwise(c.backBits)) || isBlockwise(c.headBits ?? 32);
+}
+
+/** ppl increase of the weights of a configuration, from the accuracy profile's table at its block (NaN: not measured). */
+function weightsLoss(pr: Problem, c: Config, block: number): number {
+  const key = `${c.split}/${c.frontBits}/${c.backBits}`;
+  const layersQuantized = (c.split > 0 && isBlockwise(c.frontBits)) || (c.split < pr.model.nLayers && isBlockwise(c.backBits));
+  const table = !layersQuantized || block === DEFAULT_BLOCK_SIZE ? pr.accuracy.weights : pr.accuracy.blocks?.[String(block)]?.weights;
+  return table?.[key] ?? NaN;
+}
+
+function headLoss(pr: Problem, bits: number, block: number): number {
+  if (bits === 32) return 0;
+  const table = !isBlockwise(bits) || block === DEFAULT_BLOCK_SIZE ? pr.accuracy.heads : pr.accuracy.blocks?.[String(block)]?.heads;
+  return table?.[String(bits)] ?? NaN;
 }
 
 /**
@@ -75,37 +115,50 @@ export function localMemory(
   m: ShapeConfig,
   o: { bits: number; maxSeq: number; baselineBytes: number; blockSize?: number; quantized?: QuantizedBytes; embedBits?: number; headBits?: number },
 ): number {
-  const seg = segmentBytes(m, 0, m.nLayers, { embed: true, head: true, bitsOf: () => o.bits, blockSize: o.blockSize ?? 32, quantized: o.quantized, embedBits: o.embedBits, headBits: o.headBits });
+  const seg = segmentBytes(m, 0, m.nLayers, { embed: true, head: true, bitsOf: () => o.bits, blockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE, quantized: o.quantized, embedBits: o.embedBits, headBits: o.headBits });
   return heldMemory(m, seg, o.maxSeq, o.baselineBytes);
+}
+
+/** A front segment's bytes by model (treated as immutable) and split/bits/block/embedding bits: a search asks for the same few many times. */
+const fronts = new WeakMap<ShapeConfig, Map<string, SegmentBytes>>();
+
+function frontBytes(m: ShapeConfig, split: number, bits: number, block: number, embedBits: number): SegmentBytes {
+  let byKey = fronts.get(m);
+  if (!byKey) fronts.set(m, (byKey = new Map()));
+  const key = `${split}/${bits}/${block}/${embedBits}`;
+  let seg = byKey.get(key);
+  if (!seg) byKey.set(key, (seg = segmentBytes(m, 0, split, { embed: true, head: false, bitsOf: () => bits, blockSize: block, embedBits })));
+  return seg;
 }
 
 export function predict(pr: Problem, c: Config): Prediction {
   const m = pr.model;
   const eb = c.embedBits ?? 32;
-  const seg = segmentBytes(m, 0, c.split, { embed: true, head: false, bitsOf: () => c.frontBits, blockSize: pr.blockSize ?? 32, embedBits: eb });
+  const block = blockOf(pr, c);
+  const seg = frontBytes(m, c.split, c.frontBits, block, eb);
   const memory = heldMemory(m, seg, c.maxSeq, pr.edge.baselineBytes);
   const codec = pr.accuracy.codecs[`${c.split}/${c.codec}`];
   const bitsPerValue = codec?.bitsPerValue ?? (c.codec === 'fp32' ? 32 : c.codec === 'fp16' ? 16 : NaN);
   const bytesPerToken = (bitsPerValue * m.dim) / 8 + HEADER_BYTES;
-  const edgeMs = pr.edge.embedMs + c.split * layerMs(pr.edge, c.frontBits);
+  const edgeMs = pr.edge.embedMs + c.split * layerMs(pr.edge, c.frontBits, block);
   const hb = c.headBits ?? 32;
-  const head = headMs(pr.cloud, hb);
-  const cloudMs = (m.nLayers - c.split) * layerMs(pr.cloud, c.backBits) + head;
+  const head = headMs(pr.cloud, hb, block);
+  const cloudMs = (m.nLayers - c.split) * layerMs(pr.cloud, c.backBits, block) + head;
   const latency = edgeMs + (1000 * bytesPerToken) / pr.link.bytesPerSec + pr.link.rttMs + cloudMs;
   const n = pr.budgets.promptTokens ?? 1;
   const stages = (t: number): [number, number, number] => [
-    pr.edge.embedMs + c.split * (layerMs(pr.edge, c.frontBits) + (t - 1) * prefillMs(pr.edge, c.frontBits)),
+    pr.edge.embedMs + c.split * (layerMs(pr.edge, c.frontBits, block) + (t - 1) * prefillMs(pr.edge, c.frontBits, block)),
     (1000 * ((t * bitsPerValue * m.dim) / 8 + HEADER_BYTES)) / pr.link.bytesPerSec,
-    (m.nLayers - c.split) * (layerMs(pr.cloud, c.backBits) + (t - 1) * prefillMs(pr.cloud, c.backBits)),
+    (m.nLayers - c.split) * (layerMs(pr.cloud, c.backBits, block) + (t - 1) * prefillMs(pr.cloud, c.backBits, block)),
   ];
   const { chunk: prefillChunk, ms: pipelineMs } = bestPrefillChunk(n, stages);
   const firstTokenMs = 2 * pr.link.rttMs + pipelineMs + head;
-  const w = pr.accuracy.weights[`${c.split}/${c.frontBits}/${c.backBits}`];
-  const accuracy = (w ?? NaN) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN)) + (hb === 32 ? 0 : (pr.accuracy.heads?.[String(hb)] ?? NaN)) + (eb === 32 ? 0 : (pr.accuracy.embeds?.[String(eb)] ?? NaN));
+  // the embedding's blocks are its own (32), whatever the plan's
+  const accuracy = weightsLoss(pr, c, block) + (codec?.pplIncrease ?? (c.codec === 'fp32' ? 0 : NaN)) + headLoss(pr, hb, block) + (eb === 32 ? 0 : (pr.accuracy.embeds?.[String(eb)] ?? NaN));
   // speculation: each drafted position adds its front and back prefill share, its bytes and the cloud's
   // head on it, plus the proposer's own time (early exit: the head on the edge)
   const perPosition =
-    c.split * prefillMs(pr.edge, c.frontBits) + (1000 * (bitsPerValue * m.dim)) / 8 / pr.link.bytesPerSec + (m.nLayers - c.split) * prefillMs(pr.cloud, c.backBits) + head;
+    c.split * prefillMs(pr.edge, c.frontBits, block) + (1000 * (bitsPerValue * m.dim)) / 8 / pr.link.bytesPerSec + (m.nLayers - c.split) * prefillMs(pr.cloud, c.backBits, block) + head;
   const speculation = bestSpeculation(pr, c, latency, perPosition, memory);
   return {
     memory: memory + (speculation?.edgeBytes ?? 0),
@@ -143,13 +196,14 @@ export function bestSpeculation(
 ): { latency: number; edgeBytes: number; choice: NonNullable<Prediction['speculation']> } | undefined {
   let best: { latency: number; edgeBytes: number; choice: NonNullable<Prediction['speculation']> } | undefined;
   const m = pr.model;
+  const block = blockOf(pr, c);
   for (const s of pr.speculation ?? []) {
     if (s.split !== undefined && s.split !== c.split) continue;
     // what drafting holds on the edge: a draft model, or the early exit's float32 head (twice, as every segment)
     const edgeBytes = s.proposer === 'early-exit' ? 2 * 4 * (m.vocabSize + 1) * m.dim : (s.edgeBytes ?? 0);
     if (memory + edgeBytes > pr.budgets.edgeMemory) continue;
     // early exit runs the front one draft at a time (a decode step, not a prefill share) and the head on the edge
-    const own = s.proposer === 'early-exit' ? c.split * (layerMs(pr.edge, c.frontBits) - prefillMs(pr.edge, c.frontBits)) + pr.edge.headMs : s.draftMsPerToken;
+    const own = s.proposer === 'early-exit' ? c.split * (layerMs(pr.edge, c.frontBits, block) - prefillMs(pr.edge, c.frontBits, block)) + pr.edge.headMs : s.draftMsPerToken;
     for (let k = 1; k <= (pr.maxDraft ?? 4); k++) {
       const tokens = s.coverage * expectedTokens(s.acceptance, k) + (1 - s.coverage);
       const ms = (plain + s.coverage * k * (perPosition + own)) / tokens;

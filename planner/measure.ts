@@ -9,7 +9,8 @@ import { ModelPackage } from '../models/package.js';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { segmentBytes } from '../quantization/weights/memory.js';
-import type { ComputeProfile } from './types.js';
+import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
+import type { BlockComputeProfile, ComputeProfile } from './types.js';
 
 /** Weights a timed stack of layers must reach so that they do not sit in the CPU caches. */
 const WORKING_SET_BYTES = 64 * 1024 * 1024;
@@ -21,48 +22,79 @@ async function timeSteps(rt: SegmentRuntime, input: (i: number) => ArrayLike<num
   return (performance.now() - t0) / steps;
 }
 
+/**
+ * Per-layer decode and prefill latency of `bits`-bit layers at `block` on this machine: a run of layers whose
+ * weights outgrow the CPU caches (≥ 64 MB, or all of them), as a segment's do: one small layer timed alone
+ * stays in cache and looks faster than it runs in a stack.
+ */
+async function timeLayers(pkg: ModelPackage, bits: number, block: number, steps: number, ctx: number, hidden: (n: number) => Float32Array): Promise<{ decode: number; prefill: number; n: number }> {
+  const c = pkg.config;
+  const one = segmentBytes(c, 0, 1, { embed: false, head: false, bitsOf: () => bits, blockSize: block }).linear;
+  const n = Math.min(c.nLayers, Math.max(1, Math.ceil(WORKING_SET_BYTES / Math.max(1, one))));
+  const lin = linearFor(bits, block);
+  const rt = await SegmentRuntime.create(pkg, 0, n, { embed: false, head: false, linearFor: () => lin });
+  try {
+    await rt.run(hidden(ctx), ctx, { keepCache: false }); // warm-up: the first run pays for allocation
+    const t0 = performance.now();
+    for (let i = 0; i < 3; i++) await rt.run(hidden(ctx), ctx, { keepCache: false });
+    const prefill = (performance.now() - t0) / (3 * ctx * n);
+    await rt.run(hidden(ctx), ctx); // decode is timed with ctx positions in the cache
+    const decode = (await timeSteps(rt, () => hidden(1), steps)) / n;
+    return { decode, prefill, n };
+  } finally {
+    await rt.release();
+  }
+}
+
+/** Decode latency of the final norm + LM head at `bits` (blockwise at `block` below 16 bits). */
+async function timeHead(pkg: ModelPackage, bits: number, block: number, steps: number, hidden: (n: number) => Float32Array): Promise<number> {
+  const L = pkg.config.nLayers;
+  const q = await SegmentRuntime.create(pkg, L, L, { embed: false, head: true, ...(bits < 32 ? { headLinear: linearFor(bits, block) } : {}) });
+  try {
+    return await timeSteps(q, () => hidden(1), steps);
+  } finally {
+    await q.release();
+  }
+}
+
+/**
+ * The compute profile of this machine: every precision of `bitsList` at the default block (the top-level
+ * entries), and the blockwise ones (below 16 bits) again at each other block of `blockSizes` (`blocks`).
+ */
 export async function measureCompute(
   pkg: ModelPackage,
   bitsList: number[],
-  opts: { steps?: number; context?: number; onProgress?: (m: string) => void } = {},
+  opts: { steps?: number; context?: number; blockSizes?: number[]; onProgress?: (m: string) => void } = {},
 ): Promise<ComputeProfile & { layerPrefillMsPerToken: Record<string, number>; headMsByBits: Record<string, number> }> {
   const c = pkg.config;
   const steps = opts.steps ?? 20;
   const ctx = Math.min(opts.context ?? 64, c.maxSeq - steps - 8);
   const next = rng(11);
   const hidden = (n: number) => Float32Array.from({ length: n * c.dim }, () => next() - 0.5);
-  const layerDecodeMs: Record<string, number> = {};
-  const layerPrefillMsPerToken: Record<string, number> = {};
-  for (const bits of bitsList) {
-    // time a run of layers whose weights outgrow the CPU caches (≥ 64 MB, or all of them), as a
-    // segment's do: one small layer timed alone stays in cache and looks faster than it runs in a stack
-    const one = segmentBytes(c, 0, 1, { embed: false, head: false, bitsOf: () => bits }).linear;
-    const n = Math.min(c.nLayers, Math.max(1, Math.ceil(WORKING_SET_BYTES / Math.max(1, one))));
-    const lin = linearFor(bits, 32);
-    const rt = await SegmentRuntime.create(pkg, 0, n, { embed: false, head: false, linearFor: () => lin });
-    await rt.run(hidden(ctx), ctx, { keepCache: false }); // warm-up: the first run pays for allocation
-    const t0 = performance.now();
-    for (let i = 0; i < 3; i++) await rt.run(hidden(ctx), ctx, { keepCache: false });
-    layerPrefillMsPerToken[String(bits)] = (performance.now() - t0) / (3 * ctx * n);
-    await rt.run(hidden(ctx), ctx); // decode is timed with ctx positions in the cache
-    layerDecodeMs[String(bits)] = (await timeSteps(rt, () => hidden(1), steps)) / n;
-    await rt.release();
-    opts.onProgress?.(`${bits}-bit layers (${n} timed together): decode ${layerDecodeMs[String(bits)]!.toFixed(3)} ms/token, prefill ${layerPrefillMsPerToken[String(bits)]!.toFixed(3)} ms/token per layer`);
+  const measureAt = async (block: number, bits: number[]) => {
+    const t: Required<BlockComputeProfile> = { layerDecodeMs: {}, layerPrefillMsPerToken: {}, headMsByBits: {} };
+    const at = block === DEFAULT_BLOCK_SIZE ? '' : ` at block ${block}`;
+    for (const b of bits) {
+      const r = await timeLayers(pkg, b, block, steps, ctx, hidden);
+      t.layerDecodeMs[String(b)] = r.decode;
+      t.layerPrefillMsPerToken[String(b)] = r.prefill;
+      opts.onProgress?.(`${b}-bit layers${at} (${r.n} timed together): decode ${r.decode.toFixed(3)} ms/token, prefill ${r.prefill.toFixed(3)} ms/token per layer`);
+    }
+    // the LM head at the lower precisions too (the plan may quantize it: --head-bits)
+    for (const b of bits.filter((x) => x < 32)) t.headMsByBits[String(b)] = await timeHead(pkg, b, block, steps, hidden);
+    return t;
+  };
+  const top = await measureAt(DEFAULT_BLOCK_SIZE, bitsList);
+  const blocks: Record<string, BlockComputeProfile> = {};
+  for (const block of (opts.blockSizes ?? []).filter((b) => b !== DEFAULT_BLOCK_SIZE)) {
+    const quantized = bitsList.filter(isBlockwise);
+    if (quantized.length) blocks[String(block)] = await measureAt(block, quantized);
   }
   const emb = await SegmentRuntime.create(pkg, 0, 0, { embed: true, head: false });
   const embedMs = await timeSteps(emb, (i) => [(i * 7 + 3) % c.vocabSize], steps);
   await emb.release();
-  const head = await SegmentRuntime.create(pkg, c.nLayers, c.nLayers, { embed: false, head: true });
-  const headMs = await timeSteps(head, () => hidden(1), steps);
-  await head.release();
-  // the LM head at the lower precisions too (the plan may quantize it: --head-bits)
-  const headMsByBits: Record<string, number> = {};
-  for (const bits of bitsList.filter((b) => b < 32)) {
-    const q = await SegmentRuntime.create(pkg, c.nLayers, c.nLayers, { embed: false, head: true, headLinear: linearFor(bits, 32) });
-    headMsByBits[String(bits)] = await timeSteps(q, () => hidden(1), steps);
-    await q.release();
-  }
-  return { model: pkg.hash, layerDecodeMs, layerPrefillMsPerToken, embedMs, headMs, headMsByBits, baselineBytes: 0 };
+  const headMs = await timeHead(pkg, 32, DEFAULT_BLOCK_SIZE, steps, hidden);
+  return { model: pkg.hash, ...top, embedMs, headMs, baselineBytes: 0, ...(Object.keys(blocks).length ? { blocks } : {}) };
 }
 
 /**

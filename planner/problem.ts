@@ -1,9 +1,12 @@
 /**
  * A planning problem for a model from its profiles and budgets: the candidate splits, the precisions
  * both compute profiles measured, the codecs the accuracy profile covers, and ten sequence lengths up
- * to the model's maximum. A baseline method narrows them: some codecs only, one precision for both segments.
+ * to the model's maximum, and the quantization blocks all three profiles measured. A baseline method narrows
+ * them: some codecs only, one precision for both segments.
  */
 import type { ModelConfig } from '../models/manifest.js';
+import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
+import { profileBlocks } from './profiles.js';
 import type { AccuracyProfile, Budgets, ComputeProfile, Constraint, LinkProfile, Problem } from './types.js';
 
 export interface Profiles {
@@ -13,13 +16,36 @@ export interface Profiles {
   accuracy: AccuracyProfile;
 }
 
-export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles, budgets: Budgets, opts: { minSplit?: number; splits?: number[]; speculate?: boolean; maxDraft?: number; codecs?: string[]; sameBits?: boolean } = {}): Problem {
+/**
+ * The quantization blocks a plan may use: the default one, and each other block the accuracy profile and both
+ * compute profiles measured for every blockwise precision (layers and head) of the search.
+ */
+function blockSizes(p: Profiles, bits: number[], headBits: number[]): number[] {
+  const covers = (c: ComputeProfile, b: string) => {
+    const t = c.blocks?.[b];
+    return bits.filter(isBlockwise).every((x) => t?.layerDecodeMs[String(x)] !== undefined);
+  };
+  const other = profileBlocks(p.accuracy).filter((b) => {
+    const k = String(b);
+    return covers(p.edge, k) && covers(p.cloud, k) && headBits.filter(isBlockwise).every((x) => p.cloud.blocks?.[k]?.headMsByBits?.[String(x)] !== undefined);
+  });
+  return [DEFAULT_BLOCK_SIZE, ...other];
+}
+
+export function buildProblem(
+  model: ModelConfig & { hash: string },
+  p: Profiles,
+  budgets: Budgets,
+  opts: { minSplit?: number; splits?: number[]; speculate?: boolean; maxDraft?: number; codecs?: string[]; sameBits?: boolean } = {},
+): Problem {
   const measured = [...new Set(Object.keys(p.accuracy.codecs).map((k) => k.slice(k.indexOf('/') + 1)))];
   // a method restricted to some codecs (fp16 hidden states: a naive split) gets those the profile measured
   const only = opts.codecs;
   const codecs = only ? measured.filter((c) => only.includes(c)) : measured;
   const bits = [...new Set(Object.keys(p.edge.layerDecodeMs).map(Number))].filter((b) => p.cloud.layerDecodeMs[String(b)] !== undefined).sort((a, b) => a - b);
   const all = Array.from({ length: model.nLayers + 1 }, (_, i) => i);
+  // the head's precisions both the accuracy profile and the cloud's compute profile measured
+  const headBits = [32, ...Object.keys(p.accuracy.heads ?? {}).map(Number).filter((b) => b !== 32 && p.cloud.headMsByBits?.[String(b)] !== undefined)].sort((a, b) => b - a);
   return {
     model,
     ...p,
@@ -30,10 +56,10 @@ export function buildProblem(model: ModelConfig & { hash: string }, p: Profiles,
       bits,
       codecs,
       seqLens: Array.from({ length: 10 }, (_, i) => Math.round(((i + 1) * model.maxSeq) / 10)),
-      // the head's precisions both the accuracy profile and the cloud's compute profile measured
-      headBits: [32, ...Object.keys(p.accuracy.heads ?? {}).map(Number).filter((b) => b !== 32 && p.cloud.headMsByBits?.[String(b)] !== undefined)].sort((a, b) => b - a),
+      headBits,
       embedBits: [32, ...Object.keys(p.accuracy.embeds ?? {}).map(Number).filter((b) => b !== 32)].sort((a, b) => b - a),
       ...(opts.sameBits ? { sameBits: true } : {}),
+      blockSizes: blockSizes(p, bits, headBits),
     },
   };
 }

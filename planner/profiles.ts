@@ -1,6 +1,7 @@
 /** Profile files (JSON) and their validation: a profile of another model, or a malformed one, is refused. */
 import { Fields, failWith } from '../shared/fields.js';
-import type { AccuracyProfile, ComputeProfile, LinkProfile, SpeculationProfile } from './types.js';
+import { BLOCK_SIZES, DEFAULT_BLOCK_SIZE, isBlockSize, isBlockwise } from '../shared/precision.js';
+import type { AccuracyProfile, BlockAccuracyProfile, BlockComputeProfile, ComputeProfile, LinkProfile, SpeculationProfile } from './types.js';
 
 export type ProfileKind = 'compute' | 'link' | 'accuracy';
 
@@ -26,6 +27,29 @@ function sameModel(d: Fields, modelHash: string): string {
   return modelHash;
 }
 
+/**
+ * A profile's `blocks` table: each key a supported block other than the default one (whose measurements
+ * are the profile's top-level entries), each value read by `entry`.
+ */
+function blockTable<T>(d: Fields, entry: (e: Fields) => T): Record<string, T> | undefined {
+  const t = d.optMap('blocks');
+  if (!t) return undefined;
+  const out: Record<string, T> = {};
+  for (const k of t.keys()) {
+    const b = Number(k);
+    if (!isBlockSize(b) || b === DEFAULT_BLOCK_SIZE) t.fail(`has a block ${k}: blocks holds ${BLOCK_SIZES.filter((x) => x !== DEFAULT_BLOCK_SIZE).join(', ')} (block ${DEFAULT_BLOCK_SIZE} is the top-level entries)`);
+    out[k] = entry(t.map(k));
+  }
+  return out;
+}
+
+/** A per-bits table of a block's entry: only blockwise precisions (below 16 bits) have a block. */
+function blockwiseRecord(e: Fields, name: string, min = -Infinity): Record<string, number> {
+  const r = e.numberRecord(name, min);
+  for (const k of Object.keys(r)) if (!isBlockwise(Number(k))) e.fail(`${name} has ${k}-bit weights, which have no block: only precisions below 16 bits go in blocks`);
+  return r;
+}
+
 export function computeProfile(raw: unknown, where: string, modelHash: string): ComputeProfile {
   const d = header(raw, 'compute', where);
   const p: ComputeProfile = {
@@ -37,6 +61,13 @@ export function computeProfile(raw: unknown, where: string, modelHash: string): 
   };
   if (d.has('layerPrefillMsPerToken')) p.layerPrefillMsPerToken = d.numberRecord('layerPrefillMsPerToken', 0);
   if (d.has('headMsByBits')) p.headMsByBits = d.numberRecord('headMsByBits', 0);
+  const blocks = blockTable(d, (e): BlockComputeProfile => {
+    const b: BlockComputeProfile = { layerDecodeMs: blockwiseRecord(e, 'layerDecodeMs', 0) };
+    if (e.has('layerPrefillMsPerToken')) b.layerPrefillMsPerToken = blockwiseRecord(e, 'layerPrefillMsPerToken', 0);
+    if (e.has('headMsByBits')) b.headMsByBits = blockwiseRecord(e, 'headMsByBits', 0);
+    return b;
+  });
+  if (blocks) p.blocks = blocks;
   return p;
 }
 
@@ -65,7 +96,18 @@ export function accuracyProfile(raw: unknown, where: string, modelHash: string):
       return s;
     });
   }
+  const blocks = blockTable(d, (e): BlockAccuracyProfile => {
+    const b: BlockAccuracyProfile = { weights: e.numberRecord('weights') };
+    if (e.has('heads')) b.heads = blockwiseRecord(e, 'heads');
+    return b;
+  });
+  if (blocks) p.blocks = blocks;
   return p;
+}
+
+/** The quantization blocks besides the default one that an accuracy profile measured. */
+export function profileBlocks(accuracy: AccuracyProfile): number[] {
+  return Object.keys(accuracy.blocks ?? {}).map(Number).sort((a, b) => a - b);
 }
 
 /** The weight precisions an accuracy profile covers (its keys are split/front/back). */

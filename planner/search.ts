@@ -5,7 +5,7 @@
  * sequence. The sequence length of a plan is the longest candidate its memory allows.
  */
 import type { Plan } from '../shared/plan.js';
-import { predict, type Config } from './cost.js';
+import { blockOf, predict, quantizesBlockwise, type Config } from './cost.js';
 import type { Constraint, Infeasible, Prediction, Problem, RankedPlan } from './types.js';
 
 export interface Scored {
@@ -41,7 +41,7 @@ export function toRanked(pr: Problem, s: Scored): RankedPlan {
     codec: s.c.codec,
     kvCodec: 'fp32',
     maxSeq: s.c.maxSeq,
-    blockSize: pr.blockSize ?? 32,
+    blockSize: blockOf(pr, s.c),
     ...(s.c.headBits !== undefined && s.c.headBits !== 32 ? { headBits: s.c.headBits } : {}),
     ...(s.c.embedBits !== undefined && s.c.embedBits !== 32 ? { embedBits: s.c.embedBits } : {}),
     prefillChunk: s.p.prefillChunk,
@@ -81,17 +81,20 @@ export function diagnose(pr: Problem, all: Scored[]): Infeasible {
   return { binding, relaxation: { constraint: binding, from, to } };
 }
 
+/** The quantization blocks a search considers: the candidates', else the problem's one block. */
+export function blockCandidates(pr: Problem): number[] {
+  return pr.candidates.blockSizes?.length ? pr.candidates.blockSizes : [blockOf(pr, {})];
+}
+
 /**
- * All configurations with the longest fitting sequence per (split, bits, codec) — where none fits, the
- * shortest that still holds the budgets' minSeq, for diagnosis; `evaluated` counts every one.
+ * Every configuration but its sequence length: split × front bits × back bits × codec × head bits × embedding
+ * bits × block, less those that differ only in what they do not use.
  */
-export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
-  const { splits, bits, codecs, seqLens } = pr.candidates;
+function* shapes(pr: Problem): Generator<Omit<Config, 'maxSeq'>> {
+  const { splits, bits, codecs } = pr.candidates;
   const heads = pr.candidates.headBits ?? [32];
   const embeds = pr.candidates.embedBits ?? [32];
-  const seqs = [...seqLens].sort((a, b) => b - a);
-  const all: Scored[] = [];
-  let evaluated = 0;
+  const blocks = blockCandidates(pr);
   const top = Math.max(...bits);
   for (const split of splits) {
     // with no front (or no back) layers the front (back) precision changes nothing: one value stands for all
@@ -100,26 +103,44 @@ export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
         for (const codec of codecs) {
           for (const headBits of heads) {
             for (const embedBits of embeds) {
-              let chosen: Scored | undefined;
-              for (const maxSeq of seqs) {
-                const c: Config = { split, frontBits, backBits, codec, maxSeq, ...(headBits !== 32 ? { headBits } : {}), ...(embedBits !== 32 ? { embedBits } : {}) };
-                const s = { c, p: predict(pr, c) };
-                evaluated++;
-                const holds = c.maxSeq >= (pr.budgets.minSeq ?? 0);
-                if (s.p.memory <= pr.budgets.edgeMemory) {
-                  // a fit too short for minSeq does not replace the shortest one that holds it
-                  if (holds || !chosen) chosen = s;
-                  break;
-                }
-                // kept for diagnosis when none fits: the shortest that still holds minSeq (the least memory a valid plan needs)
-                if (holds || !chosen) chosen = s;
+              for (const blockSize of blocks) {
+                const shape = { split, frontBits, backBits, codec, ...(headBits !== 32 ? { headBits } : {}), ...(embedBits !== 32 ? { embedBits } : {}), blockSize };
+                // one that quantizes nothing blockwise is the same at every block: the first block stands for all
+                if (blockSize === blocks[0] || quantizesBlockwise(pr.model, shape)) yield shape;
               }
-              if (chosen) all.push(chosen);
             }
           }
         }
       }
     }
+  }
+}
+
+/**
+ * All configurations with the longest fitting sequence per (split, bits, codec, head and embedding bits,
+ * block) — where none fits, the shortest that still holds the budgets' minSeq, for diagnosis; `evaluated`
+ * counts every one.
+ */
+export function enumerate(pr: Problem): { all: Scored[]; evaluated: number } {
+  const seqs = [...pr.candidates.seqLens].sort((a, b) => b - a);
+  const all: Scored[] = [];
+  let evaluated = 0;
+  for (const shape of shapes(pr)) {
+    let chosen: Scored | undefined;
+    for (const maxSeq of seqs) {
+      const c: Config = { ...shape, maxSeq };
+      const s = { c, p: predict(pr, c) };
+      evaluated++;
+      const holds = c.maxSeq >= (pr.budgets.minSeq ?? 0);
+      if (s.p.memory <= pr.budgets.edgeMemory) {
+        // a fit too short for minSeq does not replace the shortest one that holds it
+        if (holds || !chosen) chosen = s;
+        break;
+      }
+      // kept for diagnosis when none fits: the shortest that still holds minSeq (the least memory a valid plan needs)
+      if (holds || !chosen) chosen = s;
+    }
+    if (chosen) all.push(chosen);
   }
   return { all, evaluated };
 }

@@ -19,6 +19,18 @@ export interface ComputeProfile {
   layerPrefillMsPerToken?: Record<string, number>;
   /** resident bytes of the runtime before any segment is loaded */
   baselineBytes: number;
+  /**
+   * key: a quantization block other than 32 (the block of the entries above) → the quantized layers' and LM
+   * head's latency at that block, for the precisions below 16 bits (float layers have no block)
+   */
+  blocks?: Record<string, BlockComputeProfile>;
+}
+
+/** Latency of blockwise-quantized layers and LM head at one quantization block (keys: weight bits below 16). */
+export interface BlockComputeProfile {
+  layerDecodeMs: Record<string, number>;
+  layerPrefillMsPerToken?: Record<string, number>;
+  headMsByBits?: Record<string, number>;
 }
 
 export interface LinkProfile {
@@ -39,6 +51,17 @@ export interface AccuracyProfile {
   embeds?: Record<string, number>;
   /** how often each draft proposer's next token is the model's (`splitllm profile speculation`) */
   speculation?: SpeculationProfile[];
+  /**
+   * key: a quantization block other than 32 (the block of `weights` and `heads`) → the same measurements at
+   * that block, for the configurations that quantize something (a layer or the head below 16 bits)
+   */
+  blocks?: Record<string, BlockAccuracyProfile>;
+}
+
+/** ppl increase of the blockwise-quantized configurations at one quantization block (keys as in AccuracyProfile). */
+export interface BlockAccuracyProfile {
+  weights: Record<string, number>;
+  heads?: Record<string, number>;
 }
 
 /**
@@ -79,6 +102,8 @@ export interface Candidates {
   embedBits?: number[];
   /** one precision for the layers of both segments (a naive split, as Petals and exo deploy a model) */
   sameBits?: boolean;
+  /** quantization blocks to consider (default: the problem's blockSize); a plan that quantizes nothing takes the first */
+  blockSizes?: number[];
 }
 
 export interface Problem {
@@ -89,6 +114,7 @@ export interface Problem {
   accuracy: AccuracyProfile;
   budgets: Budgets;
   candidates: Candidates;
+  /** the quantization block when the candidates name none (default 32) */
   blockSize?: number;
   /** draft proposers the plan may use (from the accuracy profile); none: no speculation */
   speculation?: SpeculationProfile[];

@@ -209,7 +209,7 @@ describe('servers and the edge', () => {
     const r = cli(['plan', '--bandwidth', '1mbit', '--rtt', '40ms', '--edge-memory', '3MB', '--latency', '100ms', '--max-ppl-increase', '3%', '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/^plan: no --edge-profile\/--cloud-profile: measured this machine for both \(.*-bit layers, [\d.]+ s\)/);
+    expect(r.stderr).toMatch(/^plan: no --edge-profile\/--cloud-profile: measured this machine for both \(.*-bit layers, blocks 32, 64, 128, [\d.]+ s\)/);
     const j = JSON.parse(r.stdout) as { plan: { split: number; predicted: { memory: number } }; runtimeBytes: number };
     expect(j.runtimeBytes).toBeGreaterThan(10e6);
     expect(j.plan.predicted.memory - j.runtimeBytes).toBeLessThanOrEqual(3e6);

@@ -65,7 +65,9 @@ describe('profiles', () => {
   const acc = json(ACCURACY_PROFILE_FILE);
   const model = (acc['data'] as { model: string }).model;
   it('the default accuracy profile parses to the same tables', () => {
-    expect(accuracyProfile(acc, 'a', model)).toEqual({ model, weights: (acc['data'] as any).weights, codecs: (acc['data'] as any).codecs, heads: (acc['data'] as any).heads, embeds: (acc['data'] as any).embeds, speculation: (acc['data'] as any).speculation });
+    expect(accuracyProfile(acc, 'a', model)).toEqual({ model, weights: (acc['data'] as any).weights, codecs: (acc['data'] as any).codecs, heads: (acc['data'] as any).heads, embeds: (acc['data'] as any).embeds, speculation: (acc['data'] as any).speculation, blocks: (acc['data'] as any).blocks });
+    // the shipped profile has the quantized configurations at blocks 64 and 128 too (the planner chooses the block)
+    expect(Object.keys((acc['data'] as any).blocks)).toEqual(['64', '128']);
   });
   it('a speculation entry with an acceptance past 1 or without a proposer is refused', () => {
     const entry = { proposer: 'ngram', acceptance: 0.5, coverage: 0.1, draftMsPerToken: 0 };

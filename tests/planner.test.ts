@@ -4,6 +4,8 @@ import { rng } from '../models/runtime/sampler.js';
 import { bestPrefillChunk, expectedTokens, localMemory, predict } from '../planner/cost.js';
 import { coordinate, exhaustive } from '../planner/strategies/index.js';
 import { syntheticProblem } from '../planner/synthetic.js';
+import { buildProblem } from '../planner/problem.js';
+import { accuracyProfile, computeProfile } from '../planner/profiles.js';
 
 const tiny = { ...SYNTHETIC_PRESETS['tinyllama-1.1b']!.config, hash: 'tinyllama-shaped' };
 
@@ -128,7 +130,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validatePlan } from '../shared/plan.js';
 import { cli } from './helpers/cli.js';
-import { describeWithFixtures, STORIES_BIN } from './helpers/fixtures.js';
+import { describeWithFixtures, FIXTURES, STORIES_BIN } from './helpers/fixtures.js';
 import { storiesModel } from './helpers/models.js';
 
 describeWithFixtures('splitllm plan', () => {
@@ -173,16 +175,47 @@ describeWithFixtures('splitllm plan', () => {
 });
 
 describeWithFixtures('profile commands', () => {
-  it('profile device measures every precision; profile link measures a running cloud', async () => {
+  it('profile device and profile accuracy measure every precision, the blockwise ones again at each other block, and plan chooses among the blocks all profiles measured; profile link measures a running cloud', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'splitllm-prof-'));
-    const dev = cli(['profile', 'device', '--model', STORIES_BIN, '--out', join(dir, 'edge.json'), '--steps', '3', '--bits', '4,32']);
+    const dev = cli(['profile', 'device', '--model', STORIES_BIN, '--out', join(dir, 'edge.json'), '--steps', '3', '--bits', '4,32', '--block-sizes', '32,128']);
     expect(dev.code, dev.stderr).toBe(0);
     const pkg = await storiesModel();
-    const { computeProfile, linkProfile } = await import('../planner/profiles.js');
+    const { linkProfile } = await import('../planner/profiles.js');
     const p = computeProfile(JSON.parse(readFileSync(join(dir, 'edge.json'), 'utf8')), 'edge.json', pkg.hash);
     expect(Object.keys(p.layerDecodeMs).sort()).toEqual(['32', '4']);
     expect(p.layerDecodeMs['4']).toBeGreaterThan(0);
     expect(p.baselineBytes).toBeGreaterThan(10e6);
+    // the blockwise precision again at block 128 (32-bit layers have no block)
+    expect(Object.keys(p.blocks!)).toEqual(['128']);
+    expect(Object.keys(p.blocks!['128']!.layerDecodeMs)).toEqual(['4']);
+    expect(Object.keys(p.blocks!['128']!.headMsByBits!)).toEqual(['4']);
+    expect(p.blocks!['128']!.layerDecodeMs['4']).toBeGreaterThan(0);
+    const bad = cli(['profile', 'device', '--model', STORIES_BIN, '--out', join(dir, 'x.json'), '--block-sizes', '32,48']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/\[E_USAGE\]: --block-sizes 48 is not a supported block: use 16, 32, 64, 128/);
+
+    // profile accuracy measures the quantized configurations again at block 128; plan chooses among the blocks
+    const acc = cli(['profile', 'accuracy', '--model', STORIES_BIN, '--text', join(FIXTURES, 'corpus', 'tinystories_calib.txt'), '--bits', '4,32', '--codecs', 'fp32', '--block-sizes', '32,128', '--windows', '5', '--out', join(dir, 'acc.json')]);
+    expect(acc.code, acc.stderr).toBe(0);
+    const a = accuracyProfile(JSON.parse(readFileSync(join(dir, 'acc.json'), 'utf8')), 'acc.json', pkg.hash);
+    const L = pkg.config.nLayers;
+    const quantized = Object.keys(a.weights).filter((k) => {
+      const [split, f, b] = k.split('/').map(Number);
+      return (split! > 0 && f === 4) || (split! < L && b === 4);
+    });
+    expect(Object.keys(a.blocks!['128']!.weights).sort()).toEqual(quantized.sort());
+    expect(quantized.length).toBe(16); // of 6 splits × 4: split 0 and L use one side only, 32/32 nothing
+    expect(Object.keys(a.blocks!['128']!.heads!)).toEqual(['4']);
+    // an all-4-bit model at block 128 is another model than at block 32
+    expect(a.blocks!['128']!.weights['3/4/4']).not.toBeCloseTo(a.weights['3/4/4']!, 6);
+    const plan = (extra: string[]) => cli(['plan', '--model', STORIES_BIN, '--edge-profile', join(dir, 'edge.json'), '--cloud-profile', join(dir, 'edge.json'), '--accuracy-profile', join(dir, 'acc.json'), '--bandwidth', '10mbit', '--rtt', '40ms', '--edge-memory', '25MB', '--latency', '1s', '--max-ppl-increase', '50%', '--json', ...extra]);
+    const at128 = plan(['--block-sizes', '128']);
+    expect(at128.code, at128.stderr).toBe(0);
+    const j = JSON.parse(at128.stdout) as { plan: { blockSize: number }; alternatives: { blockSize: number }[] };
+    expect([j.plan, ...j.alternatives].map((q) => q.blockSize)).toEqual(Array(1 + j.alternatives.length).fill(128));
+    const unmeasured = plan(['--block-sizes', '32,64']);
+    expect(unmeasured.code).toBe(1);
+    expect(unmeasured.stderr).toMatch(/\[E_BAD_CONFIG\]: --block-sizes 64: the profiles do not all measure that block \(measured by every profile: 32, 128\)/);
     // the link probe runs in this process: a synchronous CLI child would block the in-process server
     const { startCloud } = await import('../cloud/server.js');
     const { measureLink } = await import('../edge/measure-link.js');
@@ -329,4 +362,64 @@ it('the LM head\'s precision: the plan quantizes the head where the profiles mea
   expect(exhaustive.solve(pr, 1).plans[0]!.plan.headBits).toBeUndefined();
   // a precision the cloud's compute profile did not measure is refused by name
   expect(() => predict(pr, { split: 5, frontBits: 4, backBits: 8, codec: 'fp16', maxSeq: 256, headBits: 2 })).toThrow(/no LM head latency for 2-bit weights/);
+});
+
+it('the quantization block: the plan takes a longer block where the profiles measured it faster and its ppl cost fits the budget, keeps 32 where it does not; float configurations are not multiplied by blocks', () => {
+  const pr = syntheticProblem(tiny, 4);
+  const base = exhaustive.solve(pr, 1).plans[0]!;
+  expect(base.plan.blockSize).toBe(32);
+  // at block 128 the blockwise layers (below 16 bits) run 20% faster, for +0.05% ppl on every quantized configuration
+  const faster = (t: Record<string, number>) => Object.fromEntries(Object.entries(t).filter(([b]) => Number(b) < 16).map(([b, ms]) => [b, 0.8 * ms]));
+  pr.edge = { ...pr.edge, blocks: { '128': { layerDecodeMs: faster(pr.edge.layerDecodeMs) } } };
+  pr.cloud = { ...pr.cloud, blocks: { '128': { layerDecodeMs: faster(pr.cloud.layerDecodeMs) } } };
+  const worse = (d: number) => ({ weights: Object.fromEntries(Object.entries(pr.accuracy.weights).map(([k, v]) => [k, v + d])) });
+  pr.accuracy = { ...pr.accuracy, blocks: { '128': worse(0.0005) } };
+  pr.candidates = { ...pr.candidates, blockSizes: [32, 128] };
+  const q = exhaustive.solve(pr, 1).plans[0]!;
+  expect(q.plan.blockSize).toBe(128);
+  const { split, frontBits, backBits, codec, maxSeq } = q.plan;
+  const c = { split, frontBits, backBits, codec, maxSeq };
+  const at32 = predict(pr, { ...c, blockSize: 32 });
+  const at128 = predict(pr, { ...c, blockSize: 128 });
+  expect(q.predicted.latency).toBe(at128.latency);
+  // each blockwise layer's share 20% less, on both sides
+  const saved = 0.2 * (split * (frontBits < 16 ? pr.edge.layerDecodeMs[String(frontBits)]! : 0) + (tiny.nLayers - split) * (backBits < 16 ? pr.cloud.layerDecodeMs[String(backBits)]! : 0));
+  expect(saved).toBeGreaterThan(0);
+  expect(at32.latency - at128.latency).toBeCloseTo(saved, 9);
+  expect(at128.accuracy - at32.accuracy).toBeCloseTo(0.0005, 12);
+  // a scale per 128 weights instead of per 32 (where the front is quantized)
+  if (split > 0 && frontBits < 16) expect(at128.memory).toBeLessThan(at32.memory);
+  else expect(at128.memory).toBe(at32.memory);
+  const front4 = { split: 5, frontBits: 4, backBits: 8, codec: 'fp16', maxSeq: 256 };
+  expect(predict(pr, { ...front4, blockSize: 128 }).memory).toBeLessThan(predict(pr, { ...front4, blockSize: 32 }).memory);
+  // coordinate descent finds the block too
+  expect(coordinate.solve(pr, 1).plans[0]!.plan.blockSize).toBe(128);
+  // a block whose ppl cost leaves no room in the budget is not taken
+  pr.accuracy = { ...pr.accuracy, blocks: { '128': worse(0.5) } };
+  expect(exhaustive.solve(pr, 1).plans[0]!.plan).toMatchObject({ blockSize: 32, split: base.plan.split, frontBits: base.plan.frontBits });
+  // a block no profile measured is refused by name
+  expect(() => predict(pr, { ...c, blockSize: 64 })).toThrow(/no decode latency for \d-bit layers at block 64/);
+  // configurations with float layers and head only are the same at every block: searched once
+  const float = { ...pr, candidates: { ...pr.candidates, bits: [16, 32] } };
+  expect(exhaustive.solve(float, 1).evaluated).toBe(exhaustive.solve({ ...float, candidates: { ...float.candidates, blockSizes: [32] } }, 1).evaluated);
+  expect(exhaustive.solve(pr, 1).evaluated).toBeGreaterThan(exhaustive.solve({ ...pr, candidates: { ...pr.candidates, blockSizes: [32] } }, 1).evaluated);
+  // a problem built from profiles offers a block only where all three measured it for every blockwise precision
+  const build = (edge = pr.edge) => buildProblem(tiny, { edge, cloud: pr.cloud, link: pr.link, accuracy: pr.accuracy }, pr.budgets).candidates.blockSizes;
+  expect(build()).toEqual([32, 128]);
+  expect(build({ ...pr.edge, blocks: { '128': { layerDecodeMs: { '4': 1 } } } })).toEqual([32]); // 2, 3 and 8 bits missing there
+  expect(build({ ...pr.edge, blocks: undefined })).toEqual([32]);
+});
+
+it('profiles: a blocks table keys supported blocks other than 32 and holds blockwise precisions only', () => {
+  const pr = syntheticProblem(tiny, 4);
+  const file = (kind: string, data: unknown) => ({ format: 'splitllm-profile', kind, data });
+  const ok = computeProfile(file('compute', { ...pr.edge, blocks: { '128': { layerDecodeMs: { '4': 0.5, '8': 0.7 }, headMsByBits: { '4': 0.2 } } } }), 'edge.json', tiny.hash);
+  expect(ok.blocks).toEqual({ '128': { layerDecodeMs: { '4': 0.5, '8': 0.7 }, headMsByBits: { '4': 0.2 } } });
+  expect(() => computeProfile(file('compute', { ...pr.edge, blocks: { '32': { layerDecodeMs: { '4': 0.5 } } } }), 'edge.json', tiny.hash)).toThrow(/edge\.json.*has a block 32: blocks holds 16, 64, 128/);
+  expect(() => computeProfile(file('compute', { ...pr.edge, blocks: { '48': { layerDecodeMs: { '4': 0.5 } } } }), 'edge.json', tiny.hash)).toThrow(/has a block 48/);
+  expect(() => computeProfile(file('compute', { ...pr.edge, blocks: { '64': { layerDecodeMs: { '32': 0.5 } } } }), 'edge.json', tiny.hash)).toThrow(/32-bit weights, which have no block/);
+  expect(() => computeProfile(file('compute', { ...pr.edge, blocks: { '64': { layerDecodeMs: { '4': -1 } } } }), 'edge.json', tiny.hash)).toThrow(/at least 0/);
+  const acc = accuracyProfile(file('accuracy', { ...pr.accuracy, blocks: { '64': { weights: { '3/4/8': 0.01 }, heads: { '4': 0.002 } } } }), 'acc.json', tiny.hash);
+  expect(acc.blocks).toEqual({ '64': { weights: { '3/4/8': 0.01 }, heads: { '4': 0.002 } } });
+  expect(() => accuracyProfile(file('accuracy', { ...pr.accuracy, blocks: { '64': { heads: { '4': 0.002 } } } }), 'acc.json', tiny.hash)).toThrow(/weights must be a map/);
 });

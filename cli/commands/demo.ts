@@ -9,10 +9,11 @@ import { parameterCount } from '../../models/manifest.js';
 import { measureCompute } from '../../planner/measure.js';
 import { measureLink } from '../../edge/measure-link.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
-import { accuracyProfile, profileBits } from '../../planner/profiles.js';
+import { accuracyProfile, profileBits, profileBlocks } from '../../planner/profiles.js';
 import { exhaustive } from '../../planner/strategies/index.js';
 import type { ComputeProfile, LinkProfile, RankedPlan } from '../../planner/types.js';
 import { SplitLLMError } from '../../shared/errors.js';
+import { DEFAULT_BLOCK_SIZE } from '../../shared/precision.js';
 import { emulateLink, type EmulatedLink } from '../link-emulator.js';
 import { generationOptions, modelOptions, modelPath, openModelOption, promptOf, planEdgeSession, readJsonFile, samplingFrom, speculationOf } from '../common.js';
 import { defineCommand, opt } from '../options.js';
@@ -77,7 +78,7 @@ export const demoCommand = defineCommand({
     try {
       const t0 = performance.now();
       say(`measuring this machine: decoder layers at ${bits.join(', ')}-bit weights…`);
-      const compute: ComputeProfile = await measureCompute(pkg, bits, { steps: 30 });
+      const compute: ComputeProfile = await measureCompute(pkg, bits, { steps: 30, blockSizes: profileBlocks(accuracy) });
       compute.baselineBytes = 0; // the budget is the model's share of the device: the runtime is not counted
       say(`  done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${bits.map((b) => `${b}-bit ${compute.layerDecodeMs[String(b)]!.toFixed(2)} ms`).join(', ')} per layer and token)`);
 
@@ -139,9 +140,13 @@ export const demoCommand = defineCommand({
   },
 });
 
-/** The head's and the embedding's precision when the plan quantizes them: " (LM head 8-bit, embedding 8-bit)". */
+/** The head's and the embedding's precision when the plan quantizes them, and a block other than 32: " (LM head 8-bit, embedding 8-bit, quantization blocks of 128)". */
 function extraBits(plan: RankedPlan['plan']): string {
-  const parts = [...(plan.headBits ? [`LM head ${plan.headBits}-bit`] : []), ...(plan.embedBits ? [`embedding ${plan.embedBits}-bit`] : [])];
+  const parts = [
+    ...(plan.headBits ? [`LM head ${plan.headBits}-bit`] : []),
+    ...(plan.embedBits ? [`embedding ${plan.embedBits}-bit`] : []),
+    ...((plan.blockSize ?? DEFAULT_BLOCK_SIZE) !== DEFAULT_BLOCK_SIZE ? [`quantization blocks of ${plan.blockSize}`] : []),
+  ];
   return parts.length ? ` (${parts.join(', ')})` : '';
 }
 

@@ -3,12 +3,12 @@ import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
 import { measureBaseline, measureCompute } from '../../planner/measure.js';
-import { accuracyProfile, computeProfile, linkProfile, profileBits } from '../../planner/profiles.js';
+import { accuracyProfile, computeProfile, linkProfile, profileBits, profileBlocks } from '../../planner/profiles.js';
 import { plannerStrategy, PLANNER_STRATEGIES } from '../../planner/strategies/index.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
 import type { ComputeProfile, LinkProfile, Prediction } from '../../planner/types.js';
 import { modelOptions, modelPath, openModelOption, readJsonFile } from '../common.js';
-import { defineCommand, opt } from '../options.js';
+import { defineCommand, items, opt } from '../options.js';
 
 /** A plan's speculation as the table shows it: proposer, drafts, tokens per round, the plain latency it beats. */
 function speculationText(p: Prediction): string {
@@ -19,9 +19,9 @@ function speculationText(p: Prediction): string {
 export const planCommand = defineCommand({
   name: 'plan',
   summary:
-    "Picks the split point, weight bits, codec and longest sequence that fit the device. It uses measured profiles (this machine's, measured now, when --edge-profile and --cloud-profile are not given), a memory budget for the model on the edge, a per-token latency budget and an accuracy budget; it prints the chosen plan, the runners-up and the tight constraint, or says which budget binds and how far to relax it (exit 3).",
+    "Picks the split point, weight bits, quantization block, codec and longest sequence that fit the device. It uses measured profiles (this machine's, measured now, when --edge-profile and --cloud-profile are not given), a memory budget for the model on the edge, a per-token latency budget and an accuracy budget; it prints the chosen plan, the runners-up and the tight constraint, or says which budget binds and how far to relax it (exit 3).",
   usage:
-    'splitllm plan [--model M] [--edge-profile F --cloud-profile F] [--accuracy-profile F] (--link-profile F | --bandwidth 10mbit --rtt 40ms) --edge-memory 40MB --latency 150ms [--max-ppl-increase 1%] [--prompt-tokens N] [--strategy exhaustive|coordinate] [--speculate auto|off] [--json] [--out plan.json]',
+    'splitllm plan [--model M] [--edge-profile F --cloud-profile F] [--accuracy-profile F] (--link-profile F | --bandwidth 10mbit --rtt 40ms) --edge-memory 40MB --latency 150ms [--max-ppl-increase 1%] [--prompt-tokens N] [--strategy exhaustive|coordinate] [--speculate auto|off] [--block-sizes 32,128] [--json] [--out plan.json]',
   examples: [
     'splitllm plan --bandwidth 1mbit --rtt 40ms --edge-memory 3MB --latency 100ms --max-ppl-increase 2%',
     'splitllm plan --edge-profile edge.json --cloud-profile cloud.json --link-profile link.json --edge-memory 40MB --latency 100ms --out plan.json',
@@ -42,6 +42,7 @@ export const planCommand = defineCommand({
     strategy: opt.choice({ choices: PLANNER_STRATEGIES.map((s) => s.name), default: 'exhaustive', description: 'planning strategy' }),
     speculate: opt.choice({ choices: ['auto', 'off'], default: 'auto', description: "auto: predict speculative decoding with the proposers the accuracy profile measured ('splitllm profile speculation') and choose it where it lowers the per-token latency; off: plain steps only" }),
     'draft-tokens': opt.int({ min: 1, max: 16, default: 4, description: 'most drafts per step the plan may choose' }),
+    'block-sizes': opt.list({ item: items.blockSize, description: "quantization blocks the plan may use (a cloud started with --block-sizes accepts only its own)", valueName: 'N,N,…', defaultText: 'every block the edge, cloud and accuracy profiles all measured' }),
     'min-split': opt.int({ default: 1, description: 'lowest split to consider; at 0 the edge would send token embeddings, which give the prompt away' }),
     json: opt.flag({ description: 'print {"plan":…,"alternatives":[…]} (or {"infeasible":…})' }),
     out: opt.string({ description: 'write the plan file that splitllm edge --plan reads', valueName: 'FILE' }),
@@ -64,10 +65,12 @@ export const planCommand = defineCommand({
       if (v['edge-profile'] !== undefined || v['cloud-profile'] !== undefined) throw new SplitLLMError('E_USAGE', 'give both --edge-profile and --cloud-profile, or neither (this machine is measured for both)');
       const t0 = performance.now();
       const bits = profileBits(accuracy);
+      // the blocks the accuracy profile measured (those --block-sizes allows)
+      const blockSizes = profileBlocks(accuracy).filter((b) => !v['block-sizes'] || v['block-sizes'].includes(b));
       const baselineBytes = await measureBaseline(pkg, bits);
-      edge = { ...(await measureCompute(pkg, bits, { steps: 20 })), baselineBytes };
+      edge = { ...(await measureCompute(pkg, bits, { steps: 20, blockSizes })), baselineBytes };
       cloud = edge;
-      process.stderr.write(`plan: no --edge-profile/--cloud-profile: measured this machine for both (${bits.join(', ')}-bit layers, ${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
+      process.stderr.write(`plan: no --edge-profile/--cloud-profile: measured this machine for both (${bits.join(', ')}-bit layers${blockSizes.length ? `, blocks 32, ${blockSizes.join(', ')}` : ''}, ${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
     } else {
       edge = computeProfile(readJsonFile(v['edge-profile'], 'edge profile'), v['edge-profile'], hash);
       cloud = computeProfile(readJsonFile(v['cloud-profile'], 'cloud profile'), v['cloud-profile'], hash);
@@ -81,6 +84,15 @@ export const planCommand = defineCommand({
       { edgeMemory: v['edge-memory'] + runtime, latencyMs: v.latency, maxPplIncrease: v['max-ppl-increase'], minSeq: v['prompt-tokens'], promptTokens: v['prompt-tokens'] },
       { minSplit: v['min-split'], speculate: v.speculate === 'auto', maxDraft: v['draft-tokens'] },
     );
+    const wanted = v['block-sizes'];
+    if (wanted) {
+      const measured = problem.candidates.blockSizes ?? [];
+      const missing = wanted.filter((b) => !measured.includes(b));
+      if (missing.length) {
+        throw new SplitLLMError('E_BAD_CONFIG', `--block-sizes ${missing.join(',')}: the profiles do not all measure ${missing.length > 1 ? 'these blocks' : 'that block'} (measured by every profile: ${measured.join(', ')}): profile them with 'splitllm profile device --block-sizes …' and 'splitllm profile accuracy --block-sizes …'`);
+      }
+      problem.candidates.blockSizes = measured.filter((b) => wanted.includes(b));
+    }
     const r = strategy.solve(problem, 5);
     if (r.infeasible) {
       const inf = r.infeasible;
@@ -100,11 +112,11 @@ export const planCommand = defineCommand({
       return;
     }
     process.stdout.write(`memory below is the whole edge process: the model's share plus the runtime's ${(runtime / 1e6).toFixed(1)} MB\n`);
-    process.stdout.write('split  front/back/head/embed bits  codec                  max seq   memory MB   latency ms   first token ms   ppl change   tight      speculation\n');
+    process.stdout.write('split  front/back/head/embed bits  block  codec                  max seq   memory MB   latency ms   first token ms   ppl change   tight      speculation\n');
     for (const p of r.plans) {
       const q = p.plan;
       process.stdout.write(
-        `${String(q.split).padStart(5)}  ${`${q.frontBits}/${q.backBits}/${q.headBits ?? 32}/${q.embedBits ?? 32}`.padStart(26)}  ${q.codec.padEnd(22)} ${String(q.maxSeq).padStart(7)} ${(p.predicted.memory / 1e6).toFixed(1).padStart(11)} ${p.predicted.latency.toFixed(1).padStart(12)} ${p.predicted.firstTokenMs.toFixed(1).padStart(16)} ${((100 * p.predicted.accuracy).toFixed(2) + '%').padStart(12)}   ${p.tight.padEnd(9)}  ${speculationText(p.predicted)}\n`,
+        `${String(q.split).padStart(5)}  ${`${q.frontBits}/${q.backBits}/${q.headBits ?? 32}/${q.embedBits ?? 32}`.padStart(26)}  ${String(q.blockSize ?? 32).padStart(5)}  ${q.codec.padEnd(22)} ${String(q.maxSeq).padStart(7)} ${(p.predicted.memory / 1e6).toFixed(1).padStart(11)} ${p.predicted.latency.toFixed(1).padStart(12)} ${p.predicted.firstTokenMs.toFixed(1).padStart(16)} ${((100 * p.predicted.accuracy).toFixed(2) + '%').padStart(12)}   ${p.tight.padEnd(9)}  ${speculationText(p.predicted)}\n`,
       );
     }
     if (v.out) process.stdout.write(`wrote ${v.out}\n`);

@@ -15,6 +15,9 @@ import { caOf, cloudOptions, modelOptions, modelPath, openModelOption, readJsonF
 import { DraftModel } from '../../edge/draft/model.js';
 import { measureSpeculation, type MeasuredDraftModel } from '../../planner/measure-speculation.js';
 import { accuracyProfile } from '../../planner/profiles.js';
+import { quantizesBlockwise } from '../../planner/cost.js';
+import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../../shared/precision.js';
+import type { BlockAccuracyProfile } from '../../planner/types.js';
 import { commandGroup, defineCommand, items, opt } from '../options.js';
 
 /** Fewest predicted tokens for an accuracy profile: over fewer, ppl changes of a few tenths of a percent are noise. */
@@ -23,17 +26,26 @@ const MIN_PREDICTED = 500;
 const machine = () => ({ cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, date: new Date().toISOString() });
 
 const bitsOption = (def: number[]) => opt.list({ item: items.int(2, 32), default: def, description: 'weight precisions to measure' });
+/** The blocks a profile measures by default: the planner chooses among them (longer: faster MatMulNBits, larger ppl cost). */
+const DEFAULT_PROFILE_BLOCKS = [32, 64, 128];
+const blocksOption = opt.list({
+  item: items.blockSize,
+  default: DEFAULT_PROFILE_BLOCKS,
+  description: `quantization blocks to measure the blockwise (below 16-bit) precisions at; 'splitllm plan' chooses among those the edge, cloud and accuracy profiles all have (${DEFAULT_BLOCK_SIZE} is always measured)`,
+  valueName: 'N,N,…',
+});
 
 const deviceCommand = defineCommand({
   name: 'device',
   summary:
     "Measures this machine: per-layer decode and prefill latency at each weight precision, the embedding's and the LM head's, and the runtime's baseline memory (the resident size of a running edge process less the model memory the planner accounts for). Run it on the edge device (and on the cloud machine for --cloud-profile).",
-  usage: 'splitllm profile device --model M --out F [--bits 2,3,4,8,16,32] [--steps 20] [--json]',
-  examples: ['splitllm profile device --out edge.json', 'SPLITLLM_THREADS=1 taskset -c 0 splitllm profile device --bits 4,32 --steps 10 --out edge.json'],
+  usage: 'splitllm profile device --model M --out F [--bits 2,3,4,8,16,32] [--block-sizes 32,64,128] [--steps 20] [--json]',
+  examples: ['splitllm profile device --out edge.json', 'SPLITLLM_THREADS=1 taskset -c 0 splitllm profile device --bits 4,32 --block-sizes 32 --steps 10 --out edge.json'],
   options: {
     ...modelOptions,
     out: opt.string({ short: 'o', required: true, description: 'profile file to write', valueName: 'F' }),
     bits: bitsOption([2, 3, 4, 8, 16, 32]),
+    'block-sizes': blocksOption,
     steps: opt.int({ min: 1, default: 20, description: 'timed decode steps per measurement' }),
     json: opt.flag({ description: 'print the profile as JSON' }),
   },
@@ -42,7 +54,7 @@ const deviceCommand = defineCommand({
     const pkg = await openModelOption(v);
     const bits = v.bits;
     const baselineBytes = await measureBaseline(pkg, bits); // first: RSS only grows once segments were loaded
-    const data = await measureCompute(pkg, bits, { steps: v.steps, onProgress: (m) => process.stderr.write(m + '\n') });
+    const data = await measureCompute(pkg, bits, { steps: v.steps, blockSizes: v['block-sizes'], onProgress: (m) => process.stderr.write(m + '\n') });
     data.baselineBytes = baselineBytes;
     const file = { format: 'splitllm-profile', kind: 'compute', data, machine: machine() };
     writeFileSync(out, JSON.stringify(file, null, 2) + '\n');
@@ -77,14 +89,15 @@ const linkCommand = defineCommand({
 const accuracyCommand = defineCommand({
   name: 'accuracy',
   summary:
-    'Measures the ppl change of each configuration on calibration text: weights (rtn) per split × front bits × back bits, hidden-state codecs per split (float weights), and the LM head at each lower precision and the token embedding at 8 and 4 bits. Never run it on the evaluation text.',
-  usage: 'splitllm profile accuracy --model M --text CALIB.txt --out F [--bits 4,8,32] [--codecs fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1,ts-tabq] [--calibration FILE] [--windows 60] [--json]',
+    'Measures the ppl change of each configuration on calibration text: weights (rtn) per split × front bits × back bits, hidden-state codecs per split (float weights), and the LM head at each lower precision and the token embedding at 8 and 4 bits; the quantized weight configurations and heads again at each other quantization block. Never run it on the evaluation text.',
+  usage: 'splitllm profile accuracy --model M --text CALIB.txt --out F [--bits 4,8,32] [--block-sizes 32,64,128] [--codecs fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1,ts-tabq] [--calibration FILE] [--windows 60] [--json]',
   examples: ['splitllm profile accuracy --text train.txt --out acc.json', 'splitllm profile accuracy --model models/stories260K --text tinystories_calib.txt --bits 4,32 --codecs fp16,ts-tabq --windows 20 --out acc.json'],
   options: {
     ...modelOptions,
     text: opt.file({ required: true, description: 'calibration text' }),
     out: opt.string({ short: 'o', required: true, description: 'profile file to write', valueName: 'F' }),
     bits: bitsOption([4, 8, 32]),
+    'block-sizes': blocksOption,
     codecs: opt.list({ item: items.string, default: ['fp32', 'fp16', 'int8', 'uniform:4', 'ts-tabq:eps=0.1', 'ts-tabq'], description: "codec settings; bare 'ts-tabq' is the calibrated default of each split" }),
     ...calibrationOption,
     windows: opt.int({ min: 1, default: 60, description: 'perplexity windows of the text to use' }),
@@ -143,11 +156,37 @@ const accuracyCommand = defineCommand({
       embeds[String(b)] = (await score(p)) / base - 1;
       await p.release();
     }
-    const data = { model: pkg.hash, baselinePpl: base, windows: windows.length, weights, codecs: codecTable, heads, embeds };
+    // the configurations that quantize something blockwise, again at each other block
+    const blocks: Record<string, BlockAccuracyProfile> = {};
+    for (const block of v['block-sizes'].filter((b) => b !== DEFAULT_BLOCK_SIZE)) {
+      const at = new Map(bits.map((b) => [b, linearFor(b, block)]));
+      const t: Required<BlockAccuracyProfile> = { weights: {}, heads: {} };
+      for (let k = 0; k <= L; k++) {
+        for (const f of bits) {
+          for (const b of bits) {
+            if (!quantizesBlockwise(pkg.config, { split: k, frontBits: f, backBits: b })) continue;
+            const p = await Pipeline.create(pkg, [k], { linearFor: (l) => at.get(l < k ? f : b)! });
+            t.weights[`${k}/${f}/${b}`] = (await score(p)) / base - 1;
+            await p.release();
+          }
+        }
+      }
+      for (const b of bits.filter(isBlockwise)) {
+        const p = await Pipeline.create(pkg, [], { headLinear: at.get(b)! });
+        t.heads[String(b)] = (await score(p)) / base - 1;
+        await p.release();
+      }
+      if (Object.keys(t.weights).length) blocks[String(block)] = t;
+      process.stderr.write(`profile accuracy: block ${block} done\n`);
+    }
+    const data = { model: pkg.hash, baselinePpl: base, windows: windows.length, weights, codecs: codecTable, heads, embeds, ...(Object.keys(blocks).length ? { blocks } : {}) };
     const file = { format: 'splitllm-profile', kind: 'accuracy', data, machine: machine() };
     writeFileSync(out, JSON.stringify(file, null, 2) + '\n');
     if (v.json) process.stdout.write(JSON.stringify(file) + '\n');
-    else process.stdout.write(`wrote ${out}: ${Object.keys(weights).length} weight and ${Object.keys(codecTable).length} codec configurations over ${windows.length} windows (float32 ppl ${base.toFixed(4)})\n`);
+    else {
+      const atBlocks = Object.entries(blocks).map(([b, t]) => `${Object.keys(t.weights).length} at block ${b}`);
+      process.stdout.write(`wrote ${out}: ${Object.keys(weights).length} weight${atBlocks.length ? ` (and ${atBlocks.join(', ')})` : ''} and ${Object.keys(codecTable).length} codec configurations over ${windows.length} windows (float32 ppl ${base.toFixed(4)})\n`);
+    }
   },
 });
 

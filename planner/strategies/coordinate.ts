@@ -1,9 +1,10 @@
 /**
- * Coordinate: block-coordinate descent over split, front bits, back bits, codec and sequence length,
+ * Coordinate: block-coordinate descent over split, front bits, back bits, codec, sequence length, head and
+ * embedding bits and quantization block,
  * moving the block with the best improvement next, from a few starting points.
  */
 import { predict, type Config } from '../cost.js';
-import { better, diagnose, enumerate, feasible, toRanked, type Scored } from '../search.js';
+import { better, blockCandidates, diagnose, enumerate, feasible, toRanked, type Scored } from '../search.js';
 import type { Problem, Strategy } from '../types.js';
 
 /** Penalized objective for the descent: latency plus a large cost per unit of budget violation. */
@@ -21,6 +22,7 @@ export const coordinate: Strategy = {
   name: 'coordinate',
   solve(pr, limit = 5) {
     const { splits, bits, codecs, seqLens } = pr.candidates;
+    const blockSizes = blockCandidates(pr);
     const blocks: { key: keyof Config; values: (number | string)[] }[] = [
       { key: 'split', values: splits },
       { key: 'frontBits', values: bits },
@@ -30,7 +32,10 @@ export const coordinate: Strategy = {
       { key: 'maxSeq', values: seqLens },
       ...((pr.candidates.headBits?.length ?? 0) > 1 ? [{ key: 'headBits' as const, values: pr.candidates.headBits! }] : []),
       ...((pr.candidates.embedBits?.length ?? 0) > 1 ? [{ key: 'embedBits' as const, values: pr.candidates.embedBits! }] : []),
+      ...(blockSizes.length > 1 ? [{ key: 'blockSize' as const, values: blockSizes }] : []),
     ];
+    // what a start leaves unset: the float head and embedding, the first block
+    const unset: Partial<Record<keyof Config, number>> = { headBits: 32, embedBits: 32, blockSize: blockSizes[0] };
     let evaluated = 0;
     const score = (given: Config): Scored => {
       evaluated++;
@@ -53,7 +58,7 @@ export const coordinate: Strategy = {
         let bestMove: Scored | undefined;
         for (const blk of blocks) {
           for (const v of blk.values) {
-            if ((cur.c[blk.key] ?? (blk.key === 'headBits' || blk.key === 'embedBits' ? 32 : undefined)) === v) continue;
+            if ((cur.c[blk.key] ?? unset[blk.key]) === v) continue;
             const cand = score({ ...cur.c, [blk.key]: v } as Config);
             if (penalty(pr, cand) < penalty(pr, bestMove ?? cur)) bestMove = cand;
           }
