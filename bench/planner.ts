@@ -69,11 +69,14 @@ const pinned = (core: number, args: string[]): [string, string[]] => ['taskset',
 const oneThread = { ...process.env, SPLITLLM_THREADS: '1' };
 const profile = (core: number, name: string) => {
   const path = join(mkdtempSync(join(tmpdir(), 'splitllm-bench-')), `${name}.json`);
-  const [cmd, args] = pinned(core, [process.execPath, bin, 'profile', 'device', '--model', String(values.model), '--out', path, '--bits', '4,8,32', '--steps', '20']);
+  const [cmd, args] = pinned(core, [process.execPath, bin, 'profile', 'device', '--model', String(values.model), '--out', path, '--bits', '4,8,32', '--block-sizes', '32,128', '--steps', '20']);
   const r = spawnSync(cmd, args, { encoding: 'utf8', env: oneThread });
   if (r.status !== 0) throw new Error(`profile device failed: ${r.stderr}`);
   return (JSON.parse(readFileSync(path, 'utf8')) as { data: ComputeProfile }).data;
 };
+
+/** A profile's per-layer decode ms at a precision and block (float layers and block 32: the top-level table). */
+const layerAt = (c: ComputeProfile, bits: number, block: number) => (bits < 16 && block !== 32 ? c.blocks?.[String(block)]?.layerDecodeMs[String(bits)] : c.layerDecodeMs[String(bits)]) ?? NaN;
 
 const cloud = spawn('ip', ['netns', 'exec', NS, 'taskset', '-c', '1', process.execPath, bin, 'cloud', '--model', String(values.model), '--host', '10.77.0.2', '--port', '8080', '--json'], { stdio: ['ignore', 'pipe', 'inherit'], env: oneThread });
 try {
@@ -106,6 +109,7 @@ try {
     { split: 3, frontBits: 8, backBits: 32, codec: 'fp16' },
     { split: 4, frontBits: 4, backBits: 8, codec: 'fp32' },
     { split: 2, frontBits: 32, backBits: 4, codec: 'fp16' },
+    { split: 4, frontBits: 4, backBits: 8, codec: 'fp32', blockSize: 128 },
   ];
   const rows: Record<string, number | string>[] = [];
   for (const p of plans) {
@@ -113,7 +117,8 @@ try {
     pr.accuracy.codecs[`${p.split}/${p.codec}`] = { pplIncrease: 0, bitsPerValue: bitsPerValue + (8 * 15) / pkg.config.dim };
     const maxSeq = 1 + n + 8;
     const pred = predict(pr, { ...p, maxSeq });
-    const args = [bin, 'edge', '--cloud', url, '--model', String(values.model), '--split', String(p.split), '--front-bits', String(p.frontBits), '--back-bits', String(p.backBits), '--codec', p.codec, '--prompt', 'Once upon a time', '--max-tokens', String(n), '--json'];
+    const block = p.blockSize ?? 32;
+    const args = [bin, 'edge', '--cloud', url, '--model', String(values.model), '--split', String(p.split), '--front-bits', String(p.frontBits), '--back-bits', String(p.backBits), '--block-size', String(block), '--codec', p.codec, '--prompt', 'Once upon a time', '--max-tokens', String(n), '--json'];
     // asynchronous: the delay relay lives in this process and must keep running while the edge does
     const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((res) => {
       const child = spawn('/usr/bin/time', ['-f', '%M', 'taskset', '-c', '0', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: oneThread });
@@ -128,14 +133,14 @@ try {
     const stats = (JSON.parse(r.stdout) as { stats: { edgeMs: number; networkMs: number; cloudMs: number } }).stats;
     const measuredLatency = stats.edgeMs + stats.networkMs + stats.cloudMs;
     rows.push({
-      plan: `split ${p.split}, ${p.frontBits}/${p.backBits} bits, ${p.codec}`,
+      plan: `split ${p.split}, ${p.frontBits}/${p.backBits} bits, ${p.codec}${block !== 32 ? `, block ${block}` : ''}`,
       predictedMemory: pred.memory,
       measuredMemory: maxRssKb * 1024,
       predictedLatency: pred.latency,
       measuredLatency,
       // where the time went, measured (edge / network / cloud ms per token) and predicted (edge / cloud)
       measuredSplit: `${fmt(stats.edgeMs, 1)}/${fmt(stats.networkMs, 1)}/${fmt(stats.cloudMs, 1)}`,
-      predictedSplit: `${fmt(compute.embedMs + p.split * compute.layerDecodeMs[String(p.frontBits)]!, 1)}/-/${fmt((pkg.config.nLayers - p.split) * cloudProfile.layerDecodeMs[String(p.backBits)]! + cloudProfile.headMs, 1)}`,
+      predictedSplit: `${fmt(compute.embedMs + p.split * layerAt(compute, p.frontBits, block), 1)}/-/${fmt((pkg.config.nLayers - p.split) * layerAt(cloudProfile, p.backBits, block) + cloudProfile.headMs, 1)}`,
     });
   }
   if (values.json) process.stdout.write(JSON.stringify({ link, rows }) + '\n');
