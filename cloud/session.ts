@@ -12,7 +12,7 @@ import type { ModelPackage } from '../models/package.js';
 import { Sampler } from '../models/runtime/sampler.js';
 import { denseDistribution, verifyDrafts } from '../models/runtime/verify.js';
 import { checkWeightBits } from '../quantization/weights/blockwise.js';
-import { BLOCK_SIZES, WEIGHT_BITS } from '../shared/precision.js';
+import { BLOCK_SIZES, DEFAULT_BLOCK_SIZE, isBlockwise, WEIGHT_BITS } from '../shared/precision.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
@@ -387,10 +387,14 @@ export class CloudSession implements Attachment {
       throw e;
     }
     const allowed = this.ctx.backPrecisions;
-    if (!allowed.bits.includes(m.backBits ?? 32) || ((m.backBits ?? 32) < 16 && !allowed.blockSizes.includes(m.blockSize ?? 32))) {
-      throw protocolError('bad_hello', `this server runs back layers at ${allowed.bits.join(', ')} bits (blocks ${allowed.blockSizes.join(', ')}), not ${m.backBits ?? 32} bits / block ${m.blockSize ?? 32}: plan for one of those`);
+    if (!allowed.bits.includes(m.backBits ?? 32)) {
+      throw protocolError('bad_hello', `this server runs back layers at ${allowed.bits.join(', ')} bits, not ${m.backBits ?? 32}: plan for one of those`);
     }
     if (!allowed.bits.includes(m.headBits ?? 32)) throw protocolError('bad_hello', `this server runs the LM head at ${allowed.bits.join(', ')} bits, not ${m.headBits ?? 32}: plan for one of those`);
+    // the block matters where the back layers or the head are blockwise
+    if ((isBlockwise(m.backBits ?? 32) || isBlockwise(m.headBits ?? 32)) && !allowed.blockSizes.includes(m.blockSize ?? DEFAULT_BLOCK_SIZE)) {
+      throw protocolError('bad_hello', `this server quantizes in blocks of ${allowed.blockSizes.join(', ')}, not ${m.blockSize ?? DEFAULT_BLOCK_SIZE}: plan for one of those (splitllm plan --block-sizes ${allowed.blockSizes.join(',')})`);
+    }
     // admission: held sessions (connected or dropped, each with its KV) count, the server's and the tenant's
     if (store.size >= this.ctx.maxSessions) throw protocolError('busy', `the server holds its limit of ${this.ctx.maxSessions} sessions: retry in a few seconds`);
     const cap = this.who.maxSessions;

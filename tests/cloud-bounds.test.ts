@@ -4,7 +4,7 @@ import type { ModelPackage } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { encodeLayerKv } from '../quantization/kv/stream.js';
 import { PROBE_BUDGET_BYTES } from '../cloud/session.js';
-import { expectClosed, expectError, fp32, testCloud, TestEdge, type TestCloud } from './helpers/cloud.js';
+import { expectClosed, expectError, fp32, hello, testCloud, TestEdge, type TestCloud } from './helpers/cloud.js';
 import { defaultModel } from './helpers/models.js';
 
 let pkg: ModelPackage;
@@ -115,6 +115,25 @@ it('a KV budget of two sessions: the third hello gets busy, a re-split that woul
     expect(await small.ctx.metrics.text()).toMatch(new RegExp(`splitllm_kv_reserved_bytes ${budget}\\b`));
   } finally {
     await small.close();
+  }
+});
+
+it('a server with --block-sizes refuses a blockwise back or head at another block, and takes float ones whatever their block', async () => {
+  const c = testCloud(pkg, { blockSizes: [32] });
+  try {
+    for (const over of [{ backBits: 8, blockSize: 128 }, { backBits: 32, headBits: 4, blockSize: 64 }]) {
+      const refused = c.connect();
+      refused.send(hello(pkg, over));
+      expect(await expectError(refused, 'bad_hello')).toMatchObject({ message: expect.stringMatching(/quantizes in blocks of 32, not (128|64): plan for one of those \(splitllm plan --block-sizes 32\)/) });
+    }
+    expect(c.ctx.pool.size).toBe(0);
+    // float layers and head have no block: the hello's is not held against them
+    const s = c.connect();
+    const edge = await TestEdge.start(pkg, s, 2, { blockSize: 128 });
+    await edge.round(prompt);
+    expect(c.ctx.pool.size).toBe(1);
+  } finally {
+    await c.close();
   }
 });
 

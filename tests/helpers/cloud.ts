@@ -32,7 +32,7 @@ export interface TestCloud {
 
 export function testCloud(
   pkg: ModelPackage,
-  opts: { idleMs?: number; tokenLimit?: number; calibration?: CalibrationContexts; maxBufferedBytes?: number; maxSessions?: number; helloTimeoutMs?: number; kvBudgetBytes?: number; backBits?: number[]; segmentIdleMs?: number } = {},
+  opts: { idleMs?: number; tokenLimit?: number; calibration?: CalibrationContexts; maxBufferedBytes?: number; maxSessions?: number; helloTimeoutMs?: number; kvBudgetBytes?: number; backBits?: number[]; blockSizes?: number[]; segmentIdleMs?: number } = {},
 ): TestCloud {
   let n = 0;
   const ctx = cloudContext(pkg, { ...opts, sessionTokenLimit: opts.tokenLimit, newSessionId: () => `session-${++n}` });
