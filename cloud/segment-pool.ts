@@ -13,6 +13,7 @@
  * and a batch reads them in place; without (the default) each batched step gathers them.
  */
 import { SplitLLMError } from '../shared/errors.js';
+import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
 import type { ModelPackage } from '../models/package.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import { linearFor } from '../models/onnx/linear.js';
@@ -58,7 +59,11 @@ const REJOIN_SHARE = 0.5;
 /** Default largest batch of decode steps. */
 export const DEFAULT_MAX_BATCH = 32;
 
-const keyOf = (k: BackKey): string => `${k.split}/${k.bits}/${k.blockSize}/${k.headBits ?? 32}`;
+/** A back segment's identity; its block only where something in it is blockwise (float ones are the same at every block, and batch together). */
+const keyOf = (k: BackKey): string => {
+  const head = k.headBits ?? 32;
+  return `${k.split}/${k.bits}/${isBlockwise(k.bits) || isBlockwise(head) ? k.blockSize : DEFAULT_BLOCK_SIZE}/${head}`;
+};
 
 export class BackSegmentPool {
   private readonly segments: SharedSegments<BackKey>;

@@ -118,7 +118,7 @@ it('a KV budget of two sessions: the third hello gets busy, a re-split that woul
   }
 });
 
-it('a server with --block-sizes refuses a blockwise back or head at another block, and takes float ones whatever their block', async () => {
+it('a server with --block-sizes refuses a blockwise back or head at another block, and serves float ones from one segment whatever their block', async () => {
   const c = testCloud(pkg, { blockSizes: [32] });
   try {
     for (const over of [{ backBits: 8, blockSize: 128 }, { backBits: 32, headBits: 4, blockSize: 64 }]) {
@@ -130,7 +130,11 @@ it('a server with --block-sizes refuses a blockwise back or head at another bloc
     // float layers and head have no block: the hello's is not held against them
     const s = c.connect();
     const edge = await TestEdge.start(pkg, s, 2, { blockSize: 128 });
-    await edge.round(prompt);
+    const first = await edge.round(prompt);
+    expect(c.ctx.pool.size).toBe(1);
+    // and one float back segment serves them all: another block does not build a second one
+    const other = await TestEdge.start(pkg, c.connect(), 2, { blockSize: 16 });
+    expect(await other.round(prompt)).toBe(first);
     expect(c.ctx.pool.size).toBe(1);
   } finally {
     await c.close();
