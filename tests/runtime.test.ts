@@ -53,7 +53,7 @@ describe('cloud limits: bearer token and frame size (default model)', () => {
 });
 
 describe('splitllm edge against splitllm cloud (processes, default model)', () => {
-  it('gives the tokens of splitllm generate, and a one-line error when the cloud is down', async () => {
+  it('gives the tokens of splitllm generate (from a plan file too, at its block unless --block-size says otherwise), and a one-line error when the cloud is down', async () => {
     const { spawn } = await import('node:child_process');
     const { join } = await import('node:path');
     const { REPO } = await import('./helpers/fixtures.js');
@@ -80,6 +80,16 @@ describe('splitllm edge against splitllm cloud (processes, default model)', () =
       const viaPlan = cli(['edge', '--cloud', url, '--plan', planPath, '--prompt', 'ROMEO:', '--max-tokens', '64', '--json']);
       expect(viaPlan.code, viaPlan.stderr).toBe(0);
       expect((JSON.parse(viaPlan.stdout) as { tokens: number[] }).tokens).toEqual(l.tokens);
+      // a plan at 4 bits in blocks of 128: the edge quantizes its front so and tells the cloud (tokens of one process at that
+      // block, which differ from block 32's and 64's); --block-size on the command line wins over the plan's
+      const tokensOf = (r: { stdout: string }) => (JSON.parse(r.stdout) as { tokens: number[] }).tokens;
+      const oneProcess = (block: number) => tokensOf(cli(['generate', '--prompt', 'ROMEO:', '--max-tokens', '24', '--split', '2', '--weight-bits', '4', '--block-size', String(block), '--json']));
+      const [b32, b64, b128] = [oneProcess(32), oneProcess(64), oneProcess(128)];
+      expect(b128).not.toEqual(b32);
+      expect(b64).not.toEqual(b128);
+      writeFileSync(planPath, JSON.stringify({ plan: { split: 2, frontBits: 4, backBits: 4, blockSize: 128, codec: 'fp32', kvCodec: 'fp32', maxSeq: 512, predicted: {} } }));
+      expect(tokensOf(cli(['edge', '--cloud', url, '--plan', planPath, '--prompt', 'ROMEO:', '--max-tokens', '24', '--json']))).toEqual(b128);
+      expect(tokensOf(cli(['edge', '--cloud', url, '--plan', planPath, '--block-size', '64', '--prompt', 'ROMEO:', '--max-tokens', '24', '--json']))).toEqual(b64);
       writeFileSync(planPath, JSON.stringify({ split: 2, frontBits: 5, backBits: 32, codec: 'fp32', kvCodec: 'fp32', maxSeq: 512 }));
       const badPlan = cli(['edge', '--cloud', url, '--plan', planPath, '--prompt', 'ROMEO:']);
       expect(badPlan.code).toBe(1);

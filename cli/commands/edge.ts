@@ -1,5 +1,6 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import type { Plan } from '../../shared/plan.js';
+import { DEFAULT_BLOCK_SIZE } from '../../shared/precision.js';
 import { DEFAULT_PREFILL_CHUNK, runEdge } from '../../edge/agent.js';
 import { PROPOSERS } from '../../edge/draft/registry.js';
 import { MAX_DRAFT } from '../../shared/protocol/index.js';
@@ -52,7 +53,7 @@ async function resolvePlan(v: PlanValues, split: number | undefined) {
       'head-bits': v['head-bits'] !== 32 ? v['head-bits'] : (plan?.headBits ?? 32),
       'embed-bits': v['embed-bits'] !== 32 ? v['embed-bits'] : (plan?.embedBits ?? 32),
       'weight-strategy': v['weight-strategy'] === 'rtn' && plan?.strategy ? plan.strategy : v['weight-strategy'],
-      'block-size': plan?.blockSize ?? v['block-size'],
+      'block-size': v['block-size'] !== DEFAULT_BLOCK_SIZE ? v['block-size'] : (plan?.blockSize ?? DEFAULT_BLOCK_SIZE),
     },
     pkg,
     k,
