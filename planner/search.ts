@@ -1,8 +1,10 @@
 /**
  * What every planning strategy shares: scoring, feasibility, the objective's order, ranking a plan,
  * enumerating configurations and naming the binding budget. Objective: the lowest predicted per-token
- * latency among plans within every budget; ties go to the smaller accuracy loss, then to the longer
- * sequence. The sequence length of a plan is the longest candidate its memory allows.
+ * latency among plans within every budget, where latencies within LATENCY_TIE of the fastest count as
+ * equal (the cost model is good to some percent, not to a thousandth): among those the smaller accuracy
+ * loss wins (within ACCURACY_TIE, a tie), then the longer sequence, then the lower latency (`rank`). The
+ * sequence length of a plan is the longest candidate its memory allows.
  */
 import type { Plan } from '../shared/plan.js';
 import { blockOf, predict, quantizesBlockwise, type Config } from './cost.js';
@@ -18,11 +20,39 @@ export function feasible(pr: Problem, s: Scored): boolean {
   return s.p.memory <= b.edgeMemory && s.p.latency <= b.latencyMs && s.p.accuracy <= b.maxPplIncrease && s.c.maxSeq >= (b.minSeq ?? 0);
 }
 
-/** Lexicographic: latency, then accuracy loss, then (longer) sequence. */
-export function better(a: Scored, b: Scored): boolean {
-  if (a.p.latency !== b.p.latency) return a.p.latency < b.p.latency;
-  if (a.p.accuracy !== b.p.accuracy) return a.p.accuracy < b.p.accuracy;
-  return a.c.maxSeq > b.c.maxSeq;
+/**
+ * Predicted latencies within this fraction of the fastest plan's are a tie: a plan does not give up accuracy
+ * (or sequence) for less (bench/planner measures the predictions within 5–11% of what runs).
+ */
+export const LATENCY_TIE = 0.01;
+
+/**
+ * ppl increases within this much (a fraction: 0.05 percentage points) of the best are a tie: a plan does not
+ * give up most of its sequence for a difference the accuracy profile cannot tell from noise.
+ */
+export const ACCURACY_TIE = 0.0005;
+
+/**
+ * The best `limit` of the feasible plans, best first, by the objective: each next one is, of those left
+ * whose latency is within LATENCY_TIE of the fastest left, and of them those within ACCURACY_TIE of the
+ * most accurate, the one with the longest sequence (then the lowest latency, then the lowest loss).
+ */
+export function rank(ok: readonly Scored[], limit: number): Scored[] {
+  const left = [...ok];
+  const out: Scored[] = [];
+  while (out.length < limit && left.length > 0) {
+    const fastest = Math.min(...left.map((s) => s.p.latency));
+    const quick = left.filter((s) => s.p.latency <= fastest * (1 + LATENCY_TIE));
+    const accurate = Math.min(...quick.map((s) => s.p.accuracy));
+    let best: Scored | undefined;
+    for (const s of quick) {
+      if (s.p.accuracy > accurate + ACCURACY_TIE) continue;
+      if (!best || s.c.maxSeq > best.c.maxSeq || (s.c.maxSeq === best.c.maxSeq && (s.p.latency < best.p.latency || (s.p.latency === best.p.latency && s.p.accuracy < best.p.accuracy)))) best = s;
+    }
+    out.push(best!);
+    left.splice(left.indexOf(best!), 1);
+  }
+  return out;
 }
 
 export function toRanked(pr: Problem, s: Scored): RankedPlan {

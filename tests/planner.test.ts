@@ -3,6 +3,7 @@ import { SYNTHETIC_PRESETS } from '../models/importers/synthetic.js';
 import { rng } from '../models/runtime/sampler.js';
 import { bestPrefillChunk, expectedTokens, localMemory, predict } from '../planner/cost.js';
 import { coordinate, exhaustive } from '../planner/strategies/index.js';
+import { ACCURACY_TIE, LATENCY_TIE, rank, type Scored } from '../planner/search.js';
 import { syntheticProblem } from '../planner/synthetic.js';
 import { buildProblem } from '../planner/problem.js';
 import { accuracyProfile, computeProfile } from '../planner/profiles.js';
@@ -15,7 +16,14 @@ it('exhaustive covers split × front bits × back bits × codec × sequence leng
   expect(r.plans.length).toBe(5);
   expect(r.evaluated).toBeGreaterThanOrEqual(23 * 6 * 6 * 6); // at least one sequence length per configuration
   expect(r.evaluated).toBeLessThanOrEqual(23 * 6 * 6 * 6 * 10);
-  for (let i = 1; i < r.plans.length; i++) expect(r.plans[i]!.predicted.latency).toBeGreaterThanOrEqual(r.plans[i - 1]!.predicted.latency);
+  // ranked by the objective: each plan is within LATENCY_TIE of the fastest of those after it, and no less accurate than
+  // any of those that are that fast
+  for (let i = 0; i < r.plans.length; i++) {
+    const rest = r.plans.slice(i).map((p) => p.predicted);
+    const fastest = Math.min(...rest.map((p) => p.latency));
+    expect(r.plans[i]!.predicted.latency).toBeLessThanOrEqual(fastest * (1 + LATENCY_TIE));
+    for (const p of rest) if (p.latency <= fastest * (1 + LATENCY_TIE)) expect(r.plans[i]!.predicted.accuracy).toBeLessThanOrEqual(p.accuracy + ACCURACY_TIE);
+  }
   for (const p of r.plans) {
     expect(p.predicted.memory).toBeLessThanOrEqual(pr.budgets.edgeMemory);
     expect(p.predicted.latency).toBeLessThanOrEqual(pr.budgets.latencyMs);
@@ -24,6 +32,25 @@ it('exhaustive covers split × front bits × back bits × codec × sequence leng
     const longer = pr.candidates.seqLens.filter((s) => s > p.plan.maxSeq).sort((a, b) => a - b)[0];
     if (longer) expect(predict(pr, { ...p.plan, maxSeq: longer }).memory).toBeGreaterThan(pr.budgets.edgeMemory);
   }
+});
+
+it('plans within 1% of the fastest count as equally fast, and ppl within 0.05 points as equally accurate: the more accurate wins, then the longer sequence; a plan 2% faster wins', () => {
+  const plan = (latency: number, accuracy: number, maxSeq = 256): Scored => ({
+    c: { split: 1, frontBits: 4, backBits: 4, codec: 'fp32', maxSeq },
+    p: { latency, accuracy, memory: 0, bytesPerToken: 0, firstTokenMs: 0, prefillChunk: 1 },
+  });
+  expect([LATENCY_TIE, ACCURACY_TIE]).toEqual([0.01, 0.0005]);
+  const fast = plan(100, 0.02);
+  const tie = plan(100.9, 0.005);
+  const longer = plan(100.5, 0.0053, 512); // 0.04 points less accurate than the best: a tie, and twice the positions
+  const shorter = plan(100.1, 0.0049, 128); // the most accurate, by 0.01 points: its short sequence loses to `tie`'s
+  const slow = plan(102, 0.001);
+  expect(rank([fast, tie, slow, longer, shorter], 5)).toEqual([longer, tie, shorter, fast, slow]);
+  // 0.1 points better is better, whatever the sequence
+  expect(rank([longer, plan(100.2, 0.0044, 64)], 1)[0]!.c.maxSeq).toBe(64);
+  // 2% faster is faster: it wins over a more accurate plan
+  expect(rank([slow, plan(100, 0.01)], 1)[0]!.p.latency).toBe(100);
+  expect(rank([], 3)).toEqual([]);
 });
 
 it('time to first token: two round trips and the prompt through the edge → link → cloud pipeline in the chunk size that is fastest', () => {

@@ -4,7 +4,7 @@
  * moving the block with the best improvement next, from a few starting points.
  */
 import { predict, type Config } from '../cost.js';
-import { better, blockCandidates, diagnose, enumerate, feasible, toRanked, type Scored } from '../search.js';
+import { blockCandidates, diagnose, enumerate, feasible, rank, toRanked, type Scored } from '../search.js';
 import type { Problem, Strategy } from '../types.js';
 
 /** Penalized objective for the descent: latency plus a large cost per unit of budget violation. */
@@ -77,11 +77,10 @@ export const coordinate: Strategy = {
       seen.set(JSON.stringify(cur.c), cur);
     }
     const ok = [...seen.values()].filter((s) => feasible(pr, s));
-    ok.sort((a, b) => (better(a, b) ? -1 : better(b, a) ? 1 : 0));
     if (ok.length === 0) {
       const { all } = enumerate(pr);
       return { plans: [], infeasible: diagnose(pr, all), evaluated };
     }
-    return { plans: ok.slice(0, limit).map((s) => toRanked(pr, s)), evaluated };
+    return { plans: rank(ok, limit).map((s) => toRanked(pr, s)), evaluated };
   },
 };
