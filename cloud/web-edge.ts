@@ -8,9 +8,9 @@
  *   GET /edge/auth                   {auth}: whether the page needs the cloud's bearer token (it sends it on the
  *                                    requests below and offers it as a WebSocket subprotocol on /v1/session)
  *   GET /edge/model                  the model's name, hash, shape, tokenizer, calibration and the page's defaults
- *   GET /edge/segment?split=K&bits=B[&embed=E] the front segment [0, K) at B-bit weights (RTN, as `splitllm edge
- *                                    --front-bits B` builds it) and an E-bit embedding (8, 4; default 32), built once
- *                                    and cached (msgpack: {modelHash, io, model})
+ *   GET /edge/segment?split=K&bits=B[&block=N][&embed=E] the front segment [0, K) at B-bit weights in blocks of N
+ *                                    (RTN, as `splitllm edge --front-bits B --block-size N` builds it; default 32) and an
+ *                                    E-bit embedding (8, 4; default 32), built once and cached (msgpack: {modelHash, io, model})
  * The prompt stays in the page: the server only ever sees hidden states, as from any edge.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -20,7 +20,7 @@ import type { FastifyInstance } from 'fastify';
 import { SplitLLMError } from '../shared/errors.js';
 import { Fields } from '../shared/fields.js';
 import { msgpack } from '../shared/protocol/frame.js';
-import { isWeightBits, WEIGHT_BITS } from '../shared/precision.js';
+import { BLOCK_SIZES, DEFAULT_BLOCK_SIZE, isBlockSize, isBlockwise, isWeightBits, WEIGHT_BITS } from '../shared/precision.js';
 import type { ModelPackage } from '../models/package.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { checkEmbedBits } from '../models/onnx/embedding.js';
@@ -37,8 +37,8 @@ export interface WebEdgeOptions {
   cachedSegments?: number;
   /** with tokens: whether a request's Authorization header may read the model and its segments (the page, its script and the .wasm stay public) */
   allowed?: (authorization: string | undefined) => boolean;
-  /** the page's defaults: this plan's split, front bits and codec (`splitllm cloud --web-edge --plan FILE`) */
-  plan?: { split: number; frontBits: number; codec: string };
+  /** the page's defaults: this plan's split, front bits, block and codec (`splitllm cloud --web-edge --plan FILE`) */
+  plan?: { split: number; frontBits: number; codec: string; blockSize?: number };
 }
 
 // this file runs compiled from dist/cloud/ and, under vitest, from cloud/: the bundle is in dist/web either way
@@ -69,7 +69,9 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
     tokenizer: pkg.tokenizerJson ?? null,
     tokenizerConfig: pkg.tokenizerConfig ?? null,
     calibration: cal ?? null,
-    defaults: opts.plan ? { split, bits: opts.plan.frontBits, codec: opts.plan.codec } : { split, bits: 32, codec: cal?.splits[String(split)]?.choice ? 'ts-tabq' : 'fp32' },
+    defaults: opts.plan
+      ? { split, bits: opts.plan.frontBits, block: opts.plan.blockSize ?? DEFAULT_BLOCK_SIZE, codec: opts.plan.codec }
+      : { split, bits: 32, block: DEFAULT_BLOCK_SIZE, codec: cal?.splits[String(split)]?.choice ? 'ts-tabq' : 'fp32' },
     bits: [...WEIGHT_BITS],
   };
   const modelJson = JSON.stringify(model);
@@ -81,8 +83,9 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
    * synchronous: tens of ms for the default model, more for large ones); the cache keeps the last
    * `limit`, and there are at most (L − 1) × 6 distinct ones.
    */
-  const segment = (k: number, bits: number, embedBits: number): { body: Promise<Uint8Array>; hit: boolean } => {
-    const key = `${k}/${bits}/${embedBits}`;
+  const segment = (k: number, bits: number, block: number, embedBits: number): { body: Promise<Uint8Array>; hit: boolean } => {
+    // float layers have no block: one segment for every block asked for
+    const key = `${k}/${bits}/${isBlockwise(bits) ? block : DEFAULT_BLOCK_SIZE}/${embedBits}`;
     let p = cache.get(key);
     if (p) {
       // most recently used last
@@ -91,7 +94,7 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
       return { body: p, hit: true };
     }
     p = (async () => {
-      const seg = buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, ...(bits < 32 ? { linearFor: () => linearFor(bits, 32) } : {}), ...(embedBits < 32 ? { embedBits } : {}) });
+      const seg = buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, ...(bits < 32 ? { linearFor: () => linearFor(bits, block) } : {}), ...(embedBits < 32 ? { embedBits } : {}) });
       if (!seg.model) throw new SplitLLMError('E_RUNTIME', `front segment [0, ${k}) is too large for a page (its weights went to external data)`);
       const { model: bytes, modelPath: _path, ...io } = seg;
       return msgpack.pack({ modelHash: pkg.hash, io, model: bytes });
@@ -121,6 +124,7 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
     if (refused(req.headers.authorization)) return reply.code(401).header('www-authenticate', 'Bearer realm="splitllm"').send(unauthorized);
     let k = 0;
     let bits = 32;
+    let block = DEFAULT_BLOCK_SIZE;
     let embedBits = 32;
     try {
       const q = Fields.of(req.query, 'segment', (why) => {
@@ -130,12 +134,14 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
       k = q.int('split', 1, Math.max(1, c.nLayers - 1), Number(q.value('split')));
       bits = q.int('bits', 2, 32, q.has('bits') ? Number(q.value('bits')) : 32);
       if (!isWeightBits(bits)) throw new SplitLLMError('E_USAGE', `segment: bits ${bits} is not one of ${WEIGHT_BITS.join(', ')}`);
+      block = q.has('block') ? q.int('block', 1, 1 << 16, Number(q.value('block'))) : DEFAULT_BLOCK_SIZE;
+      if (!isBlockSize(block)) throw new SplitLLMError('E_USAGE', `segment: block ${block} is not one of ${BLOCK_SIZES.join(', ')}`);
       embedBits = q.has('embed') ? q.int('embed', 4, 32, Number(q.value('embed'))) : 32;
       checkEmbedBits(embedBits);
     } catch (e) {
-      return reply.code(400).send({ error: { code: 'bad_request', message: `${e instanceof Error ? e.message : String(e)}: ask for /edge/segment?split=1..${c.nLayers - 1}&bits=${WEIGHT_BITS.join('|')}[&embed=8|4]` } });
+      return reply.code(400).send({ error: { code: 'bad_request', message: `${e instanceof Error ? e.message : String(e)}: ask for /edge/segment?split=1..${c.nLayers - 1}&bits=${WEIGHT_BITS.join('|')}[&block=${BLOCK_SIZES.join('|')}][&embed=8|4]` } });
     }
-    const got = segment(k, bits, embedBits);
+    const got = segment(k, bits, block, embedBits);
     return reply
       .type('application/msgpack')
       .header('x-splitllm-model-hash', pkg.hash)

@@ -35,7 +35,7 @@ export const cloudCommand = defineCommand({
     'SPLITLLM_MAX_SESSIONS=128 splitllm cloud --config /etc/splitllm/cloud.yaml --print-config',
     'splitllm cloud --model models/stories260K --idle-ms 5m --max-frame-bytes 16MB --json',
     'splitllm cloud --web-edge   # then open http://127.0.0.1:8080/edge/?prompt=ROMEO:&split=3',
-    'splitllm cloud --web-edge --plan plan.json   # the page starts from the plan\'s split, bits and codec',
+    'splitllm cloud --web-edge --plan plan.json   # the page starts from the plan\'s split, front bits, block and codec',
   ],
   layered: true,
   options: {
@@ -48,7 +48,7 @@ export const cloudCommand = defineCommand({
     'tls-cert': opt.file({ description: 'serve https/wss with this PEM certificate chain (with --tls-key)' }),
     'tls-key': opt.file({ description: 'the PEM private key of --tls-cert' }),
     'web-edge': opt.flag({ description: 'also serve the browser edge at /edge/: a page that runs the front layers in WebAssembly and connects back here (with --token the page asks for it: /edge/#token=…)' }),
-    plan: opt.string({ description: "with --web-edge: the page's default split, front bits and codec from this plan ('splitllm plan --out FILE')", valueName: 'FILE', defaultText: 'the middle split, float weights, the calibrated ts-tabq' }),
+    plan: opt.string({ description: "with --web-edge: the page's default split, front bits, block and codec from this plan ('splitllm plan --out FILE'; the page's back runs at 32 bits)", valueName: 'FILE', defaultText: 'the middle split, float weights, the calibrated ts-tabq' }),
     'max-sessions': opt.int({ min: 1, default: DEFAULT_MAX_SESSIONS, description: 'most sessions held at once, connected or waiting for a resume (each holds a KV cache); a hello past it is refused with busy' }),
     'back-bits': opt.list({ item: items.int(), description: 'back-layer weight bits edges may ask for (each builds its own back segment)', valueName: 'B,B,…', defaultText: '2,3,4,8,16,32' }),
     'block-sizes': opt.list({ item: items.blockSize, description: 'quantization blocks edges may ask for', valueName: 'N,N,…', defaultText: '16,32,64,128' }),

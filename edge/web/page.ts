@@ -4,7 +4,8 @@
  * hidden states go to the cloud that served the page — the same token loop (`runEdge`), codecs and
  * protocol as the Node edge.
  *
- * Query parameters: prompt, maxTokens, split, bits, embed (the embedding's bits: 32, 8, 4), codec, temperature, seed, stop (eos: the model's end
+ * Query parameters: prompt, maxTokens, split, bits, block (the quantization block of bits below 16: 16, 32, 64, 128),
+ * embed (the embedding's bits: 32, 8, 4), codec, temperature, seed, stop (eos: the model's end
  * of text ends the reply, the default; none: it runs on to maxTokens, EOS shown as a paragraph break), cloud
  * (a ws:// URL; default this server's /v1/session), autorun=1. When an autorun generation ends the page sets
  * `window.splitllmResult = {tokens, text, stats}`, or `{error: {code, message}}` when it fails.
@@ -43,7 +44,7 @@ interface ServedModel {
   config: ModelConfig;
   model: EdgeModel;
   contexts: CalibrationContexts;
-  defaults: { split: number; bits: number; codec: string };
+  defaults: { split: number; bits: number; block: number; codec: string };
   bits: number[];
 }
 
@@ -74,14 +75,14 @@ async function loadModel(): Promise<ServedModel> {
     config,
     model: { config, hash, tokenizer: () => tokenizer },
     contexts,
-    defaults: { split: d.int('split', 0, config.nLayers), bits: d.int('bits', 2, 32), codec: d.str('codec', 256) },
+    defaults: { split: d.int('split', 0, config.nLayers), bits: d.int('bits', 2, 32), block: d.int('block', 16, 128), codec: d.str('codec', 256) },
     bits: f.intArray('bits', 16, 2, 32),
   };
 }
 
 /** A front segment [0, split) as the server built it, checked. */
-async function loadSegment(m: ServedModel, split: number, bits: number, embedBits: number): Promise<BuiltSegment> {
-  const res = await fetch(`/edge/segment?split=${split}&bits=${bits}${embedBits < 32 ? `&embed=${embedBits}` : ''}`, { headers: authHeaders() });
+async function loadSegment(m: ServedModel, s: Pick<RunSettings, 'bits' | 'block' | 'embed'>, split: number): Promise<BuiltSegment> {
+  const res = await fetch(`/edge/segment?split=${split}&bits=${s.bits}${s.bits < 16 ? `&block=${s.block}` : ''}${s.embed < 32 ? `&embed=${s.embed}` : ''}`, { headers: authHeaders() });
   if (!res.ok) {
     const body: unknown = await res.json().catch(() => undefined);
     const msg = isPlainMap(body) && isPlainMap(body['error']) && typeof body['error']['message'] === 'string' ? body['error']['message'] : `HTTP ${res.status}`;
@@ -128,6 +129,8 @@ interface RunSettings {
   maxTokens: number;
   split: number;
   bits: number;
+  /** the quantization block of the front's layers below 16 bits */
+  block: number;
   /** the token embedding's bits (32, 8, 4) */
   embed: number;
   codec: string;
@@ -152,6 +155,7 @@ function settingsFrom(m: ServedModel, q: URLSearchParams): RunSettings {
     maxTokens: num('maxTokens', 64),
     split: num('split', m.defaults.split),
     bits: num('bits', m.defaults.bits),
+    block: num('block', m.defaults.block),
     embed: num('embed', 32),
     codec: q.get('codec') ?? m.defaults.codec,
     temperature: num('temperature', 0),
@@ -283,7 +287,7 @@ async function generate(m: ServedModel, s: RunSettings): Promise<{ tokens: numbe
   const ids = tok.encode(s.prompt, true);
   const stream = new TextStream(tok, ids, s.prompt, (t) => out.append(t), s.stopAtEos ? {} : { breakIds: [m.config.eosId] });
   const panel = new Panel();
-  const seg = await loadSegment(m, s.split, s.bits, s.embed);
+  const seg = await loadSegment(m, s, s.split);
   const r = await runEdge(m.model, {
     url: s.cloud,
     connect: browserConnector(s.cloud, token),
@@ -296,7 +300,7 @@ async function generate(m: ServedModel, s: RunSettings): Promise<{ tokens: numbe
     ...(s.stopAtEos ? {} : { stopIds: [] }),
     sampling: { temperature: s.temperature, ...(s.seed !== undefined ? { seed: s.seed } : {}) },
     frontBits: s.bits,
-    fronts: async (k) => SegmentRuntime.fromBuilt(m.config, k === s.split ? seg : await loadSegment(m, k, s.bits, s.embed)),
+    fronts: async (k) => SegmentRuntime.fromBuilt(m.config, k === s.split ? seg : await loadSegment(m, s, k)),
     onToken: (id) => stream.push(id),
     onStep: (t) => panel.add(t),
   });
