@@ -13,7 +13,7 @@
  * and a batch reads them in place; without (the default) each batched step gathers them.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
+import { blockOfWeights } from '../shared/precision.js';
 import type { ModelPackage } from '../models/package.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import { linearFor } from '../models/onnx/linear.js';
@@ -62,7 +62,7 @@ export const DEFAULT_MAX_BATCH = 32;
 /** A back segment's identity; its block only where something in it is blockwise (float ones are the same at every block, and batch together). */
 const keyOf = (k: BackKey): string => {
   const head = k.headBits ?? 32;
-  return `${k.split}/${k.bits}/${isBlockwise(k.bits) || isBlockwise(head) ? k.blockSize : DEFAULT_BLOCK_SIZE}/${head}`;
+  return `${k.split}/${k.bits}/${blockOfWeights(k.blockSize, k.bits, head)}/${head}`;
 };
 
 export class BackSegmentPool {

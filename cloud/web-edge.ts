@@ -20,7 +20,7 @@ import type { FastifyInstance } from 'fastify';
 import { SplitLLMError } from '../shared/errors.js';
 import { Fields } from '../shared/fields.js';
 import { msgpack } from '../shared/protocol/frame.js';
-import { BLOCK_SIZES, DEFAULT_BLOCK_SIZE, isBlockSize, isBlockwise, isWeightBits, WEIGHT_BITS } from '../shared/precision.js';
+import { BLOCK_SIZES, blockOfWeights, DEFAULT_BLOCK_SIZE, isBlockSize, isWeightBits, WEIGHT_BITS } from '../shared/precision.js';
 import type { ModelPackage } from '../models/package.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { checkEmbedBits } from '../models/onnx/embedding.js';
@@ -85,7 +85,7 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
    */
   const segment = (k: number, bits: number, block: number, embedBits: number): { body: Promise<Uint8Array>; hit: boolean } => {
     // float layers have no block: one segment for every block asked for
-    const key = `${k}/${bits}/${isBlockwise(bits) ? block : DEFAULT_BLOCK_SIZE}/${embedBits}`;
+    const key = `${k}/${bits}/${blockOfWeights(block, bits)}/${embedBits}`;
     let p = cache.get(key);
     if (p) {
       // most recently used last

@@ -26,7 +26,7 @@
  */
 import { SplitLLMError } from '../shared/errors.js';
 import { segmentBytes, type QuantizedBytes, type SegmentBytes, type ShapeConfig } from '../quantization/weights/memory.js';
-import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
+import { blockOfWeights, DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
 import type { BlockComputeProfile, ComputeProfile, Prediction, Problem } from './types.js';
 
 export interface Config {
@@ -50,10 +50,10 @@ const HEADER_BYTES = 4 + 64; // frame length prefix + msgpack step header, gener
  * float layers (which have no block), else the profile's entry for that block.
  */
 function timesAt(p: ComputeProfile, bits: number, block: number): BlockComputeProfile | undefined {
-  return !isBlockwise(bits) || block === DEFAULT_BLOCK_SIZE ? p : p.blocks?.[String(block)];
+  return blockOfWeights(block, bits) === DEFAULT_BLOCK_SIZE ? p : p.blocks?.[String(block)];
 }
 
-const atBlock = (bits: number, block: number) => (isBlockwise(bits) && block !== DEFAULT_BLOCK_SIZE ? ` at block ${block}` : '');
+const atBlock = (bits: number, block: number) => (blockOfWeights(block, bits) !== DEFAULT_BLOCK_SIZE ? ` at block ${block}` : '');
 
 function prefillMs(p: ComputeProfile, bits: number, block: number): number {
   return timesAt(p, bits, block)?.layerPrefillMsPerToken?.[String(bits)] ?? layerMs(p, bits, block);
@@ -86,14 +86,14 @@ export function quantizesBlockwise(m: ShapeConfig, c: Pick<Config, 'split' | 'fr
 /** ppl increase of the weights of a configuration, from the accuracy profile's table at its block (NaN: not measured). */
 function weightsLoss(pr: Problem, c: Config, block: number): number {
   const key = `${c.split}/${c.frontBits}/${c.backBits}`;
-  const layersQuantized = (c.split > 0 && isBlockwise(c.frontBits)) || (c.split < pr.model.nLayers && isBlockwise(c.backBits));
+  const layersQuantized = quantizesBlockwise(pr.model, { ...c, headBits: 32 });
   const table = !layersQuantized || block === DEFAULT_BLOCK_SIZE ? pr.accuracy.weights : pr.accuracy.blocks?.[String(block)]?.weights;
   return table?.[key] ?? NaN;
 }
 
 function headLoss(pr: Problem, bits: number, block: number): number {
   if (bits === 32) return 0;
-  const table = !isBlockwise(bits) || block === DEFAULT_BLOCK_SIZE ? pr.accuracy.heads : pr.accuracy.blocks?.[String(block)]?.heads;
+  const table = blockOfWeights(block, bits) === DEFAULT_BLOCK_SIZE ? pr.accuracy.heads : pr.accuracy.blocks?.[String(block)]?.heads;
   return table?.[String(bits)] ?? NaN;
 }
 

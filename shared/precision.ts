@@ -18,3 +18,8 @@ export function isBlockSize(b: number): boolean {
 export function isBlockwise(bits: number): boolean {
   return bits < 16;
 }
+
+/** The block weights at these precisions are quantized in: `block` where any is blockwise, else the default (float weights have none). */
+export function blockOfWeights(block: number, ...bits: number[]): number {
+  return bits.some(isBlockwise) ? block : DEFAULT_BLOCK_SIZE;
+}
