@@ -1,7 +1,8 @@
 /**
  * bench/decode: decode tokens/s of the full model (one segment) at each weight precision (every linear
  * layer at B bits, RTN blockwise, block 32 unless --block-size says otherwise; the LM head at B bits too
- * unless --head-bits says otherwise; the embedding stays float32), next to the roofline bound measured in the same run: memory bandwidth ÷
+ * unless --head-bits says otherwise; the embedding stays float32), next to the roofline bound measured in the same run: memory bandwidth
+ * (a copy by as many threads as the decoding session has, the better of one before and one after the models) ÷
  * weight bytes read per token (every initializer but the embedding table, of which a step reads one row,
  * unless the table is also the float32 head); and each precision's speed as a ratio to float32's in the
  * same run.
@@ -136,7 +137,10 @@ async function kernelCeiling(c: ModelConfig, lin: LinearEmitter, head: LinearEmi
   return { msPerToken: minMedMax(runs).median, bytes };
 }
 
-const bw = memoryBandwidth();
+// the bound: a copy with as many threads as the decoding session has, before and after the models (the
+// better of the two: a roofline is what the machine can do, and this machine's bandwidth moves)
+const threads = threadPolicy(undefined, 'alone').intraOpThreads;
+const bwBefore = await memoryBandwidth({ threads });
 const rows: Record<string, number | string>[] = [];
 const models: [string, ModelPackage][] = [];
 if (haveFixtures) models.push(['stories260K', await openModel(resolve(FIXTURES, 'stories260K', 'stories260K.bin'))]);
@@ -152,6 +156,8 @@ for (const [name, pkg] of models) {
   for (const r of own) if (f32) r['vsFloat32'] = (r['tokensPerSec'] as number) / (f32['tokensPerSec'] as number);
   rows.push(...own);
 }
+const bwAfter = await memoryBandwidth({ threads });
+const bw = Math.max(bwBefore, bwAfter);
 for (const r of rows) {
   const bound = bw / (r['readBytes'] as number);
   r['boundTokensPerSec'] = bound;
@@ -164,9 +170,9 @@ for (const r of rows) {
   }
 }
 if (values.json) {
-  process.stdout.write(JSON.stringify({ memoryBandwidthGBs: bw / 1e9, rows }) + '\n');
+  process.stdout.write(JSON.stringify({ memoryBandwidthGBs: bw / 1e9, bandwidthRunsGBs: [bwBefore / 1e9, bwAfter / 1e9], bandwidthThreads: threads, rows }) + '\n');
 } else {
-  process.stdout.write(`memory bandwidth (copy, read+write): ${fmt(bw / 1e9, 2)} GB/s\n`);
+  process.stdout.write(`memory bandwidth (copy, read+write, ${threads} thread(s) as the sessions have): ${fmt(bw / 1e9, 2)} GB/s (before the models ${fmt(bwBefore / 1e9, 2)}, after ${fmt(bwAfter / 1e9, 2)}: the better is the bound)\n`);
   process.stdout.write('model                  bits  head   read MB/token   tokens/s   bound tokens/s   of bound   × float32   linears alone: tokens/s  of bound  share of step\n');
   const pct = (v: unknown) => (typeof v === 'number' ? `${(100 * v).toFixed(1)}%` : '-');
   for (const r of rows) {
@@ -176,5 +182,5 @@ if (values.json) {
       `${String(r['model']).padEnd(22)} ${String(r['bits']).padStart(4)} ${String(r['headBits']).padStart(5)} ${fmt((r['readBytes'] as number) / 1e6, 1).padStart(15)} ${fmt(r['tokensPerSec'] as number).padStart(10)} ${fmt(r['boundTokensPerSec'] as number).padStart(16)} ${pct(r['fractionOfBound']).padStart(10)}   ${(typeof vs === 'number' ? fmt(vs, 2) : '-').padStart(9)}   ${(typeof kt === 'number' ? fmt(kt) : '-').padStart(23)} ${pct(r['kernelFractionOfBound']).padStart(9)} ${pct(r['kernelShareOfStep']).padStart(14)}\n`,
     );
   }
-  process.stdout.write(`load ${loadavg().map((l) => l.toFixed(2)).join(' ')}; onnxruntime intra-op threads per session: ${threadPolicy(undefined, 'alone').intraOpThreads}\n`);
+  process.stdout.write(`load ${loadavg().map((l) => l.toFixed(2)).join(' ')}; onnxruntime intra-op threads per session: ${threads}\n`);
 }
