@@ -42,7 +42,8 @@ export async function memoryBandwidth(opts: { bytes?: number; reps?: number; thr
     const to = Math.floor(((t + 1) * n) / threads);
     return new Worker(body, { eval: true, workerData: { src: src.buffer, dst: dst.buffer, ctrl: ctrl.buffer, from, to } });
   });
-  await Promise.all(workers.map((w) => new Promise((res) => w.once('online', res))));
+  const exited = workers.map((w) => new Promise((res) => w.once('exit', res)));
+  await Promise.all(workers.map((w) => new Promise((res, rej) => (w.once('online', res), w.once('error', rej)))));
   let best = Infinity;
   try {
     for (let r = 0; r < reps; r++) {
@@ -50,13 +51,17 @@ export async function memoryBandwidth(opts: { bytes?: number; reps?: number; thr
       const t0 = performance.now();
       Atomics.add(ctrl, 0, 1);
       Atomics.notify(ctrl, 0);
-      for (let done = Atomics.load(ctrl, 1); done < threads; done = Atomics.load(ctrl, 1)) Atomics.wait(ctrl, 1, done, 1000);
+      for (let done = Atomics.load(ctrl, 1); done < threads; done = Atomics.load(ctrl, 1)) {
+        // a worker that died never counts itself done
+        if (performance.now() - t0 > 60_000) throw new Error(`memory bandwidth: ${threads - done} copy thread(s) did not finish within 60 s`);
+        Atomics.wait(ctrl, 1, done, 1000);
+      }
       best = Math.min(best, performance.now() - t0);
     }
   } finally {
     Atomics.store(ctrl, 0, -1);
     Atomics.notify(ctrl, 0);
-    await Promise.all(workers.map((w) => new Promise((res) => w.once('exit', res))));
+    await Promise.all(exited);
   }
   const last = Math.floor((n - 1) / 4096) * 4096;
   if (dst[4096] !== 4096 || dst[last] !== last) throw new Error('copy failed');
