@@ -5,6 +5,7 @@
  */
 import { decoderTensors, type DecoderShape, type RopeStyle } from '../shared/decoder.js';
 import type { ExportIO } from './onnx-import/analyze.js';
+import { ROPE_SCALING_TYPES, type RopeScaling } from '../shared/rope.js';
 import { SplitLLMError } from '../shared/errors.js';
 import { Fields, failWith } from '../shared/fields.js';
 import { ARCHITECTURES, isArchitecture, type Architecture } from './families/registry.js';
@@ -20,6 +21,8 @@ export interface ModelConfig extends DecoderShape {
   architecture: PackageArchitecture;
   ropeTheta: number;
   ropeStyle: RopeStyle;
+  /** RoPE frequency scaling (Llama 3.1+'s llama3, linear, yarn); absent for plain RoPE */
+  ropeScaling?: RopeScaling;
   normEps: number;
   bosId: number;
   eosId: number;
@@ -72,6 +75,7 @@ export function validateConfig(raw: unknown, where: string): ModelConfig {
   if (headDim % 2 !== 0) c.fail(`headDim ${headDim} must be even for RoPE`);
   const ropeStyle = c.value('ropeStyle');
   if (ropeStyle !== 'interleaved' && ropeStyle !== 'half') c.fail(`ropeStyle must be "interleaved" or "half", got ${JSON.stringify(ropeStyle)}`);
+  const scaling = c.optMap('ropeScaling');
   return {
     architecture,
     dim,
@@ -84,6 +88,7 @@ export function validateConfig(raw: unknown, where: string): ModelConfig {
     maxSeq,
     ropeTheta: c.positive('ropeTheta'),
     ropeStyle,
+    ...(scaling ? { ropeScaling: parseRopeScaling(scaling, headDim) } : {}),
     normEps: c.positive('normEps'),
     tiedEmbeddings: c.optBool('tiedEmbeddings') ?? false,
     qkvBias: c.optBool('qkvBias') ?? false,
@@ -97,4 +102,32 @@ export function parameterCount(c: ModelConfig): number {
   let n = 0;
   for (const shape of expectedTensors(c).values()) n += shape.reduce((a, b) => a * b, 1);
   return n;
+}
+
+/** A recorded ropeScaling, checked: the fields each type needs, in range. */
+function parseRopeScaling(f: Fields, headDim: number): RopeScaling {
+  const type = f.value('type');
+  const factor = f.num('factor', 1, 1 << 20);
+  switch (type) {
+    case 'linear':
+      return { type, factor };
+    case 'llama3': {
+      const lowFreqFactor = f.num('lowFreqFactor', Number.MIN_VALUE, 1 << 20);
+      const highFreqFactor = f.num('highFreqFactor', Number.MIN_VALUE, 1 << 20);
+      if (highFreqFactor <= lowFreqFactor) f.fail(`highFreqFactor ${highFreqFactor} must exceed lowFreqFactor ${lowFreqFactor}`);
+      return { type, factor, lowFreqFactor, highFreqFactor, originalContext: f.int('originalContext', 1, 1 << 24) };
+    }
+    case 'yarn':
+      return {
+        type,
+        factor,
+        originalContext: f.int('originalContext', 1, 1 << 24),
+        betaFast: f.num('betaFast', Number.MIN_VALUE, headDim * 1024),
+        betaSlow: f.num('betaSlow', Number.MIN_VALUE, headDim * 1024),
+        attentionFactor: f.num('attentionFactor', Number.MIN_VALUE, 1024),
+        truncate: f.bool('truncate'),
+      };
+    default:
+      return f.fail(`type must be one of ${ROPE_SCALING_TYPES.join(', ')}, got ${JSON.stringify(type)}`);
+  }
 }

@@ -1,4 +1,4 @@
-/** Llama (1, 2, 3 without rope_scaling), TinyLlama, SmolLM and every llama2.c checkpoint. */
+/** Llama (1, 2, 3, 3.1/3.2 with llama3 rope_scaling), TinyLlama, SmolLM and every llama2.c checkpoint. */
 import { refuse, type ModelFamily } from './family.js';
 
 export const llama = {

@@ -7,6 +7,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
+import type { Fields } from '../../shared/fields.js';
+import { yarnMscale, type RopeScaling } from '../../shared/rope.js';
 import { hfFields, refuse } from '../families/family.js';
 import { familyForHfType } from '../families/registry.js';
 import { expectedTensors, validateConfig, type ModelConfig } from '../manifest.js';
@@ -17,7 +19,6 @@ import { SafetensorsFile } from '../safetensors.js';
 export function hfToConfig(raw: unknown, where: string): ModelConfig {
   const cfg = hfFields(raw, where);
   const family = familyForHfType(cfg.optStr('model_type', 128), where);
-  refuse(cfg, 'rope_scaling', cfg.has('rope_scaling'), 'use a checkpoint with plain RoPE');
   const act = cfg.optStr('hidden_act', 64);
   refuse(cfg, 'hidden_act', act !== undefined && act !== 'silu', 'the shared block implements SwiGLU (silu)');
   const need = (k: string): number => {
@@ -31,26 +32,75 @@ export function hfToConfig(raw: unknown, where: string): ModelConfig {
   };
   const nHeads = need('num_attention_heads');
   const dim = need('hidden_size');
-  const context = cfg.optNum('max_position_embeddings', 1) ?? 2048;
-  const flags = family.fromHf(cfg, context);
+  const headDim = cfg.optNum('head_dim', 1) ?? dim / nHeads;
+  const rope = hfRopeScaling(cfg, cfg.optNum('max_position_embeddings', 1) ?? 2048, headDim);
+  const flags = family.fromHf(cfg, rope.context);
   return {
     architecture: family.id,
     dim,
     nLayers: need('num_hidden_layers'),
     nHeads,
     nKvHeads: cfg.optNum('num_key_value_heads', 1) ?? nHeads,
-    headDim: cfg.optNum('head_dim', 1) ?? dim / nHeads,
+    headDim,
     ffnDim: need('intermediate_size'),
     vocabSize: need('vocab_size'),
     maxSeq: flags.maxSeq,
     ropeTheta: cfg.optNum('rope_theta', 0) ?? 10000,
     ropeStyle: 'half',
+    ...(rope.scaling ? { ropeScaling: rope.scaling } : {}),
     normEps: cfg.optNum('rms_norm_eps', 0) ?? 1e-6,
     tiedEmbeddings: flags.tiedEmbeddings,
     qkvBias: flags.qkvBias,
     bosId: tokenId('bos_token_id', 1),
     eosId: tokenId('eos_token_id', 2),
   };
+}
+
+/**
+ * config.json's rope_scaling (Hugging Face's `rope_type`, or the older `type`): linear, llama3 and yarn
+ * become the package's `ropeScaling`; dynamic NTK scaling changes nothing within the original context, so
+ * the context is capped there and RoPE stays plain; anything else is refused.
+ */
+export function hfRopeScaling(cfg: Fields, context: number, headDim: number): { scaling?: RopeScaling; context: number } {
+  const rs = cfg.optMap('rope_scaling');
+  if (!rs) return { context };
+  const type = rs.optStr('rope_type', 64) ?? rs.optStr('type', 64);
+  if (type === undefined || type === 'default') return { context };
+  const factor = rs.num('factor', 1, 1 << 20);
+  const original = rs.optInt('original_max_position_embeddings', 1, 1 << 24);
+  switch (type) {
+    case 'linear':
+      return { scaling: { type, factor }, context };
+    case 'dynamic':
+      return { context: Math.min(context, original ?? context) };
+    case 'llama3': {
+      const lowFreqFactor = rs.num('low_freq_factor', Number.MIN_VALUE, 1 << 20);
+      const highFreqFactor = rs.num('high_freq_factor', Number.MIN_VALUE, 1 << 20);
+      if (highFreqFactor <= lowFreqFactor) rs.fail(`high_freq_factor ${highFreqFactor} must exceed low_freq_factor ${lowFreqFactor}`);
+      const originalContext = original ?? rs.fail('llama3 scaling lacks original_max_position_embeddings');
+      return { scaling: { type, factor, lowFreqFactor, highFreqFactor, originalContext }, context };
+    }
+    case 'yarn': {
+      const mscale = rs.optNum('mscale', 0);
+      const mscaleAllDim = rs.optNum('mscale_all_dim', 0);
+      const attentionFactor =
+        rs.optNum('attention_factor', Number.MIN_VALUE) ?? (mscale !== undefined && mscaleAllDim !== undefined && mscaleAllDim > 0 ? yarnMscale(factor, mscale) / yarnMscale(factor, mscaleAllDim) : yarnMscale(factor));
+      return {
+        scaling: {
+          type,
+          factor,
+          originalContext: original ?? context,
+          betaFast: rs.optNum('beta_fast', Number.MIN_VALUE) ?? 32,
+          betaSlow: rs.optNum('beta_slow', Number.MIN_VALUE) ?? 1,
+          attentionFactor,
+          truncate: rs.optBool('truncate') ?? true,
+        },
+        context,
+      };
+    }
+    default:
+      return rs.fail(`rope_type ${JSON.stringify(type)} is not one splitllm runs (linear, dynamic, llama3, yarn): use a checkpoint with one of those or plain RoPE`);
+  }
 }
 
 export async function importHuggingFace(dir: string): Promise<ImportedModel> {

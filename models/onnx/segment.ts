@@ -37,6 +37,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { layerLayout, type LinearSpec, TENSORS as W } from '../../shared/decoder.js';
+import { ropeTables } from '../../shared/rope.js';
 import type { ModelConfig } from '../manifest.js';
 import type { WeightSource } from '../package.js';
 import { quantizedEmbedding } from './embedding.js';
@@ -166,20 +167,9 @@ export function checkRange(c: ModelConfig, from: number, to: number): void {
   }
 }
 
-/** RoPE tables [maxSeq, headDim/2]: angle = pos · theta^(-2i/headDim), computed as llama2.c does (float32). */
-export function ropeTables(c: ModelConfig): { cos: Float32Array; sin: Float32Array } {
-  const half = c.headDim / 2;
-  const cos = new Float32Array(c.maxSeq * half);
-  const sin = new Float32Array(c.maxSeq * half);
-  for (let i = 0; i < half; i++) {
-    const freq = Math.fround(1 / Math.fround(Math.pow(c.ropeTheta, Math.fround((2 * i) / c.headDim))));
-    for (let p = 0; p < c.maxSeq; p++) {
-      const a = Math.fround(p * freq);
-      cos[p * half + i] = Math.cos(a);
-      sin[p * half + i] = Math.sin(a);
-    }
-  }
-  return { cos, sin };
+/** The model's RoPE tables [maxSeq, headDim/2] (shared/rope.ts: plain, or with the config's scaling). */
+export function modelRopeTables(c: ModelConfig): { cos: Float32Array; sin: Float32Array } {
+  return ropeTables(c.maxSeq, c.headDim, c.ropeTheta, c.ropeScaling);
 }
 
 export function buildSegment(c: ModelConfig, weights: WeightSource, from: number, to: number, opts: SegmentOptions = {}): BuiltSegment {
@@ -244,7 +234,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
   if (to > from) {
     g.input('position_ids', DT.INT64, ['batch', 'tokens']);
     if (io.keyPositions) g.input('key_positions', DT.INT64, ['batch', 'total']);
-    const { cos, sin } = ropeTables(c);
+    const { cos, sin } = modelRopeTables(c);
     const cosT = g.f32('rope_cos', [c.maxSeq, hd / 2], cos);
     const sinT = g.f32('rope_sin', [c.maxSeq, hd / 2], sin);
     // [B,T,1,hd/2]: broadcast over heads
