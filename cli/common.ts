@@ -163,17 +163,42 @@ export function readJsonFile(path: string, what: string, hint = 'check the path'
   }
 }
 
-/** Progress lines on stderr, at most one every `everyMs` (always the last one). */
-export function progress(label: string, everyMs = 2000): (done: number, total: number) => void {
+/**
+ * Progress on stderr for long steps: what runs, how far (`done/total`, or bytes with `bytes`), the time so
+ * far and an estimate of the rest. On a terminal one line updates in place; elsewhere a line at most every
+ * `everyMs` (and always the last). `quiet` (a command's --json) says nothing.
+ */
+export function progress(label: string, opts: number | { everyMs?: number; bytes?: boolean; quiet?: boolean } = {}): (done: number, total: number) => void {
+  const o = typeof opts === 'number' ? { everyMs: opts } : opts;
+  if (o.quiet) return () => {};
+  const tty = process.stderr.isTTY === true;
+  const everyMs = o.everyMs ?? (tty ? 200 : 2000);
   let last = 0;
   const t0 = Date.now();
+  const amount = (n: number): string => (o.bytes ? formatBytes(n) : String(n));
   return (done, total) => {
     const now = Date.now();
     if (done < total && now - last < everyMs) return;
     last = now;
-    const secs = ((now - t0) / 1000).toFixed(1);
-    process.stderr.write(`${label}: ${done}/${total} (${secs}s)\n`);
+    const secs = (now - t0) / 1000;
+    const pct = total > 0 ? ` ${((100 * done) / total).toFixed(0)}%` : '';
+    const eta = done > 0 && done < total && secs >= 1 ? `, ~${Math.ceil((secs * (total - done)) / done)}s left` : '';
+    const line = `${label}: ${amount(done)}/${amount(total)}${pct} (${secs.toFixed(1)}s${eta})`;
+    if (tty) process.stderr.write(`\r\x1b[K${line}${done >= total ? '\n' : ''}`);
+    else process.stderr.write(`${line}\n`);
   };
+}
+
+/** 1.23 GB, 45.6 MB, 789 kB: decimal units, three digits. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  return `${i === 0 ? v : v.toPrecision(3)} ${units[i]}`;
 }
 
 /** --speculate / --draft-tokens, else the plan's choice, as the agent's speculation (undefined: off). */

@@ -10,7 +10,7 @@ import { SplitLLMError } from '../shared/errors.js';
 import { numel } from '../shared/tensor.js';
 import { Fields, failWith } from '../shared/fields.js';
 import { expectedTensors, MANIFEST_FILE, type Manifest, type ModelConfig, validateConfig } from './manifest.js';
-import { SafetensorsFile, writeSafetensors } from './safetensors.js';
+import { dtypeBytes, narrow, SafetensorsFile, widen, writeSafetensorsStream, type FloatDtype, type StoredTensor, type StreamedTensor } from './safetensors.js';
 import type { BuiltSegment, SegmentOptions } from './onnx/segment.js';
 import { checkExportIO, parseExportIO } from './onnx-import/analyze.js';
 import { loadOnnx } from './onnx-import/load.js';
@@ -20,8 +20,11 @@ import { parseTokenizerConfig, TextTokenizer, type TokenizerConfig } from './tok
 /** Read access to a model's float weights by package tensor name. */
 export interface WeightSource {
   has(name: string): boolean;
+  /** float32 values (widened from the stored type): one tensor at a time, not kept */
   get(name: string): Float32Array;
   shape(name: string): number[];
+  /** the tensor as stored (bf16, f16 or f32), streamed: import copies these without widening */
+  stored?(name: string): StoredTensor;
   /** a source that is a whole graph (an imported ONNX export) makes its own segments */
   buildSegment?(c: ModelConfig, from: number, to: number, opts: SegmentOptions): BuiltSegment;
   /** such a source's linear weights of a layer (the LM head at L) by its own names, [out, in] sizes */
@@ -45,16 +48,31 @@ export class MemoryWeights implements WeightSource {
   }
 }
 
-class SafetensorsWeights implements WeightSource {
-  constructor(private readonly file: SafetensorsFile) {}
+/** Weights read from safetensors files (a package's one file, or a checkpoint's shards), a tensor at a time. */
+export class SafetensorsWeights implements WeightSource {
+  private readonly byName = new Map<string, SafetensorsFile>();
+  constructor(private readonly files: SafetensorsFile[]) {
+    for (const f of files) for (const name of f.tensors.keys()) if (!this.byName.has(name)) this.byName.set(name, f);
+  }
+  private file(name: string): SafetensorsFile {
+    const f = this.byName.get(name);
+    if (!f) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} is in no safetensors file: the weights do not match the model config`);
+    return f;
+  }
   has(name: string): boolean {
-    return this.file.has(name);
+    return this.byName.has(name);
   }
   get(name: string): Float32Array {
-    return this.file.readF32(name);
+    return this.file(name).readF32(name);
   }
   shape(name: string): number[] {
-    return this.file.info(name).shape;
+    return this.file(name).info(name).shape;
+  }
+  stored(name: string): StoredTensor {
+    return this.file(name).stored(name);
+  }
+  close(): void {
+    for (const f of this.files) f.close();
   }
 }
 
@@ -62,7 +80,8 @@ class SafetensorsWeights implements WeightSource {
 export interface ImportedModel {
   name: string;
   config: ModelConfig;
-  tensors: Map<string, { shape: number[]; data: Float32Array }>;
+  /** the weights: in memory (llama2.c, GGUF, synthetic) or read from the source's files as needed (Hugging Face) */
+  weights: WeightSource;
   tokenizerJson: Record<string, unknown>;
   /** tokenizer_config.json's chat template and special tokens, when the source has one */
   tokenizerConfig?: TokenizerConfig;
@@ -124,7 +143,7 @@ export class ModelPackage {
 
   static fromImported(m: ImportedModel): ModelPackage {
     const manifest = memoryManifest(m.name, m.config, m.sha256 ?? 'unknown', m.source);
-    return new ModelPackage(manifest, new MemoryWeights(m.tensors), m.tokenizerJson, undefined, m.tokenizerConfig);
+    return new ModelPackage(manifest, m.weights, m.tokenizerJson, undefined, m.tokenizerConfig);
   }
 
   static load(dir: string): ModelPackage {
@@ -145,7 +164,7 @@ export class ModelPackage {
       const graph = loadOnnx(gpath);
       checkExportIO(graph, manifest.graph.io, gpath);
       weights = new OnnxExportWeights(graph, manifest.graph.io, gpath);
-    } else weights = new SafetensorsWeights(new SafetensorsFile(join(dir, manifest.weights)));
+    } else weights = new SafetensorsWeights([new SafetensorsFile(join(dir, manifest.weights))]);
     let tokenizerJson: Record<string, unknown> | undefined;
     if (manifest.tokenizer !== '') {
       const tpath = join(dir, manifest.tokenizer);
@@ -232,22 +251,52 @@ export function readTokenizerConfig(dir: string): TokenizerConfig | undefined {
   return parseTokenizerConfig(raw, p);
 }
 
-/** Writes an imported model as a package directory and returns its manifest. */
-export async function writePackage(dir: string, m: ImportedModel, dtype: 'F32' | 'F16' = 'F32'): Promise<Manifest> {
+/** How `writePackage` stores weights: as the source stores them ('auto'), or converted. */
+export type PackageDtype = 'auto' | FloatDtype;
+
+const CHUNK_BYTES = 16 << 20;
+
+/**
+ * Writes an imported model as a package directory and returns its manifest. Tensors stream one chunk at a
+ * time from the source to the file (memory: a chunk, not the model); 'auto' keeps each tensor's stored
+ * type (a bf16 checkpoint stays bf16; weights held in memory as float32 stay float32), another dtype
+ * converts chunk by chunk. The sha256 is computed over the bytes as they are written.
+ */
+export async function writePackage(dir: string, m: ImportedModel, dtype: PackageDtype = 'auto', onProgress?: (done: number, total: number) => void): Promise<Manifest> {
   mkdirSync(dir, { recursive: true });
-  const order = [...expectedTensors(m.config).keys()];
+  const src = m.weights;
+  const tensors: StreamedTensor[] = [...expectedTensors(m.config)].map(([name, shape]) => {
+    if (!src.has(name)) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} is missing from the imported model`);
+    const got = src.shape(name);
+    if (got.join(',') !== shape.join(',')) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} has shape [${got}], the config implies [${shape}]`);
+    const stored = src.stored?.(name);
+    const out: FloatDtype = dtype === 'auto' ? (stored?.dtype ?? 'F32') : dtype;
+    return {
+      name,
+      shape,
+      dtype: out,
+      write(put) {
+        if (stored) {
+          for (const chunk of stored.chunks(CHUNK_BYTES)) put(stored.dtype === out ? chunk : narrow(widen(chunk, stored.dtype), out));
+          return;
+        }
+        const data = src.get(name);
+        if (numel(shape) !== data.length) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} data does not match its shape`);
+        const step = CHUNK_BYTES / 4;
+        for (let i = 0; i < data.length; i += step) put(narrow(data.subarray(i, Math.min(data.length, i + step)), out));
+      },
+    };
+  });
+  const total = tensors.reduce((a, t) => a + numel(t.shape) * dtypeBytes(t.dtype), 0);
   const wpath = join(dir, WEIGHTS_FILE);
-  writeSafetensors(
-    wpath,
-    order.map((name) => {
-      const t = m.tensors.get(name);
-      if (!t) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} is missing from the imported model`);
-      if (numel(t.shape) !== t.data.length) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} data does not match its shape`);
-      return { name, shape: t.shape, data: t.data };
-    }),
-    { format: 'pt' },
-    dtype,
-  );
+  const hash = createHash('sha256');
+  let done = 0;
+  writeSafetensorsStream(wpath, tensors, { format: 'pt' }, (b) => {
+    hash.update(b);
+    done += b.byteLength;
+    onProgress?.(Math.min(done, total), total);
+  });
+  onProgress?.(total, total);
   writeFileSync(join(dir, TOKENIZER_FILE), JSON.stringify(m.tokenizerJson));
   if (m.tokenizerConfig) writeFileSync(join(dir, TOKENIZER_CONFIG_FILE), JSON.stringify(m.tokenizerConfig, null, 2) + '\n');
   const manifest: Manifest = {
@@ -257,11 +306,29 @@ export async function writePackage(dir: string, m: ImportedModel, dtype: 'F32' |
     config: m.config,
     weights: WEIGHTS_FILE,
     tokenizer: TOKENIZER_FILE,
-    weightsSha256: await sha256File(wpath),
+    weightsSha256: hash.digest('hex'),
     source: m.source,
   };
   writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
   return manifest;
+}
+
+/**
+ * sha256 over every tensor's name and stored bytes, in the config's order: the identity of weights opened
+ * without a package (a Hugging Face folder), streamed.
+ */
+export function weightsSha256(c: ModelConfig, w: WeightSource): string {
+  const h = createHash('sha256');
+  for (const name of expectedTensors(c).keys()) {
+    h.update(name);
+    const stored = w.stored?.(name);
+    if (stored) for (const chunk of stored.chunks(CHUNK_BYTES)) h.update(chunk);
+    else {
+      const d = w.get(name);
+      h.update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+    }
+  }
+  return h.digest('hex');
 }
 
 /** sha256 over the export's files in order (the model file, then its external data): its identity on the wire. */
@@ -327,7 +394,8 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<M
     if (existsSync(join(path, MANIFEST_FILE))) return ModelPackage.load(path);
     if (existsSync(join(path, 'config.json'))) {
       const { importHuggingFace } = await import('./importers/hf.js');
-      return ModelPackage.fromImported(await importHuggingFace(path));
+      const m = await importHuggingFace(path);
+      return ModelPackage.fromImported({ ...m, sha256: weightsSha256(m.config, m.weights) });
     }
     throw new SplitLLMError('E_BAD_PACKAGE', `${path} holds neither ${MANIFEST_FILE} nor config.json: pass a splitllm package or a Hugging Face model directory`);
   }

@@ -6,10 +6,50 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { SplitLLMError } from '../shared/errors.js';
 import { Fields } from '../shared/fields.js';
-import { bf16ArrayToF32, f16ArrayToF32, f32ToF16Bits as f32ToF16, numel } from '../shared/tensor.js';
+import { bf16ArrayToF32, f16ArrayToF32, f32ToBf16Bits, f32ToF16Bits as f32ToF16, numel } from '../shared/tensor.js';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'I8';
 const DTYPE_BYTES: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, I8: 1 };
+
+/** The floating-point types a package stores weights in. */
+export type FloatDtype = 'F32' | 'F16' | 'BF16';
+export const FLOAT_DTYPES: readonly FloatDtype[] = ['F32', 'F16', 'BF16'];
+export function isFloatDtype(d: string): d is FloatDtype {
+  return (FLOAT_DTYPES as readonly string[]).includes(d);
+}
+export function dtypeBytes(d: SafetensorsDtype): number {
+  return DTYPE_BYTES[d];
+}
+
+/** A tensor's values as stored, read in chunks without widening them (import streams these). */
+export interface StoredTensor {
+  dtype: FloatDtype;
+  shape: number[];
+  /**
+   * The stored bytes in order, at most `maxBytes` each (a multiple of the element size). Each chunk is a
+   * view of one reused buffer: use it before asking for the next.
+   */
+  chunks(maxBytes: number): Iterable<Uint8Array>;
+}
+
+/** Values of `bytes` (stored as `dtype`) as float32; F32 is viewed, not copied, when aligned. */
+export function widen(bytes: Uint8Array, dtype: FloatDtype): Float32Array {
+  if (dtype === 'F32') {
+    if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    return new Float32Array(bytes.slice().buffer);
+  }
+  const h = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2) : new Uint16Array(bytes.slice().buffer);
+  return dtype === 'F16' ? f16ArrayToF32(h) : bf16ArrayToF32(h);
+}
+
+/** float32 values stored as `dtype` (F16 and BF16 round to nearest even). */
+export function narrow(values: Float32Array, dtype: FloatDtype): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  const h = new Uint16Array(values.length);
+  if (dtype === 'F16') for (let i = 0; i < h.length; i++) h[i] = f32ToF16(values[i]!);
+  else for (let i = 0; i < h.length; i++) h[i] = f32ToBf16Bits(values[i]!);
+  return new Uint8Array(h.buffer);
+}
 
 function isDtype(v: unknown): v is SafetensorsDtype {
   return typeof v === 'string' && Object.hasOwn(DTYPE_BYTES, v);
@@ -97,6 +137,34 @@ export class SafetensorsFile {
     }
   }
 
+  /** A float tensor as stored, streamed in chunks (E_BAD_PACKAGE for an integer tensor). */
+  stored(name: string): StoredTensor {
+    const t = this.info(name);
+    const dtype = t.dtype;
+    if (!isFloatDtype(dtype)) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} has dtype ${t.dtype}, expected a float type`);
+    const fd = this.fd;
+    const path = this.path;
+    return {
+      dtype,
+      shape: t.shape,
+      *chunks(maxBytes: number) {
+        const len = t.end - t.begin;
+        const step = Math.max(DTYPE_BYTES[dtype], maxBytes - (maxBytes % DTYPE_BYTES[dtype]));
+        const buf = new Uint8Array(new ArrayBuffer(Math.min(step, len)));
+        for (let off = 0; off < len; ) {
+          const want = Math.min(buf.length, len - off);
+          for (let got = 0; got < want; ) {
+            const n = readSync(fd, buf, got, want - got, t.begin + off + got);
+            if (n <= 0) throw new SplitLLMError('E_CHECKPOINT_TRUNCATED', `${path} ended early while reading: the file is truncated`);
+            got += n;
+          }
+          yield buf.subarray(0, want);
+          off += want;
+        }
+      },
+    };
+  }
+
   private readBytes(t: TensorInfo): Uint8Array {
     const len = t.end - t.begin;
     const buf = new Uint8Array(new ArrayBuffer(len)); // fresh, aligned
@@ -128,39 +196,62 @@ export function writeSafetensors(
   path: string,
   tensors: Iterable<TensorToWrite> | TensorToWrite[],
   metadata: Record<string, string> = {},
-  dtype: 'F32' | 'F16' = 'F32',
+  dtype: 'F32' | 'F16' | 'BF16' = 'F32',
 ): void {
   const list = [...tensors];
+  for (const t of list) if (numel(t.shape) !== t.data.length) throw new Error(`tensor ${t.name}: shape ${t.shape} does not match ${t.data.length} values`);
+  writeSafetensorsStream(
+    path,
+    list.map((t) => ({ name: t.name, shape: t.shape, dtype, write: (put) => put(narrow(t.data, dtype)) })),
+    metadata,
+  );
+}
+
+/** One tensor of a streamed write: its stored type and a function that hands over its bytes in order. */
+export interface StreamedTensor {
+  name: string;
+  shape: number[];
+  dtype: FloatDtype;
+  write(put: (bytes: Uint8Array) => void): void;
+}
+
+/**
+ * Writes a safetensors file tensor by tensor from producers that hand over chunks (memory: one chunk);
+ * every byte written also goes to `onBytes` (a hash of the file). Returns the file's size.
+ */
+export function writeSafetensorsStream(path: string, tensors: StreamedTensor[], metadata: Record<string, string> = {}, onBytes?: (b: Uint8Array) => void): number {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let off = 0;
-  const width = dtype === 'F32' ? 4 : 2;
-  for (const t of list) {
-    if (numel(t.shape) !== t.data.length) throw new Error(`tensor ${t.name}: shape ${t.shape} does not match ${t.data.length} values`);
-    const len = t.data.length * width;
-    header[t.name] = { dtype, shape: t.shape, data_offsets: [off, off + len] };
+  for (const t of tensors) {
+    const len = numel(t.shape) * DTYPE_BYTES[t.dtype];
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + len] };
     off += len;
   }
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((json.length + 8) % 8)) % 8);
   const hbytes = Buffer.from(json, 'utf8');
   const fd = openSync(path, 'w');
+  let size = 0;
+  const put = (b: Uint8Array): void => {
+    writeAll(fd, b);
+    onBytes?.(b);
+    size += b.byteLength;
+  };
   try {
     const lenBuf = Buffer.alloc(8);
     lenBuf.writeBigUInt64LE(BigInt(hbytes.length));
-    writeSync(fd, lenBuf);
-    writeSync(fd, hbytes);
-    for (const t of list) {
-      if (dtype === 'F32') {
-        writeAll(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-      } else {
-        const h = new Uint16Array(t.data.length);
-        for (let i = 0; i < h.length; i++) h[i] = f32ToF16(t.data[i]!);
-        writeAll(fd, new Uint8Array(h.buffer));
-      }
+    put(lenBuf);
+    put(hbytes);
+    for (const t of tensors) {
+      const start = size;
+      t.write(put);
+      const want = numel(t.shape) * DTYPE_BYTES[t.dtype];
+      if (size - start !== want) throw new Error(`tensor ${t.name}: wrote ${size - start} bytes, its shape and dtype need ${want}`);
     }
   } finally {
     closeSync(fd);
   }
+  return size;
 }
 
 function writeAll(fd: number, bytes: Uint8Array): void {

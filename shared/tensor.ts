@@ -66,6 +66,14 @@ export function f16ArrayToF32(src: Uint16Array, dst = new Float32Array(src.lengt
   return dst;
 }
 
+/** float32 → bfloat16 (round to nearest even; NaN stays NaN), as a uint16 bit pattern. */
+export function f32ToBf16Bits(value: number): number {
+  f32[0] = value;
+  const x = u32[0]!;
+  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) return (x >>> 16) | 0x40;
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
 /** bfloat16 bit patterns → float32 (exact). */
 export function bf16ArrayToF32(src: Uint16Array, dst = new Float32Array(src.length)): Float32Array {
   const out = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { importHuggingFace } from '../models/importers/hf.js';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { W, type ModelConfig } from '../models/manifest.js';
@@ -105,7 +105,7 @@ it('imports Qwen2 naming (q/k/v biases, untied head, F16 shards) and Mistral nam
     const src: ImportedModel = syntheticModel('tiny', 11, overrides as Partial<ModelConfig>);
     const dir = mkdtempSync(join(tmp, `${type}-`));
     const { expectedTensors } = await import('../models/manifest.js');
-    writeHfDir(dir, { config: src.config, weights: (n) => src.tensors.get(n)!.data, shapes: expectedTensors(src.config), tokenizerJson: src.tokenizerJson }, type, false, 'F16');
+    writeHfDir(dir, { config: src.config, weights: (n) => src.weights.get(n), shapes: expectedTensors(src.config), tokenizerJson: src.tokenizerJson }, type, false, 'F16');
     const imported = await importHuggingFace(dir);
     expect(imported.config.architecture).toBe(type);
     expect(imported.config.qkvBias).toBe(type === 'qwen2');
@@ -115,4 +115,85 @@ it('imports Qwen2 naming (q/k/v biases, untied head, F16 shards) and Mistral nam
     // F16 storage: logits agree to half precision of the weights
     expect(maxAbsDiff(await logitsOf(got, ids), await logitsOf(ref, ids))).toBeLessThan(2e-2);
   }
+});
+
+describe('streamed import of a bf16 checkpoint (a shape fixture with its layers cut)', () => {
+  it('Llama-3.2-1B layout, 1 layer: the package keeps bf16 bit for bit, its bytes equal the shards, the rope scaling is recorded', async () => {
+    const { writeShapeModel } = await import('../bench/shapes.js');
+    const { readFileSync, statSync, readdirSync } = await import('node:fs');
+    const { SafetensorsFile } = await import('../models/safetensors.js');
+    const src = join(tmp, 'shape-1b');
+    const written = writeShapeModel('llama-3.2-1b', src, { seed: 3, layers: 1 });
+    // the published layout: two shards and their index naming every tensor
+    const shards = readdirSync(src).filter((f) => f.endsWith('.safetensors')).sort();
+    expect(shards).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+    const index = JSON.parse(readFileSync(join(src, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+    expect(Object.keys(index.weight_map)).toHaveLength(1 + 9 + 1); // embedding, one layer, final norm (tied: no lm_head)
+    const imported = await importHuggingFace(src);
+    expect(imported.config.ropeScaling).toEqual({ type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 8192 });
+    const out = join(tmp, 'pkg-1b');
+    let last = 0;
+    const manifest = await writePackage(out, imported, 'auto', (done, total) => {
+      expect(done).toBeGreaterThanOrEqual(last);
+      expect(total).toBe(written);
+      last = done;
+    });
+    expect(last).toBe(written);
+    const pkgFile = new SafetensorsFile(join(out, 'model.safetensors'));
+    const shardFiles = shards.map((f) => new SafetensorsFile(join(src, f)));
+    try {
+      for (const name of pkgFile.tensors.keys()) {
+        const a = pkgFile.stored(name);
+        const from = shardFiles.find((f) => f.has(name))!;
+        expect(a.dtype, name).toBe('BF16');
+        const bytes = (t: ReturnType<typeof pkgFile.stored>): Buffer => Buffer.concat([...t.chunks(1 << 20)].map((c) => Buffer.from(c)));
+        expect(bytes(a).equals(bytes(from.stored(name))), name).toBe(true);
+      }
+    } finally {
+      pkgFile.close();
+      for (const f of shardFiles) f.close();
+    }
+    // the package is the checkpoint's weights plus a header: ≤ 1.05× its bytes
+    const pkgBytes = statSync(join(out, 'model.safetensors')).size;
+    expect(pkgBytes).toBeLessThan(written * 1.05);
+    expect(pkgBytes).toBeGreaterThan(written);
+    // the streamed hash is the file's
+    const { sha256File } = await import('../models/package.js');
+    expect(manifest.weightsSha256).toBe(await sha256File(join(out, 'model.safetensors')));
+    // opened as a folder or as the package, the same float weights (bf16 widened exactly both ways)
+    const direct = await openModel(src);
+    const pkg = await openModel(out);
+    for (const name of [W.q(0), W.down(0), W.norm]) expect(maxAbsDiff(direct.weights.get(name), pkg.weights.get(name)), name).toBe(0);
+    expect(direct.hash).toMatch(/^[0-9a-f]{64}$/);
+  });
+});
+
+it('--dtype converts chunk by chunk: f16 and bf16 packages of float32 weights hold them within their precision', async () => {
+  const { SafetensorsFile } = await import('../models/safetensors.js');
+  const src = syntheticModel('tiny', 4);
+  for (const [dtype, tol] of [['F16', 1e-3], ['BF16', 1e-2]] as const) {
+    const out = join(tmp, `tiny-${dtype}`);
+    await writePackage(out, src, dtype);
+    const f = new SafetensorsFile(join(out, 'model.safetensors'));
+    try {
+      expect(f.info(W.q(0)).dtype).toBe(dtype);
+      const d = maxAbsDiff(f.readF32(W.embed), src.weights.get(W.embed));
+      expect(d).toBeGreaterThan(0);
+      expect(d).toBeLessThan(tol);
+    } finally {
+      f.close();
+    }
+  }
+});
+
+it('float32 → bfloat16 rounds to nearest even and keeps infinities and NaN', async () => {
+  const { f32ToBf16Bits, bf16ArrayToF32 } = await import('../shared/tensor.js');
+  const back = (v: number): number => bf16ArrayToF32(Uint16Array.of(f32ToBf16Bits(v)))[0]!;
+  expect(back(1)).toBe(1);
+  expect(back(1 + 2 ** -8)).toBe(1); // a tie: to even (1.0)
+  expect(back(1 + 3 * 2 ** -8)).toBe(1 + 2 ** -6); // a tie: to even (up)
+  expect(back(1 + 2 ** -8 + 2 ** -20)).toBe(1 + 2 ** -7); // past the tie: up
+  expect(back(-Infinity)).toBe(-Infinity);
+  expect(back(3.4e38)).toBe(Infinity);
+  expect(Number.isNaN(back(NaN))).toBe(true);
 });

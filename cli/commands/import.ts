@@ -3,7 +3,8 @@ import { resolve } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { DEFAULT_MODEL_DIR } from '../../models/default-model.js';
 import { parameterCount } from '../../models/manifest.js';
-import { isGguf, isOnnxExport, writeOnnxPackage, writePackage, type ImportedModel } from '../../models/package.js';
+import { isGguf, isOnnxExport, SafetensorsWeights, writeOnnxPackage, writePackage, type ImportedModel } from '../../models/package.js';
+import { progress } from '../common.js';
 import { SYNTHETIC_PRESETS, syntheticModel, syntheticPreset } from '../../models/importers/synthetic.js';
 import { defineCommand, opt } from '../options.js';
 
@@ -16,6 +17,7 @@ export const importCommand = defineCommand({
   usage: 'splitllm import <checkpoint.bin | model.gguf | model.onnx | onnx-dir | hf-dir> --out DIR [--tokenizer tok.bin] [--force] | splitllm import --synthetic PRESET --out DIR [--seed N]',
   examples: [
     'splitllm import ../shared/fixtures/stories260K/stories260K.bin --out models/stories260K',
+    'splitllm import ./Llama-3.2-1B --out models/llama-3.2-1b            # bf16 stays bf16',
     'splitllm import ./TinyLlama-1.1B --out models/tinyllama --dtype f16',
     'splitllm import ../shared/fixtures/gguf/stories260K.gguf --out models/stories260K-gguf',
     'splitllm import ../shared/fixtures/onnx/ortgenai-tiny-random-llama-fp16 --out models/tiny-genai',
@@ -29,7 +31,7 @@ export const importCommand = defineCommand({
     synthetic: opt.string({ description: `write seeded random weights in a real model shape instead: ${Object.keys(SYNTHETIC_PRESETS).join(', ')}`, valueName: 'PRESET' }),
     seed: opt.int({ default: 1234, description: 'seed for --synthetic' }),
     layers: opt.int({ min: 1, description: 'override the layer count of a --synthetic preset' }),
-    dtype: opt.choice({ choices: ['f32', 'f16'] as const, default: 'f32', description: 'weight storage' }),
+    dtype: opt.choice({ choices: ['auto', 'f32', 'f16', 'bf16'] as const, default: 'auto', description: 'weight storage: auto keeps what the source stores (a bf16 checkpoint stays bf16, streamed tensor by tensor); f32/f16/bf16 convert' }),
     json: opt.flag({ description: 'print the manifest as JSON' }),
   },
   async run(v, positionals) {
@@ -70,8 +72,14 @@ export const importCommand = defineCommand({
         model = await importLlama2c(src, v.tokenizer ?? findLlama2cTokenizer(src));
       }
     } else throw new SplitLLMError('E_USAGE', 'nothing to import');
-    process.stderr.write(`writing ${model.name} (${(parameterCount(model.config) / 1e6).toFixed(2)}M parameters) to ${out}\n`);
-    const manifest = await writePackage(out, model, v.dtype === 'f16' ? 'F16' : 'F32');
+    if (!v.json) process.stderr.write(`writing ${model.name} (${(parameterCount(model.config) / 1e6).toFixed(2)}M parameters) to ${out}\n`);
+    const dtype = v.dtype === 'auto' ? 'auto' : v.dtype === 'f32' ? 'F32' : v.dtype === 'f16' ? 'F16' : 'BF16';
+    let manifest;
+    try {
+      manifest = await writePackage(out, model, dtype, progress(`import ${model.name}`, { bytes: true, quiet: v.json }));
+    } finally {
+      if (model.weights instanceof SafetensorsWeights) model.weights.close();
+    }
     // load it back: the package must open as written
     const { ModelPackage } = await import('../../models/package.js');
     ModelPackage.load(out);

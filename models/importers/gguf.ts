@@ -15,7 +15,7 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { Fields, failWith } from '../../shared/fields.js';
 import { W, expectedTensors, validateConfig, type ModelConfig } from '../manifest.js';
 import { GgufFile, ggmlTypeName, type GgufValue } from '../gguf.js';
-import { sha256File, type ImportedModel } from '../package.js';
+import { MemoryWeights, sha256File, type ImportedModel } from '../package.js';
 import { sentencePieceTokenizerJson } from '../tokenizer/llama2c.js';
 
 /** GGUF architectures imported, and the package architecture each becomes. */
@@ -173,7 +173,7 @@ export async function importGguf(path: string): Promise<ImportedModel> {
       // llama.cpp's llama2.c converter names every model "llama": the file name says more then
       name: ((n) => (n === undefined || n === arch ? basename(path).replace(/\.gguf$/i, '') : n))(md.optStr('general.name', 256)),
       config,
-      tensors,
+      weights: new MemoryWeights(tensors),
       tokenizerJson,
       source: { format: 'gguf', version: g.version, file: basename(path), architecture: arch, tensorTypes: Object.fromEntries(types) },
       sha256: await sha256File(path),

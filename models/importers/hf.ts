@@ -3,7 +3,6 @@
  * tokenizer.json. The families (models/families/) share the tensor names the package uses and set the
  * block's flags; HF checkpoints rotate halves in RoPE, recorded as ropeStyle "half".
  */
-import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
@@ -12,7 +11,7 @@ import { yarnMscale, type RopeScaling } from '../../shared/rope.js';
 import { hfFields, refuse } from '../families/family.js';
 import { familyForHfType } from '../families/registry.js';
 import { expectedTensors, validateConfig, type ModelConfig } from '../manifest.js';
-import { readTokenizerConfig, type ImportedModel } from '../package.js';
+import { readTokenizerConfig, SafetensorsWeights, type ImportedModel } from '../package.js';
 import { SafetensorsFile } from '../safetensors.js';
 
 /** The package config from a parsed config.json: the shared fields here, the block flags from the model's family. */
@@ -125,31 +124,26 @@ export async function importHuggingFace(dir: string): Promise<ImportedModel> {
     throw new SplitLLMError('E_TOKENIZER', `${tpath} is not valid JSON`);
   }
 
-  const hash = createHash('sha256');
-  const shards = files.map((f) => new SafetensorsFile(join(dir, f)));
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  const weights = new SafetensorsWeights(files.map((f) => new SafetensorsFile(join(dir, f))));
   try {
     for (const [name, shape] of expectedTensors(config)) {
-      const shard = shards.find((s) => s.has(name));
-      if (!shard) throw new SplitLLMError('E_BAD_PACKAGE', `${dir}: tensor ${name} is in no safetensors file: the weights do not match config.json`);
-      const got = shard.info(name).shape;
+      if (!weights.has(name)) throw new SplitLLMError('E_BAD_PACKAGE', `${dir}: tensor ${name} is in no safetensors file: the weights do not match config.json`);
+      const got = weights.shape(name);
       if (got.join(',') !== shape.join(',')) {
         throw new SplitLLMError('E_BAD_PACKAGE', `${dir}: tensor ${name} has shape [${got}], config.json implies [${shape}]`);
       }
-      const data = shard.readF32(name);
-      hash.update(name).update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      tensors.set(name, { shape, data });
+      weights.stored(name); // a float type
     }
-  } finally {
-    for (const s of shards) s.close();
+  } catch (e) {
+    weights.close();
+    throw e;
   }
   return {
     name: basename(dir),
     config,
-    tensors,
+    weights,
     tokenizerJson,
     tokenizerConfig: readTokenizerConfig(dir),
     source: { format: 'huggingface', modelType: hfFields(raw, cpath).optStr('model_type', 128), files },
-    sha256: hash.digest('hex'),
   };
 }

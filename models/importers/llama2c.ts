@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { W, type ModelConfig } from '../manifest.js';
-import type { ImportedModel } from '../package.js';
+import { MemoryWeights, type ImportedModel } from '../package.js';
 import { llama2cToTokenizerJson, readLlama2cTokenizer } from '../tokenizer/llama2c.js';
 
 const HEADER_BYTES = 28;
@@ -148,7 +148,7 @@ export async function importLlama2c(path: string, tokenizerPath: string): Promis
   return {
     name: basename(path).replace(/\.bin$/, ''),
     config,
-    tensors,
+    weights: new MemoryWeights(tensors),
     tokenizerJson: llama2cToTokenizerJson(vocab, 1, 2),
     source: { format: 'llama2c-v0', checkpoint: basename(path), tokenizer: basename(tokenizerPath) },
     sha256: createHash('sha256').update(buf).digest('hex'),

@@ -5,7 +5,7 @@
  */
 import { SplitLLMError } from '../../shared/errors.js';
 import { expectedTensors, W, type ModelConfig } from '../manifest.js';
-import type { ImportedModel } from '../package.js';
+import { MemoryWeights, type ImportedModel } from '../package.js';
 import { rng } from '../runtime/sampler.js';
 
 const base = { ropeStyle: 'half' as const, bosId: 1, eosId: 2, qkvBias: false };
@@ -88,7 +88,7 @@ export function syntheticModel(preset: string, seed = 1234, overrides: Partial<M
   return {
     name: `synthetic-${preset}`,
     config,
-    tensors,
+    weights: new MemoryWeights(tensors),
     tokenizerJson: syntheticTokenizerJson(config.vocabSize),
     source: { format: 'synthetic', preset, seed },
   };
