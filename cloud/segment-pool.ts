@@ -15,7 +15,7 @@
 import { SplitLLMError } from '../shared/errors.js';
 import { blockOfWeights } from '../shared/precision.js';
 import type { ModelPackage } from '../models/package.js';
-import { buildSegment } from '../models/onnx/segment.js';
+import { cachedSegment, defaultCacheEvents } from '../models/runtime/segment-cache.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { headEmitterFor } from '../models/weights/registry.js';
 import { SegmentRuntime, type SegmentOutput } from '../models/runtime/segment-runtime.js';
@@ -89,7 +89,7 @@ export class BackSegmentPool {
       (k) => {
         const lin = linearFor(k.bits, k.blockSize);
         const headLinear = headEmitterFor({ headBits: k.headBits, blockSize: k.blockSize });
-        return buildSegment(c, pkg.weights, k.split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin, headLinear });
+        return cachedSegment(pkg, k.split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin, headLinear }, defaultCacheEvents);
       },
       { idleMs, threads, sharedKv: kvSlab },
     );

@@ -15,7 +15,7 @@ import { newSessionId, type SamplingParams } from '../shared/protocol/index.js';
 import type { Connector, FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
-import { buildSegment } from '../models/onnx/segment.js';
+import { cachedSegment, defaultCacheEvents } from '../models/runtime/segment-cache.js';
 import { SharedSegments } from '../models/runtime/shared-segments.js';
 import { StopStrings, TextStream } from '../models/tokenizer/text-stream.js';
 import type { ChatMessage } from '../models/tokenizer/tokenizer.js';
@@ -125,7 +125,7 @@ export class EdgeAgent {
     this.fronts = new SharedSegments(
       c,
       (k) => String(k),
-      (k) => buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, linearFor: options.linearFor, embedBits: options.embedBits }),
+      (k) => cachedSegment(pkg, 0, k, { embed: true, head: false, linearFor: options.linearFor, embedBits: options.embedBits }, defaultCacheEvents),
       { threads: options.threads },
     );
   }

@@ -18,7 +18,7 @@ const out = join(root, 'dist/web');
 mkdirSync(out, { recursive: true });
 
 const NODE_ONLY = /^(node:.*|fs|path|url|os|crypto|module|worker_threads|child_process|ws|onnxruntime-node|sharp)$/;
-const NODE_ONLY_FILES = /(backend-node|connect-node|threads)\.(js|ts)$/;
+const NODE_ONLY_FILES = /(backend-node|connect-node|threads|segment-cache)\.(js|ts)$/;
 
 /** The names a stubbed module exports: a Node builtin's own keys, a project file's `export` declarations. */
 async function exportedNames(path, importer) {

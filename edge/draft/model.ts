@@ -14,7 +14,8 @@ import { isAbsolute, join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { DRAFT_Q_SCALE } from '../../shared/protocol/index.js';
 import { linearFor } from '../../models/onnx/linear.js';
-import { buildSegment, type BuiltSegment } from '../../models/onnx/segment.js';
+import type { BuiltSegment } from '../../models/onnx/segment.js';
+import { cachedSegment, defaultCacheEvents } from '../../models/runtime/segment-cache.js';
 import { openModel, type ModelPackage } from '../../models/package.js';
 import { argmax, type Sampler } from '../../models/runtime/sampler.js';
 import { SegmentRuntime, type SharedSession } from '../../models/runtime/segment-runtime.js';
@@ -52,7 +53,7 @@ export class DraftModel implements DraftProposer {
       throw new SplitLLMError('E_USAGE', `${name}: the draft model has another tokenizer than the model: train the draft with the model's tokenizer`);
     }
     const bits = o.bits ?? 32;
-    const seg = buildSegment(c, pkg.weights, 0, c.nLayers, { embed: true, head: true, ...(bits < 32 ? { linearFor: () => linearFor(bits, 32) } : {}) });
+    const seg = cachedSegment(pkg, 0, c.nLayers, { embed: true, head: true, ...(bits < 32 ? { linearFor: () => linearFor(bits, 32) } : {}) }, defaultCacheEvents);
     const shared = await SegmentRuntime.openSession(seg, { threads: o.threads });
     return new DraftModel(name, pkg, seg, shared);
   }

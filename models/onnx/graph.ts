@@ -19,8 +19,16 @@ export interface Initializer {
   name: string;
   dataType: number;
   dims: number[];
+  /** the values (empty once written to the external data file: see `external`) */
   bytes: Uint8Array;
+  /** where a streamed initializer's values are in the external data file */
+  external?: { offset: number; length: number };
 }
+
+/** Initializers at most this large stay inside the model file. */
+const INLINE_MAX = 1024;
+/** External data offsets are aligned to this (page-aligned, so onnxruntime can map them). */
+const EXTERNAL_ALIGN = 4096;
 
 function tensorBytes(data: Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array | Int8Array): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -34,8 +42,24 @@ export class GraphBuilder {
   private counter = 0;
   private constCache = new Map<string, string>();
   readonly opsets = new Map<string, number>([['', 17]]);
+  private sink?: { fd: number; path: string; offset: number };
 
   constructor(readonly name: string) {}
+
+  /**
+   * From now on every initializer over 1 KiB goes straight to this external data file and is not kept:
+   * a segment of any size is built holding one tensor at a time. `serialize` references the file.
+   */
+  streamExternal(path: string): void {
+    if (this.sink || this.initializers.some((t) => t.bytes.byteLength > INLINE_MAX)) throw new Error('streamExternal must be called before any large initializer');
+    this.sink = { fd: openSync(path, 'w'), path, offset: 0 };
+  }
+
+  /** Closes a streamed external data file without serializing (a build that failed). */
+  abandon(): void {
+    if (this.sink) closeSync(this.sink.fd);
+    this.sink = undefined;
+  }
 
   fresh(prefix: string): string {
     return `${prefix}_${this.counter++}`;
@@ -63,7 +87,15 @@ export class GraphBuilder {
   }
 
   initializer(name: string, dataType: number, dims: number[], data: Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array | Int8Array): string {
-    this.initializers.push({ name, dataType, dims, bytes: tensorBytes(data) });
+    const bytes = tensorBytes(data);
+    if (this.sink && bytes.byteLength > INLINE_MAX) {
+      const pad = (EXTERNAL_ALIGN - (this.sink.offset % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;
+      if (pad) writeAll(this.sink.fd, new Uint8Array(pad));
+      const offset = this.sink.offset + pad;
+      writeAll(this.sink.fd, bytes);
+      this.sink.offset = offset + bytes.byteLength;
+      this.initializers.push({ name, dataType, dims, bytes: new Uint8Array(0), external: { offset, length: bytes.byteLength } });
+    } else this.initializers.push({ name, dataType, dims, bytes });
     return name;
   }
 
@@ -94,7 +126,7 @@ export class GraphBuilder {
   }
 
   initializerBytes(): number {
-    return this.initializers.reduce((a, t) => a + t.bytes.byteLength, 0);
+    return this.initializers.reduce((a, t) => a + (t.external?.length ?? t.bytes.byteLength), 0);
   }
 
   /**
@@ -102,11 +134,29 @@ export class GraphBuilder {
    * (ONNX external data, offsets aligned to 4 KiB) and the model references it by file name.
    */
   serialize(externalDataPath?: string): Uint8Array {
+    const sink = this.sink;
+    if (sink) {
+      closeSync(sink.fd);
+      this.sink = undefined;
+      if (externalDataPath !== undefined && externalDataPath !== sink.path) throw new Error(`this graph streamed its external data to ${sink.path}`);
+    }
+    const streamed = (t: Initializer, file: string): P.ITensorProto => ({
+      name: t.name,
+      dataType: t.dataType,
+      dims: t.dims,
+      dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+      externalData: [
+        { key: 'location', value: basename(file) },
+        { key: 'offset', value: String(t.external!.offset) },
+        { key: 'length', value: String(t.external!.length) },
+      ],
+    });
     let external: { chunks: Uint8Array[]; offset: number } | undefined;
-    if (externalDataPath) external = { chunks: [], offset: 0 };
+    if (externalDataPath && !sink) external = { chunks: [], offset: 0 };
     const init: P.ITensorProto[] = this.initializers.map((t) => {
-      if (external && t.bytes.byteLength > 1024) {
-        const pad = (4096 - (external.offset % 4096)) % 4096;
+      if (t.external) return streamed(t, sink!.path);
+      if (external && t.bytes.byteLength > INLINE_MAX) {
+        const pad = (EXTERNAL_ALIGN - (external.offset % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;
         if (pad) external.chunks.push(new Uint8Array(pad));
         const offset = external.offset + pad;
         external.chunks.push(t.bytes);
@@ -128,10 +178,7 @@ export class GraphBuilder {
     if (external) {
       const fd = openSync(externalDataPath!, 'w');
       try {
-        for (const c of external.chunks) {
-          let off = 0;
-          while (off < c.byteLength) off += writeSync(fd, c, off, Math.min(c.byteLength - off, 1 << 30));
-        }
+        for (const c of external.chunks) writeAll(fd, c);
       } finally {
         closeSync(fd);
       }
@@ -169,4 +216,8 @@ function attr(name: string, v: AttrValue): P.IAttributeProto {
   if ('float' in v) return { name, type: AT.FLOAT, f: v.float };
   if ('floats' in v) return { name, type: AT.FLOATS, floats: v.floats };
   return { name, type: AT.TENSOR, t: v.tensor };
+}
+
+function writeAll(fd: number, b: Uint8Array): void {
+  for (let off = 0; off < b.byteLength; ) off += writeSync(fd, b, off, Math.min(b.byteLength - off, 1 << 30));
 }

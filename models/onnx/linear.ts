@@ -11,6 +11,30 @@ import { int8PerChannel } from '../../quantization/weights/smoothquant.js';
 import { DT, type GraphBuilder } from './graph.js';
 import { float32Linear, type LinearEmitter, type LinearWeight } from './segment.js';
 
+/**
+ * A digest of names and float arrays (FNV-1a, two 32-bit lanes): an emitter whose output depends on
+ * calibrated values says which in its id, so that the segment cache keys it by them.
+ */
+export function digestArrays(items: (string | Float32Array | undefined)[]): string {
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ 0x5bd1e995;
+  const mix = (x: number): void => {
+    a = Math.imul(a ^ x, 0x01000193) >>> 0;
+    b = Math.imul(b ^ x, 0x5bd1e995) >>> 0;
+  };
+  for (const it of items) {
+    if (it === undefined) mix(0xfffffffe);
+    else if (typeof it === 'string') for (let i = 0; i < it.length; i++) mix(it.charCodeAt(i));
+    else {
+      mix(it.length);
+      const u = new Uint32Array(it.buffer, it.byteOffset, it.length);
+      for (let i = 0; i < u.length; i++) mix(u[i]!);
+    }
+    mix(0xffffffff);
+  }
+  return a.toString(16).padStart(8, '0') + b.toString(16).padStart(8, '0');
+}
+
 export interface ChannelTransform {
   /** per input channel multiplier s: the weight is quantized as W·diag(s), x is multiplied by 1/s */
   scale?: Float32Array;
@@ -44,7 +68,7 @@ export function nbitsLinear(bits: number, blockSize: number, transforms?: Map<st
   checkWeightBits(bits, blockSize);
   if (bits > 8) throw new SplitLLMError('E_BAD_ARGUMENT', `MatMulNBits takes 2–8 bits, not ${bits}`);
   return {
-    id: `nbits${bits}b${blockSize}${transforms ? '+t' : ''}${accuracyLevel === NBITS_ACCURACY_LEVEL ? '' : `a${accuracyLevel}`}`,
+    id: `nbits${bits}b${blockSize}${transforms ? `+t${digestArrays([...transforms].flatMap(([n, t]) => [n, t.scale, t.clip]))}` : ''}${accuracyLevel === NBITS_ACCURACY_LEVEL ? '' : `a${accuracyLevel}`}`,
     // blockwise quantization is per output row: stacked rows quantize as they would apart
     stackable: transforms === undefined,
     linear(g: GraphBuilder, x: string, w: LinearWeight): string {
@@ -90,7 +114,7 @@ export function linearFor(bits: number, blockSize = 32, transforms?: Map<string,
  */
 export function w8a8Linear(smoothing: Map<string, Float32Array>, normFolds = new Map<string, Float32Array>(), folded = new Set<string>()): LinearEmitter {
   return {
-    id: 'w8a8',
+    id: `w8a8+${digestArrays([...smoothing, ...normFolds].flatMap(([n, v]) => [n, v]).concat([...folded].sort()))}`,
     normScale: (name) => normFolds.get(name),
     linear(g, x, w) {
       const s = smoothing.get(w.name);

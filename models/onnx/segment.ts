@@ -33,7 +33,8 @@
  * graph from position_ids. Linear layers go through a `LinearEmitter` so that weight quantizers can
  * replace the float MatMul with MatMulNBits or integer kernels.
  */
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { layerLayout, type LinearSpec, TENSORS as W } from '../../shared/decoder.js';
@@ -106,11 +107,13 @@ export interface SegmentOptions {
   headLinear?: LinearEmitter;
   /**
    * Write initializers to external data when the segment's weights pass this many bytes (default
-   * 1.9 GB, below protobuf's 2 GB limit). Requires `dir`.
+   * 1.9 GB, below protobuf's 2 GB limit), in `dir` or else a temporary folder.
    */
   externalDataThreshold?: number;
   /** Folder for the external data file (and the model file when external data is used). */
   dir?: string;
+  /** 'always' (with `dir`): the model file and its external data go to `dir` whatever the size, streamed as built (the segment cache) */
+  externalData?: 'always';
 }
 
 export interface SegmentIO {
@@ -130,6 +133,8 @@ export interface BuiltSegment extends SegmentIO {
   model?: Uint8Array;
   /** the model file path when the weights went to external data */
   modelPath?: string;
+  /** a temporary folder holding modelPath and its data, removed once a session has loaded them */
+  temporaryDir?: string;
   weightBytes: number;
   /** an imported export without past inputs (models/onnx-import): the runtime feeds every position each step */
   recompute?: boolean;
@@ -177,252 +182,269 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
   if (weights.buildSegment) return weights.buildSegment(c, from, to, opts);
   const io = segmentIO(c, from, to, opts);
   const g = new GraphBuilder(`splitllm_${from}_${to}`);
-  const D = c.dim;
-  const KV = c.nKvHeads;
-  const hd = c.headDim;
-  const G = c.nHeads / c.nKvHeads;
-  const linearFor = opts.linearFor ?? (() => float32Linear);
-
-  let x: string;
-  if (io.first) {
-    g.input('input_ids', DT.INT64, ['batch', 'tokens']);
-    x =
-      (opts.embedBits ?? 32) < 32
-        ? quantizedEmbedding(g, W.embed, weights.get(W.embed), c.vocabSize, D, opts.embedBits!, 32, 'input_ids')
-        : g.op('Gather', [g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed)), 'input_ids'], { axis: 0 });
-  } else {
-    x = g.input('hidden_states', DT.FLOAT, ['batch', 'tokens', D]);
+  // a segment written to a folder streams its weights to external data as they are made (memory: a tensor)
+  const streamTo = opts.dir && opts.externalData === 'always' ? join(opts.dir, `segment_${from}_${to}.onnx`) : undefined;
+  if (streamTo) g.streamExternal(`${streamTo}.data`);
+  try {
+    emit();
+  } catch (e) {
+    g.abandon();
+    throw e;
   }
+  function emit(): void {
+    const D = c.dim;
+    const KV = c.nKvHeads;
+    const hd = c.headDim;
+    const G = c.nHeads / c.nKvHeads;
+    const linearFor = opts.linearFor ?? (() => float32Linear);
 
-  // the default graph uses onnxruntime's fused kernels where they are faster (measured: bench/kv-position
-  // and bench/decode); the reference graph stays in plain ONNX ops, the form the fused one is tested against
-  const fused = io.attention === 'resident';
-  const normWeight = (wname: string, fold?: LinearEmitter): string => {
-    let nw = weights.get(wname);
-    const s = fold?.normScale?.(wname);
-    if (s) nw = nw.map((v, i) => v / s[i]!);
-    return g.f32(wname, [D], nw);
-  };
-  const rms = (v: string, wname: string, fold?: LinearEmitter): string => {
-    if (fused) return g.op('SimplifiedLayerNormalization', [v, normWeight(wname, fold)], { axis: -1, epsilon: { float: c.normEps }, stash_type: 1 });
-    const sq = g.op('Mul', [v, v]);
-    const mean = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
-    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, g.scalar(c.normEps)])])]);
-    return g.op('Mul', [g.op('Mul', [v, inv]), normWeight(wname, fold)]);
-  };
-  /**
-   * The residual stream is x + `skip` (a sublayer's output not yet added): the fused graph adds it inside
-   * the next norm (SkipSimplifiedLayerNormalization, which also returns the sum), the plain one with an Add.
-   */
-  let skip: string | undefined;
-  const addSkip = (): void => {
-    if (skip) x = g.op('Add', [x, skip]);
-    skip = undefined;
-  };
-  const residualNorm = (wname: string, fold?: LinearEmitter): string => {
-    if (!fused || !skip) {
-      addSkip();
-      return rms(x, wname, fold);
+    let x: string;
+    if (io.first) {
+      g.input('input_ids', DT.INT64, ['batch', 'tokens']);
+      x =
+        (opts.embedBits ?? 32) < 32
+          ? quantizedEmbedding(g, W.embed, weights.get(W.embed), c.vocabSize, D, opts.embedBits!, 32, 'input_ids')
+          : g.op('Gather', [g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed)), 'input_ids'], { axis: 0 });
+    } else {
+      x = g.input('hidden_states', DT.FLOAT, ['batch', 'tokens', D]);
     }
-    const sum = g.fresh('residual');
-    const [n] = g.opMulti('SkipSimplifiedLayerNormalization', [x, skip, normWeight(wname, fold)], { epsilon: { float: c.normEps } }, { domain: 'com.microsoft', outputs: [g.fresh('norm'), '', '', sum] });
-    x = sum;
-    skip = undefined;
-    return n!;
-  };
 
-  if (to > from) {
-    g.input('position_ids', DT.INT64, ['batch', 'tokens']);
-    if (io.keyPositions) g.input('key_positions', DT.INT64, ['batch', 'total']);
-    const { cos, sin } = modelRopeTables(c);
-    const cosT = g.f32('rope_cos', [c.maxSeq, hd / 2], cos);
-    const sinT = g.f32('rope_sin', [c.maxSeq, hd / 2], sin);
-    // [B,T,1,hd/2]: broadcast over heads
-    const cosP = fused ? '' : g.op('Unsqueeze', [g.op('Gather', [cosT, 'position_ids'], { axis: 0 }), g.i64([2])]);
-    const sinP = fused ? '' : g.op('Unsqueeze', [g.op('Gather', [sinT, 'position_ids'], { axis: 0 }), g.i64([2])]);
-
-    /** rotates the heads of a projection [B,T,heads·hd]; returns [B,T,heads,hd] (the fused graph: `shape`, one Reshape) */
-    const rope = (flat: string, heads: number, shape: number[] = [0, 0, heads, hd]): string => {
-      if (fused) {
-        // com.microsoft RotaryEmbedding with the same tables
-        const r = g.op('RotaryEmbedding', [flat, 'position_ids', cosT, sinT], { interleaved: c.ropeStyle === 'interleaved' ? 1 : 0, num_heads: heads }, { domain: 'com.microsoft' });
-        return g.op('Reshape', [r, g.i64(shape)]);
+    // the default graph uses onnxruntime's fused kernels where they are faster (measured: bench/kv-position
+    // and bench/decode); the reference graph stays in plain ONNX ops, the form the fused one is tested against
+    const fused = io.attention === 'resident';
+    const normWeight = (wname: string, fold?: LinearEmitter): string => {
+      let nw = weights.get(wname);
+      const s = fold?.normScale?.(wname);
+      if (s) nw = nw.map((v, i) => v / s[i]!);
+      return g.f32(wname, [D], nw);
+    };
+    const rms = (v: string, wname: string, fold?: LinearEmitter): string => {
+      if (fused) return g.op('SimplifiedLayerNormalization', [v, normWeight(wname, fold)], { axis: -1, epsilon: { float: c.normEps }, stash_type: 1 });
+      const sq = g.op('Mul', [v, v]);
+      const mean = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
+      const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, g.scalar(c.normEps)])])]);
+      return g.op('Mul', [g.op('Mul', [v, inv]), normWeight(wname, fold)]);
+    };
+    /**
+     * The residual stream is x + `skip` (a sublayer's output not yet added): the fused graph adds it inside
+     * the next norm (SkipSimplifiedLayerNormalization, which also returns the sum), the plain one with an Add.
+     */
+    let skip: string | undefined;
+    const addSkip = (): void => {
+      if (skip) x = g.op('Add', [x, skip]);
+      skip = undefined;
+    };
+    const residualNorm = (wname: string, fold?: LinearEmitter): string => {
+      if (!fused || !skip) {
+        addSkip();
+        return rms(x, wname, fold);
       }
-      const v = g.op('Reshape', [flat, g.i64([0, 0, heads, hd])]);
-      if (c.ropeStyle === 'interleaved') {
-        const pairs = g.op('Reshape', [v, g.i64([0, 0, heads, hd / 2, 2])]);
-        const x0 = g.op('Gather', [pairs, g.i64([0], true)], { axis: 4 });
-        const x1 = g.op('Gather', [pairs, g.i64([1], true)], { axis: 4 });
-        const o0 = g.op('Sub', [g.op('Mul', [x0, cosP]), g.op('Mul', [x1, sinP])]);
-        const o1 = g.op('Add', [g.op('Mul', [x0, sinP]), g.op('Mul', [x1, cosP])]);
-        const both = g.op('Concat', [g.op('Unsqueeze', [o0, g.i64([4])]), g.op('Unsqueeze', [o1, g.i64([4])])], { axis: 4 });
-        return g.op('Reshape', [both, g.i64([0, 0, heads, hd])]);
-      }
-      const x1 = g.op('Slice', [v, g.i64([0]), g.i64([hd / 2]), g.i64([3])]);
-      const x2 = g.op('Slice', [v, g.i64([hd / 2]), g.i64([hd]), g.i64([3])]);
-      const o1 = g.op('Sub', [g.op('Mul', [x1, cosP]), g.op('Mul', [x2, sinP])]);
-      const o2 = g.op('Add', [g.op('Mul', [x2, cosP]), g.op('Mul', [x1, sinP])]);
-      return g.op('Concat', [o1, o2], { axis: 3 });
+      const sum = g.fresh('residual');
+      const [n] = g.opMulti('SkipSimplifiedLayerNormalization', [x, skip, normWeight(wname, fold)], { epsilon: { float: c.normEps } }, { domain: 'com.microsoft', outputs: [g.fresh('norm'), '', '', sum] });
+      x = sum;
+      skip = undefined;
+      return n!;
     };
 
-    let mask: string | undefined;
-    let newMask: string | undefined;
-    let capacity: string | undefined;
-    const scale = g.scalar(1 / Math.sqrt(hd));
+    if (to > from) {
+      g.input('position_ids', DT.INT64, ['batch', 'tokens']);
+      if (io.keyPositions) g.input('key_positions', DT.INT64, ['batch', 'total']);
+      const { cos, sin } = modelRopeTables(c);
+      const cosT = g.f32('rope_cos', [c.maxSeq, hd / 2], cos);
+      const sinT = g.f32('rope_sin', [c.maxSeq, hd / 2], sin);
+      // [B,T,1,hd/2]: broadcast over heads
+      const cosP = fused ? '' : g.op('Unsqueeze', [g.op('Gather', [cosT, 'position_ids'], { axis: 0 }), g.i64([2])]);
+      const sinP = fused ? '' : g.op('Unsqueeze', [g.op('Gather', [sinT, 'position_ids'], { axis: 0 }), g.i64([2])]);
 
-    for (let i = from; i < to; i++) {
-      const lin = linearFor(i);
-      const layer = layerLayout(c, i);
-      const linear = (v: string, l: LinearSpec): string => {
-        const y = lin.linear(g, v, { name: l.name, data: weights.get(l.name), outDim: l.out, inDim: l.in, layer: i });
-        return l.bias ? g.op('Add', [y, g.f32(l.bias, [l.out], weights.get(l.bias))]) : y;
+      /** rotates the heads of a projection [B,T,heads·hd]; returns [B,T,heads,hd] (the fused graph: `shape`, one Reshape) */
+      const rope = (flat: string, heads: number, shape: number[] = [0, 0, heads, hd]): string => {
+        if (fused) {
+          // com.microsoft RotaryEmbedding with the same tables
+          const r = g.op('RotaryEmbedding', [flat, 'position_ids', cosT, sinT], { interleaved: c.ropeStyle === 'interleaved' ? 1 : 0, num_heads: heads }, { domain: 'com.microsoft' });
+          return g.op('Reshape', [r, g.i64(shape)]);
+        }
+        const v = g.op('Reshape', [flat, g.i64([0, 0, heads, hd])]);
+        if (c.ropeStyle === 'interleaved') {
+          const pairs = g.op('Reshape', [v, g.i64([0, 0, heads, hd / 2, 2])]);
+          const x0 = g.op('Gather', [pairs, g.i64([0], true)], { axis: 4 });
+          const x1 = g.op('Gather', [pairs, g.i64([1], true)], { axis: 4 });
+          const o0 = g.op('Sub', [g.op('Mul', [x0, cosP]), g.op('Mul', [x1, sinP])]);
+          const o1 = g.op('Add', [g.op('Mul', [x0, sinP]), g.op('Mul', [x1, cosP])]);
+          const both = g.op('Concat', [g.op('Unsqueeze', [o0, g.i64([4])]), g.op('Unsqueeze', [o1, g.i64([4])])], { axis: 4 });
+          return g.op('Reshape', [both, g.i64([0, 0, heads, hd])]);
+        }
+        const x1 = g.op('Slice', [v, g.i64([0]), g.i64([hd / 2]), g.i64([3])]);
+        const x2 = g.op('Slice', [v, g.i64([hd / 2]), g.i64([hd]), g.i64([3])]);
+        const o1 = g.op('Sub', [g.op('Mul', [x1, cosP]), g.op('Mul', [x2, sinP])]);
+        const o2 = g.op('Add', [g.op('Mul', [x2, cosP]), g.op('Mul', [x1, sinP])]);
+        return g.op('Concat', [o1, o2], { axis: 3 });
       };
-      /**
-       * linears reading the same input: one stacked MatMul and a Split in the fused graph (the first one's
-       * rows and bias times `firstScale`), else one each
-       */
-      const stacked = fused && lin.stackable;
-      const linears = (v: string, ls: LinearSpec[], firstScale = 1): string[] => {
-        if (!stacked) return ls.map((l) => linear(v, l));
-        const out = ls.reduce((n, l) => n + l.out, 0);
-        const data = new Float32Array(out * ls[0]!.in);
-        let row = 0;
-        for (const l of ls) {
-          data.set(weights.get(l.name), row * l.in);
-          row += l.out;
-        }
-        if (firstScale !== 1) for (let j = 0; j < ls[0]!.out * ls[0]!.in; j++) data[j]! *= firstScale;
-        let y = lin.linear(g, v, { name: ls.map((l) => l.name).join('+'), data, outDim: out, inDim: ls[0]!.in, layer: i });
-        if (ls.some((l) => l.bias)) {
-          const bias = new Float32Array(out);
-          let at = 0;
-          for (const [j, l] of ls.entries()) {
-            if (l.bias) bias.set(j === 0 && firstScale !== 1 ? weights.get(l.bias).map((b) => b * firstScale) : weights.get(l.bias), at);
-            at += l.out;
-          }
-          y = g.op('Add', [y, g.f32(ls.map((l) => l.bias ?? 'none').join('+'), [out], bias)]);
-        }
-        return g.opMulti('Split', [y, g.i64(ls.map((l) => l.out))], { axis: -1 }, { outputs: ls.map((l) => g.fresh(`${l.name}.out`)) });
-      };
-      const L = layer.linears;
-      const resident = io.attention === 'resident';
-      g.input(`past_key_${i}`, DT.FLOAT, resident ? ['batch', KV, hd, 'capacity'] : ['batch', KV, 'past', hd]);
-      g.input(`past_value_${i}`, DT.FLOAT, ['batch', KV, resident ? 'capacity' : 'past', hd]);
 
-      const h = residualNorm(layer.attnNorm, lin);
-      // the stacked projection carries the attention's 1/√hd in q's rows (rotation is linear, so it commutes)
-      const [qLin, kLin, v] = linears(h, [L.q, L.k, L.v], 1 / Math.sqrt(hd)) as [string, string, string];
-      const k = rope(kLin, KV);
-      let merged: string;
-      if (resident) {
-        // q → [B,KV,G·T,hd] (rows g-major; head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
-        const qr = rope(qLin, c.nHeads, [0, 0, KV, G, hd]);
-        const q5 = g.op('Transpose', [stacked ? qr : g.op('Mul', [qr, scale])], { perm: [0, 2, 3, 1, 4] });
-        const q4 = g.op('Reshape', [q5, g.i64([0, KV, -1, hd])]);
-        const newK = g.op('Transpose', [k], { perm: [0, 2, 1, 3] }, { outputs: [`new_key_${i}`] }); // [B,KV,T,hd]
-        const newV = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] }, { outputs: [`new_value_${i}`] });
-        g.output(`new_key_${i}`, DT.FLOAT, ['batch', KV, 'tokens', hd]);
-        g.output(`new_value_${i}`, DT.FLOAT, ['batch', KV, 'tokens', hd]);
-        if (!mask) {
-          // cached position j is visible when j < the row's length (position_ids[b,0]): [B,1,1,C];
-          // new position u to new position t when u ≤ t, rows g-major: [G·T,T]
-          // every layer's cache has the same capacity C (one KvCache): its Shape is read once
-          capacity = g.op('Gather', [g.op('Shape', [`past_key_${i}`]), g.i64([3])], { axis: 0 }); // [1]
-          const C = g.op('Squeeze', [capacity, g.i64([0])]);
-          const T = g.op('Gather', [g.op('Shape', ['position_ids']), g.i64([1], true)], { axis: 0 });
-          const len = g.op('Slice', ['position_ids', g.i64([0]), g.i64([1]), g.i64([1])]); // [B,1]
-          const cached = g.op('Less', [g.op('Range', [g.i64([0], true), C, g.i64([1], true)]), len]); // [B,C]
-          mask = g.op('Unsqueeze', [g.op('Where', [cached, g.scalar(0), g.scalar(-Infinity)]), g.i64([1, 2])]);
-          const steps = g.op('Range', [g.i64([0], true), T, g.i64([1], true)]);
-          const causal = g.op('LessOrEqual', [steps, g.op('Unsqueeze', [steps, g.i64([1])])]); // [T,T]
-          newMask = g.op('Tile', [g.op('Where', [causal, g.scalar(0), g.scalar(-Infinity)]), g.i64([G, 1])]);
-        }
-        const scoresPast = g.op('Add', [g.op('MatMul', [q4, `past_key_${i}`]), mask]); // [B,KV,G·T,C]
-        const scoresNew = g.op('Add', [g.op('MatMul', [q4, g.op('Transpose', [newK], { perm: [0, 1, 3, 2] })]), newMask!]); // [B,KV,G·T,T]
-        const probs = g.op('Softmax', [g.op('Concat', [scoresPast, scoresNew], { axis: 3 })], { axis: -1 }); // [B,KV,G·T,C+T]
-        const pPast = g.op('Slice', [probs, g.i64([0]), capacity!, g.i64([3])]);
-        const pNew = g.op('Slice', [probs, capacity!, g.i64([Number.MAX_SAFE_INTEGER]), g.i64([3])]);
-        const ctx = g.op('Add', [g.op('MatMul', [pPast, `past_value_${i}`]), g.op('MatMul', [pNew, newV])]); // [B,KV,G·T,hd]
-        const ctx5 = g.op('Reshape', [ctx, g.i64([0, KV, G, -1, hd])]); // [B,KV,G,T,hd]
-        merged = g.op('Reshape', [g.op('Transpose', [ctx5], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
-      } else {
-        // q → [B,KV,G,T,hd] (head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
-        const q = rope(qLin, c.nHeads);
-        const q5 = g.op('Transpose', [g.op('Mul', [g.op('Reshape', [q, g.i64([0, 0, KV, G, hd])]), scale])], { perm: [0, 2, 3, 1, 4] });
-        const kT = g.op('Transpose', [k], { perm: [0, 2, 1, 3] });
-        const vT = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] });
-        const presentK = g.op('Concat', [`past_key_${i}`, kT], { axis: 2 }, { outputs: [`present_key_${i}`] });
-        const presentV = g.op('Concat', [`past_value_${i}`, vT], { axis: 2 }, { outputs: [`present_value_${i}`] });
-        g.output(`present_key_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
-        g.output(`present_value_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
+      let mask: string | undefined;
+      let newMask: string | undefined;
+      let capacity: string | undefined;
+      const scale = g.scalar(1 / Math.sqrt(hd));
 
-        if (!mask) {
-          // mask [B,1,1,T,S]: a key is visible to a query at position p when its position is ≤ p. Keys sit at
-          // their positions (key j at position j) unless the segment takes key_positions [B,S] — batches of
-          // sessions with different lengths pad their caches and mark padding with −1.
-          const queryPos = g.op('Unsqueeze', ['position_ids', g.i64([-1])]); // [B,T,1]
-          let visible: string;
-          if (io.keyPositions) {
-            const kp = g.op('Unsqueeze', ['key_positions', g.i64([1])]); // [B,1,S]
-            visible = g.op('And', [g.op('LessOrEqual', [kp, queryPos]), g.op('GreaterOrEqual', [kp, g.i64([0], true)])]);
-          } else {
-            const S = g.op('Gather', [g.op('Shape', [presentK]), g.i64([2], true)], { axis: 0 });
-            visible = g.op('LessOrEqual', [g.op('Range', [g.i64([0], true), S, g.i64([1], true)]), queryPos]);
+      for (let i = from; i < to; i++) {
+        const lin = linearFor(i);
+        const layer = layerLayout(c, i);
+        const linear = (v: string, l: LinearSpec): string => {
+          const y = lin.linear(g, v, { name: l.name, data: weights.get(l.name), outDim: l.out, inDim: l.in, layer: i });
+          return l.bias ? g.op('Add', [y, g.f32(l.bias, [l.out], weights.get(l.bias))]) : y;
+        };
+        /**
+         * linears reading the same input: one stacked MatMul and a Split in the fused graph (the first one's
+         * rows and bias times `firstScale`), else one each
+         */
+        const stacked = fused && lin.stackable;
+        const linears = (v: string, ls: LinearSpec[], firstScale = 1): string[] => {
+          if (!stacked) return ls.map((l) => linear(v, l));
+          const out = ls.reduce((n, l) => n + l.out, 0);
+          const data = new Float32Array(out * ls[0]!.in);
+          let row = 0;
+          for (const l of ls) {
+            data.set(weights.get(l.name), row * l.in);
+            row += l.out;
           }
-          const bias = g.op('Where', [visible, g.scalar(0), g.scalar(-Infinity)]);
-          mask = g.op('Unsqueeze', [bias, g.i64([1, 2])]);
+          if (firstScale !== 1) for (let j = 0; j < ls[0]!.out * ls[0]!.in; j++) data[j]! *= firstScale;
+          let y = lin.linear(g, v, { name: ls.map((l) => l.name).join('+'), data, outDim: out, inDim: ls[0]!.in, layer: i });
+          if (ls.some((l) => l.bias)) {
+            const bias = new Float32Array(out);
+            let at = 0;
+            for (const [j, l] of ls.entries()) {
+              if (l.bias) bias.set(j === 0 && firstScale !== 1 ? weights.get(l.bias).map((b) => b * firstScale) : weights.get(l.bias), at);
+              at += l.out;
+            }
+            y = g.op('Add', [y, g.f32(ls.map((l) => l.bias ?? 'none').join('+'), [out], bias)]);
+          }
+          return g.opMulti('Split', [y, g.i64(ls.map((l) => l.out))], { axis: -1 }, { outputs: ls.map((l) => g.fresh(`${l.name}.out`)) });
+        };
+        const L = layer.linears;
+        const resident = io.attention === 'resident';
+        g.input(`past_key_${i}`, DT.FLOAT, resident ? ['batch', KV, hd, 'capacity'] : ['batch', KV, 'past', hd]);
+        g.input(`past_value_${i}`, DT.FLOAT, ['batch', KV, resident ? 'capacity' : 'past', hd]);
+
+        const h = residualNorm(layer.attnNorm, lin);
+        // the stacked projection carries the attention's 1/√hd in q's rows (rotation is linear, so it commutes)
+        const [qLin, kLin, v] = linears(h, [L.q, L.k, L.v], 1 / Math.sqrt(hd)) as [string, string, string];
+        const k = rope(kLin, KV);
+        let merged: string;
+        if (resident) {
+          // q → [B,KV,G·T,hd] (rows g-major; head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
+          const qr = rope(qLin, c.nHeads, [0, 0, KV, G, hd]);
+          const q5 = g.op('Transpose', [stacked ? qr : g.op('Mul', [qr, scale])], { perm: [0, 2, 3, 1, 4] });
+          const q4 = g.op('Reshape', [q5, g.i64([0, KV, -1, hd])]);
+          const newK = g.op('Transpose', [k], { perm: [0, 2, 1, 3] }, { outputs: [`new_key_${i}`] }); // [B,KV,T,hd]
+          const newV = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] }, { outputs: [`new_value_${i}`] });
+          g.output(`new_key_${i}`, DT.FLOAT, ['batch', KV, 'tokens', hd]);
+          g.output(`new_value_${i}`, DT.FLOAT, ['batch', KV, 'tokens', hd]);
+          if (!mask) {
+            // cached position j is visible when j < the row's length (position_ids[b,0]): [B,1,1,C];
+            // new position u to new position t when u ≤ t, rows g-major: [G·T,T]
+            // every layer's cache has the same capacity C (one KvCache): its Shape is read once
+            capacity = g.op('Gather', [g.op('Shape', [`past_key_${i}`]), g.i64([3])], { axis: 0 }); // [1]
+            const C = g.op('Squeeze', [capacity, g.i64([0])]);
+            const T = g.op('Gather', [g.op('Shape', ['position_ids']), g.i64([1], true)], { axis: 0 });
+            const len = g.op('Slice', ['position_ids', g.i64([0]), g.i64([1]), g.i64([1])]); // [B,1]
+            const cached = g.op('Less', [g.op('Range', [g.i64([0], true), C, g.i64([1], true)]), len]); // [B,C]
+            mask = g.op('Unsqueeze', [g.op('Where', [cached, g.scalar(0), g.scalar(-Infinity)]), g.i64([1, 2])]);
+            const steps = g.op('Range', [g.i64([0], true), T, g.i64([1], true)]);
+            const causal = g.op('LessOrEqual', [steps, g.op('Unsqueeze', [steps, g.i64([1])])]); // [T,T]
+            newMask = g.op('Tile', [g.op('Where', [causal, g.scalar(0), g.scalar(-Infinity)]), g.i64([G, 1])]);
+          }
+          const scoresPast = g.op('Add', [g.op('MatMul', [q4, `past_key_${i}`]), mask]); // [B,KV,G·T,C]
+          const scoresNew = g.op('Add', [g.op('MatMul', [q4, g.op('Transpose', [newK], { perm: [0, 1, 3, 2] })]), newMask!]); // [B,KV,G·T,T]
+          const probs = g.op('Softmax', [g.op('Concat', [scoresPast, scoresNew], { axis: 3 })], { axis: -1 }); // [B,KV,G·T,C+T]
+          const pPast = g.op('Slice', [probs, g.i64([0]), capacity!, g.i64([3])]);
+          const pNew = g.op('Slice', [probs, capacity!, g.i64([Number.MAX_SAFE_INTEGER]), g.i64([3])]);
+          const ctx = g.op('Add', [g.op('MatMul', [pPast, `past_value_${i}`]), g.op('MatMul', [pNew, newV])]); // [B,KV,G·T,hd]
+          const ctx5 = g.op('Reshape', [ctx, g.i64([0, KV, G, -1, hd])]); // [B,KV,G,T,hd]
+          merged = g.op('Reshape', [g.op('Transpose', [ctx5], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
+        } else {
+          // q → [B,KV,G,T,hd] (head h = kv·G + g, as Hugging Face's repeat_kv and llama2.c's h / kv_mul)
+          const q = rope(qLin, c.nHeads);
+          const q5 = g.op('Transpose', [g.op('Mul', [g.op('Reshape', [q, g.i64([0, 0, KV, G, hd])]), scale])], { perm: [0, 2, 3, 1, 4] });
+          const kT = g.op('Transpose', [k], { perm: [0, 2, 1, 3] });
+          const vT = g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, KV, hd])])], { perm: [0, 2, 1, 3] });
+          const presentK = g.op('Concat', [`past_key_${i}`, kT], { axis: 2 }, { outputs: [`present_key_${i}`] });
+          const presentV = g.op('Concat', [`past_value_${i}`, vT], { axis: 2 }, { outputs: [`present_value_${i}`] });
+          g.output(`present_key_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
+          g.output(`present_value_${i}`, DT.FLOAT, ['batch', KV, 'total', hd]);
+
+          if (!mask) {
+            // mask [B,1,1,T,S]: a key is visible to a query at position p when its position is ≤ p. Keys sit at
+            // their positions (key j at position j) unless the segment takes key_positions [B,S] — batches of
+            // sessions with different lengths pad their caches and mark padding with −1.
+            const queryPos = g.op('Unsqueeze', ['position_ids', g.i64([-1])]); // [B,T,1]
+            let visible: string;
+            if (io.keyPositions) {
+              const kp = g.op('Unsqueeze', ['key_positions', g.i64([1])]); // [B,1,S]
+              visible = g.op('And', [g.op('LessOrEqual', [kp, queryPos]), g.op('GreaterOrEqual', [kp, g.i64([0], true)])]);
+            } else {
+              const S = g.op('Gather', [g.op('Shape', [presentK]), g.i64([2], true)], { axis: 0 });
+              visible = g.op('LessOrEqual', [g.op('Range', [g.i64([0], true), S, g.i64([1], true)]), queryPos]);
+            }
+            const bias = g.op('Where', [visible, g.scalar(0), g.scalar(-Infinity)]);
+            mask = g.op('Unsqueeze', [bias, g.i64([1, 2])]);
+          }
+          const keys = g.op('Unsqueeze', [g.op('Transpose', [presentK], { perm: [0, 1, 3, 2] }), g.i64([2])]); // [B,KV,1,hd,S]
+          const scores = g.op('Add', [g.op('MatMul', [q5, keys]), mask]); // [B,KV,G,T,S]
+          const probs = g.op('Softmax', [scores], { axis: -1 });
+          const ctx = g.op('MatMul', [probs, g.op('Unsqueeze', [presentV, g.i64([2])])]); // [B,KV,G,T,hd]
+          merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
         }
-        const keys = g.op('Unsqueeze', [g.op('Transpose', [presentK], { perm: [0, 1, 3, 2] }), g.i64([2])]); // [B,KV,1,hd,S]
-        const scores = g.op('Add', [g.op('MatMul', [q5, keys]), mask]); // [B,KV,G,T,S]
-        const probs = g.op('Softmax', [scores], { axis: -1 });
-        const ctx = g.op('MatMul', [probs, g.op('Unsqueeze', [presentV, g.i64([2])])]); // [B,KV,G,T,hd]
-        merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 3, 1, 2, 4] }), g.i64([0, 0, c.nHeads * hd])]);
+        skip = linear(merged, L.o);
+
+        const f = residualNorm(layer.ffnNorm, lin);
+        const [gate, up] = linears(f, [L.gate, L.up]) as [string, string];
+        const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+        skip = linear(act, L.down);
       }
-      skip = linear(merged, L.o);
-
-      const f = residualNorm(layer.ffnNorm, lin);
-      const [gate, up] = linears(f, [L.gate, L.up]) as [string, string];
-      const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
-      skip = linear(act, L.down);
     }
-  }
 
-  if (io.last) {
-    const h = residualNorm(W.norm);
-    const headLinear = opts.headLinear ?? float32Linear;
-    if (headLinear !== float32Linear) {
-      // a head at its own precision: its own initializers, also when tied to the embedding
-      // a tied head reads the embedding's table under the head's own name: a quantized embedding in the
-      // same segment has initializers of its own under the embedding's
-      const head = headLinear.linear(g, h, { name: W.lmHead, data: weights.get(c.tiedEmbeddings ? W.embed : W.lmHead), outDim: c.vocabSize, inDim: D, layer: c.nLayers });
-      g.op('Identity', [head], {}, { outputs: ['logits'] });
-    } else if (c.tiedEmbeddings) {
-      // Gemm with transB shares the [V,D] embedding initializer instead of storing a transposed copy
-      // (a quantized embedding leaves no float table to share)
-      const embed = io.first && (opts.embedBits ?? 32) >= 32 ? W.embed : g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
-      const flat = g.op('Reshape', [h, g.i64([-1, D])]);
-      const y = g.op('Gemm', [flat, embed], { transB: 1 });
-      const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [h]), g.i64([0]), g.i64([2])]), g.i64([c.vocabSize])], { axis: 0 });
-      g.op('Reshape', [y, outShape], {}, { outputs: ['logits'] });
+    if (io.last) {
+      const h = residualNorm(W.norm);
+      const headLinear = opts.headLinear ?? float32Linear;
+      if (headLinear !== float32Linear) {
+        // a head at its own precision: its own initializers, also when tied to the embedding
+        // a tied head reads the embedding's table under the head's own name: a quantized embedding in the
+        // same segment has initializers of its own under the embedding's
+        const head = headLinear.linear(g, h, { name: W.lmHead, data: weights.get(c.tiedEmbeddings ? W.embed : W.lmHead), outDim: c.vocabSize, inDim: D, layer: c.nLayers });
+        g.op('Identity', [head], {}, { outputs: ['logits'] });
+      } else if (c.tiedEmbeddings) {
+        // Gemm with transB shares the [V,D] embedding initializer instead of storing a transposed copy
+        // (a quantized embedding leaves no float table to share)
+        const embed = io.first && (opts.embedBits ?? 32) >= 32 ? W.embed : g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
+        const flat = g.op('Reshape', [h, g.i64([-1, D])]);
+        const y = g.op('Gemm', [flat, embed], { transB: 1 });
+        const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [h]), g.i64([0]), g.i64([2])]), g.i64([c.vocabSize])], { axis: 0 });
+        g.op('Reshape', [y, outShape], {}, { outputs: ['logits'] });
+      } else {
+        const head = float32Linear.linear(g, h, { name: W.lmHead, data: weights.get(W.lmHead), outDim: c.vocabSize, inDim: D, layer: c.nLayers });
+        g.op('Identity', [head], {}, { outputs: ['logits'] });
+      }
+      g.output('logits', DT.FLOAT, ['batch', 'tokens', c.vocabSize]);
     } else {
-      const head = float32Linear.linear(g, h, { name: W.lmHead, data: weights.get(W.lmHead), outDim: c.vocabSize, inDim: D, layer: c.nLayers });
-      g.op('Identity', [head], {}, { outputs: ['logits'] });
+      addSkip();
+      g.op('Identity', [x], {}, { outputs: ['hidden_out'] });
+      g.output('hidden_out', DT.FLOAT, ['batch', 'tokens', D]);
     }
-    g.output('logits', DT.FLOAT, ['batch', 'tokens', c.vocabSize]);
-  } else {
-    addSkip();
-    g.op('Identity', [x], {}, { outputs: ['hidden_out'] });
-    g.output('hidden_out', DT.FLOAT, ['batch', 'tokens', D]);
+
   }
 
   const weightBytes = g.initializerBytes();
+  if (streamTo) {
+    writeFileSync(streamTo, g.serialize());
+    return { ...io, modelPath: streamTo, weightBytes };
+  }
   const threshold = opts.externalDataThreshold ?? 1.9e9;
   if (weightBytes > threshold) {
-    if (!opts.dir) throw new SplitLLMError('E_RUNTIME', `segment [${from}, ${to}) holds ${weightBytes} bytes of weights, past protobuf's 2 GB: give it a folder for external data`);
-    const modelPath = join(opts.dir, `segment_${from}_${to}.onnx`);
-    const bytes = g.serialize(join(opts.dir, `segment_${from}_${to}.onnx.data`));
+    // past protobuf's 2 GB: external data in the folder given, else in a temporary one the runtime removes once loaded
+    const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'splitllm-segment-'));
+    const modelPath = join(dir, `segment_${from}_${to}.onnx`);
+    const bytes = g.serialize(`${modelPath}.data`);
     writeFileSync(modelPath, bytes);
-    return { ...io, modelPath, weightBytes };
+    return { ...io, modelPath, weightBytes, ...(opts.dir ? {} : { temporaryDir: dir }) };
   }
   return { ...io, model: g.serialize(), weightBytes };
 }

@@ -8,7 +8,8 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { float32Of, inferenceBackend, type InferenceBackend, type InferenceSession, type SpinMode, type Tensor } from './backend.js';
 import type { ModelConfig } from '../manifest.js';
 import type { ModelPackage } from '../package.js';
-import { buildSegment, type BuiltSegment, type SegmentOptions } from '../onnx/segment.js';
+import type { BuiltSegment, SegmentOptions } from '../onnx/segment.js';
+import { cachedSegment, defaultCacheEvents, removeTemporary } from './segment-cache.js';
 import { KvCache, KvSlab, type LayerKV } from './kv-cache.js';
 
 export type { LayerKV } from './kv-cache.js';
@@ -94,6 +95,13 @@ export class SegmentRuntime {
       return { session: await backend.createSession(model, { threads: opts.threads, spin: opts.spin }), backend };
     } catch (e) {
       throw new SplitLLMError('E_RUNTIME', `segment [${seg.from}, ${seg.to}): ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      // a segment past 2 GB built without a folder: its files are loaded (or failed to load), not kept
+      if (seg.temporaryDir) {
+        removeTemporary(seg.temporaryDir);
+        seg.modelPath = undefined;
+        seg.temporaryDir = undefined;
+      }
     }
   }
 
@@ -243,7 +251,8 @@ export class SegmentRuntime {
   }
 
   static async create(pkg: ModelPackage, from: number, to: number, opts: RuntimeOptions = {}): Promise<SegmentRuntime> {
-    const seg = buildSegment(pkg.config, pkg.weights, from, to, opts);
+    // a package on disk keeps its built segments (models/runtime/segment-cache.ts)
+    const seg = cachedSegment(pkg, from, to, opts, defaultCacheEvents);
     return SegmentRuntime.fromBuilt(pkg.config, seg, opts);
   }
 
