@@ -15,9 +15,8 @@
 import { SplitLLMError } from '../shared/errors.js';
 import { blockOfWeights } from '../shared/precision.js';
 import type { ModelPackage } from '../models/package.js';
-import { cachedSegment, defaultCacheEvents } from '../models/runtime/segment-cache.js';
-import { linearFor } from '../models/onnx/linear.js';
-import { headEmitterFor } from '../models/weights/registry.js';
+import { cachedSegment, defaultCacheEvents, segmentCacheDir, type SegmentCacheEvents } from '../models/runtime/segment-cache.js';
+import { buildInWorker, rtnSegmentOptions, workerBuildsAvailable, type RtnSegmentSpec } from '../models/runtime/build-worker.js';
 import { SegmentRuntime, type SegmentOutput } from '../models/runtime/segment-runtime.js';
 import { SharedSegments } from '../models/runtime/shared-segments.js';
 
@@ -81,15 +80,18 @@ export class BackSegmentPool {
     private readonly maxBatch = DEFAULT_MAX_BATCH,
     /** the sessions of a back segment keep their KV in one slab (batches read it in place; default false) */
     kvSlab = false,
+    /** what the segment cache says (builds, warnings): the server logs it */
+    events: SegmentCacheEvents = defaultCacheEvents,
   ) {
     const c = pkg.config;
     this.segments = new SharedSegments(
       c,
       keyOf,
-      (k) => {
-        const lin = linearFor(k.bits, k.blockSize);
-        const headLinear = headEmitterFor({ headBits: k.headBits, blockSize: k.blockSize });
-        return cachedSegment(pkg, k.split, c.nLayers, { embed: false, head: true, keyPositions: true, linearFor: () => lin, headLinear }, defaultCacheEvents);
+      (k, signal) => {
+        const spec: RtnSegmentSpec = { from: k.split, to: c.nLayers, embed: false, head: true, keyPositions: true, bits: k.bits, blockSize: k.blockSize, headBits: k.headBits };
+        // a package folder builds in a worker thread: the server keeps serving while a back half is built
+        if (segmentCacheDir(pkg) && workerBuildsAvailable()) return buildInWorker(pkg, spec, events, signal);
+        return cachedSegment(pkg, k.split, c.nLayers, rtnSegmentOptions(spec), events);
       },
       { idleMs, threads, sharedKv: kvSlab },
     );

@@ -162,6 +162,10 @@ export function cloudContext(
       opts.threads,
       undefined,
       opts.kvSlab,
+      {
+        warn: (message) => log.warn({ event: 'segment_cache' }, message),
+        building: (dir) => log.info({ event: 'segment_build', cached: dir !== undefined }, 'building a back segment (the hello that asked for it waits)'),
+      },
     ),
     calibration: opts.calibration,
     tokenLimit,
@@ -203,17 +207,24 @@ export class CloudSession implements Attachment {
     private readonly who: Identity = { tenant: 'default' },
   ) {}
 
+  /** a connection that never says hello (or resume) would hold its slot forever: cleared when one arrives */
+  private helloTimer: ReturnType<typeof setTimeout> | undefined;
+
   /** Serves the connection until it closes. */
-  async run(): Promise<void> {
-    // a connection that never says hello (or resume) would hold its slot forever
-    const helloTimer = setTimeout(() => {
+  private armHelloTimer(): void {
+    clearTimeout(this.helloTimer);
+    this.helloTimer = setTimeout(() => {
       if (!this.held && !this.closing) this.fail(protocolError('hello_timeout', `no hello or resume within ${this.ctx.helloTimeoutMs} ms: connect when there is something to send`));
     }, this.ctx.helloTimeoutMs);
-    helloTimer.unref?.();
+    this.helloTimer.unref?.();
+  }
+
+  async run(): Promise<void> {
+    this.armHelloTimer();
     try {
       await this.serve();
     } finally {
-      clearTimeout(helloTimer);
+      clearTimeout(this.helloTimer);
     }
   }
 
@@ -319,9 +330,15 @@ export class CloudSession implements Attachment {
         this.send({ type: 'probe', id: m.id, reply: 0 }, new Uint8Array(m.reply));
         return;
       case 'hello':
-        return this.hello(m);
       case 'resume':
-        return this.resume(m);
+        // the hello came: what follows (a back segment built for it, minutes at scale) is not the client's
+        // delay; a refused one starts the wait again
+        clearTimeout(this.helloTimer);
+        try {
+          return await (m.type === 'hello' ? this.hello(m) : this.resume(m));
+        } finally {
+          if (!this.held && !this.closing) this.armHelloTimer();
+        }
       case 'close':
         if (this.held) {
           this.ctx.log.info({ event: 'session_close', reason: 'edge closed it', ...this.facts(this.held) }, 'session closed');

@@ -57,7 +57,8 @@ export function builderFingerprint(): string {
   for (const dir of ['models/onnx', 'models/weights', 'quantization/weights', 'shared']) {
     const full = join(root, dir);
     if (!existsSync(full)) continue;
-    for (const f of readdirSync(full).filter((n) => n.endsWith('.js')).sort()) h.update(`${dir}/${f}\0`).update(readFileSync(join(full, f)));
+    // compiled JavaScript, or the TypeScript sources where a test runner runs them
+    for (const f of readdirSync(full).filter((n) => /\.(js|ts)$/.test(n) && !n.endsWith('.d.ts')).sort()) h.update(`${dir}/${f}\0`).update(readFileSync(join(full, f)));
   }
   fingerprint = h.digest('hex').slice(0, 16);
   return fingerprint;
@@ -141,6 +142,16 @@ function readEntry(dir: string): Entry {
 }
 
 /**
+ * A test hook: `$SPLITLLM_TEST_SLOW_BUILD_MS` makes every segment build (not a load from the cache) take
+ * that much longer, blocking the thread that builds as a long build does, so that tests can check what
+ * a slow build does to sessions, timers and signals without a large model.
+ */
+export function slowBuildForTests(): void {
+  const ms = Number(process.env['SPLITLLM_TEST_SLOW_BUILD_MS'] ?? 0);
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
  * The segment, loaded from the package's cache when a valid entry is there, else built (into the cache
  * when the package has one; in memory otherwise). The result always names its model by file when cached.
  */
@@ -149,6 +160,7 @@ export function cachedSegment(pkg: ModelPackage, from: number, to: number, opts:
   const root = opts.dir || pkg.weights.buildSegment ? undefined : segmentCacheDir(pkg, events);
   if (!root) {
     events.building?.(undefined);
+    slowBuildForTests();
     return buildSegment(pkg.config, pkg.weights, from, to, opts);
   }
   const fields = segmentKeyFields(pkg, from, to, opts);
@@ -171,6 +183,7 @@ export function cachedSegment(pkg: ModelPackage, from: number, to: number, opts:
     }
   }
   events.building?.(dir);
+  slowBuildForTests();
   mkdirSync(root, { recursive: true });
   const tmp = join(root, `.tmp-${key}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
   mkdirSync(tmp);

@@ -9,7 +9,10 @@ import type { KvSlab } from './kv-cache.js';
 import { SegmentRuntime, type RuntimeOptions, type SharedSession } from './segment-runtime.js';
 
 export interface SharedSegment {
-  built: BuiltSegment;
+  /** the segment (set once its build is done) */
+  built?: BuiltSegment;
+  /** the segment built and its session opened */
+  ready: Promise<{ built: BuiltSegment; shared: SharedSession }>;
   session: Promise<SharedSession>;
   /** runtimes over it not yet released */
   users: number;
@@ -20,11 +23,17 @@ export interface SharedSegment {
 
 export class SharedSegments<K> {
   private readonly entries = new Map<string, SharedSegment>();
+  /** aborted by close: builds still running stop */
+  private readonly closed = new AbortController();
 
   constructor(
     private readonly config: ModelConfig,
     private readonly keyOf: (k: K) => string,
-    private readonly build: (k: K) => BuiltSegment,
+    /**
+     * builds (or loads from the cache) segment `k`; a promise for a build that runs off the event loop,
+     * which should stop when `signal` aborts (the segments are closed)
+     */
+    private readonly build: (k: K, signal: AbortSignal) => BuiltSegment | Promise<BuiltSegment>,
     private readonly opts: RuntimeOptions & {
       /** a segment no runtime has used for this long is released (its weights freed); default: kept */
       idleMs?: number;
@@ -50,11 +59,15 @@ export class SharedSegments<K> {
     const key = this.keyOf(k);
     let e = this.entries.get(key);
     if (!e) {
-      const built = this.build(k);
-      const session = SegmentRuntime.openSession(built, this.opts);
+      const built = (async () => this.build(k, this.closed.signal))();
+      const ready = built.then(async (b) => ({ built: b, shared: await SegmentRuntime.openSession(b, this.opts) }));
+      const entry: SharedSegment = { ready, session: ready.then((r) => r.shared), users: 0 };
+      void built.then((b) => (entry.built = b)).catch(() => undefined);
       // a failed build is not cached: the next user tries again and gets the error itself
-      session.catch(() => this.entries.delete(key));
-      e = { built, session, users: 0 };
+      entry.ready.catch(() => {
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+      });
+      e = entry;
       this.entries.set(key, e);
     }
     return e;
@@ -65,15 +78,16 @@ export class SharedSegments<K> {
     const e = this.entry(k);
     e.users++;
     clearTimeout(e.evict);
-    let shared: SharedSession;
+    let ready: { built: BuiltSegment; shared: SharedSession };
     try {
-      shared = await e.session;
+      ready = await e.ready;
     } catch (err) {
       e.users--;
       throw err;
     }
-    if (this.opts.sharedKv) e.slab ??= SegmentRuntime.slabFor(this.config, e.built, shared);
-    return SegmentRuntime.withSession(this.config, e.built, shared, () => this.released(k, e), e.slab);
+    const { built, shared } = ready;
+    if (this.opts.sharedKv) e.slab ??= SegmentRuntime.slabFor(this.config, built, shared);
+    return SegmentRuntime.withSession(this.config, built, shared, () => this.released(k, e), e.slab);
   }
 
   private released(k: K, e: SharedSegment): void {
@@ -93,6 +107,7 @@ export class SharedSegments<K> {
   async close(): Promise<void> {
     const all = [...this.entries.values()];
     this.entries.clear();
+    this.closed.abort();
     for (const e of all) {
       clearTimeout(e.evict);
       const s = await e.session.catch(() => undefined);
