@@ -25,6 +25,8 @@ export interface HeldSession {
   /** the session's hello, its split kept current across re-splits */
   hello: Hello;
   runtime: SegmentRuntime;
+  /** positions its KV is reserved for: its prompt and max tokens as they became known, at most the token limit */
+  positions: number;
   sampler: Sampler;
   prefilled: boolean;
   generated: number;

@@ -95,10 +95,10 @@ export function kvReservation(c: { nLayers: number; nKvHeads: number; headDim: n
   return (c.nLayers - split) * 2 * c.nKvHeads * c.headDim * 4 * positions;
 }
 
-/** KV bytes all sessions of `store` reserve now, `except` one (a session about to change its split). */
-export function reservedKvBytes(store: SessionStore, c: { nLayers: number; nKvHeads: number; headDim: number }, tokenLimit: number, except?: HeldSession): number {
+/** KV bytes all sessions of `store` reserve now (each for the positions it asked for), `except` one (a session about to change its split). */
+export function reservedKvBytes(store: SessionStore, c: { nLayers: number; nKvHeads: number; headDim: number }, except?: HeldSession): number {
   let n = 0;
-  for (const h of store.all()) if (h !== except) n += kvReservation(c, h.hello.split, tokenLimit);
+  for (const h of store.all()) if (h !== except) n += kvReservation(c, h.hello.split, h.positions);
   return n;
 }
 
@@ -146,7 +146,7 @@ export function cloudContext(
   const tokenLimit = Math.min(opts.sessionTokenLimit ?? c.maxSeq, c.maxSeq);
   const kvBudgetBytes = opts.kvBudgetBytes ?? defaultKvBudget();
   metrics.kvBudget.set(kvBudgetBytes);
-  metrics.watch(() => ({ ...store.counts(), kvReserved: reservedKvBytes(store, c, tokenLimit) }));
+  metrics.watch(() => ({ ...store.counts(), kvReserved: reservedKvBytes(store, c) }));
   return {
     pkg,
     metrics,
@@ -416,7 +416,9 @@ export class CloudSession implements Attachment {
     if (store.size >= this.ctx.maxSessions) throw protocolError('busy', `the server holds its limit of ${this.ctx.maxSessions} sessions: retry in a few seconds`);
     const cap = this.who.maxSessions;
     if (cap !== undefined && store.heldBy(this.who.tenant) >= cap) throw protocolError('busy', `tenant ${this.who.tenant} holds its limit of ${cap} sessions: end one or retry later`);
-    const want = kvReservation(c, m.split, tokenLimit);
+    // KV is reserved for what the session asks (its tokens, and its prompt once it comes), not the model's context
+    const positions = Math.min(tokenLimit, m.maxTokens + 1);
+    const want = kvReservation(c, m.split, positions);
     const reserved = this.reservedKv();
     if (reserved + want > this.ctx.kvBudgetBytes) {
       throw protocolError('busy', `the KV budget (${this.ctx.kvBudgetBytes} bytes) has ${Math.max(0, this.ctx.kvBudgetBytes - reserved)} left, this session would reserve ${want}: retry later, or split deeper`);
@@ -427,7 +429,7 @@ export class CloudSession implements Attachment {
     const helloAt = performance.now();
     const runtime = await this.ctx.pool.runtime(this.backKey(m));
     // its KV buffers never grow past the positions the session reserved
-    runtime.limitPositions(tokenLimit);
+    runtime.limitPositions(positions);
     // another connection may have opened the same id while the segment was built
     if (store.get(id)) {
       await runtime.release();
@@ -439,6 +441,7 @@ export class CloudSession implements Attachment {
       tenant: this.who.tenant,
       hello: m,
       runtime,
+      positions,
       sampler,
       prefilled: false,
       generated: 0,
@@ -480,7 +483,23 @@ export class CloudSession implements Attachment {
 
   /** KV bytes all held sessions reserve now, `except` one (the one about to change its split). */
   private reservedKv(except?: HeldSession): number {
-    return reservedKvBytes(this.ctx.store, this.ctx.pkg.config, this.ctx.tokenLimit, except);
+    return reservedKvBytes(this.ctx.store, this.ctx.pkg.config, except);
+  }
+
+  /**
+   * Grows a session's KV reservation to `positions` (at most its token limit) before it takes them: a
+   * prompt's chunks and drafts go past what the hello reserved. `busy` when the budget has no room.
+   */
+  private reserve(s: HeldSession, positions: number): void {
+    const want = Math.min(this.ctx.tokenLimit, positions);
+    if (want <= s.positions) return;
+    const c = this.ctx.pkg.config;
+    const others = this.reservedKv(s);
+    if (others + kvReservation(c, s.hello.split, want) > this.ctx.kvBudgetBytes) {
+      throw protocolError('busy', `the KV budget (${this.ctx.kvBudgetBytes} bytes) has ${Math.max(0, this.ctx.kvBudgetBytes - others)} left, this session would need ${kvReservation(c, s.hello.split, want)} for ${want} positions: retry later, or split deeper`);
+    }
+    s.positions = want;
+    s.runtime.limitPositions(want);
   }
 
 
@@ -489,7 +508,7 @@ export class CloudSession implements Attachment {
     const from = s.hello.split;
     const to = m.split;
     if (to > c.nLayers) throw protocolError('bad_resplit', `split ${to} is outside 0..${c.nLayers}`);
-    if (to < from && this.reservedKv(s) + kvReservation(c, to, this.ctx.tokenLimit) > this.ctx.kvBudgetBytes) {
+    if (to < from && this.reservedKv(s) + kvReservation(c, to, s.positions) > this.ctx.kvBudgetBytes) {
       throw protocolError('bad_resplit', `moving to split ${to} would pass the cloud's KV budget of ${this.ctx.kvBudgetBytes} bytes: stay at ${from}`);
     }
     let kvCodec;
@@ -524,7 +543,7 @@ export class CloudSession implements Attachment {
     s.pendingKv.clear();
     const hello = { ...s.hello, split: to };
     const next = await this.ctx.pool.runtime(this.backKey(hello));
-    next.limitPositions(this.ctx.tokenLimit);
+    next.limitPositions(s.positions);
     next.importKV(entries, len);
     await s.runtime.release();
     s.runtime = next;
@@ -571,6 +590,7 @@ export class CloudSession implements Attachment {
     if (bad !== undefined) throw protocolError('bad_draft', `draft token ${bad} is outside the model's vocabulary of ${c.vocabSize}`);
     const P = s.runtime.length;
     if (P + m.tokens > tokenLimit) throw protocolError('bad_draft', `the draft would take the session to ${P + m.tokens} positions, over its limit of ${tokenLimit}: draft fewer tokens`);
+    this.reserve(s, P + m.tokens);
     const t0 = performance.now();
     const x = this.hiddenOf(payload, m.tokens, (got) => protocolError('bad_draft', `the draft says ${m.tokens} positions, its tensor holds ${got}`));
     const out = await s.runtime.run(x, m.tokens);
@@ -622,6 +642,8 @@ export class CloudSession implements Attachment {
     const t0 = performance.now();
     const x = this.hiddenOf(payload, tokens, (got) => protocolError('bad_tensor', type === 'prefill' ? `prefill says ${tokens} tokens, its tensor holds ${got}` : `a step carries one token, this one ${got}`));
     if (s.runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${s.runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
+    // the prompt's positions and the tokens still to come
+    this.reserve(s, s.runtime.length + tokens + (type === 'prefill' ? Math.max(0, s.hello.maxTokens - s.generated) : 0));
     const out = type === 'step' ? await pool.step(this.backKey(s.hello), s.runtime, x) : await s.runtime.run(x, tokens);
     // a chunk of the prompt: the next one (already on the wire) runs as soon as it is read
     if (more) return;

@@ -94,27 +94,54 @@ it('a slow-header client is cut by the header timeout; an idle WebSocket session
 it('a KV budget of two sessions: the third hello gets busy, a re-split that would pass it gets bad_resplit, and the healthy sessions keep their tokens', async () => {
   const { kvReservation } = await import('../cloud/session.js');
   const c = pkg.config;
-  const tokenLimit = c.maxSeq;
-  const budget = 2 * kvReservation(c, 2, tokenLimit);
+  // each session reserves its prompt and its max tokens (200, the test hello's), not the model's context
+  const budget = 2 * kvReservation(c, 2, prompt.length + 200);
   const small = testCloud(pkg, { kvBudgetBytes: budget });
   try {
     const a = small.connect();
     const b = small.connect();
     const ea = await TestEdge.start(pkg, a, 2);
     const eb = await TestEdge.start(pkg, b, 2);
+    // their prompts complete what they reserve
+    await ea.round(prompt);
+    let next = await eb.round(prompt);
     const third = small.connect();
     third.send({ type: 'hello', version: (await import('../shared/protocol/index.js')).PROTOCOL_VERSION, modelHash: pkg.hash, split: 2, codec: 'fp32', maxTokens: 10, stopIds: [] });
     expect(await expectError(third, 'busy')).toMatchObject({ message: expect.stringMatching(/KV budget/) });
     // a session that wants more back layers (split 1) would pass the budget as well
-    await ea.round(prompt);
     a.send({ type: 'kv', layer: 1, length: ea.front.length }, encodeLayerKv(fp32, ea.front.exportKV(1, 2)[0]!, c.nKvHeads, c.headDim));
     a.send({ type: 'resplit', split: 1, kvCodec: 'fp32' });
     expect(await expectError(a, 'bad_resplit')).toMatchObject({ message: expect.stringMatching(/KV budget/) });
-    expect(await eb.run(prompt, 6)).toEqual(local);
+    while (eb.generated.length < 6) next = await eb.round([next]);
+    expect(eb.generated).toEqual(local);
     expect(await small.ctx.metrics.text()).toMatch(new RegExp(`splitllm_kv_budget_bytes ${budget}\\b`));
     expect(await small.ctx.metrics.text()).toMatch(new RegExp(`splitllm_kv_reserved_bytes ${budget}\\b`));
   } finally {
     await small.close();
+  }
+});
+
+it('KV is reserved for what a session asks: its max tokens at the hello, its prompt at the prefill; a prompt that passes the budget gets busy there', async () => {
+  const { kvReservation } = await import('../cloud/session.js');
+  const c = pkg.config;
+  const budget = kvReservation(c, 2, 40);
+  const cloud = testCloud(pkg, { kvBudgetBytes: budget });
+  try {
+    const a = cloud.connect();
+    const edge = await TestEdge.start(pkg, a, 2, { maxTokens: 10 });
+    expect(await cloud.ctx.metrics.text()).toMatch(new RegExp(`splitllm_kv_reserved_bytes ${kvReservation(c, 2, 11)}\\b`));
+    await edge.round(prompt);
+    expect(await cloud.ctx.metrics.text()).toMatch(new RegExp(`splitllm_kv_reserved_bytes ${kvReservation(c, 2, prompt.length + 10)}\\b`));
+    // a second session fits its hello, not a prompt of 30 positions beside the first
+    const b = cloud.connect();
+    const other = await TestEdge.start(pkg, b, 2, { maxTokens: 4 });
+    const long = Array.from({ length: 30 }, (_, i) => 3 + i);
+    b.send({ type: 'prefill', tokens: long.length }, await other.feed(long));
+    expect(await expectError(b, 'busy')).toMatchObject({ message: expect.stringMatching(/KV budget .* would need \d+ for 34 positions/) });
+    // the first goes on untouched
+    expect(await edge.round([edge.generated[0]!])).toBeGreaterThanOrEqual(0);
+  } finally {
+    await cloud.close();
   }
 });
 

@@ -55,7 +55,7 @@ export const cloudCommand = defineCommand({
     threads: opt.int({ min: 1, description: 'onnxruntime intra-op threads of each back segment (idle workers stop spinning when a run returns)', defaultText: 'the cores this process may use (affinity, cgroup quota)' }),
     'kv-slab': opt.flag({ description: "keep each back segment's session KV caches in one slab so batched steps read them in place (16 sessions on the ~100M preset: worst latency 2.5× solo instead of 3.2×); the heap may stay ~36 MB larger for a while after a burst of sessions" }),
     'segment-idle': opt.duration({ bare: 'ms', default: 60_000, defaultText: '60s', description: 'release a back segment (its weights) that no session has used for this long' }),
-    'kv-memory': opt.bytes({ description: 'KV cache all sessions together may reserve (each reserves its position limit at its split); a hello past it gets busy', defaultText: "half this machine's memory" }),
+    'kv-memory': opt.bytes({ description: 'KV cache all sessions together may reserve (each reserves its back layers for its prompt and max tokens, not the model context); a hello or prompt past it gets busy', defaultText: "half this machine's memory" }),
     'max-connections': opt.int({ min: 1, description: 'most WebSocket connections open at once; an upgrade past it gets HTTP 503', defaultText: '2 × max-sessions + 16' }),
     'drain-timeout': opt.duration({ bare: 'ms', default: 30_000, defaultText: '30s', description: 'on SIGTERM/SIGINT: how long sessions may finish before they are told to move (close code 1001)' }),
     'headers-timeout': opt.duration({ bare: 'ms', default: 10_000, defaultText: '10s', description: 'an HTTP request must send its headers within this long (slow-header clients are cut with 408)' }),
