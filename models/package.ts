@@ -25,6 +25,11 @@ export interface WeightSource {
   shape(name: string): number[];
   /** the tensor as stored (bf16, f16 or f32), streamed: import copies these without widening */
   stored?(name: string): StoredTensor;
+  /**
+   * float32 values read into `dst` (a buffer the caller reuses, e.g. a segment build's scratch), returned;
+   * sources without it are read with `get`
+   */
+  readInto?(name: string, dst: Float32Array): Float32Array;
   /** a source that is a whole graph (an imported ONNX export) makes its own segments */
   buildSegment?(c: ModelConfig, from: number, to: number, opts: SegmentOptions): BuiltSegment;
   /** such a source's linear weights of a layer (the LM head at L) by its own names, [out, in] sizes */
@@ -70,6 +75,9 @@ export class SafetensorsWeights implements WeightSource {
   }
   stored(name: string): StoredTensor {
     return this.file(name).stored(name);
+  }
+  readInto(name: string, dst: Float32Array): Float32Array {
+    return this.file(name).readF32Into(name, dst);
   }
   close(): void {
     for (const f of this.files) f.close();

@@ -6,7 +6,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { SplitLLMError } from '../shared/errors.js';
 import { Fields } from '../shared/fields.js';
-import { bf16ArrayToF32, f16ArrayToF32, f32ToBf16Bits, f32ToF16Bits as f32ToF16, numel } from '../shared/tensor.js';
+import { bf16ArrayToF32, f16ArrayToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits as f32ToF16, numel } from '../shared/tensor.js';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'I8';
 const DTYPE_BYTES: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, I8: 1 };
@@ -122,18 +122,40 @@ export class SafetensorsFile {
 
   /** Reads a floating-point tensor as float32 (F16 and BF16 are widened exactly). */
   readF32(name: string): Float32Array {
+    return this.readF32Into(name, new Float32Array(numel(this.info(name).shape)));
+  }
+
+  /**
+   * Reads a floating-point tensor as float32 into `dst` (its length the tensor's) and returns it. A 16-bit
+   * tensor is read into the upper half of `dst`'s bytes and widened in place, front to back (element i is
+   * written after element i was read, and every later one lies past it): no second buffer, so a build that
+   * reuses `dst` touches no fresh memory.
+   */
+  readF32Into(name: string, dst: Float32Array): Float32Array {
     const t = this.info(name);
-    const bytes = this.readBytes(t);
     const n = numel(t.shape);
-    switch (t.dtype) {
-      case 'F32':
-        return new Float32Array(bytes.buffer, bytes.byteOffset, n);
-      case 'F16':
-        return f16ArrayToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, n));
-      case 'BF16':
-        return bf16ArrayToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, n));
-      default:
-        throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} has dtype ${t.dtype}, expected a float type`);
+    if (dst.length !== n) throw new Error(`tensor ${name} has ${n} values, the buffer ${dst.length}`);
+    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} has dtype ${t.dtype}, expected a float type`);
+    const bytes = new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength);
+    if (t.dtype === 'F32') {
+      this.readRange(t, bytes);
+      return dst;
+    }
+    this.readRange(t, bytes.subarray(2 * n));
+    const u16 = new Uint16Array(dst.buffer, dst.byteOffset, 2 * n);
+    if (t.dtype === 'BF16') {
+      const out = new Int32Array(dst.buffer, dst.byteOffset, n);
+      for (let i = 0; i < n; i++) out[i] = u16[n + i]! << 16;
+    } else for (let i = 0; i < n; i++) dst[i] = f16BitsToF32(u16[n + i]!);
+    return dst;
+  }
+
+  private readRange(t: TensorInfo, into: Uint8Array): void {
+    const len = t.end - t.begin;
+    for (let off = 0; off < len; ) {
+      const got = readSync(this.fd, into, off, Math.min(len - off, 1 << 30), t.begin + off);
+      if (got <= 0) throw new SplitLLMError('E_CHECKPOINT_TRUNCATED', `${this.path} ended early while reading: the file is truncated`);
+      off += got;
     }
   }
 
@@ -163,18 +185,6 @@ export class SafetensorsFile {
         }
       },
     };
-  }
-
-  private readBytes(t: TensorInfo): Uint8Array {
-    const len = t.end - t.begin;
-    const buf = new Uint8Array(new ArrayBuffer(len)); // fresh, aligned
-    let off = 0;
-    while (off < len) {
-      const n = readSync(this.fd, buf, off, Math.min(len - off, 1 << 30), t.begin + off);
-      if (n <= 0) throw new SplitLLMError('E_CHECKPOINT_TRUNCATED', `${this.path} ended early while reading: the file is truncated`);
-      off += n;
-    }
-    return buf;
   }
 
   close(): void {

@@ -55,10 +55,32 @@ export class GraphBuilder {
     this.sink = { fd: openSync(path, 'w'), path, offset: 0 };
   }
 
+  /** whether initializers go to the external data file as they are made (and are not kept) */
+  get streaming(): boolean {
+    return this.sink !== undefined;
+  }
+
+  private readonly buffers = new Map<string, Uint8Array>();
+  /**
+   * A buffer of `bytes` for data that becomes an initializer right away: while streaming, one buffer per
+   * tag reused from call to call (what `initializer` was given is written out before it returns); else fresh.
+   * Its contents are not zeroed.
+   */
+  reusable(tag: string, bytes: number): Uint8Array {
+    if (!this.sink) return new Uint8Array(bytes);
+    let b = this.buffers.get(tag);
+    if (!b || b.byteLength < bytes) {
+      b = new Uint8Array(Math.max(bytes, Math.ceil((b?.byteLength ?? 0) * 1.25)));
+      this.buffers.set(tag, b);
+    }
+    return b.subarray(0, bytes);
+  }
+
   /** Closes a streamed external data file without serializing (a build that failed). */
   abandon(): void {
     if (this.sink) closeSync(this.sink.fd);
     this.sink = undefined;
+    this.buffers.clear();
   }
 
   fresh(prefix: string): string {
@@ -95,7 +117,7 @@ export class GraphBuilder {
       writeAll(this.sink.fd, bytes);
       this.sink.offset = offset + bytes.byteLength;
       this.initializers.push({ name, dataType, dims, bytes: new Uint8Array(0), external: { offset, length: bytes.byteLength } });
-    } else this.initializers.push({ name, dataType, dims, bytes });
+    } else this.initializers.push({ name, dataType, dims, bytes: this.sink ? bytes.slice() : bytes }); // a small one kept inline may be a reused buffer's view
     return name;
   }
 
@@ -135,6 +157,7 @@ export class GraphBuilder {
    */
   serialize(externalDataPath?: string): Uint8Array {
     const sink = this.sink;
+    this.buffers.clear();
     if (sink) {
       closeSync(sink.fd);
       this.sink = undefined;

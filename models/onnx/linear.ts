@@ -81,7 +81,7 @@ export function nbitsLinear(bits: number, blockSize: number, transforms?: Map<st
         for (let o = 0; o < w.outDim; o++) for (let i = 0; i < w.inDim; i++) data[o * w.inDim + i] = w.data[o * w.inDim + i]! * s[i]!;
         input = g.op('Mul', [x, g.f32(`${w.name}.inv_s`, [w.inDim], Float32Array.from(s, (v) => 1 / v))]);
       }
-      const q = quantizeBlockwise(data, w.outDim, w.inDim, bits, blockSize, tr?.clip);
+      const q = quantizeBlockwise(data, w.outDim, w.inDim, bits, blockSize, tr?.clip, (tag, bytes) => g.reusable(tag, bytes));
       const kb = Math.ceil(w.inDim / blockSize);
       const container = bits === 3 ? 4 : bits;
       return g.op(

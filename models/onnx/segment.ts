@@ -197,6 +197,20 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     const hd = c.headDim;
     const G = c.nHeads / c.nKvHeads;
     const linearFor = opts.linearFor ?? (() => float32Linear);
+    // linear weights are read into one buffer reused from linear to linear: an emitter keeps what it
+    // makes of a weight (a transposed copy, codes), never the weight it is given, and fresh memory is
+    // slow to touch (a bf16 1B layer read afresh cost more than its quantization)
+    let scratch = new Float32Array(0);
+    const take = (n: number): Float32Array => {
+      if (scratch.length < n) scratch = new Float32Array(Math.max(n, Math.ceil(scratch.length * 1.25)));
+      return scratch.subarray(0, n);
+    };
+    const weightOf = (name: string, n: number, into?: Float32Array): Float32Array => {
+      if (weights.readInto) return weights.readInto(name, into ?? take(n));
+      const w = weights.get(name);
+      if (into) into.set(w);
+      return into ?? w;
+    };
 
     let x: string;
     if (io.first) {
@@ -289,7 +303,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         const lin = linearFor(i);
         const layer = layerLayout(c, i);
         const linear = (v: string, l: LinearSpec): string => {
-          const y = lin.linear(g, v, { name: l.name, data: weights.get(l.name), outDim: l.out, inDim: l.in, layer: i });
+          const y = lin.linear(g, v, { name: l.name, data: weightOf(l.name, l.out * l.in), outDim: l.out, inDim: l.in, layer: i });
           return l.bias ? g.op('Add', [y, g.f32(l.bias, [l.out], weights.get(l.bias))]) : y;
         };
         /**
@@ -300,10 +314,10 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         const linears = (v: string, ls: LinearSpec[], firstScale = 1): string[] => {
           if (!stacked) return ls.map((l) => linear(v, l));
           const out = ls.reduce((n, l) => n + l.out, 0);
-          const data = new Float32Array(out * ls[0]!.in);
+          const data = take(out * ls[0]!.in);
           let row = 0;
           for (const l of ls) {
-            data.set(weights.get(l.name), row * l.in);
+            weightOf(l.name, l.out * l.in, data.subarray(row * l.in, (row + l.out) * l.in));
             row += l.out;
           }
           if (firstScale !== 1) for (let j = 0; j < ls[0]!.out * ls[0]!.in; j++) data[j]! *= firstScale;
