@@ -18,6 +18,7 @@ import { isSessionId } from '../shared/protocol/index.js';
 import type { ModelPackage } from '../models/package.js';
 import { WEIGHT_BITS } from '../quantization/weights/blockwise.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
+import { calibrationContexts } from '../models/calibration-file.js';
 import { SPLITLLM_SUBPROTOCOL, Tenants, upgradeCredential, type TenantSpec } from './auth.js';
 import type { ErrorLabel } from './metrics.js';
 import { CloudSession, cloudContext, type Identity } from './session.js';
@@ -62,7 +63,7 @@ export interface CloudOptions {
   idleMs?: number;
   /** a session waits while more than this many bytes wait in its socket's send buffer (default 16 MiB) */
   maxBufferedBytes?: number;
-  /** the model's calibration: contexts of calibrated codecs (`ts-tabq:cal=K`) the edge may send */
+  /** the model's calibration: contexts of calibrated codecs (`ts-tabq:cal=K`) the edge may send (default: the package's calibration.json) */
   calibration?: CalibrationContexts;
   /** an HTTP request (the upgrade included) must send its headers within this long (default 10 s): slow-header clients are cut */
   headersTimeoutMs?: number;
@@ -84,7 +85,8 @@ export interface CloudServer {
   close(): Promise<void>;
 }
 
-export async function startCloud(pkg: ModelPackage, opts: CloudOptions = {}): Promise<CloudServer> {
+export async function startCloud(pkg: ModelPackage, options: CloudOptions = {}): Promise<CloudServer> {
+  const opts: CloudOptions = { ...options, calibration: options.calibration ?? calibrationContexts({}, pkg) };
   const c = pkg.config;
   const maxFrame = opts.maxFrameBytes ?? 64 * 1024 * 1024;
   const level = opts.logLevel ?? 'silent';

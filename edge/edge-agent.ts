@@ -16,6 +16,7 @@ import type { Connector, FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import type { LinearEmitter } from '../models/onnx/segment.js';
 import { cachedSegment, defaultCacheEvents } from '../models/runtime/segment-cache.js';
+import { calibrationContexts } from '../models/calibration-file.js';
 import { SharedSegments } from '../models/runtime/shared-segments.js';
 import { StopStrings, TextStream } from '../models/tokenizer/text-stream.js';
 import type { ChatMessage } from '../models/tokenizer/tokenizer.js';
@@ -32,7 +33,7 @@ export interface EdgeAgentOptions {
   ca?: string | Buffer;
   /** split point: this device runs layers [0, split) */
   split: number;
-  /** hidden-state codec (default fp32); a bare 'ts-tabq' is each split's calibrated default */
+  /** hidden-state codec (default fp32); a bare 'ts-tabq' is each split's calibrated codec (an error where the calibration has none) */
   codec?: string;
   codecEnv?: CodecEnv;
   /** the plan's weights: emitters of the front layers and the bits the memory policy and the cloud use */
@@ -112,6 +113,8 @@ export class EdgeAgent {
   private closed = false;
   readonly maxConcurrent: number;
   readonly maxSeq: number;
+  /** the codec contexts: the options', else the package's calibration.json (a bare ts-tabq is its calibrated codec) */
+  private readonly codecEnv: CodecEnv;
 
   private constructor(readonly options: EdgeAgentOptions) {
     const pkg = options.model;
@@ -122,6 +125,7 @@ export class EdgeAgent {
     this.url = /\/v1\/session$/.test(options.cloud) ? options.cloud : options.cloud.replace(/\/$/, '') + '/v1/session';
     this.maxConcurrent = options.maxConcurrent ?? 4;
     this.maxSeq = Math.min(options.maxSeq ?? c.maxSeq, c.maxSeq);
+    this.codecEnv = options.codecEnv ?? calibrationContexts({}, pkg);
     this.fronts = new SharedSegments(
       c,
       (k) => String(k),
@@ -235,7 +239,7 @@ export class EdgeAgent {
         url: this.url,
         split: o.split,
         codec: o.codec,
-        codecEnv: o.codecEnv,
+        codecEnv: this.codecEnv,
         prompt,
         promptIds: ids,
         maxTokens,

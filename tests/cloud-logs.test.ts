@@ -1,4 +1,5 @@
 /** The cloud's log: one JSON line per session open/close, per error and per refused upgrade; never a token or a resume secret. */
+import { calibrationContexts } from '../models/calibration-file.js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startCloud, type CloudServer } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
@@ -16,7 +17,7 @@ afterAll(() => cloud?.close());
 
 it('logs session open and close with tenant, split, precisions, codec, tokens, bytes and duration; errors with their code; refused upgrades with the address', async () => {
   const url = `${cloud.url}/v1/session`;
-  const r = await runEdge(pkg, { url, split: 2, codec: 'ts-tabq', prompt: 'ROMEO:', maxTokens: 6, stopIds: [], token: 'alice-secret-token' });
+  const r = await runEdge(pkg, { url, split: 2, codec: 'ts-tabq', codecEnv: calibrationContexts({}, pkg), prompt: 'ROMEO:', maxTokens: 6, stopIds: [], token: 'alice-secret-token' });
   await expect(runEdge(pkg, { url, split: 2, prompt: 'x', maxTokens: 2, token: 'wrong-token' })).rejects.toThrow(/401/);
   await expect(runEdge(pkg, { url, split: 2, backBits: 5, prompt: 'x', maxTokens: 2, token: 'alice-secret-token' })).rejects.toThrow(/bad_hello/);
   await new Promise((res) => setTimeout(res, 50));

@@ -846,8 +846,19 @@ export const tabqDefinition: CodecDefinition = {
   decodes: [CodecId.tabq],
   create: (p) => new TabqCodec(tabqParamsFrom(p)),
   decode: (bytes, h) => decodeTabq(bytes, h.tokens, h.dim),
-  // a bare `ts-tabq` means the split's calibrated default where the calibration has one
-  atSplit: (p, split, env) => (p.arg === undefined && p.params.size === 0 ? env.defaultCodec?.(split) : undefined),
+  // a bare `ts-tabq` means the split's calibrated codec: without a calibration for the split it is an
+  // error, not a quiet fall back to the uncalibrated eps mode (which loses far more accuracy on a new model)
+  atSplit: (p, split, env) => {
+    if (p.arg !== undefined || p.params.size > 0) return undefined;
+    const chosen = env.defaultCodec?.(split);
+    if (chosen === undefined) {
+      throw new SplitLLMError(
+        'E_CODEC_SPEC',
+        `a bare ts-tabq is the model's calibrated codec, and no calibration names one for split ${split}: run 'splitllm calibrate --model M --text CALIB.txt' (it writes calibration.json into the package), pass --calibration FILE, or give the codec's parameters (ts-tabq:eps=0.05)`,
+      );
+    }
+    return chosen;
+  },
 };
 
 /** uniform:B — TAB-Q at one fixed width for every token, no threshold split (a baseline). */
