@@ -11,6 +11,7 @@ import { importCommand } from './commands/import.js';
 import { planCommand } from './commands/plan.js';
 import { profileCommand } from './commands/profile.js';
 import { quantizeCommand } from './commands/quantize.js';
+import { setBuildReporting } from '../models/runtime/segment-cache.js';
 
 const commands: CliCommand[] = [demoCommand, importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand, profileCommand, planCommand];
 
@@ -35,6 +36,8 @@ function mainHelp(): string {
 /** Exit codes: 0 ok, 1 error the user can fix (typed), 2 usage error, 3 no feasible plan, 70 internal error, 130 interrupted. */
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  // --json output is for scripts: no progress lines beside it
+  if (argv.includes('--json')) setBuildReporting(false);
   try {
     if (name === '--help' || name === '-h' || name === 'help') {
       process.stdout.write(mainHelp() + '\n');

@@ -165,6 +165,7 @@ export function cloudContext(
       {
         warn: (message) => log.warn({ event: 'segment_cache' }, message),
         building: (dir) => log.info({ event: 'segment_build', cached: dir !== undefined }, 'building a back segment (the hello that asked for it waits)'),
+        progress: throttled(10_000, (done, total, what) => log.info({ event: 'segment_build_progress', layer: done, layers: total }, `building ${what}: layer ${done}/${total}`)),
       },
     ),
     calibration: opts.calibration,
@@ -177,6 +178,17 @@ export function cloudContext(
     helloTimeoutMs: opts.helloTimeoutMs ?? 10_000,
     newSessionId: opts.newSessionId ?? newSessionId,
     log,
+  };
+}
+
+/** `f` at most once every `ms` (and always for the last of a run: done = total). */
+function throttled(ms: number, f: (done: number, total: number, what: string) => void): (done: number, total: number, what: string) => void {
+  let last = 0;
+  return (done, total, what) => {
+    const now = Date.now();
+    if (done < total && now - last < ms) return;
+    last = now;
+    f(done, total, what);
   };
 }
 

@@ -114,6 +114,8 @@ export interface SegmentOptions {
   dir?: string;
   /** 'always' (with `dir`): the model file and its external data go to `dir` whatever the size, streamed as built (the segment cache) */
   externalData?: 'always';
+  /** told after each layer is emitted (layers done, layers in the segment): a long build's progress */
+  onLayer?: (done: number, total: number) => void;
 }
 
 export interface SegmentIO {
@@ -413,6 +415,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         const [gate, up] = linears(f, [L.gate, L.up]) as [string, string];
         const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
         skip = linear(act, L.down);
+        opts.onLayer?.(i + 1 - from, to - from);
       }
     }
 

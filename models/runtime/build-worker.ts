@@ -53,7 +53,7 @@ interface Job {
   spec: RtnSegmentSpec;
 }
 
-type Reply = { kind: 'warn'; message: string } | { kind: 'building'; dir: string | null } | { kind: 'done'; built: BuiltSegment } | { kind: 'error'; code?: ErrorCode; message: string };
+type Reply = { kind: 'warn'; message: string } | { kind: 'building'; dir: string | null } | { kind: 'progress'; done: number; total: number; what: string } | { kind: 'done'; built: BuiltSegment } | { kind: 'error'; code?: ErrorCode; message: string };
 
 /** Whether builds can run in a worker: this module must be compiled JavaScript (not a TypeScript source run by a test runner). */
 export function workerBuildsAvailable(): boolean {
@@ -83,6 +83,7 @@ export function buildInWorker(pkg: ModelPackage, spec: RtnSegmentSpec, events: S
     w.on('message', (m: Reply) => {
       if (m.kind === 'warn') events.warn?.(m.message);
       else if (m.kind === 'building') events.building?.(m.dir ?? undefined);
+      else if (m.kind === 'progress') events.progress?.(m.done, m.total, m.what);
       else if (m.kind === 'done') {
         settled = true;
         resolve(m.built);
@@ -116,6 +117,7 @@ if (!isMainThread && parentPort && isJob(workerData)) {
     const built = cachedSegment(pkg, job.spec.from, job.spec.to, rtnSegmentOptions(job.spec), {
       warn: (message) => port.postMessage({ kind: 'warn', message } satisfies Reply),
       building: (dir) => port.postMessage({ kind: 'building', dir: dir ?? null } satisfies Reply),
+      progress: (done, total, what) => port.postMessage({ kind: 'progress', done, total, what } satisfies Reply),
     });
     port.postMessage({ kind: 'done', built } satisfies Reply, built.model ? [built.model.buffer as ArrayBuffer] : []);
   } catch (e) {

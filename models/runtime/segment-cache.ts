@@ -33,12 +33,41 @@ export interface SegmentCacheEvents {
   hit?(dir: string): void;
   /** a segment is being built (to be cached in `dir`, or not cached: undefined) */
   building?(dir: string | undefined): void;
+  /** a build's progress: layers emitted of the segment's (told after each) */
+  progress?(done: number, total: number, what: string): void;
   /** something about the cache the user should know (a stale or corrupt entry, an unwritable folder) */
   warn?(message: string): void;
 }
 
-/** Warnings on stderr (a library user passes events of their own to the functions that take them). */
-export const defaultCacheEvents: SegmentCacheEvents = { warn: (m) => process.stderr.write(`splitllm: warning: ${m}\n`) };
+let reportBuilds = true;
+/** Whether the default events print build progress (a command's --json turns it off; warnings stay). */
+export function setBuildReporting(on: boolean): void {
+  reportBuilds = on;
+}
+
+/**
+ * Warnings and build progress on stderr: every few seconds (in place on a terminal) the layers done
+ * with an estimate of the rest. A library user passes events of their own.
+ */
+export const defaultCacheEvents: SegmentCacheEvents = {
+  warn: (m) => process.stderr.write(`splitllm: warning: ${m}\n`),
+  progress: (() => {
+    let t0 = 0;
+    let last = 0;
+    return (done: number, total: number, what: string) => {
+      if (!reportBuilds) return;
+      const now = Date.now();
+      if (done <= 1) t0 = now;
+      const tty = process.stderr.isTTY === true;
+      if (done < total && now - last < (tty ? 250 : 5000)) return;
+      last = now;
+      const secs = (now - t0) / 1000;
+      const eta = done > 1 && done < total && secs >= 1 ? `, ~${Math.ceil((secs * (total - done)) / (done - 1))} s left` : '';
+      const line = `building ${what}: layer ${done}/${total} (${secs.toFixed(1)} s${eta})`;
+      process.stderr.write(tty ? `\r\x1b[K${line}${done >= total ? '\n' : ''}` : `${line}\n`);
+    };
+  })(),
+};
 
 /** Removes a temporary segment folder once its files are loaded. */
 export function removeTemporary(dir: string): void {
@@ -158,10 +187,12 @@ export function slowBuildForTests(): void {
 export function cachedSegment(pkg: ModelPackage, from: number, to: number, opts: SegmentOptions = {}, events: SegmentCacheEvents = {}): BuiltSegment {
   // a graph imported from an ONNX export cuts its own segments; an explicit folder is the caller's
   const root = opts.dir || pkg.weights.buildSegment ? undefined : segmentCacheDir(pkg, events);
+  const what = `segment [${from}, ${to})`;
+  const onLayer = events.progress ? (done: number, total: number) => events.progress?.(done, total, what) : undefined;
   if (!root) {
     events.building?.(undefined);
     slowBuildForTests();
-    return buildSegment(pkg.config, pkg.weights, from, to, opts);
+    return buildSegment(pkg.config, pkg.weights, from, to, { ...opts, ...(onLayer ? { onLayer } : {}) });
   }
   const fields = segmentKeyFields(pkg, from, to, opts);
   const key = createHash('sha256').update(JSON.stringify(fields)).digest('hex').slice(0, 32);
@@ -188,7 +219,7 @@ export function cachedSegment(pkg: ModelPackage, from: number, to: number, opts:
   const tmp = join(root, `.tmp-${key}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
   mkdirSync(tmp);
   try {
-    const built = buildSegment(pkg.config, pkg.weights, from, to, { ...opts, dir: tmp, externalData: 'always' });
+    const built = buildSegment(pkg.config, pkg.weights, from, to, { ...opts, dir: tmp, externalData: 'always', ...(onLayer ? { onLayer } : {}) });
     const model = built.modelPath ? basename(built.modelPath) : undefined;
     if (!model) throw new Error('the builder wrote no model file');
     const files: Record<string, string> = {};
