@@ -103,3 +103,24 @@ it('an edge whose front build outlasts the cloud hello timeout builds before it 
     await cloud.close();
   }
 });
+
+it('a back build that fails answers the session that asked with the error, and the server keeps serving', async () => {
+  const pkg = await tinyPackage('fails');
+  const cloud = await cloudProcess(pkg.dir!, {});
+  try {
+    // the worker opens the package again: without its tokenizer it cannot
+    const { renameSync } = await import('node:fs');
+    renameSync(join(pkg.dir!, 'tokenizer.json'), join(pkg.dir!, 'tokenizer.json.away'));
+    const failed = await runEdge(pkg, { url: cloud.url, split: 2, promptIds: [1, 40], prompt: '', maxTokens: 4, stopIds: [], retryWindowMs: 0 }).catch((e: unknown) => e);
+    expect(String(failed)).toMatch(/tokenizer\.json is missing: re-import the model/);
+    expect((await fetch(`${cloud.http}/healthz`)).status).toBe(200);
+    // with the file back, the next session builds and completes
+    renameSync(join(pkg.dir!, 'tokenizer.json.away'), join(pkg.dir!, 'tokenizer.json'));
+    const r = await runEdge(pkg, { url: cloud.url, split: 2, promptIds: [1, 40], prompt: '', maxTokens: 4, stopIds: [] });
+    expect(r.tokens).toHaveLength(4);
+    expect(cloud.child.exitCode).toBeNull();
+  } finally {
+    cloud.child.kill('SIGTERM');
+    expect(await cloud.exited).toBe(0);
+  }
+});

@@ -87,7 +87,7 @@ export function buildInWorker(pkg: ModelPackage, spec: RtnSegmentSpec, events: S
       else if (m.kind === 'done') {
         settled = true;
         resolve(m.built);
-      } else {
+      } else if (m.kind === 'error') {
         settled = true;
         // a user-caused failure keeps its code across the thread boundary
         reject(m.code ? new SplitLLMError(m.code, m.message) : new Error(m.message));
@@ -121,6 +121,7 @@ if (!isMainThread && parentPort && isJob(workerData)) {
     });
     port.postMessage({ kind: 'done', built } satisfies Reply, built.model ? [built.model.buffer as ArrayBuffer] : []);
   } catch (e) {
-    port.postMessage({ kind: 'error', message: e instanceof Error ? e.message : String(e), ...(e instanceof SplitLLMError ? { code: e.code } : {}) } satisfies Reply);
+    const message = e instanceof Error ? e.message || `${e.name} (no message)` : String(e);
+    port.postMessage({ kind: 'error', message, ...(e instanceof SplitLLMError ? { code: e.code } : {}) } satisfies Reply);
   }
 }

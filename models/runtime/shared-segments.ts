@@ -62,6 +62,8 @@ export class SharedSegments<K> {
       const built = (async () => this.build(k, this.closed.signal))();
       const ready = built.then(async (b) => ({ built: b, shared: await SegmentRuntime.openSession(b, this.opts) }));
       const entry: SharedSegment = { ready, session: ready.then((r) => r.shared), users: 0 };
+      // whoever waits for the segment gets its failure; the derived promise must not crash the process
+      entry.session.catch(() => undefined);
       void built.then((b) => (entry.built = b)).catch(() => undefined);
       // a failed build is not cached: the next user tries again and gets the error itself
       entry.ready.catch(() => {
