@@ -440,8 +440,10 @@ export class CloudSession implements Attachment {
     if (store.get(id)) throw taken();
     const helloAt = performance.now();
     const runtime = await this.ctx.pool.runtime(this.backKey(m));
-    // its KV buffers never grow past the positions the session reserved
-    runtime.limitPositions(positions);
+    // its KV buffers never grow past the session's position limit; they grow as the local runtime's do
+    // (a quarter at a time), so that the same positions give the same attention sums, bit for bit (the
+    // padding of a buffer changes the order of a vectorized softmax sum): the reservation is the budget's
+    runtime.limitPositions(tokenLimit);
     // another connection may have opened the same id while the segment was built
     if (store.get(id)) {
       await runtime.release();
@@ -511,7 +513,6 @@ export class CloudSession implements Attachment {
       throw protocolError('busy', `the KV budget (${this.ctx.kvBudgetBytes} bytes) has ${Math.max(0, this.ctx.kvBudgetBytes - others)} left, this session would need ${kvReservation(c, s.hello.split, want)} for ${want} positions: retry later, or split deeper`);
     }
     s.positions = want;
-    s.runtime.limitPositions(want);
   }
 
 
@@ -555,7 +556,7 @@ export class CloudSession implements Attachment {
     s.pendingKv.clear();
     const hello = { ...s.hello, split: to };
     const next = await this.ctx.pool.runtime(this.backKey(hello));
-    next.limitPositions(s.positions);
+    next.limitPositions(this.ctx.tokenLimit);
     next.importKV(entries, len);
     await s.runtime.release();
     s.runtime = next;
