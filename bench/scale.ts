@@ -86,7 +86,7 @@ async function child(): Promise<void> {
     cachedSegment(pkg, from, to, { embed: from === 0, head: to === c.nLayers, linearFor: () => linearFor(b, 32), ...(to === c.nLayers && b < 32 && !split ? { headLinear: linearFor(b, 32) } : {}) }, { building: () => (built = true) }),
   );
   const tBuilt = performance.now();
-  const rts: InstanceType<typeof SegmentRuntime>[] = [];
+  const rts: Awaited<ReturnType<typeof SegmentRuntime.fromBuilt>>[] = [];
   for (const s of segs) rts.push(await SegmentRuntime.fromBuilt(c, s, { spin: parts.length === 1 ? 'alone' : 'turns' }));
   const tLoaded = performance.now();
   const forward = async (ids: number[]): Promise<Float32Array> => {
