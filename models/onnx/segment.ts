@@ -33,7 +33,7 @@
  * graph from position_ids. Linear layers go through a `LinearEmitter` so that weight quantizers can
  * replace the float MatMul with MatMulNBits or integer kernels.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
@@ -177,6 +177,13 @@ export function checkRange(c: ModelConfig, from: number, to: number): void {
 /** The model's RoPE tables [maxSeq, headDim/2] (shared/rope.ts: plain, or with the config's scaling). */
 export function modelRopeTables(c: ModelConfig): { cos: Float32Array; sin: Float32Array } {
   return ropeTables(c.maxSeq, c.headDim, c.ropeTheta, c.ropeScaling);
+}
+
+/** A full disk while a segment is written is the user's to fix: a typed one-line error naming the folder. */
+function diskError(e: unknown, dir: string, bytes: number): unknown {
+  const code = e instanceof Error && 'code' in e ? e.code : undefined;
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return e;
+  return new SplitLLMError('E_RUNTIME', `no space left in ${dir} for a segment${bytes ? ` of ${(bytes / 1e9).toFixed(2)} GB` : ''}: free disk space, or point $SPLITLLM_SEGMENT_CACHE (and $TMPDIR) at a disk with room`);
 }
 
 export function buildSegment(c: ModelConfig, weights: WeightSource, from: number, to: number, opts: SegmentOptions = {}): BuiltSegment {
@@ -459,8 +466,13 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     // past protobuf's 2 GB: external data in the folder given, else in a temporary one the runtime removes once loaded
     const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'splitllm-segment-'));
     const modelPath = join(dir, `segment_${from}_${to}.onnx`);
-    const bytes = g.serialize(`${modelPath}.data`);
-    writeFileSync(modelPath, bytes);
+    try {
+      const bytes = g.serialize(`${modelPath}.data`);
+      writeFileSync(modelPath, bytes);
+    } catch (e) {
+      if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+      throw diskError(e, dir, weightBytes);
+    }
     return { ...io, modelPath, weightBytes, ...(opts.dir ? {} : { temporaryDir: dir }) };
   }
   return { ...io, model: g.serialize(), weightBytes };

@@ -234,10 +234,11 @@ export function cachedSegment(pkg: ModelPackage, from: number, to: number, opts:
     }
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
-    if (err instanceof SplitLLMError) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC' || code === 'EACCES' || code === 'EROFS') {
-      events.warn?.(`cannot cache segment [${from}, ${to}) in ${root} (${code}): building it in memory`);
+    const code = err instanceof Error && 'code' in err ? err.code : undefined;
+    // a cache that cannot be written is no reason to refuse the model: build in memory (past 2 GB that
+    // still needs a temporary folder)
+    if (code === 'EACCES' || code === 'EROFS' || (err instanceof SplitLLMError && /^no space left/.test(err.message))) {
+      events.warn?.(`cannot cache segment [${from}, ${to}) in ${root} (${err instanceof SplitLLMError ? 'disk full' : String(code)}): building it in memory`);
       return buildSegment(pkg.config, pkg.weights, from, to, opts);
     }
     throw err;
