@@ -6,11 +6,12 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tinyPackageOnDisk } from './helpers/models.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { syntheticModel } from '../models/importers/synthetic.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import { linearFor } from '../models/onnx/linear.js';
-import { ModelPackage, writePackage } from '../models/package.js';
+import { ModelPackage } from '../models/package.js';
 import { cachedSegment, segmentCacheDir, type SegmentCacheEvents } from '../models/runtime/segment-cache.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { maxAbsDiff } from '../shared/tensor.js';
@@ -18,11 +19,7 @@ import { maxAbsDiff } from '../shared/tensor.js';
 const tmp = mkdtempSync(join(tmpdir(), 'splitllm-segcache-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function tinyPackage(name: string): Promise<ModelPackage> {
-  const dir = join(tmp, name);
-  await writePackage(dir, syntheticModel('tiny', 9));
-  return ModelPackage.load(dir);
-}
+const tinyPackage = (name: string): Promise<ModelPackage> => tinyPackageOnDisk(join(tmp, name), 9);
 
 function recorder(): SegmentCacheEvents & { log: string[] } {
   const log: string[] = [];

@@ -10,11 +10,12 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tinyPackageOnDisk } from './helpers/models.js';
 import { afterAll, expect, it } from 'vitest';
 import { startCloud } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { syntheticModel } from '../models/importers/synthetic.js';
-import { ModelPackage, writePackage } from '../models/package.js';
+import { ModelPackage } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { cliAsync } from './helpers/cli.js';
 import { REPO } from './helpers/fixtures.js';
@@ -22,11 +23,7 @@ import { REPO } from './helpers/fixtures.js';
 const tmp = mkdtempSync(join(tmpdir(), 'splitllm-slowbuild-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function tinyPackage(name: string): Promise<ModelPackage> {
-  const dir = join(tmp, name);
-  await writePackage(dir, syntheticModel('tiny', 21));
-  return ModelPackage.load(dir);
-}
+const tinyPackage = (name: string): Promise<ModelPackage> => tinyPackageOnDisk(join(tmp, name), 21);
 
 /** A cloud process on the package, its stderr (JSON log lines) collected, the url once it listens. */
 async function cloudProcess(dir: string, env: Record<string, string>, args: string[] = []) {

@@ -15,3 +15,11 @@ export function defaultModel(): Promise<ModelPackage> {
   defaultPkg ??= openModel(DEFAULT_MODEL_DIR);
   return defaultPkg;
 }
+
+/** The 'tiny' synthetic preset written as a package folder `dir` (seeded), opened from disk: it has a segment cache. */
+export async function tinyPackageOnDisk(dir: string, seed: number): Promise<ModelPackage> {
+  const { writePackage, ModelPackage: Pkg } = await import('../../models/package.js');
+  const { syntheticModel } = await import('../../models/importers/synthetic.js');
+  await writePackage(dir, syntheticModel('tiny', seed));
+  return Pkg.load(dir);
+}
