@@ -226,7 +226,8 @@ export async function startCloud(pkg: ModelPackage, options: CloudOptions = {}):
     const started = live.size - idle.length;
     const deadline = Date.now() + timeoutMs;
     while (live.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    const moved = live.size;
+    // connections that had no session when the drain began (a hello still waiting for its build) were closed as idle
+    const moved = [...live].filter((s) => !idle.includes(s)).length;
     for (const s of live) s.move('draining: resume on another replica');
     for (let i = 0; i < 50 && live.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
     await app.close();

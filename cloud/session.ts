@@ -310,6 +310,8 @@ export class CloudSession implements Attachment {
 
   /** Answers an error with its wire code; codes that end the session close the connection. */
   fail(e: unknown): void {
+    // a connection already told to go (drained, moved) is not told more: its hello's build was cancelled with the server
+    if (this.closing) return;
     const pe = e instanceof ProtocolError ? e : new ProtocolError('internal', e instanceof Error ? e.message : String(e));
     this.ctx.metrics.countError(pe.wireCode);
     this.ctx.log.warn({ event: 'error', code: pe.wireCode, session: this.held?.id, tenant: this.who.tenant, closes: pe.closes }, pe.message);

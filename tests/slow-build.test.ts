@@ -76,6 +76,9 @@ it('a cloud building a back segment stops on SIGTERM without finishing the build
   cloud.child.kill('SIGTERM');
   expect(await cloud.exited).toBe(0);
   expect(await run).toBeInstanceOf(Error);
+  // the waiting hello counts as an idle connection closed, not as a session that finished or moved
+  expect(cloud.err()).toMatch(/stopped: 0 session\(s\) finished, 0 told to move, 1 idle connection\(s\) closed/);
+  expect(cloud.err()).not.toMatch(/"code":"internal"/);
   // the back build never finished: the package's segment cache holds the edge's front [0, 2) alone
   const segments = join(pkg.dir!, 'segments');
   const ranges = readdirSync(segments)
