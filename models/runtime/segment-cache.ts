@@ -54,14 +54,21 @@ export const defaultCacheEvents: SegmentCacheEvents = {
   progress: (() => {
     let t0 = 0;
     let last = 0;
+    let shown = false;
     return (done: number, total: number, what: string) => {
       if (!reportBuilds) return;
       const now = Date.now();
-      if (done <= 1) t0 = now;
-      const tty = process.stderr.isTTY === true;
-      if (done < total && now - last < (tty ? 250 : 5000)) return;
-      last = now;
+      if (done <= 1) {
+        t0 = now;
+        shown = false;
+      }
       const secs = (now - t0) / 1000;
+      // a build of a couple of seconds says nothing; a longer one says how far it is, and when it is done
+      if (secs < 2 && !shown) return;
+      const tty = process.stderr.isTTY === true;
+      if (done < total && shown && now - last < (tty ? 250 : 5000)) return;
+      last = now;
+      shown = true;
       const eta = done > 1 && done < total && secs >= 1 ? `, ~${Math.ceil((secs * (total - done)) / (done - 1))} s left` : '';
       const line = `building ${what}: layer ${done}/${total} (${secs.toFixed(1)} s${eta})`;
       process.stderr.write(tty ? `\r\x1b[K${line}${done >= total ? '\n' : ''}` : `${line}\n`);
