@@ -194,7 +194,13 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
     } finally {
       await calibrated.close();
     }
-    await expect(runEdge(pkg, { url: `${server.url}/v1/session`, split: k, codec: spec, codecEnv: contexts, prompt: PROMPT, maxTokens: 4 })).rejects.toThrow(/bad_hello: .*needs the calibration of split 2/);
+    // a cloud without a calibration (startCloud defaults to the package's: say none)
+    const uncalibrated = await startCloud(pkg, { calibration: new CalibrationContexts(undefined) });
+    try {
+      await expect(runEdge(pkg, { url: `${uncalibrated.url}/v1/session`, split: k, codec: spec, codecEnv: contexts, prompt: PROMPT, maxTokens: 4 })).rejects.toThrow(/bad_hello: .*needs the calibration of split 2/);
+    } finally {
+      await uncalibrated.close();
+    }
   });
 
   it('re-splits mid-generation in both directions: lossless KV gives the same tokens', async () => {
