@@ -94,7 +94,8 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
       return { body: p, hit: true };
     }
     p = (async () => {
-      const seg = buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, ...(bits < 32 ? { linearFor: () => linearFor(bits, block) } : {}), ...(embedBits < 32 ? { embedBits } : {}) });
+      // float32 embedding: the page's onnxruntime-web is not asked to gather bf16
+      const seg = buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, embedAsStored: false, ...(bits < 32 ? { linearFor: () => linearFor(bits, block) } : {}), ...(embedBits < 32 ? { embedBits } : {}) });
       if (!seg.model) throw new SplitLLMError('E_RUNTIME', `front segment [0, ${k}) is too large for a page (its weights went to external data)`);
       const { model: bytes, modelPath: _path, ...io } = seg;
       return msgpack.pack({ modelHash: pkg.hash, io, model: bytes });

@@ -3,7 +3,7 @@
  * the dequantized table, holds the bytes the accounting says, and a split run with it equals the local
  * pipeline with it; the planner takes it where memory binds and its ppl cost fits.
  */
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startCloud } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { checkEmbedBits } from '../models/onnx/embedding.js';
@@ -110,4 +110,40 @@ it('the planner quantizes the embedding where the edge memory binds and its meas
   pr.accuracy = { ...pr.accuracy, embeds: { '8': 0.5, '4': 0.9 } };
   const r = exhaustive.solve(pr, 1);
   expect(r.plans[0]?.plan.embedBits).toBeUndefined();
+});
+
+describe('a bf16 package keeps its float embedding in bf16', () => {
+  it('the front gathers the bf16 table and casts it: half the bytes, the same hidden states as a float32 table, bit for bit', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { writePackage, ModelPackage: Pkg } = await import('../models/package.js');
+    const { syntheticModel } = await import('../models/importers/synthetic.js');
+    const { buildSegment } = await import('../models/onnx/segment.js');
+    const { SegmentRuntime } = await import('../models/runtime/segment-runtime.js');
+    const dir = mkdtempSync(join(tmpdir(), 'splitllm-bf16emb-'));
+    try {
+      await writePackage(dir, syntheticModel('tiny', 3), 'BF16');
+      const pkg = Pkg.load(dir);
+      const c = pkg.config;
+      const half = buildSegment(c, pkg.weights, 0, 2, { embed: true, head: false });
+      const float = buildSegment(c, pkg.weights, 0, 2, { embed: true, head: false, embedAsStored: false });
+      expect(float.weightBytes - half.weightBytes).toBe(c.vocabSize * c.dim * 2);
+      const out = async (seg: typeof half): Promise<Float32Array> => {
+        const rt = await SegmentRuntime.fromBuilt(c, seg);
+        const r = await rt.run([1, 50, 300, 7, 120], 5);
+        rt.release();
+        return r.data;
+      };
+      expect(await out(half)).toEqual(await out(float));
+      // a whole model whose float32 head is tied to the embedding shares one float32 table, as before
+      const tiedDir = join(dir, 'tied');
+      await writePackage(tiedDir, syntheticModel('tiny', 3, { tiedEmbeddings: true }), 'BF16');
+      const tied = Pkg.load(tiedDir);
+      const whole = buildSegment(tied.config, tied.weights, 0, c.nLayers, { embed: true, head: true });
+      expect(whole.weightBytes).toBe(buildSegment(tied.config, tied.weights, 0, c.nLayers, { embed: true, head: true, embedAsStored: false }).weightBytes);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -94,6 +94,8 @@ export interface SegmentOptions {
   embed?: boolean;
   /** the token embedding's weight bits (default 32: float; 8 or 4: blockwise codes in blocks of 32, models/onnx/embedding.ts) */
   embedBits?: number;
+  /** a float embedding in the package's stored type (bf16/f16, gathered then cast; default true) or float32 (false: the browser edge) */
+  embedAsStored?: boolean;
   /** the segment ends with the final norm and LM head (default: to = L) */
   head?: boolean;
   /** take key_positions [B, P+T] (−1 = padding), so that sessions of different lengths run as one batch */
@@ -222,12 +224,25 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     };
 
     let x: string;
+    // a float embedding stays in the type the package stores it in (a bf16 or f16 table is half a float32
+    // one: the largest tensor of a 1B or 8B front), gathered and cast to float; where a float32 tied head
+    // shares its table, or a caller asks for float (the browser edge), float32
+    const tiedFloatHead = io.last && c.tiedEmbeddings && (opts.headLinear ?? float32Linear) === float32Linear;
+    const stored = io.first && (opts.embedBits ?? 32) >= 32 && opts.embedAsStored !== false && !tiedFloatHead ? weights.stored?.(W.embed) : undefined;
+    const halfEmbedding = stored && stored.dtype !== 'F32' ? stored : undefined;
     if (io.first) {
       g.input('input_ids', DT.INT64, ['batch', 'tokens']);
-      x =
-        (opts.embedBits ?? 32) < 32
-          ? quantizedEmbedding(g, W.embed, weights.get(W.embed), c.vocabSize, D, opts.embedBits!, 32, 'input_ids')
-          : g.op('Gather', [g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed)), 'input_ids'], { axis: 0 });
+      if ((opts.embedBits ?? 32) < 32) x = quantizedEmbedding(g, W.embed, weights.get(W.embed), c.vocabSize, D, opts.embedBits!, 32, 'input_ids');
+      else if (halfEmbedding) {
+        const table = new Uint8Array(c.vocabSize * D * 2);
+        let at = 0;
+        for (const chunk of halfEmbedding.chunks(16 << 20)) {
+          table.set(chunk, at);
+          at += chunk.length;
+        }
+        const t = g.initializer(W.embed, halfEmbedding.dtype === 'BF16' ? DT.BFLOAT16 : DT.FLOAT16, [c.vocabSize, D], table);
+        x = g.op('Cast', [g.op('Gather', [t, 'input_ids'], { axis: 0 })], { to: DT.FLOAT });
+      } else x = g.op('Gather', [g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed)), 'input_ids'], { axis: 0 });
     } else {
       x = g.input('hidden_states', DT.FLOAT, ['batch', 'tokens', D]);
     }
@@ -438,7 +453,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       } else if (c.tiedEmbeddings) {
         // Gemm with transB shares the [V,D] embedding initializer instead of storing a transposed copy
         // (a quantized embedding leaves no float table to share)
-        const embed = io.first && (opts.embedBits ?? 32) >= 32 ? W.embed : g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
+        const embed = io.first && (opts.embedBits ?? 32) >= 32 && !halfEmbedding ? W.embed : g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
         const flat = g.op('Reshape', [h, g.i64([-1, D])]);
         const y = g.op('Gemm', [flat, embed], { transB: 1 });
         const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [h]), g.i64([0]), g.i64([2])]), g.i64([c.vocabSize])], { axis: 0 });

@@ -117,6 +117,7 @@ export function segmentKeyFields(pkg: ModelPackage, from: number, to: number, op
     attention: io.attention,
     keyPositions: io.keyPositions,
     embedBits: io.first ? (opts.embedBits ?? 32) : null,
+    embedAsStored: io.first ? opts.embedAsStored !== false : null,
     headLinear: io.last ? (opts.headLinear ?? float32Linear).id : null,
     layers,
   };
