@@ -198,10 +198,11 @@ describe('ts-tabq against a calibration context', () => {
     cal.splits['4'] = { stats: {} as never, context: contextData(hiddenRows(4, 8, 64, 2), 64), choice: { codec: 'ts-tabq:cal=4,step=0.25', bitsPerValue: 4, ppl: 1, pplIncrease: 0 } };
     const c2 = new CalibrationContexts(cal);
     expect(codecAtSplit('ts-tabq', 4, c2).spec).toBe('ts-tabq:cal=4,step=0.25,tau=6');
-    // no choice there: an error that names the command, not a quiet fall back to the uncalibrated eps mode
-    expect(() => codecAtSplit('ts-tabq', 3, c2)).toThrow(/no calibration names one for split 3: run 'splitllm calibrate --model M --text CALIB\.txt'/);
-    expect(() => codecAtSplit('ts-tabq', 2)).toThrow(/no calibration names one for split 2/);
-    expect(codecAtSplit('ts-tabq:eps=0.05', 3, c2).spec).toBe('ts-tabq:eps=0.05,tau=auto');
+    // a split the calibration did not cover: the self-contained default
+    expect(codecAtSplit('ts-tabq', 3, c2).spec).toBe('ts-tabq:eps=0.05,tau=auto');
+    // no calibration at all: an error that names the command, not a quiet fall back to the uncalibrated eps mode
+    expect(() => codecAtSplit('ts-tabq', 2)).toThrow(/no calibration is loaded \(asked at split 2\): run 'splitllm calibrate --model M --text CALIB\.txt'/);
+    expect(() => codecAtSplit('ts-tabq', 2, new CalibrationContexts(undefined))).toThrow(/run 'splitllm calibrate/);
     expect(codecAtSplit('ts-tabq:cal=4,step=0.3', 3, c2).spec).toBe('ts-tabq:cal=3,step=0.2973,tau=6');
     expect(codecAtSplit('ts-tabq:cal=4,step=0.3', 2, c2).spec).toBe('ts-tabq:cal=4,step=0.2973,tau=6'); // no context at 2: stays
     expect(() => codecAtSplit('default', 3, c2)).toThrow(expect.objectContaining({ code: 'E_CODEC_SPEC' }) as unknown as Error);

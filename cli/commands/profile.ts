@@ -20,6 +20,9 @@ import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../../shared/precision.js';
 import type { BlockAccuracyProfile } from '../../planner/types.js';
 import { commandGroup, defineCommand, items, opt } from '../options.js';
 
+/** The codecs `profile accuracy` measures by default (a bare 'ts-tabq' only where the model has a calibration). */
+const DEFAULT_PROFILE_CODECS = ['fp32', 'fp16', 'int8', 'uniform:4', 'ts-tabq:eps=0.1', 'ts-tabq'];
+
 /** Fewest predicted tokens for an accuracy profile: over fewer, ppl changes of a few tenths of a percent are noise. */
 const MIN_PREDICTED = 500;
 
@@ -98,7 +101,7 @@ const accuracyCommand = defineCommand({
     out: opt.string({ short: 'o', required: true, description: 'profile file to write', valueName: 'F' }),
     bits: bitsOption([4, 8, 32]),
     'block-sizes': blocksOption,
-    codecs: opt.list({ item: items.string, default: ['fp32', 'fp16', 'int8', 'uniform:4', 'ts-tabq:eps=0.1', 'ts-tabq'], description: "codec settings; bare 'ts-tabq' is the calibrated default of each split" }),
+    codecs: opt.list({ item: items.string, default: DEFAULT_PROFILE_CODECS, description: "codec settings; bare 'ts-tabq' is the calibrated default of each split" }),
     ...calibrationOption,
     windows: opt.int({ min: 1, default: 60, description: 'perplexity windows of the text to use' }),
     json: opt.flag({ description: 'print the profile as JSON' }),
@@ -114,8 +117,13 @@ const accuracyCommand = defineCommand({
       throw new SplitLLMError('E_BAD_ARGUMENT', `${textPath} gives ${predicted} predicted tokens${v.windows < 1000 ? ` in its first ${v.windows} windows` : ''}; an accuracy profile needs at least ${MIN_PREDICTED}: use a longer calibration text (or more --windows)`);
     }
     const bits = v.bits;
-    const codecs = v.codecs;
     const contexts = calibrationContexts(v, pkg);
+    // the default list's bare 'ts-tabq' (the calibrated codec) is left out for a model without a calibration
+    let codecs = v.codecs;
+    if (!contexts.calibrated && codecs.includes('ts-tabq') && JSON.stringify(codecs) === JSON.stringify(DEFAULT_PROFILE_CODECS)) {
+      codecs = codecs.filter((c) => c !== 'ts-tabq');
+      if (!v.json) process.stderr.write(`profile accuracy: ${pkg.manifest.name} has no calibration, so the calibrated ts-tabq is left out (run 'splitllm calibrate' first to profile it)\n`);
+    }
     // the codec a spec means at split k: bare 'ts-tabq' is the calibrated default there, when there is one
     const codecAt = (spec: string, k: number) => codecAtSplit(spec, k, contexts);
     for (const c of codecs) codecAt(c, 1); // fail early on a bad spec

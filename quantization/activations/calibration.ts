@@ -67,6 +67,9 @@ export class CalibrationContexts {
   }
   context = (split: number): CodecContext | undefined => this.bySplit.get(split);
   defaultCodec = (split: number): string | undefined => this.cal?.splits[String(split)]?.choice?.codec;
+  get calibrated(): boolean {
+    return Object.values(this.cal?.splits ?? {}).some((s) => s.choice !== undefined);
+  }
   get contexts(): ContextSet {
     return this.byId;
   }

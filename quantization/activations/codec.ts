@@ -34,6 +34,8 @@ export interface CodecEnv {
   context?: (split: number) => CodecContext | undefined;
   /** the calibrated default codec of a split (what a bare `ts-tabq` means there) */
   defaultCodec?: (split: number) => string | undefined;
+  /** whether the model has a calibration at all (a bare `ts-tabq` without one is an error) */
+  calibrated?: boolean;
 }
 
 /**

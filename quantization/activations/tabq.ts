@@ -846,15 +846,17 @@ export const tabqDefinition: CodecDefinition = {
   decodes: [CodecId.tabq],
   create: (p) => new TabqCodec(tabqParamsFrom(p)),
   decode: (bytes, h) => decodeTabq(bytes, h.tokens, h.dim),
-  // a bare `ts-tabq` means the split's calibrated codec: without a calibration for the split it is an
-  // error, not a quiet fall back to the uncalibrated eps mode (which loses far more accuracy on a new model)
+  // a bare `ts-tabq` means the split's calibrated codec. A model without any calibration gets an error, not
+  // a quiet fall back to the uncalibrated eps mode (which loses far more accuracy on a new model); a split
+  // the calibration did not cover (0, L, one left out by `calibrate --splits`) takes the self-contained default
   atSplit: (p, split, env) => {
     if (p.arg !== undefined || p.params.size > 0) return undefined;
     const chosen = env.defaultCodec?.(split);
+    if (chosen === undefined && env.calibrated) return undefined;
     if (chosen === undefined) {
       throw new SplitLLMError(
         'E_CODEC_SPEC',
-        `a bare ts-tabq is the model's calibrated codec, and no calibration names one for split ${split}: run 'splitllm calibrate --model M --text CALIB.txt' (it writes calibration.json into the package), pass --calibration FILE, or give the codec's parameters (ts-tabq:eps=0.05)`,
+        `a bare ts-tabq means the model's calibrated codec, and no calibration is loaded (asked at split ${split}): run 'splitllm calibrate --model M --text CALIB.txt' (it writes calibration.json into the package), pass --calibration FILE, or give the codec's parameters (ts-tabq:eps=0.05)`,
       );
     }
     return chosen;
