@@ -6,10 +6,11 @@
  * the byte-level one synthetic models use, padded to the vocabulary, with the family's special tokens at
  * their ids. Never committed: made where a bench or test needs one (bench/shape-model.ts is the command).
  */
-import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decoderTensors, TENSORS as W } from '../shared/decoder.js';
 import { syntheticTokenizerJson } from '../models/importers/synthetic.js';
+import { writeSafetensorsStream } from '../models/safetensors.js';
 
 export interface ShapeSpec {
   description: string;
@@ -141,10 +142,10 @@ function hashName(s: string, seed: number): number {
 const CHUNK = 1 << 22; // values per write (8 MiB of bf16)
 
 /**
- * Writes one tensor's bf16 values: norms 1, everything else uniform with standard deviation `std`
+ * Hands over one tensor's bf16 values: norms 1, everything else uniform with standard deviation `std`
  * (xorshift32 from the tensor's seed), in chunks.
  */
-function writeTensor(fd: number, name: string, count: number, seed: number, std: number): void {
+function tensorValues(put: (bytes: Uint8Array) => void, name: string, count: number, seed: number, std: number): void {
   const f = new Float32Array(Math.min(CHUNK, count));
   const bits = new Uint32Array(f.buffer);
   const out = new Uint16Array(f.length);
@@ -162,8 +163,7 @@ function writeTensor(fd: number, name: string, count: number, seed: number, std:
         f[i] = (s >>> 0) * scale - std * Math.sqrt(3);
       }
     for (let i = 0; i < n; i++) out[i] = bits[i]! >>> 16;
-    const bytes = new Uint8Array(out.buffer, 0, n * 2);
-    for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
+    put(new Uint8Array(out.buffer, 0, n * 2));
     done += n;
   }
 }
@@ -199,30 +199,22 @@ export function writeShapeModel(shape: string, dir: string, opts: ShapeWriteOpti
   let written = 0;
   const dim = spec.config['hidden_size'] as number;
   for (const [g, group] of groups.entries()) {
-    const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
-    let off = 0;
-    for (const [name, s] of group) {
-      header[name] = { dtype: 'BF16', shape: s, data_offsets: [off, off + bytesOf(s)] };
-      off += bytesOf(s);
-      weightMap[name] = names[g]!;
-    }
-    let json = JSON.stringify(header);
-    json += ' '.repeat((8 - ((json.length + 8) % 8)) % 8);
-    const fd = openSync(join(dir, names[g]!), 'w');
-    try {
-      const len = Buffer.alloc(8);
-      len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-      writeSync(fd, len);
-      writeSync(fd, Buffer.from(json));
-      for (const [name, s] of group) {
-        const std = name === W.embed || name === W.lmHead ? 1 / Math.sqrt(dim) : name.endsWith('.bias') ? 0.1 : 0.02;
-        writeTensor(fd, name, bytesOf(s) / 2, seed, std);
-        written += bytesOf(s);
-        opts.progress?.(written, total);
-      }
-    } finally {
-      closeSync(fd);
-    }
+    for (const [name] of group) weightMap[name] = names[g]!;
+    writeSafetensorsStream(
+      join(dir, names[g]!),
+      group.map(([name, shape]) => ({
+        name,
+        shape,
+        dtype: 'BF16' as const,
+        write(put) {
+          const std = name === W.embed || name === W.lmHead ? 1 / Math.sqrt(dim) : name.endsWith('.bias') ? 0.1 : 0.02;
+          tensorValues(put, name, bytesOf(shape) / 2, seed, std);
+          written += bytesOf(shape);
+          opts.progress?.(written, total);
+        },
+      })),
+      { format: 'pt' },
+    );
   }
   if (spec.shards > 1) writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
   const vocab = spec.config['vocab_size'] as number;

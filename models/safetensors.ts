@@ -138,10 +138,10 @@ export class SafetensorsFile {
     if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} has dtype ${t.dtype}, expected a float type`);
     const bytes = new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength);
     if (t.dtype === 'F32') {
-      this.readRange(t, bytes);
+      this.readAt(t.begin, bytes);
       return dst;
     }
-    this.readRange(t, bytes.subarray(2 * n));
+    this.readAt(t.begin, bytes.subarray(2 * n));
     const u16 = new Uint16Array(dst.buffer, dst.byteOffset, 2 * n);
     if (t.dtype === 'BF16') {
       const out = new Int32Array(dst.buffer, dst.byteOffset, n);
@@ -150,10 +150,10 @@ export class SafetensorsFile {
     return dst;
   }
 
-  private readRange(t: TensorInfo, into: Uint8Array): void {
-    const len = t.end - t.begin;
-    for (let off = 0; off < len; ) {
-      const got = readSync(this.fd, into, off, Math.min(len - off, 1 << 30), t.begin + off);
+  /** Fills `into` with the file's bytes from `pos` on. */
+  private readAt(pos: number, into: Uint8Array): void {
+    for (let off = 0; off < into.length; ) {
+      const got = readSync(this.fd, into, off, Math.min(into.length - off, 1 << 30), pos + off);
       if (got <= 0) throw new SplitLLMError('E_CHECKPOINT_TRUNCATED', `${this.path} ended early while reading: the file is truncated`);
       off += got;
     }
@@ -164,8 +164,7 @@ export class SafetensorsFile {
     const t = this.info(name);
     const dtype = t.dtype;
     if (!isFloatDtype(dtype)) throw new SplitLLMError('E_BAD_PACKAGE', `tensor ${name} has dtype ${t.dtype}, expected a float type`);
-    const fd = this.fd;
-    const path = this.path;
+    const read = (pos: number, into: Uint8Array): void => this.readAt(pos, into);
     return {
       dtype,
       shape: t.shape,
@@ -173,15 +172,10 @@ export class SafetensorsFile {
         const len = t.end - t.begin;
         const step = Math.max(DTYPE_BYTES[dtype], maxBytes - (maxBytes % DTYPE_BYTES[dtype]));
         const buf = new Uint8Array(new ArrayBuffer(Math.min(step, len)));
-        for (let off = 0; off < len; ) {
-          const want = Math.min(buf.length, len - off);
-          for (let got = 0; got < want; ) {
-            const n = readSync(fd, buf, got, want - got, t.begin + off + got);
-            if (n <= 0) throw new SplitLLMError('E_CHECKPOINT_TRUNCATED', `${path} ended early while reading: the file is truncated`);
-            got += n;
-          }
-          yield buf.subarray(0, want);
-          off += want;
+        for (let off = 0; off < len; off += step) {
+          const chunk = buf.subarray(0, Math.min(buf.length, len - off));
+          read(t.begin + off, chunk);
+          yield chunk;
         }
       },
     };
