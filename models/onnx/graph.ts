@@ -3,6 +3,7 @@
  * Nodes are added in topological order by construction; initializers are raw little-endian bytes and
  * move to an external data file when the model would pass protobuf's 2 GB limit.
  */
+import { createHash, type Hash } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
 import onnxProto from 'onnx-proto';
@@ -42,7 +43,9 @@ export class GraphBuilder {
   private counter = 0;
   private constCache = new Map<string, string>();
   readonly opsets = new Map<string, number>([['', 17]]);
-  private sink?: { fd: number; path: string; offset: number };
+  private sink?: ExternalSink;
+  /** sha256 of the external data file as written (hex), once `serialize` has closed it */
+  externalSha256?: string;
 
   constructor(readonly name: string) {}
 
@@ -52,7 +55,7 @@ export class GraphBuilder {
    */
   streamExternal(path: string): void {
     if (this.sink || this.initializers.some((t) => t.bytes.byteLength > INLINE_MAX)) throw new Error('streamExternal must be called before any large initializer');
-    this.sink = { fd: openSync(path, 'w'), path, offset: 0 };
+    this.sink = newSink(path);
   }
 
   /** whether initializers go to the external data file as they are made (and are not kept) */
@@ -110,14 +113,8 @@ export class GraphBuilder {
 
   initializer(name: string, dataType: number, dims: number[], data: Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array | Int8Array): string {
     const bytes = tensorBytes(data);
-    if (this.sink && bytes.byteLength > INLINE_MAX) {
-      const pad = (EXTERNAL_ALIGN - (this.sink.offset % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;
-      if (pad) writeAll(this.sink.fd, new Uint8Array(pad));
-      const offset = this.sink.offset + pad;
-      writeAll(this.sink.fd, bytes);
-      this.sink.offset = offset + bytes.byteLength;
-      this.initializers.push({ name, dataType, dims, bytes: new Uint8Array(0), external: { offset, length: bytes.byteLength } });
-    } else this.initializers.push({ name, dataType, dims, bytes: this.sink ? bytes.slice() : bytes }); // a small one kept inline may be a reused buffer's view
+    if (this.sink && bytes.byteLength > INLINE_MAX) this.initializers.push({ name, dataType, dims, bytes: new Uint8Array(0), external: appendExternal(this.sink, bytes) });
+    else this.initializers.push({ name, dataType, dims, bytes: this.sink ? bytes.slice() : bytes }); // a small one kept inline may be a reused buffer's view
     return name;
   }
 
@@ -156,56 +153,38 @@ export class GraphBuilder {
    * (ONNX external data, offsets aligned to 4 KiB) and the model references it by file name.
    */
   serialize(externalDataPath?: string): Uint8Array {
-    const sink = this.sink;
     this.buffers.clear();
+    if (this.sink && externalDataPath !== undefined && externalDataPath !== this.sink.path) throw new Error(`this graph streamed its external data to ${this.sink.path}`);
+    // not streamed so far: the large initializers go to the external data file now, the same way
+    if (!this.sink && externalDataPath) {
+      this.sink = newSink(externalDataPath);
+      for (const t of this.initializers) {
+        if (t.bytes.byteLength <= INLINE_MAX) continue;
+        t.external = appendExternal(this.sink, t.bytes);
+        t.bytes = new Uint8Array(0);
+      }
+    }
+    const sink = this.sink;
     if (sink) {
       closeSync(sink.fd);
-      this.sink = undefined;
-      if (externalDataPath !== undefined && externalDataPath !== sink.path) throw new Error(`this graph streamed its external data to ${sink.path}`);
+      this.externalSha256 = sink.hash.digest('hex');
     }
-    const streamed = (t: Initializer, file: string): P.ITensorProto => ({
-      name: t.name,
-      dataType: t.dataType,
-      dims: t.dims,
-      dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
-      externalData: [
-        { key: 'location', value: basename(file) },
-        { key: 'offset', value: String(t.external!.offset) },
-        { key: 'length', value: String(t.external!.length) },
-      ],
-    });
-    let external: { chunks: Uint8Array[]; offset: number } | undefined;
-    if (externalDataPath && !sink) external = { chunks: [], offset: 0 };
-    const init: P.ITensorProto[] = this.initializers.map((t) => {
-      if (t.external) return streamed(t, sink!.path);
-      if (external && t.bytes.byteLength > INLINE_MAX) {
-        const pad = (EXTERNAL_ALIGN - (external.offset % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;
-        if (pad) external.chunks.push(new Uint8Array(pad));
-        const offset = external.offset + pad;
-        external.chunks.push(t.bytes);
-        external.offset = offset + t.bytes.byteLength;
-        return {
-          name: t.name,
-          dataType: t.dataType,
-          dims: t.dims,
-          dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
-          externalData: [
-            { key: 'location', value: basename(externalDataPath!) },
-            { key: 'offset', value: String(offset) },
-            { key: 'length', value: String(t.bytes.byteLength) },
-          ],
-        };
-      }
-      return { name: t.name, dataType: t.dataType, dims: t.dims, rawData: t.bytes };
-    });
-    if (external) {
-      const fd = openSync(externalDataPath!, 'w');
-      try {
-        for (const c of external.chunks) writeAll(fd, c);
-      } finally {
-        closeSync(fd);
-      }
-    }
+    this.sink = undefined;
+    const init: P.ITensorProto[] = this.initializers.map((t) =>
+      t.external
+        ? {
+            name: t.name,
+            dataType: t.dataType,
+            dims: t.dims,
+            dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+            externalData: [
+              { key: 'location', value: basename(sink!.path) },
+              { key: 'offset', value: String(t.external.offset) },
+              { key: 'length', value: String(t.external.length) },
+            ],
+          }
+        : { name: t.name, dataType: t.dataType, dims: t.dims, rawData: t.bytes },
+    );
     const model: P.IModelProto = {
       irVersion: 8,
       producerName: 'splitllm',
@@ -239,6 +218,33 @@ function attr(name: string, v: AttrValue): P.IAttributeProto {
   if ('float' in v) return { name, type: AT.FLOAT, f: v.float };
   if ('floats' in v) return { name, type: AT.FLOATS, floats: v.floats };
   return { name, type: AT.TENSOR, t: v.tensor };
+}
+
+/** Writes `bytes` at the end of the external data file, 4 KiB-aligned; returns where they are. */
+interface ExternalSink {
+  fd: number;
+  path: string;
+  offset: number;
+  /** of every byte written, so that a cache entry need not read the file back to record it */
+  hash: Hash;
+}
+
+function newSink(path: string): ExternalSink {
+  return { fd: openSync(path, 'w'), path, offset: 0, hash: createHash('sha256') };
+}
+
+function appendExternal(sink: ExternalSink, bytes: Uint8Array): { offset: number; length: number } {
+  const pad = (EXTERNAL_ALIGN - (sink.offset % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;
+  if (pad) {
+    const zeros = new Uint8Array(pad);
+    writeAll(sink.fd, zeros);
+    sink.hash.update(zeros);
+  }
+  const offset = sink.offset + pad;
+  writeAll(sink.fd, bytes);
+  sink.hash.update(bytes);
+  sink.offset = offset + bytes.byteLength;
+  return { offset, length: bytes.byteLength };
 }
 
 function writeAll(fd: number, b: Uint8Array): void {

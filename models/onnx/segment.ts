@@ -35,7 +35,8 @@
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { basename, join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { layerLayout, type LinearSpec, TENSORS as W } from '../../shared/decoder.js';
 import { ropeTables } from '../../shared/rope.js';
@@ -139,6 +140,8 @@ export interface BuiltSegment extends SegmentIO {
   modelPath?: string;
   /** a temporary folder holding modelPath and its data, removed once a session has loaded them */
   temporaryDir?: string;
+  /** sha256 (hex) of the files a streamed build wrote, by file name */
+  sha256?: Record<string, string>;
   weightBytes: number;
   /** an imported export without past inputs (models/onnx-import): the runtime feeds every position each step */
   recompute?: boolean;
@@ -473,8 +476,11 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
 
   const weightBytes = g.initializerBytes();
   if (streamTo) {
-    writeFileSync(streamTo, g.serialize());
-    return { ...io, modelPath: streamTo, weightBytes };
+    const model = g.serialize();
+    writeFileSync(streamTo, model);
+    // the files' sha256 as written (the segment cache records them without reading gigabytes back)
+    const sha256 = { [basename(streamTo)]: createHash('sha256').update(model).digest('hex'), [`${basename(streamTo)}.data`]: g.externalSha256! };
+    return { ...io, modelPath: streamTo, weightBytes, sha256 };
   }
   const threshold = opts.externalDataThreshold ?? 1.9e9;
   if (weightBytes > threshold) {

@@ -230,8 +230,8 @@ export function cachedSegment(pkg: ModelPackage, from: number, to: number, opts:
     const built = buildSegment(pkg.config, pkg.weights, from, to, { ...opts, dir: tmp, externalData: 'always', ...(onLayer ? { onLayer } : {}) });
     const model = built.modelPath ? basename(built.modelPath) : undefined;
     if (!model) throw new Error('the builder wrote no model file');
-    const files: Record<string, string> = {};
-    for (const f of readdirSync(tmp)) files[f] = sha256OfFile(join(tmp, f));
+    const files = built.sha256;
+    if (!files || readdirSync(tmp).some((f) => !files[f])) throw new Error('the builder did not say the sha256 of every file it wrote');
     writeFileSync(join(tmp, ENTRY_FILE), JSON.stringify({ key, ...fields, model, weightBytes: built.weightBytes, files, createdAt: new Date().toISOString() }, null, 2) + '\n');
     try {
       renameSync(tmp, dir);
