@@ -5,7 +5,9 @@ import { Worker } from 'node:worker_threads';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const HERE = dirname(fileURLToPath(import.meta.url));
+/** The checkout: two folders up from dist/bench, one up from bench/ when a test runs this source. */
+export const REPO = existsSync(join(HERE, '..', 'package.json')) ? resolve(HERE, '..') : resolve(HERE, '..', '..');
 export const FIXTURES = process.env['SPLITLLM_FIXTURES'] ?? resolve(REPO, '..', 'shared', 'fixtures');
 export const haveFixtures = existsSync(resolve(FIXTURES, 'stories260K', 'stories260K.bin'));
 
@@ -118,4 +120,33 @@ export async function pinnedServer(core: number, args: string[]): Promise<{ url:
 /** `splitllm cloud --model DIR` with default options (and `extra` flags) pinned to `core`, once it prints its URL; `stop` kills it. */
 export function pinnedCloud(core: number, dir: string, extra: string[] = []): Promise<{ url: string; stop: () => Promise<void> }> {
   return pinnedServer(core, [BIN, 'cloud', '--model', dir, '--port', '0', '--json', '--log-level', 'silent', ...extra]);
+}
+
+/** A finished child: exit code, output, wall seconds and peak RSS in bytes (NaN unless it reported one). */
+export interface ChildRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  seconds: number;
+  peakRss: number;
+}
+
+/** Runs `node ARGS` (in the checkout, `env` added), resolving when it exits, whatever its code. */
+export function runNode(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildRun> {
+  return new Promise((res) => {
+    const t0 = performance.now();
+    const c = spawn(process.execPath, args, { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    c.once('close', (code) => res({ code: code ?? -1, stdout, stderr, seconds: (performance.now() - t0) / 1000, peakRss: Number(/maxrss (\d+)/.exec(stderr)?.[1] ?? NaN) }));
+  });
+}
+
+/** The CLI of this checkout in a child that reports its peak RSS (a `maxrss N` line on stderr). */
+export function cliWithPeakRss(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildRun> {
+  const main = join(REPO, 'dist', 'cli', 'main.js');
+  const script = `const { main } = await import(${JSON.stringify(main)}); const code = await main(process.argv.slice(1)); process.stderr.write('\\nmaxrss ' + process.resourceUsage().maxRSS * 1024 + '\\n'); process.exitCode = code;`;
+  return runNode(['--input-type=module', '-e', script, ...args], env);
 }

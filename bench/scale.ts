@@ -20,7 +20,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { BIN, fmt, memoryBandwidth, minMedMax, REPO } from './common.js';
+import { BIN, cliWithPeakRss, fmt, memoryBandwidth, minMedMax, runNode } from './common.js';
 import { SHAPES, writeShapeModel } from './shapes.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -39,34 +39,24 @@ interface ChildResult {
   threads: number;
 }
 
-/** Runs `node ARGS` (this file or the CLI), resolving with stdout and the child's peak RSS. */
-function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ out: string; err: string; peakRss: number; seconds: number }> {
-  return new Promise((res, rej) => {
-    const t0 = performance.now();
-    const c = spawn(process.execPath, args, { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    c.once('exit', (code) => {
-      const seconds = (performance.now() - t0) / 1000;
-      const m = /maxrss (\d+)/.exec(err);
-      if (code === 0) res({ out, err, seconds, peakRss: m ? Number(m[1]) : NaN });
-      else rej(new Error(`node ${args.join(' ')} exited ${code}: ${err.slice(-800)}`));
-    });
-  });
+/** `node ARGS` (this file or the CLI), rejecting on a non-zero exit. */
+async function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ out: string; err: string; peakRss: number; seconds: number }> {
+  const r = await runNode(args, env);
+  if (r.code !== 0) throw new Error(`node ${args.join(' ')} exited ${r.code}: ${r.stderr.slice(-800)}`);
+  return { out: r.stdout, err: r.stderr, peakRss: r.peakRss, seconds: r.seconds };
 }
 
-/** The CLI in a child that reports its peak RSS. */
-function cliWithRss(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const main = join(REPO, 'dist', 'cli', 'main.js');
-  const script = `const { main } = await import(${JSON.stringify(main)}); const code = await main(process.argv.slice(1)); process.stderr.write('\\nmaxrss ' + process.resourceUsage().maxRSS * 1024 + '\\n'); process.exitCode = code;`;
-  return run(['--input-type=module', '-e', script, ...args], env);
+/** The CLI with its peak RSS, rejecting on a non-zero exit. */
+async function cliWithRss(args: string[]): Promise<{ seconds: number; peakRss: number }> {
+  const r = await cliWithPeakRss(args);
+  if (r.code !== 0) throw new Error(`splitllm ${args.join(' ')} exited ${r.code}: ${r.stderr.slice(-800)}`);
+  return r;
 }
 
 async function child(): Promise<void> {
   const { values } = parseArgs({ options: { child: { type: 'string' }, bits: { type: 'string' }, prompt: { type: 'string' }, tokens: { type: 'string' }, split: { type: 'string' } }, allowPositionals: true });
   const { openModel } = await import('../models/package.js');
+  const { TENSORS: W } = await import('../shared/decoder.js');
   const { cachedSegment } = await import('../models/runtime/segment-cache.js');
   const { SegmentRuntime } = await import('../models/runtime/segment-runtime.js');
   const { linearFor } = await import('../models/onnx/linear.js');
@@ -113,7 +103,8 @@ async function child(): Promise<void> {
     cached: !built,
     weightBytes: segs.reduce((a, s) => a + s.weightBytes, 0),
     // a float embedding that no head shares is gathered a row a token, not read whole
-    gatheredBytes: !split && bits === 32 && c.tiedEmbeddings ? 0 : c.vocabSize * c.dim * 4,
+    // (the table as the front holds it: the package's bf16/f16, or float32)
+    gatheredBytes: !split && bits === 32 && c.tiedEmbeddings ? 0 : c.vocabSize * c.dim * (['BF16', 'F16'].includes(pkg.weights.stored?.(W.embed).dtype ?? 'F32') ? 2 : 4),
     rssBytes: process.memoryUsage().rss,
     baselineRssBytes,
     prefillTokensPerSec: P / prefillSec,

@@ -11,6 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
+import { cliWithPeakRss } from '../bench/common.js';
 import { writeShapeModel } from '../bench/shapes.js';
 import { cliAsync } from './helpers/cli.js';
 import { REPO } from './helpers/fixtures.js';
@@ -18,26 +19,12 @@ import { REPO } from './helpers/fixtures.js';
 const tmp = mkdtempSync(join(tmpdir(), 'splitllm-scale-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** Runs the CLI in a child that reports its peak RSS (bytes) on its last stderr line. */
-async function cliWithRss(args: string[]): Promise<{ code: number; stdout: string; stderr: string; peakRss: number }> {
-  const main = join(REPO, 'dist', 'cli', 'main.js');
-  const script = `const { main } = await import(${JSON.stringify(main)}); const code = await main(process.argv.slice(1)); process.stderr.write('\\nmaxrss ' + process.resourceUsage().maxRSS * 1024 + '\\n'); process.exitCode = code;`;
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr, peakRss: Number(/maxrss (\d+)/.exec(stderr)?.[1] ?? NaN) }));
-  });
-}
-
 it('Qwen2.5-0.5B layout: import keeps bf16 in bounded memory; a 4-bit front and 8-bit back as two processes = local generation, from cached segments', async () => {
   const src = join(tmp, 'qwen2.5-0.5b');
   const checkpoint = writeShapeModel('qwen2.5-0.5b', src, { seed: 5 });
   expect(checkpoint).toBe(988_065_536); // the published checkpoint: 988,097,824 bytes with its header
   const pkg = join(tmp, 'pkg');
-  const imp = await cliWithRss(['import', src, '--out', pkg, '--json']);
+  const imp = await cliWithPeakRss(['import', src, '--out', pkg, '--json']);
   expect(imp.code, imp.stderr).toBe(0);
   const packageBytes = statSync(join(pkg, 'model.safetensors')).size;
   expect(packageBytes).toBeGreaterThan(checkpoint);
