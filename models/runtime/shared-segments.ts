@@ -9,8 +9,6 @@ import type { KvSlab } from './kv-cache.js';
 import { SegmentRuntime, type RuntimeOptions, type SharedSession } from './segment-runtime.js';
 
 export interface SharedSegment {
-  /** the segment (set once its build is done) */
-  built?: BuiltSegment;
   /** the segment built and its session opened */
   ready: Promise<{ built: BuiltSegment; shared: SharedSession }>;
   session: Promise<SharedSession>;
@@ -64,7 +62,6 @@ export class SharedSegments<K> {
       const entry: SharedSegment = { ready, session: ready.then((r) => r.shared), users: 0 };
       // whoever waits for the segment gets its failure; the derived promise must not crash the process
       entry.session.catch(() => undefined);
-      void built.then((b) => (entry.built = b)).catch(() => undefined);
       // a failed build is not cached: the next user tries again and gets the error itself
       entry.ready.catch(() => {
         if (this.entries.get(key) === entry) this.entries.delete(key);
