@@ -33,7 +33,7 @@ export interface EdgeAgentOptions {
   ca?: string | Buffer;
   /** split point: this device runs layers [0, split) */
   split: number;
-  /** hidden-state codec (default fp32); a bare 'ts-tabq' is each split's calibrated codec (an error where the calibration has none) */
+  /** hidden-state codec (default fp32); a bare 'ts-tabq' is each split's calibrated codec (an error for a model without a calibration) */
   codec?: string;
   codecEnv?: CodecEnv;
   /** the plan's weights: emitters of the front layers and the bits the memory policy and the cloud use */

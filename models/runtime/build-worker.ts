@@ -10,6 +10,7 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import { SplitLLMError, type ErrorCode } from '../../shared/errors.js';
 import { isPlainMap } from '../../shared/fields.js';
 import { linearFor } from '../onnx/linear.js';
+import { headEmitterFor } from '../weights/registry.js';
 import type { AttentionKind, BuiltSegment, SegmentOptions } from '../onnx/segment.js';
 import { ModelPackage } from '../package.js';
 import { cachedSegment, type SegmentCacheEvents } from './segment-cache.js';
@@ -34,14 +35,14 @@ export interface RtnSegmentSpec {
 /** The segment options a spec stands for (the same in the worker and in a build on the main thread). */
 export function rtnSegmentOptions(spec: RtnSegmentSpec): SegmentOptions {
   const lin = linearFor(spec.bits, spec.blockSize);
-  const head = spec.headBits ?? 32;
+  const headLinear = headEmitterFor({ headBits: spec.headBits, blockSize: spec.blockSize });
   return {
     embed: spec.embed,
     head: spec.head,
     ...(spec.keyPositions ? { keyPositions: true } : {}),
     ...(spec.attention ? { attention: spec.attention } : {}),
     linearFor: () => lin,
-    ...(head < 32 ? { headLinear: linearFor(head, spec.blockSize) } : {}),
+    ...(headLinear ? { headLinear } : {}),
     ...(spec.embedBits !== undefined && spec.embedBits < 32 ? { embedBits: spec.embedBits } : {}),
   };
 }
