@@ -10,3 +10,5 @@ export const DEFAULT_MODEL_DIR = candidates.find((d) => existsSync(`${d}/manifes
 export const DEFAULT_DRAFT_DIR = DEFAULT_MODEL_DIR.replace(/default$/, 'draft');
 /** The accuracy profile measured for the default model, shipped beside it. */
 export const ACCURACY_PROFILE_FILE = 'accuracy-profile.json';
+/** where `plan` keeps the accuracy estimate it made for a model without a profile */
+export const ACCURACY_ESTIMATE_FILE = 'accuracy-estimate.json';

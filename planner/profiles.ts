@@ -1,7 +1,7 @@
 /** Profile files (JSON) and their validation: a profile of another model, or a malformed one, is refused. */
 import { Fields, failWith } from '../shared/fields.js';
 import { BLOCK_SIZES, DEFAULT_BLOCK_SIZE, isBlockSize, isBlockwise } from '../shared/precision.js';
-import type { AccuracyProfile, BlockAccuracyProfile, BlockComputeProfile, ComputeProfile, LinkProfile, SpeculationProfile } from './types.js';
+import type { AccuracyEstimate, AccuracyProfile, BlockAccuracyProfile, BlockComputeProfile, ComputeProfile, LinkProfile, SpeculationProfile } from './types.js';
 
 export type ProfileKind = 'compute' | 'link' | 'accuracy';
 
@@ -102,6 +102,14 @@ export function accuracyProfile(raw: unknown, where: string, modelHash: string):
     return b;
   });
   if (blocks) p.blocks = blocks;
+  const est = d.optMap('estimate');
+  if (est) {
+    if (est.value('method') !== 'sampled-splits') est.fail(`method must be 'sampled-splits'`);
+    const e: AccuracyEstimate = { method: 'sampled-splits', splits: est.intArray('splits', 4097, 0, 4096), tokens: est.num('tokens', 0), seconds: est.num('seconds', 0) };
+    const text = est.optMap('text');
+    if (text) e.text = { name: text.str('name', 4096), sha256: text.str('sha256', 64, 64) };
+    p.estimate = e;
+  }
   return p;
 }
 

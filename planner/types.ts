@@ -56,6 +56,17 @@ export interface AccuracyProfile {
    * that block, for the configurations that quantize something (a layer or the head below 16 bits)
    */
   blocks?: Record<string, BlockAccuracyProfile>;
+  /** present when the tables are an estimate (planner/measure-accuracy.ts): the splits it measured, on what text */
+  estimate?: AccuracyEstimate;
+}
+
+export interface AccuracyEstimate {
+  method: 'sampled-splits';
+  splits: number[];
+  tokens: number;
+  seconds: number;
+  /** the calibration text's file name and sha256 */
+  text?: { name: string; sha256: string };
 }
 
 /** ppl increase of the blockwise-quantized configurations at one quantization block (keys as in AccuracyProfile). */

@@ -58,9 +58,11 @@ export const demoCommand = defineCommand({
     const c = pkg.config;
     say(`splitllm demo: model "${pkg.manifest.name}" (${c.nLayers} layers, ${(parameterCount(c) / 1e6).toFixed(2)}M parameters) from ${modelPath(v)}`);
 
-    const accPath = v['accuracy-profile'] ?? join(modelPath(v), ACCURACY_PROFILE_FILE);
-    if (!existsSync(accPath)) {
-      throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model at ${accPath}: make one with 'splitllm profile accuracy --model M --text CALIB.txt --out F' and pass --accuracy-profile F`);
+    // a package folder holds its profile (a checkpoint file opened directly has no folder of its own)
+    const accPath = v['accuracy-profile'] ?? (pkg.dir ? join(pkg.dir, ACCURACY_PROFILE_FILE) : undefined);
+    if (!accPath || !existsSync(accPath)) {
+      const where = accPath ? `at ${accPath}` : `(${modelPath(v)} is not a package folder)`;
+      throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model ${where}: make one with 'splitllm profile accuracy --model M --text CALIB.txt --out F' and pass --accuracy-profile F`);
     }
     const accuracy = accuracyProfile(readJsonFile(accPath, 'accuracy profile'), accPath, pkg.hash);
     const bits = profileBits(accuracy);

@@ -1,12 +1,15 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
-import { ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
+import { ACCURACY_ESTIMATE_FILE, ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
+import type { ModelPackage } from '../../models/package.js';
+import { DEFAULT_PROFILE_CODECS } from '../../planner/measure-accuracy.js';
+import { accuracyOnText, textIdentity } from '../accuracy.js';
 import { measureBaseline, measureCompute } from '../../planner/measure.js';
 import { accuracyProfile, computeProfile, linkProfile, profileBits, profileBlocks } from '../../planner/profiles.js';
 import { plannerStrategy, PLANNER_STRATEGIES } from '../../planner/strategies/index.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
-import type { ComputeProfile, LinkProfile, Prediction } from '../../planner/types.js';
+import type { AccuracyProfile, ComputeProfile, LinkProfile, Prediction } from '../../planner/types.js';
 import { modelOptions, modelPath, openModelOption, readJsonFile } from '../common.js';
 import { defineCommand, items, opt } from '../options.js';
 
@@ -16,22 +19,71 @@ function speculationText(p: Prediction): string {
   return s ? `${s.proposer} ≤${s.draftTokens} drafts, ${s.tokensPerRound.toFixed(2)} tokens/round (plain ${s.plainLatency.toFixed(1)} ms)` : 'off';
 }
 
+/**
+ * The accuracy profile a plan uses: --accuracy-profile, else the model's own, else the estimate kept
+ * beside it (made on the same text when --text is given), else one estimated now on --text and kept.
+ */
+async function planAccuracy(pkg: ModelPackage, v: { model?: string; 'accuracy-profile'?: string; text?: string; json: boolean }): Promise<AccuracyProfile> {
+  const named = v['accuracy-profile'];
+  if (named) return accuracyProfile(readJsonFile(named, 'accuracy profile'), named, pkg.hash);
+  // a package folder holds its profile (a checkpoint file opened directly has no folder of its own)
+  const dir = pkg.dir;
+  const own = dir ? join(dir, ACCURACY_PROFILE_FILE) : undefined;
+  if (own && existsSync(own)) return accuracyProfile(readJsonFile(own, 'accuracy profile'), own, pkg.hash);
+  const kept = dir ? join(dir, ACCURACY_ESTIMATE_FILE) : undefined;
+  const say = (m: string) => process.stderr.write(`plan: ${m}\n`);
+  if (kept && existsSync(kept)) {
+    let prior: AccuracyProfile | undefined;
+    try {
+      prior = accuracyProfile(readJsonFile(kept, 'accuracy estimate'), kept, pkg.hash);
+    } catch (e) {
+      if (!(e instanceof SplitLLMError)) throw e;
+      say(`${kept} is unusable (${e.message}): estimating again`);
+    }
+    const text = v.text ? textIdentity(v.text) : undefined;
+    if (prior && (!text || prior.estimate?.text?.sha256 === text.sha256)) {
+      say(`no accuracy profile: using the estimate in ${kept} (made on ${prior.estimate?.text?.name ?? 'a calibration text'}; 'splitllm profile accuracy' measures every configuration)`);
+      return prior;
+    }
+  }
+  if (!v.text) {
+    const where = own ? `at ${own}` : `(${modelPath(v)} is not a package folder: 'splitllm import' it to keep profiles beside it)`;
+    throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model ${where}: give --text CALIB.txt and plan estimates one (minutes at 1B), or measure one with 'splitllm profile accuracy --text CALIB.txt --out F' and pass --accuracy-profile F`);
+  }
+  const data = await accuracyOnText(pkg, v.text, { estimate: true, bits: [4, 8, 32], codecs: DEFAULT_PROFILE_CODECS, quiet: v.json, command: 'plan' });
+  const file = { format: 'splitllm-profile', kind: 'accuracy', data };
+  let wrote = false;
+  if (kept) {
+    try {
+      writeFileSync(kept, JSON.stringify(file, null, 2) + '\n');
+      wrote = true;
+    } catch (e) {
+      say(`cannot keep the estimate in ${kept} (${e instanceof Error ? e.message : String(e)}): the next plan estimates again`);
+    }
+  }
+  const est = data.estimate!;
+  say(`no accuracy profile: estimated one in ${est.seconds.toFixed(0)} s on ${est.tokens} tokens of ${v.text} (splits ${est.splits.join(',')} measured, the rest from the front's and the back's changes; 'splitllm profile accuracy' measures every configuration)${wrote ? `, kept in ${kept}` : ''}`);
+  return accuracyProfile(file, kept ?? 'the estimate', pkg.hash);
+}
+
 export const planCommand = defineCommand({
   name: 'plan',
   summary:
-    "Picks the split point, weight bits, quantization block, codec and longest sequence that fit the device. It uses measured profiles (this machine's, measured now, when --edge-profile and --cloud-profile are not given), a memory budget for the model on the edge, a per-token latency budget and an accuracy budget; it prints the chosen plan, the runners-up and the tight constraint, or says which budget binds and how far to relax it (exit 3).",
+    "Picks the split point, weight bits, quantization block, codec and longest sequence that fit the device. It uses measured profiles (this machine's, measured now, when --edge-profile and --cloud-profile are not given; an accuracy estimate made on --text when the model has no accuracy profile), a memory budget for the model on the edge, a per-token latency budget and an accuracy budget; it prints the chosen plan, the runners-up and the tight constraint, or says which budget binds and how far to relax it (exit 3).",
   usage:
-    'splitllm plan [--model M] [--edge-profile F --cloud-profile F] [--accuracy-profile F] (--link-profile F | --bandwidth 10mbit --rtt 40ms) --edge-memory 40MB --latency 150ms [--max-ppl-increase 1%] [--prompt-tokens N] [--strategy exhaustive|coordinate] [--speculate auto|off] [--block-sizes 32,128] [--json] [--out plan.json]',
+    'splitllm plan [--model M] [--edge-profile F --cloud-profile F] [--accuracy-profile F | --text CALIB.txt] (--link-profile F | --bandwidth 10mbit --rtt 40ms) --edge-memory 40MB --latency 150ms [--max-ppl-increase 1%] [--prompt-tokens N] [--strategy exhaustive|coordinate] [--speculate auto|off] [--block-sizes 32,128] [--json] [--out plan.json]',
   examples: [
     'splitllm plan --bandwidth 1mbit --rtt 40ms --edge-memory 3MB --latency 100ms --max-ppl-increase 2%',
     'splitllm plan --edge-profile edge.json --cloud-profile cloud.json --link-profile link.json --edge-memory 40MB --latency 100ms --out plan.json',
     'splitllm plan --model models/stories260K --accuracy-profile acc.json --bandwidth 10mbit --rtt 20ms --edge-memory 2MB --latency 50ms --json',
+    'splitllm plan --model models/llama-1b --text calib.txt --bandwidth 10mbit --rtt 40ms --edge-memory 1GB --latency 300ms --max-ppl-increase 5%',
   ],
   options: {
     ...modelOptions,
     'edge-profile': opt.string({ description: "compute profile of the device ('splitllm profile device')", valueName: 'F', defaultText: 'this machine, measured now' }),
     'cloud-profile': opt.string({ description: 'compute profile of the cloud machine', valueName: 'F', defaultText: 'this machine, measured now' }),
-    'accuracy-profile': opt.string({ description: "ppl change per split, precision and codec ('splitllm profile accuracy')", valueName: 'F', defaultText: `${ACCURACY_PROFILE_FILE} in the model's directory` }),
+    'accuracy-profile': opt.string({ description: "ppl change per split, precision and codec ('splitllm profile accuracy')", valueName: 'F', defaultText: `${ACCURACY_PROFILE_FILE} in the model's directory, else an estimate on --text` }),
+    text: opt.file({ description: `calibration text: for a model without an accuracy profile, plan estimates one on it (as 'splitllm profile accuracy --estimate': a few minutes at 1B) and keeps it as ${ACCURACY_ESTIMATE_FILE} in the model's directory for the next plan` }),
     'link-profile': opt.string({ description: "measured link ('splitllm profile link')", valueName: 'F' }),
     bandwidth: opt.bandwidth({ description: 'link bandwidth instead of a link profile, e.g. 10mbit' }),
     rtt: opt.duration({ description: 'link round trip instead of a link profile, e.g. 40ms' }),
@@ -50,11 +102,10 @@ export const planCommand = defineCommand({
   async run(v) {
     const pkg = await openModelOption(v);
     const hash = pkg.hash;
-    const accP = v['accuracy-profile'] ?? join(modelPath(v), ACCURACY_PROFILE_FILE);
-    if (!v['accuracy-profile'] && !existsSync(accP)) {
-      throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model at ${accP}: make one with 'splitllm profile accuracy --text CALIB.txt --out F' and pass --accuracy-profile F`);
-    }
-    const accuracy = accuracyProfile(readJsonFile(accP, 'accuracy profile'), accP, hash);
+    // this machine's runtime memory first, when it is measured here: RSS only grows once an estimate has run
+    const here = v['edge-profile'] === undefined && v['cloud-profile'] === undefined;
+    const baselineBytes = here ? await measureBaseline(pkg, [2, 3, 4, 8, 16, 32]) : 0;
+    const accuracy = await planAccuracy(pkg, v);
     let link: LinkProfile;
     if (v['link-profile']) link = linkProfile(readJsonFile(v['link-profile'], 'link profile'), v['link-profile']);
     else if (v.bandwidth !== undefined && v.rtt !== undefined) link = { bytesPerSec: v.bandwidth, rttMs: v.rtt };
@@ -67,7 +118,6 @@ export const planCommand = defineCommand({
       const bits = profileBits(accuracy);
       // the blocks the accuracy profile measured (those --block-sizes allows)
       const blockSizes = profileBlocks(accuracy).filter((b) => !v['block-sizes'] || v['block-sizes'].includes(b));
-      const baselineBytes = await measureBaseline(pkg, bits);
       edge = { ...(await measureCompute(pkg, bits, { steps: 20, blockSizes })), baselineBytes };
       cloud = edge;
       process.stderr.write(`plan: no --edge-profile/--cloud-profile: measured this machine for both (${bits.join(', ')}-bit layers${blockSizes.length ? `, blocks 32, ${blockSizes.join(', ')}` : ''}, ${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);

@@ -5,26 +5,16 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { isPlainMap } from '../../shared/fields.js';
 import { measureBaseline, measureCompute } from '../../planner/measure.js';
 import { measureLink } from '../../edge/measure-link.js';
-import { pipelinePerplexity, pplWindows } from '../../models/eval/ppl.js';
-import { linearFor } from '../../models/onnx/linear.js';
-import { Pipeline } from '../../models/runtime/pipeline.js';
-import { WireMeter } from '../../quantization/activations/meter.js';
-import { codecAtSplit } from '../../quantization/activations/registry.js';
-import { calibrationContexts, calibrationOption } from '../calibration-io.js';
+import { calibrationOption } from '../calibration-io.js';
+import { accuracyOnText, ESTIMATE_WINDOWS, MIN_PREDICTED } from '../accuracy.js';
+import { pplWindows } from '../../models/eval/ppl.js';
+import { DEFAULT_PROFILE_CODECS } from '../../planner/measure-accuracy.js';
 import { caOf, cloudOptions, modelOptions, modelPath, openModelOption, readJsonFile, sessionUrl, tokenOf } from '../common.js';
 import { DraftModel } from '../../edge/draft/model.js';
 import { measureSpeculation, type MeasuredDraftModel } from '../../planner/measure-speculation.js';
 import { accuracyProfile } from '../../planner/profiles.js';
-import { quantizesBlockwise } from '../../planner/cost.js';
-import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../../shared/precision.js';
-import type { BlockAccuracyProfile } from '../../planner/types.js';
+import { DEFAULT_BLOCK_SIZE } from '../../shared/precision.js';
 import { commandGroup, defineCommand, items, opt } from '../options.js';
-
-/** The codecs `profile accuracy` measures by default (a bare 'ts-tabq' only where the model has a calibration). */
-const DEFAULT_PROFILE_CODECS = ['fp32', 'fp16', 'int8', 'uniform:4', 'ts-tabq:eps=0.1', 'ts-tabq'];
-
-/** Fewest predicted tokens for an accuracy profile: over fewer, ppl changes of a few tenths of a percent are noise. */
-const MIN_PREDICTED = 500;
 
 const machine = () => ({ cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, date: new Date().toISOString() });
 
@@ -92,108 +82,50 @@ const linkCommand = defineCommand({
 const accuracyCommand = defineCommand({
   name: 'accuracy',
   summary:
-    'Measures the ppl change of each configuration on calibration text: weights (rtn) per split × front bits × back bits, hidden-state codecs per split (float weights), and the LM head at each lower precision and the token embedding at 8 and 4 bits; the quantized weight configurations and heads again at each other quantization block. Never run it on the evaluation text.',
-  usage: 'splitllm profile accuracy --model M --text CALIB.txt --out F [--bits 4,8,32] [--block-sizes 32,64,128] [--codecs fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1,ts-tabq] [--calibration FILE] [--windows 60] [--json]',
-  examples: ['splitllm profile accuracy --text train.txt --out acc.json', 'splitllm profile accuracy --model models/stories260K --text tinystories_calib.txt --bits 4,32 --codecs fp16,ts-tabq --windows 20 --out acc.json'],
+    'Measures the ppl change of each configuration on calibration text: weights (rtn) per split × front bits × back bits, hidden-state codecs per split (float weights), and the LM head at each lower precision and the token embedding at 8 and 4 bits; the quantized weight configurations and heads again at each other quantization block. It runs a layer at a time (one layer\'s segments held, each built once per precision for every configuration). --estimate measures a few splits and adds the front\'s and the back\'s changes for the rest (what `plan` does without a profile: minutes at 1B). Never run it on the evaluation text.',
+  usage: 'splitllm profile accuracy --model M --text CALIB.txt --out F [--bits 4,8,32] [--block-sizes 32,64,128] [--splits K,K,…] [--estimate] [--codecs fp32,fp16,int8,uniform:4,ts-tabq:eps=0.1,ts-tabq] [--calibration FILE] [--windows 60] [--json]',
+  examples: [
+    'splitllm profile accuracy --text train.txt --out acc.json',
+    'splitllm profile accuracy --model models/stories260K --text tinystories_calib.txt --bits 4,32 --codecs fp16,ts-tabq --windows 20 --out acc.json',
+    'splitllm profile accuracy --model models/llama-1b --text calib.txt --estimate --out acc.json',
+    'splitllm profile accuracy --model models/llama-1b --text calib.txt --splits 4,8 --block-sizes 32 --windows 8 --out acc.json',
+  ],
   options: {
     ...modelOptions,
     text: opt.file({ required: true, description: 'calibration text' }),
     out: opt.string({ short: 'o', required: true, description: 'profile file to write', valueName: 'F' }),
     bits: bitsOption([4, 8, 32]),
     'block-sizes': blocksOption,
+    splits: opt.list({ item: items.int(), description: 'splits to measure (with --estimate: the splits it samples, 0 and L among them)', valueName: 'K,K,…', defaultText: 'every split 0..L (with --estimate: every one up to 8 layers, else 5 spread over 0..L)' }),
+    estimate: opt.flag({ description: "measure a few splits and estimate the rest (the front's change plus the back's; default block only): what 'splitllm plan' does for a model without a profile" }),
     codecs: opt.list({ item: items.string, default: DEFAULT_PROFILE_CODECS, description: "codec settings; bare 'ts-tabq' is the calibrated default of each split" }),
     ...calibrationOption,
-    windows: opt.int({ min: 1, default: 60, description: 'perplexity windows of the text to use' }),
+    windows: opt.int({ min: 1, description: 'perplexity windows of the text to use', defaultText: `60 (with --estimate: ${ESTIMATE_WINDOWS}, or as many as predict ${MIN_PREDICTED} tokens)` }),
     json: opt.flag({ description: 'print the profile as JSON' }),
   },
   async run(v) {
     const pkg = await openModelOption(v);
-    const textPath = v.text;
     const out = v.out;
-    if (/eval/i.test(textPath)) process.stderr.write(`warning: ${textPath} looks like an evaluation text; profile on calibration data only\n`);
-    const windows = pplWindows(pkg.tokenizer(), readFileSync(textPath, 'utf8')).slice(0, v.windows);
-    const predicted = windows.reduce((n, w) => n + w.length - 1, 0);
-    if (predicted < MIN_PREDICTED) {
-      throw new SplitLLMError('E_BAD_ARGUMENT', `${textPath} gives ${predicted} predicted tokens${v.windows < 1000 ? ` in its first ${v.windows} windows` : ''}; an accuracy profile needs at least ${MIN_PREDICTED}: use a longer calibration text (or more --windows)`);
+    if (v.estimate && v['block-sizes'].some((b) => b !== DEFAULT_BLOCK_SIZE) && JSON.stringify(v['block-sizes']) !== JSON.stringify(DEFAULT_PROFILE_BLOCKS)) {
+      throw new SplitLLMError('E_USAGE', `--estimate measures block ${DEFAULT_BLOCK_SIZE} only: leave --block-sizes out, or drop --estimate to measure other blocks`);
     }
-    const bits = v.bits;
-    const contexts = calibrationContexts(v, pkg);
-    // the default list's bare 'ts-tabq' (the calibrated codec) is left out for a model without a calibration
-    let codecs = v.codecs;
-    if (!contexts.calibrated && codecs.includes('ts-tabq') && JSON.stringify(codecs) === JSON.stringify(DEFAULT_PROFILE_CODECS)) {
-      codecs = codecs.filter((c) => c !== 'ts-tabq');
-      if (!v.json) process.stderr.write(`profile accuracy: ${pkg.manifest.name} has no calibration, so the calibrated ts-tabq is left out (run 'splitllm calibrate' first to profile it)\n`);
-    }
-    // the codec a spec means at split k: bare 'ts-tabq' is the calibrated default there, when there is one
-    const codecAt = (spec: string, k: number) => codecAtSplit(spec, k, contexts);
-    for (const c of codecs) codecAt(c, 1); // fail early on a bad spec
-    const L = pkg.config.nLayers;
-    const score = async (p: Pipeline) => (await pipelinePerplexity(p, windows)).ppl;
-    const base = await score(await Pipeline.create(pkg));
-    const weights: Record<string, number> = {};
-    const codecTable: Record<string, { pplIncrease: number; bitsPerValue: number }> = {};
-    const emitters = new Map(bits.map((b) => [b, linearFor(b, 32)]));
-    for (let k = 0; k <= L; k++) {
-      for (const f of bits) {
-        for (const b of bits) {
-          const p = await Pipeline.create(pkg, [k], { linearFor: (l) => emitters.get(l < k ? f : b)! });
-          weights[`${k}/${f}/${b}`] = (await score(p)) / base - 1;
-          await p.release();
-        }
-      }
-      for (const spec of codecs) {
-        const p = await Pipeline.create(pkg, [k]);
-        const meter = new WireMeter(codecAt(spec, k), { contexts: contexts.contexts });
-        p.between = (h, tokens) => meter.roundTrip(h, tokens, pkg.config.dim);
-        codecTable[`${k}/${spec}`] = { pplIncrease: (await score(p)) / base - 1, bitsPerValue: meter.bitsPerValue };
-        await p.release();
-      }
-      process.stderr.write(`profile accuracy: split ${k}/${L} done\n`);
-    }
-    // the LM head at each lower precision alone (float32 layers): what `--head-bits` costs in accuracy
-    const heads: Record<string, number> = {};
-    for (const b of bits.filter((x) => x < 32)) {
-      const p = await Pipeline.create(pkg, [], { headLinear: linearFor(b, 32) });
-      heads[String(b)] = (await score(p)) / base - 1;
-      await p.release();
-    }
-    // the token embedding at 8 and 4 bits alone: what `--embed-bits` costs
-    const embeds: Record<string, number> = {};
-    for (const b of [8, 4]) {
-      const p = await Pipeline.create(pkg, [], { embedBits: b });
-      embeds[String(b)] = (await score(p)) / base - 1;
-      await p.release();
-    }
-    // the configurations that quantize something blockwise, again at each other block
-    const blocks: Record<string, BlockAccuracyProfile> = {};
-    for (const block of v['block-sizes'].filter((b) => b !== DEFAULT_BLOCK_SIZE)) {
-      const at = new Map(bits.map((b) => [b, linearFor(b, block)]));
-      const t: Required<BlockAccuracyProfile> = { weights: {}, heads: {} };
-      for (let k = 0; k <= L; k++) {
-        for (const f of bits) {
-          for (const b of bits) {
-            if (!quantizesBlockwise(pkg.config, { split: k, frontBits: f, backBits: b })) continue;
-            const p = await Pipeline.create(pkg, [k], { linearFor: (l) => at.get(l < k ? f : b)! });
-            t.weights[`${k}/${f}/${b}`] = (await score(p)) / base - 1;
-            await p.release();
-          }
-        }
-      }
-      for (const b of bits.filter(isBlockwise)) {
-        const p = await Pipeline.create(pkg, [], { headLinear: at.get(b)! });
-        t.heads[String(b)] = (await score(p)) / base - 1;
-        await p.release();
-      }
-      if (Object.keys(t.weights).length) blocks[String(block)] = t;
-      process.stderr.write(`profile accuracy: block ${block} done\n`);
-    }
-    const data = { model: pkg.hash, baselinePpl: base, windows: windows.length, weights, codecs: codecTable, heads, embeds, ...(Object.keys(blocks).length ? { blocks } : {}) };
+    const data = await accuracyOnText(pkg, v.text, {
+      estimate: v.estimate,
+      bits: v.bits,
+      codecs: v.codecs,
+      calibration: v.calibration,
+      windows: v.windows,
+      ...(v.splits ? { splits: v.splits } : {}),
+      ...(v.estimate ? {} : { blockSizes: v['block-sizes'] }),
+      quiet: v.json,
+    });
     const file = { format: 'splitllm-profile', kind: 'accuracy', data, machine: machine() };
     writeFileSync(out, JSON.stringify(file, null, 2) + '\n');
     if (v.json) process.stdout.write(JSON.stringify(file) + '\n');
     else {
-      const atBlocks = Object.entries(blocks).map(([b, t]) => `${Object.keys(t.weights).length} at block ${b}`);
-      process.stdout.write(`wrote ${out}: ${Object.keys(weights).length} weight${atBlocks.length ? ` (and ${atBlocks.join(', ')})` : ''} and ${Object.keys(codecTable).length} codec configurations over ${windows.length} windows (float32 ppl ${base.toFixed(4)})\n`);
+      const atBlocks = Object.entries(data.blocks ?? {}).map(([b, t]) => `${Object.keys(t.weights).length} at block ${b}`);
+      const how = data.estimate ? `estimated from splits ${data.estimate.splits.join(',')} in ${data.estimate.seconds.toFixed(0)} s` : 'measured';
+      process.stdout.write(`wrote ${out}: ${Object.keys(data.weights).length} weight${atBlocks.length ? ` (and ${atBlocks.join(', ')})` : ''} and ${Object.keys(data.codecs).length} codec configurations, ${how}, over ${data.windows} windows (float32 ppl ${data.baselinePpl.toFixed(4)})\n`);
     }
   },
 });
