@@ -3,7 +3,7 @@
  * the same perplexities, layer runs shared between configurations, and the planner's estimate beside the
  * measured profile.
  */
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
@@ -11,11 +11,12 @@ import { pipelinePerplexity, pplWindows } from '../models/eval/ppl.js';
 import { sweepPerplexity, type SweepPath } from '../models/eval/layer-sweep.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { Pipeline } from '../models/runtime/pipeline.js';
+import { removeTemporary, uncachedSegment } from '../models/runtime/segment-cache.js';
 import { WireMeter } from '../quantization/activations/meter.js';
 import { createCodec } from '../quantization/activations/registry.js';
 import { codecSplits, estimateAccuracy, measureAccuracy, sampledSplits } from '../planner/measure-accuracy.js';
 import { CalibrationContexts } from '../quantization/activations/calibration.js';
-import { defaultModel } from './helpers/models.js';
+import { defaultModel, tinyPackageOnDisk } from './helpers/models.js';
 import { cli } from './helpers/cli.js';
 import { accuracyProfile } from '../planner/profiles.js';
 import { openModel } from '../models/package.js';
@@ -71,6 +72,39 @@ describeWithFixtures('layer sweep', () => {
     expect(rel(ppl[4]!, await ref(await Pipeline.create(pkg, [], { embedBits: 4 })))).toBeLessThan(1e-6);
     // the configurations differ from the reference by what they quantize: not a sweep that ignored them
     for (const i of [1, 2, 4]) expect(Math.abs(ppl[i]! / ppl[0]! - 1)).toBeGreaterThan(1e-4);
+  });
+
+  it("keeps none of its one-off segments: nothing in the package's cache, no temporary folder left", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'splitllm-accsweep-pkg-'));
+    try {
+      const pkg = await tinyPackageOnDisk(join(dir, 'tiny'), 3);
+      // temporary folders go to a private TMPDIR, where no other test's can appear
+      const tmp = join(dir, 'tmp');
+      mkdirSync(tmp);
+      const saved = process.env['TMPDIR'];
+      process.env['TMPDIR'] = tmp;
+      const L = pkg.config.nLayers;
+      const windows = [[1, 5, 9, 13, 17, 21, 25, 29, 33]];
+      let r;
+      try {
+        // a one-off segment is streamed to a temporary folder there…
+        const one = uncachedSegment(pkg, 0, 1, {});
+        expect(one.temporaryDir!.startsWith(tmp)).toBe(true);
+        expect(readdirSync(one.temporaryDir!).sort()).toEqual(['segment_0_1.onnx', 'segment_0_1.onnx.data']);
+        removeTemporary(one.temporaryDir!);
+        // …and a sweep's are removed once loaded
+        r = await sweepPerplexity(pkg, windows, [{ embedBits: 32, layers: Array(L).fill('32'), head: '32' }, { embedBits: 32, layers: Array(L).fill('4@32'), head: '32' }], { emitter });
+      } finally {
+        if (saved === undefined) delete process.env['TMPDIR'];
+        else process.env['TMPDIR'] = saved;
+      }
+      expect(r.nll.every(Number.isFinite)).toBe(true);
+      expect(r.nll[1]).not.toBe(r.nll[0]);
+      expect(existsSync(join(dir, 'tiny', 'segments'))).toBe(false);
+      expect(readdirSync(tmp)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('estimates the measured profile of the default model from its sampled splits', async () => {

@@ -68,14 +68,16 @@ export const calibrateCommand = defineCommand({
       splits: {},
     };
     for (const k of splits) {
-      const front = await SegmentRuntime.create(pkg, 0, k, { embed: true, head: false });
-      const back = await SegmentRuntime.create(pkg, k, L, { embed: false, head: true });
+      // one half at a time (the float model is never held whole), built in memory: each split's halves are
+      // one-off segments, which the package's cache would keep at gigabytes apiece for a 1B model
+      const front = await SegmentRuntime.create(pkg, 0, k, { embed: true, head: false, cache: false });
       const hidden: Float32Array[] = [];
       for (const ids of windows) {
         const inputs = ids.slice(0, -1); // what perplexity() feeds: the window but its last id
         hidden.push((await front.run(inputs, inputs.length, { keepCache: false })).data.slice());
       }
       await front.release();
+      const back = await SegmentRuntime.create(pkg, k, L, { embed: false, head: true, cache: false });
       const stats = splitStats(hidden, D);
       const context = new CodecContext(contextData(hidden, D));
       const env = { context: () => context };

@@ -14,8 +14,8 @@
  * folder (default 32 GiB); past it the least recently used entries go.
  */
 import { createHash } from 'node:crypto';
-import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SplitLLMError } from '../../shared/errors.js';
@@ -254,6 +254,28 @@ export function cachedSegment(pkg: ModelPackage, from: number, to: number, opts:
   evict(root, dir);
   const e = readEntry(dir);
   return { ...io, modelPath: join(dir, e.model), weightBytes: e.weightBytes };
+}
+
+/**
+ * The segment built afresh, kept nowhere once loaded: streamed to a temporary folder as the cache would
+ * build it (one tensor held at a time; past protobuf's limit by construction), which the runtime removes
+ * once onnxruntime has loaded it. For one-off segments (a layer of an accuracy sweep, a calibration half)
+ * that the cache would keep at gigabytes apiece. An ONNX export's graph cuts its own segments in memory.
+ */
+export function uncachedSegment(pkg: ModelPackage, from: number, to: number, opts: SegmentOptions = {}, events: SegmentCacheEvents = {}): BuiltSegment {
+  const what = `segment [${from}, ${to})`;
+  const onLayer = events.progress ? (done: number, total: number) => events.progress?.(done, total, what) : undefined;
+  events.building?.(undefined);
+  slowBuildForTests();
+  if (pkg.weights.buildSegment) return buildSegment(pkg.config, pkg.weights, from, to, { ...opts, ...(onLayer ? { onLayer } : {}) });
+  const tmp = mkdtempSync(join(tmpdir(), 'splitllm-segment-'));
+  try {
+    const built = buildSegment(pkg.config, pkg.weights, from, to, { ...opts, dir: tmp, externalData: 'always', ...(onLayer ? { onLayer } : {}) });
+    return { ...built, temporaryDir: tmp };
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
 }
 
 /** Removes the least recently used entries past the cache's byte bound (never `keep`). */

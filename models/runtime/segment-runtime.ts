@@ -8,8 +8,8 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { float32Of, inferenceBackend, type InferenceBackend, type InferenceSession, type SpinMode, type Tensor } from './backend.js';
 import type { ModelConfig } from '../manifest.js';
 import type { ModelPackage } from '../package.js';
-import { buildSegment, type BuiltSegment, type SegmentOptions } from '../onnx/segment.js';
-import { cachedSegment, defaultCacheEvents, removeTemporary } from './segment-cache.js';
+import type { BuiltSegment, SegmentOptions } from '../onnx/segment.js';
+import { cachedSegment, defaultCacheEvents, removeTemporary, uncachedSegment } from './segment-cache.js';
 import { KvCache, KvSlab, type LayerKV } from './kv-cache.js';
 
 export type { LayerKV } from './kv-cache.js';
@@ -26,7 +26,7 @@ export interface RuntimeOptions extends SegmentOptions {
   threads?: number;
   /** how idle intra-op workers wait: 'alone' (spin between runs) for a session that runs by itself, 'turns' (default) where sessions take turns */
   spin?: SpinMode;
-  /** false: build the segment in memory, not through the package's segment cache (a one-off segment: a layer of an accuracy sweep) */
+  /** false: build the segment afresh and keep no copy, not through the package's segment cache (a one-off segment: a layer of an accuracy sweep, a calibration half) */
   cache?: false;
 }
 
@@ -254,7 +254,7 @@ export class SegmentRuntime {
 
   static async create(pkg: ModelPackage, from: number, to: number, opts: RuntimeOptions = {}): Promise<SegmentRuntime> {
     // a package on disk keeps its built segments (models/runtime/segment-cache.ts)
-    const seg = opts.cache === false ? buildSegment(pkg.config, pkg.weights, from, to, opts) : cachedSegment(pkg, from, to, opts, defaultCacheEvents);
+    const seg = opts.cache === false ? uncachedSegment(pkg, from, to, opts, defaultCacheEvents) : cachedSegment(pkg, from, to, opts, defaultCacheEvents);
     return SegmentRuntime.fromBuilt(pkg.config, seg, opts);
   }
 
