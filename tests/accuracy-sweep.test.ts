@@ -107,6 +107,32 @@ describeWithFixtures('layer sweep', () => {
     }
   });
 
+  it('gives the same perplexities when the windows go in batches (the layers opened again, through the cache)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'splitllm-accsweep-batch-'));
+    try {
+      const pkg = await tinyPackageOnDisk(join(dir, 'tiny'), 5);
+      const L = pkg.config.nLayers;
+      const windows = Array.from({ length: 5 }, (_, w) => Array.from({ length: 12 + w }, (_, i) => (7 * i + 3 * w + 1) % pkg.config.vocabSize));
+      const meter = () => {
+        const m = new WireMeter(createCodec('uniform:4'));
+        return (h: Float32Array, T: number) => m.roundTrip(h, T, pkg.config.dim);
+      };
+      const paths = (): SweepPath[] => [
+        { embedBits: 32, layers: Array(L).fill('32'), head: '32' },
+        { embedBits: 32, layers: Array.from({ length: L }, (_, j) => (j < 1 ? '4@32' : '8@32')), head: '32' },
+        { embedBits: 32, layers: Array(L).fill('32'), head: '32', codec: { split: 1, id: 'u4', roundTrip: meter() } },
+      ];
+      const whole = await sweepPerplexity(pkg, windows, paths(), { emitter });
+      // states of 3 distinct paths × 2 levels: a budget of one window's worth makes every window its own batch
+      const batched = await sweepPerplexity(pkg, windows, paths(), { emitter, stateBytes: 1 });
+      expect(batched.tokens).toBe(whole.tokens);
+      for (let i = 0; i < whole.nll.length; i++) expect(batched.nll[i]).toBeCloseTo(whole.nll[i]!, 9);
+      expect(existsSync(join(dir, 'tiny', 'segments'))).toBe(true); // several batches: the layers come from the cache
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('estimates the measured profile of the default model from its sampled splits', async () => {
     const pkg = await defaultModel();
     const windows = pplWindows(pkg.tokenizer(), readFileSync(join(CORPUS, 'tinystories_calib.txt'), 'utf8')).slice(0, 12);
