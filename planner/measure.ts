@@ -1,7 +1,6 @@
 /**
  * Measurements behind the compute profiles: per-layer decode and prefill latency at each weight precision
- * on this machine, and the runtime's baseline memory. The timed segments are one-off (`cache: false`): they
- * would fill the package's segment cache with ranges no run uses. (The link is measured from the edge:
+ * on this machine, and the runtime's baseline memory. (The link is measured from the edge:
  * edge/measure-link.ts.)
  */
 import { rng } from '../shared/random.js';
@@ -33,7 +32,7 @@ async function timeLayers(pkg: ModelPackage, bits: number, block: number, steps:
   const one = segmentBytes(c, 0, 1, { embed: false, head: false, bitsOf: () => bits, blockSize: block }).linear;
   const n = Math.min(c.nLayers, Math.max(1, Math.ceil(WORKING_SET_BYTES / Math.max(1, one))));
   const lin = linearFor(bits, block);
-  const rt = await SegmentRuntime.create(pkg, 0, n, { embed: false, head: false, linearFor: () => lin, cache: false });
+  const rt = await SegmentRuntime.create(pkg, 0, n, { embed: false, head: false, linearFor: () => lin });
   try {
     await rt.run(hidden(ctx), ctx, { keepCache: false }); // warm-up: the first run pays for allocation
     const t0 = performance.now();
@@ -50,7 +49,7 @@ async function timeLayers(pkg: ModelPackage, bits: number, block: number, steps:
 /** Decode latency of the final norm + LM head at `bits` (blockwise at `block` below 16 bits). */
 async function timeHead(pkg: ModelPackage, bits: number, block: number, steps: number, hidden: (n: number) => Float32Array): Promise<number> {
   const L = pkg.config.nLayers;
-  const q = await SegmentRuntime.create(pkg, L, L, { embed: false, head: true, ...(bits < 32 ? { headLinear: linearFor(bits, block) } : {}), cache: false });
+  const q = await SegmentRuntime.create(pkg, L, L, { embed: false, head: true, ...(bits < 32 ? { headLinear: linearFor(bits, block) } : {}) });
   try {
     return await timeSteps(q, () => hidden(1), steps);
   } finally {
@@ -91,7 +90,7 @@ export async function measureCompute(
     const quantized = bitsList.filter(isBlockwise);
     if (quantized.length) blocks[String(block)] = await measureAt(block, quantized);
   }
-  const emb = await SegmentRuntime.create(pkg, 0, 0, { embed: true, head: false, cache: false });
+  const emb = await SegmentRuntime.create(pkg, 0, 0, { embed: true, head: false });
   const embedMs = await timeSteps(emb, (i) => [(i * 7 + 3) % c.vocabSize], steps);
   await emb.release();
   const headMs = await timeHead(pkg, 32, DEFAULT_BLOCK_SIZE, steps, hidden);
