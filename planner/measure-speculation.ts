@@ -28,33 +28,42 @@ export async function measureSpeculation(
   const L = c.nLayers;
   const V = c.vocabSize;
   const threads = opts.threads;
-  const layers: SegmentRuntime[] = [];
-  for (let k = 0; k < L; k++) layers.push(await SegmentRuntime.create(pkg, k, k + 1, { embed: k === 0, head: false, threads }));
-  const head = await SegmentRuntime.create(pkg, L, L, { embed: false, head: true, threads });
-  const drafts = await Promise.all((opts.drafts ?? []).map(async (d) => ({ ...d, rt: await SegmentRuntime.create(d.pkg, 0, d.pkg.config.nLayers, { embed: true, head: true, threads }) })));
+  // a layer at a time over every window (one-off segments: one layer and the head held, never the whole
+  // float model), the early exit's head on each split's states as they pass
+  const head = await SegmentRuntime.create(pkg, L, L, { embed: false, head: true, threads, cache: false });
+  const drafts: (MeasuredDraftModel & { rt: SegmentRuntime })[] = [];
   const exitHits = new Array<number>(L + 1).fill(0);
-  const draftHits = drafts.map(() => 0);
+  const draftHits = (opts.drafts ?? []).map(() => 0);
   let positions = 0;
   let ngramDrafted = 0;
   let ngramHits = 0;
+  const argmaxes = (logits: Float32Array, n: number) => Array.from({ length: n }, (_, t) => argmax(logits, t * V, V));
   try {
+    for (const d of opts.drafts ?? []) drafts.push({ ...d, rt: await SegmentRuntime.create(d.pkg, 0, d.pkg.config.nLayers, { embed: true, head: true, threads }) });
+    let states: Float32Array[] = [];
+    /** per split 1..L−1, per window: the early exit's token at each position */
+    const exits: number[][][] = [];
+    for (let k = 0; k < L; k++) {
+      const layer = await SegmentRuntime.create(pkg, k, k + 1, { embed: k === 0, head: false, threads, cache: false });
+      try {
+        const next: Float32Array[] = [];
+        for (const [wi, w] of windows.entries()) next.push((await layer.run(k === 0 ? w : states[wi]!, w.length, { keepCache: false })).data);
+        states = next;
+      } finally {
+        await layer.release();
+      }
+      if (opts.earlyExit && k + 1 < L) {
+        const at: number[][] = [];
+        for (const [wi, w] of windows.entries()) at.push(argmaxes((await head.run(states[wi]!, w.length, { keepCache: false })).data, w.length));
+        exits[k + 1] = at;
+      }
+      opts.onProgress?.(`profile speculation: layer ${k + 1}/${L} over ${windows.length} windows`);
+    }
     for (const [wi, w] of windows.entries()) {
       const n = w.length;
-      let h = (await layers[0]!.run(w, n, { keepCache: false })).data;
-      const states = [h];
-      for (let k = 1; k < L; k++) {
-        h = (await layers[k]!.run(h, n, { keepCache: false })).data;
-        states.push(h);
-      }
-      const target = (await head.run(h, n, { keepCache: false })).data;
-      const greedy = Array.from({ length: n }, (_, t) => argmax(target, t * V, V));
+      const greedy = argmaxes((await head.run(states[wi]!, n, { keepCache: false })).data, n);
       positions += n;
-      if (opts.earlyExit) {
-        for (let k = 1; k < L; k++) {
-          const l = (await head.run(states[k - 1]!, n, { keepCache: false })).data;
-          for (let t = 0; t < n; t++) if (argmax(l, t * V, V) === greedy[t]) exitHits[k]!++;
-        }
-      }
+      for (let k = 1; k < L; k++) for (let t = 0; t < n; t++) if (exits[k]?.[wi]?.[t] === greedy[t]) exitHits[k]!++;
       for (const [i, d] of drafts.entries()) {
         const l = (await d.rt.run(w, n, { keepCache: false })).data;
         for (let t = 0; t < n; t++) if (argmax(l, t * V, V) === greedy[t]) draftHits[i]!++;
@@ -67,7 +76,6 @@ export async function measureSpeculation(
           if (p[0] === greedy[t]) ngramHits++;
         }
       }
-      opts.onProgress?.(`profile speculation: window ${wi + 1}/${windows.length}`);
     }
     const out: SpeculationProfile[] = [];
     if (opts.ngram) out.push({ proposer: 'ngram', acceptance: ngramDrafted ? ngramHits / ngramDrafted : 0, coverage: positions ? ngramDrafted / positions : 0, draftMsPerToken: 0 });
@@ -80,7 +88,7 @@ export async function measureSpeculation(
     }
     return out;
   } finally {
-    for (const r of [...layers, head, ...drafts.map((d) => d.rt)]) await r.release();
+    for (const r of [head, ...drafts.map((d) => d.rt)]) await r.release();
   }
 }
 
