@@ -182,7 +182,8 @@ export function progress(label: string, opts: number | { everyMs?: number; bytes
     last = now;
     const secs = (now - t0) / 1000;
     const pct = total > 0 ? ` ${((100 * done) / total).toFixed(0)}%` : '';
-    const eta = done > 0 && done < total && secs >= 1 ? `, ~${Math.ceil((secs * (total - done)) / done)}s left` : '';
+    // an estimate only once a twentieth is done: the first steps (builds, warm-up) would make it absurd
+    const eta = done >= total / 20 && done < total && secs >= 1 ? `, ~${Math.ceil((secs * (total - done)) / done)}s left` : '';
     const line = `${label}: ${amount(done)}/${amount(total)}${pct} (${secs.toFixed(1)}s${eta})`;
     if (tty) process.stderr.write(`\r\x1b[K${line}${done >= total ? '\n' : ''}`);
     else process.stderr.write(`${line}\n`);
