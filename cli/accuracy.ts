@@ -4,14 +4,17 @@
  * codec list without the calibrated ts-tabq where there is no calibration, progress on stderr.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { basename } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
 import { pplWindows } from '../models/eval/ppl.js';
 import type { ModelPackage } from '../models/package.js';
 import { DEFAULT_PROFILE_CODECS, estimateAccuracy, measureAccuracy, type AccuracyData } from '../planner/measure-accuracy.js';
+import { accuracyProfile } from '../planner/profiles.js';
+import type { AccuracyProfile } from '../planner/types.js';
+import { ACCURACY_ESTIMATE_FILE, ACCURACY_PROFILE_FILE } from '../models/default-model.js';
 import { calibrationContexts } from './calibration-io.js';
-import { progress } from './common.js';
+import { modelPath, progress, readJsonFile } from './common.js';
 
 /** Fewest predicted tokens for an accuracy profile: over fewer, ppl changes of a few tenths of a percent are noise. */
 export const MIN_PREDICTED = 500;
@@ -79,4 +82,51 @@ export async function accuracyOnText(pkg: ModelPackage, textPath: string, r: Acc
 /** A text file's name and sha256 (an estimate says what it was made on; `plan` reuses one made on the same text). */
 export function textIdentity(path: string): { name: string; sha256: string } {
   return { name: basename(path), sha256: createHash('sha256').update(readFileSync(path)).digest('hex') };
+}
+
+/**
+ * The accuracy profile `plan` and `demo` use: --accuracy-profile, else the model's own, else the estimate
+ * kept beside it (made on the same text when --text is given), else one estimated now on --text and kept.
+ */
+export async function planningAccuracy(pkg: ModelPackage, v: { model?: string; 'accuracy-profile'?: string; text?: string; json: boolean }, command: string): Promise<AccuracyProfile> {
+  const named = v['accuracy-profile'];
+  if (named) return accuracyProfile(readJsonFile(named, 'accuracy profile'), named, pkg.hash);
+  // a package folder holds its profile (a checkpoint file opened directly has no folder of its own)
+  const dir = pkg.dir;
+  const own = dir ? join(dir, ACCURACY_PROFILE_FILE) : undefined;
+  if (own && existsSync(own)) return accuracyProfile(readJsonFile(own, 'accuracy profile'), own, pkg.hash);
+  const kept = dir ? join(dir, ACCURACY_ESTIMATE_FILE) : undefined;
+  const say = (m: string) => process.stderr.write(`${command}: ${m}\n`);
+  if (kept && existsSync(kept)) {
+    let prior: AccuracyProfile | undefined;
+    try {
+      prior = accuracyProfile(readJsonFile(kept, 'accuracy estimate'), kept, pkg.hash);
+    } catch (e) {
+      if (!(e instanceof SplitLLMError)) throw e;
+      say(`${kept} is unusable (${e.message}): estimating again`);
+    }
+    const text = v.text ? textIdentity(v.text) : undefined;
+    if (prior && (!text || prior.estimate?.text?.sha256 === text.sha256)) {
+      say(`no accuracy profile: using the estimate in ${kept} (made on ${prior.estimate?.text?.name ?? 'a calibration text'}; 'splitllm profile accuracy' measures every configuration)`);
+      return prior;
+    }
+  }
+  if (!v.text) {
+    const where = own ? `at ${own}` : `(${modelPath(v)} is not a package folder: 'splitllm import' it to keep profiles beside it)`;
+    throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model ${where}: give --text CALIB.txt and plan estimates one (minutes at 1B), or measure one with 'splitllm profile accuracy --text CALIB.txt --out F' and pass --accuracy-profile F`);
+  }
+  const data = await accuracyOnText(pkg, v.text, { estimate: true, bits: [4, 8, 32], codecs: DEFAULT_PROFILE_CODECS, quiet: v.json, command });
+  const file = { format: 'splitllm-profile', kind: 'accuracy', data };
+  let wrote = false;
+  if (kept) {
+    try {
+      writeFileSync(kept, JSON.stringify(file, null, 2) + '\n');
+      wrote = true;
+    } catch (e) {
+      say(`cannot keep the estimate in ${kept} (${e instanceof Error ? e.message : String(e)}): the next plan estimates again`);
+    }
+  }
+  const est = data.estimate!;
+  say(`no accuracy profile: estimated one in ${est.seconds.toFixed(0)} s on ${est.tokens} tokens of ${v.text} (splits ${est.splits.join(',')} measured, the rest from the front's and the back's changes; 'splitllm profile accuracy' measures every configuration)${wrote ? `, kept in ${kept}` : ''}`);
+  return accuracyProfile(file, kept ?? 'the estimate', pkg.hash);
 }

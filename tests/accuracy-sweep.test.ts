@@ -204,6 +204,11 @@ function describe_cli(): void {
     expect(again.stderr).toMatch(/using the estimate in .*accuracy-estimate\.json \(made on tinystories_calib\.txt/);
     expect(JSON.parse(again.stdout)).toEqual(expect.objectContaining({ plan: expect.objectContaining({ split: plan.plan.split }) }));
     expect(existsSync(kept)).toBe(true);
+    // the demo plans from the same kept estimate
+    const demo = cli(['demo', '--model', dir, '--loopback', '--max-tokens', '4', '--json'], { timeoutMs: 600_000 });
+    expect(demo.code, demo.stderr).toBe(0);
+    expect(demo.stderr).toMatch(/demo: no accuracy profile: using the estimate in .*accuracy-estimate\.json/);
+    expect((JSON.parse(demo.stdout) as { plan: { split: number } }).plan.split).toBeGreaterThanOrEqual(1);
   }, 900_000);
 
   it('profile accuracy --splits measures only those splits; --estimate needs both ends', async () => {

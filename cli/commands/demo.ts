@@ -1,21 +1,20 @@
 import { PROPOSERS } from '../../edge/draft/registry.js';
 import { MAX_DRAFT } from '../../shared/protocol/index.js';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { startCloud } from '../../cloud/server.js';
 import { runEdge, type EdgeStats } from '../../edge/agent.js';
-import { ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
+import { ACCURACY_ESTIMATE_FILE, ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
+import { planningAccuracy } from '../accuracy.js';
 import { parameterCount } from '../../models/manifest.js';
 import { measureCompute } from '../../planner/measure.js';
 import { measureLink } from '../../edge/measure-link.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
-import { accuracyProfile, profileBits, profileBlocks } from '../../planner/profiles.js';
+import { profileBits, profileBlocks } from '../../planner/profiles.js';
 import { exhaustive } from '../../planner/strategies/index.js';
 import type { ComputeProfile, LinkProfile, RankedPlan } from '../../planner/types.js';
 import { SplitLLMError } from '../../shared/errors.js';
 import { DEFAULT_BLOCK_SIZE } from '../../shared/precision.js';
 import { emulateLink, type EmulatedLink } from '../link-emulator.js';
-import { generationOptions, modelOptions, modelPath, openModelOption, promptOf, planEdgeSession, readJsonFile, samplingFrom, speculationOf } from '../common.js';
+import { generationOptions, modelOptions, modelPath, openModelOption, promptOf, planEdgeSession, samplingFrom, speculationOf } from '../common.js';
 import { defineCommand, opt } from '../options.js';
 import { codecAtSplit } from '../../quantization/activations/registry.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
@@ -46,7 +45,8 @@ export const demoCommand = defineCommand({
     split: opt.int({ short: 's', description: 'fix the split point; the planner chooses the rest', valueName: 'K' }),
     speculate: opt.string({ description: `speculative decoding on the edge, verified by the cloud: ${PROPOSERS.map((p) => p.name).join(', ')} (model:PATH) or off`, valueName: 'PROPOSER', defaultText: "the plan's choice" }),
     'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, description: 'most tokens drafted per step with --speculate', defaultText: "the plan's, else 4" }),
-    'accuracy-profile': opt.string({ description: 'accuracy profile of --model', valueName: 'F', defaultText: `${ACCURACY_PROFILE_FILE} in the model's directory` }),
+    'accuracy-profile': opt.string({ description: 'accuracy profile of --model', valueName: 'F', defaultText: `${ACCURACY_PROFILE_FILE} in the model's directory, else an estimate on --text` }),
+    text: opt.file({ description: `calibration text: for a model without an accuracy profile, the demo estimates one on it first, as 'splitllm plan --text' does (kept as ${ACCURACY_ESTIMATE_FILE} beside the model)` }),
     ...calibrationOption,
     threads: opt.int({ min: 1, description: 'onnxruntime intra-op threads of each segment, edge and cloud (idle workers stop spinning when a run returns)', defaultText: 'the cores this process may use' }),
     json: opt.flag({ description: 'print {"plan":…,"text":…,"stats":…} instead of streaming text and the table' }),
@@ -58,13 +58,7 @@ export const demoCommand = defineCommand({
     const c = pkg.config;
     say(`splitllm demo: model "${pkg.manifest.name}" (${c.nLayers} layers, ${(parameterCount(c) / 1e6).toFixed(2)}M parameters) from ${modelPath(v)}`);
 
-    // a package folder holds its profile (a checkpoint file opened directly has no folder of its own)
-    const accPath = v['accuracy-profile'] ?? (pkg.dir ? join(pkg.dir, ACCURACY_PROFILE_FILE) : undefined);
-    if (!accPath || !existsSync(accPath)) {
-      const where = accPath ? `at ${accPath}` : `(${modelPath(v)} is not a package folder)`;
-      throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model ${where}: make one with 'splitllm profile accuracy --model M --text CALIB.txt --out F' and pass --accuracy-profile F`);
-    }
-    const accuracy = accuracyProfile(readJsonFile(accPath, 'accuracy profile'), accPath, pkg.hash);
+    const accuracy = await planningAccuracy(pkg, v, 'demo');
     const bits = profileBits(accuracy);
 
     const budgets = { edgeMemory: v['edge-memory'], latencyMs: v.latency, maxPplIncrease: v['max-ppl-increase'] };

@@ -1,69 +1,19 @@
-import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { SplitLLMError } from '../../shared/errors.js';
 import { ACCURACY_ESTIMATE_FILE, ACCURACY_PROFILE_FILE } from '../../models/default-model.js';
-import type { ModelPackage } from '../../models/package.js';
-import { DEFAULT_PROFILE_CODECS } from '../../planner/measure-accuracy.js';
-import { accuracyOnText, textIdentity } from '../accuracy.js';
+import { planningAccuracy } from '../accuracy.js';
 import { measureBaseline, measureCompute } from '../../planner/measure.js';
-import { accuracyProfile, computeProfile, linkProfile, profileBits, profileBlocks } from '../../planner/profiles.js';
+import { computeProfile, linkProfile, profileBits, profileBlocks } from '../../planner/profiles.js';
 import { plannerStrategy, PLANNER_STRATEGIES } from '../../planner/strategies/index.js';
 import { buildProblem, formatBudget } from '../../planner/problem.js';
-import type { AccuracyProfile, ComputeProfile, LinkProfile, Prediction } from '../../planner/types.js';
-import { modelOptions, modelPath, openModelOption, readJsonFile } from '../common.js';
+import type { ComputeProfile, LinkProfile, Prediction } from '../../planner/types.js';
+import { modelOptions, openModelOption, readJsonFile } from '../common.js';
 import { defineCommand, items, opt } from '../options.js';
 
 /** A plan's speculation as the table shows it: proposer, drafts, tokens per round, the plain latency it beats. */
 function speculationText(p: Prediction): string {
   const s = p.speculation;
   return s ? `${s.proposer} ≤${s.draftTokens} drafts, ${s.tokensPerRound.toFixed(2)} tokens/round (plain ${s.plainLatency.toFixed(1)} ms)` : 'off';
-}
-
-/**
- * The accuracy profile a plan uses: --accuracy-profile, else the model's own, else the estimate kept
- * beside it (made on the same text when --text is given), else one estimated now on --text and kept.
- */
-async function planAccuracy(pkg: ModelPackage, v: { model?: string; 'accuracy-profile'?: string; text?: string; json: boolean }): Promise<AccuracyProfile> {
-  const named = v['accuracy-profile'];
-  if (named) return accuracyProfile(readJsonFile(named, 'accuracy profile'), named, pkg.hash);
-  // a package folder holds its profile (a checkpoint file opened directly has no folder of its own)
-  const dir = pkg.dir;
-  const own = dir ? join(dir, ACCURACY_PROFILE_FILE) : undefined;
-  if (own && existsSync(own)) return accuracyProfile(readJsonFile(own, 'accuracy profile'), own, pkg.hash);
-  const kept = dir ? join(dir, ACCURACY_ESTIMATE_FILE) : undefined;
-  const say = (m: string) => process.stderr.write(`plan: ${m}\n`);
-  if (kept && existsSync(kept)) {
-    let prior: AccuracyProfile | undefined;
-    try {
-      prior = accuracyProfile(readJsonFile(kept, 'accuracy estimate'), kept, pkg.hash);
-    } catch (e) {
-      if (!(e instanceof SplitLLMError)) throw e;
-      say(`${kept} is unusable (${e.message}): estimating again`);
-    }
-    const text = v.text ? textIdentity(v.text) : undefined;
-    if (prior && (!text || prior.estimate?.text?.sha256 === text.sha256)) {
-      say(`no accuracy profile: using the estimate in ${kept} (made on ${prior.estimate?.text?.name ?? 'a calibration text'}; 'splitllm profile accuracy' measures every configuration)`);
-      return prior;
-    }
-  }
-  if (!v.text) {
-    const where = own ? `at ${own}` : `(${modelPath(v)} is not a package folder: 'splitllm import' it to keep profiles beside it)`;
-    throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model ${where}: give --text CALIB.txt and plan estimates one (minutes at 1B), or measure one with 'splitllm profile accuracy --text CALIB.txt --out F' and pass --accuracy-profile F`);
-  }
-  const data = await accuracyOnText(pkg, v.text, { estimate: true, bits: [4, 8, 32], codecs: DEFAULT_PROFILE_CODECS, quiet: v.json, command: 'plan' });
-  const file = { format: 'splitllm-profile', kind: 'accuracy', data };
-  let wrote = false;
-  if (kept) {
-    try {
-      writeFileSync(kept, JSON.stringify(file, null, 2) + '\n');
-      wrote = true;
-    } catch (e) {
-      say(`cannot keep the estimate in ${kept} (${e instanceof Error ? e.message : String(e)}): the next plan estimates again`);
-    }
-  }
-  const est = data.estimate!;
-  say(`no accuracy profile: estimated one in ${est.seconds.toFixed(0)} s on ${est.tokens} tokens of ${v.text} (splits ${est.splits.join(',')} measured, the rest from the front's and the back's changes; 'splitllm profile accuracy' measures every configuration)${wrote ? `, kept in ${kept}` : ''}`);
-  return accuracyProfile(file, kept ?? 'the estimate', pkg.hash);
 }
 
 export const planCommand = defineCommand({
@@ -105,7 +55,7 @@ export const planCommand = defineCommand({
     // this machine's runtime memory first, when it is measured here: RSS only grows once an estimate has run
     const here = v['edge-profile'] === undefined && v['cloud-profile'] === undefined;
     const baselineBytes = here ? await measureBaseline(pkg, [2, 3, 4, 8, 16, 32]) : 0;
-    const accuracy = await planAccuracy(pkg, v);
+    const accuracy = await planningAccuracy(pkg, v, 'plan');
     let link: LinkProfile;
     if (v['link-profile']) link = linkProfile(readJsonFile(v['link-profile'], 'link profile'), v['link-profile']);
     else if (v.bandwidth !== undefined && v.rtt !== undefined) link = { bytesPerSec: v.bandwidth, rttMs: v.rtt };
