@@ -113,7 +113,7 @@ export async function planningAccuracy(pkg: ModelPackage, v: { model?: string; '
   }
   if (!v.text) {
     const where = own ? `at ${own}` : `(${modelPath(v)} is not a package folder: 'splitllm import' it to keep profiles beside it)`;
-    throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model ${where}: give --text CALIB.txt and plan estimates one (minutes at 1B), or measure one with 'splitllm profile accuracy --text CALIB.txt --out F' and pass --accuracy-profile F`);
+    throw new SplitLLMError('E_FILE_NOT_FOUND', `no accuracy profile for this model ${where}: give --text CALIB.txt and ${command} estimates one (minutes at 1B), or measure one with 'splitllm profile accuracy --text CALIB.txt --out F' and pass --accuracy-profile F`);
   }
   const data = await accuracyOnText(pkg, v.text, { estimate: true, bits: [4, 8, 32], codecs: DEFAULT_PROFILE_CODECS, quiet: v.json, command });
   const file = { format: 'splitllm-profile', kind: 'accuracy', data };

@@ -4,7 +4,7 @@
  * leaves this process. The connection and its resume policy live in connection.ts, the memory policy in
  * memory-policy.ts, the re-split exchange in resplit.ts.
  */
-import { SplitLLMError } from '../shared/errors.js';
+import { checkSplit, SplitLLMError } from '../shared/errors.js';
 import { MAX_DRAFT, newSessionId, PROTOCOL_VERSION, type Ready, type SamplingParams, type TokenMsg, type Verified } from '../shared/protocol/index.js';
 import type { DraftProposer } from './draft/proposer.js';
 import { DraftLength } from './draft/adaptive.js';
@@ -191,9 +191,7 @@ export interface EdgeStats {
 
 export async function runEdge(pkg: ModelPackage | EdgeModel, o: EdgeOptions): Promise<{ tokens: number[]; stats: EdgeStats }> {
   const c = pkg.config;
-  if (!Number.isInteger(o.split) || o.split < 0 || o.split > c.nLayers) {
-    throw new SplitLLMError('E_SPLIT_RANGE', `split ${o.split} is out of range for a model with ${c.nLayers} layers: use 0..${c.nLayers}`);
-  }
+  checkSplit(o.split, c.nLayers);
   const kvCodec = createCodec(o.kvCodec ?? 'fp32');
   const ids = o.promptIds ?? pkg.tokenizer().encode(o.prompt, true);
   if (ids.length + o.maxTokens > c.maxSeq) {

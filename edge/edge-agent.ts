@@ -10,7 +10,7 @@
 import type { DraftProposer } from './draft/proposer.js';
 import { get as httpGet } from 'node:http';
 import { get as httpsGet } from 'node:https';
-import { SplitLLMError } from '../shared/errors.js';
+import { checkSplit, SplitLLMError } from '../shared/errors.js';
 import { newSessionId, type SamplingParams } from '../shared/protocol/index.js';
 import type { Connector, FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
@@ -119,9 +119,7 @@ export class EdgeAgent {
   private constructor(readonly options: EdgeAgentOptions) {
     const pkg = options.model;
     const c = pkg.config;
-    if (!Number.isInteger(options.split) || options.split < 0 || options.split > c.nLayers) {
-      throw new SplitLLMError('E_SPLIT_RANGE', `split ${options.split} is out of range for a model with ${c.nLayers} layers: use 0..${c.nLayers}`);
-    }
+    checkSplit(options.split, c.nLayers);
     this.url = /\/v1\/session$/.test(options.cloud) ? options.cloud : options.cloud.replace(/\/$/, '') + '/v1/session';
     this.maxConcurrent = options.maxConcurrent ?? 4;
     this.maxSeq = Math.min(options.maxSeq ?? c.maxSeq, c.maxSeq);

@@ -25,7 +25,7 @@ import type { LinearEmitter } from '../models/onnx/segment.js';
 import { WireMeter } from '../quantization/activations/meter.js';
 import { codecAtSplit } from '../quantization/activations/registry.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
-import { SplitLLMError } from '../shared/errors.js';
+import { checkSplit, SplitLLMError } from '../shared/errors.js';
 import { DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
 import { quantizesBlockwise } from './cost.js';
 import type { AccuracyEstimate, BlockAccuracyProfile } from './types.js';
@@ -93,6 +93,15 @@ interface CodecProbe {
 
 const relative = (p: CodecProbe) => (p.norm > 0 ? p.err / p.norm : 0);
 
+/** Adds Σ (y − x)² and Σ x² of one window's rows to `acc`. */
+function addError(acc: { err: number; norm: number }, y: Float32Array, x: Float32Array): void {
+  for (let i = 0; i < x.length; i++) {
+    const d = y[i]! - x[i]!;
+    acc.err += d * d;
+    acc.norm += x[i]! * x[i]!;
+  }
+}
+
 /**
  * The paths both ways share: the reference, the heads and embeddings below float32, and each codec's
  * bits per value and error on the reference's state at every split of `probeSplits` (`observe`).
@@ -113,14 +122,7 @@ function commonPaths(pkg: ModelPackage, o: AccuracyOptions, probeSplits: number[
     at(split: number, rows: readonly Float32Array[], tokens: readonly number[]) {
       for (const p of probes) {
         if (p.split !== split) continue;
-        rows.forEach((x, w) => {
-          const y = p.meter.roundTrip(x, tokens[w]!, D);
-          for (let i = 0; i < x.length; i++) {
-            const d = y[i]! - x[i]!;
-            p.err += d * d;
-            p.norm += x[i]! * x[i]!;
-          }
-        });
+        rows.forEach((x, w) => addError(p, p.meter.roundTrip(x, tokens[w]!, D), x));
       }
     },
   };
@@ -137,7 +139,7 @@ const wireMeter = (o: AccuracyOptions, spec: string, k: number) => new WireMeter
 const allSplits = (L: number) => Array.from({ length: L + 1 }, (_, i) => i);
 
 function checkSplits(splits: number[], L: number): number[] {
-  for (const k of splits) if (!Number.isInteger(k) || k < 0 || k > L) throw new SplitLLMError('E_SPLIT_RANGE', `split ${k} is out of range for a model with ${L} layers: use 0..${L}`);
+  for (const k of splits) checkSplit(k, L);
   return [...new Set(splits)].sort((a, b) => a - b);
 }
 
@@ -224,17 +226,9 @@ function interpolate(xs: number[], at: (x: number) => number, x: number): number
 
 /** Relative error of the windows' rows `ys` against the reference's (as many windows as `ys` has): Σ (y − x)² / Σ x². */
 function relativeError(ys: readonly Float32Array[], xs: readonly Float32Array[]): number {
-  let err = 0;
-  let norm = 0;
-  ys.forEach((y, w) => {
-    const x = xs[w]!;
-    for (let i = 0; i < x.length; i++) {
-      const d = y[i]! - x[i]!;
-      err += d * d;
-      norm += x[i]! * x[i]!;
-    }
-  });
-  return norm > 0 ? err / norm : 0;
+  const acc = { err: 0, norm: 0 };
+  ys.forEach((y, w) => addError(acc, y, xs[w]!));
+  return acc.norm > 0 ? acc.err / acc.norm : 0;
 }
 
 /** The cheap estimate (see the top of this file), with every split of 0..L in its tables. */
@@ -336,26 +330,19 @@ export async function estimateAccuracy(pkg: ModelPackage, windows: number[][], o
  */
 async function lossyCodecs(pkg: ModelPackage, windows: number[][], o: AccuracyOptions): Promise<string[]> {
   const D = pkg.config.dim;
+  // the embedding's output once per window, every codec's round trip on it
   const emb = await SegmentRuntime.create(pkg, 0, 0, { embed: true, head: false, cache: false });
-  const errors = new Map<string, number>();
+  const rows: Float32Array[] = [];
   try {
-    for (const spec of o.codecs) {
-      const meter = wireMeter(o, spec, 0);
-      if (meter.codec.lossless) continue;
-      let err = 0;
-      let norm = 0;
-      for (const ids of windows) {
-        const x = (await emb.run(ids.slice(0, -1), ids.length - 1, { keepCache: false })).data;
-        const y = meter.roundTrip(x, ids.length - 1, D);
-        for (let i = 0; i < x.length; i++) {
-          err += (y[i]! - x[i]!) ** 2;
-          norm += x[i]! ** 2;
-        }
-      }
-      errors.set(spec, norm > 0 ? err / norm : 0);
-    }
+    for (const ids of windows) rows.push((await emb.run(ids.slice(0, -1), ids.length - 1, { keepCache: false })).data);
   } finally {
     await emb.release();
+  }
+  const errors = new Map<string, number>();
+  for (const spec of o.codecs) {
+    const meter = wireMeter(o, spec, 0);
+    if (meter.codec.lossless) continue;
+    errors.set(spec, relativeError(rows.map((x, w) => meter.roundTrip(x, windows[w]!.length - 1, D)), rows));
   }
   const worst = Math.max(0, ...errors.values());
   return [...errors].filter(([, e]) => e > 0 && e >= NEAR_LOSSLESS * worst).map(([spec]) => spec);

@@ -44,6 +44,13 @@ export function isSplitLLMError(e: unknown): e is SplitLLMError {
   return e instanceof SplitLLMError;
 }
 
+/** Throws E_SPLIT_RANGE unless `split` is a split of a model with `nLayers` layers (0..nLayers). */
+export function checkSplit(split: number, nLayers: number): void {
+  if (!Number.isInteger(split) || split < 0 || split > nLayers) {
+    throw new SplitLLMError('E_SPLIT_RANGE', `split ${split} is out of range for a model with ${nLayers} layers: use 0..${nLayers}`);
+  }
+}
+
 /** Throws E_BAD_ARGUMENT unless `cond` holds. */
 export function check(cond: unknown, code: ErrorCode, message: string): asserts cond {
   if (!cond) throw new SplitLLMError(code, message);

@@ -68,8 +68,8 @@ export const calibrateCommand = defineCommand({
       splits: {},
     };
     for (const k of splits) {
-      // one half at a time (the float model is never held whole), built in memory: each split's halves are
-      // one-off segments, which the package's cache would keep at gigabytes apiece for a 1B model
+      // one half at a time (the float model is never held whole), each a one-off build (cache: false): the
+      // package's cache would keep every split's halves at gigabytes apiece for a 1B model
       const front = await SegmentRuntime.create(pkg, 0, k, { embed: true, head: false, cache: false });
       const hidden: Float32Array[] = [];
       for (const ids of windows) {

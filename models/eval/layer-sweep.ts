@@ -60,11 +60,25 @@ export interface SweepResult {
   layerRuns: number;
 }
 
+/** The key of the embedding's output at `bits`: a path's state entering layer 0. */
+const embedKey = (bits: number) => `e${bits}`;
+
 /** The key of a path's state entering layer `l` (l = nLayers: entering the head, before its codec). */
 function keyAt(p: SweepPath, l: number): string {
-  let k = `e${p.embedBits}`;
+  let k = embedKey(p.embedBits);
   for (let j = 0; j < l; j++) k += `/${p.codec?.split === j ? `[${p.codec.id}]` : ''}${p.layers[j]}`;
   return k;
+}
+
+/** The entries of `m` grouped by `by`, in first-seen order. */
+function groupBy<V>(m: Map<string, V>, by: (v: V) => string): Map<string, [string, V][]> {
+  const out = new Map<string, [string, V][]>();
+  for (const [k, v] of m) {
+    const g = out.get(by(v));
+    if (g) g.push([k, v]);
+    else out.set(by(v), [[k, v]]);
+  }
+  return out;
 }
 
 interface Step {
@@ -136,8 +150,8 @@ export async function sweepPerplexity(pkg: ModelPackage, windows: number[][], pa
       ...(o.linear ? { linearFor: () => o.linear! } : {}),
       ...(o.headLinear ? { headLinear: o.headLinear } : {}),
       ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
-      // one batch opens each segment once: built in memory, not written to the package's cache (a layer
-      // at each precision would take gigabytes of disk at 1B); several batches open them again each time
+      // one batch opens each segment once: a one-off build, not kept in the package's cache (a layer at
+      // each precision would take gigabytes of disk at 1B); several batches open them again, from the cache
       ...(batches.length === 1 ? { cache: false as const } : {}),
       spin: 'alone',
     });
@@ -150,7 +164,7 @@ export async function sweepPerplexity(pkg: ModelPackage, windows: number[][], pa
       try {
         const rows: Float32Array[] = [];
         for (const ids of inputs) rows.push((await seg.run(ids, ids.length, { keepCache: false })).data);
-        states.set(`e${e}`, rows);
+        states.set(embedKey(e), rows);
         ran(inputs.length, embeds.length);
       } finally {
         await seg.release();
@@ -165,9 +179,7 @@ export async function sweepPerplexity(pkg: ModelPackage, windows: number[][], pa
     for (let l = 0; l < L; l++) {
       const level = levels[l]!;
       const next = new Map<string, Float32Array[]>();
-      const byPrecision = new Map<string, [string, Step][]>();
-      for (const [k, s] of level) byPrecision.set(s.precision, [...(byPrecision.get(s.precision) ?? []), [k, s]]);
-      for (const [precision, steps] of byPrecision) {
+      for (const [precision, steps] of groupBy(level, (s) => s.precision)) {
         const seg = await rt(l, l + 1, { linear: opts.emitter(precision) });
         try {
           for (const [k, s] of steps) {
@@ -199,9 +211,7 @@ export async function sweepPerplexity(pkg: ModelPackage, windows: number[][], pa
       observe(l + 1);
     }
     // the head of each precision the paths ask, and each window's NLL
-    const byHead = new Map<string, [string, { parent: string; codec?: RoundTrip }][]>();
-    for (const [k, f] of finals) byHead.set(f.head, [...(byHead.get(f.head) ?? []), [k, f]]);
-    for (const [head, list] of byHead) {
+    for (const [head, list] of groupBy(finals, (f) => f.head)) {
       const seg = await rt(L, L, { head: true, headLinear: opts.emitter(head) });
       try {
         for (const [k, f] of list) {

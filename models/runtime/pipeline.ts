@@ -3,7 +3,7 @@
  * evaluation and as the reference the split runtime must match. A `between` hook sees (and may replace)
  * each hidden state that crosses a boundary — that is where a codec sits on the wire.
  */
-import { SplitLLMError } from '../../shared/errors.js';
+import { checkSplit, SplitLLMError } from '../../shared/errors.js';
 import type { ModelPackage } from '../package.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { SegmentRuntime, type RuntimeOptions, type SegmentOutput } from './segment-runtime.js';
@@ -20,11 +20,7 @@ export class Pipeline {
   /** Builds segments at the given split points (none: the whole model as one segment). */
   static async create(pkg: ModelPackage, splits: number[] = [], opts: RuntimeOptions = {}): Promise<Pipeline> {
     const L = pkg.config.nLayers;
-    for (const s of splits) {
-      if (!Number.isInteger(s) || s < 0 || s > L) {
-        throw new SplitLLMError('E_SPLIT_RANGE', `split ${s} is out of range for a model with ${L} layers: use 0..${L}`);
-      }
-    }
+    for (const s of splits) checkSplit(s, L);
     const points = [0, ...[...splits].sort((a, b) => a - b), L];
     const segs: SegmentRuntime[] = [];
     const n = points.length - 1;

@@ -188,6 +188,12 @@ export function slowBuildForTests(): void {
   if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
+/** A build's per-layer progress as the events' `progress` (none without one). */
+function layerProgress(events: SegmentCacheEvents, from: number, to: number): ((done: number, total: number) => void) | undefined {
+  const what = `segment [${from}, ${to})`;
+  return events.progress ? (done, total) => events.progress?.(done, total, what) : undefined;
+}
+
 /**
  * The segment, loaded from the package's cache when a valid entry is there, else built (into the cache
  * when the package has one; in memory otherwise). The result always names its model by file when cached.
@@ -195,8 +201,7 @@ export function slowBuildForTests(): void {
 export function cachedSegment(pkg: ModelPackage, from: number, to: number, opts: SegmentOptions = {}, events: SegmentCacheEvents = {}): BuiltSegment {
   // a graph imported from an ONNX export cuts its own segments; an explicit folder is the caller's
   const root = opts.dir || pkg.weights.buildSegment ? undefined : segmentCacheDir(pkg, events);
-  const what = `segment [${from}, ${to})`;
-  const onLayer = events.progress ? (done: number, total: number) => events.progress?.(done, total, what) : undefined;
+  const onLayer = layerProgress(events, from, to);
   if (!root) {
     events.building?.(undefined);
     slowBuildForTests();
@@ -263,8 +268,7 @@ export function cachedSegment(pkg: ModelPackage, from: number, to: number, opts:
  * that the cache would keep at gigabytes apiece. An ONNX export's graph cuts its own segments in memory.
  */
 export function uncachedSegment(pkg: ModelPackage, from: number, to: number, opts: SegmentOptions = {}, events: SegmentCacheEvents = {}): BuiltSegment {
-  const what = `segment [${from}, ${to})`;
-  const onLayer = events.progress ? (done: number, total: number) => events.progress?.(done, total, what) : undefined;
+  const onLayer = layerProgress(events, from, to);
   events.building?.(undefined);
   slowBuildForTests();
   if (pkg.weights.buildSegment) return buildSegment(pkg.config, pkg.weights, from, to, { ...opts, ...(onLayer ? { onLayer } : {}) });

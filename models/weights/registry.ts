@@ -3,7 +3,7 @@
  * per-layer linear emitters the segment builder uses. A new strategy is one file plus one line in
  * WEIGHT_STRATEGIES.
  */
-import { SplitLLMError } from '../../shared/errors.js';
+import { checkSplit, SplitLLMError } from '../../shared/errors.js';
 import { checkWeightBits } from '../../quantization/weights/blockwise.js';
 import { captureLinearInputs, type CapturedInputs } from '../eval/capture.js';
 import { linearFor } from '../onnx/linear.js';
@@ -32,9 +32,7 @@ export function validateWeightPlan(p: WeightPlan, nLayers: number): WeightStrate
     checkWeightBits(bits, p.blockSize);
     if (bits <= 8 && !s.bits.includes(bits)) throw new SplitLLMError('E_BAD_ARGUMENT', `${s.name} quantizes to ${s.bits.join(', ')} bits, not ${bits}${s.bits.length === 1 ? ` (${s.name} is W${s.bits[0]}A${s.bits[0]}: give its layers ${s.bits[0]} bits; 16 or 32 keep layers float)` : ''}`);
   }
-  if (!Number.isInteger(p.split) || p.split < 0 || p.split > nLayers) {
-    throw new SplitLLMError('E_SPLIT_RANGE', `split ${p.split} is out of range for a model with ${nLayers} layers: use 0..${nLayers}`);
-  }
+  checkSplit(p.split, nLayers);
   return s;
 }
 
