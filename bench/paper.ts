@@ -13,8 +13,8 @@
  * - splitllm: the planner's joint choice (split, front / back / head / embedding bits, every codec the
  *   accuracy profile measured, sequence length), its prediction printed beside the measurement.
  *
- * Memory: every method by the planner's own rule (planner/cost.ts: twice the weights and KV the device
- * holds, plus a decode step's buffers; the runtime's own memory not counted, as in `splitllm demo`), for
+ * Memory: every method by the planner's own rule (quantization/weights/memory.ts `heldBytes`: the weights
+ * and KV the device holds, plus a decode step's buffers; the runtime's own memory not counted, as in `splitllm demo`), for
  * the prompt and the reply (128 positions by default). A plan's accuracy is chosen from the model's
  * accuracy profile (calibration text); every ppl printed is measured on the evaluation text
  * (tinystories_eval.txt, the default model's held-out tail of tinyshakespeare). A row is feasible when it
@@ -341,7 +341,7 @@ for (const name of modelNames) {
           ];
           for (const { method, opts } of methods) {
             const problem = buildProblem(
-              { ...c, hash: pkg.hash },
+              { ...pkg.memoryShape, hash: pkg.hash },
               { edge: m.compute, cloud: m.compute, link: l, accuracy: m.accuracy },
               { edgeMemory: budget, latencyMs: Infinity, maxPplIncrease: maxPpl, minSeq: positions, promptTokens },
               { speculate: false, ...opts },

@@ -19,7 +19,8 @@ import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { codecAtSplit, createCodec, type CodecEnv } from '../quantization/activations/registry.js';
 import { wsConnector } from './connect-node.js';
 import { CloudConnection, SessionLostError } from './connection.js';
-import { edgeBytes, splitBeforeStep, splitWithinBudget } from './memory-policy.js';
+import { edgeBytes, splitBeforeStep, splitWithinBudget, type FrontWeights } from './memory-policy.js';
+import type { QuantizedBytes } from '../quantization/weights/memory.js';
 import { resplitFront } from './resplit.js';
 
 /**
@@ -90,6 +91,8 @@ export interface EdgeOptions {
   onHold?: (bytes: number) => void;
   /** weight bits of the front layers, for the memory accounting (default 32) */
   frontBits?: number;
+  /** the front's weight strategy's accounting of a quantized linear, for the memory accounting (default: blockwise RTN) */
+  quantizedBytes?: QuantizedBytes;
   /** weight bits the cloud runs the back layers at (default 32) and the quantization block */
   backBits?: number;
   /** the LM head's bits on the cloud (default 32) */
@@ -197,12 +200,15 @@ export async function runEdge(pkg: ModelPackage | EdgeModel, o: EdgeOptions): Pr
   if (ids.length + o.maxTokens > c.maxSeq) {
     throw new SplitLLMError('E_SEQUENCE_TOO_LONG', `prompt (${ids.length} tokens) plus --max-tokens ${o.maxTokens} passes the model's maximum sequence of ${c.maxSeq}: lower --max-tokens`);
   }
-  const frontBits = o.frontBits ?? 32;
+  // the memory policy's view of the front: the package's stored embedding type (the browser edge's
+  // fronts come float32 from the server), the front's precisions and strategy
+  const shape = 'weights' in pkg ? pkg.memoryShape : c;
+  const fw: FrontWeights = { bits: o.frontBits ?? 32, blockSize: o.blockSize, embedBits: o.embedBits, quantized: o.quantizedBytes };
   // the memory policy at the start: the prompt and its first answer must fit
   // what this session may take of the budget: the rest is the KV other sessions hold
   const budget = (): number | undefined => (o.edgeMemory === undefined ? undefined : o.edgeMemory - (o.othersHold?.() ?? 0));
   const atStart = budget();
-  let split = atStart === undefined ? o.split : splitWithinBudget(c, frontBits, atStart, ids.length + 1, o.split);
+  let split = atStart === undefined ? o.split : splitWithinBudget(shape, fw, atStart, ids.length + 1, o.split);
   const startSplit = split;
   let codec = codecAtSplit(o.codec ?? 'fp32', split, o.codecEnv);
   const own = 'weights' in pkg ? pkg : undefined;
@@ -294,9 +300,9 @@ export async function runEdge(pkg: ModelPackage | EdgeModel, o: EdgeOptions): Pr
      */
     const feed = async (part: number[], ran?: Float32Array): Promise<Uint8Array> => {
       const h = ran ? { data: ran } : await front.run(part, part.length);
-      const holding = edgeBytes(c, frontBits, split, front.length);
+      const holding = edgeBytes(shape, fw, split, front.length);
       peak = Math.max(peak, holding);
-      o.onHold?.(holding - edgeBytes(c, frontBits, split, 0));
+      o.onHold?.(holding - edgeBytes(shape, fw, split, 0));
       return codec.encode(h.data, part.length, c.dim);
     };
     const chunk = Math.max(1, Math.floor(o.prefillChunk ?? DEFAULT_PREFILL_CHUNK));
@@ -434,7 +440,7 @@ export async function runEdge(pkg: ModelPackage | EdgeModel, o: EdgeOptions): Pr
       }
       // the memory policy before each step: move the split down before the KV would outgrow the budget
       const now = budget();
-      const down = now === undefined ? undefined : splitBeforeStep(c, frontBits, now, split, front.length);
+      const down = now === undefined ? undefined : splitBeforeStep(shape, fw, now, split, front.length);
       if (down !== undefined) resplits.unshift({ afterTokens: out.length, split: down });
       while (resplits.length && resplits[0]!.afterTokens <= out.length) {
         const to = resplits.shift()!.split;

@@ -21,6 +21,7 @@ import { SharedSegments } from '../models/runtime/shared-segments.js';
 import { StopStrings, TextStream } from '../models/tokenizer/text-stream.js';
 import type { ChatMessage } from '../models/tokenizer/tokenizer.js';
 import type { CodecEnv } from '../quantization/activations/codec.js';
+import type { QuantizedBytes } from '../quantization/weights/memory.js';
 import { runEdge, type EdgeStats, type FinishReason } from './agent.js';
 import { wsConnector } from './connect-node.js';
 
@@ -41,6 +42,8 @@ export interface EdgeAgentOptions {
   /** the fronts' token embedding at 8 or 4 bits (default 32) */
   embedBits?: number;
   frontBits?: number;
+  /** the front's weight strategy's accounting of a quantized linear (memory policy; default blockwise RTN) */
+  quantizedBytes?: QuantizedBytes;
   backBits?: number;
   /** the LM head's bits on the cloud (default 32) */
   headBits?: number;
@@ -247,6 +250,8 @@ export class EdgeAgent {
         sessionId: spare?.session,
         linearFor: o.linearFor,
         frontBits: o.frontBits,
+        embedBits: o.embedBits,
+        quantizedBytes: o.quantizedBytes,
         backBits: o.backBits,
         headBits: o.headBits,
         blockSize: o.blockSize,

@@ -8,6 +8,7 @@ import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readdirSy
 import { basename, join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
 import { numel } from '../shared/tensor.js';
+import { TENSORS } from '../shared/decoder.js';
 import { Fields, failWith } from '../shared/fields.js';
 import { expectedTensors, MANIFEST_FILE, type Manifest, type ModelConfig, validateConfig } from './manifest.js';
 import { dtypeBytes, narrow, SafetensorsFile, widen, writeSafetensorsStream, type FloatDtype, type StoredTensor, type StreamedTensor } from './safetensors.js';
@@ -122,6 +123,15 @@ export class ModelPackage {
 
   get config(): ModelConfig {
     return this.manifest.config;
+  }
+
+  /**
+   * The config as the memory accounting reads it (quantization/weights/memory.ts): with the bytes of a
+   * float embedding value as segments hold it — the package's bf16/f16 table stays half a float32 one.
+   */
+  get memoryShape(): ModelConfig & { embedValueBytes: number } {
+    const dtype = this.weights.has(TENSORS.embed) ? this.weights.stored?.(TENSORS.embed).dtype : undefined;
+    return { ...this.config, embedValueBytes: dtype === 'BF16' || dtype === 'F16' ? 2 : 4 };
   }
 
   /** Stable identity of the weights (sha256), sent in the protocol's hello. */

@@ -1,10 +1,10 @@
 /**
  * Cost models of a plan, from profiles: edge memory, per-token latency, accuracy.
- *   memory   = 2 × (front weights at their precision + KV of the front layers for maxSeq positions)
- *              + activation and codec buffers + the runtime's baseline. Twice: at the peak the weights
- *              are resident both in the serialized model handed to onnxruntime and in its initializers,
- *              and a decode step holds the past KV it reads next to the present KV it returns
- *              (measured on the 100M synthetic preset by bench/planner: one copy predicts 11–55 MB low)
+ *   memory   = front weights at their precision (a bf16/f16 package's float embedding at 2 bytes a value) + KV
+ *              of the front layers for maxSeq positions with the cache's growth room + one decode step's
+ *              activations + the runtime's baseline: the edge's own rule (quantization/weights/memory.ts
+ *              `heldBytes`, edge/memory-policy.ts), once — a cached segment is loaded from its file and not
+ *              held twice (measured at the Llama-3.2-1B shape, split 8, 4-bit: docs/ARCHITECTURE.md)
  *   latency  = edge compute + encoded bytes ÷ bandwidth + RTT + cloud compute (per decode token)
  *   first token (prompt of n tokens, sent in chunks of c) = 2 RTT + the three-stage pipeline of the
  *              chunks — edge prefill of c, c encoded positions ÷ bandwidth, cloud prefill of c — which
@@ -25,7 +25,7 @@
  *              (a draft model, the early exit's head) still fits the memory budget — memory then includes it
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { segmentBytes, type QuantizedBytes, type SegmentBytes, type ShapeConfig } from '../quantization/weights/memory.js';
+import { heldBytes, segmentBytes, type QuantizedBytes, type SegmentBytes, type ShapeConfig } from '../quantization/weights/memory.js';
 import { blockOfWeights, DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
 import type { BlockComputeProfile, ComputeProfile, Prediction, Problem } from './types.js';
 
@@ -97,13 +97,9 @@ function headLoss(pr: Problem, bits: number, block: number): number {
   return table?.[String(bits)] ?? NaN;
 }
 
-/**
- * Memory a device holds to run `seg` for `maxSeq` positions, by the rule above: twice its weights and KV,
- * a decode step's buffers, the runtime's baseline.
- */
+/** Memory a device holds to run `seg` for `maxSeq` positions, by the rule above: the edge's rule and the runtime's baseline. */
 export function heldMemory(m: ShapeConfig, seg: SegmentBytes, maxSeq: number, baselineBytes: number): number {
-  const buffers = 4 * m.dim * 4 + 4 * m.ffnDim * 4; // one decode step's activations, a few live at once
-  return 2 * (seg.total + maxSeq * seg.kvPerToken) + buffers + baselineBytes;
+  return heldBytes(m, seg, maxSeq) + baselineBytes;
 }
 
 /**
@@ -199,8 +195,8 @@ export function bestSpeculation(
   const block = blockOf(pr, c);
   for (const s of pr.speculation ?? []) {
     if (s.split !== undefined && s.split !== c.split) continue;
-    // what drafting holds on the edge: a draft model, or the early exit's float32 head (twice, as every segment)
-    const edgeBytes = s.proposer === 'early-exit' ? 2 * 4 * (m.vocabSize + 1) * m.dim : (s.edgeBytes ?? 0);
+    // what drafting holds on the edge: a draft model, or the early exit's float32 head and final norm
+    const edgeBytes = s.proposer === 'early-exit' ? 4 * (m.vocabSize + 1) * m.dim : (s.edgeBytes ?? 0);
     if (memory + edgeBytes > pr.budgets.edgeMemory) continue;
     // early exit runs the front one draft at a time (a decode step, not a prefill share) and the head on the edge
     const own = s.proposer === 'early-exit' ? c.split * (layerMs(pr.edge, c.frontBits, block) - prefillMs(pr.edge, c.frontBits, block)) + pr.edge.headMs : s.draftMsPerToken;

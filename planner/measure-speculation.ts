@@ -10,7 +10,7 @@ import { ngramPropose } from '../edge/draft/ngram.js';
 import type { ModelPackage } from '../models/package.js';
 import { argmax } from '../models/runtime/sampler.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
-import { segmentBytes } from '../quantization/weights/memory.js';
+import { heldBytes, segmentBytes } from '../quantization/weights/memory.js';
 import type { SpeculationProfile } from './types.js';
 
 export interface MeasuredDraftModel {
@@ -82,8 +82,8 @@ export async function measureSpeculation(
     if (opts.earlyExit) for (let k = 1; k < L; k++) out.push({ proposer: 'early-exit', split: k, acceptance: exitHits[k]! / positions, coverage: 1, draftMsPerToken: 0 });
     for (const [i, d] of drafts.entries()) {
       const dc = d.pkg.config;
-      const seg = segmentBytes(dc, 0, dc.nLayers, { embed: true, head: true, bitsOf: () => 32 });
-      const edgeBytes = 2 * (seg.total + dc.maxSeq * seg.kvPerToken);
+      const seg = segmentBytes(d.pkg.memoryShape, 0, dc.nLayers, { embed: true, head: true, bitsOf: () => 32 });
+      const edgeBytes = heldBytes(dc, seg, dc.maxSeq);
       out.push({ proposer: d.proposer, acceptance: draftHits[i]! / positions, coverage: 1, draftMsPerToken: await decodeMs(d.rt, windows[0] ?? [0]), edgeBytes });
     }
     return out;

@@ -88,7 +88,7 @@ export interface SpeculationProfile {
   coverage: number;
   /** ms the proposer itself takes per drafted token (a draft model's decode step), measured beside the acceptance */
   draftMsPerToken: number;
-  /** edge memory the proposer adds (a draft model: twice its weights plus its KV for its positions, as the cost model counts a segment) */
+  /** edge memory the proposer adds (a draft model: its weights and its KV for its positions, by the rule the cost model counts a segment with) */
   edgeBytes?: number;
 }
 

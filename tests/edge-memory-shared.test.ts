@@ -3,7 +3,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startCloud, type CloudServer } from '../cloud/server.js';
 import { EdgeAgent } from '../edge/edge-agent.js';
 import type { ModelPackage } from '../models/package.js';
-import { segmentBytes } from '../quantization/weights/memory.js';
+import { edgeBytes } from '../edge/memory-policy.js';
 import { defaultModel } from './helpers/models.js';
 
 let pkg: ModelPackage;
@@ -16,9 +16,11 @@ afterAll(() => cloud?.close());
 
 it('two concurrent requests share --edge-memory: one moves its split down, a lone one does not, and the text is unchanged', async () => {
   const c = pkg.config;
-  const at4 = segmentBytes(c, 0, 4, { embed: true, head: false, bitsOf: () => 32 });
-  // the weights of split 4 plus 150 positions of its KV: one request of ~130 positions fits, two do not
-  const budget = at4.total + 150 * at4.kvPerToken;
+  // what split 4 holds by the memory rule at 130 positions (the KV cache's growth room included): one
+  // request of ~125 positions fits, two do not
+  const budget = edgeBytes(pkg.memoryShape, {}, 4, 130);
+  expect(budget).toBeLessThan(edgeBytes(pkg.memoryShape, {}, 4, 2 * 125));
+  expect(edgeBytes(pkg.memoryShape, {}, 3, 2 * 125)).toBeLessThan(budget);
   const req = { prompt: 'ROMEO:', maxTokens: 120, sampling: { temperature: 0 } };
   const ref = await EdgeAgent.create({ model: pkg, cloud: cloud.url, split: 4 });
   const want = await ref.generate(req);

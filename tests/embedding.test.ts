@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { startCloud } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
-import { checkEmbedBits } from '../models/onnx/embedding.js';
+import { checkEmbedBits, quantizedEmbedding } from '../models/onnx/embedding.js';
+import { GraphBuilder } from '../models/onnx/graph.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
@@ -17,6 +18,30 @@ import { syntheticProblem } from '../planner/synthetic.js';
 import { dequantizeBlockwise, quantizeBlockwise } from '../quantization/weights/blockwise.js';
 import { embeddingBytes, segmentBytes } from '../quantization/weights/memory.js';
 import { defaultModel } from './helpers/models.js';
+
+it('a table quantized a piece of rows at a time (as it is streamed from the package) gives the same graph as the whole table', () => {
+  const V = 1000;
+  const D = 70; // a last block of 6 values past 64
+  const table = Float32Array.from({ length: V * D }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 13)));
+  for (const bits of [8, 4]) {
+    const whole = new GraphBuilder('whole');
+    quantizedEmbedding(whole, 'e', table, V, D, bits, 32, 'ids');
+    const pieces = new GraphBuilder('pieces');
+    const seen: number[] = [];
+    // pieces of 333 rows: 333, 333, 333, 1
+    quantizedEmbedding(pieces, 'e', () => (function* () {
+      for (let r = 0; r < V; r += 333) {
+        seen.push(Math.min(333, V - r));
+        yield table.slice(r * D, Math.min(V, r + 333) * D);
+      }
+    })(), V, D, bits, 32, 'ids');
+    expect(seen).toEqual([333, 333, 333, 1]);
+    expect(pieces.initializers.map((t) => [t.name, Buffer.from(t.bytes).toString('base64')])).toEqual(whole.initializers.map((t) => [t.name, Buffer.from(t.bytes).toString('base64')]));
+    // a piece that does not hold whole rows, or too few rows in all, is a package error
+    expect(() => quantizedEmbedding(new GraphBuilder('x'), 'e', () => [table.subarray(0, D + 1)], V, D, bits, 32, 'ids')).toThrow(/does not hold whole rows/);
+    expect(() => quantizedEmbedding(new GraphBuilder('x'), 'e', () => [table.subarray(0, 10 * D)], V, D, bits, 32, 'ids')).toThrow(/holds 10 rows, the model 1000/);
+  }
+});
 
 it('an 8- or 4-bit embedding gathers exactly the dequantized rows, and holds the bytes the accounting counts', async () => {
   const pkg = await defaultModel();
@@ -129,6 +154,14 @@ describe('a bf16 package keeps its float embedding in bf16', () => {
       const half = buildSegment(c, pkg.weights, 0, 2, { embed: true, head: false });
       const float = buildSegment(c, pkg.weights, 0, 2, { embed: true, head: false, embedAsStored: false });
       expect(float.weightBytes - half.weightBytes).toBe(c.vocabSize * c.dim * 2);
+      // the memory accounting counts what the builder holds: 2 bytes a value for the package's table (the
+      // builder adds a few shape constants beside the weights)
+      expect(pkg.memoryShape.embedValueBytes).toBe(2);
+      for (const [seg, shape] of [[half, pkg.memoryShape], [float, c]] as const) {
+        const counted = segmentBytes(shape, 0, 2, { embed: true, head: false, bitsOf: () => 32 }).total;
+        expect(seg.weightBytes - counted).toBeGreaterThanOrEqual(0);
+        expect(seg.weightBytes - counted).toBeLessThan(1024);
+      }
       const out = async (seg: typeof half): Promise<Float32Array> => {
         const rt = await SegmentRuntime.fromBuilt(c, seg);
         const r = await rt.run([1, 50, 300, 7, 120], 5);
@@ -142,6 +175,9 @@ describe('a bf16 package keeps its float embedding in bf16', () => {
       const tied = Pkg.load(tiedDir);
       const whole = buildSegment(tied.config, tied.weights, 0, c.nLayers, { embed: true, head: true });
       expect(whole.weightBytes).toBe(buildSegment(tied.config, tied.weights, 0, c.nLayers, { embed: true, head: true, embedAsStored: false }).weightBytes);
+      const counted = segmentBytes(tied.memoryShape, 0, c.nLayers, { embed: true, head: true, bitsOf: () => 32 }).total;
+      expect(whole.weightBytes - counted).toBeGreaterThanOrEqual(0);
+      expect(whole.weightBytes - counted).toBeLessThan(1024);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -39,17 +39,23 @@ describeWithFixtures('bench/paper', () => {
     expect(s.edgeMemoryBytes).toBeLessThan(3.0e6);
     expect(s.rows.map((x) => x.method)).toEqual(['quant-only smoothquant', 'quant-only awq', 'quant-only rtn', 'naive split', 'OPSC only', 'splitllm']);
     const row = (m: string) => s.rows.find((x) => x.method === m)!;
-    // the whole model does not fit 60% of its float16 bytes by the planner's memory rule, at any precision
-    // of smoothquant (8 bits) or awq (down to 2 bits); each is still timed at its most accurate setting
-    for (const m of ['quant-only smoothquant', 'quant-only awq']) {
-      expect(row(m).feasible).toBe(false);
-      expect(row(m).why).toMatch(/^needs [\d.]+ MB at \d bits \(budget 2\.95 MB\)/);
-      expect(row(m).memoryBytes!).toBeGreaterThan(s.edgeMemoryBytes);
+    // by the planner's memory rule (weights once, KV of 128 positions) the whole model fits 60% of its float16
+    // bytes at 4 bits with the embedding and head at 8 (AWQ, RTN), not with SmoothQuant's 8-bit weights, which is
+    // still timed at its most accurate setting
+    const sq = row('quant-only smoothquant');
+    expect(sq.feasible).toBe(false);
+    expect(sq.why).toMatch(/^needs [\d.]+ MB at 8 bits \(budget 2\.95 MB\)/);
+    expect(sq.memoryBytes!).toBeGreaterThan(s.edgeMemoryBytes);
+    expect(sq.config).toBe('smoothquant 8-bit, emb/head 8-bit');
+    for (const m of ['quant-only awq', 'quant-only rtn']) {
+      expect(row(m).feasible, `${m}: ${row(m).why}`).toBe(true);
+      expect(row(m).config).toBe(`${m.slice('quant-only '.length)} 4-bit, emb/head 8-bit`);
+      expect(row(m).memoryBytes!).toBeLessThanOrEqual(s.edgeMemoryBytes);
+    }
+    for (const m of ['quant-only smoothquant', 'quant-only awq', 'quant-only rtn']) {
       expect(row(m).msPerToken!).toBeGreaterThan(0);
       expect(row(m).bytesUp).toBe(0);
     }
-    expect(row('quant-only smoothquant').config).toBe('smoothquant 8-bit, emb/head 8-bit');
-    expect(row('quant-only awq').config).toBe('awq 4-bit, emb/head 8-bit');
     // the split methods fit; the naive split keeps one precision and fp16, OPSC only fp16
     for (const m of ['naive split', 'OPSC only', 'splitllm']) {
       expect(row(m).feasible, `${m}: ${row(m).why}`).toBe(true);

@@ -6,6 +6,9 @@ import { coordinate, exhaustive } from '../planner/strategies/index.js';
 import { ACCURACY_TIE, LATENCY_TIE, rank, type Scored } from '../planner/search.js';
 import { syntheticProblem } from '../planner/synthetic.js';
 import { buildProblem } from '../planner/problem.js';
+import { edgeBytes } from '../edge/memory-policy.js';
+import { grownCapacity } from '../models/runtime/kv-cache.js';
+import { kvRoom } from '../quantization/weights/memory.js';
 import { accuracyProfile, computeProfile } from '../planner/profiles.js';
 
 const tiny = { ...SYNTHETIC_PRESETS['tinyllama-1.1b']!.config, hash: 'tinyllama-shaped' };
@@ -283,11 +286,42 @@ it('baseline methods narrow the search: one precision for both segments (a naive
   const base = pr.edge.baselineBytes;
   const front = predict(pr, { split: tiny.nLayers, frontBits: 32, backBits: 32, codec: 'fp32', maxSeq: 512 }).memory;
   const whole = localMemory(tiny, { bits: 32, maxSeq: 512, baselineBytes: base });
-  // the head adds the final norm and, untied, its float32 table (twice, as every weight)
-  expect(whole - front).toBe(2 * (tiny.dim * 4 + (tiny.tiedEmbeddings ? 0 : tiny.vocabSize * tiny.dim * 4)));
+  // the head adds the final norm and, untied, its float32 table (once, as every weight)
+  expect(whole - front).toBe(tiny.dim * 4 + (tiny.tiedEmbeddings ? 0 : tiny.vocabSize * tiny.dim * 4));
   const at4 = localMemory(tiny, { bits: 4, maxSeq: 512, baselineBytes: base, embedBits: 8, headBits: 8 });
   expect(at4).toBeLessThan(whole / 4);
   expect(localMemory(tiny, { bits: 4, maxSeq: 1024, baselineBytes: base })).toBeGreaterThan(localMemory(tiny, { bits: 4, maxSeq: 512, baselineBytes: base }));
+});
+
+it('the plan and the edge count memory by one rule: a plan predicts what the edge policy counts at its split, bits, block and embedding, plus the runtime', () => {
+  // a bf16 package: its float embedding is held at 2 bytes a value
+  const shape = { ...tiny, embedValueBytes: 2 };
+  const pr = syntheticProblem(shape, 3);
+  const configs = [
+    { split: 2, frontBits: 4, backBits: 8, codec: 'fp32', maxSeq: 300, blockSize: 32 },
+    { split: 5, frontBits: 8, backBits: 8, codec: 'fp32', maxSeq: 1000, blockSize: 32, embedBits: 8 },
+    { split: 1, frontBits: 32, backBits: 4, codec: 'fp32', maxSeq: 64, blockSize: 32 },
+  ];
+  for (const cfg of configs) {
+    const edge = edgeBytes(shape, { bits: cfg.frontBits, blockSize: cfg.blockSize, embedBits: cfg.embedBits }, cfg.split, cfg.maxSeq);
+    expect(predict(pr, cfg).memory).toBe(edge + pr.edge.baselineBytes);
+  }
+  // the weights once: the float table at half of float32's bytes, the KV with the cache's growth room
+  expect(edgeBytes(tiny, {}, 2, 100) - edgeBytes(shape, {}, 2, 100)).toBe(tiny.vocabSize * tiny.dim * 2);
+  const kv = 2 * 2 * tiny.nKvHeads * tiny.headDim * 4;
+  expect(edgeBytes(shape, {}, 2, 1000) - edgeBytes(shape, {}, 2, 0)).toBe(kvRoom(1000) * kv);
+  expect([0, 1, 256, 1000].map(kvRoom)).toEqual([0, 80, 320, 1264]);
+});
+
+it('kvRoom bounds the capacity the KV cache grows to, one position or one prompt at a time', () => {
+  for (const step of [1, 7, 100]) {
+    let cap = 0;
+    for (let p = step; p <= 5000; p += step) {
+      if (p > cap) cap = grownCapacity(cap, p, 1 << 20);
+      expect(cap).toBeGreaterThanOrEqual(p);
+      expect(cap, `${p} positions in steps of ${step}`).toBeLessThanOrEqual(kvRoom(p));
+    }
+  }
 });
 
 it('split 0 and split L do not multiply plans by precisions they do not use', () => {

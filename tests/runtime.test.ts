@@ -256,12 +256,9 @@ for (const { name, load: model, prompt: PROMPT, describe: describeIt } of SUITES
   // 400 positions need stories260K's 512; the default model holds 256
   it.runIf(name === 'stories260K')('the memory trigger keeps the edge under its budget across a 400-token generation', async () => {
     const pkg = await model();
-    const { segmentBytes } = await import('../quantization/weights/memory.js');
-    const at = (k: number, n: number) => {
-      const b = segmentBytes(pkg.config, 0, k, { embed: true, head: false, bitsOf: () => 32 });
-      return b.total + n * b.kvPerToken;
-    };
-    const budget = at(4, 60); // split 4 holds 60 positions, split 3 about 310; lower splits hold more
+    const { edgeBytes } = await import('../edge/memory-policy.js');
+    // split 4 holds 60 positions by the memory rule (the KV cache's growth room counted); lower splits hold more
+    const budget = edgeBytes(pkg.memoryShape, {}, 4, 60);
     const local = await generate(await Pipeline.create(pkg), pkg.tokenizer().encode('Lily'), { maxTokens: 400, stopIds: [] });
     const r = await runEdge(pkg, { url: `${server.url}/v1/session`, split: 4, prompt: 'Lily', maxTokens: 400, stopIds: [], edgeMemory: budget, kvCodec: 'fp32' });
     process.stderr.write(`[runtime] memory trigger: budget ${budget} B, peak ${r.stats.peakEdgeBytes} B, re-splits ${JSON.stringify(r.stats.resplits.map((m) => [m.from, m.to, m.atToken, m.bytes]))}\n`);

@@ -93,7 +93,7 @@ export const demoCommand = defineCommand({
       say(`budgets: edge memory ${mb(budgets.edgeMemory)} for the model, ${budgets.latencyMs} ms per token, ppl +${(100 * budgets.maxPplIncrease).toFixed(1)}% at most`);
 
       const problem = buildProblem(
-        { ...c, hash: pkg.hash },
+        { ...pkg.memoryShape, hash: pkg.hash },
         { edge: compute, cloud: compute, link: linkProfile, accuracy },
         { ...budgets, minSeq: promptIds.length + maxTokens, promptTokens: promptIds.length },
         split === undefined ? {} : { splits: [split] },
@@ -152,7 +152,7 @@ function summary(plan: RankedPlan['plan'], best: RankedPlan, s: EdgeStats, nLaye
   const pct = (v: number) => `${((100 * v) / total).toFixed(0)}%`;
   const rows: [string, string][] = [
     ['plan', `split ${plan.split}/${nLayers} · weights ${plan.frontBits}-bit edge, ${plan.backBits}-bit cloud${extraBits(plan)} · codec ${plan.codec}`],
-    ['edge memory', `${mb(best.predicted.memory)} predicted at the peak (budget ${mb(budget)}): ${mb(s.peakEdgeBytes)} of weights + KV, resident twice while onnxruntime loads and steps`],
+    ['edge memory', `${mb(best.predicted.memory)} predicted for ${plan.maxSeq} positions (budget ${mb(budget)}); the front held ${mb(s.peakEdgeBytes)} at its longest (weights, KV cache, a step's buffers)`],
     ['ppl change', `${best.predicted.accuracy >= 0 ? '+' : ''}${(100 * best.predicted.accuracy).toFixed(2)}% predicted from the accuracy profile`],
     ['bytes/token up', `${d.wireBytes.toFixed(0)} B (hidden state ${d.payloadBytes.toFixed(0)} B) vs ${fp16Wire.toFixed(0)} B as float16: ${(fp16Wire / d.wireBytes).toFixed(2)}× smaller`],
     ['speed', `${s.tokens} tokens in ${s.seconds.toFixed(2)} s: ${s.tokensPerSec.toFixed(1)} tokens/s; first token after ${s.prefill.firstTokenMs.toFixed(0)} ms (${best.predicted.firstTokenMs.toFixed(0)} ms predicted, ${s.prefill.tokens} prompt positions)`],

@@ -11,6 +11,7 @@ import { cloudOptions, generationOptions, modelOptions, openModelOption, promptO
 import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
+import { weightStrategy } from '../../models/weights/registry.js';
 
 /** "10:4,30:1" → after 10 tokens move to split 4, after 30 to split 1. */
 function resplitItem(part: string): { afterTokens: number; split: number } {
@@ -30,7 +31,7 @@ const planOptions = {
   codec: opt.string({ short: 'c', description: "hidden-state codec; 'ts-tabq' takes the calibrated default of the split", valueName: 'SPEC', defaultText: "the plan's, else fp32" }),
   ...calibrationOption,
   'kv-codec': opt.string({ description: 'codec of KV streamed on a re-split: fp32 (lossless) or int8', valueName: 'SPEC', defaultText: "the plan's, else fp32" }),
-  'edge-memory': opt.bytes({ description: 'memory the model may take on the edge (front weights + KV cache): re-split before the KV cache outgrows it' }),
+  'edge-memory': opt.bytes({ description: "memory the model may take on the edge (front weights, KV cache and a step's buffers, counted as 'splitllm plan' counts them): re-split before the KV cache outgrows it" }),
   'prefill-chunk': opt.int({ min: 1, description: 'prompt positions per prefill message: the prompt leaves in chunks as the front segment produces them and the cloud runs each as it arrives (a prompt of at most N goes in one)', valueName: 'N', defaultText: `the plan's, else ${DEFAULT_PREFILL_CHUNK}` }),
   ...weightOptions,
 };
@@ -140,6 +141,7 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
       embedBits: weights.embedBits,
       threads: v.threads,
       frontBits: weights.plan?.frontBits,
+      quantizedBytes: weights.plan && weightStrategy(weights.plan.strategy).linearBytes,
       backBits: weights.plan?.backBits,
       headBits: weights.plan?.headBits,
       blockSize: weights.plan?.blockSize,
@@ -209,6 +211,7 @@ const serveCommand = defineCommand({
       linearFor: r.weights.linearFor,
       embedBits: r.weights.embedBits,
       frontBits: r.weights.plan?.frontBits,
+      quantizedBytes: r.weights.plan && weightStrategy(r.weights.plan.strategy).linearBytes,
       backBits: r.weights.plan?.backBits,
       headBits: r.weights.plan?.headBits,
       blockSize: r.weights.plan?.blockSize,

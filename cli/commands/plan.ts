@@ -79,7 +79,7 @@ export const planCommand = defineCommand({
     // the budget is the model's share; the cost model predicts the whole edge process, runtime included
     const runtime = edge.baselineBytes;
     const problem = buildProblem(
-      { ...pkg.config, hash },
+      { ...pkg.memoryShape, hash },
       { edge, cloud, link, accuracy },
       { edgeMemory: v['edge-memory'] + runtime, latencyMs: v.latency, maxPplIncrease: v['max-ppl-increase'], minSeq: v['prompt-tokens'], promptTokens: v['prompt-tokens'] },
       { minSplit: v['min-split'], speculate: v.speculate === 'auto', maxDraft: v['draft-tokens'] },

@@ -17,13 +17,38 @@ export function checkEmbedBits(bits: number): void {
   if (!EMBED_BITS.some((b) => b === bits)) throw new SplitLLMError('E_BAD_ARGUMENT', `embedding bits ${bits} are not supported: use one of ${EMBED_BITS.join(', ')}`);
 }
 
+/**
+ * The table's rows in order, in pieces of at most `rows` rows (the last may be shorter): the float table
+ * itself, or a reader that widens one piece of the stored table at a time (a 1B model's float32 table is
+ * 1 GB; its bf16 pieces are quantized without ever holding it).
+ */
+export type EmbeddingRows = Float32Array | ((rows: number) => Iterable<Float32Array>);
+
+/** Rows per piece quantized at once: 16 MiB of float32 at D = 1024. */
+const PIECE_VALUES = 4 << 20;
+
 /** Emits the gather of `ids` from the table quantized at `bits`: a [..ids, D] float tensor. */
-export function quantizedEmbedding(g: GraphBuilder, name: string, table: Float32Array, V: number, D: number, bits: number, blockSize: number, ids: string): string {
+export function quantizedEmbedding(g: GraphBuilder, name: string, table: EmbeddingRows, V: number, D: number, bits: number, blockSize: number, ids: string): string {
   checkEmbedBits(bits);
-  const q = quantizeBlockwise(table, V, D, bits, blockSize);
   const kb = kBlocks(D, blockSize);
   const per = (blockSize * bits) / 8;
-  const codes = g.op('Gather', [g.initializer(`${name}.q${bits}`, DT.UINT8, [V, kb, per], q.packed), ids], { axis: 0 });
+  // rows are quantized independently: piece by piece into the whole table's codes, zero points and scales
+  const packed = new Uint8Array(V * kb * per);
+  const zps = new Uint8Array(V * kb);
+  const scales = new Float32Array(V * kb);
+  const rowsPer = Math.max(1, Math.floor(PIECE_VALUES / D));
+  let row = 0;
+  for (const piece of typeof table === 'function' ? table(rowsPer) : [table]) {
+    const n = piece.length / D;
+    if (!Number.isInteger(n) || row + n > V) throw new SplitLLMError('E_BAD_PACKAGE', `embedding ${name}: a piece of ${piece.length} values does not hold whole rows of ${D} within ${V} rows`);
+    const q = quantizeBlockwise(piece, n, D, bits, blockSize);
+    packed.set(q.packed, row * kb * per);
+    zps.set(q.zp, row * kb);
+    scales.set(q.scales, row * kb);
+    row += n;
+  }
+  if (row !== V) throw new SplitLLMError('E_BAD_PACKAGE', `embedding ${name} holds ${row} rows, the model ${V}`);
+  const codes = g.op('Gather', [g.initializer(`${name}.q${bits}`, DT.UINT8, [V, kb, per], packed), ids], { axis: 0 });
   let values: string;
   if (bits === 8) values = codes;
   else {
@@ -35,10 +60,10 @@ export function quantizedEmbedding(g: GraphBuilder, name: string, table: Float32
     const pairs = g.op('Concat', [g.op('Unsqueeze', [lo, axis]), g.op('Unsqueeze', [hi, axis])], { axis: -1 });
     values = g.op('Reshape', [pairs, g.i64([0, 0, kb, blockSize])]);
   }
-  const zp = g.op('Gather', [g.initializer(`${name}.zp`, DT.UINT8, [V, kb, 1], q.zp), ids], { axis: 0 });
-  const scales = g.op('Gather', [g.f32(`${name}.scales`, [V, kb, 1], q.scales), ids], { axis: 0 });
+  const zp = g.op('Gather', [g.initializer(`${name}.zp`, DT.UINT8, [V, kb, 1], zps), ids], { axis: 0 });
+  const scale = g.op('Gather', [g.f32(`${name}.scales`, [V, kb, 1], scales), ids], { axis: 0 });
   const centered = g.op('Sub', [g.op('Cast', [values], { to: DT.FLOAT }), g.op('Cast', [zp], { to: DT.FLOAT })]);
-  const rows = g.op('Reshape', [g.op('Mul', [centered, scales]), g.i64([0, 0, kb * blockSize])]);
+  const rows = g.op('Reshape', [g.op('Mul', [centered, scale]), g.i64([0, 0, kb * blockSize])]);
   // a last block past D holds padding
   return kb * blockSize === D ? rows : g.op('Slice', [rows, g.i64([0]), g.i64([D]), g.i64([2])]);
 }

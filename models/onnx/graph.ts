@@ -118,6 +118,28 @@ export class GraphBuilder {
     return name;
   }
 
+  /**
+   * An initializer whose `byteLength` bytes come in pieces (a stored tensor read a chunk at a time): while
+   * streaming they go to the external data file as they come, never held whole; else they are joined.
+   */
+  initializerPieces(name: string, dataType: number, dims: number[], pieces: Iterable<Uint8Array>, byteLength: number): string {
+    if (this.sink && byteLength > INLINE_MAX) {
+      const external = appendExternal(this.sink, pieces);
+      if (external.length !== byteLength) throw new Error(`initializer ${name}: ${external.length} bytes came, ${byteLength} expected`);
+      this.initializers.push({ name, dataType, dims, bytes: new Uint8Array(0), external });
+      return name;
+    }
+    const whole = new Uint8Array(byteLength);
+    let at = 0;
+    for (const piece of pieces) {
+      if (at + piece.byteLength > byteLength) throw new Error(`initializer ${name}: more than ${byteLength} bytes came`);
+      whole.set(piece, at);
+      at += piece.byteLength;
+    }
+    if (at !== byteLength) throw new Error(`initializer ${name}: ${at} bytes came, ${byteLength} expected`);
+    return this.initializer(name, dataType, dims, whole);
+  }
+
   f32(name: string, dims: number[], data: Float32Array): string {
     return this.initializer(name, DT.FLOAT, dims, data);
   }
@@ -233,7 +255,8 @@ function newSink(path: string): ExternalSink {
   return { fd: openSync(path, 'w'), path, offset: 0, hash: createHash('sha256') };
 }
 
-function appendExternal(sink: ExternalSink, bytes: Uint8Array): { offset: number; length: number } {
+/** Appends one tensor's bytes (given whole or as pieces in order) at the next aligned offset. */
+function appendExternal(sink: ExternalSink, bytes: Uint8Array | Iterable<Uint8Array>): { offset: number; length: number } {
   const pad = (EXTERNAL_ALIGN - (sink.offset % EXTERNAL_ALIGN)) % EXTERNAL_ALIGN;
   if (pad) {
     const zeros = new Uint8Array(pad);
@@ -241,10 +264,14 @@ function appendExternal(sink: ExternalSink, bytes: Uint8Array): { offset: number
     sink.hash.update(zeros);
   }
   const offset = sink.offset + pad;
-  writeAll(sink.fd, bytes);
-  sink.hash.update(bytes);
-  sink.offset = offset + bytes.byteLength;
-  return { offset, length: bytes.byteLength };
+  let length = 0;
+  for (const piece of bytes instanceof Uint8Array ? [bytes] : bytes) {
+    writeAll(sink.fd, piece);
+    sink.hash.update(piece);
+    length += piece.byteLength;
+  }
+  sink.offset = offset + length;
+  return { offset, length };
 }
 
 function writeAll(fd: number, b: Uint8Array): void {

@@ -42,7 +42,8 @@ import { layerLayout, type LinearSpec, TENSORS as W } from '../../shared/decoder
 import { ropeTables } from '../../shared/rope.js';
 import type { ModelConfig } from '../manifest.js';
 import type { WeightSource } from '../package.js';
-import { quantizedEmbedding } from './embedding.js';
+import { dtypeBytes, widen } from '../safetensors.js';
+import { quantizedEmbedding, type EmbeddingRows } from './embedding.js';
 import { DT, GraphBuilder } from './graph.js';
 
 export interface LinearWeight {
@@ -235,15 +236,19 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
     const halfEmbedding = stored && stored.dtype !== 'F32' ? stored : undefined;
     if (io.first) {
       g.input('input_ids', DT.INT64, ['batch', 'tokens']);
-      if ((opts.embedBits ?? 32) < 32) x = quantizedEmbedding(g, W.embed, weights.get(W.embed), c.vocabSize, D, opts.embedBits!, 32, 'input_ids');
+      if ((opts.embedBits ?? 32) < 32) {
+        // quantized a piece of the stored table at a time where the package can stream it (never the float32 table)
+        const st = weights.stored?.(W.embed);
+        const rows: EmbeddingRows = st
+          ? function* (n) {
+              for (const b of st.chunks(n * D * dtypeBytes(st.dtype))) yield widen(b, st.dtype);
+            }
+          : weights.get(W.embed);
+        x = quantizedEmbedding(g, W.embed, rows, c.vocabSize, D, opts.embedBits!, 32, 'input_ids');
+      }
       else if (halfEmbedding) {
-        const table = new Uint8Array(c.vocabSize * D * 2);
-        let at = 0;
-        for (const chunk of halfEmbedding.chunks(16 << 20)) {
-          table.set(chunk, at);
-          at += chunk.length;
-        }
-        const t = g.initializer(W.embed, halfEmbedding.dtype === 'BF16' ? DT.BFLOAT16 : DT.FLOAT16, [c.vocabSize, D], table);
+        // copied a chunk at a time (straight to the external data file when the segment streams)
+        const t = g.initializerPieces(W.embed, halfEmbedding.dtype === 'BF16' ? DT.BFLOAT16 : DT.FLOAT16, [c.vocabSize, D], halfEmbedding.chunks(16 << 20), c.vocabSize * D * 2);
         x = g.op('Cast', [g.op('Gather', [t, 'input_ids'], { axis: 0 })], { to: DT.FLOAT });
       } else x = g.op('Gather', [g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed)), 'input_ids'], { axis: 0 });
     } else {

@@ -251,7 +251,7 @@ export class KvCache {
 }
 
 /** Capacity after growing from `cap` to hold `positions`: a quarter more (at least 64), in steps of 16, within `limit`. */
-function grownCapacity(cap: number, positions: number, limit: number): number {
+export function grownCapacity(cap: number, positions: number, limit: number): number {
   const grown = Math.max(positions, cap + Math.max(MIN_CAPACITY, Math.ceil(cap / 4)));
   return Math.min(Math.max(limit, positions), Math.ceil(grown / 16) * 16);
 }

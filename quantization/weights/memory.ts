@@ -5,8 +5,13 @@
 import { type DecoderShape, layerLinears } from '../../shared/decoder.js';
 import { blockwiseBytes, kBlocks } from './blockwise.js';
 
-/** The parts of a model config the accounting needs (the decoder block's shape; a models/ ModelConfig is one). */
-export type ShapeConfig = DecoderShape;
+/**
+ * The parts of a model config the accounting needs: the decoder block's shape (a models/ ModelConfig is
+ * one) and how many bytes a value of the float token embedding takes as a segment holds it — 2 where the
+ * package stores it as bf16/f16 (gathered, then cast: models/onnx/segment.ts), 4 (the default) where it is
+ * float32 or a float32 tied head shares it. `ModelPackage.memoryShape` fills it in.
+ */
+export type ShapeConfig = DecoderShape & { embedValueBytes?: number };
 
 /** Bytes of one quantized linear [N, K] at `bits` (a weight strategy's accounting; default: blockwise RTN). */
 export type QuantizedBytes = (N: number, K: number, bits: number, blockSize: number, afterNorm: boolean) => number;
@@ -59,7 +64,10 @@ export function segmentBytes(
   const embedBits = embed ? (opts.embedBits ?? 32) : 32;
   const headBits = opts.headBits ?? 32;
   const floatHead = head && headBits === 32;
-  const embedding = (embed ? embeddingBytes(c.vocabSize, c.dim, embedBits, 32) : 0) + ((floatHead && c.tiedEmbeddings && (!embed || embedBits < 32)) ? c.vocabSize * c.dim * 4 : 0);
+  // a float embedding keeps the package's stored type unless a float32 tied head in the segment shares it
+  const sharedWithHead = floatHead && c.tiedEmbeddings;
+  const floatEmbed = sharedWithHead ? c.vocabSize * c.dim * 4 : c.vocabSize * c.dim * (c.embedValueBytes ?? 4);
+  const embedding = (embed ? (embedBits >= 32 ? floatEmbed : embeddingBytes(c.vocabSize, c.dim, embedBits, 32)) : 0) + ((sharedWithHead && (!embed || embedBits < 32)) ? c.vocabSize * c.dim * 4 : 0);
   const headBytes = head ? c.dim * 4 + (floatHead ? (c.tiedEmbeddings ? 0 : c.vocabSize * c.dim * 4) : linearBytes(c.vocabSize, c.dim, headBits, bs)) : 0;
   const rope = to > from ? 2 * c.maxSeq * (c.headDim / 2) * 4 : 0;
   return {
@@ -72,6 +80,28 @@ export function segmentBytes(
     total: linear + embedding + headBytes + norms + rope + other,
     kvPerToken: (to - from) * 2 * kvd * 4,
   };
+}
+
+/**
+ * Positions a KV cache has room for once `positions` have run: models/runtime/kv-cache.ts grows its
+ * buffers a quarter at a time (at least 64 positions, in steps of 16), so at most this many.
+ */
+export function kvRoom(positions: number): number {
+  if (positions <= 0) return 0;
+  return Math.ceil((positions + Math.max(64, Math.ceil(positions / 4))) / 16) * 16;
+}
+
+/**
+ * The one memory rule of the planner and the edge: what a process holds to run `seg` with `positions`
+ * positions cached — its weights once (a cached segment is loaded from its file: onnxruntime maps the
+ * external data or repacks it, and keeps no second copy; measured at the Llama-3.2-1B shape, anonymous
+ * memory = baseline + linear weights + RoPE tables within 1 MB), the KV cache with its growth room
+ * (`kvRoom`), and one decode step's activations. The runtime's own memory (Node, onnxruntime, the
+ * tokenizer) is not in it: the planner adds its measured baseline on both sides of the budget.
+ */
+export function heldBytes(c: ShapeConfig, seg: SegmentBytes, positions: number): number {
+  const buffers = 4 * c.dim * 4 + 4 * c.ffnDim * 4; // one decode step's activations, a few live at once
+  return seg.total + kvRoom(positions) * seg.kvPerToken + buffers;
 }
 
 /** Bytes of a [V, D] token embedding at `bits` (models/onnx/embedding.ts): codes, float32 scales and one zero-point byte per row and block. */
