@@ -10,13 +10,16 @@
  *   GET /edge/model                  the model's name, hash, shape, tokenizer, calibration and the page's defaults
  *   GET /edge/segment?split=K&bits=B[&block=N][&embed=E] the front segment [0, K) at B-bit weights in blocks of N
  *                                    (RTN, as `splitllm edge --front-bits B --block-size N` builds it; default 32) and an
- *                                    E-bit embedding (8, 4; default 32), built once and cached (msgpack: {modelHash, io, model})
+ *                                    E-bit embedding (8, 4; default 32), built once into the package's segment cache
+ *                                    (msgpack: {modelHash, io, model, externalData?: the name of its weights' file})
+ *   GET /edge/segment/data?…         that segment's external data file, streamed from the cache (same query)
  * The prompt stays in the page: the server only ever sees hidden states, as from any edge.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SplitLLMError } from '../shared/errors.js';
 import { Fields } from '../shared/fields.js';
 import { msgpack } from '../shared/protocol/frame.js';
@@ -24,7 +27,8 @@ import { BLOCK_SIZES, blockOfWeights, DEFAULT_BLOCK_SIZE, isBlockSize, isWeightB
 import type { ModelPackage } from '../models/package.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { checkEmbedBits } from '../models/onnx/embedding.js';
-import { buildSegment } from '../models/onnx/segment.js';
+import { buildInWorker, rtnSegmentOptions, workerBuildsAvailable, type RtnSegmentSpec } from '../models/runtime/build-worker.js';
+import { cachedSegment, segmentCacheDir } from '../models/runtime/segment-cache.js';
 import type { Calibration } from '../quantization/activations/calibration.js';
 
 /** Built front segments kept for later pages (each is the front's weights at its precision). */
@@ -76,14 +80,19 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
   };
   const modelJson = JSON.stringify(model);
 
-  const cache = new Map<string, Promise<Uint8Array>>();
+  const cache = new Map<string, Promise<ServedSegment>>();
+  // a build in a worker ends with the server
+  const closing = new AbortController();
+  app.addHook('onClose', async () => closing.abort());
   const limit = opts.cachedSegments ?? WEB_SEGMENT_CACHE;
   /**
-   * The segment's response body and whether it was cached. A build runs on the event loop (it is
-   * synchronous: tens of ms for the default model, more for large ones); the cache keeps the last
-   * `limit`, and there are at most (L − 1) × 6 distinct ones.
+   * The segment's response body (its graph, and its weights where they are inline), the external data file
+   * the page fetches from /edge/segment/data, and whether it was there without a build. A package's
+   * segments are built into its segment cache on disk (models/runtime/segment-cache.ts), in a worker
+   * thread where the code runs compiled, so a build holds no other request; the bodies of the last `limit`
+   * are kept (a graph of a cached segment is kilobytes; its weights stay in the file, streamed per request).
    */
-  const segment = (k: number, bits: number, block: number, embedBits: number): { body: Promise<Uint8Array>; hit: boolean } => {
+  const segment = (k: number, bits: number, block: number, embedBits: number): { served: Promise<ServedSegment>; hit: boolean } => {
     // float layers have no block: one segment for every block asked for
     const key = `${k}/${bits}/${blockOfWeights(block, bits)}/${embedBits}`;
     let p = cache.get(key);
@@ -91,20 +100,44 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
       // most recently used last
       cache.delete(key);
       cache.set(key, p);
-      return { body: p, hit: true };
+      return { served: p, hit: true };
     }
+    let built = false;
     p = (async () => {
       // float32 embedding: the page's onnxruntime-web is not asked to gather bf16
-      const seg = buildSegment(c, pkg.weights, 0, k, { embed: true, head: false, embedAsStored: false, ...(bits < 32 ? { linearFor: () => linearFor(bits, block) } : {}), ...(embedBits < 32 ? { embedBits } : {}) });
-      if (!seg.model) throw new SplitLLMError('E_RUNTIME', `front segment [0, ${k}) is too large for a page (its weights went to external data)`);
-      const { model: bytes, modelPath: _path, ...io } = seg;
-      return msgpack.pack({ modelHash: pkg.hash, io, model: bytes });
+      const spec: RtnSegmentSpec = { from: 0, to: k, embed: true, head: false, bits, blockSize: block, embedBits, embedAsStored: false };
+      const events = { building: () => (built = true) };
+      const seg = segmentCacheDir(pkg) && workerBuildsAvailable() ? await buildInWorker(pkg, spec, events, closing.signal) : cachedSegment(pkg, 0, k, rtnSegmentOptions(spec), events);
+      const { model: inline, modelPath, temporaryDir: _t, sha256: _s, externalData: _e, ...io } = seg;
+      if (inline) return { body: msgpack.pack({ modelHash: pkg.hash, io, model: inline }), built };
+      if (!modelPath) throw new SplitLLMError('E_RUNTIME', `front segment [0, ${k}) has no model`);
+      // the cache writes the weights of every entry to the external data file the model names
+      const data = `${modelPath}.data`;
+      return { body: msgpack.pack({ modelHash: pkg.hash, io, model: readFileSync(modelPath), externalData: basename(data) }), dataPath: data, built };
     })();
     cache.set(key, p);
     p.catch(() => cache.delete(key));
     while (cache.size > limit) cache.delete(cache.keys().next().value!);
-    return { body: p, hit: false };
+    return { served: p, hit: false };
   };
+
+  /** The query of /edge/segment and /edge/segment/data, checked; a one-line usage error otherwise. */
+  const segmentQuery = (query: unknown): { k: number; bits: number; block: number; embedBits: number } => {
+    const q = Fields.of(query, 'segment', (why) => {
+      throw new SplitLLMError('E_USAGE', why);
+    });
+    // split 0 would send the token embeddings: they give the prompt away
+    const k = q.int('split', 1, Math.max(1, c.nLayers - 1), Number(q.value('split')));
+    const bits = q.int('bits', 2, 32, q.has('bits') ? Number(q.value('bits')) : 32);
+    if (!isWeightBits(bits)) throw new SplitLLMError('E_USAGE', `segment: bits ${bits} is not one of ${WEIGHT_BITS.join(', ')}`);
+    const block = q.has('block') ? q.int('block', 1, 1 << 16, Number(q.value('block'))) : DEFAULT_BLOCK_SIZE;
+    if (!isBlockSize(block)) throw new SplitLLMError('E_USAGE', `segment: block ${block} is not one of ${BLOCK_SIZES.join(', ')}`);
+    const embedBits = q.has('embed') ? q.int('embed', 4, 32, Number(q.value('embed'))) : 32;
+    checkEmbedBits(embedBits);
+    return { k, bits, block, embedBits };
+  };
+  const badQuery = (e: unknown) => ({ error: { code: 'bad_request', message: `${e instanceof Error ? e.message : String(e)}: ask for /edge/segment?split=1..${c.nLayers - 1}&bits=${WEIGHT_BITS.join('|')}[&block=${BLOCK_SIZES.join('|')}][&embed=8|4]` } });
+  const buildFailed = (e: unknown) => ({ error: { code: e instanceof SplitLLMError ? 'bad_request' : 'internal', message: `the front segment could not be built: ${e instanceof Error ? e.message : String(e)}` } });
 
   app.get('/edge', async (_req, reply) => reply.redirect('/edge/'));
   app.get('/edge/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(page));
@@ -119,34 +152,65 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
   app.get<{ Params: { file: string } }>('/edge/ort/:file', async (req, reply) => {
     const path = wasm.get(req.params.file);
     if (!path) return reply.code(404).send({ error: { code: 'not_found', message: `no such file: the page needs only ${WASM_FILES.join(', ')}` } });
-    return reply.type('application/wasm').header('cache-control', 'max-age=86400').send(readFileSync(path));
+    // streamed: a client that does not read holds a stream's buffer, not the 14 MB file
+    return reply.type('application/wasm').header('cache-control', 'max-age=86400').header('content-length', statSync(path).size).send(createReadStream(path));
   });
-  app.get('/edge/segment', async (req, reply) => {
-    if (refused(req.headers.authorization)) return reply.code(401).header('www-authenticate', 'Bearer realm="splitllm"').send(unauthorized);
-    let k = 0;
-    let bits = 32;
-    let block = DEFAULT_BLOCK_SIZE;
-    let embedBits = 32;
-    try {
-      const q = Fields.of(req.query, 'segment', (why) => {
-        throw new SplitLLMError('E_USAGE', why);
-      });
-      // split 0 would send the token embeddings: they give the prompt away
-      k = q.int('split', 1, Math.max(1, c.nLayers - 1), Number(q.value('split')));
-      bits = q.int('bits', 2, 32, q.has('bits') ? Number(q.value('bits')) : 32);
-      if (!isWeightBits(bits)) throw new SplitLLMError('E_USAGE', `segment: bits ${bits} is not one of ${WEIGHT_BITS.join(', ')}`);
-      block = q.has('block') ? q.int('block', 1, 1 << 16, Number(q.value('block'))) : DEFAULT_BLOCK_SIZE;
-      if (!isBlockSize(block)) throw new SplitLLMError('E_USAGE', `segment: block ${block} is not one of ${BLOCK_SIZES.join(', ')}`);
-      embedBits = q.has('embed') ? q.int('embed', 4, 32, Number(q.value('embed'))) : 32;
-      checkEmbedBits(embedBits);
-    } catch (e) {
-      return reply.code(400).send({ error: { code: 'bad_request', message: `${e instanceof Error ? e.message : String(e)}: ask for /edge/segment?split=1..${c.nLayers - 1}&bits=${WEIGHT_BITS.join('|')}[&block=${BLOCK_SIZES.join('|')}][&embed=8|4]` } });
+  /**
+   * The segment a request asks for, or undefined once it has been answered with why not (401 without the
+   * token, 400 for a bad query or a build the request caused to fail, 500 for any other failure).
+   */
+  const requested = async (req: FastifyRequest, reply: FastifyReply): Promise<(ServedSegment & { hit: boolean }) | undefined> => {
+    if (refused(req.headers.authorization)) {
+      await reply.code(401).header('www-authenticate', 'Bearer realm="splitllm"').send(unauthorized);
+      return undefined;
     }
-    const got = segment(k, bits, block, embedBits);
+    let q: ReturnType<typeof segmentQuery>;
+    try {
+      q = segmentQuery(req.query);
+    } catch (e) {
+      await reply.code(400).send(badQuery(e));
+      return undefined;
+    }
+    const got = segment(q.k, q.bits, q.block, q.embedBits);
+    try {
+      return { ...(await got.served), hit: got.hit };
+    } catch (e) {
+      await reply.code(e instanceof SplitLLMError ? 400 : 500).send(buildFailed(e));
+      return undefined;
+    }
+  };
+  app.get('/edge/segment', async (req, reply) => {
+    const served = await requested(req, reply);
+    if (!served) return reply;
     return reply
       .type('application/msgpack')
       .header('x-splitllm-model-hash', pkg.hash)
-      .header('x-splitllm-segment-cache', got.hit ? 'hit' : 'miss')
-      .send(Buffer.from(await got.body));
+      .header('x-splitllm-segment-cache', served.hit || !served.built ? 'hit' : 'miss')
+      .send(Buffer.from(served.body));
   });
+  // the weights of a segment the cache holds on disk, streamed from its file (nothing of it held here)
+  app.get('/edge/segment/data', async (req, reply) => {
+    const served = await requested(req, reply);
+    if (!served) return reply;
+    if (!served.dataPath) return reply.code(404).send({ error: { code: 'not_found', message: 'this segment holds its weights inline: /edge/segment is all of it' } });
+    let size: number;
+    try {
+      size = statSync(served.dataPath).size;
+    } catch {
+      // the cache's bound evicted the entry since: the next /edge/segment rebuilds it
+      cache.clear();
+      return reply.code(409).send({ error: { code: 'conflict', message: 'the segment left the cache meanwhile: ask for /edge/segment again' } });
+    }
+    return reply.type('application/octet-stream').header('content-length', size).header('x-splitllm-model-hash', pkg.hash).send(createReadStream(served.dataPath));
+  });
+}
+
+/** A front segment as /edge/segment serves it. */
+interface ServedSegment {
+  /** msgpack {modelHash, io, model, externalData?: the data file's name} */
+  body: Uint8Array;
+  /** the external data file on disk (a cached segment), served by /edge/segment/data */
+  dataPath?: string;
+  /** whether this call built it (not loaded from the cache) */
+  built: boolean;
 }

@@ -4,8 +4,12 @@
  * every inner split) and the Node edge's (calibrated ts-tabq, 4-bit front); everything it loads comes
  * from the server; a wrong or closed cloud shows its error. Screenshots go to test-results/.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { msgpack } from '../shared/protocol/frame.js';
+import type { BuiltSegment } from '../models/onnx/segment.js';
+import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { calibrationContexts } from '../cli/calibration-io.js';
@@ -77,7 +81,8 @@ describeWithBrowser('the browser edge', () => {
     await page.close();
     // the page, its script, whether it needs a token, the model, the segments, onnxruntime-web's wasm and the session: nothing else
     const paths = new Set(requests.all.map((u) => new URL(u).pathname));
-    expect([...paths].sort()).toEqual(['/edge/', '/edge/auth', '/edge/edge.js', '/edge/model', '/edge/ort/ort-wasm-simd-threaded.wasm', '/edge/segment', '/v1/session']);
+    // (a segment from the package's segment cache comes as its graph and, from /edge/segment/data, its weights' file)
+    expect([...paths].sort()).toEqual(['/edge/', '/edge/auth', '/edge/edge.js', '/edge/model', '/edge/ort/ort-wasm-simd-threaded.wasm', '/edge/segment', '/edge/segment/data', '/v1/session']);
   }, 180_000);
 
   it('calibrated ts-tabq with a 4-bit front: the page gives the Node edge\'s tokens with the same options, at every split', async () => {
@@ -226,10 +231,16 @@ it('the server refuses what the page must not get: split 0 or past the back, unk
     expect(await status('/edge/model', 's3cret')).toBe(200);
     expect(await status('/edge/segment?split=2', '')).toBe(401);
     expect(await status('/edge/segment?split=2', 's3cret')).toBe(200);
+    expect(await status('/edge/segment/data?split=2', '')).toBe(401);
+    expect(await status('/edge/segment/data?split=2', 's3cret')).toBe(200);
   } finally {
     await guarded.close();
   }
-  // a plan sets the page's defaults; built segments are bounded (here 2, least recently used out)
+  // a plan sets the page's defaults; segments are built into the package's segment cache on disk (here a fresh
+  // one) and the bodies of the last few kept (here 2, least recently used out): an evicted body comes back
+  // from the disk cache without a build
+  const cacheDir = mkdtempSync(join(tmpdir(), 'splitllm-web-cache-'));
+  process.env['SPLITLLM_SEGMENT_CACHE'] = cacheDir;
   const planned = await startCloud(pkg, { webEdge: { plan: { split: 2, frontBits: 4, codec: 'int8', blockSize: 128 }, cachedSegments: 2 } });
   try {
     const base = planned.url.replace(/^ws/, 'http');
@@ -242,15 +253,84 @@ it('the server refuses what the page must not get: split 0 or past the back, unk
       expect(res.status).toBe(200);
       cache.push(res.headers.get('x-splitllm-segment-cache') ?? '');
     }
-    expect(cache).toEqual(['miss', 'miss', 'hit', 'miss', 'hit', 'miss']);
-    // a 4-bit front in blocks of 128 is another segment than in blocks of 32 (fewer scales, but the default model's
-    // 192-wide inputs pad to 256: larger here); a float one is the same at every block
-    const bytes = async (q: string) => (await (await fetch(`${base}/edge/segment?${q}`)).arrayBuffer()).byteLength;
-    expect(await bytes('split=2&bits=4&block=128')).toBeGreaterThan(await bytes('split=2&bits=4'));
+    expect(cache).toEqual(['miss', 'miss', 'hit', 'miss', 'hit', 'hit']);
+    expect(readdirSync(join(cacheDir, pkg.hash.slice(0, 16))).filter((n) => !n.startsWith('.'))).toHaveLength(3);
+    // the weights stream from the entry's file: a 4-bit front in blocks of 128 is another segment than in blocks of
+    // 32 (fewer scales, but the default model's 192-wide inputs pad to 256: larger here); a float one is the same at
+    // every block
+    const data = async (q: string) => {
+      const res = await fetch(`${base}/edge/segment/data?${q}`);
+      expect(res.status, q).toBe(200);
+      expect(res.headers.get('content-type')).toBe('application/octet-stream');
+      return (await res.arrayBuffer()).byteLength;
+    };
+    expect(await data('split=2&bits=4&block=128')).toBeGreaterThan(await data('split=2&bits=4'));
+    // the graph and its data, loaded as the page loads them (here by onnxruntime-node), run as the front built here
+    const body = msgpack.unpack(new Uint8Array(await (await fetch(`${base}/edge/segment?split=2&bits=4`)).arrayBuffer())) as { model: Uint8Array; externalData: string; io: BuiltSegment };
+    expect(body.model.byteLength).toBeLessThan(64 * 1024);
+    const served: BuiltSegment = { ...body.io, model: body.model, externalData: [{ path: body.externalData, data: new Uint8Array(await (await fetch(`${base}/edge/segment/data?split=2&bits=4`)).arrayBuffer()) }] };
+    const rt = await SegmentRuntime.fromBuilt(pkg.config, served);
+    const local = await SegmentRuntime.create(pkg, 0, 2, { embed: true, head: false, linearFor: () => linearFor(4, 32), embedAsStored: false, cache: false });
+    const ids = [1, 40, 77, 300, 12];
+    expect((await rt.run(ids, ids.length)).data).toEqual((await local.run(ids, ids.length)).data);
+    await rt.release();
+    await local.release();
     const float = await fetch(`${base}/edge/segment?split=2&bits=32&block=128`);
     await float.arrayBuffer();
     expect((await fetch(`${base}/edge/segment?split=2&bits=32&block=16`)).headers.get('x-splitllm-segment-cache')).toBe('hit');
+    // a segment evicted from the disk cache meanwhile: the data route says so and the next ask rebuilds it
+    rmSync(join(cacheDir, pkg.hash.slice(0, 16)), { recursive: true, force: true });
+    const gone = await fetch(`${base}/edge/segment/data?split=2&bits=4`);
+    expect(gone.status).toBe(409);
+    expect(((await gone.json()) as { error: { code: string } }).error.code).toBe('conflict');
+    expect((await fetch(`${base}/edge/segment?split=2&bits=4`)).headers.get('x-splitllm-segment-cache')).toBe('miss');
+    expect(await data('split=2&bits=4')).toBeGreaterThan(0);
   } finally {
     await planned.close();
+    delete process.env['SPLITLLM_SEGMENT_CACHE'];
+    rmSync(cacheDir, { recursive: true, force: true });
+  }
+  // without a segment cache the segment holds its weights inline: no data file to fetch
+  process.env['SPLITLLM_SEGMENT_CACHE'] = 'off';
+  const uncached = await startCloud(pkg, { webEdge: true });
+  try {
+    const base = uncached.url.replace(/^ws/, 'http');
+    const body = msgpack.unpack(new Uint8Array(await (await fetch(`${base}/edge/segment?split=2&bits=4`)).arrayBuffer())) as Record<string, unknown>;
+    expect(body['model']).toBeInstanceOf(Uint8Array);
+    expect(body['externalData']).toBeUndefined();
+    expect((await fetch(`${base}/edge/segment/data?split=2&bits=4`)).status).toBe(404);
+    expect((await fetch(`${base}/edge/segment/data?split=9`)).status).toBe(400);
+  } finally {
+    await uncached.close();
+    delete process.env['SPLITLLM_SEGMENT_CACHE'];
+  }
+});
+
+it("clients that ask for the page's .wasm and do not read hold a stream's buffer each, not the 14 MB file", async () => {
+  const { connect } = await import('node:net');
+  const pkg = await defaultModel();
+  const server = await startCloud(pkg, { webEdge: true });
+  const sockets: import('node:net').Socket[] = [];
+  try {
+    const port = Number(new URL(server.url).port);
+    const before = process.memoryUsage().rss;
+    // each one reads the first bytes of the answer (so the server has begun to send it), then stops reading
+    await Promise.all(
+      Array.from({ length: 20 }, () => new Promise<void>((resolve, reject) => {
+        const s = connect(port, '127.0.0.1', () => s.write('GET /edge/ort/ort-wasm-simd-threaded.wasm HTTP/1.1\r\nHost: x\r\n\r\n'));
+        sockets.push(s);
+        s.once('data', (d: Buffer) => {
+          s.pause();
+          expect(d.toString('latin1')).toMatch(/^HTTP\/1\.1 200/);
+          resolve();
+        });
+        s.once('error', reject);
+      })),
+    );
+    // read whole, 20 answers would hold 20 × 14 MB (measured: +546 MB for 40); streamed, a buffer each
+    expect(process.memoryUsage().rss - before).toBeLessThan(120e6);
+  } finally {
+    for (const s of sockets) s.destroy();
+    await server.close();
   }
 });

@@ -82,13 +82,17 @@ async function loadModel(): Promise<ServedModel> {
 
 /** A front segment [0, split) as the server built it, checked. */
 async function loadSegment(m: ServedModel, s: Pick<RunSettings, 'bits' | 'block' | 'embed'>, split: number): Promise<BuiltSegment> {
-  const res = await fetch(`/edge/segment?split=${split}&bits=${s.bits}${s.bits < 16 ? `&block=${s.block}` : ''}${s.embed < 32 ? `&embed=${s.embed}` : ''}`, { headers: authHeaders() });
-  if (!res.ok) {
-    const body: unknown = await res.json().catch(() => undefined);
-    const msg = isPlainMap(body) && isPlainMap(body['error']) && typeof body['error']['message'] === 'string' ? body['error']['message'] : `HTTP ${res.status}`;
-    throw new SplitLLMError('E_USAGE', `the server refused the front segment: ${msg}`);
-  }
-  const raw: unknown = msgpack.unpack(new Uint8Array(await res.arrayBuffer()));
+  const query = `split=${split}&bits=${s.bits}${s.bits < 16 ? `&block=${s.block}` : ''}${s.embed < 32 ? `&embed=${s.embed}` : ''}`;
+  const get = async (path: string): Promise<Uint8Array> => {
+    const res = await fetch(`${path}?${query}`, { headers: authHeaders() });
+    if (!res.ok) {
+      const body: unknown = await res.json().catch(() => undefined);
+      const msg = isPlainMap(body) && isPlainMap(body['error']) && typeof body['error']['message'] === 'string' ? body['error']['message'] : `HTTP ${res.status}`;
+      throw new SplitLLMError('E_USAGE', `the server refused the front segment: ${msg}`);
+    }
+    return new Uint8Array(await res.arrayBuffer());
+  };
+  const raw: unknown = msgpack.unpack(await get('/edge/segment'));
   const f = Fields.of(raw, '/edge/segment', fail('/edge/segment'));
   if (f.str('modelHash', 128) !== m.hash) throw new SplitLLMError('E_PROTOCOL', '/edge/segment was built for another model than /edge/model describes: reload the page');
   const model = f.value('model');
@@ -113,6 +117,12 @@ async function loadSegment(m: ServedModel, s: Pick<RunSettings, 'bits' | 'block'
     quirks: {},
   };
   if (io.has('recompute') && io.bool('recompute')) seg.recompute = true;
+  // a segment from the server's cache names its weights' file: fetched beside it
+  if (f.has('externalData')) {
+    const path = f.str('externalData', 255);
+    if (!/^[\w.-]+$/.test(path)) return f.fail(`externalData ${JSON.stringify(path)} must be a file name`);
+    seg.externalData = [{ path, data: await get('/edge/segment/data') }];
+  }
   return seg;
 }
 

@@ -42,6 +42,7 @@ import { layerLayout, type LinearSpec, TENSORS as W } from '../../shared/decoder
 import { ropeTables } from '../../shared/rope.js';
 import type { ModelConfig } from '../manifest.js';
 import type { WeightSource } from '../package.js';
+import type { ExternalDataFile } from '../runtime/backend.js';
 import { dtypeBytes, widen } from '../safetensors.js';
 import { quantizedEmbedding, type EmbeddingRows } from './embedding.js';
 import { DT, GraphBuilder } from './graph.js';
@@ -139,6 +140,8 @@ export interface BuiltSegment extends SegmentIO {
   model?: Uint8Array;
   /** the model file path when the weights went to external data */
   modelPath?: string;
+  /** with `model`: the external data files it names, in memory (a cached segment the browser edge fetched) */
+  externalData?: ExternalDataFile[];
   /** a temporary folder holding modelPath and its data, removed once a session has loaded them */
   temporaryDir?: string;
   /** sha256 (hex) of the files a streamed build wrote, by file name */
@@ -227,6 +230,21 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       return into ?? w;
     };
 
+    /**
+     * The token embedding as a float32 initializer: widened from the package's stored table a chunk at a
+     * time (straight to the external data file when the segment streams: a 1B table is 1 GB as float32).
+     */
+    const floatTable = (): string => {
+      const st = weights.stored?.(W.embed);
+      if (!st) return g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
+      const pieces = function* (): Iterable<Uint8Array> {
+        for (const chunk of st.chunks(16 << 20)) {
+          const f = widen(chunk, st.dtype);
+          yield new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+        }
+      };
+      return g.initializerPieces(W.embed, DT.FLOAT, [c.vocabSize, D], pieces(), c.vocabSize * D * 4);
+    };
     let x: string;
     // a float embedding stays in the type the package stores it in (a bf16 or f16 table is half a float32
     // one: the largest tensor of a 1B or 8B front), gathered and cast to float; where a float32 tied head
@@ -250,7 +268,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         // copied a chunk at a time (straight to the external data file when the segment streams)
         const t = g.initializerPieces(W.embed, halfEmbedding.dtype === 'BF16' ? DT.BFLOAT16 : DT.FLOAT16, [c.vocabSize, D], halfEmbedding.chunks(16 << 20), c.vocabSize * D * 2);
         x = g.op('Cast', [g.op('Gather', [t, 'input_ids'], { axis: 0 })], { to: DT.FLOAT });
-      } else x = g.op('Gather', [g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed)), 'input_ids'], { axis: 0 });
+      } else x = g.op('Gather', [floatTable(), 'input_ids'], { axis: 0 });
     } else {
       x = g.input('hidden_states', DT.FLOAT, ['batch', 'tokens', D]);
     }
@@ -461,7 +479,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       } else if (c.tiedEmbeddings) {
         // Gemm with transB shares the [V,D] embedding initializer instead of storing a transposed copy
         // (a quantized embedding leaves no float table to share)
-        const embed = io.first && (opts.embedBits ?? 32) >= 32 && !halfEmbedding ? W.embed : g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
+        const embed = io.first && (opts.embedBits ?? 32) >= 32 && !halfEmbedding ? W.embed : floatTable();
         const flat = g.op('Reshape', [h, g.i64([-1, D])]);
         const y = g.op('Gemm', [flat, embed], { transB: 1 });
         const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [h]), g.i64([0]), g.i64([2])]), g.i64([c.vocabSize])], { axis: 0 });

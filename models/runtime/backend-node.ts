@@ -15,6 +15,7 @@ export const nodeBackend: InferenceBackend = {
       intraOpNumThreads: policy.intraOpThreads,
       interOpNumThreads: 1,
       extra: spinConfig(policy.spin),
+      ...(opts.externalData ? { externalData: opts.externalData } : {}),
     };
     try {
       return typeof model === 'string' ? await ort.InferenceSession.create(model, so) : await ort.InferenceSession.create(model, so);

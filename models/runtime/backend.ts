@@ -17,6 +17,14 @@ export interface BackendSessionOptions {
   threads?: number;
   /** how idle workers wait (threads.ts): 'turns' (default) where sessions take turns, 'alone' for the only session */
   spin?: SpinMode;
+  /** a model given as bytes: the external data files it names, in memory (the browser edge fetches them) */
+  externalData?: ExternalDataFile[];
+}
+
+/** An external data file of a model given as bytes: the file name the model names, and its bytes. */
+export interface ExternalDataFile {
+  path: string;
+  data: Uint8Array;
 }
 
 export interface InferenceBackend {

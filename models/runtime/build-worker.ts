@@ -30,6 +30,8 @@ export interface RtnSegmentSpec {
   headBits?: number;
   /** the embedding's bits (default 32) */
   embedBits?: number;
+  /** false: a float embedding in float32, not the package's stored type (the browser edge's segments) */
+  embedAsStored?: false;
 }
 
 /** The segment options a spec stands for (the same in the worker and in a build on the main thread). */
@@ -44,6 +46,7 @@ export function rtnSegmentOptions(spec: RtnSegmentSpec): SegmentOptions {
     linearFor: () => lin,
     ...(headLinear ? { headLinear } : {}),
     ...(spec.embedBits !== undefined && spec.embedBits < 32 ? { embedBits: spec.embedBits } : {}),
+    ...(spec.embedAsStored === false ? { embedAsStored: false } : {}),
   };
 }
 

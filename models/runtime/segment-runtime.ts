@@ -94,7 +94,7 @@ export class SegmentRuntime {
     const model = seg.modelPath ?? seg.model;
     if (model === undefined) throw new SplitLLMError('E_RUNTIME', `segment [${seg.from}, ${seg.to}) has no model bytes left to load`);
     try {
-      return { session: await backend.createSession(model, { threads: opts.threads, spin: opts.spin }), backend };
+      return { session: await backend.createSession(model, { threads: opts.threads, spin: opts.spin, ...(seg.externalData ? { externalData: seg.externalData } : {}) }), backend };
     } catch (e) {
       throw new SplitLLMError('E_RUNTIME', `segment [${seg.from}, ${seg.to}): ${e instanceof Error ? e.message : String(e)}`);
     } finally {
