@@ -8,6 +8,7 @@ import { startCloud } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
 import { checkEmbedBits, quantizedEmbedding } from '../models/onnx/embedding.js';
 import { GraphBuilder } from '../models/onnx/graph.js';
+import { nbitsLinear } from '../models/onnx/linear.js';
 import { buildSegment } from '../models/onnx/segment.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
@@ -37,6 +38,16 @@ it('a table quantized a piece of rows at a time (as it is streamed from the pack
     })(), V, D, bits, 32, 'ids');
     expect(seen).toEqual([333, 333, 333, 1]);
     expect(pieces.initializers.map((t) => [t.name, Buffer.from(t.bytes).toString('base64')])).toEqual(whole.initializers.map((t) => [t.name, Buffer.from(t.bytes).toString('base64')]));
+    // a quantized head (MatMulNBits) from row pieces: the same initializers as from the whole weight
+    const lin = nbitsLinear(bits, 32);
+    const headWhole = new GraphBuilder('head-whole');
+    lin.linear(headWhole, 'h', { name: 'lm_head.weight', data: table, outDim: V, inDim: D, layer: 3 });
+    const headPieces = new GraphBuilder('head-pieces');
+    lin.linearRows!(headPieces, 'h', { name: 'lm_head.weight', rows: (n) => (function* () {
+      for (let r = 0; r < V; r += Math.min(n, 333)) yield table.slice(r * D, Math.min(V, r + Math.min(n, 333)) * D);
+    })(), outDim: V, inDim: D, layer: 3 });
+    expect(headPieces.initializers.map((t) => [t.name, Buffer.from(t.bytes).toString('base64')])).toEqual(headWhole.initializers.map((t) => [t.name, Buffer.from(t.bytes).toString('base64')]));
+    expect(headPieces.nodes.map((n) => [n.opType, JSON.stringify(n.attribute)])).toEqual(headWhole.nodes.map((n) => [n.opType, JSON.stringify(n.attribute)]));
     // a piece that does not hold whole rows, or too few rows in all, is a package error
     expect(() => quantizedEmbedding(new GraphBuilder('x'), 'e', () => [table.subarray(0, D + 1)], V, D, bits, 32, 'ids')).toThrow(/does not hold whole rows/);
     expect(() => quantizedEmbedding(new GraphBuilder('x'), 'e', () => [table.subarray(0, 10 * D)], V, D, bits, 32, 'ids')).toThrow(/holds 10 rows, the model 1000/);

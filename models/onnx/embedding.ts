@@ -6,9 +6,10 @@
  * quarter (8-bit) or an eighth (4-bit) of the float table's bytes, plus the scales.
  */
 import { SplitLLMError } from '../../shared/errors.js';
-import { kBlocks, quantizeBlockwise } from '../../quantization/weights/blockwise.js';
+import { kBlocks, quantizeBlockwiseRows } from '../../quantization/weights/blockwise.js';
 export { embeddingBytes } from '../../quantization/weights/memory.js';
 import { DT, type GraphBuilder } from './graph.js';
+import type { RowPieces } from './segment.js';
 
 /** The precisions an embedding may take (32: float). */
 export const EMBED_BITS = [4, 8, 32] as const;
@@ -18,11 +19,10 @@ export function checkEmbedBits(bits: number): void {
 }
 
 /**
- * The table's rows in order, in pieces of at most `rows` rows (the last may be shorter): the float table
- * itself, or a reader that widens one piece of the stored table at a time (a 1B model's float32 table is
+ * The table: the float table itself, or its rows read a piece at a time (a 1B model's float32 table is
  * 1 GB; its bf16 pieces are quantized without ever holding it).
  */
-export type EmbeddingRows = Float32Array | ((rows: number) => Iterable<Float32Array>);
+export type EmbeddingRows = Float32Array | RowPieces;
 
 /** Rows per piece quantized at once: 16 MiB of float32 at D = 1024. */
 const PIECE_VALUES = 4 << 20;
@@ -32,22 +32,9 @@ export function quantizedEmbedding(g: GraphBuilder, name: string, table: Embeddi
   checkEmbedBits(bits);
   const kb = kBlocks(D, blockSize);
   const per = (blockSize * bits) / 8;
-  // rows are quantized independently: piece by piece into the whole table's codes, zero points and scales
-  const packed = new Uint8Array(V * kb * per);
-  const zps = new Uint8Array(V * kb);
-  const scales = new Float32Array(V * kb);
+  // rows quantize independently: a piece of the table at a time (never the float32 table whole)
   const rowsPer = Math.max(1, Math.floor(PIECE_VALUES / D));
-  let row = 0;
-  for (const piece of typeof table === 'function' ? table(rowsPer) : [table]) {
-    const n = piece.length / D;
-    if (!Number.isInteger(n) || row + n > V) throw new SplitLLMError('E_BAD_PACKAGE', `embedding ${name}: a piece of ${piece.length} values does not hold whole rows of ${D} within ${V} rows`);
-    const q = quantizeBlockwise(piece, n, D, bits, blockSize);
-    packed.set(q.packed, row * kb * per);
-    zps.set(q.zp, row * kb);
-    scales.set(q.scales, row * kb);
-    row += n;
-  }
-  if (row !== V) throw new SplitLLMError('E_BAD_PACKAGE', `embedding ${name} holds ${row} rows, the model ${V}`);
+  const { packed, zp: zps, scales } = quantizeBlockwiseRows(typeof table === 'function' ? table(rowsPer) : [table], V, D, bits, blockSize, `embedding ${name}`);
   const codes = g.op('Gather', [g.initializer(`${name}.q${bits}`, DT.UINT8, [V, kb, per], packed), ids], { axis: 0 });
   let values: string;
   if (bits === 8) values = codes;

@@ -6,10 +6,10 @@
  */
 import { SplitLLMError } from '../../shared/errors.js';
 import { f32ArrayToF16 } from '../../shared/tensor.js';
-import { checkWeightBits, quantizeBlockwise } from '../../quantization/weights/blockwise.js';
+import { checkWeightBits, quantizeBlockwise, quantizeBlockwiseRows, type BlockQuantized } from '../../quantization/weights/blockwise.js';
 import { int8PerChannel } from '../../quantization/weights/smoothquant.js';
 import { DT, type GraphBuilder } from './graph.js';
-import { float32Linear, type LinearEmitter, type LinearWeight } from './segment.js';
+import { float32Linear, type LinearEmitter, type LinearWeight, type RowPieces } from './segment.js';
 
 /**
  * A digest of names and float arrays (FNV-1a, two 32-bit lanes): an emitter whose output depends on
@@ -81,22 +81,34 @@ export function nbitsLinear(bits: number, blockSize: number, transforms?: Map<st
         for (let o = 0; o < w.outDim; o++) for (let i = 0; i < w.inDim; i++) data[o * w.inDim + i] = w.data[o * w.inDim + i]! * s[i]!;
         input = g.op('Mul', [x, g.f32(`${w.name}.inv_s`, [w.inDim], Float32Array.from(s, (v) => 1 / v))]);
       }
-      const q = quantizeBlockwise(data, w.outDim, w.inDim, bits, blockSize, tr?.clip, (tag, bytes) => g.reusable(tag, bytes));
-      const kb = Math.ceil(w.inDim / blockSize);
-      const container = bits === 3 ? 4 : bits;
-      return g.op(
-        'MatMulNBits',
-        [
-          input,
-          g.initializer(`${w.name}.q${bits}`, DT.UINT8, [w.outDim, kb, (blockSize * container) / 8], q.packed),
-          g.f32(`${w.name}.scales`, [w.outDim * kb], q.scales),
-          g.initializer(`${w.name}.zp`, DT.UINT8, [q.zeroPoints.length], q.zeroPoints),
-        ],
-        { K: w.inDim, N: w.outDim, bits: container, block_size: blockSize, accuracy_level: accuracyLevel },
-        { domain: 'com.microsoft' },
-      );
+      return matMulNBits(g, input, w, quantizeBlockwise(data, w.outDim, w.inDim, bits, blockSize, tr?.clip, (tag, bytes) => g.reusable(tag, bytes)));
     },
+    // per-row transforms (AWQ's) need the whole weight
+    ...(transforms
+      ? {}
+      : {
+          linearRows(g: GraphBuilder, x: string, w: Omit<LinearWeight, 'data'> & { rows: RowPieces }): string {
+            const rowsPer = Math.max(1, Math.floor((4 << 20) / w.inDim));
+            return matMulNBits(g, x, w, quantizeBlockwiseRows(w.rows(rowsPer), w.outDim, w.inDim, bits, blockSize, w.name));
+          },
+        }),
   };
+  /** MatMulNBits of `input` against the quantized weight's initializers. */
+  function matMulNBits(g: GraphBuilder, input: string, w: Omit<LinearWeight, 'data'>, q: Pick<BlockQuantized, 'packed' | 'scales' | 'zeroPoints'>): string {
+    const kb = Math.ceil(w.inDim / blockSize);
+    const container = bits === 3 ? 4 : bits;
+    return g.op(
+      'MatMulNBits',
+      [
+        input,
+        g.initializer(`${w.name}.q${bits}`, DT.UINT8, [w.outDim, kb, (blockSize * container) / 8], q.packed),
+        g.f32(`${w.name}.scales`, [w.outDim * kb], q.scales),
+        g.initializer(`${w.name}.zp`, DT.UINT8, [q.zeroPoints.length], q.zeroPoints),
+      ],
+      { K: w.inDim, N: w.outDim, bits: container, block_size: blockSize, accuracy_level: accuracyLevel },
+      { domain: 'com.microsoft' },
+    );
+  }
 }
 
 /** The emitter for a weight precision: 32 and 16 are float, 2–8 bits blockwise. */

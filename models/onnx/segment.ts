@@ -44,7 +44,7 @@ import type { ModelConfig } from '../manifest.js';
 import type { WeightSource } from '../package.js';
 import type { ExternalDataFile } from '../runtime/backend.js';
 import { dtypeBytes, widen } from '../safetensors.js';
-import { quantizedEmbedding, type EmbeddingRows } from './embedding.js';
+import { quantizedEmbedding } from './embedding.js';
 import { DT, GraphBuilder } from './graph.js';
 
 export interface LinearWeight {
@@ -57,6 +57,9 @@ export interface LinearWeight {
   layer: number;
 }
 
+/** A matrix's rows in order, in pieces of at most `rows` rows each (the last may be shorter). */
+export type RowPieces = (rows: number) => Iterable<Float32Array>;
+
 /** Emits y = x · Wᵀ for x [B,T,in]; returns y's value name. */
 export interface LinearEmitter {
   readonly id: string;
@@ -67,6 +70,12 @@ export interface LinearEmitter {
    */
   readonly stackable?: boolean;
   linear(g: GraphBuilder, x: string, w: LinearWeight): string;
+  /**
+   * The same linear from its weight's rows read a piece at a time (a large-vocabulary head: the table is
+   * never held whole in float32), for emitters whose weight handling is per output row; the segment
+   * builder uses it where an emitter has it and the package streams the table.
+   */
+  linearRows?(g: GraphBuilder, x: string, w: Omit<LinearWeight, 'data'> & { rows: RowPieces }): string;
   /**
    * A vector s to fold into an RMSNorm: the norm's weight is divided by s (SmoothQuant moves activation
    * scale into the linears that read the norm's output, which multiply their weights by s).
@@ -230,6 +239,14 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       return into ?? w;
     };
 
+    /** A [·, D] tensor's rows widened from the package's stored bytes a piece at a time, where it streams them. */
+    const storedRows = (name: string): RowPieces | undefined => {
+      const st = weights.stored?.(name);
+      if (!st) return undefined;
+      return function* (n) {
+        for (const b of st.chunks(n * D * dtypeBytes(st.dtype))) yield widen(b, st.dtype);
+      };
+    };
     /**
      * The token embedding as a float32 initializer: widened from the package's stored table a chunk at a
      * time (straight to the external data file when the segment streams: a 1B table is 1 GB as float32).
@@ -256,13 +273,7 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
       g.input('input_ids', DT.INT64, ['batch', 'tokens']);
       if ((opts.embedBits ?? 32) < 32) {
         // quantized a piece of the stored table at a time where the package can stream it (never the float32 table)
-        const st = weights.stored?.(W.embed);
-        const rows: EmbeddingRows = st
-          ? function* (n) {
-              for (const b of st.chunks(n * D * dtypeBytes(st.dtype))) yield widen(b, st.dtype);
-            }
-          : weights.get(W.embed);
-        x = quantizedEmbedding(g, W.embed, rows, c.vocabSize, D, opts.embedBits!, 32, 'input_ids');
+        x = quantizedEmbedding(g, W.embed, storedRows(W.embed) ?? weights.get(W.embed), c.vocabSize, D, opts.embedBits!, 32, 'input_ids');
       }
       else if (halfEmbedding) {
         // copied a chunk at a time (straight to the external data file when the segment streams)
@@ -474,7 +485,11 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
         // a head at its own precision: its own initializers, also when tied to the embedding
         // a tied head reads the embedding's table under the head's own name: a quantized embedding in the
         // same segment has initializers of its own under the embedding's
-        const head = headLinear.linear(g, h, { name: W.lmHead, data: weights.get(c.tiedEmbeddings ? W.embed : W.lmHead), outDim: c.vocabSize, inDim: D, layer: c.nLayers });
+        const table = c.tiedEmbeddings ? W.embed : W.lmHead;
+        const rows = headLinear.linearRows ? storedRows(table) : undefined;
+        const shape = { name: W.lmHead, outDim: c.vocabSize, inDim: D, layer: c.nLayers };
+        // quantized a piece of rows at a time where the emitter can (a 1B tied table is 1 GB as float32)
+        const head = rows && headLinear.linearRows ? headLinear.linearRows(g, h, { ...shape, rows }) : headLinear.linear(g, h, { ...shape, data: weights.get(table) });
         g.op('Identity', [head], {}, { outputs: ['logits'] });
       } else if (c.tiedEmbeddings) {
         // Gemm with transB shares the [V,D] embedding initializer instead of storing a transposed copy

@@ -121,6 +121,36 @@ export function quantizeBlockwise(w: Float32Array, N: number, K: number, bits: n
 }
 
 /**
+ * W [N, K] quantized from its rows given a piece at a time (pieces of whole rows, in order, N in all):
+ * rows quantize independently, so the result equals `quantizeBlockwise` of the whole matrix, while only one
+ * piece is ever held in float32. Returns what the callers emit: the packed codes, the scales, the packed zero
+ * points (MatMulNBits) and the unpacked ones per block (a quantized embedding's gather).
+ */
+export function quantizeBlockwiseRows(pieces: Iterable<Float32Array>, N: number, K: number, bits: number, blockSize: number, what = 'the weight'): Pick<BlockQuantized, 'packed' | 'scales' | 'zeroPoints' | 'zp'> {
+  const kb = kBlocks(K, blockSize);
+  const c = containerBits(bits);
+  const blob = (blockSize * c) / 8;
+  const zpRow = Math.ceil((kb * c) / 8);
+  const packed = new Uint8Array(N * kb * blob);
+  const scales = new Float32Array(N * kb);
+  const zeroPoints = new Uint8Array(N * zpRow);
+  const zp = new Uint8Array(N * kb);
+  let row = 0;
+  for (const piece of pieces) {
+    const n = piece.length / K;
+    if (!Number.isInteger(n) || row + n > N) throw new SplitLLMError('E_BAD_PACKAGE', `${what}: a piece of ${piece.length} values does not hold whole rows of ${K} within ${N} rows`);
+    const q = quantizeBlockwise(piece, n, K, bits, blockSize);
+    packed.set(q.packed, row * kb * blob);
+    scales.set(q.scales, row * kb);
+    zeroPoints.set(q.zeroPoints, row * zpRow);
+    zp.set(q.zp, row * kb);
+    row += n;
+  }
+  if (row !== N) throw new SplitLLMError('E_BAD_PACKAGE', `${what} holds ${row} rows, the model ${N}`);
+  return { packed, scales, zeroPoints, zp };
+}
+
+/**
  * When every value of w[k0, k1) is an integer multiple of one scale with at most 2^(b−1) steps on one side
  * (amax / 2^(b−1) or amax / (2^(b−1) − 1): the grids of ggml's Q4_0 and Q8_0), the scale and zero point
  * that reproduce the values exactly; undefined otherwise (the min/max fit applies).
