@@ -45,6 +45,12 @@ export interface HeldSession {
   attached?: Attachment;
 }
 
+/** A hello between its admission and its session being held: what it counts against the limits. */
+export interface Admission {
+  tenant: string;
+  kvBytes: number;
+}
+
 export class SessionStore {
   private readonly sessions = new Map<string, HeldSession>();
   private readonly timers = new Map<string, ReturnType<typeof setTimeout>>();
@@ -56,6 +62,30 @@ export class SessionStore {
 
   get size(): number {
     return this.sessions.size;
+  }
+
+  /** hellos admitted and not yet held (their back segment is being fetched or built) */
+  private readonly admitting = new Set<Admission>();
+  /**
+   * Counts a hello against the limits from the moment it is admitted, before it awaits its segment: the
+   * limits are checked and the place taken in one synchronous step, so that concurrent hellos cannot all
+   * pass the same check. Call the returned function once the session is held (or the hello failed).
+   */
+  admit(a: Admission): () => void {
+    this.admitting.add(a);
+    return () => this.admitting.delete(a);
+  }
+  /** Sessions held or being admitted (for the server's limit), for `tenant` only when given. */
+  heldOrAdmitting(tenant?: string): number {
+    let n = tenant === undefined ? this.sessions.size : this.heldBy(tenant);
+    for (const a of this.admitting) if (tenant === undefined || a.tenant === tenant) n++;
+    return n;
+  }
+  /** KV bytes the hellos being admitted reserve. */
+  admittingKvBytes(): number {
+    let n = 0;
+    for (const a of this.admitting) n += a.kvBytes;
+    return n;
   }
   /** Sessions by state and by tenant, for the metrics. */
   counts(): { connected: number; waiting: number; byTenant: Map<string, number> } {

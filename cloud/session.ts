@@ -10,6 +10,7 @@ import { DRAFT_Q_SCALE, encodeFrame, newSessionId, parseEdgeFrame, ProtocolError
 import type { FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import { Sampler } from '../models/runtime/sampler.js';
+import type { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { denseDistribution, verifyDrafts } from '../models/runtime/verify.js';
 import { checkWeightBits } from '../quantization/weights/blockwise.js';
 import { BLOCK_SIZES, DEFAULT_BLOCK_SIZE, isBlockwise, WEIGHT_BITS } from '../shared/precision.js';
@@ -426,14 +427,15 @@ export class CloudSession implements Attachment {
     if ((isBlockwise(m.backBits ?? 32) || isBlockwise(m.headBits ?? 32)) && !allowed.blockSizes.includes(m.blockSize ?? DEFAULT_BLOCK_SIZE)) {
       throw protocolError('bad_hello', `this server quantizes in blocks of ${allowed.blockSizes.join(', ')}, not ${m.blockSize ?? DEFAULT_BLOCK_SIZE}: plan for one of those (splitllm plan --block-sizes ${allowed.blockSizes.join(',')})`);
     }
-    // admission: held sessions (connected or dropped, each with its KV) count, the server's and the tenant's
-    if (store.size >= this.ctx.maxSessions) throw protocolError('busy', `the server holds its limit of ${this.ctx.maxSessions} sessions: retry in a few seconds`);
+    // admission: held sessions (connected or dropped, each with its KV) and hellos admitted before this one
+    // (still awaiting their segment) count, the server's and the tenant's; checked and taken in one step
+    if (store.heldOrAdmitting() >= this.ctx.maxSessions) throw protocolError('busy', `the server holds its limit of ${this.ctx.maxSessions} sessions: retry in a few seconds`);
     const cap = this.who.maxSessions;
-    if (cap !== undefined && store.heldBy(this.who.tenant) >= cap) throw protocolError('busy', `tenant ${this.who.tenant} holds its limit of ${cap} sessions: end one or retry later`);
+    if (cap !== undefined && store.heldOrAdmitting(this.who.tenant) >= cap) throw protocolError('busy', `tenant ${this.who.tenant} holds its limit of ${cap} sessions: end one or retry later`);
     // KV is reserved for what the session asks (its tokens, and its prompt once it comes), not the model's context
     const positions = Math.min(tokenLimit, m.maxTokens + 1);
     const want = kvReservation(c, m.split, positions);
-    const reserved = this.reservedKv();
+    const reserved = this.reservedKv() + store.admittingKvBytes();
     if (reserved + want > this.ctx.kvBudgetBytes) {
       throw protocolError('busy', `the KV budget (${this.ctx.kvBudgetBytes} bytes) has ${Math.max(0, this.ctx.kvBudgetBytes - reserved)} left, this session would reserve ${want}: retry later, or split deeper`);
     }
@@ -441,7 +443,13 @@ export class CloudSession implements Attachment {
     const taken = () => protocolError('session_in_use', `session ${id.slice(0, 8)}… is held already: resume it with its secret, or start with a new id`);
     if (store.get(id)) throw taken();
     const helloAt = performance.now();
-    const runtime = await this.ctx.pool.runtime(this.backKey(m));
+    const admitted = store.admit({ tenant: this.who.tenant, kvBytes: want });
+    let runtime: SegmentRuntime;
+    try {
+      runtime = await this.ctx.pool.runtime(this.backKey(m));
+    } finally {
+      admitted();
+    }
     // its KV buffers never grow past the session's position limit; they grow as the local runtime's do
     // (a quarter at a time), so that the same positions give the same attention sums, bit for bit (the
     // padding of a buffer changes the order of a vectorized softmax sum): the reservation is the budget's

@@ -81,6 +81,11 @@ describe('tokens on the upgrade', () => {
     const r = cli(['cloud', '--tenants-file', tenants, '--port', '0']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/tenant a has an empty token/);
+    // a tenants file that lists nobody would run without auth: refused too
+    writeFileSync(tenants, JSON.stringify({ tenants: [] }));
+    const none = cli(['cloud', '--tenants-file', tenants, '--port', '0']);
+    expect(none.code).toBe(2);
+    expect(none.stderr.trim()).toBe(`splitllm: error [E_USAGE]: tenants file ${tenants} lists no tenant (the server would run without auth): add a tenant, or drop --tenants-file to run without auth on purpose`);
   });
 
   it('tenants: each token is its own tenant with its own cap (403 past it); others are unaffected', async () => {

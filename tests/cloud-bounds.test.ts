@@ -211,3 +211,37 @@ it('kv for a layer the re-split does not move is refused (bad_resplit) and dropp
   s.send({ type: 'close' });
   await s.done;
 });
+
+it('20 concurrent hellos against a limit of 6 sessions: exactly 6 ready and 14 busy (admission is taken before the hello awaits its segment); tenant caps and the KV budget likewise', async () => {
+  const { kvReservation } = await import('../cloud/session.js');
+  const answers = async (t: TestCloud, n: number, who?: { tenant: string; maxSessions?: number }) => {
+    const clients = Array.from({ length: n }, () => t.connect(who));
+    // every hello is sent before any answer is read: they are all in flight together
+    for (const c of clients) c.send(hello(pkg, { maxTokens: 10 }));
+    const got = await Promise.all(clients.map(async (c) => {
+      const m = await c.message();
+      return m.type === 'error' ? m.code : m.type;
+    }));
+    return { ready: got.filter((x) => x === 'ready').length, busy: got.filter((x) => x === 'busy').length, other: got.filter((x) => x !== 'ready' && x !== 'busy') };
+  };
+  const six = testCloud(pkg, { maxSessions: 6 });
+  try {
+    expect(await answers(six, 20)).toEqual({ ready: 6, busy: 14, other: [] });
+    expect(six.ctx.store.size).toBe(6);
+  } finally {
+    await six.close();
+  }
+  const tenant = testCloud(pkg);
+  try {
+    expect(await answers(tenant, 10, { tenant: 'alice', maxSessions: 3 })).toEqual({ ready: 3, busy: 7, other: [] });
+  } finally {
+    await tenant.close();
+  }
+  // a KV budget of four sessions' reservations (10 tokens + 1 position each at split 2)
+  const kv = testCloud(pkg, { kvBudgetBytes: 4 * kvReservation(pkg.config, 2, 11) });
+  try {
+    expect(await answers(kv, 12)).toEqual({ ready: 4, busy: 8, other: [] });
+  } finally {
+    await kv.close();
+  }
+});

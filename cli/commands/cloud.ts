@@ -15,7 +15,10 @@ function tenantsOf(v: { token?: string; 'token-file'?: string; 'tenants-file'?: 
   if (given.length > 1) throw new SplitLLMError('E_USAGE', `give one of ${given.join(', ')}, not several`);
   if (v['tenants-file'] !== undefined) {
     const path = v['tenants-file'];
-    return parseTenantsFile(readJsonFile(path, 'tenants file', 'see splitllm cloud --help'), path);
+    const tenants = parseTenantsFile(readJsonFile(path, 'tenants file', 'see splitllm cloud --help'), path);
+    // no tenant would mean no auth at all: a file meant to restrict access never opens it
+    if (tenants.length === 0) throw new SplitLLMError('E_USAGE', `tenants file ${path} lists no tenant (the server would run without auth): add a tenant, or drop --tenants-file to run without auth on purpose`);
+    return tenants;
   }
   if (given.length === 0 && env !== undefined && env.trim() === '') throw new SplitLLMError('E_USAGE', '$SPLITLLM_TOKEN is set but empty (an unset variable?): give the real token, or unset it to run without auth');
   const token = given.length > 0 ? tokenOf(v) : env !== undefined ? env.trim() : undefined;
