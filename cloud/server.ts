@@ -118,6 +118,13 @@ export async function startCloud(pkg: ModelPackage, options: CloudOptions = {}):
   const maxConnections = opts.maxConnections ?? 2 * ctx.maxSessions + 16;
   // a page offers its token as a subprotocol beside 'splitllm' (auth.ts): the server selects 'splitllm'
   await app.register(websocket, { options: { maxPayload: maxFrame, handleProtocols: (offered: Set<string>) => (offered.has(SPLITLLM_SUBPROTOCOL) ? SPLITLLM_SUBPROTOCOL : false) } });
+  // an upgrade is served on the session route only: anywhere else (/healthz, /metrics, the page's routes, an
+  // unknown path) it is answered 404 before any 101, so it never holds a WebSocket that no limit counts
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.ws && req.routeOptions.url !== '/v1/session') {
+      return reply.code(404).send({ error: { code: 'not_found', message: `WebSocket upgrades are served on /v1/session only, not on ${req.url.split('?')[0]}` } });
+    }
+  });
   let draining = false;
   const live = new Set<CloudSession>();
   // liveness: the process answers; readiness: it takes new sessions (not while draining)

@@ -109,6 +109,25 @@ describe('tokens on the upgrade', () => {
   });
 });
 
+it('an upgrade anywhere but /v1/session gets HTTP 404 before any WebSocket, with or without a token; /v1/session still upgrades', async () => {
+  const server = await startCloud(pkg, { webEdge: true, token: 's3cret' });
+  try {
+    for (const path of ['/healthz', '/metrics', '/readyz', '/edge/', '/edge/segment?split=2', '/v1/models', '/nowhere']) {
+      for (const headers of [{}, { authorization: 'Bearer s3cret' }]) {
+        const r = await upgrade(server.url, headers, path);
+        expect(r, path).toMatchObject({ status: 404, upgraded: false });
+        expect(JSON.parse(r.body), path).toEqual({ error: { code: 'not_found', message: `WebSocket upgrades are served on /v1/session only, not on ${path.split('?')[0]}` } });
+      }
+    }
+    expect(await upgrade(server.url, { authorization: 'Bearer s3cret' })).toMatchObject({ status: 101, upgraded: true });
+    expect((await upgrade(server.url)).status).toBe(401);
+    // plain requests to those routes are untouched
+    expect((await fetch(`${server.url.replace(/^ws/, 'http')}/healthz`)).status).toBe(200);
+  } finally {
+    await server.close();
+  }
+});
+
 it('past --max-connections an upgrade gets HTTP 503 busy with Retry-After, before any WebSocket', async () => {
   const { default: WebSocket } = await import('ws');
   const server = await startCloud(pkg, { maxConnections: 2 });
