@@ -33,6 +33,15 @@ function mainHelp(): string {
   ].join('\n');
 }
 
+/**
+ * A message as one line a terminal shows as text: control characters (C0, DEL, C1 — a terminal's escape
+ * sequences, line breaks) written as \xNN. Messages carry text from outside (a cloud's error, a file's
+ * contents): an escape sequence must not reach the terminal.
+ */
+export function printable(message: string): string {
+  return message.replace(/[\u0000-\u001f\u007f-\u009f]/g, (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 /** Exit codes: 0 ok, 1 error the user can fix (typed), 2 usage error, 3 no feasible plan, 70 internal error, 130 interrupted. */
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -50,11 +59,11 @@ export async function main(argv: string[]): Promise<number> {
     return await dispatch(commands, name, rest, 'splitllm', mainHelp);
   } catch (e) {
     if (isSplitLLMError(e)) {
-      process.stderr.write(`splitllm: error [${e.code}]: ${e.message}\n`);
+      process.stderr.write(`splitllm: error [${e.code}]: ${printable(e.message)}\n`);
       return e.code === 'E_USAGE' ? 2 : 1;
     }
     const err = e instanceof Error ? e : undefined;
-    process.stderr.write(`splitllm: internal error: ${err?.message ?? String(e)}\n`);
+    process.stderr.write(`splitllm: internal error: ${printable(err?.message ?? String(e))}\n`);
     if (process.env['SPLITLLM_DEBUG']) process.stderr.write(`${err?.stack}\n`);
     return 70;
   }

@@ -113,7 +113,8 @@ it('an upgrade anywhere but /v1/session gets HTTP 404 before any WebSocket, with
   const server = await startCloud(pkg, { webEdge: true, token: 's3cret' });
   try {
     for (const path of ['/healthz', '/metrics', '/readyz', '/edge/', '/edge/segment?split=2', '/v1/models', '/nowhere']) {
-      for (const headers of [{}, { authorization: 'Bearer s3cret' }]) {
+      const variants: Record<string, string>[] = [{}, { authorization: 'Bearer s3cret' }];
+      for (const headers of variants) {
         const r = await upgrade(server.url, headers, path);
         expect(r, path).toMatchObject({ status: 404, upgraded: false });
         expect(JSON.parse(r.body), path).toEqual({ error: { code: 'not_found', message: `WebSocket upgrades are served on /v1/session only, not on ${path.split('?')[0]}` } });
