@@ -252,13 +252,10 @@ export function buildSegment(c: ModelConfig, weights: WeightSource, from: number
      * time (straight to the external data file when the segment streams: a 1B table is 1 GB as float32).
      */
     const floatTable = (): string => {
-      const st = weights.stored?.(W.embed);
-      if (!st) return g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
+      const rows = storedRows(W.embed);
+      if (!rows) return g.f32(W.embed, [c.vocabSize, D], weights.get(W.embed));
       const pieces = function* (): Iterable<Uint8Array> {
-        for (const chunk of st.chunks(16 << 20)) {
-          const f = widen(chunk, st.dtype);
-          yield new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
-        }
+        for (const f of rows(Math.max(1, Math.floor((4 << 20) / D)))) yield new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
       };
       return g.initializerPieces(W.embed, DT.FLOAT, [c.vocabSize, D], pieces(), c.vocabSize * D * 4);
     };

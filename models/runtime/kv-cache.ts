@@ -16,6 +16,7 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import type { InferenceBackend, InferenceSession, Tensor } from './backend.js';
 import { float32Of } from './backend.js';
+import { KV_CAPACITY_STEP, KV_MIN_GROWTH } from '../../quantization/weights/memory.js';
 
 export interface LayerKV {
   layer: number;
@@ -34,8 +35,8 @@ interface LayerBuffers {
   valueT: Tensor;
 }
 
-/** The smallest capacity a buffer is given (positions). */
-const MIN_CAPACITY = 64;
+/** The smallest capacity a buffer is given, and its smallest growth (positions): the accounting's rule. */
+const MIN_CAPACITY = KV_MIN_GROWTH;
 /** The fewest slots a slab's buffers have room for. */
 const MIN_SLAB_ROWS = 4;
 
@@ -253,7 +254,7 @@ export class KvCache {
 /** Capacity after growing from `cap` to hold `positions`: a quarter more (at least 64), in steps of 16, within `limit`. */
 export function grownCapacity(cap: number, positions: number, limit: number): number {
   const grown = Math.max(positions, cap + Math.max(MIN_CAPACITY, Math.ceil(cap / 4)));
-  return Math.min(Math.max(limit, positions), Math.ceil(grown / 16) * 16);
+  return Math.min(Math.max(limit, positions), Math.ceil(grown / KV_CAPACITY_STEP) * KV_CAPACITY_STEP);
 }
 
 /** Copies the first `length` positions of one cache's layer from buffers of capacity `from` to buffers of capacity `to` (keys [KV, hd, C]: each (head, dim) row of positions moves to the wider stride; values [KV, C, hd]). */
@@ -344,7 +345,7 @@ export class KvSlab {
     // cache holds at most a quarter of the capacity, the capacity shrinks to twice the longest
     const longest = Math.max(...this.caches.map((m) => m.length));
     const rows = this.caches.length <= this.rows / 4 && this.rows > MIN_SLAB_ROWS ? Math.max(MIN_SLAB_ROWS, this.rows / 2) : this.rows;
-    const cap = longest <= this.cap / 4 && this.cap > MIN_CAPACITY ? Math.max(MIN_CAPACITY, Math.ceil((2 * longest) / 16) * 16) : this.cap;
+    const cap = longest <= this.cap / 4 && this.cap > MIN_CAPACITY ? Math.max(MIN_CAPACITY, Math.ceil((2 * longest) / KV_CAPACITY_STEP) * KV_CAPACITY_STEP) : this.cap;
     if (rows !== this.rows || cap !== this.cap) this.realloc(rows, cap);
   }
 

@@ -83,12 +83,16 @@ export function segmentBytes(
 }
 
 /**
- * Positions a KV cache has room for once `positions` have run: models/runtime/kv-cache.ts grows its
- * buffers a quarter at a time (at least 64 positions, in steps of 16), so at most this many.
+ * How a KV cache's buffers grow (models/runtime/kv-cache.ts reads these; the accounting bounds them): a
+ * quarter more at a time, at least `KV_MIN_GROWTH` positions, the capacity a multiple of `KV_CAPACITY_STEP`.
  */
+export const KV_MIN_GROWTH = 64;
+export const KV_CAPACITY_STEP = 16;
+
+/** Positions a KV cache has room for once `positions` have run, by that growth rule: at most this many. */
 export function kvRoom(positions: number): number {
   if (positions <= 0) return 0;
-  return Math.ceil((positions + Math.max(64, Math.ceil(positions / 4))) / 16) * 16;
+  return Math.ceil((positions + Math.max(KV_MIN_GROWTH, Math.ceil(positions / 4))) / KV_CAPACITY_STEP) * KV_CAPACITY_STEP;
 }
 
 /**
