@@ -1,4 +1,5 @@
 /** What the subcommands share: option groups (model, prompt, sampling, cloud), file readers, progress. */
+import { DEFAULT_DEADLINES, type Deadlines } from '../edge/connection.js';
 import { validatePlan, type Plan } from '../shared/plan.js';
 import { proposerFor } from '../edge/draft/registry.js';
 import type { DraftProposer } from '../edge/draft/proposer.js';
@@ -122,6 +123,19 @@ export const cloudOptions = {
   'token-file': opt.file({ description: 'read the bearer token from a file (its first line), e.g. a systemd credential' }),
   'ca-file': opt.file({ description: "PEM certificate(s) to trust for a wss:// cloud: its self-signed certificate or a private CA", defaultText: "the system's CAs" }),
 };
+
+/** How long the edge waits for the cloud (edge/connection.ts `Deadlines`; docs/PROTOCOL.md "Deadlines"). */
+export const deadlineOptions = {
+  'connect-timeout': opt.duration({ description: 'each connection attempt to the cloud: TCP connect through the WebSocket upgrade', defaultText: `${DEFAULT_DEADLINES.connectMs / 1000}s` }),
+  'silence-timeout': opt.duration({ description: 'the cloud silent this long while the edge waits (no frame, no pong to its pings) is a dropped link: the edge resumes the session or fails', defaultText: `${DEFAULT_DEADLINES.silenceMs / 1000}s, or 20 measured round trips when longer` }),
+  'answer-timeout': opt.duration({ description: 'floor of the wait for each token (a prompt gets it once per 512 positions); the deadline grows with the slowest answer so far (10×)', defaultText: `${DEFAULT_DEADLINES.answerMs / 1000}s` }),
+  'ready-timeout': opt.duration({ description: "the wait for the cloud's ready after a hello or a re-split (it may build a back segment first)", defaultText: `${DEFAULT_DEADLINES.readyMs / 60_000}m` }),
+};
+
+/** The deadlines the flags set (the rest keep their defaults). */
+export function deadlinesOf(v: { 'connect-timeout'?: number; 'silence-timeout'?: number; 'answer-timeout'?: number; 'ready-timeout'?: number }): Deadlines {
+  return { connectMs: v['connect-timeout'], silenceMs: v['silence-timeout'], answerMs: v['answer-timeout'], readyMs: v['ready-timeout'] };
+}
 
 /** The CA certificates of --ca-file, when given. */
 export function caOf(v: { 'ca-file'?: string }): Buffer | undefined {

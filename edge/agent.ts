@@ -18,7 +18,7 @@ import type { LinearEmitter } from '../models/onnx/segment.js';
 import { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { codecAtSplit, createCodec, type CodecEnv } from '../quantization/activations/registry.js';
 import { wsConnector } from './connect-node.js';
-import { CloudConnection, SessionLostError } from './connection.js';
+import { CloudConnection, InterruptedWait, SessionLostError, type Deadlines, type ResumePolicy } from './connection.js';
 import { edgeBytes, splitBeforeStep, splitWithinBudget, type FrontWeights } from './memory-policy.js';
 import type { QuantizedBytes } from '../quantization/weights/memory.js';
 import { resplitFront } from './resplit.js';
@@ -114,6 +114,8 @@ export interface EdgeOptions {
   resume?: boolean;
   /** how long one resume keeps retrying a cloud that does not answer (default 5 s) */
   retryWindowMs?: number;
+  /** how long each wait for the cloud may take (connection.ts `Deadlines`; defaults DEFAULT_DEADLINES) */
+  deadlines?: Deadlines;
   /**
    * when a resume reaches a cloud that no longer holds the session, rebuild it there by replaying the
    * prompt and the tokens so far through the front segment as one prefill (default true; greedy output
@@ -129,7 +131,7 @@ export interface EdgeOptions {
    * it returns other than the current one is moved to before the next step (the online planner)
    */
   adapt?: (info: { token: number; latencyMs: number; split: number }) => number | undefined;
-  /** stops generation after the token in flight (Ctrl-C): the result holds what was generated, `interrupted` set */
+  /** stops generation (Ctrl-C, a client gone), also in the middle of a wait for the cloud: the result holds what was generated, `interrupted` set */
   signal?: AbortSignal;
   /** the prompt's ids (BOS first) when the caller has tokenized it (e.g. truncated); default: `prompt` encoded */
   promptIds?: number[];
@@ -220,8 +222,8 @@ export async function runEdge(pkg: ModelPackage | EdgeModel, o: EdgeOptions): Pr
   const moves: EdgeStats['resplits'] = [];
   let peak = 0;
   let link: CloudConnection;
-  const connect = o.connect ?? wsConnector(o.url, o.token, { ca: o.ca });
-  const policy = { resume: o.resume, retryWindowMs: o.retryWindowMs };
+  const connect = o.connect ?? wsConnector(o.url, o.token, { ca: o.ca, handshakeTimeoutMs: o.deadlines?.connectMs });
+  const policy: ResumePolicy = { ...o.deadlines, resume: o.resume, retryWindowMs: o.retryWindowMs, signal: o.signal };
   try {
     link = await CloudConnection.open(connect, policy, o.sessionId);
   } catch (e) {
@@ -370,12 +372,20 @@ export async function runEdge(pkg: ModelPackage | EdgeModel, o: EdgeOptions): Pr
       }
       const ready = awaitReady;
       awaitReady = undefined;
-      const answer: TokenMsg | Verified = await (drafts.length
-        ? link.awaitVerified(front.length)
-        : ready
-          ? ready(front.length).then(() => link.awaitToken(front.length))
-          : link.awaitToken(front.length)
-      ).catch(failover);
+      let answer: TokenMsg | Verified;
+      try {
+        answer = await (drafts.length
+          ? link.awaitVerified(front.length)
+          : ready
+            ? ready(front.length).then(() => link.awaitToken(front.length))
+            : link.awaitToken(front.length)
+        ).catch(failover);
+      } catch (e) {
+        // the signal ended the wait itself: what was generated stands
+        if (!(e instanceof InterruptedWait)) throw e;
+        finish = 'interrupted';
+        break;
+      }
       // what came back: one token, or the drafts that stood and the token after them
       let got: number[];
       let done: boolean;

@@ -4,15 +4,17 @@ import { SplitLLMError } from '../shared/errors.js';
 import type { Connector } from '../shared/transport/channel.js';
 import { wsChannel } from '../shared/transport/ws.js';
 import { sessionUrl } from '../shared/protocol/index.js';
+import { DEFAULT_DEADLINES } from './connection.js';
 
 /**
  * `ca`: PEM certificates to trust for wss:// beside the system's (a self-signed or private CA). A
  * connection for a session carries its id in the URL (`?session=ID`), where a balancer can hash on it.
  */
-export function wsConnector(url: string, token?: string, opts: { maxPayload?: number; ca?: string | Buffer } = {}): Connector {
+export function wsConnector(url: string, token?: string, opts: { maxPayload?: number; ca?: string | Buffer; /** TCP connect through the upgrade's answer (default DEFAULT_DEADLINES.connectMs) */ handshakeTimeoutMs?: number } = {}): Connector {
+  const handshakeTimeout = opts.handshakeTimeoutMs ?? DEFAULT_DEADLINES.connectMs;
   return (session) =>
     new Promise((resolve, reject) => {
-      const ws = new WebSocket(session ? sessionUrl(url, session) : url, { headers: token ? { authorization: `Bearer ${token}` } : {}, maxPayload: opts.maxPayload ?? 256 * 1024 * 1024, ...(opts.ca ? { ca: opts.ca } : {}) });
+      const ws = new WebSocket(session ? sessionUrl(url, session) : url, { headers: token ? { authorization: `Bearer ${token}` } : {}, maxPayload: opts.maxPayload ?? 256 * 1024 * 1024, handshakeTimeout, ...(opts.ca ? { ca: opts.ca } : {}) });
       const channel = wsChannel(ws);
       let refused = false;
       ws.once('open', () => resolve(channel));
@@ -39,6 +41,10 @@ export function wsConnector(url: string, token?: string, opts: { maxPayload?: nu
       ws.once('error', (e) => {
         if (refused) return;
         const tlsFix = /certificate|self[- ]signed|CERT_|unable to verify/i.test(e.message) ? "pass the cloud's certificate (or its CA) with --ca-file" : "start 'splitllm cloud' or check --cloud";
+        if (/handshake has timed out/i.test(e.message)) {
+          reject(new SplitLLMError('E_CONNECTION', `the cloud at ${url} did not complete the connection within ${(handshakeTimeout / 1000).toFixed(1)} s (TCP connect and WebSocket upgrade): check --cloud and the network, or raise --connect-timeout`));
+          return;
+        }
         reject(new SplitLLMError('E_CONNECTION', `cannot reach the cloud at ${url} (${e.message}): ${tlsFix}`));
       });
     });

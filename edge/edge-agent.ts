@@ -23,6 +23,7 @@ import type { ChatMessage } from '../models/tokenizer/tokenizer.js';
 import type { CodecEnv } from '../quantization/activations/codec.js';
 import type { QuantizedBytes } from '../quantization/weights/memory.js';
 import { runEdge, type EdgeStats, type FinishReason } from './agent.js';
+import type { Deadlines } from './connection.js';
 import { wsConnector } from './connect-node.js';
 
 export interface EdgeAgentOptions {
@@ -63,6 +64,8 @@ export interface EdgeAgentOptions {
   threads?: number;
   /** opens a channel to the cloud (default: a WebSocket to `cloud` with `token`) */
   connect?: Connector;
+  /** how long each wait for the cloud may take (connection.ts; defaults DEFAULT_DEADLINES) */
+  deadlines?: Deadlines;
   /**
    * keep one connection to the cloud open and unused, so that a request does not wait for the TCP,
    * TLS and WebSocket handshakes (default true; it takes one of the cloud's connection slots)
@@ -114,6 +117,8 @@ export class EdgeAgent {
   /** a connection opened ahead for the next request's session (its id chosen with it) */
   private spare: Spare | undefined;
   private closed = false;
+  /** the stop of every request running now: `interruptAll` ends them */
+  private readonly running = new Set<AbortController>();
   readonly maxConcurrent: number;
   readonly maxSeq: number;
   /** the codec contexts: the options', else the package's calibration.json (a bare ts-tabq is its calibrated codec) */
@@ -144,7 +149,7 @@ export class EdgeAgent {
   }
 
   private get baseConnector(): Connector {
-    return this.options.connect ?? wsConnector(this.url, this.options.token, { ca: this.options.ca });
+    return this.options.connect ?? wsConnector(this.url, this.options.token, { ca: this.options.ca, handshakeTimeoutMs: this.options.deadlines?.connectMs });
   }
 
   /** Opens the spare connection in the background, for a session id chosen now (a cloud that is down just leaves none). */
@@ -218,6 +223,7 @@ export class EdgeAgent {
     const tok = this.model.tokenizer();
     const stops = new StopStrings(req.stop ?? []);
     const stop = new AbortController();
+    this.running.add(stop);
     const onAbort = () => stop.abort();
     req.signal?.addEventListener('abort', onAbort);
     if (req.signal?.aborted) stop.abort();
@@ -246,6 +252,7 @@ export class EdgeAgent {
         maxTokens,
         sampling: req.sampling,
         token: o.token,
+        deadlines: o.deadlines,
         connect: this.connectorFor(spare),
         sessionId: spare?.session,
         linearFor: o.linearFor,
@@ -268,7 +275,7 @@ export class EdgeAgent {
       stream.finish();
       const rest = stops.flush();
       if (rest) onText?.(rest);
-      const finishReason: FinishReason = stops.stopped ? 'stop' : req.signal?.aborted ? 'interrupted' : r.stats.finish;
+      const finishReason: FinishReason = stops.stopped ? 'stop' : r.stats.finish;
       return { text: stops.all, tokens: r.tokens, promptTokens: ids.length, finishReason, stats: r.stats, split: r.stats.split.end, codec: o.codec ?? 'fp32' };
     } finally {
       // a request that failed before it connected leaves its spare unused
@@ -277,9 +284,16 @@ export class EdgeAgent {
         void spare.channel.then((ch) => ch?.close());
       }
       req.signal?.removeEventListener('abort', onAbort);
+      this.running.delete(stop);
       this.held.delete(id);
       this.active--;
     }
+  }
+
+  /** Ends every running request now, in the middle of a wait too (a drain past its timeout): each returns what it generated, finish 'interrupted'. */
+  interruptAll(): number {
+    for (const stop of this.running) stop.abort();
+    return this.running.size;
   }
 
   /**

@@ -41,6 +41,7 @@ const STATUS: Partial<Record<ErrorCode, [number, string, string]>> = {
   E_SPLIT_RANGE: [400, 'invalid_request_error', 'invalid_value'],
   E_BUSY: [429, 'rate_limit_error', 'rate_limit_exceeded'],
   E_CONNECTION: [503, 'server_error', 'cloud_unreachable'],
+  E_TIMEOUT: [504, 'server_error', 'cloud_timeout'],
   E_PROTOCOL: [502, 'server_error', 'cloud_protocol'],
 };
 

@@ -32,7 +32,8 @@ export async function resplitFront(pkg: EdgeModel, link: CloudConnection, front:
   const wanted = new Set<number>();
   for (let l = split; l < to; l++) wanted.add(l);
   for (;;) {
-    const ev = await link.next();
+    // the cloud may build the back segment of the new split first: the ready's deadline
+    const ev = await link.next(`the KV and ready of the re-split to ${to}`, link.readyMs);
     if (ev.kind === 'close') throw new SplitLLMError('E_CONNECTION', `the cloud closed the connection during a re-split (${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`);
     const m = ev.frame.header;
     if (m.type === 'kv') {

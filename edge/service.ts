@@ -61,6 +61,12 @@ export async function startEdgeService(agent: EdgeAgent, opts: EdgeServiceOption
   const created = Math.floor(Date.now() / 1000);
   const app = Fastify({ logger: opts.log ?? false, bodyLimit: opts.bodyLimit ?? 1024 * 1024 });
   let cloudOk: boolean | undefined;
+  // once closing, every reply ends its connection: a client's keep-alive socket would hold close() for
+  // fastify's 72 s keep-alive timeout
+  let closing = false;
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) void reply.header('connection', 'close');
+  });
   const probe = async () => (cloudOk = await agent.cloudReachable());
 
   app.setErrorHandler((err: { statusCode?: number; message?: string }, _req, reply) => {
@@ -113,10 +119,13 @@ export async function startEdgeService(agent: EdgeAgent, opts: EdgeServiceOption
       stop: api.stop,
       signal: gone.signal,
     };
+    // a request the service interrupted (its drain ran out) while its client still waits is told so
+    const shutDown = (): OpenAIError => new OpenAIError(503, 'server_error', 'shutting_down', 'the edge service is shutting down and ended this request: retry against a running instance');
     if (!api.stream) {
       try {
         const r = await agent.generate(request);
         if (gone.signal.aborted) return reply;
+        if (r.finishReason === 'interrupted') return sendError(reply, shutDown());
         return kind === 'chat' ? chatResponse(ids, r) : completionResponse(ids, r);
       } catch (e) {
         return sendError(reply, e);
@@ -128,7 +137,7 @@ export async function startEdgeService(agent: EdgeAgent, opts: EdgeServiceOption
       if (started) return;
       started = true;
       reply.hijack();
-      reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: closing ? 'close' : 'keep-alive', 'x-accel-buffering': 'no' });
       // a chat stream opens with the assistant's role, as OpenAI's does
       if (kind === 'chat') reply.raw.write(`data: ${JSON.stringify(streamChunk(kind, ids, '', undefined, true))}\n\n`);
     };
@@ -150,6 +159,12 @@ export async function startEdgeService(agent: EdgeAgent, opts: EdgeServiceOption
     }
     if (gone.signal.aborted) {
       if (!reply.raw.writableEnded) reply.raw.end();
+      return reply;
+    }
+    if (result.finishReason === 'interrupted') {
+      if (!started) return sendError(reply, shutDown());
+      event(shutDown().body());
+      reply.raw.end('data: [DONE]\n\n');
       return reply;
     }
     start();
@@ -175,6 +190,7 @@ export async function startEdgeService(agent: EdgeAgent, opts: EdgeServiceOption
     url: address,
     app,
     close: async () => {
+      closing = true;
       await app.close();
     },
   };

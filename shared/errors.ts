@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'E_CODEC_CONTEXT'
   | 'E_PROTOCOL'
   | 'E_CONNECTION'
+  | 'E_TIMEOUT'
   | 'E_BUSY';
 
 export class SplitLLMError extends Error {

@@ -80,7 +80,7 @@ const SCENARIOS: { name: string; script: Script; error: RegExp }[] = [
       else if (m.type === 'resume') ws.send(ready(undefined, 0));
       else ws.terminate();
     },
-    error: /\[E_CONNECTION\]: the cloud closed the connection \(1006\)/,
+    error: /\[E_CONNECTION\]: the connection to the cloud dropped \(1006\)/,
   },
 ];
 

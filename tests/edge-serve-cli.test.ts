@@ -3,8 +3,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import { afterAll, expect, it } from 'vitest';
+import { WebSocketServer } from 'ws';
 import { startCloud } from '../cloud/server.js';
+import { encodeFrame, parseEdgeFrame } from '../shared/protocol/index.js';
 import { REPO } from './helpers/fixtures.js';
 import { defaultModel } from './helpers/models.js';
 
@@ -75,4 +79,41 @@ it('edge serve takes its settings from $SPLITLLM_* and --config too (the systemd
   expect(s['split']).toEqual({ value: 3, source: 'file' });
   expect(s['token']).toEqual({ value: '(set, not shown)', source: 'file' });
   expect(r.stdout).not.toMatch(/not-to-be-shown|env-token/);
+});
+
+it('SIGTERM with a request stuck on a cloud that never answers: the drain timeout ends it (503 shutting_down) and the process exits 0', async () => {
+  // answers the hello and the prompt, then nothing (pings still answered: a stuck cloud, not a dead link)
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await once(wss, 'listening');
+  wss.on('connection', (ws, req) => {
+    const session = new URL(req.url ?? '/', 'http://x').searchParams.get('session') ?? '';
+    ws.on('message', (d: Buffer) => {
+      const m = parseEdgeFrame(new Uint8Array(d)).header;
+      if (m.type === 'hello') ws.send(encodeFrame({ type: 'ready', session, layers: 6, split: 2, maxSeq: 256, length: 0, resumeSecret: 'x' }));
+      else if (m.type === 'prefill') ws.send(encodeFrame({ type: 'token', id: 40, done: false, cloudMs: 1 }));
+    });
+  });
+  const cloudUrl = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;
+  const child = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'edge', 'serve', '--cloud', cloudUrl, '--split', '2', '--port', '0', '--drain-timeout', '1s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    for (let i = 0; i < 300 && !/edge service on (http:\/\/[^ ]+)/.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
+    const url = /edge service on (http:\/\/[^ ]+)/.exec(stderr)?.[1];
+    expect(url, stderr).toBeDefined();
+    const stuck = fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'ROMEO:', max_tokens: 5, temperature: 0 }) });
+    // the request is running once the cloud saw its step (the first token came back)
+    for (let i = 0; i < 600 && !(await fetch(`${url}/health`).then((r) => r.json() as Promise<{ activeRequests: number }>)).activeRequests; i++) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGTERM');
+    const res = await stuck;
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('shutting_down');
+    expect(await exited).toBe(0);
+    expect(stderr).toMatch(/drain timeout: ended 1 running request/);
+  } finally {
+    child.kill('SIGKILL');
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+  }
 });

@@ -7,7 +7,7 @@ import { MAX_DRAFT } from '../../shared/protocol/index.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
 import { startEdgeService } from '../../edge/service.js';
 import { SplitBandit } from '../../planner/bandit.js';
-import { cloudOptions, generationOptions, modelOptions, openModelOption, promptOf, readPlanFile, speculationOf, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
+import { cloudOptions, deadlineOptions, deadlinesOf, generationOptions, modelOptions, openModelOption, promptOf, readPlanFile, speculationOf, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
 import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { weightEmitters, weightOptions } from '../weights.js';
@@ -26,6 +26,7 @@ const planOptions = {
   'draft-tokens': opt.int({ min: 1, max: MAX_DRAFT, description: 'most tokens drafted per step with --speculate (the length adapts below it)', defaultText: "the plan's, else 4" }),
   ...modelOptions,
   ...cloudOptions,
+  ...deadlineOptions,
   plan: opt.string({ description: 'plan file (split, weight bits, codecs, max sequence); the flags below override it', valueName: 'FILE' }),
   split: opt.int({ short: 's', description: 'split point K: this device runs layers [0,K)', valueName: 'K' }),
   codec: opt.string({ short: 'c', description: "hidden-state codec; 'ts-tabq' takes the calibrated default of the split", valueName: 'SPEC', defaultText: "the plan's, else fp32" }),
@@ -72,6 +73,7 @@ async function resolvePlan(v: PlanValues, split: number | undefined) {
     token: tokenOf(v),
     ca: caOf(v),
     url: sessionUrl(v.cloud),
+    deadlines: deadlinesOf(v),
   };
 }
 
@@ -90,7 +92,7 @@ const edgeOptions = {
 const edgeRunCommand = defineCommand({
   name: 'edge',
   summary:
-    'Runs the edge agent. It tokenizes locally, runs layers [0,K), sends the compressed hidden state to the cloud and prints the tokens that come back; the prompt never leaves this machine. Ctrl-C stops after the token in flight and prints what was generated.',
+    "Runs the edge agent. It tokenizes locally, runs layers [0,K), sends the compressed hidden state to the cloud and prints the tokens that come back (the prompt's text is not sent, but a cloud holding the weights can reconstruct it from the hidden states). Every wait for the cloud has a deadline (--silence-timeout, --answer-timeout). Ctrl-C stops at once and prints what was generated.",
   usage: 'splitllm edge --cloud ws://HOST:PORT [--model M] (--plan plan.json | --split K [--codec SPEC]) (--prompt P | --prompt-file F) [--max-tokens N] [--json]',
   examples: [
     'splitllm edge --cloud ws://127.0.0.1:8080 --split 2 --prompt "ROMEO:" --max-tokens 40',
@@ -137,6 +139,7 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
       sampling: samplingFrom(v),
       token: r0.token,
       ca: r0.ca,
+      deadlines: r0.deadlines,
       linearFor: weights.linearFor,
       embedBits: weights.embedBits,
       threads: v.threads,
@@ -184,12 +187,13 @@ const serveOptions = {
   threads: threadsOption,
   'model-id': opt.string({ description: 'the model id /v1/models reports and requests must name', defaultText: "the package's name" }),
   log: opt.flag({ description: 'log every request as a JSON line (pino) on stdout' }),
+  'drain-timeout': opt.duration({ bare: 'ms', default: 30_000, defaultText: '30s', description: 'on SIGTERM/SIGINT: how long running requests may finish before they are ended (their clients get 503 shutting_down)' }),
 };
 
 const serveCommand = defineCommand({
   name: 'serve',
   summary:
-    'Runs the edge as a long-lived service with an OpenAI-compatible API (POST /v1/completions, /v1/chat/completions, GET /v1/models, /health, /ready). The model and its front segments stay loaded; each request gets its own cloud session, and the prompt never leaves this machine.',
+    "Runs the edge as a long-lived service with an OpenAI-compatible API (POST /v1/completions, /v1/chat/completions, GET /v1/models, /health, /ready). The model and its front segments stay loaded; each request gets its own cloud session. The prompt's text is not sent, but a cloud holding the weights can reconstruct it from the hidden states.",
   usage: 'splitllm edge serve --cloud ws://HOST:PORT [--token-file F] (--plan plan.json | --split K …) [--host 127.0.0.1] [--port 8081] [--max-concurrent N]',
   examples: [
     'splitllm edge serve --cloud ws://127.0.0.1:8080 --split 2',
@@ -205,6 +209,7 @@ const serveCommand = defineCommand({
       cloud: r.url,
       token: r.token,
       ca: r.ca,
+      deadlines: r.deadlines,
       split: r.split,
       codec: r.codec,
       codecEnv: r.codecEnv,
@@ -229,14 +234,26 @@ const serveCommand = defineCommand({
       `splitllm edge service on ${service.url} (OpenAI API at ${service.url}/v1): model ${r.pkg.manifest.name}, split ${r.split}, codec ${r.codec}, up to ${agent.maxConcurrent} requests; ` +
         `cloud ${r.url} ${reachable ? 'reachable' : 'NOT reachable yet (requests get 503 until it is)'}\n`,
     );
-    // SIGTERM (systemd, Kubernetes) and Ctrl-C: stop taking requests, let the running ones finish, exit 0
+    // SIGTERM (systemd, Kubernetes) and Ctrl-C: stop taking requests, let the running ones finish within
+    // --drain-timeout, then end them; a second signal ends the process at once
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
     });
-    process.stderr.write('splitllm edge service: stopping (running requests finish first)\n');
-    await service.close();
+    process.once('SIGINT', () => process.exit(130));
+    process.once('SIGTERM', () => process.exit(143));
+    const drainMs = v['drain-timeout'];
+    process.stderr.write(`splitllm edge service: stopping (running requests have ${drainMs / 1000} s to finish)\n`);
+    const late = setTimeout(() => {
+      const n = agent.interruptAll();
+      if (n) process.stderr.write(`splitllm edge service: drain timeout: ended ${n} running request(s)\n`);
+    }, drainMs);
+    try {
+      await service.close();
+    } finally {
+      clearTimeout(late);
+    }
     await agent.close();
     return 0;
   },

@@ -18,6 +18,7 @@ class BrowserChannel extends SocketChannel {
     socket.binaryType = 'arraybuffer';
     socket.addEventListener('message', (ev: MessageEvent<unknown>) => {
       const d = ev.data;
+      this.heardAt = performance.now();
       let e: ChannelEvent;
       if (d instanceof ArrayBuffer) {
         this.bytesIn += d.byteLength;

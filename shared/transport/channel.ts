@@ -25,6 +25,15 @@ export interface FrameChannel {
   /** bytes received and sent so far, frames only */
   readonly bytesIn: number;
   readonly bytesOut: number;
+  /** `performance.now()` when the peer was last heard from: a frame, a ping or a pong (0 before anything came) */
+  readonly heardAt: number;
+  /**
+   * Sends a keepalive ping, where the transport has them (a WebSocket in Node; a page's WebSocket cannot):
+   * the peer's pong counts as heard and measures the round trip. Absent where there are none.
+   */
+  ping?(): void;
+  /** the last round trip a ping measured, ms (undefined before one was) */
+  readonly rttMs: number | undefined;
 }
 
 /**
@@ -96,6 +105,8 @@ export interface SendingSocket {
 export abstract class SocketChannel implements FrameChannel {
   bytesIn = 0;
   bytesOut = 0;
+  heardAt = 0;
+  rttMs: number | undefined = undefined;
   protected abstract readonly socket: SendingSocket;
   protected abstract readonly queue: ReceiveQueue;
 

@@ -7,6 +7,8 @@ class MemoryChannel implements FrameChannel {
   open = true;
   bytesIn = 0;
   bytesOut = 0;
+  heardAt = 0;
+  readonly rttMs = undefined;
 
   send(frame: Uint8Array): void {
     if (!this.open) return;
@@ -15,6 +17,7 @@ class MemoryChannel implements FrameChannel {
     queueMicrotask(() => {
       if (!this.peer.open) return;
       this.peer.bytesIn += copy.length;
+      this.peer.heardAt = performance.now();
       this.peer.incoming.push({ kind: 'binary', data: copy });
     });
   }

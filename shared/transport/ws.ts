@@ -19,7 +19,9 @@ export interface WsSocket {
   terminate(): void;
   pause(): void;
   resume(): void;
+  ping(): void;
   on(event: 'message', listener: (data: RawData, isBinary: boolean) => void): unknown;
+  on(event: 'ping' | 'pong', listener: () => void): unknown;
   on(event: 'close', listener: (code: number, reason: Uint8Array) => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;
 }
@@ -29,6 +31,11 @@ export interface WsChannelOptions {
   maxQueuedBytes?: number;
   /** told about socket errors (a frame over the size limit, a malformed WebSocket frame) before the close */
   onError?: (err: Error) => void;
+  /**
+   * after `close`, how long the peer has to answer the closing handshake before the socket is cut
+   * (default 2 s; ws's own wait is 30 s, which kept a finished CLI alive that long)
+   */
+  closeTimeoutMs?: number;
 }
 
 const OPEN = 1;
@@ -48,6 +55,11 @@ function bytesOf(data: RawData): Uint8Array {
 class WsChannel extends SocketChannel {
   protected readonly queue: ReceiveQueue;
   private paused = false;
+  private closed = false;
+  private closeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** when the ping awaiting its pong went out */
+  private pingAt: number | undefined;
+  private readonly closeTimeoutMs: number;
 
   constructor(
     protected readonly socket: WsSocket,
@@ -55,6 +67,7 @@ class WsChannel extends SocketChannel {
   ) {
     super();
     const ws = socket;
+    this.closeTimeoutMs = opts.closeTimeoutMs ?? 2000;
     const maxQueued = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
     this.queue = new ReceiveQueue(() => {
       if (this.paused) {
@@ -63,6 +76,7 @@ class WsChannel extends SocketChannel {
       }
     });
     ws.on('message', (data, isBinary) => {
+      this.heardAt = performance.now();
       const bytes = bytesOf(data);
       this.bytesIn += bytes.length;
       const e: ChannelEvent = isBinary ? { kind: 'binary', data: bytes } : { kind: 'text', length: bytes.length };
@@ -72,12 +86,34 @@ class WsChannel extends SocketChannel {
         ws.pause();
       }
     });
-    ws.on('close', (code, reason) => this.queue.push({ kind: 'close', code, reason: new TextDecoder().decode(reason) }));
+    ws.on('ping', () => (this.heardAt = performance.now()));
+    ws.on('pong', () => {
+      this.heardAt = performance.now();
+      if (this.pingAt !== undefined) this.rttMs = this.heardAt - this.pingAt;
+      this.pingAt = undefined;
+    });
+    ws.on('close', (code, reason) => {
+      this.closed = true;
+      clearTimeout(this.closeTimer);
+      this.queue.push({ kind: 'close', code, reason: new TextDecoder().decode(reason) });
+    });
     ws.on('error', (err) => opts.onError?.(err));
   }
 
+  ping(): void {
+    if (!this.open) return;
+    this.pingAt ??= performance.now();
+    this.socket.ping();
+  }
+
   close(code = 1000, reason = ''): void {
-    if (this.socket.readyState <= OPEN) this.socket.close(code, reason);
+    if (this.socket.readyState > OPEN) return;
+    this.socket.close(code, reason);
+    // a peer that never answers the close (or a connection still upgrading) is cut after the deadline;
+    // the timer does not keep a process alive by itself
+    if (this.closed || this.closeTimer) return;
+    this.closeTimer = setTimeout(() => this.socket.terminate(), this.closeTimeoutMs);
+    this.closeTimer.unref?.();
   }
   terminate(): void {
     this.socket.terminate();

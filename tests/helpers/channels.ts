@@ -41,6 +41,13 @@ export function withSend(ch: FrameChannel, send: (frame: Uint8Array) => void): F
     get bytesOut() {
       return ch.bytesOut;
     },
+    get heardAt() {
+      return ch.heardAt;
+    },
+    get rttMs() {
+      return ch.rttMs;
+    },
+    ...(ch.ping ? { ping: () => ch.ping?.() } : {}),
     next: () => ch.next(),
     drain: (n, t) => ch.drain(n, t),
     close: (c, r) => ch.close(c, r),
