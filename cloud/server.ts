@@ -4,6 +4,7 @@
  * `CloudSession` (session.ts). Back segments and batching live in segment-pool.ts, held sessions in
  * session-store.ts, metrics in metrics.ts. Protocol in docs/PROTOCOL.md.
  */
+import type { RateLimits } from './rate-budget.js';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createSecureContext } from 'node:tls';
@@ -61,6 +62,10 @@ export interface CloudOptions {
   logStream?: { write(line: string): unknown };
   /** a session idle this long (connected or dropped) is released; a dropped one can be resumed until then */
   idleMs?: number;
+  /** frames and bytes per second one connection may send before it is slowed (default 1000 frames/s, 64 MiB/s, 2 s of burst) */
+  rateLimits?: Partial<RateLimits>;
+  /** errors answered on one connection before it is closed with too_many_errors (default 100) */
+  maxErrors?: number;
   /** a session waits while more than this many bytes wait in its socket's send buffer (default 16 MiB) */
   maxBufferedBytes?: number;
   /** the model's calibration: contexts of calibrated codecs (`ts-tabq:cal=K`) the edge may send (default: the package's calibration.json) */

@@ -23,6 +23,7 @@ import { BackSegmentPool, type BackKey } from './segment-pool.js';
 import { CloudMetrics } from './metrics.js';
 import { SessionStore, type Attachment, type HeldSession } from './session-store.js';
 import { MemoryReclaimer } from './reclaim.js';
+import { DEFAULT_RATE_LIMITS, RateBudget, type RateLimits } from './rate-budget.js';
 
 /** What every connection of one server shares. */
 export interface CloudContext {
@@ -47,6 +48,10 @@ export interface CloudContext {
   backPrecisions: { bits: readonly number[]; blockSizes: readonly number[] };
   /** a connection that sends neither hello nor resume within this long is closed (`hello_timeout`) */
   helloTimeoutMs: number;
+  /** what one connection may send per second before its session loop slows it (rate-budget.ts) */
+  rateLimits: RateLimits;
+  /** errors answered on one connection before it is closed (`too_many_errors`) */
+  maxErrors: number;
   newSessionId(): string;
   /** fastify's logger (pino) or a silent one */
   log: SessionLog;
@@ -103,6 +108,11 @@ export function reservedKvBytes(store: SessionStore, c: { nLayers: number; nKvHe
   return n;
 }
 
+/** Errors answered on one connection before it is closed: a working edge meets a few, a fuzzer or a flood thousands. */
+export const DEFAULT_MAX_ERRORS = 100;
+/** Error lines logged per connection; the rest are counted and summed up when the connection ends. */
+export const LOGGED_ERRORS_PER_CONNECTION = 5;
+
 /** Default cap of held sessions (each holds a KV cache of up to the model's context). */
 export const DEFAULT_MAX_SESSIONS = 64;
 
@@ -124,6 +134,8 @@ export function cloudContext(
     segmentIdleMs?: number;
     threads?: number;
     kvSlab?: boolean;
+    rateLimits?: Partial<RateLimits>;
+    maxErrors?: number;
   } = {},
 ): CloudContext {
   const c = pkg.config;
@@ -177,6 +189,12 @@ export function cloudContext(
     kvBudgetBytes,
     backPrecisions: { bits: opts.backBits ?? WEIGHT_BITS, blockSizes: opts.blockSizes ?? BLOCK_SIZES },
     helloTimeoutMs: opts.helloTimeoutMs ?? 10_000,
+    rateLimits: {
+      framesPerSecond: opts.rateLimits?.framesPerSecond ?? DEFAULT_RATE_LIMITS.framesPerSecond,
+      bytesPerSecond: opts.rateLimits?.bytesPerSecond ?? DEFAULT_RATE_LIMITS.bytesPerSecond,
+      burstSeconds: opts.rateLimits?.burstSeconds ?? DEFAULT_RATE_LIMITS.burstSeconds,
+    },
+    maxErrors: opts.maxErrors ?? DEFAULT_MAX_ERRORS,
     newSessionId: opts.newSessionId ?? newSessionId,
     log,
   };
@@ -213,12 +231,18 @@ export class CloudSession implements Attachment {
   private closing = false;
   private readonly startedAt = performance.now();
   private probeBytes = 0;
+  /** errors answered on this connection, and those not logged */
+  private errors = 0;
+  private unlogged = 0;
+  private readonly budget: RateBudget;
 
   constructor(
     private readonly channel: FrameChannel,
     private readonly ctx: CloudContext,
     private readonly who: Identity = { tenant: 'default' },
-  ) {}
+  ) {
+    this.budget = new RateBudget(ctx.rateLimits);
+  }
 
   /** a connection that never says hello (or resume) would hold its slot forever: cleared when one arrives */
   private helloTimer: ReturnType<typeof setTimeout> | undefined;
@@ -245,7 +269,18 @@ export class CloudSession implements Attachment {
     for (;;) {
       const ev = await this.channel.next();
       if (ev.kind === 'close') break;
-      this.ctx.metrics.bytesIn.inc(ev.kind === 'binary' ? ev.data.length : ev.length);
+      const bytes = ev.kind === 'binary' ? ev.data.length : ev.length;
+      this.ctx.metrics.bytesIn.inc(bytes);
+      if (this.closing) continue;
+      // past its frame or byte budget the connection waits (its frames stay in the bounded receive
+      // queue); within it, the loop still lets the event loop run between frames, so that queued frames
+      // of one connection never starve the others, /healthz or the timers. The frames a peer that is gone
+      // left queued run unthrottled (a step that arrived before a drop still runs, for its resume)
+      const wait = this.channel.open ? this.budget.charge(bytes) : 0;
+      if (wait > 0) {
+        this.ctx.metrics.throttled.inc(wait / 1000);
+        await new Promise((r) => setTimeout(r, wait));
+      } else await new Promise((r) => setImmediate(r));
       if (this.closing) continue;
       try {
         if (ev.kind === 'text') throw protocolError('bad_frame', 'text frames are not part of the protocol: send binary frames');
@@ -257,6 +292,7 @@ export class CloudSession implements Attachment {
         this.fail(e);
       }
     }
+    if (this.unlogged > 0) this.ctx.log.warn({ event: 'errors_not_logged', tenant: this.who.tenant, session: this.held?.id, count: this.unlogged }, `${this.unlogged} more errors on this connection were counted (splitllm_errors_total), not logged`);
     // a dropped connection keeps its session until it expires: the edge may resume it
     const s = this.held;
     if (s?.attached === this) {
@@ -313,9 +349,14 @@ export class CloudSession implements Attachment {
   fail(e: unknown): void {
     // a connection already told to go (drained, moved) is not told more: its hello's build was cancelled with the server
     if (this.closing) return;
-    const pe = e instanceof ProtocolError ? e : new ProtocolError('internal', e instanceof Error ? e.message : String(e));
+    let pe = e instanceof ProtocolError ? e : new ProtocolError('internal', e instanceof Error ? e.message : String(e));
+    if (++this.errors >= this.ctx.maxErrors && !pe.closes) {
+      pe = protocolError('too_many_errors', `${this.errors} errors on this connection (the last: ${pe.wireCode}: ${pe.message}): it is closed; fix the client before it reconnects`);
+    }
     this.ctx.metrics.countError(pe.wireCode);
-    this.ctx.log.warn({ event: 'error', code: pe.wireCode, session: this.held?.id, tenant: this.who.tenant, closes: pe.closes }, pe.message);
+    // a few lines per connection: a client that sends garbage in a loop cannot fill the disk with them
+    if (this.errors <= LOGGED_ERRORS_PER_CONNECTION || pe.closes) this.ctx.log.warn({ event: 'error', code: pe.wireCode, session: this.held?.id, tenant: this.who.tenant, closes: pe.closes }, pe.message);
+    else this.unlogged++;
     this.send({ type: 'error', code: pe.wireCode, message: pe.message });
     if (pe.closes) this.end(1008, pe.wireCode);
   }
@@ -355,12 +396,7 @@ export class CloudSession implements Attachment {
           if (!this.held && !this.closing) this.armHelloTimer();
         }
       case 'close':
-        if (this.held) {
-          this.ctx.log.info({ event: 'session_close', reason: 'edge closed it', ...this.facts(this.held) }, 'session closed');
-          this.ctx.store.release(this.held);
-        }
-        this.held = undefined;
-        this.end(1000, 'bye');
+        this.handleGoodbye();
         return;
     }
     const s = this.held;
@@ -396,6 +432,16 @@ export class CloudSession implements Attachment {
         }
       }
     }
+  }
+
+  /** The edge's `close`: its session is released and the connection ends. */
+  private handleGoodbye(): void {
+    if (this.held) {
+      this.ctx.log.info({ event: 'session_close', reason: 'edge closed it', ...this.facts(this.held) }, 'session closed');
+      this.ctx.store.release(this.held);
+    }
+    this.held = undefined;
+    this.end(1000, 'bye');
   }
 
   private backKey(h: Hello): BackKey {
@@ -579,7 +625,10 @@ export class CloudSession implements Attachment {
     const { pkg, calibration } = this.ctx;
     let x: Float32Array;
     try {
-      const d = decodeMessage(payload, { contexts: calibration?.contexts });
+      // bounded before allocation by what the frame says it carries (its positions, already checked
+      // against the session's limit) × the model's width: a small message claiming millions of values
+      // (a decompression bomb) is refused from its header
+      const d = decodeMessage(payload, { contexts: calibration?.contexts, maxValues: tokens * pkg.config.dim });
       if (d.dim !== pkg.config.dim) throw protocolError('bad_tensor', `hidden state has dim ${d.dim}, the model's is ${pkg.config.dim}`);
       if (d.tokens !== tokens) throw wrongCount(d.tokens);
       x = d.x;
@@ -663,8 +712,8 @@ export class CloudSession implements Attachment {
     const c = pkg.config;
     if (type === 'step' && !s.prefilled) throw protocolError('step_before_prefill', 'step before prefill: send the prompt first');
     const t0 = performance.now();
-    const x = this.hiddenOf(payload, tokens, (got) => protocolError('bad_tensor', type === 'prefill' ? `prefill says ${tokens} tokens, its tensor holds ${got}` : `a step carries one token, this one ${got}`));
     if (s.runtime.length + tokens > tokenLimit) throw protocolError('token_limit', `session would hold ${s.runtime.length + tokens} positions, over its limit of ${tokenLimit}`);
+    const x = this.hiddenOf(payload, tokens, (got) => protocolError('bad_tensor', type === 'prefill' ? `prefill says ${tokens} tokens, its tensor holds ${got}` : `a step carries one token, this one ${got}`));
     // the prompt's positions and the tokens still to come
     this.reserve(s, s.runtime.length + tokens + (type === 'prefill' ? Math.max(0, s.hello.maxTokens - s.generated) : 0));
     const out = type === 'step' ? await pool.step(this.backKey(s.hello), s.runtime, x) : await s.runtime.run(x, tokens);

@@ -3,6 +3,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { ModelPackage } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { encodeLayerKv } from '../quantization/kv/stream.js';
+import { packKv } from '../shared/protocol/frame.js';
+import { CodecId, HEADER_BYTES, writeHeader } from '../quantization/activations/format.js';
 import { PROBE_BUDGET_BYTES } from '../cloud/session.js';
 import { expectClosed, expectError, fp32, hello, testCloud, TestEdge, type TestCloud } from './helpers/cloud.js';
 import { defaultModel } from './helpers/models.js';
@@ -29,6 +31,29 @@ it('a finite but huge hidden state gets bad_tensor before it reaches the model; 
   const e = await expectError(c, 'bad_tensor');
   expect(e).toMatchObject({ message: expect.stringMatching(/hidden state holds 3\.00e\+20 at index 7/) });
   expect(await edge.run(prompt, 6)).toEqual(local);
+  c.send({ type: 'close' });
+  await c.done;
+});
+
+it('a decompression bomb (16 KB of topk claiming 349,525 × dim values) is refused from its header, before anything is allocated; the session goes on', async () => {
+  const D = pkg.config.dim;
+  const T = Math.ceil((1 << 26) / D) - 1;
+  // header, scale, kept count; padded to 16 KiB so the bytes-per-value sanity check alone does not refuse it
+  const bomb = new Uint8Array(16 * 1024);
+  writeHeader(bomb, CodecId.topk, T, D);
+  new DataView(bomb.buffer).setUint32(HEADER_BYTES + 4, 1000, true);
+  const c = cloud.connect();
+  const edge = await TestEdge.start(pkg, c, 2);
+  c.send({ type: 'prefill', tokens: 1 }, bomb);
+  const e = await expectError(c, 'bad_tensor');
+  expect(e).toMatchObject({ message: expect.stringMatching(new RegExp(`claims \\[${T}, ${D}\\] = ${T * D} values, over the limit of ${D}$`)) });
+  // a KV frame's messages are bounded by its layer's [heads × length, headDim] the same way
+  await edge.round(prompt);
+  const { nKvHeads: KV, headDim: hd } = pkg.config;
+  const kvBomb = new Uint8Array(16 * 1024);
+  writeHeader(kvBomb, CodecId.topk, Math.floor((1 << 26) / hd) - 1, hd);
+  c.send({ type: 'kv', layer: 1, length: edge.front.length }, packKv(kvBomb, kvBomb));
+  expect(await expectError(c, 'bad_tensor')).toMatchObject({ message: expect.stringMatching(new RegExp(`over the limit of ${KV * edge.front.length * hd}$`)) });
   c.send({ type: 'close' });
   await c.done;
 });

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startCloud, type CloudServer } from '../cloud/server.js';
 import { runEdge } from '../edge/agent.js';
+import { encodeFrame } from '../shared/protocol/index.js';
 import type { ModelPackage } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { REPO } from './helpers/fixtures.js';
@@ -60,5 +61,67 @@ it.each([
     expect(grown).toBeLessThan(64);
   } finally {
     child.kill('SIGKILL');
+  }
+}, 60_000);
+
+/** A child that connects and sends `count` copies of `frame` as fast as it can, reading nothing; prints "sent", then the close code it got. */
+function frameFlooder(url: string, count: number, frame: Uint8Array): ChildProcess {
+  const code = `
+    const WebSocket = require(${JSON.stringify(join(REPO, 'node_modules', 'ws'))});
+    const ws = new WebSocket(${JSON.stringify(url)});
+    ws.on('error', () => {});
+    ws.on('close', (code, reason) => console.log('closed ' + code + ' ' + reason));
+    ws.on('open', () => {
+      const frame = Buffer.from(${JSON.stringify(Buffer.from(frame).toString('hex'))}, 'hex');
+      for (let i = 0; i < ${count}; i++) ws.send(frame);
+      console.log('sent');
+    });`;
+  return spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'ignore'] });
+}
+
+it('a connection streaming 50,000 tiny valid frames is slowed to its frame budget: /healthz answers and a healthy session keeps its exact tokens meanwhile', async () => {
+  const lines: string[] = [];
+  const limited = await startCloud(pkg, { rateLimits: { framesPerSecond: 200, burstSeconds: 1 }, logLevel: 'info', logStream: { write: (l: string) => lines.push(l) } });
+  const url = `${limited.url}/v1/session`;
+  // probes of 0 bytes: valid without a session, answered with a few bytes each, never an error
+  const probe = encodeFrame({ type: 'probe', id: 1, reply: 0 });
+  expect(probe.length).toBeLessThan(32);
+  const child = frameFlooder(url, 50_000, probe);
+  try {
+    await new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => d.toString().includes('sent') && resolve()));
+    const health = await fetch(`${limited.url.replace('ws', 'http')}/healthz`);
+    expect(health.status).toBe(200);
+    const r = await runEdge(pkg, { url, split: 2, prompt: 'ROMEO:', maxTokens: 16, stopIds: [] });
+    expect(r.tokens).toEqual(local);
+    const metrics = await (await fetch(`${limited.url.replace('ws', 'http')}/metrics`)).text();
+    const throttled = Number(/^splitllm_throttled_seconds_total ([\d.e+-]+)/m.exec(metrics)?.[1]);
+    expect(throttled).toBeGreaterThan(0);
+  } finally {
+    child.kill('SIGKILL');
+    await limited.close();
+  }
+}, 60_000);
+
+it('a connection sending 5,000 frames that are each an error is closed with too_many_errors after 100, and logs 5 error lines and one summary, not 5,000', async () => {
+  const lines: string[] = [];
+  const logged = await startCloud(pkg, { logLevel: 'info', logStream: { write: (l: string) => lines.push(l) } });
+  const url = `${logged.url}/v1/session`;
+  // a step without a session: unknown_session, an error that does not close
+  const child = frameFlooder(url, 5000, encodeFrame({ type: 'step', token: 1 }));
+  try {
+    const closed = await new Promise<string>((resolve) => child.stdout!.on('data', (d: Buffer) => /closed/.test(d.toString()) && resolve(d.toString())));
+    expect(closed).toMatch(/closed 1008 too_many_errors/);
+    // the summary line comes when the server's loop for that connection ends
+    for (let i = 0; i < 500 && !lines.some((l) => l.includes('errors_not_logged')); i++) await new Promise((r) => setTimeout(r, 10));
+    const errors = lines.map((l) => JSON.parse(l) as { event?: string; code?: string; count?: number }).filter((l) => l.event === 'error' || l.event === 'errors_not_logged');
+    expect(errors.filter((l) => l.event === 'error' && l.code === 'unknown_session')).toHaveLength(5);
+    expect(errors.filter((l) => l.event === 'error' && l.code === 'too_many_errors')).toHaveLength(1);
+    expect(errors.find((l) => l.event === 'errors_not_logged')?.count).toBe(94);
+    const metrics = await (await fetch(`${logged.url.replace('ws', 'http')}/metrics`)).text();
+    expect(metrics).toMatch(/^splitllm_errors_total\{code="unknown_session"\} 99$/m);
+    expect(metrics).toMatch(/^splitllm_errors_total\{code="too_many_errors"\} 1$/m);
+  } finally {
+    child.kill('SIGKILL');
+    await logged.close();
   }
 }, 60_000);

@@ -61,9 +61,11 @@ it('counts a session: steps, time to first token, tokens, bytes, sessions by sta
   let after = (await scrape()).families;
   for (let i = 0; i < 100 && value(after, 'splitllm_connections_open') !== 0; i++) after = (await scrape()).families;
   const d = (name: string) => value(after, name) - value(before, name);
-  expect(d('splitllm_step_duration_seconds')).toBe(r.tokens.length + 8);
+  // the abort ends the edge's wait at once: the step it had sent may still have run on the cloud, its token unread
+  const unread = d('splitllm_step_duration_seconds') - (r.tokens.length + 8);
+  expect([0, 1]).toContain(unread);
   expect(d('splitllm_time_to_first_token_seconds')).toBe(2);
-  expect(d('splitllm_tokens_total')).toBe(r.tokens.length + 8);
+  expect(d('splitllm_tokens_total')).toBe(r.tokens.length + 8 + unread);
   expect(d('splitllm_sessions_total')).toBe(2);
   expect(d('splitllm_received_bytes_total')).toBeGreaterThan(0);
   expect(value(after, 'splitllm_sessions', { state: 'connected' })).toBe(0);

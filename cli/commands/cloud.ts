@@ -1,3 +1,4 @@
+import { DEFAULT_RATE_LIMITS } from '../../cloud/rate-budget.js';
 import { startCloud } from '../../cloud/server.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
 import { readFileSync } from 'node:fs';
@@ -64,6 +65,8 @@ export const cloudCommand = defineCommand({
     'headers-timeout': opt.duration({ bare: 'ms', default: 10_000, defaultText: '10s', description: 'an HTTP request must send its headers within this long (slow-header clients are cut with 408)' }),
     'hello-timeout': opt.duration({ bare: 'ms', default: 10_000, defaultText: '10s', description: 'close a connection that sends no hello (or resume) within this long' }),
     'session-token-limit': opt.int({ min: 1, description: 'most positions one session may hold', defaultText: 'the model maximum' }),
+    'max-frame-rate': opt.int({ min: 1, default: DEFAULT_RATE_LIMITS.framesPerSecond, description: 'frames per second one connection may send (2 s of it at once) before the server slows it: it reads that connection\'s next frame later, and serves the others meanwhile (splitllm_throttled_seconds_total)' }),
+    'max-byte-rate': opt.bandwidth({ description: 'bytes per second one connection may send (2 s of it at once) before the server slows it', defaultText: '64MB/s' }),
     'max-frame-bytes': opt.bytes({ bare: 'b', default: 64 * 1024 * 1024, defaultText: '64MiB', description: 'largest accepted frame (a bare number is bytes)' }),
     'idle-ms': opt.duration({ bare: 'ms', default: 60_000, defaultText: '60s', description: 'release a session idle this long; a dropped one can be resumed until then (a bare number is ms)' }),
     ...calibrationOption,
@@ -96,6 +99,7 @@ export const cloudCommand = defineCommand({
       headersTimeoutMs: v['headers-timeout'],
       sessionTokenLimit: v['session-token-limit'],
       maxFrameBytes: v['max-frame-bytes'],
+      rateLimits: { framesPerSecond: v['max-frame-rate'], bytesPerSecond: v['max-byte-rate'] },
       idleMs: v['idle-ms'],
       calibration: calibrationContexts(v, pkg),
       webEdge: v['web-edge'] ? (v.plan ? { plan: readPlanFile(v.plan, pkg) } : true) : false,

@@ -18,8 +18,10 @@ export function encodeLayerKv(codec: Codec, kv: LayerKvData, kvHeads: number, he
 
 export function decodeLayerKv(payload: Uint8Array, layer: number, length: number, kvHeads: number, headDim: number): LayerKvData {
   const { key, value } = unpackKv(payload);
-  const k = decodeMessage(key);
-  const v = decodeMessage(value);
+  // a message claiming more than the layer's [heads × length, headDim] is refused before its values are allocated
+  const maxValues = kvHeads * length * headDim;
+  const k = decodeMessage(key, { maxValues });
+  const v = decodeMessage(value, { maxValues });
   for (const d of [k, v]) {
     if (d.dim !== headDim || d.tokens !== kvHeads * length) {
       throw protocolError('bad_tensor', `kv of layer ${layer} is [${d.tokens}, ${d.dim}], expected [${kvHeads * length}, ${headDim}]`);

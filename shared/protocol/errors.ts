@@ -26,6 +26,7 @@ export const WIRE_CODES = {
   hello_timeout: true,
   expired_session: true,
   session_in_use: true,
+  too_many_errors: true,
   internal: true,
 } as const satisfies Record<string, boolean>;
 
