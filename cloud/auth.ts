@@ -14,6 +14,12 @@ export interface TenantSpec {
   token: string;
   /** most sessions this tenant may hold at once (default: only the server's cap) */
   maxSessions?: number;
+  /**
+   * most WebSocket connections this tenant may hold open (default: its maxSessions when it has one;
+   * else, with several tenants, three quarters of the server's --max-connections, so that one tenant's
+   * connections never take every slot)
+   */
+  maxConnections?: number;
 }
 
 const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
@@ -31,7 +37,10 @@ export class Tenants {
       names.add(t.name);
       tokens.add(t.token);
     }
-    this.entries = specs.map((t) => ({ digest: digest(t.token), identity: t.maxSessions === undefined ? { tenant: t.name } : { tenant: t.name, maxSessions: t.maxSessions } }));
+    this.entries = specs.map((t) => ({
+      digest: digest(t.token),
+      identity: { tenant: t.name, ...(t.maxSessions !== undefined ? { maxSessions: t.maxSessions } : {}), ...(t.maxConnections !== undefined ? { maxConnections: t.maxConnections } : {}) },
+    }));
   }
 
   /** whether tokens are required at all */
@@ -72,7 +81,7 @@ export function upgradeCredential(authorization: string | undefined, protocols: 
 }
 
 /**
- * A tenants file: `{"tenants": [{"name": "alice", "token": "…", "maxSessions": 8}, …]}` (E_BAD_CONFIG
+ * A tenants file: `{"tenants": [{"name": "alice", "token": "…", "maxSessions": 8, "maxConnections": 12}, …]}` (E_BAD_CONFIG
  * naming the field).
  */
 export function parseTenantsFile(raw: unknown, where: string): TenantSpec[] {
@@ -84,6 +93,8 @@ export function parseTenantsFile(raw: unknown, where: string): TenantSpec[] {
     if (!/^[A-Za-z0-9_.-]+$/.test(spec.name)) t.fail(`name ${JSON.stringify(spec.name)} may hold only letters, digits, '_', '.', '-' (it labels metrics and logs)`);
     const cap = t.optInt('maxSessions', 1, 1 << 20);
     if (cap !== undefined) spec.maxSessions = cap;
+    const conns = t.optInt('maxConnections', 1, 1 << 20);
+    if (conns !== undefined) spec.maxConnections = conns;
     return spec;
   });
 }

@@ -10,7 +10,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { WireCode } from '../shared/protocol/index.js';
 
 /** The bounded label set of splitllm_errors_total: wire codes, socket errors and upgrade refusals. */
-export type ErrorLabel = WireCode | 'frame_too_large' | 'ws_protocol' | 'tenant_limit' | 'draining' | 'bad_session_id';
+export type ErrorLabel = WireCode | 'frame_too_large' | 'ws_protocol' | 'tenant_limit' | 'draining' | 'bad_session_id' | 'socket_limit' | 'address_limit';
 
 /** What the scrape reads from the session store. */
 export interface SessionCounts {
@@ -67,6 +67,7 @@ export class CloudMetrics {
   readonly batchedSteps = new Counter({ name: 'splitllm_batched_steps_total', help: 'decode steps run in those batches', registers: [this.registry] });
   readonly maxBatch = new Gauge({ name: 'splitllm_step_batch_max', help: 'largest batch of decode steps run so far', registers: [this.registry] });
   readonly batchSize = new Histogram({ name: 'splitllm_step_batch_size', help: 'decode steps per back-segment run', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers: [this.registry] });
+  readonly probeBytes = new Gauge({ name: 'splitllm_probe_bytes_in_flight', help: 'bytes of link-probe replies not yet sent, across all connections (bounded server-wide)', registers: [this.registry] });
   readonly throttled = new Counter({ name: 'splitllm_throttled_seconds_total', help: 'seconds connections were made to wait for being over their frame or byte rate (--max-frame-rate, --max-byte-rate)', registers: [this.registry] });
   readonly errors = new Counter({ name: 'splitllm_errors_total', help: 'errors answered and upgrades refused, by code', labelNames: ['code'] as const, registers: [this.registry] });
   readonly stepSeconds = new Histogram({

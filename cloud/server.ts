@@ -8,6 +8,8 @@ import type { RateLimits } from './rate-budget.js';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createSecureContext } from 'node:tls';
+import type { Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { SplitLLMError } from '../shared/errors.js';
 import { registerWebEdge, type WebEdgeOptions } from './web-edge.js';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
@@ -35,6 +37,14 @@ export interface CloudOptions {
   maxSessions?: number;
   /** most WebSocket connections open at once (default 2 × maxSessions + 16); an upgrade past it gets HTTP 503 */
   maxConnections?: number;
+  /**
+   * most TCP connections (HTTP and WebSocket, before any request) open at once; past it a new one is
+   * closed as it is accepted, so that silent sockets can never use up the process's file descriptors
+   * (default: the smaller of 4 × maxConnections + 64 and the open-file limit less 64)
+   */
+  maxSockets?: number;
+  /** most TCP connections from one remote address (default: no cap; behind a balancer every client has its address) */
+  maxSocketsPerAddress?: number;
   /** a connection that sends neither hello nor resume within this long is closed (default 10 s) */
   helloTimeoutMs?: number;
   /** bytes of KV cache all sessions together may reserve (default half the machine's memory); a hello past it gets `busy` */
@@ -66,6 +76,8 @@ export interface CloudOptions {
   rateLimits?: Partial<RateLimits>;
   /** errors answered on one connection before it is closed with too_many_errors (default 100) */
   maxErrors?: number;
+  /** bytes of link-probe replies in flight across all connections (default 64 MiB) */
+  probeBytesInFlight?: number;
   /** a session waits while more than this many bytes wait in its socket's send buffer (default 16 MiB) */
   maxBufferedBytes?: number;
   /** the model's calibration: contexts of calibrated codecs (`ts-tabq:cal=K`) the edge may send (default: the package's calibration.json) */
@@ -88,6 +100,16 @@ export interface CloudServer {
    */
   drain(timeoutMs: number): Promise<{ idle: number; finished: number; moved: number }>;
   close(): Promise<void>;
+}
+
+/** The process's soft limit of open files (Linux /proc; 1024 where it cannot be read). */
+function openFileLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : 1024;
+  } catch {
+    return 1024;
+  }
 }
 
 export async function startCloud(pkg: ModelPackage, options: CloudOptions = {}): Promise<CloudServer> {
@@ -121,6 +143,32 @@ export async function startCloud(pkg: ModelPackage, options: CloudOptions = {}):
   const ctx = cloudContext(pkg, { ...opts, log: app.log });
   const { metrics, store, pool } = ctx;
   const maxConnections = opts.maxConnections ?? 2 * ctx.maxSessions + 16;
+  // a tenant's connection slots: its own cap, else its session cap, else (with several tenants) three
+  // quarters of the server's, so that one tenant's silent upgrades leave room for the others
+  const tenantConnections = (who: Identity): number | undefined => who.maxConnections ?? who.maxSessions ?? (tenants.size > 1 ? maxConnections - Math.ceil(maxConnections / 4) : undefined);
+  // raw sockets: a cap on all of them and, when asked, on each remote address, before any HTTP
+  const maxSockets = opts.maxSockets ?? Math.max(16, Math.min(4 * maxConnections + 64, openFileLimit() - 64));
+  app.server.maxConnections = maxSockets;
+  const perAddress = new Map<string, number>();
+  if (opts.maxSocketsPerAddress !== undefined) {
+    const cap = opts.maxSocketsPerAddress;
+    app.server.on('connection', (socket: Socket) => {
+      const from = socket.remoteAddress ?? '';
+      const n = (perAddress.get(from) ?? 0) + 1;
+      if (n > cap) {
+        metrics.countError('address_limit');
+        socket.destroy();
+        return;
+      }
+      perAddress.set(from, n);
+      socket.once('close', () => {
+        const left = (perAddress.get(from) ?? 1) - 1;
+        if (left > 0) perAddress.set(from, left);
+        else perAddress.delete(from);
+      });
+    });
+  }
+  app.server.on('drop', () => metrics.countError('socket_limit'));
   // a page offers its token as a subprotocol beside 'splitllm' (auth.ts): the server selects 'splitllm'
   await app.register(websocket, { options: { maxPayload: maxFrame, handleProtocols: (offered: Set<string>) => (offered.has(SPLITLLM_SUBPROTOCOL) ? SPLITLLM_SUBPROTOCOL : false) } });
   // an upgrade is served on the session route only: anywhere else (/healthz, /metrics, the page's routes, an
@@ -175,8 +223,9 @@ export async function startCloud(pkg: ModelPackage, options: CloudOptions = {}):
         }
         if (draining) return refuseUpgrade(reply, 503, 'draining', 'the server is shutting down: connect to another replica');
         if (open >= maxConnections) return refuseUpgrade(reply, 503, 'busy', `the server has its limit of ${maxConnections} connections open: retry shortly`);
-        if (who.maxSessions !== undefined && (openByTenant.get(who.tenant) ?? 0) >= who.maxSessions) {
-          return refuseUpgrade(reply, 403, 'tenant_limit', `tenant ${who.tenant} has its limit of ${who.maxSessions} connections open: end one first`);
+        const slots = tenantConnections(who);
+        if (slots !== undefined && (openByTenant.get(who.tenant) ?? 0) >= slots) {
+          return refuseUpgrade(reply, 403, 'tenant_limit', `tenant ${who.tenant} has its limit of ${slots} connections open: end one first`);
         }
         // the edge-chosen session id (the balancer hashes on it): well formed, and not held by a live connection
         const ids = new URL(req.url, 'http://x').searchParams.getAll('session');

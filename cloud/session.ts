@@ -24,6 +24,7 @@ import { CloudMetrics } from './metrics.js';
 import { SessionStore, type Attachment, type HeldSession } from './session-store.js';
 import { MemoryReclaimer } from './reclaim.js';
 import { DEFAULT_RATE_LIMITS, RateBudget, type RateLimits } from './rate-budget.js';
+import { ProbeBudget } from './probe-budget.js';
 
 /** What every connection of one server shares. */
 export interface CloudContext {
@@ -52,6 +53,8 @@ export interface CloudContext {
   rateLimits: RateLimits;
   /** errors answered on one connection before it is closed (`too_many_errors`) */
   maxErrors: number;
+  /** probe replies in flight across all connections (probe-budget.ts) */
+  probes: ProbeBudget;
   newSessionId(): string;
   /** fastify's logger (pino) or a silent one */
   log: SessionLog;
@@ -73,6 +76,8 @@ const SILENT: SessionLog = { info: () => undefined, warn: () => undefined };
 export interface Identity {
   tenant: string;
   maxSessions?: number;
+  /** connections the tenant may hold open (tenants file; the server derives a default) */
+  maxConnections?: number;
   session?: string;
 }
 
@@ -136,6 +141,7 @@ export function cloudContext(
     kvSlab?: boolean;
     rateLimits?: Partial<RateLimits>;
     maxErrors?: number;
+    probeBytesInFlight?: number;
   } = {},
 ): CloudContext {
   const c = pkg.config;
@@ -195,6 +201,7 @@ export function cloudContext(
       burstSeconds: opts.rateLimits?.burstSeconds ?? DEFAULT_RATE_LIMITS.burstSeconds,
     },
     maxErrors: opts.maxErrors ?? DEFAULT_MAX_ERRORS,
+    probes: new ProbeBudget(opts.probeBytesInFlight),
     newSessionId: opts.newSessionId ?? newSessionId,
     log,
   };
@@ -366,8 +373,8 @@ export class CloudSession implements Attachment {
     this.channel.close(code, reason);
   }
 
-  private async drained(): Promise<void> {
-    if (await this.channel.drain(this.ctx.maxBufferedBytes, this.ctx.drainTimeoutMs)) return;
+  private async drained(maxBytes = this.ctx.maxBufferedBytes): Promise<void> {
+    if (await this.channel.drain(maxBytes, this.ctx.drainTimeoutMs)) return;
     this.closing = true;
     this.channel.terminate();
   }
@@ -383,7 +390,19 @@ export class CloudSession implements Attachment {
       case 'probe':
         this.probeBytes += m.reply + frame.payload.length;
         if (this.probeBytes > PROBE_BUDGET_BYTES) throw protocolError('bad_message', `probes on this connection passed ${PROBE_BUDGET_BYTES} bytes: open a new connection to measure again`, { closes: true });
-        this.send({ type: 'probe', id: m.id, reply: 0 }, new Uint8Array(m.reply));
+        {
+          // the reply waits for its share of the server's probe budget, which comes back once it has left
+          const { probes, metrics } = this.ctx;
+          const share = await probes.take(m.reply);
+          metrics.probeBytes.set(probes.inFlight);
+          try {
+            this.send({ type: 'probe', id: m.id, reply: 0 }, new Uint8Array(m.reply));
+            if (share > 0) await this.drained(0);
+          } finally {
+            probes.give(share);
+            metrics.probeBytes.set(probes.inFlight);
+          }
+        }
         return;
       case 'hello':
       case 'resume':

@@ -64,14 +64,16 @@ it.each([
   }
 }, 60_000);
 
-/** A child that connects and sends `count` copies of `frame` as fast as it can, reading nothing; prints "sent", then the close code it got. */
-function frameFlooder(url: string, count: number, frame: Uint8Array): ChildProcess {
+/** A child that connects and sends `count` copies of `frame` as fast as it can (`deaf`: and never reads); prints "sent", then the close code it got. */
+function frameFlooder(url: string, count: number, frame: Uint8Array, deaf = false): ChildProcess {
   const code = `
     const WebSocket = require(${JSON.stringify(join(REPO, 'node_modules', 'ws'))});
     const ws = new WebSocket(${JSON.stringify(url)});
     ws.on('error', () => {});
     ws.on('close', (code, reason) => console.log('closed ' + code + ' ' + reason));
     ws.on('open', () => {
+      // a paused socket with nothing left to write does not keep a process alive: this does, until killed
+      if (${deaf}) { ws.pause(); setInterval(() => {}, 1000); }
       const frame = Buffer.from(${JSON.stringify(Buffer.from(frame).toString('hex'))}, 'hex');
       for (let i = 0; i < ${count}; i++) ws.send(frame);
       console.log('sent');
@@ -123,5 +125,33 @@ it('a connection sending 5,000 frames that are each an error is closed with too_
   } finally {
     child.kill('SIGKILL');
     await logged.close();
+  }
+}, 60_000);
+
+it('20 connections that ask for 8 × 8 MiB probe replies each and never read: the replies in flight stay within the server-wide 64 MiB (was up to 24 MiB per connection) and a healthy session keeps its tokens', async () => {
+  const url = `${cloud.url}/v1/session`;
+  expect((await runEdge(pkg, { url, split: 2, prompt: 'ROMEO:', maxTokens: 16, stopIds: [] })).tokens).toEqual(local);
+  // array buffers count a reply whether or not its pages are resident (zeroed pages may never be)
+  const buffers = () => process.memoryUsage().arrayBuffers;
+  const before = buffers();
+  const probe = encodeFrame({ type: 'probe', id: 1, reply: 8 * 1024 * 1024 });
+  const children = Array.from({ length: 20 }, () => frameFlooder(url, 8, probe, true));
+  try {
+    await Promise.all(children.map((c) => new Promise<void>((resolve) => c.stdout!.on('data', (d: Buffer) => d.toString().includes('sent') && resolve()))));
+    let most = 0;
+    let mostBuffers = 0;
+    for (let i = 0; i < 30; i++) {
+      const m = await (await fetch(`${cloud.url.replace('ws', 'http')}/metrics`)).text();
+      most = Math.max(most, Number(/^splitllm_probe_bytes_in_flight (\d+)/m.exec(m)?.[1]));
+      mostBuffers = Math.max(mostBuffers, buffers() - before);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    process.stderr.write(`[flood] 20 non-reading probers: probe replies in flight at most ${(most / 2 ** 20).toFixed(0)} MiB, array buffers +${(mostBuffers / 2 ** 20).toFixed(0)} MiB\n`);
+    expect(most).toBe(64 * 2 ** 20);
+    expect(mostBuffers).toBeLessThan(96 * 2 ** 20);
+    const r = await runEdge(pkg, { url, split: 2, prompt: 'ROMEO:', maxTokens: 16, stopIds: [] });
+    expect(r.tokens).toEqual(local);
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
   }
 }, 60_000);
