@@ -39,11 +39,12 @@ export class CloudMetrics {
       this.sessionsByState.set({ state: 'waiting' }, c.waiting);
     },
   });
-  readonly sessionsByTenant = new Gauge({
+  /** by tenant name: registered only when the server is told to show tenant names (--metrics-tenants) */
+  readonly sessionsByTenant: Gauge<'tenant'> = new Gauge({
     name: 'splitllm_tenant_sessions',
     help: 'sessions held now, by tenant',
     labelNames: ['tenant'] as const,
-    registers: [this.registry],
+    registers: [],
     collect: () => {
       this.sessionsByTenant.reset();
       for (const [tenant, n] of this.counts().byTenant) this.sessionsByTenant.set({ tenant }, n);
@@ -85,8 +86,10 @@ export class CloudMetrics {
   });
   private largestBatch = 0;
 
-  constructor() {
+  /** `tenantNames`: publish the per-tenant series (whoever can scrape /metrics then learns the tenants' names) */
+  constructor(tenantNames = false) {
     collectDefaultMetrics({ register: this.registry });
+    if (tenantNames) this.registry.registerMetric(this.sessionsByTenant);
   }
 
   /** Where the per-state and per-tenant session gauges read from at scrape time. */

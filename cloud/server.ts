@@ -78,6 +78,8 @@ export interface CloudOptions {
   maxErrors?: number;
   /** bytes of link-probe replies in flight across all connections (default 64 MiB) */
   probeBytesInFlight?: number;
+  /** publish sessions by tenant name on /metrics (default false: whoever can scrape it would learn the names) */
+  metricsTenants?: boolean;
   /** a session waits while more than this many bytes wait in its socket's send buffer (default 16 MiB) */
   maxBufferedBytes?: number;
   /** the model's calibration: contexts of calibrated codecs (`ts-tabq:cal=K`) the edge may send (default: the package's calibration.json) */

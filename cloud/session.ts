@@ -17,7 +17,8 @@ import { BLOCK_SIZES, DEFAULT_BLOCK_SIZE, isBlockwise, WEIGHT_BITS } from '../sh
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { sameSecret } from '../shared/secret.js';
 import { totalmem } from 'node:os';
 import { BackSegmentPool, type BackKey } from './segment-pool.js';
 import { CloudMetrics } from './metrics.js';
@@ -81,12 +82,6 @@ export interface Identity {
   session?: string;
 }
 
-/** Constant-time comparison of two secrets (unequal lengths compare unequal, in constant time too). */
-export function sameSecret(a: string, b: string): boolean {
-  const ha = createHash('sha256').update(a).digest();
-  const hb = createHash('sha256').update(b).digest();
-  return timingSafeEqual(ha, hb) && a.length === b.length;
-}
 
 /** Probe replies one connection may ask for in all (a link measurement needs a few MiB): bounds amplification. */
 export const PROBE_BUDGET_BYTES = 64 * 1024 * 1024;
@@ -142,10 +137,11 @@ export function cloudContext(
     rateLimits?: Partial<RateLimits>;
     maxErrors?: number;
     probeBytesInFlight?: number;
+    metricsTenants?: boolean;
   } = {},
 ): CloudContext {
   const c = pkg.config;
-  const metrics = new CloudMetrics();
+  const metrics = new CloudMetrics(opts.metricsTenants);
   const log = opts.log ?? SILENT;
   const reclaimer = new MemoryReclaimer({
     onCollect: (releasedBytes, ms) => {

@@ -7,6 +7,8 @@
  * reachable. Every request gets its own cloud session; a client that goes away cancels its generation.
  */
 import { randomBytes } from 'node:crypto';
+import { hostname, networkInterfaces } from 'node:os';
+import { bearerToken, sameSecret } from '../shared/secret.js';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { listenError } from '../shared/listen.js';
 import type { EdgeAgent, GenerateResult } from './edge-agent.js';
@@ -32,6 +34,44 @@ export interface EdgeServiceOptions {
   bodyLimit?: number;
   /** fastify's logger (pino): true for JSON lines on stdout */
   log?: boolean;
+  /**
+   * API keys the apps must send (`Authorization: Bearer KEY`, what every OpenAI client sends as its
+   * apiKey) on every route but /health and /ready; none: no check (only sane on loopback)
+   */
+  apiKeys?: readonly string[];
+  /**
+   * names the Host header may carry beside the loopback names and the bind address (a web page that
+   * rebinds its own DNS name to this address is refused: its Host is its name); '*' turns the check off
+   */
+  allowedHosts?: readonly string[];
+}
+
+/** No tokenizer makes a token of more characters than this: a prompt past maxSeq × it is over the context before it is tokenized. */
+export const MAX_CHARS_PER_TOKEN = 32;
+
+/** Whether `host` is a loopback address or name (the service on it is reachable from this device only). */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** The name in a Host header, lowercased, without its port. */
+function hostName(header: string | undefined): string {
+  const h = (header ?? '').trim().toLowerCase();
+  if (h.startsWith('[')) return h.slice(0, h.indexOf(']') + 1);
+  return h.split(':')[0] ?? '';
+}
+
+/** The Host names the service answers: loopback, its bind address (every address of this machine and its name when it binds all), and those given. */
+function hostsFor(bind: string, extra: readonly string[]): Set<string> {
+  const names = new Set(['localhost', '127.0.0.1', '[::1]']);
+  const all = bind === '0.0.0.0' || bind === '::';
+  if (!all) names.add(bind.includes(':') && !bind.startsWith('[') ? `[${bind}]` : bind);
+  else {
+    names.add(hostname().toLowerCase());
+    for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) names.add(a.family === 'IPv6' ? `[${a.address}]` : a.address);
+  }
+  for (const e of extra) names.add(e.toLowerCase());
+  return names;
 }
 
 export interface EdgeService {
@@ -67,7 +107,31 @@ export async function startEdgeService(agent: EdgeAgent, opts: EdgeServiceOption
   app.addHook('onSend', async (_req, reply) => {
     if (closing) void reply.header('connection', 'close');
   });
-  const probe = async () => (cloudOk = await agent.cloudReachable());
+  // one health check of the cloud at a time: concurrent asks of /health and /ready share it, so they
+  // cannot make this device flood the cloud with checks
+  let checking: Promise<boolean> | undefined;
+  const probe = async () => {
+    checking ??= agent.cloudReachable().finally(() => (checking = undefined));
+    return (cloudOk = await checking);
+  };
+  const host = opts.host ?? '127.0.0.1';
+  const allowed = opts.allowedHosts?.includes('*') ? undefined : hostsFor(host, opts.allowedHosts ?? []);
+  const keys = opts.apiKeys ?? [];
+  app.addHook('onRequest', async (req, reply) => {
+    if (allowed && !allowed.has(hostName(req.headers.host))) {
+      return sendError(reply, new OpenAIError(403, 'invalid_request_error', 'host_not_allowed', `Host ${JSON.stringify(req.headers.host ?? '')} is not a name of this service (a page that rebinds its own name to this address is refused): call it by its address, or add the name with --allowed-hosts`));
+    }
+    const open = req.url === '/health' || req.url === '/ready';
+    if (keys.length && !open) {
+      const given = bearerToken(req.headers.authorization) ?? '';
+      let ok = false;
+      for (const k of keys) ok = sameSecret(given, k) || ok;
+      if (!ok) {
+        void reply.header('www-authenticate', 'Bearer realm="splitllm-edge"');
+        return sendError(reply, new OpenAIError(401, 'invalid_request_error', 'invalid_api_key', "missing or wrong API key: send 'Authorization: Bearer KEY' with a key of --api-key-file (an OpenAI client's apiKey)"));
+      }
+    }
+  });
 
   app.setErrorHandler((err: { statusCode?: number; message?: string }, _req, reply) => {
     // fastify's own errors (bad JSON, body too large, wrong content type) in the OpenAI shape
@@ -104,6 +168,11 @@ export async function startEdgeService(agent: EdgeAgent, opts: EdgeServiceOption
       api = kind === 'chat' ? parseChatRequest(req.body) : parseCompletionRequest(req.body);
       if (api.model !== undefined && api.model !== modelId) {
         throw new OpenAIError(404, 'invalid_request_error', 'model_not_found', `model "${api.model}" is not served here: this edge serves "${modelId}" (GET /v1/models)`, 'model');
+      }
+      // a prompt that cannot fit is refused before it is tokenized (tokenizing runs on the event loop)
+      const chars = (api.prompt?.length ?? 0) + (api.messages ?? []).reduce((n, m) => n + m.content.length + m.role.length, 0);
+      if (chars > agent.maxSeq * MAX_CHARS_PER_TOKEN) {
+        throw new OpenAIError(400, 'invalid_request_error', 'context_length_exceeded', `the prompt has ${chars} characters: no tokenizer fits that in this model's context of ${agent.maxSeq} tokens (at most ${MAX_CHARS_PER_TOKEN} characters a token): shorten it`, kind === 'chat' ? 'messages' : 'prompt');
       }
     } catch (e) {
       return sendError(reply, e);
@@ -178,7 +247,6 @@ export async function startEdgeService(agent: EdgeAgent, opts: EdgeServiceOption
 
   let address: string;
   const port = opts.port ?? 8081;
-  const host = opts.host ?? '127.0.0.1';
   try {
     address = await app.listen({ port, host });
   } catch (e) {

@@ -10,7 +10,7 @@ let pkg: ModelPackage;
 let cloud: CloudServer;
 beforeAll(async () => {
   pkg = await defaultModel();
-  cloud = await startCloud(pkg, { tenants: [{ name: 'alice', token: 'alice-token' }, { name: 'bob', token: 'bob-token' }] });
+  cloud = await startCloud(pkg, { tenants: [{ name: 'alice', token: 'alice-token' }, { name: 'bob', token: 'bob-token' }], metricsTenants: true });
 });
 afterAll(() => cloud?.close());
 
@@ -86,4 +86,21 @@ it('the /metrics response does not grow with the number of sessions served', asy
   const first = await size();
   for (let i = 0; i < 40; i++) await runEdge(pkg, { url, split: 2, prompt: 'hi', maxTokens: 2, stopIds: [], token: i % 2 ? 'bob-token' : 'alice-token' });
   expect(await size()).toBe(first);
+});
+
+it('without --metrics-tenants, /metrics names no tenant (whoever can scrape it would learn them)', async () => {
+  const quiet = await startCloud(pkg, { tenants: [{ name: 'secret-customer', token: 'sc-token' }, { name: 'other', token: 'o-token' }] });
+  try {
+    const hold = new AbortController();
+    const running = runEdge(pkg, { url: `${quiet.url}/v1/session`, split: 2, prompt: 'ROMEO:', maxTokens: 200, stopIds: [], token: 'sc-token', signal: hold.signal, onToken: () => undefined });
+    const text = async () => (await fetch(`${quiet.url.replace('ws', 'http')}/metrics`)).text();
+    for (let i = 0; i < 200 && !/^splitllm_sessions_held 1$/m.test(await text()); i++) await new Promise((r) => setTimeout(r, 5));
+    const m = await text();
+    expect(m).toMatch(/^splitllm_sessions_held 1$/m);
+    expect(m).not.toMatch(/secret-customer|splitllm_tenant_sessions/);
+    hold.abort();
+    await running;
+  } finally {
+    await quiet.close();
+  }
 });

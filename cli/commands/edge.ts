@@ -5,7 +5,8 @@ import { DEFAULT_PREFILL_CHUNK, runEdge } from '../../edge/agent.js';
 import { PROPOSERS } from '../../edge/draft/registry.js';
 import { MAX_DRAFT } from '../../shared/protocol/index.js';
 import { EdgeAgent } from '../../edge/edge-agent.js';
-import { startEdgeService } from '../../edge/service.js';
+import { isLoopback, startEdgeService } from '../../edge/service.js';
+import { readFileSync } from 'node:fs';
 import { SplitBandit } from '../../planner/bandit.js';
 import { cloudOptions, deadlineOptions, deadlinesOf, generationOptions, modelOptions, openModelOption, promptOf, readPlanFile, speculationOf, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
 import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
@@ -179,6 +180,13 @@ async function runEdgeCommand(v: Values<typeof edgeOptions>, signal: AbortSignal
 }
 
 
+/** The API keys of --api-key-file: one per non-empty line (a file without any is an error, not "no auth"). */
+function apiKeysOf(file: string): string[] {
+  const keys = readFileSync(file, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
+  if (keys.length === 0) throw new SplitLLMError('E_USAGE', `--api-key-file ${file} holds no key (an empty file would mean no auth): write one key per line`);
+  return keys;
+}
+
 const serveOptions = {
   ...planOptions,
   host: opt.string({ default: '127.0.0.1', description: 'address to listen on (apps on this device: keep 127.0.0.1)' }),
@@ -187,6 +195,9 @@ const serveOptions = {
   threads: threadsOption,
   'model-id': opt.string({ description: 'the model id /v1/models reports and requests must name', defaultText: "the package's name" }),
   log: opt.flag({ description: 'log every request as a JSON line (pino) on stdout' }),
+  'api-key-file': opt.file({ description: "API keys the apps must send ('Authorization: Bearer KEY', an OpenAI client's apiKey), one per line; required to listen beyond loopback (--token-file is the cloud's token, not this)" }),
+  'allowed-hosts': opt.list({ item: items.string, description: "names the Host header may carry beside loopback and the bind address (a web page rebinding its own name to this address is refused); '*' turns the check off", valueName: 'NAME,…', defaultText: 'loopback and the bind address (with 0.0.0.0: this machine\'s addresses and name)' }),
+  'insecure-no-api-key': opt.flag({ description: 'listen beyond loopback without --api-key-file: anyone who reaches the port spends this device\'s cloud token' }),
   'drain-timeout': opt.duration({ bare: 'ms', default: 30_000, defaultText: '30s', description: 'on SIGTERM/SIGINT: how long running requests may finish before they are ended (their clients get 503 shutting_down)' }),
 };
 
@@ -203,6 +214,10 @@ const serveCommand = defineCommand({
   layered: true,
   options: serveOptions,
   async run(v) {
+    const apiKeys = v['api-key-file'] !== undefined ? apiKeysOf(v['api-key-file']) : [];
+    if (!isLoopback(v.host) && apiKeys.length === 0 && !v['insecure-no-api-key']) {
+      throw new SplitLLMError('E_USAGE', `--host ${v.host} reaches beyond this device, and without --api-key-file anyone who reaches the port spends this device's cloud token: give --api-key-file (or --insecure-no-api-key to accept that)`);
+    }
     const r = await resolvePlan(v, undefined);
     const agent = await EdgeAgent.create({
       model: r.pkg,
@@ -228,7 +243,10 @@ const serveCommand = defineCommand({
       threads: v.threads,
       speculate: await speculationOf(v, r.pkg, r.plan),
     });
-    const service = await startEdgeService(agent, { host: v.host, port: v.port, modelId: v['model-id'], log: v.log });
+    const service = await startEdgeService(agent, { host: v.host, port: v.port, modelId: v['model-id'], log: v.log, apiKeys, allowedHosts: v['allowed-hosts'] });
+    if (v.host === '0.0.0.0' || v.host === '::') {
+      process.stderr.write(`splitllm edge service: warning: listening on every interface (${v.host})${apiKeys.length ? '' : ' without an API key'}: any machine that reaches port ${new URL(service.url).port} can use it; keep --host 127.0.0.1 for apps on this device\n`);
+    }
     const reachable = await agent.cloudReachable();
     process.stderr.write(
       `splitllm edge service on ${service.url} (OpenAI API at ${service.url}/v1): model ${r.pkg.manifest.name}, split ${r.split}, codec ${r.codec}, up to ${agent.maxConcurrent} requests; ` +
