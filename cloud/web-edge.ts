@@ -27,6 +27,7 @@ import { BLOCK_SIZES, blockOfWeights, DEFAULT_BLOCK_SIZE, isBlockSize, isWeightB
 import type { ModelPackage } from '../models/package.js';
 import { linearFor } from '../models/onnx/linear.js';
 import { checkEmbedBits } from '../models/onnx/embedding.js';
+import { BuildQueue, BuildQueueFull } from './build-queue.js';
 import { buildInWorker, rtnSegmentOptions, workerBuildsAvailable, type RtnSegmentSpec } from '../models/runtime/build-worker.js';
 import { cachedSegment, segmentCacheDir } from '../models/runtime/segment-cache.js';
 import type { Calibration } from '../quantization/activations/calibration.js';
@@ -39,6 +40,8 @@ export interface WebEdgeOptions {
   calibration?: Calibration;
   /** segments kept built (default WEB_SEGMENT_CACHE) */
   cachedSegments?: number;
+  /** segment builds that may wait behind the one running; past them a request for an unbuilt segment gets 503 (default 4) */
+  maxQueuedBuilds?: number;
   /** with tokens: whether a request's Authorization header may read the model and its segments (the page, its script and the .wasm stay public) */
   allowed?: (authorization: string | undefined) => boolean;
   /** the page's defaults: this plan's split, front bits, block and codec (`splitllm cloud --web-edge --plan FILE`) */
@@ -81,6 +84,8 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
   const modelJson = JSON.stringify(model);
 
   const cache = new Map<string, Promise<ServedSegment>>();
+  // builds run one at a time, a few queued: a client cycling through segments cannot start builds beside each other
+  const builds = new BuildQueue(opts.maxQueuedBuilds ?? 4);
   // a build in a worker ends with the server
   const closing = new AbortController();
   app.addHook('onClose', async () => closing.abort());
@@ -103,7 +108,7 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
       return { served: p, hit: true };
     }
     let built = false;
-    p = (async () => {
+    p = builds.run(async () => {
       // float32 embedding: the page's onnxruntime-web is not asked to gather bf16
       const spec: RtnSegmentSpec = { from: 0, to: k, embed: true, head: false, bits, blockSize: block, embedBits, embedAsStored: false };
       const events = { building: () => (built = true) };
@@ -114,7 +119,7 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
       // the cache writes the weights of every entry to the external data file the model names
       const data = `${modelPath}.data`;
       return { body: msgpack.pack({ modelHash: pkg.hash, io, model: readFileSync(modelPath), externalData: basename(data) }), dataPath: data, built };
-    })();
+    });
     cache.set(key, p);
     p.catch(() => cache.delete(key));
     while (cache.size > limit) cache.delete(cache.keys().next().value!);
@@ -175,6 +180,10 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
     try {
       return { ...(await got.served), hit: got.hit };
     } catch (e) {
+      if (e instanceof BuildQueueFull) {
+        await reply.code(503).header('retry-after', '5').send({ error: { code: 'busy', message: e.message } });
+        return undefined;
+      }
       await reply.code(e instanceof SplitLLMError ? 400 : 500).send(buildFailed(e));
       return undefined;
     }
