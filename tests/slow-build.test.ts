@@ -124,3 +124,26 @@ it('a back build that fails answers the session that asked with the error, and t
     expect(await cloud.exited).toBe(0);
   }
 });
+
+it('browser-edge segment builds run one at a time with 4 waiting: 7 concurrent requests for unbuilt segments get 5 built and 2 refused with 503 busy, and /healthz answers meanwhile', async () => {
+  const pkg = await tinyPackage('web-queue');
+  const cloud = await cloudProcess(pkg.dir!, { SPLITLLM_TEST_SLOW_BUILD_MS: '1500' }, ['--web-edge']);
+  try {
+    const keys = [32, 16, 8, 4].flatMap((bits) => [1, 2].map((split) => `split=${split}&bits=${bits}`)).slice(0, 7);
+    const answers = keys.map((q) => fetch(`${cloud.http}/edge/segment?${q}`).then(async (r) => ({ status: r.status, retry: r.headers.get('retry-after'), body: r.status === 200 ? '' : await r.text() })));
+    // the refusals come at once, while the first build still runs
+    const health = await fetch(`${cloud.http}/healthz`);
+    expect(health.status).toBe(200);
+    const got = await Promise.all(answers);
+    expect(got.filter((a) => a.status === 200)).toHaveLength(5);
+    const refused = got.filter((a) => a.status === 503);
+    expect(refused).toHaveLength(2);
+    for (const r of refused) {
+      expect(r.retry).toBe('5');
+      expect(JSON.parse(r.body)).toMatchObject({ error: { code: 'busy', message: expect.stringMatching(/building 5 front segments already: retry in a few seconds/) } });
+    }
+  } finally {
+    cloud.child.kill('SIGTERM');
+    await cloud.exited;
+  }
+});
