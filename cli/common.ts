@@ -24,8 +24,8 @@ export function modelPath(v: { model?: string }): string {
 }
 
 /** Opens the model the options name (--model, --tokenizer). */
-export async function openModelOption(v: { model?: string; tokenizer?: string }): Promise<ModelPackage> {
-  const pkg = await openModel(modelPath(v), { tokenizer: v.tokenizer });
+export async function openModelOption(v: { model?: string; tokenizer?: string }, opts: { withoutTokenizer?: boolean } = {}): Promise<ModelPackage> {
+  const pkg = await openModel(modelPath(v), { tokenizer: v.tokenizer, ...opts });
   // an ONNX export opened as it is: what `splitllm import` would have said, said here once
   const warnings = pkg.manifest.weights === '(memory)' ? pkg.manifest.source?.['warnings'] : undefined;
   if (Array.isArray(warnings)) for (const w of warnings) process.stderr.write(`warning: ${String(w)}\n`);

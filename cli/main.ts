@@ -1,6 +1,7 @@
 /** splitllm command-line entry: dispatches subcommands, prints typed errors on one line. */
 import { isSplitLLMError } from '../shared/errors.js';
 import { dispatch, firstSentence, type CliCommand } from './options.js';
+import { auditCommand } from './commands/audit.js';
 import { calibrateCommand } from './commands/calibrate.js';
 import { cloudCommand } from './commands/cloud.js';
 import { demoCommand } from './commands/demo.js';
@@ -13,7 +14,7 @@ import { profileCommand } from './commands/profile.js';
 import { quantizeCommand } from './commands/quantize.js';
 import { setBuildReporting } from '../models/runtime/segment-cache.js';
 
-const commands: CliCommand[] = [demoCommand, importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand, profileCommand, planCommand];
+const commands: CliCommand[] = [demoCommand, importCommand, generateCommand, evalCommand, calibrateCommand, quantizeCommand, cloudCommand, edgeCommand, profileCommand, planCommand, auditCommand];
 
 function mainHelp(): string {
   return [

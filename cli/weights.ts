@@ -7,6 +7,8 @@ import type { ModelPackage } from '../models/package.js';
 import { emittersFor, headEmitterFor, WEIGHT_STRATEGIES, type WeightPlan } from '../models/weights/registry.js';
 import { checkEmbedBits } from '../models/onnx/embedding.js';
 import { opt } from './options.js';
+import type { Plan } from '../shared/plan.js';
+import { DEFAULT_BLOCK_SIZE } from '../shared/precision.js';
 
 
 export const weightOptions = {
@@ -21,6 +23,23 @@ export const weightOptions = {
 };
 
 type WeightValues = { 'front-bits'?: number; 'back-bits'?: number; 'weight-bits'?: number; 'head-bits': number; 'embed-bits': number; 'weight-strategy': string; 'block-size': number; 'calib-text'?: string };
+
+/** The emitters of a plan file's weights (`plan`), where the flags given on the command line do not override them. */
+export function planWeightEmitters(v: WeightValues, pkg: ModelPackage, split: number, plan: Plan | undefined): ReturnType<typeof weightEmitters> {
+  return weightEmitters(
+    {
+      ...v,
+      'front-bits': v['front-bits'] ?? plan?.frontBits,
+      'back-bits': v['back-bits'] ?? plan?.backBits,
+      'head-bits': v['head-bits'] !== 32 ? v['head-bits'] : (plan?.headBits ?? 32),
+      'embed-bits': v['embed-bits'] !== 32 ? v['embed-bits'] : (plan?.embedBits ?? 32),
+      'weight-strategy': v['weight-strategy'] === 'rtn' && plan?.strategy ? plan.strategy : v['weight-strategy'],
+      'block-size': v['block-size'] !== DEFAULT_BLOCK_SIZE ? v['block-size'] : (plan?.blockSize ?? DEFAULT_BLOCK_SIZE),
+    },
+    pkg,
+    split,
+  );
+}
 
 /** The per-layer emitters and the LM head's the options ask for, or undefined for plain float32. */
 export async function weightEmitters(

@@ -218,7 +218,8 @@ function throttled(ms: number, f: (done: number, total: number, what: string) =>
 function refuseHuge(x: Float32Array, what: string): void {
   for (let i = 0; i < x.length; i++) {
     const v = x[i]!;
-    if (v > HIDDEN_LIMIT || v < -HIDDEN_LIMIT) throw protocolError('bad_tensor', `${what} holds ${v.toExponential(2)} at index ${i}, past ±${HIDDEN_LIMIT.toExponential(0)}: send the front segment's real values`);
+    // the message names where, never the value: the cloud's errors and logs carry no hidden-state values
+    if (v > HIDDEN_LIMIT || v < -HIDDEN_LIMIT) throw protocolError('bad_tensor', `${what} holds a value past ±${HIDDEN_LIMIT.toExponential(0)} at index ${i}: send the front segment's real values`);
   }
 }
 

@@ -131,7 +131,8 @@ export function registerWebEdge(app: FastifyInstance, pkg: ModelPackage, opts: W
     const q = Fields.of(query, 'segment', (why) => {
       throw new SplitLLMError('E_USAGE', why);
     });
-    // split 0 would send the token embeddings: they give the prompt away
+    // split 0 would have the page send the token embeddings themselves (the hidden states of every split
+    // reveal the prompt to this server too, which holds the weights: README, "Privacy")
     const k = q.int('split', 1, Math.max(1, c.nLayers - 1), Number(q.value('split')));
     const bits = q.int('bits', 2, 32, q.has('bits') ? Number(q.value('bits')) : 32);
     if (!isWeightBits(bits)) throw new SplitLLMError('E_USAGE', `segment: bits ${bits} is not one of ${WEIGHT_BITS.join(', ')}`);

@@ -1,7 +1,8 @@
 /**
  * The edge agent's token loop: tokenizes locally, runs the front segment [0, split), encodes the hidden
- * state with the plan's codec, streams it to the cloud and receives token ids. The prompt text never
- * leaves this process. The connection and its resume policy live in connection.ts, the memory policy in
+ * state with the plan's codec, streams it to the cloud and receives token ids. The prompt's text is not
+ * sent; its hidden states are, and a cloud holding the weights recovers the prompt from them (audit/privacy.ts
+ * measures it). The connection and its resume policy live in connection.ts, the memory policy in
  * memory-policy.ts, the re-split exchange in resplit.ts.
  */
 import { checkSplit, SplitLLMError } from '../shared/errors.js';

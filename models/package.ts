@@ -164,7 +164,8 @@ export class ModelPackage {
     return new ModelPackage(manifest, m.weights, m.tokenizerJson, undefined, m.tokenizerConfig);
   }
 
-  static load(dir: string): ModelPackage {
+  /** `withTokenizer: false`: the tokenizer is not read (a cloud runs token ids and hidden states only). */
+  static load(dir: string, withTokenizer = true): ModelPackage {
     const mpath = join(dir, MANIFEST_FILE);
     if (!existsSync(mpath)) {
       throw new SplitLLMError('E_BAD_PACKAGE', `${dir} has no ${MANIFEST_FILE}: it is not a splitllm model package (create one with 'splitllm import')`);
@@ -184,7 +185,7 @@ export class ModelPackage {
       weights = new OnnxExportWeights(graph, manifest.graph.io, gpath);
     } else weights = new SafetensorsWeights([new SafetensorsFile(join(dir, manifest.weights))]);
     let tokenizerJson: Record<string, unknown> | undefined;
-    if (manifest.tokenizer !== '') {
+    if (manifest.tokenizer !== '' && withTokenizer) {
       const tpath = join(dir, manifest.tokenizer);
       if (!existsSync(tpath)) throw new SplitLLMError('E_FILE_NOT_FOUND', `${tpath} is missing: re-import the model`);
       try {
@@ -193,7 +194,7 @@ export class ModelPackage {
         throw new SplitLLMError('E_TOKENIZER', `${tpath} is not valid JSON: re-import the model`);
       }
     }
-    return new ModelPackage(manifest, weights, tokenizerJson, dir, readTokenizerConfig(dir));
+    return new ModelPackage(manifest, weights, tokenizerJson, dir, withTokenizer ? readTokenizerConfig(dir) : undefined);
   }
 }
 
@@ -388,6 +389,8 @@ export function isOnnxExport(path: string): boolean {
 export interface OpenOptions {
   /** llama2.c tokenizer (tok*.bin) for a .bin checkpoint. */
   tokenizer?: string;
+  /** a package folder is opened without its tokenizer (the cloud: it never needs text) */
+  withoutTokenizer?: boolean;
 }
 
 /** Whether a file starts with GGUF's magic (llama.cpp's format). */
@@ -409,7 +412,7 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<M
     return ModelPackage.fromOnnx(m, await sha256Files(m.files));
   }
   if (statSync(path).isDirectory()) {
-    if (existsSync(join(path, MANIFEST_FILE))) return ModelPackage.load(path);
+    if (existsSync(join(path, MANIFEST_FILE))) return ModelPackage.load(path, !opts.withoutTokenizer);
     if (existsSync(join(path, 'config.json'))) {
       const { importHuggingFace } = await import('./importers/hf.js');
       const m = await importHuggingFace(path);

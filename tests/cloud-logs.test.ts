@@ -35,3 +35,36 @@ it('logs session open and close with tenant, split, precisions, codec, tokens, b
   expect(all).not.toContain('wrong-token');
   expect(all).not.toMatch(/resumeSecret|"secret"/);
 });
+
+it("a session's whole log (at debug level) and /metrics carry none of its token ids or text (error messages name where a bad value is, never the value: cloud-bounds.test.ts)", async () => {
+  const debugLines: string[] = [];
+  const server = await startCloud(pkg, { logLevel: 'debug', logStream: { write: (l: string) => debugLines.push(l) } });
+  try {
+    const url = `${server.url}/v1/session`;
+    const prompt = 'JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?';
+    const r = await runEdge(pkg, { url, split: 2, prompt, maxTokens: 24, stopIds: [] });
+    const promptIds = pkg.tokenizer().encode(prompt, true);
+    const out = pkg.tokenizer().decode(r.tokens);
+    await new Promise((res) => setTimeout(res, 50));
+    const metrics = await (await fetch(`${server.url.replace('ws', 'http')}/metrics`)).text();
+    const all = debugLines.join('') + metrics;
+    // the text, in pieces of 6 characters or more
+    for (const text of [prompt, out]) {
+      for (const piece of text.split(/\s+/).filter((w) => w.length >= 6)) expect(all, piece).not.toContain(piece);
+    }
+    // the ids: no run of 3 of the session's consecutive ids as a list (JSON arrays, comma- or space-separated)
+    const ids = [...promptIds, ...r.tokens];
+    for (let i = 0; i + 3 <= ids.length; i++) {
+      const run = ids.slice(i, i + 3);
+      expect(all).not.toMatch(new RegExp(`(^|[^\\d.])${run.join('(,|, | )')}($|[^\\d.])`));
+    }
+    // and no field that would hold them
+    for (const l of debugLines) {
+      const o = JSON.parse(l) as Record<string, unknown>;
+      for (const k of ['ids', 'tokenIds', 'prompt', 'text', 'token', 'hidden', 'values', 'payload']) expect(o, `${k} in ${l}`).not.toHaveProperty(k);
+    }
+    expect(debugLines.length).toBeGreaterThan(3);
+  } finally {
+    await server.close();
+  }
+});

@@ -108,14 +108,14 @@ it('a back build that fails answers the session that asked with the error, and t
   const pkg = await tinyPackage('fails');
   const cloud = await cloudProcess(pkg.dir!, {});
   try {
-    // the worker opens the package again: without its tokenizer it cannot
+    // the worker opens the package again: without its manifest it cannot
     const { renameSync } = await import('node:fs');
-    renameSync(join(pkg.dir!, 'tokenizer.json'), join(pkg.dir!, 'tokenizer.json.away'));
+    renameSync(join(pkg.dir!, 'manifest.json'), join(pkg.dir!, 'manifest.json.away'));
     const failed = await runEdge(pkg, { url: cloud.url, split: 2, promptIds: [1, 40], prompt: '', maxTokens: 4, stopIds: [], retryWindowMs: 0 }).catch((e: unknown) => e);
-    expect(String(failed)).toMatch(/tokenizer\.json is missing: re-import the model/);
+    expect(String(failed)).toMatch(/has no manifest\.json: it is not a splitllm model package/);
     expect((await fetch(`${cloud.http}/healthz`)).status).toBe(200);
     // with the file back, the next session builds and completes
-    renameSync(join(pkg.dir!, 'tokenizer.json.away'), join(pkg.dir!, 'tokenizer.json'));
+    renameSync(join(pkg.dir!, 'manifest.json.away'), join(pkg.dir!, 'manifest.json'));
     const r = await runEdge(pkg, { url: cloud.url, split: 2, promptIds: [1, 40], prompt: '', maxTokens: 4, stopIds: [] });
     expect(r.tokens).toHaveLength(4);
     expect(cloud.child.exitCode).toBeNull();
@@ -145,5 +145,20 @@ it('browser-edge segment builds run one at a time with 4 waiting: 7 concurrent r
   } finally {
     cloud.child.kill('SIGTERM');
     await cloud.exited;
+  }
+});
+
+it('the cloud runs without the package\'s tokenizer: it never reads text (a package copied to the cloud without tokenizer.json serves a session)', async () => {
+  const pkg = await tinyPackage('no-tokenizer');
+  const local = await generate(await Pipeline.create(pkg), [1, 40], { maxTokens: 4, stopIds: [] });
+  const { renameSync } = await import('node:fs');
+  renameSync(join(pkg.dir!, 'tokenizer.json'), join(pkg.dir!, 'tokenizer.json.away'));
+  const cloud = await cloudProcess(pkg.dir!, {});
+  try {
+    const r = await runEdge(pkg, { url: cloud.url, split: 2, promptIds: [1, 40], prompt: '', maxTokens: 4, stopIds: [] });
+    expect(r.tokens).toEqual(local);
+  } finally {
+    cloud.child.kill('SIGTERM');
+    expect(await cloud.exited).toBe(0);
   }
 });

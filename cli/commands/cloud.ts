@@ -81,7 +81,8 @@ export const cloudCommand = defineCommand({
     for (const b of v['back-bits'] ?? []) if (!isWeightBits(b)) throw new SplitLLMError('E_USAGE', `--back-bits ${b} is not a supported precision: use ${WEIGHT_BITS.join(', ')}`);
     if ((v['tls-cert'] === undefined) !== (v['tls-key'] === undefined)) throw new SplitLLMError('E_USAGE', 'give --tls-cert and --tls-key together');
     const tls = v['tls-cert'] !== undefined && v['tls-key'] !== undefined ? { cert: readFileSync(v['tls-cert']), key: readFileSync(v['tls-key']) } : undefined;
-    const pkg = await openModelOption(v);
+    // the cloud never needs text: a package's tokenizer is read only for the browser edge, which serves it to the page
+    const pkg = await openModelOption(v, { withoutTokenizer: !v['web-edge'] });
     if (v.plan !== undefined && !v['web-edge']) throw new SplitLLMError('E_USAGE', "--plan sets the browser edge's defaults: give it with --web-edge");
     const server = await startCloud(pkg, {
       port: v.port,

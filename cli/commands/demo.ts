@@ -164,6 +164,7 @@ function summary(plan: RankedPlan['plan'], best: RankedPlan, s: EdgeStats, nLaye
     ['  edge', `${d.edgeMs.toFixed(2)} ms (${pct(d.edgeMs)})  embedding + ${plan.split} layers + encode`],
     ['  network', `${d.networkMs.toFixed(2)} ms (${pct(d.networkMs)})  link + framing + queueing`],
     ['  cloud', `${d.cloudMs.toFixed(2)} ms (${pct(d.cloudMs)})  decode + ${nLayers - plan.split} layers + LM head + sampling`],
+    ['privacy', `the cloud got hidden states, not text: holding the weights, it can recover the prompt from them ('splitllm audit privacy --split ${plan.split} --text FILE'), and it sampled the output`],
   ];
   return rows.map(([k, v]) => `${k.padEnd(16)} ${v}`).join('\n');
 }

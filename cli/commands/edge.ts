@@ -1,6 +1,5 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import type { Plan } from '../../shared/plan.js';
-import { DEFAULT_BLOCK_SIZE } from '../../shared/precision.js';
 import { DEFAULT_PREFILL_CHUNK, runEdge } from '../../edge/agent.js';
 import { PROPOSERS } from '../../edge/draft/registry.js';
 import { MAX_DRAFT } from '../../shared/protocol/index.js';
@@ -11,7 +10,7 @@ import { SplitBandit } from '../../planner/bandit.js';
 import { cloudOptions, deadlineOptions, deadlinesOf, generationOptions, modelOptions, openModelOption, promptOf, readPlanFile, speculationOf, samplingFrom, sessionUrl, tokenOf, tokenPrinter, caOf } from '../common.js';
 import { commandGroup, defineCommand, items, opt, type Values } from '../options.js';
 import { calibrationContexts, calibrationOption } from '../calibration-io.js';
-import { weightEmitters, weightOptions } from '../weights.js';
+import { planWeightEmitters, weightOptions } from '../weights.js';
 import { weightStrategy } from '../../models/weights/registry.js';
 
 /** "10:4,30:1" → after 10 tokens move to split 4, after 30 to split 1. */
@@ -47,20 +46,7 @@ async function resolvePlan(v: PlanValues, split: number | undefined) {
   if (v.plan) plan = readPlanFile(v.plan, pkg);
   const k = split ?? v.split ?? plan?.split;
   if (k === undefined) throw new SplitLLMError('E_USAGE', "--split K or --plan FILE is required (see --help)");
-  // the plan fills the weight options it covers; flags given on the command line win
-  const weights = await weightEmitters(
-    {
-      ...v,
-      'front-bits': v['front-bits'] ?? plan?.frontBits,
-      'back-bits': v['back-bits'] ?? plan?.backBits,
-      'head-bits': v['head-bits'] !== 32 ? v['head-bits'] : (plan?.headBits ?? 32),
-      'embed-bits': v['embed-bits'] !== 32 ? v['embed-bits'] : (plan?.embedBits ?? 32),
-      'weight-strategy': v['weight-strategy'] === 'rtn' && plan?.strategy ? plan.strategy : v['weight-strategy'],
-      'block-size': v['block-size'] !== DEFAULT_BLOCK_SIZE ? v['block-size'] : (plan?.blockSize ?? DEFAULT_BLOCK_SIZE),
-    },
-    pkg,
-    k,
-  );
+  const weights = await planWeightEmitters(v, pkg, k, plan);
   return {
     pkg,
     plan,

@@ -45,7 +45,7 @@ export const planCommand = defineCommand({
     speculate: opt.choice({ choices: ['auto', 'off'], default: 'auto', description: "auto: predict speculative decoding with the proposers the accuracy profile measured ('splitllm profile speculation') and choose it where it lowers the per-token latency; off: plain steps only" }),
     'draft-tokens': opt.int({ min: 1, max: 16, default: 4, description: 'most drafts per step the plan may choose' }),
     'block-sizes': opt.list({ item: items.blockSize, description: "quantization blocks the plan may use (a cloud started with --block-sizes accepts only its own)", valueName: 'N,N,…', defaultText: 'every block the edge, cloud and accuracy profiles all measured' }),
-    'min-split': opt.int({ default: 1, description: 'lowest split to consider; at 0 the edge would send token embeddings, which give the prompt away' }),
+    'min-split': opt.int({ default: 1, description: "lowest split to consider (0 would send the token embeddings themselves; the hidden states of every split reveal the prompt to a cloud that holds the weights: 'splitllm audit privacy' measures it)" }),
     json: opt.flag({ description: 'print {"plan":…,"alternatives":[…]} (or {"infeasible":…})' }),
     out: opt.string({ description: 'write the plan file that splitllm edge --plan reads', valueName: 'FILE' }),
   },

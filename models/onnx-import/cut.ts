@@ -8,8 +8,8 @@
  *   the back's node becomes the plain norm of it. Anything else is refused, naming the tensors.
  * - What depends only on graph inputs other than the ids' values (masks, position ids, rotary caches,
  *   shapes) is recomputed on each side that needs it, not sent. A back that needs the ids only for their
- *   shape (masks built from `Shape(input_ids)`) gets a zero tensor of that shape: the ids never leave the
- *   device. A side that reads another side's past KV only for its shape reads its own first layer's.
+ *   shape (masks built from `Shape(input_ids)`) gets a zero tensor of that shape: the ids are not sent
+ *   (the hidden states are, and they reveal the ids to a cloud holding the weights). A side that reads another side's past KV only for its shape reads its own first layer's.
  * - Each side keeps its own layers' KV inputs and outputs under the export's names. The stream crosses as
  *   float32 [B, T, D] (`hidden_states` in, `hidden_out` out), cast from and to the export's float type.
  */

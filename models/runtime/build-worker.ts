@@ -116,7 +116,8 @@ if (!isMainThread && parentPort && isJob(workerData)) {
   const port = parentPort;
   const job = workerData;
   try {
-    const pkg = ModelPackage.load(job.dir);
+    // a build needs the weights only
+    const pkg = ModelPackage.load(job.dir, false);
     if (pkg.hash !== job.hash) throw new SplitLLMError('E_BAD_PACKAGE', `${job.dir} changed on disk (its weights are not the ones the server opened): restart the server`);
     const built = cachedSegment(pkg, job.spec.from, job.spec.to, rtnSegmentOptions(job.spec), {
       warn: (message) => port.postMessage({ kind: 'warn', message } satisfies Reply),
