@@ -6,14 +6,14 @@
  * session close the connection.
  */
 import { SplitLLMError } from '../shared/errors.js';
-import { DRAFT_Q_SCALE, encodeFrame, newSessionId, parseEdgeFrame, ProtocolError, protocolError, type EdgeMessage, type Frame, type Hello, type Message, type Draft, type Resplit, type Resume, type Verified } from '../shared/protocol/index.js';
+import { DRAFT_Q_SCALE, encodeFrame, helloPrecision, newSessionId, parseEdgeFrame, ProtocolError, protocolError, type EdgeMessage, type Frame, type Hello, type Message, type Draft, type Resplit, type Resume, type Verified } from '../shared/protocol/index.js';
 import type { FrameChannel } from '../shared/transport/channel.js';
 import type { ModelPackage } from '../models/package.js';
 import { Sampler } from '../models/runtime/sampler.js';
 import type { SegmentRuntime } from '../models/runtime/segment-runtime.js';
 import { denseDistribution, verifyDrafts } from '../models/runtime/verify.js';
 import { checkWeightBits } from '../quantization/weights/blockwise.js';
-import { BLOCK_SIZES, DEFAULT_BLOCK_SIZE, isBlockwise, WEIGHT_BITS } from '../shared/precision.js';
+import { BLOCK_SIZES, isBlockwise, WEIGHT_BITS } from '../shared/precision.js';
 import type { CalibrationContexts } from '../quantization/activations/calibration.js';
 import { createCodec, decodeMessage } from '../quantization/activations/registry.js';
 import { decodeLayerKv, encodeLayerKv } from '../quantization/kv/stream.js';
@@ -25,6 +25,7 @@ import { CloudMetrics } from './metrics.js';
 import { SessionStore, type Attachment, type HeldSession } from './session-store.js';
 import { MemoryReclaimer } from './reclaim.js';
 import { DEFAULT_RATE_LIMITS, RateBudget, type RateLimits } from './rate-budget.js';
+import { kvBytesPerToken } from '../quantization/weights/memory.js';
 import { ProbeBudget } from './probe-budget.js';
 
 /** What every connection of one server shares. */
@@ -98,7 +99,7 @@ export function defaultKvBudget(): number {
  * limit — what it may grow to, so that admitted sessions never outgrow the budget later.
  */
 export function kvReservation(c: { nLayers: number; nKvHeads: number; headDim: number }, split: number, positions: number): number {
-  return (c.nLayers - split) * 2 * c.nKvHeads * c.headDim * 4 * positions;
+  return kvBytesPerToken(c, c.nLayers - split) * positions;
 }
 
 /** KV bytes all sessions of `store` reserve now (each for the positions it asked for), `except` one (a session about to change its split). */
@@ -338,9 +339,7 @@ export class CloudSession implements Attachment {
       session: s.id,
       tenant: s.tenant,
       split: s.hello.split,
-      backBits: s.hello.backBits ?? 32,
-      headBits: s.hello.headBits ?? 32,
-      blockSize: s.hello.blockSize ?? 32,
+      ...helloPrecision(s.hello),
       codec: s.hello.codec,
       tokens: s.generated,
       bytesIn: this.channel.bytesIn,
@@ -461,7 +460,8 @@ export class CloudSession implements Attachment {
   }
 
   private backKey(h: Hello): BackKey {
-    return { split: h.split, bits: h.backBits ?? 32, headBits: h.headBits ?? 32, blockSize: h.blockSize ?? 32 };
+    const p = helloPrecision(h);
+    return { split: h.split, bits: p.backBits, headBits: p.headBits, blockSize: p.blockSize };
   }
 
   private async hello(m: Hello): Promise<void> {
@@ -470,24 +470,25 @@ export class CloudSession implements Attachment {
     if (this.held) throw protocolError('bad_hello', `this connection already has session ${this.held.id}`);
     if (m.modelHash !== pkg.hash) throw protocolError('bad_model', `model ${m.modelHash.slice(0, 12)}… is not the served model ${pkg.hash.slice(0, 12)}…: run the edge with the same model`);
     if (m.split > c.nLayers) throw protocolError('bad_hello', `split ${m.split} is outside 0..${c.nLayers}`);
+    const precision = helloPrecision(m);
     let sampler: Sampler;
     try {
       createCodec(m.codec, this.ctx.calibration);
       sampler = new Sampler(m.sampling ?? {});
-      checkWeightBits(m.backBits ?? 32, m.blockSize ?? 32);
-      checkWeightBits(m.headBits ?? 32, m.blockSize ?? 32);
+      checkWeightBits(precision.backBits, precision.blockSize);
+      checkWeightBits(precision.headBits, precision.blockSize);
     } catch (e) {
       if (e instanceof SplitLLMError) throw protocolError('bad_hello', e.message);
       throw e;
     }
     const allowed = this.ctx.backPrecisions;
-    if (!allowed.bits.includes(m.backBits ?? 32)) {
-      throw protocolError('bad_hello', `this server runs back layers at ${allowed.bits.join(', ')} bits, not ${m.backBits ?? 32}: plan for one of those`);
+    if (!allowed.bits.includes(precision.backBits)) {
+      throw protocolError('bad_hello', `this server runs back layers at ${allowed.bits.join(', ')} bits, not ${precision.backBits}: plan for one of those`);
     }
-    if (!allowed.bits.includes(m.headBits ?? 32)) throw protocolError('bad_hello', `this server runs the LM head at ${allowed.bits.join(', ')} bits, not ${m.headBits ?? 32}: plan for one of those`);
+    if (!allowed.bits.includes(precision.headBits)) throw protocolError('bad_hello', `this server runs the LM head at ${allowed.bits.join(', ')} bits, not ${precision.headBits}: plan for one of those`);
     // the block matters where the back layers or the head are blockwise
-    if ((isBlockwise(m.backBits ?? 32) || isBlockwise(m.headBits ?? 32)) && !allowed.blockSizes.includes(m.blockSize ?? DEFAULT_BLOCK_SIZE)) {
-      throw protocolError('bad_hello', `this server quantizes in blocks of ${allowed.blockSizes.join(', ')}, not ${m.blockSize ?? DEFAULT_BLOCK_SIZE}: plan for one of those (splitllm plan --block-sizes ${allowed.blockSizes.join(',')})`);
+    if ((isBlockwise(precision.backBits) || isBlockwise(precision.headBits)) && !allowed.blockSizes.includes(precision.blockSize)) {
+      throw protocolError('bad_hello', `this server quantizes in blocks of ${allowed.blockSizes.join(', ')}, not ${precision.blockSize}: plan for one of those (splitllm plan --block-sizes ${allowed.blockSizes.join(',')})`);
     }
     // admission: held sessions (connected or dropped, each with its KV) and hellos admitted before this one
     // (still awaiting their segment) count, the server's and the tenant's; checked and taken in one step
@@ -687,7 +688,7 @@ export class CloudSession implements Attachment {
     let q: Float64Array[] | undefined;
     if (m.q && !s.sampler.greedy) q = m.q.map((d) => denseDistribution(d, c.vocabSize, DRAFT_Q_SCALE));
     else if (m.exit && !s.sampler.greedy) {
-      s.exitHead ??= await pool.runtime({ split: c.nLayers, bits: 32, headBits: 32, blockSize: s.hello.blockSize ?? 32 });
+      s.exitHead ??= await pool.runtime({ split: c.nLayers, bits: 32, headBits: 32, blockSize: helloPrecision(s.hello).blockSize });
       q = [];
       for (let i = 0; i < m.drafts.length; i++) {
         s.exitHead.reset();

@@ -19,7 +19,7 @@ const rssOf = (pid: number) => Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`
 
 it('after 200 dropped sessions of 200 positions expire, RSS is back within 15% of before', async () => {
   const pkg = await defaultModel();
-  const child = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'cloud', '--port', '0', '--json', '--idle-ms', '8s', '--max-sessions', '256', '--log-level', 'warn'], {
+  const child = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'cloud', '--port', '0', '--json', '--idle-ms', '20s', '--max-sessions', '256', '--log-level', 'warn'], {
     env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '32768', SPLITLLM_THREADS: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -49,14 +49,16 @@ it('after 200 dropped sessions of 200 positions expire, RSS is back within 15% o
     expect(await held()).toBe(200);
     const during = rssOf(child.pid!);
     const partsDuring = await parts();
-    // expiry (8 s idle), then the reclaimer's collection once the releases have been quiet
-    for (let i = 0; i < 200 && (await held()) > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    // expiry (20 s idle: longer than opening the 200 takes on a loaded machine, so that all 200 are held at
+    // once), then the reclaimer's collection once the releases have been quiet
+    for (let i = 0; i < 600 && (await held()) > 0; i++) await new Promise((r) => setTimeout(r, 100));
     expect(await held()).toBe(0);
     // the reclaimer frees the buffers within about a second; V8's memory reducer hands the heap's
     // emptied pages back some 8 s after that collection, if the server stays quiet (polled gently here)
     const gone = performance.now();
     let after = rssOf(child.pid!);
-    while (after > 1.15 * before && performance.now() - gone < 30_000) {
+    // (an upper bound, left as soon as RSS is back: under load the reducer's turn comes later)
+    while (after > 1.15 * before && performance.now() - gone < 60_000) {
       await new Promise((r) => setTimeout(r, 500));
       after = rssOf(child.pid!);
     }
@@ -71,7 +73,7 @@ it('after 200 dropped sessions of 200 positions expire, RSS is back within 15% o
     child.kill('SIGKILL');
     await exited;
   }
-}, 120_000);
+}, 180_000);
 
 describe('MemoryReclaimer', () => {
   it('collects once per burst of releases, only past its threshold or when the last session went', async () => {

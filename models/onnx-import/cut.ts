@@ -53,11 +53,6 @@ export function cutExport(g: OnnxGraph, io: ExportIO, K: number, where = 'the ex
   return { front: cut.segment(0, K, true, false), back: cut.segment(K, io.nLayers, false, true) };
 }
 
-/** One segment: layers [from, to), from ids (`embed`, from = 0) or the stream, to logits (`head`, to = L) or the stream. */
-export function cutSegment(g: OnnxGraph, io: ExportIO, from: number, to: number, embed: boolean, head: boolean, where = 'the export'): CutSegment {
-  return new ExportCutter(g, io, where).segment(from, to, embed, head);
-}
-
 interface Boundary {
   /** the tensors that cross it (one, or a skip-norm's two inputs) */
   tensors: string[];

@@ -223,8 +223,3 @@ export function putVarint(out: Uint8Array, o: number, d: number): number {
   out[o++] = d;
   return o;
 }
-
-/** Bits needed to pack `count` values of `width` bits, rounded up to whole bytes. */
-export function packedBytes(count: number, width: number): number {
-  return Math.ceil((count * width) / 8);
-}

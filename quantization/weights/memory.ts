@@ -47,7 +47,6 @@ export function segmentBytes(
   const embed = opts.embed ?? from === 0;
   const head = opts.head ?? to === c.nLayers;
   const bs = opts.blockSize ?? 32;
-  const kvd = c.nKvHeads * c.headDim;
   let linear = 0;
   let norms = 0;
   let other = 0;
@@ -78,8 +77,13 @@ export function segmentBytes(
     rope,
     other,
     total: linear + embedding + headBytes + norms + rope + other,
-    kvPerToken: (to - from) * 2 * kvd * 4,
+    kvPerToken: kvBytesPerToken(c, to - from),
   };
+}
+
+/** Bytes one position of KV cache takes in `layers` layers: float32 keys and values of every KV head (the one place this is counted). */
+export function kvBytesPerToken(c: { nKvHeads: number; headDim: number }, layers: number): number {
+  return layers * 2 * c.nKvHeads * c.headDim * 4;
 }
 
 /**

@@ -32,10 +32,6 @@ export const WIRE_CODES = {
 
 export type WireCode = keyof typeof WIRE_CODES;
 
-export function isWireCode(s: string): s is WireCode {
-  return Object.prototype.hasOwnProperty.call(WIRE_CODES, s);
-}
-
 export class ProtocolError extends SplitLLMError {
   readonly wireCode: WireCode;
   /** the connection closes after this error is answered */

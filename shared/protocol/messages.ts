@@ -1,3 +1,4 @@
+import { DEFAULT_BLOCK_SIZE } from '../precision.js';
 /**
  * The edge ⇄ cloud messages (docs/PROTOCOL.md): the control header of each frame, as the rest of the
  * code sees it once `parseFrame` (parse.ts) has checked every field. Browser-safe: no imports.
@@ -33,6 +34,11 @@ export interface Hello {
   /** the secret a resume of this session must carry, chosen by the edge (128 random bits, base64url) so that it can resume before the ready arrives; default: the cloud draws one */
   resumeSecret?: string;
 }
+/** A hello's weight precisions with the protocol's defaults applied (float back and head, the default block): the one place they are. */
+export function helloPrecision(h: Pick<Hello, 'backBits' | 'headBits' | 'blockSize'>): { backBits: number; headBits: number; blockSize: number } {
+  return { backBits: h.backBits ?? 32, headBits: h.headBits ?? 32, blockSize: h.blockSize ?? DEFAULT_BLOCK_SIZE };
+}
+
 export interface Ready {
   type: 'ready';
   session: string;

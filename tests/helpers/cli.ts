@@ -21,7 +21,17 @@ export function cli(args: string[], opts: { timeoutMs?: number; env?: Record<str
 }
 
 /** Runs the built CLI without blocking this process's event loop (for servers the test itself runs). */
-export function cliAsync(args: string[], opts: { timeoutMs?: number; env?: Record<string, string>; onStdout?: (chunk: string, kill: (signal: NodeJS.Signals) => void) => void; signalAfterMs?: [NodeJS.Signals, number] } = {}): Promise<CliResult> {
+export function cliAsync(
+  args: string[],
+  opts: {
+    timeoutMs?: number;
+    env?: Record<string, string>;
+    onStdout?: (chunk: string, kill: (signal: NodeJS.Signals) => void) => void;
+    signalAfterMs?: [NodeJS.Signals, number];
+    /** sends the signal this resolves with (an event the test waits for, not a timer) */
+    signalWhen?: Promise<NodeJS.Signals>;
+  } = {},
+): Promise<CliResult> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), ...args], { cwd: REPO, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -33,6 +43,7 @@ export function cliAsync(args: string[], opts: { timeoutMs?: number; env?: Recor
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
     if (opts.signalAfterMs) setTimeout(() => child.kill(opts.signalAfterMs![0]), opts.signalAfterMs[1]);
+    void opts.signalWhen?.then((sig) => child.exitCode === null && child.kill(sig));
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code: code ?? -1, stdout, stderr });
