@@ -19,7 +19,8 @@ import { parseArgs } from 'node:util';
 import { runEdge } from '../edge/agent.js';
 import { DEFAULT_MODEL_DIR } from '../models/default-model.js';
 import { openModel } from '../models/package.js';
-import { CodecId, HEADER_BYTES, writeHeader } from '../quantization/activations/format.js';
+import { HEADER_BYTES, writeHeader } from '../quantization/activations/format.js';
+import { TOPK_ID } from '../quantization/activations/sparse.js';
 import { encodeFrame, PROTOCOL_VERSION } from '../shared/protocol/index.js';
 import { cleanEnv, fmt, minMedMax, pinnedCloud, REPO } from './common.js';
 
@@ -87,7 +88,7 @@ const flooder = `
 // a hello for a real session, then prefills whose payload claims [T, dim] values in 16 KB
 const D = pkg.config.dim;
 const bomb = new Uint8Array(16 * 1024);
-writeHeader(bomb, CodecId.topk, Math.ceil((1 << 26) / D) - 1, D);
+writeHeader(bomb, TOPK_ID, Math.ceil((1 << 26) / D) - 1, D);
 new DataView(bomb.buffer).setUint32(HEADER_BYTES + 4, 1000, true);
 const hello = encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: 'fp32', maxTokens: 8 });
 const bombFrame = encodeFrame({ type: 'prefill', tokens: 1 }, bomb);

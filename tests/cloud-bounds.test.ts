@@ -4,7 +4,8 @@ import type { ModelPackage } from '../models/package.js';
 import { generate, Pipeline } from '../models/runtime/pipeline.js';
 import { encodeLayerKv } from '../quantization/kv/stream.js';
 import { packKv } from '../shared/protocol/frame.js';
-import { CodecId, HEADER_BYTES, writeHeader } from '../quantization/activations/format.js';
+import { HEADER_BYTES, writeHeader } from '../quantization/activations/format.js';
+import { TOPK_ID } from '../quantization/activations/sparse.js';
 import { PROBE_BUDGET_BYTES } from '../cloud/session.js';
 import { expectClosed, expectError, fp32, hello, testCloud, TestEdge, type TestCloud } from './helpers/cloud.js';
 import { defaultModel } from './helpers/models.js';
@@ -40,7 +41,7 @@ it('a decompression bomb (16 KB of topk claiming 349,525 × dim values) is refus
   const T = Math.ceil((1 << 26) / D) - 1;
   // header, scale, kept count; padded to 16 KiB so the bytes-per-value sanity check alone does not refuse it
   const bomb = new Uint8Array(16 * 1024);
-  writeHeader(bomb, CodecId.topk, T, D);
+  writeHeader(bomb, TOPK_ID, T, D);
   new DataView(bomb.buffer).setUint32(HEADER_BYTES + 4, 1000, true);
   const c = cloud.connect();
   const edge = await TestEdge.start(pkg, c, 2);
@@ -51,7 +52,7 @@ it('a decompression bomb (16 KB of topk claiming 349,525 × dim values) is refus
   await edge.round(prompt);
   const { nKvHeads: KV, headDim: hd } = pkg.config;
   const kvBomb = new Uint8Array(16 * 1024);
-  writeHeader(kvBomb, CodecId.topk, Math.floor((1 << 26) / hd) - 1, hd);
+  writeHeader(kvBomb, TOPK_ID, Math.floor((1 << 26) / hd) - 1, hd);
   c.send({ type: 'kv', layer: 1, length: edge.front.length }, packKv(kvBomb, kvBomb));
   expect(await expectError(c, 'bad_tensor')).toMatchObject({ message: expect.stringMatching(new RegExp(`over the limit of ${KV * edge.front.length * hd}$`)) });
   c.send({ type: 'close' });

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { rng } from '../models/runtime/sampler.js';
 import { SplitLLMError } from '../shared/errors.js';
-import { createCodec, decodeMessage, parseSpec } from '../quantization/activations/registry.js';
+import { checkWireIds, CODECS, createCodec, decodeMessage, parseSpec } from '../quantization/activations/registry.js';
+import { topkDefinition } from '../quantization/activations/sparse.js';
 import { HEADER_BYTES } from '../quantization/activations/format.js';
 import { useWasmKernels, wasmKernels } from '../quantization/activations/wasm/kernels.js';
 
@@ -274,4 +275,13 @@ describe('codec errors are typed', () => {
     expect(typed).toBeGreaterThan(3000);
     expect(performance.now() - t0).toBeLessThan(60_000); // no hang (generous: a sanity bound, not a benchmark)
   });
+});
+
+it('each codec file declares its own wire id, and the registry refuses two definitions that claim one', () => {
+  const ids = CODECS.flatMap((d) => d.decodes);
+  expect(new Set(ids).size).toBe(ids.length);
+  expect([...ids].sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  const clash = { ...topkDefinition, names: ['topk2'] };
+  expect(() => checkWireIds([...CODECS, clash])).toThrow('codecs topk and topk2 both claim wire id 5: give one another id');
+  expect(() => checkWireIds([{ ...topkDefinition, decodes: [256] }])).toThrow('codec topk: wire id 256 is not a byte from 1 to 255');
 });

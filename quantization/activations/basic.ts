@@ -2,17 +2,23 @@
 import { f16BitsToF32, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
 import { noParams } from './spec.js';
-import { checkInput, CodecId, corrupt, nonFinite, HEADER_BYTES, readHeader, writeHeader } from './format.js';
+import { checkInput, corrupt, nonFinite, HEADER_BYTES, readHeader, writeHeader, type CodecId } from './format.js';
+
+/** wire ids (header byte 3) of the basic codecs */
+export const FP32_ID = 1;
+export const FP16_ID = 2;
+export const INT8_ID = 3;
+const NAMES: Record<number, string> = { [FP32_ID]: 'fp32', [FP16_ID]: 'fp16', [INT8_ID]: 'int8' };
 
 function expectCodec(bytes: Uint8Array, id: CodecId, opts?: DecodeOptions) {
   const h = readHeader(bytes, opts?.maxValues);
-  if (h.codec !== id) throw corrupt(`codec id ${h.codec} where ${CodecId[id]} (${id}) was expected`);
+  if (h.codec !== id) throw corrupt(`codec id ${h.codec} where ${NAMES[id] ?? 'codec'} (${id}) was expected`);
   return h;
 }
 
 export class Fp32Codec implements Codec {
   readonly spec = 'fp32';
-  readonly id = CodecId.fp32;
+  readonly id = FP32_ID;
   readonly lossless = true;
   encode(x: Float32Array, tokens: number, dim: number): Uint8Array {
     checkInput(x, tokens, dim);
@@ -34,7 +40,7 @@ export class Fp32Codec implements Codec {
 
 export class Fp16Codec implements Codec {
   readonly spec = 'fp16';
-  readonly id = CodecId.fp16;
+  readonly id = FP16_ID;
   readonly lossless = false;
   encode(x: Float32Array, tokens: number, dim: number): Uint8Array {
     checkInput(x, tokens, dim);
@@ -65,7 +71,7 @@ const Q8_BLOCK = 32;
 /** int8: per token, blocks of 32 channels (last block may be shorter), f16 scale d = max|x|/127, q = round(x/d). */
 export class Int8Codec implements Codec {
   readonly spec = 'int8';
-  readonly id = CodecId.int8;
+  readonly id = INT8_ID;
   readonly lossless = false;
   static payloadBytes(tokens: number, dim: number): number {
     return tokens * (Math.ceil(dim / Q8_BLOCK) * 2 + dim);
@@ -136,6 +142,6 @@ function basic(name: string, summary: string, id: CodecId, make: () => Codec): C
   };
 }
 
-export const fp32Definition = basic('fp32', 'float32, lossless', CodecId.fp32, () => new Fp32Codec());
-export const fp16Definition = basic('fp16', 'float16', CodecId.fp16, () => new Fp16Codec());
-export const int8Definition = basic('int8', 'int8 per token in blocks of 32 channels with a float16 scale (like Q8_0)', CodecId.int8, () => new Int8Codec());
+export const fp32Definition = basic('fp32', 'float32, lossless', FP32_ID, () => new Fp32Codec());
+export const fp16Definition = basic('fp16', 'float16', FP16_ID, () => new Fp16Codec());
+export const int8Definition = basic('int8', 'int8 per token in blocks of 32 channels with a float16 scale (like Q8_0)', INT8_ID, () => new Int8Codec());

@@ -18,16 +18,12 @@ export const DEFAULT_MAX_VALUES = 1 << 26;
  */
 export const MAX_VALUES_PER_BYTE = 4096;
 
-export enum CodecId {
-  fp32 = 1,
-  fp16 = 2,
-  int8 = 3,
-  tabq = 4,
-  topk = 5,
-  lowrank = 6,
-  /** ts-tabq entropy-coded against a calibrated context */
-  tabqEc = 7,
-}
+/**
+ * A message's codec id (header byte 3). Each codec file declares its own (fp32 1, fp16 2, int8 3 in
+ * basic.ts; ts-tabq 4 in tabq.ts; topk 5 in sparse.ts; lowrank 6 in lowrank.ts; calibrated ts-tabq 7 in
+ * tabq-ec.ts: docs/FORMATS.md); the registry refuses two definitions that decode the same id.
+ */
+export type CodecId = number;
 
 export function corrupt(why: string): SplitLLMError {
   return new SplitLLMError('E_CODEC_CORRUPT', `hidden-state message is corrupt: ${why}`);
@@ -69,7 +65,7 @@ export function readHeader(bytes: Uint8Array, maxValues = DEFAULT_MAX_VALUES): H
   if (tokens * dim > MAX_VALUES_PER_BYTE * bytes.length) {
     throw corrupt(`[${tokens}, ${dim}] = ${tokens * dim} values cannot come from ${bytes.length} bytes`);
   }
-  return { codec: bytes[3] as CodecId, tokens, dim };
+  return { codec: bytes[3]!, tokens, dim };
 }
 
 /** E_CODEC_INPUT unless [tokens, dim] is a positive integer shape that x fills exactly. */

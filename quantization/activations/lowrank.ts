@@ -7,7 +7,10 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
 import { positionalParam } from './spec.js';
-import { checkInput, CodecId, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, writeHeader } from './format.js';
+import { checkInput, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, writeHeader } from './format.js';
+
+/** this codec's wire id (header byte 3) */
+export const LOWRANK_ID = 6;
 
 function gaussian(seed: number): () => number {
   let a = seed >>> 0;
@@ -83,7 +86,7 @@ function jacobiEigen(C: Float64Array, k: number): { values: Float64Array; vector
 }
 
 export class LowrankCodec implements Codec {
-  readonly id = CodecId.lowrank;
+  readonly id = LOWRANK_ID;
   readonly lossless = false;
   readonly spec: string;
   constructor(readonly rank: number) {
@@ -202,7 +205,7 @@ export function decodeLowrank(bytes: Uint8Array, T: number, D: number): Decoded 
 export const lowrankDefinition: CodecDefinition = {
   names: ['lowrank'],
   summary: 'lowrank:R sends a rank-R factorization of the message',
-  decodes: [CodecId.lowrank],
+  decodes: [LOWRANK_ID],
   create: (p) => new LowrankCodec(positionalParam(p, 'rank')),
   decode: (bytes, h) => decodeLowrank(bytes, h.tokens, h.dim),
 };

@@ -24,6 +24,20 @@ export const CODECS: readonly CodecDefinition[] = [fp32Definition, fp16Definitio
 
 export const CODEC_NAMES: readonly string[] = [...new Set(CODECS.map((d) => d.names[0]!))];
 
+/** Each wire id is decoded by one definition: two codec files that claimed the same id would misread each other's messages. */
+export function checkWireIds(defs: readonly CodecDefinition[]): void {
+  const seen = new Map<number, string>();
+  for (const d of defs) {
+    for (const id of d.decodes) {
+      if (!Number.isInteger(id) || id < 1 || id > 255) throw new Error(`codec ${d.names[0]}: wire id ${id} is not a byte from 1 to 255`);
+      const other = seen.get(id);
+      if (other !== undefined) throw new Error(`codecs ${other} and ${d.names[0]} both claim wire id ${id}: give one another id`);
+      seen.set(id, d.names[0]!);
+    }
+  }
+}
+checkWireIds(CODECS);
+
 function definitionOf(p: ParsedSpec): CodecDefinition {
   const def = CODECS.find((d) => d.names.includes(p.name) && (d.accepts?.(p) ?? true));
   if (!def) throw new SplitLLMError('E_CODEC_SPEC', `unknown codec "${p.name}": choose one of ${CODEC_NAMES.join(', ')}`);

@@ -2,7 +2,10 @@
 import { SplitLLMError } from '../../shared/errors.js';
 import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
 import { positionalParam } from './spec.js';
-import { checkInput, CodecId, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
+import { checkInput, corrupt, nonFinite, HEADER_BYTES, Reader, readHeader, Writer, writeHeader } from './format.js';
+
+/** this codec's wire id (header byte 3) */
+export const TOPK_ID = 5;
 
 /** The k-th largest value of a (k ≥ 1), by quickselect on a copy. */
 export function kthLargest(a: Float32Array, k: number): number {
@@ -33,7 +36,7 @@ export function kthLargest(a: Float32Array, k: number): number {
 }
 
 export class TopkCodec implements Codec {
-  readonly id = CodecId.topk;
+  readonly id = TOPK_ID;
   readonly lossless = false;
   readonly spec: string;
   constructor(readonly percent: number) {
@@ -104,7 +107,7 @@ export function decodeTopk(bytes: Uint8Array, tokens: number, dim: number): Deco
 export const topkDefinition: CodecDefinition = {
   names: ['topk'],
   summary: 'topk:P keeps the P% largest-magnitude values exactly, the rest are zero',
-  decodes: [CodecId.topk],
+  decodes: [TOPK_ID],
   create: (p) => new TopkCodec(positionalParam(p, 'percent')),
   decode: (bytes, h) => decodeTopk(bytes, h.tokens, h.dim),
 };

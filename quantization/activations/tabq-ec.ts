@@ -19,7 +19,10 @@ import { f16BitsToF32, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
 import { choiceParam, numParam, onlyParams, specError, type ParsedSpec } from './spec.js';
 import { CodecContext, contextMissing, rungBelow, rungNearest, rungStep, RUNGS, type ContextSet, type RungTable } from './context.js';
-import { checkInput, checkShape, CodecId, corrupt, HEADER_BYTES, nonFinite, putVarint, Reader, readHeader, writeHeader } from './format.js';
+import { checkInput, checkShape, corrupt, HEADER_BYTES, nonFinite, putVarint, Reader, readHeader, writeHeader } from './format.js';
+
+/** this codec's wire id (header byte 3) */
+export const TABQ_EC_ID = 7;
 import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
 
 export type TabqEcMode = 'eps' | 'step';
@@ -62,7 +65,7 @@ export function tabqEcSpec(p: TabqEcParams): string {
 }
 
 export class TabqEcCodec implements Codec {
-  readonly id = CodecId.tabqEc;
+  readonly id = TABQ_EC_ID;
   readonly lossless = false;
   readonly spec: string;
   private readonly contexts: ContextSet;
@@ -596,7 +599,7 @@ function tabqEcParamsFrom(p: ParsedSpec): TabqEcParams {
 export const tabqEcDefinition: CodecDefinition = {
   names: ['ts-tabq', 'tstabq'],
   summary: 'ts-tabq:cal=K,step=S|eps=E — TS + TAB-Q against the calibration of split K (per-channel normalization, static prefix codes)',
-  decodes: [CodecId.tabqEc],
+  decodes: [TABQ_EC_ID],
   accepts: (p) => p.params.has('cal'),
   create(p, env) {
     const params = tabqEcParamsFrom(p);

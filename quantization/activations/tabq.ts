@@ -22,7 +22,10 @@ import { SplitLLMError } from '../../shared/errors.js';
 import { f16BitsToF32, f16Down, f16Up, f32ToF16Bits } from '../../shared/tensor.js';
 import type { Codec, CodecDefinition, Decoded, DecodeOptions } from './codec.js';
 import { choiceParam, numParam, onlyParams, positionalParam, specError, type ParsedSpec } from './spec.js';
-import { checkShape, CodecId, corrupt, nonFinite, HEADER_BYTES, putVarint, Reader, readHeader, Writer, writeHeader } from './format.js';
+import { checkShape, corrupt, nonFinite, HEADER_BYTES, putVarint, Reader, readHeader, Writer, writeHeader } from './format.js';
+
+/** this codec's wire id (header byte 3) */
+export const TABQ_ID = 4;
 import { normalize, RansDecoder, ransEncode, readTable, writeTable } from './rans.js';
 import { wasmKernels, type WasmKernels } from './wasm/kernels.js';
 
@@ -71,7 +74,7 @@ export function autoTau(x: Float32Array, q: number): number {
 }
 
 export class TabqCodec implements Codec {
-  readonly id = CodecId.tabq;
+  readonly id = TABQ_ID;
   readonly lossless = false;
   readonly spec: string;
 
@@ -843,7 +846,7 @@ export function tabqParamsFrom(p: ParsedSpec): TabqParams {
 export const tabqDefinition: CodecDefinition = {
   names: ['ts-tabq', 'tstabq'],
   summary: 'ts-tabq:eps=E|budget=B[,tau=T|auto|none] — threshold split (outliers exact) + token-wise adaptive bits',
-  decodes: [CodecId.tabq],
+  decodes: [TABQ_ID],
   create: (p) => new TabqCodec(tabqParamsFrom(p)),
   decode: (bytes, h) => decodeTabq(bytes, h.tokens, h.dim),
   // a bare `ts-tabq` means the split's calibrated codec. A model without any calibration gets an error, not
