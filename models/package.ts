@@ -4,7 +4,7 @@
  * are imported in memory.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { SplitLLMError } from '../shared/errors.js';
 import { numel } from '../shared/tensor.js';
@@ -17,6 +17,7 @@ import { checkExportIO, parseExportIO } from './onnx-import/analyze.js';
 import { loadOnnx } from './onnx-import/load.js';
 import { copyExportFiles, importOnnx, OnnxExportWeights, type OnnxImport } from './onnx-import/package.js';
 import { parseTokenizerConfig, TextTokenizer, type TokenizerConfig } from './tokenizer/tokenizer.js';
+import { importerFor } from './importers/registry.js';
 
 /** Read access to a model's float weights by package tensor name. */
 export interface WeightSource {
@@ -393,16 +394,7 @@ export interface OpenOptions {
   withoutTokenizer?: boolean;
 }
 
-/** Whether a file starts with GGUF's magic (llama.cpp's format). */
-export function isGguf(path: string): boolean {
-  const fd = openSync(path, 'r');
-  try {
-    const b = Buffer.alloc(4);
-    return readSync(fd, b, 0, 4, 0) === 4 && b.toString('latin1') === 'GGUF';
-  } finally {
-    closeSync(fd);
-  }
-}
+export { isGguf } from './importers/registry.js';
 
 /** Opens a package directory, a Hugging Face directory, a GGUF file or a llama2.c checkpoint. */
 export async function openModel(path: string, opts: OpenOptions = {}): Promise<ModelPackage> {
@@ -411,21 +403,11 @@ export async function openModel(path: string, opts: OpenOptions = {}): Promise<M
     const m = importOnnx(path);
     return ModelPackage.fromOnnx(m, await sha256Files(m.files));
   }
-  if (statSync(path).isDirectory()) {
-    if (existsSync(join(path, MANIFEST_FILE))) return ModelPackage.load(path, !opts.withoutTokenizer);
-    if (existsSync(join(path, 'config.json'))) {
-      const { importHuggingFace } = await import('./importers/hf.js');
-      const m = await importHuggingFace(path);
-      return ModelPackage.fromImported({ ...m, sha256: weightsSha256(m.config, m.weights) });
-    }
-    throw new SplitLLMError('E_BAD_PACKAGE', `${path} holds neither ${MANIFEST_FILE} nor config.json: pass a splitllm package or a Hugging Face model directory`);
-  }
-  if (isGguf(path)) {
-    const { importGguf } = await import('./importers/gguf.js');
-    return ModelPackage.fromImported(await importGguf(path));
-  }
-  const { importLlama2c, findLlama2cTokenizer } = await import('./importers/llama2c.js');
-  const tok = opts.tokenizer ?? findLlama2cTokenizer(path);
-  return ModelPackage.fromImported(await importLlama2c(path, tok));
+  if (statSync(path).isDirectory() && existsSync(join(path, MANIFEST_FILE))) return ModelPackage.load(path, !opts.withoutTokenizer);
+  const importer = importerFor(path);
+  if (!importer) throw new SplitLLMError('E_BAD_PACKAGE', `${path} holds neither ${MANIFEST_FILE} nor config.json: pass a splitllm package or a Hugging Face model directory`);
+  const m = await importer.import(path, { tokenizer: opts.tokenizer });
+  // a checkpoint run in place is named by its source file's hash, else by its weights'
+  return ModelPackage.fromImported({ ...m, sha256: m.sha256 ?? weightsSha256(m.config, m.weights) });
 }
 

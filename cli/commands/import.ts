@@ -3,7 +3,8 @@ import { resolve } from 'node:path';
 import { SplitLLMError } from '../../shared/errors.js';
 import { DEFAULT_MODEL_DIR } from '../../models/default-model.js';
 import { parameterCount } from '../../models/manifest.js';
-import { isGguf, isOnnxExport, SafetensorsWeights, writeOnnxPackage, writePackage, type ImportedModel } from '../../models/package.js';
+import { isOnnxExport, SafetensorsWeights, writeOnnxPackage, writePackage, type ImportedModel } from '../../models/package.js';
+import { importerFor } from '../../models/importers/registry.js';
 import { progress } from '../common.js';
 import { SYNTHETIC_PRESETS, syntheticModel, syntheticPreset } from '../../models/importers/synthetic.js';
 import { defineCommand, opt } from '../options.js';
@@ -61,16 +62,9 @@ export const importCommand = defineCommand({
     if (v.synthetic) {
       model = syntheticModel(v.synthetic, v.seed, v.layers ? { nLayers: v.layers } : {});
     } else if (src) {
-      if (statSync(src).isDirectory()) {
-        const { importHuggingFace } = await import('../../models/importers/hf.js');
-        model = await importHuggingFace(src);
-      } else if (isGguf(src)) {
-        const { importGguf } = await import('../../models/importers/gguf.js');
-        model = await importGguf(src);
-      } else {
-        const { importLlama2c, findLlama2cTokenizer } = await import('../../models/importers/llama2c.js');
-        model = await importLlama2c(src, v.tokenizer ?? findLlama2cTokenizer(src));
-      }
+      const importer = importerFor(src);
+      if (!importer) throw new SplitLLMError('E_BAD_PACKAGE', `${src} is a folder without config.json: import a Hugging Face model directory, an ONNX export, a GGUF file or a llama2.c checkpoint`);
+      model = await importer.import(src, { tokenizer: v.tokenizer });
     } else throw new SplitLLMError('E_USAGE', 'nothing to import');
     if (!v.json) process.stderr.write(`writing ${model.name} (${(parameterCount(model.config) / 1e6).toFixed(2)}M parameters) to ${out}\n`);
     const dtype = v.dtype === 'auto' ? 'auto' : v.dtype === 'f32' ? 'F32' : v.dtype === 'f16' ? 'F16' : 'BF16';
