@@ -24,6 +24,8 @@
  *              and k's expected ms per token, when that beats the plain step by 5% and what the proposer holds
  *              (a draft model, the early exit's head) still fits the memory budget — memory then includes it
  */
+import { COMPACT_STEP_HEADER } from '../shared/protocol/frame.js';
+import { HEADER_BYTES as MESSAGE_HEADER_BYTES } from '../quantization/activations/format.js';
 import { SplitLLMError } from '../shared/errors.js';
 import { heldBytes, segmentBytes, type QuantizedBytes, type SegmentBytes, type ShapeConfig } from '../quantization/weights/memory.js';
 import { blockOfWeights, DEFAULT_BLOCK_SIZE, isBlockwise } from '../shared/precision.js';
@@ -43,7 +45,13 @@ export interface Config {
   blockSize?: number;
 }
 
-const HEADER_BYTES = 4 + 64; // frame length prefix + msgpack step header, generous
+/**
+ * Bytes a step adds to its hidden state on the wire: the compact step header (shared/protocol/frame.ts), the
+ * codec message's own header (12: the meter amortizes it over a window, a step pays it whole) and a client
+ * WebSocket frame's header (2 + 2 length + 4 mask). A prefill's frame has a msgpack header instead (≤ 64).
+ */
+const STEP_WIRE_BYTES = COMPACT_STEP_HEADER + MESSAGE_HEADER_BYTES + 8;
+const PREFILL_WIRE_BYTES = 4 + 64 + MESSAGE_HEADER_BYTES + 14;
 
 /**
  * A compute profile's latency table at a quantization block: the top-level one at the default block and for
@@ -135,7 +143,7 @@ export function predict(pr: Problem, c: Config): Prediction {
   const memory = heldMemory(m, seg, c.maxSeq, pr.edge.baselineBytes);
   const codec = pr.accuracy.codecs[`${c.split}/${c.codec}`];
   const bitsPerValue = codec?.bitsPerValue ?? (c.codec === 'fp32' ? 32 : c.codec === 'fp16' ? 16 : NaN);
-  const bytesPerToken = (bitsPerValue * m.dim) / 8 + HEADER_BYTES;
+  const bytesPerToken = (bitsPerValue * m.dim) / 8 + STEP_WIRE_BYTES;
   const edgeMs = pr.edge.embedMs + c.split * layerMs(pr.edge, c.frontBits, block);
   const hb = c.headBits ?? 32;
   const head = headMs(pr.cloud, hb, block);
@@ -144,7 +152,7 @@ export function predict(pr: Problem, c: Config): Prediction {
   const n = pr.budgets.promptTokens ?? 1;
   const stages = (t: number): [number, number, number] => [
     pr.edge.embedMs + c.split * (layerMs(pr.edge, c.frontBits, block) + (t - 1) * prefillMs(pr.edge, c.frontBits, block)),
-    (1000 * ((t * bitsPerValue * m.dim) / 8 + HEADER_BYTES)) / pr.link.bytesPerSec,
+    (1000 * ((t * bitsPerValue * m.dim) / 8 + PREFILL_WIRE_BYTES)) / pr.link.bytesPerSec,
     (m.nLayers - c.split) * (layerMs(pr.cloud, c.backBits, block) + (t - 1) * prefillMs(pr.cloud, c.backBits, block)),
   ];
   const { chunk: prefillChunk, ms: pipelineMs } = bestPrefillChunk(n, stages);
