@@ -45,7 +45,7 @@ function relativeDistance(a: Float32Array, b: Float32Array): number {
   return num / Math.max(den, 1e-30);
 }
 
-/** Ids of the `n` largest of `scores`, best first. */
+/** Every id, ordered by `scores`, best first. */
 function topIds(scores: Float64Array | Float32Array): Int32Array {
   const ids = Int32Array.from({ length: scores.length }, (_, i) => i);
   ids.sort((a, b) => scores[b]! - scores[a]!);

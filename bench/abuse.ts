@@ -63,10 +63,14 @@ function attacker(code: string): ChildProcess {
 const WS = JSON.stringify(join(REPO, 'node_modules', 'ws'));
 const hex = (b: Uint8Array) => JSON.stringify(Buffer.from(b).toString('hex'));
 
-const probe = encodeFrame({ type: 'probe', id: 1, reply: 0 });
-const flooder = `
+/**
+ * A child's code: connect (again whenever the cloud closes it), send `first` once, then `frame` as fast as the
+ * socket takes it (its send buffer kept under 1 MiB, 4096 frames an event-loop turn), reading and dropping what comes back; prints how many it sent.
+ */
+const pumper = (frame: Uint8Array, first?: Uint8Array) => `
   const WebSocket = require(${WS});
-  const frame = Buffer.from(${hex(probe)}, 'hex');
+  const first = ${first ? `Buffer.from(${hex(first)}, 'hex')` : 'undefined'};
+  const frame = Buffer.from(${hex(frame)}, 'hex');
   let sent = 0;
   const open = () => {
     const ws = new WebSocket(${JSON.stringify(url)});
@@ -74,9 +78,11 @@ const flooder = `
     ws.on('close', () => setTimeout(open, 50));
     ws.on('message', () => {});
     ws.on('open', () => {
+      if (first) ws.send(first);
       const pump = () => {
         if (ws.readyState !== 1) return;
-        while (ws.bufferedAmount < 1 << 20) { ws.send(frame); sent++; }
+        // at most 4096 a turn: a loop the kernel keeps draining would never let the child report (or reconnect)
+        for (let n = 0; n < 4096 && ws.bufferedAmount < 1 << 20; n++) { ws.send(frame); sent++; }
         setImmediate(pump);
       };
       pump();
@@ -85,35 +91,16 @@ const flooder = `
   open();
   setInterval(() => console.log(JSON.stringify({ sent })), 1000);`;
 
-// a hello for a real session, then prefills whose payload claims [T, dim] values in 16 KB
+// the flooder: probes of 0 bytes, valid without a session and never an error
+const flooder = pumper(encodeFrame({ type: 'probe', id: 1, reply: 0 }));
+
+// the bomber: a hello for a real session, then prefills whose payload claims [T, dim] values in 16 KB
 const D = pkg.config.dim;
 const bomb = new Uint8Array(16 * 1024);
 writeHeader(bomb, TOPK_ID, Math.ceil((1 << 26) / D) - 1, D);
 new DataView(bomb.buffer).setUint32(HEADER_BYTES + 4, 1000, true);
 const hello = encodeFrame({ type: 'hello', version: PROTOCOL_VERSION, modelHash: pkg.hash, split, codec: 'fp32', maxTokens: 8 });
-const bombFrame = encodeFrame({ type: 'prefill', tokens: 1 }, bomb);
-const bomber = `
-  const WebSocket = require(${WS});
-  const hello = Buffer.from(${hex(hello)}, 'hex');
-  const bomb = Buffer.from(${hex(bombFrame)}, 'hex');
-  let sent = 0;
-  const open = () => {
-    const ws = new WebSocket(${JSON.stringify(url)});
-    ws.on('error', () => {});
-    ws.on('close', () => setTimeout(open, 50));
-    ws.on('message', () => {});
-    ws.on('open', () => {
-      ws.send(hello);
-      const pump = () => {
-        if (ws.readyState !== 1) return;
-        while (ws.bufferedAmount < 1 << 20) { ws.send(bomb); sent++; }
-        setImmediate(pump);
-      };
-      pump();
-    });
-  };
-  open();
-  setInterval(() => console.log(JSON.stringify({ sent })), 1000);`;
+const bomber = pumper(encodeFrame({ type: 'prefill', tokens: 1 }, bomb), hello);
 
 /** /healthz every 100 ms until stopped: worst latency and failures (a 2 s timeout counts as one). */
 function watchHealth(): { stop: () => Promise<{ asked: number; failed: number; worstMs: number }> } {

@@ -7,6 +7,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { SplitLLMError } from '../shared/errors.js';
 import { Fields, failWith } from '../shared/fields.js';
+import { bearerToken } from '../shared/secret.js';
 import type { Identity } from './session.js';
 
 export interface TenantSpec {
@@ -54,10 +55,10 @@ export class Tenants {
 
   /** The tenant of an `Authorization: Bearer …` header, or undefined; every token is compared. */
   identify(authorization: string | undefined): Identity | undefined {
-    const m = /^Bearer[ ]+(.+)$/i.exec(authorization ?? '');
-    const given = digest(m?.[1]?.trim() ?? '');
+    const token = bearerToken(authorization);
+    const given = digest(token ?? '');
     let found: Identity | undefined;
-    for (const e of this.entries) if (timingSafeEqual(e.digest, given) && m) found = e.identity;
+    for (const e of this.entries) if (timingSafeEqual(e.digest, given) && token !== undefined) found = e.identity;
     return found;
   }
 }

@@ -127,6 +127,11 @@ export class CloudConnection {
     this.channel.send(frame);
   }
 
+  /** positions sent since the last answer (the frames kept for a resend) */
+  private get fedUnanswered(): number {
+    return this.kept.reduce((n, k) => n + k.end - k.start, 0);
+  }
+
   /** the deadline of a ready that may wait for a back segment's build */
   get readyMs(): number {
     return this.policy.readyMs ?? DEFAULT_DEADLINES.readyMs;
@@ -257,7 +262,7 @@ export class CloudConnection {
 
   private async awaitAnswer<T extends 'token' | 'verified'>(position: number, type: T): Promise<Extract<CloudMessage, { type: T }>> {
     for (;;) {
-      const fed = this.kept.reduce((n, k) => n + k.end - k.start, 0);
+      const fed = this.fedUnanswered;
       const t0 = performance.now();
       const ev = await this.next(`the ${type} answering ${fed} position(s)`, this.answerDeadline(fed));
       if (ev.kind === 'message') {
@@ -278,7 +283,7 @@ export class CloudConnection {
     this.channel = await connectWithin(this.connect, this.session, this.policy.retryWindowMs ?? 5000, this.policy.signal);
     this.send({ type: 'resume', session: this.session, secret: this.secret, position });
     // the cloud lets a step of the dropped connection finish before it answers
-    const ev = await this.next('the ready answering the resume', this.answerDeadline(this.kept.reduce((n, k) => n + k.end - k.start, 1)));
+    const ev = await this.next('the ready answering the resume', this.answerDeadline(1 + this.fedUnanswered));
     if (ev.kind === 'close') throw closedError(ev.code, ev.reason);
     const m = ev.frame.header;
     if (m.type === 'error' && m.code === 'unknown_session') {

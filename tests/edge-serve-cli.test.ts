@@ -15,27 +15,33 @@ import { defaultModel } from './helpers/models.js';
 const tmp = mkdtempSync(join(tmpdir(), 'splitllm-serve-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
+/** `splitllm edge serve ARGS` as a process, once it says where it listens: its url, its stderr so far, its exit. */
+async function serveProcess(args: string[]) {
+  const child = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'edge', 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out: { child: typeof child; stderr: string; url?: string; exited: Promise<number | null> } = { child, stderr: '', exited: new Promise((r) => child.once('exit', (code) => r(code))) };
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+  for (let i = 0; i < 300 && !/edge service on (http:\/\/[^ ]+)/.test(out.stderr); i++) await new Promise((r) => setTimeout(r, 50));
+  out.url = /edge service on (http:\/\/[^ ]+)/.exec(out.stderr)?.[1];
+  return out;
+}
+
 it('edge serve reads its token from a file, serves the API, and exits 0 on SIGTERM', async () => {
   const pkg = await defaultModel();
   const cloud = await startCloud(pkg, { token: 's3cret' });
   const tokenFile = join(tmp, 'token');
   writeFileSync(tokenFile, 's3cret\n');
-  const child = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'edge', 'serve', '--cloud', cloud.url, '--token-file', tokenFile, '--split', '2', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const serve = await serveProcess(['--cloud', cloud.url, '--token-file', tokenFile, '--split', '2', '--port', '0']);
+  const { child, url, exited } = serve;
   try {
-    for (let i = 0; i < 300 && !/edge service on (http:\/\/[^ ]+)/.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
-    const url = /edge service on (http:\/\/[^ ]+)/.exec(stderr)?.[1];
-    expect(url, stderr).toBeDefined();
-    expect(stderr).toMatch(/reachable/);
+    expect(url, serve.stderr).toBeDefined();
+    expect(serve.stderr).toMatch(/reachable/);
     const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'ROMEO:', max_tokens: 5, temperature: 0 }) });
     expect(res.status).toBe(200);
     expect(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(5);
     expect((await fetch(`${url}/ready`)).status).toBe(200);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
-    expect(stderr).toMatch(/stopping/);
+    expect(serve.stderr).toMatch(/stopping/);
   } finally {
     child.kill('SIGKILL');
     await cloud.close();
@@ -94,14 +100,10 @@ it('SIGTERM with a request stuck on a cloud that never answers: the drain timeou
     });
   });
   const cloudUrl = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;
-  const child = spawn(process.execPath, [join(REPO, 'bin', 'splitllm.js'), 'edge', 'serve', '--cloud', cloudUrl, '--split', '2', '--port', '0', '--drain-timeout', '1s'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const serve = await serveProcess(['--cloud', cloudUrl, '--split', '2', '--port', '0', '--drain-timeout', '1s']);
+  const { child, url, exited } = serve;
   try {
-    for (let i = 0; i < 300 && !/edge service on (http:\/\/[^ ]+)/.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
-    const url = /edge service on (http:\/\/[^ ]+)/.exec(stderr)?.[1];
-    expect(url, stderr).toBeDefined();
+    expect(url, serve.stderr).toBeDefined();
     const stuck = fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'ROMEO:', max_tokens: 5, temperature: 0 }) });
     // the request is running once the cloud saw its step (the first token came back)
     for (let i = 0; i < 600 && !(await fetch(`${url}/health`).then((r) => r.json() as Promise<{ activeRequests: number }>)).activeRequests; i++) await new Promise((r) => setTimeout(r, 20));
@@ -110,7 +112,7 @@ it('SIGTERM with a request stuck on a cloud that never answers: the drain timeou
     expect(res.status).toBe(503);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('shutting_down');
     expect(await exited).toBe(0);
-    expect(stderr).toMatch(/drain timeout: ended 1 running request/);
+    expect(serve.stderr).toMatch(/drain timeout: ended 1 running request/);
   } finally {
     child.kill('SIGKILL');
     for (const c of wss.clients) c.terminate();
